@@ -1,0 +1,59 @@
+//! `pinhole`: the desktop softphone, and its headless subcommands over the same engine.
+
+mod display;
+mod gui;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Pinhole: a softphone that calls straight through NAT.
+///
+/// With no subcommand, starts the desktop app.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the desktop app (the default).
+    Gui,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.unwrap_or(Command::Gui) {
+        Command::Gui => run_gui(),
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,pinhole=info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_gui() -> ExitCode {
+    if let Err(missing) = display::check() {
+        eprintln!("{missing}");
+        eprintln!("{}", display::HEADLESS_GUIDANCE);
+        return ExitCode::from(2);
+    }
+    match gui::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pinhole: could not open the window: {err}");
+            eprintln!("{}", display::HEADLESS_GUIDANCE);
+            ExitCode::from(2)
+        }
+    }
+}
