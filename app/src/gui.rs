@@ -10,13 +10,25 @@ pub(crate) fn run() -> Result<(), eframe::Error> {
         viewport: egui::ViewportBuilder::default()
             .with_title(APP_NAME)
             .with_inner_size([420.0, 560.0])
-            .with_min_inner_size([320.0, 400.0]),
+            .with_min_inner_size([320.0, 400.0])
+            .with_app_id("pinhole")
+            .with_icon(icon()),
         ..Default::default()
     };
     eframe::run_native(
         APP_NAME,
         options,
         Box::new(|_cc| Ok(Box::new(PinholeApp::default()))),
+    )
+}
+
+/// The window icon, embedded from `assets/`. A broken image only costs the icon, never the app.
+fn icon() -> egui::IconData {
+    eframe::icon_data::from_png_bytes(include_bytes!("../../assets/pinhole.png")).unwrap_or_else(
+        |err| {
+            tracing::warn!("window icon not loaded: {err}");
+            egui::IconData::default()
+        },
     )
 }
 
@@ -31,5 +43,15 @@ impl eframe::App for PinholeApp {
             ui.separator();
             ui.label(format!("Version {}", env!("CARGO_PKG_VERSION")));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shipped_icon_decodes_at_256_px() {
+        let icon = super::icon();
+        assert_eq!((icon.width, icon.height), (256, 256));
+        assert_eq!(icon.rgba.len(), 256 * 256 * 4);
     }
 }
