@@ -27,3 +27,69 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn command(name: &str) -> Command {
     Command::new(binary(name))
 }
+
+/// A `pinhole-rendezvous` server started for one test, killed when dropped.
+#[derive(Debug)]
+pub struct Rendezvous {
+    child: std::process::Child,
+    /// The address it listens on (UDP and TCP), as it logged it.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Rendezvous {
+    /// Starts the server on `listen` (port 0 picks a free one) and waits, at most 10 s, for
+    /// its "listening" log line.
+    pub fn start(listen: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = command("pinhole-rendezvous")
+            .args(["--listen", listen])
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pinhole-rendezvous");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("udp=").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(std::time::Duration::from_secs(10)) else {
+            let _ = child.kill();
+            panic!("pinhole-rendezvous did not log that it listens within 10 s");
+        };
+        let addr = addr.parse().expect("logged address parses");
+        Self { child, addr }
+    }
+
+    /// The process id, to signal it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the server to exit by itself.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,10 +1,10 @@
 //! The binaries start, explain themselves and fail clearly.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
 
-use pinhole_tests::command;
+use pinhole_tests::{Rendezvous, command};
+use traversal::stun;
 
 #[test]
 fn app_without_display_explains_how_to_run_headless() {
@@ -44,29 +44,56 @@ fn rendezvous_rejects_a_bad_listen_address() {
 
 #[test]
 fn rendezvous_listens_on_udp_and_tcp() {
-    let mut child = command("pinhole-rendezvous")
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
+    let server = Rendezvous::start("127.0.0.1:0");
+    assert!(server.addr.ip().is_loopback());
+    // The same port takes TCP connections too.
+    TcpStream::connect_timeout(&server.addr, Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn rendezvous_answers_stun_binding_with_the_mapped_address_and_survives_junk() {
+    let server = Rendezvous::start("127.0.0.1:0");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut lines = BufReader::new(stderr).lines();
-    let mut listening = None;
-    while Instant::now() < deadline {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening") => {
-                listening = Some(line);
-                break;
-            }
-            Some(Ok(_)) => continue,
-            _ => break,
-        }
+    // Junk first: empty, RTP-looking, a truncated header, a bad cookie.
+    let mut bad_cookie = stun::encode_binding_request(&[1; 12]);
+    bad_cookie[4] ^= 0xff;
+    for junk in [
+        &[][..],
+        &[0x80, 0x60, 0, 1][..],
+        &[0, 1, 0][..],
+        &bad_cookie[..],
+    ] {
+        socket.send_to(junk, server.addr).unwrap();
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let line = listening.expect("server logged that it listens");
-    assert!(line.contains("udp=127.0.0.1:"), "{line}");
-    assert!(line.contains("tcp=127.0.0.1:"), "{line}");
+    let id = [0x5a; 12];
+    socket
+        .send_to(&stun::encode_binding_request(&id), server.addr)
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (len, from) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(from, server.addr);
+    let answer = stun::Message::decode(&buf[..len]).unwrap();
+    assert_eq!(answer.kind, stun::BINDING_SUCCESS);
+    assert_eq!(answer.transaction_id, id);
+    assert_eq!(
+        answer.xor_mapped_address().unwrap(),
+        Some(socket.local_addr().unwrap())
+    );
+}
+
+#[test]
+fn rendezvous_shuts_down_cleanly_on_sigterm() {
+    let mut server = Rendezvous::start("127.0.0.1:0");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5 s of SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
 }

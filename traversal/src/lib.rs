@@ -5,3 +5,4 @@
 //! itself. See `shared/DESIGN.md`, "From patent to product".
 
 pub mod addr;
+pub mod stun;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
+use tokio::signal::unix::SignalKind;
+use traversal::stun;
 
 /// Pinhole's rendezvous server: NAT detection, registrations and call set-up for Pinhole clients.
 #[derive(Debug, Parser)]
@@ -38,10 +40,50 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding TCP {}", args.listen))?;
         tracing::info!(udp = %udp.local_addr()?, tcp = %tcp.local_addr()?, "listening");
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        tracing::info!("shutting down");
+        let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            result = serve_udp(&udp) => result?,
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        drop(tcp);
         anyhow::Ok(())
     })
+}
+
+/// Answers RFC 8489 Binding Requests with the source address they came from. Anything else is
+/// counted and dropped: a malformed datagram never stops the server.
+async fn serve_udp(socket: &tokio::net::UdpSocket) -> anyhow::Result<()> {
+    let mut buf = [0u8; stun::MAX_MESSAGE_LEN + 1];
+    let mut answer = [0u8; 44];
+    let mut dropped: u64 = 0;
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            // ICMP errors from earlier sends surface here on Linux; they are not fatal.
+            Err(err) => {
+                tracing::debug!("UDP receive: {err}");
+                continue;
+            }
+        };
+        match stun::Message::decode(&buf[..len]) {
+            Ok(request) if request.kind == stun::BINDING_REQUEST => {
+                let from =
+                    std::net::SocketAddr::new(traversal::addr::normalize(from.ip()), from.port());
+                let n = stun::encode_binding_success(&request.transaction_id, from, &mut answer);
+                if let Err(err) = socket.send_to(&answer[..n], from).await {
+                    tracing::debug!(%from, "UDP send: {err}");
+                }
+            }
+            Ok(other) => {
+                dropped += 1;
+                tracing::debug!(%from, kind = other.kind, dropped, "unhandled STUN message");
+            }
+            Err(err) => {
+                dropped += 1;
+                tracing::debug!(%from, dropped, "malformed datagram: {err}");
+            }
+        }
+    }
 }
