@@ -7,6 +7,7 @@ pub(crate) const HEADLESS_GUIDANCE: &str = "\
 Pinhole's desktop app needs a graphical session (X11 or Wayland).
 Without one you can:
   - run the app on a virtual display:  xvfb-run -a pinhole
+                                        (from a checkout: xvfb-run -a ./dev run)
   - see the headless commands:          pinhole --help";
 
 /// No display server is reachable.
