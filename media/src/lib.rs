@@ -5,7 +5,9 @@
 //! a jitter buffer and the decoder to a sink (a device, a WAV file, nothing).
 
 pub mod analysis;
+pub mod audio;
 pub mod tone;
+pub mod voice;
 
 /// The rate at which Pinhole's pipeline runs: Opus' native rate, and RTP's clock for Opus
 /// (RFC 7587 section 4.1).

@@ -6,3 +6,4 @@
 
 pub mod addr;
 pub mod stun;
+pub mod udp_batch;
