@@ -1,0 +1,480 @@
+//! A voice session: one Opus stream each way over a datagram transport, sans I/O.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::VoiceError;
+use super::codec::{CodecConfig, Decoder, Encoder, MAX_FRAME_SAMPLES, MAX_OPUS_PACKET};
+use super::jitter::{JitterBuffer, JitterConfig, Playout, PushOutcome};
+use super::rtcp::{self, MAX_RTCP_LEN, NtpTime, SenderInfo};
+use super::rtp::{self, DEFAULT_PAYLOAD_TYPE, DatagramKind, RTP_HEADER_LEN, RtpSender};
+use super::stats::{ReceptionTracker, RemoteStats, SendStats, VoiceStats};
+use crate::SAMPLE_RATE;
+
+/// Where the session's datagrams go: a UDP socket, a relay, an in-memory link. Sending is
+/// best effort, as UDP is; the session counts failures and goes on.
+pub trait Transport {
+    /// Sends one datagram.
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()>;
+}
+
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        (**self).send(datagram)
+    }
+}
+
+/// A connected UDP socket sends to its peer.
+impl Transport for std::net::UdpSocket {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        std::net::UdpSocket::send(self, datagram).map(|_| ())
+    }
+}
+
+/// A session's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoiceConfig {
+    /// Opus settings for what we send.
+    pub codec: CodecConfig,
+    /// The RTP payload type of Opus both ways (dynamic, 96-127; the SDP's `a=rtpmap`).
+    pub payload_type: u8,
+    /// The jitter buffer's bounds.
+    pub jitter: JitterConfig,
+    /// The mean interval between RTCP reports (RFC 3550 section 6.2 uses 5 s at least; each
+    /// interval is randomised by 0.5-1.5).
+    pub rtcp_interval: Duration,
+    /// The canonical name in SDES (RFC 3550 section 6.5.1).
+    pub cname: String,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        Self {
+            codec: CodecConfig::default(),
+            payload_type: DEFAULT_PAYLOAD_TYPE,
+            jitter: JitterConfig::default(),
+            rtcp_interval: Duration::from_secs(5),
+            cname: "pinhole".to_owned(),
+        }
+    }
+}
+
+/// One voice stream each way over a datagram transport.
+///
+/// The owner drives it: captured audio goes in with [`VoiceSession::push_capture`] (any slice
+/// length; every full frame is encoded and sent), received datagrams with
+/// [`VoiceSession::handle_datagram`], audio for the speaker comes out of
+/// [`VoiceSession::pull_playout`] (any length, paced by the playback clock), and RTCP goes out
+/// from [`VoiceSession::handle_timeout`] when [`VoiceSession::poll_timeout`] is reached. Time
+/// is always passed in, so the session runs as well in virtual time as in real time. The steady
+/// state does not allocate.
+#[derive(Debug)]
+pub struct VoiceSession {
+    config: VoiceConfig,
+    epoch: Instant,
+    encoder: Encoder,
+    decoder: Decoder,
+    sender: RtpSender,
+    jitter: JitterBuffer,
+    reception: ReceptionTracker,
+    capture: Vec<f32>,
+    packet: Vec<u8>,
+    datagram: Vec<u8>,
+    playout: Vec<f32>,
+    playout_pos: usize,
+    playout_len: usize,
+    sent: SendStats,
+    malformed: u64,
+    rtcp_received: u64,
+    concealed: u64,
+    remote: Option<RemoteStats>,
+    rtt: Option<Duration>,
+    /// The peer's last SR: the middle of its NTP time and when it arrived.
+    last_sr: Option<(u32, Instant)>,
+    /// The last RTP packet we sent: its timestamp and when.
+    last_sent: Option<(u32, Instant)>,
+    sent_since_report: bool,
+    next_rtcp: Instant,
+    rng: u64,
+}
+
+impl VoiceSession {
+    /// A session starting at `now`; SSRC, initial sequence number and timestamp come from `rng`.
+    pub fn new(
+        config: VoiceConfig,
+        now: Instant,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Self, VoiceError> {
+        let encoder = Encoder::new(&config.codec)?;
+        let decoder = Decoder::new()?;
+        let sender = RtpSender::new(
+            config.payload_type,
+            rng.next_u32(),
+            rng.next_u32() as u16,
+            rng.next_u32(),
+        );
+        let frame = config.codec.frame.samples();
+        let mut session = Self {
+            jitter: JitterBuffer::new(config.jitter, frame),
+            epoch: now,
+            encoder,
+            decoder,
+            sender,
+            reception: ReceptionTracker::default(),
+            capture: Vec::with_capacity(frame),
+            packet: vec![0; MAX_OPUS_PACKET],
+            datagram: vec![0; MAX_OPUS_PACKET + RTP_HEADER_LEN],
+            playout: vec![0.0; MAX_FRAME_SAMPLES],
+            playout_pos: 0,
+            playout_len: 0,
+            sent: SendStats::default(),
+            malformed: 0,
+            rtcp_received: 0,
+            concealed: 0,
+            remote: None,
+            rtt: None,
+            last_sr: None,
+            last_sent: None,
+            sent_since_report: false,
+            next_rtcp: now,
+            rng: rng.next_u64() | 1,
+            config,
+        };
+        // RFC 3550 section 6.2: the first report after half an interval.
+        session.next_rtcp = now + session.randomised(session.config.rtcp_interval / 2);
+        Ok(session)
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.sender.ssrc()
+    }
+
+    /// The session's settings.
+    pub fn config(&self) -> &VoiceConfig {
+        &self.config
+    }
+
+    /// The encoder's look-ahead.
+    pub fn encoder_lookahead(&mut self) -> Result<Duration, VoiceError> {
+        self.encoder.lookahead()
+    }
+
+    fn randomised(&mut self, d: Duration) -> Duration {
+        // xorshift64*: jitter for report intervals only.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        d.mul_f64(0.5 + r)
+    }
+
+    fn samples_at(&self, now: Instant) -> i64 {
+        let d = now.saturating_duration_since(self.epoch);
+        (d.as_nanos() * u128::from(SAMPLE_RATE) / 1_000_000_000) as i64
+    }
+
+    /// Our NTP-format clock: time since the session started (RFC 3550 section 6.4.1 allows
+    /// elapsed time when no wallclock is at hand; only the peer's RTT echo uses it).
+    fn ntp_at(&self, now: Instant) -> NtpTime {
+        let d = now.saturating_duration_since(self.epoch);
+        NtpTime((d.as_secs() << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000))
+    }
+
+    /// Takes captured audio (48 kHz mono, any length); every full frame is encoded and sent as
+    /// one RTP packet.
+    pub fn push_capture<T: Transport + ?Sized>(
+        &mut self,
+        now: Instant,
+        mut samples: &[f32],
+        transport: &mut T,
+    ) {
+        let frame = self.encoder.frame_samples();
+        while !samples.is_empty() {
+            let take = (frame - self.capture.len()).min(samples.len());
+            self.capture.extend_from_slice(&samples[..take]);
+            samples = &samples[take..];
+            if self.capture.len() == frame {
+                self.send_frame(now, transport);
+                self.capture.clear();
+            }
+        }
+    }
+
+    fn send_frame<T: Transport + ?Sized>(&mut self, now: Instant, transport: &mut T) {
+        let len = match self.encoder.encode(&self.capture, &mut self.packet) {
+            Ok(len) => len,
+            Err(e) => {
+                tracing::warn!("opus encode failed: {e}");
+                return;
+            }
+        };
+        let ts = self.sender.next_timestamp();
+        let frame = self.capture.len() as u32;
+        let n = match self
+            .sender
+            .write(&self.packet[..len], frame, &mut self.datagram)
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("RTP packet not built: {e}");
+                return;
+            }
+        };
+        match transport.send(&self.datagram[..n]) {
+            Ok(()) => {
+                self.sent.packets += 1;
+                self.sent.payload_bytes += len as u64;
+            }
+            Err(e) => {
+                self.sent.send_errors += 1;
+                tracing::debug!("RTP send failed: {e}");
+            }
+        }
+        self.last_sent = Some((ts, now));
+        self.sent_since_report = true;
+    }
+
+    /// Handles a datagram from the peer: RTP to the jitter buffer, RTCP to the statistics.
+    /// Anything else, or anything malformed, is counted and dropped. Returns what it was.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> DatagramKind {
+        let kind = rtp::classify(datagram);
+        match kind {
+            DatagramKind::Rtp => self.handle_rtp(now, datagram),
+            DatagramKind::Rtcp => self.handle_rtcp(now, datagram),
+            DatagramKind::Stun | DatagramKind::Other => self.malformed += 1,
+        }
+        kind
+    }
+
+    fn handle_rtp(&mut self, now: Instant, datagram: &[u8]) {
+        let packet = match rtp::parse_rtp(datagram) {
+            Ok(p) if p.payload_type == self.config.payload_type => p,
+            Ok(_) => {
+                self.malformed += 1;
+                return;
+            }
+            Err(e) => {
+                tracing::trace!("RTP dropped: {e}");
+                self.malformed += 1;
+                return;
+            }
+        };
+        let arrival = self.samples_at(now);
+        match self.jitter.push(
+            arrival,
+            packet.ssrc,
+            packet.seq,
+            packet.timestamp,
+            packet.payload,
+        ) {
+            PushOutcome::TooLarge => {
+                self.malformed += 1;
+                return;
+            }
+            PushOutcome::Resynced => {
+                tracing::debug!(
+                    ssrc = packet.ssrc,
+                    seq = packet.seq,
+                    "jitter buffer resynchronised"
+                );
+            }
+            PushOutcome::Stored | PushOutcome::Duplicate | PushOutcome::Late => {}
+        }
+        self.reception
+            .record(packet.ssrc, packet.seq, packet.timestamp, arrival);
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, datagram: &[u8]) {
+        let report = match rtcp::parse_compound(datagram, self.sender.ssrc()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::trace!("RTCP dropped: {e}");
+                self.malformed += 1;
+                return;
+            }
+        };
+        self.rtcp_received += 1;
+        if let Some(si) = report.sender_info {
+            self.last_sr = Some((si.ntp.middle(), now));
+        }
+        if let Some(block) = report.about_us {
+            let percent = f32::from(block.fraction_lost) * 100.0 / 256.0;
+            self.remote = Some(RemoteStats {
+                fraction_lost_percent: percent,
+                cumulative_lost: block.cumulative_lost,
+                jitter: Duration::from_secs_f64(f64::from(block.jitter) / f64::from(SAMPLE_RATE)),
+            });
+            if block.lsr != 0 {
+                // RFC 3550 section 6.4.1: RTT = A - LSR - DLSR, in 1/65536 s.
+                let a = self.ntp_at(now).middle();
+                let rtt = a.wrapping_sub(block.lsr).wrapping_sub(block.dlsr);
+                if rtt < 1 << 31 {
+                    self.rtt = Some(Duration::from_secs_f64(f64::from(rtt) / 65_536.0));
+                }
+            }
+            // Plan FEC for the loss the peer sees, but never below the configured figure.
+            let wanted = (percent.ceil() as u8).max(self.config.codec.expected_loss_percent);
+            if let Err(e) = self.encoder.set_expected_loss(wanted) {
+                tracing::debug!("expected loss not set: {e}");
+            }
+        }
+        if report.bye {
+            tracing::debug!("peer sent RTCP BYE");
+        }
+    }
+
+    /// Fills `out` with audio to play: decoded packets, recovered or concealed frames, or
+    /// silence before the first packet.
+    pub fn pull_playout(&mut self, now: Instant, out: &mut [f32]) {
+        let mut written = 0;
+        while written < out.len() {
+            if self.playout_pos == self.playout_len {
+                self.decode_next(now);
+            }
+            let n = (self.playout_len - self.playout_pos).min(out.len() - written);
+            out[written..written + n]
+                .copy_from_slice(&self.playout[self.playout_pos..self.playout_pos + n]);
+            self.playout_pos += n;
+            written += n;
+        }
+    }
+
+    fn decode_next(&mut self, now: Instant) {
+        let at = self.samples_at(now);
+        let frame = self.config.codec.frame.samples();
+        self.playout_pos = 0;
+        let pulled = self.jitter.pull(at);
+        let result = match pulled {
+            Playout::Idle => {
+                self.playout[..frame].fill(0.0);
+                Ok(frame)
+            }
+            Playout::Packet(p) => match self.decoder.decode(p, &mut self.playout) {
+                Ok(n) => Ok(n),
+                Err(e) => {
+                    tracing::trace!("undecodable packet: {e}");
+                    self.malformed += 1;
+                    self.concealed += 1;
+                    self.decoder.conceal(&mut self.playout[..frame])
+                }
+            },
+            Playout::Recover { next, samples } => {
+                let samples = plc_len(samples);
+                self.decoder.recover(next, &mut self.playout[..samples])
+            }
+            Playout::Conceal { samples } => {
+                self.concealed += 1;
+                self.decoder.conceal(&mut self.playout[..plc_len(samples)])
+            }
+        };
+        self.playout_len = match result {
+            Ok(n) if n > 0 => n.min(self.playout.len()),
+            Ok(_) | Err(_) => {
+                self.playout[..frame].fill(0.0);
+                frame
+            }
+        };
+    }
+
+    /// When [`VoiceSession::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_rtcp
+    }
+
+    /// Sends an RTCP report when one is due.
+    pub fn handle_timeout<T: Transport + ?Sized>(&mut self, now: Instant, transport: &mut T) {
+        if now < self.next_rtcp {
+            return;
+        }
+        self.send_rtcp(now, false, transport);
+        let interval = self.randomised(self.config.rtcp_interval);
+        self.next_rtcp = now + interval;
+    }
+
+    /// Ends the stream: sends a final report with BYE (RFC 3550 section 6.6).
+    pub fn close<T: Transport + ?Sized>(&mut self, now: Instant, transport: &mut T) {
+        self.send_rtcp(now, true, transport);
+    }
+
+    fn send_rtcp<T: Transport + ?Sized>(&mut self, now: Instant, bye: bool, transport: &mut T) {
+        let sender_info = if self.sent_since_report {
+            let (ts, at) = self
+                .last_sent
+                .unwrap_or((self.sender.next_timestamp(), now));
+            let elapsed = self.samples_at(now) - self.samples_at(at);
+            Some(SenderInfo {
+                ntp: self.ntp_at(now),
+                rtp_timestamp: ts.wrapping_add(elapsed as u32),
+                packet_count: self.sent.packets as u32,
+                octet_count: self.sent.payload_bytes as u32,
+            })
+        } else {
+            None
+        };
+        let (lsr, dlsr) = match self.last_sr {
+            Some((lsr, at)) => {
+                let delay = now.saturating_duration_since(at);
+                (lsr, (delay.as_secs_f64() * 65_536.0) as u32)
+            }
+            None => (0, 0),
+        };
+        let block = self.reception.report_block(lsr, dlsr);
+        let mut buf = [0u8; MAX_RTCP_LEN];
+        let n = match rtcp::write_compound(
+            self.sender.ssrc(),
+            sender_info.as_ref(),
+            block.as_ref(),
+            &self.config.cname,
+            bye,
+            &mut buf,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("RTCP not built: {e}");
+                return;
+            }
+        };
+        match transport.send(&buf[..n]) {
+            Ok(()) => self.sent.rtcp_packets += 1,
+            Err(e) => {
+                self.sent.send_errors += 1;
+                tracing::debug!("RTCP send failed: {e}");
+            }
+        }
+        self.sent_since_report = false;
+    }
+
+    /// The session's statistics.
+    pub fn stats(&self) -> VoiceStats {
+        let c = self.jitter.counters();
+        let mut stats = VoiceStats {
+            sent: self.sent,
+            remote: self.remote,
+            rtt: self.rtt,
+            jitter_buffer_delay: self.jitter.current_delay(),
+            jitter_buffer_target: self.jitter.target_delay(),
+            ..VoiceStats::default()
+        };
+        let r = &mut stats.received;
+        r.packets = self.reception.received();
+        r.lost = self.reception.cumulative_lost().max(0) as u64;
+        r.late = c.late;
+        r.duplicate = c.duplicate;
+        r.malformed = self.malformed;
+        r.rtcp_packets = self.rtcp_received;
+        r.jitter = self.reception.jitter();
+        r.concealed_frames = self.concealed;
+        r.fec_recovered = c.fec_recovered;
+        r.dropped_frames = c.dropped;
+        r.resyncs = c.resyncs;
+        let _ = self.reception.ssrc();
+        stats
+    }
+}
+
+/// Opus conceals in multiples of 2.5 ms: rounds `samples` to that, within a decode buffer.
+fn plc_len(samples: usize) -> usize {
+    let quantum = SAMPLE_RATE as usize / 400;
+    (samples / quantum * quantum).clamp(quantum, MAX_FRAME_SAMPLES)
+}
