@@ -457,8 +457,8 @@ impl VoiceSession {
             ..VoiceStats::default()
         };
         let r = &mut stats.received;
-        r.packets = self.reception.received();
-        r.lost = self.reception.cumulative_lost().max(0) as u64;
+        r.packets = self.reception.total_received();
+        r.lost = self.reception.total_lost();
         r.late = c.late;
         r.duplicate = c.duplicate;
         r.malformed = self.malformed;
@@ -468,7 +468,6 @@ impl VoiceSession {
         r.fec_recovered = c.fec_recovered;
         r.dropped_frames = c.dropped;
         r.resyncs = c.resyncs;
-        let _ = self.reception.ssrc();
         stats
     }
 }

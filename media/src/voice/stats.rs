@@ -85,6 +85,9 @@ pub(crate) struct ReceptionTracker {
     last_transit: Option<i64>,
     /// Jitter in timestamp units, times 16 (A.8's integer form).
     jitter16: i64,
+    /// Received and lost packets of earlier sources (before an SSRC change).
+    earlier_received: u64,
+    earlier_lost: u64,
 }
 
 impl ReceptionTracker {
@@ -95,12 +98,16 @@ impl ReceptionTracker {
                 ssrc: Some(ssrc),
                 base_seq: (1 << 32) + u64::from(seq),
                 max_seq: (1 << 32) + u64::from(seq),
+                earlier_received: self.total_received(),
+                earlier_lost: self.total_lost(),
                 ..Self::default()
             };
         }
         let d = i64::from(seq.wrapping_sub(self.max_seq as u16) as i16);
         if d.abs() > 3_000 {
-            // A jump (path switch or restart): count from here.
+            // A jump (a restarted sender): count from here.
+            self.earlier_received += self.received;
+            self.earlier_lost += self.cumulative_lost().max(0) as u64;
             self.max_seq = (self.max_seq as i64 + d) as u64;
             self.base_seq = self.max_seq;
             self.received = 0;
@@ -119,12 +126,14 @@ impl ReceptionTracker {
         self.last_transit = Some(transit);
     }
 
-    pub(crate) fn ssrc(&self) -> Option<u32> {
-        self.ssrc
+    /// Packets received from all sources so far.
+    pub(crate) fn total_received(&self) -> u64 {
+        self.earlier_received + self.received
     }
 
-    pub(crate) fn received(&self) -> u64 {
-        self.received
+    /// Packets lost from all sources so far.
+    pub(crate) fn total_lost(&self) -> u64 {
+        self.earlier_lost + self.cumulative_lost().max(0) as u64
     }
 
     fn expected(&self) -> u64 {

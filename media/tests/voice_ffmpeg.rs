@@ -1,0 +1,134 @@
+//! Interop: ffmpeg, given an SDP file, receives Pinhole's RTP over UDP on 127.0.0.1 and decodes
+//! it into a WAV with the right tone. Skipped, with a message, when ffmpeg is not installed
+//! (scripts/packages/media.txt installs it).
+#![allow(clippy::unwrap_used)]
+
+mod voice_common;
+
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use media::tone::Tone;
+use media::voice::{VoiceConfig, VoiceSession};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use voice_common::{dominant, read_wav};
+
+#[test]
+fn ffmpeg_decodes_our_rtp_stream_given_an_sdp() {
+    if Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("SKIPPED: ffmpeg is not installed (run scripts/setup)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pinhole-voice-ffmpeg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A free even port for ffmpeg (RTP on P; it also binds P+1 for RTCP).
+    let port = (0..50)
+        .find_map(|_| {
+            let p = UdpSocket::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port()
+                & !1;
+            let free = |port| UdpSocket::bind(("127.0.0.1", port)).is_ok();
+            (p > 1024 && free(p) && free(p + 1)).then_some(p)
+        })
+        .unwrap();
+    let config = VoiceConfig {
+        rtcp_interval: Duration::from_secs(1),
+        ..VoiceConfig::default()
+    };
+    let sdp = dir.join("stream.sdp");
+    std::fs::write(
+        &sdp,
+        format!(
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=Pinhole\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} useinbandfec=1\r\n",
+            pt = config.payload_type
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out.wav");
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+        ])
+        .args(["-analyzeduration", "500000", "-probesize", "32768", "-i"])
+        .arg(&sdp)
+        .args(["-t", "3", "-ac", "1", "-ar", "48000", "-y"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait for ffmpeg to bind its port, then stream 6 s of a 440 Hz tone in real time.
+    let bound = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        UdpSocket::bind(("127.0.0.1", port)).is_err()
+    });
+    let mut socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    let start = Instant::now();
+    let mut session =
+        VoiceSession::new(config.clone(), start, &mut StdRng::seed_from_u64(3)).unwrap();
+    let mut tone = Tone::new(440.0, 48_000, 0.5);
+    let mut frame = vec![0.0f32; config.codec.frame.samples()];
+    for i in 0..300u32 {
+        let due = start + config.codec.frame.duration() * i;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let now = Instant::now();
+        tone.fill(&mut frame);
+        session.push_capture(now, &frame, &mut socket);
+        session.handle_timeout(now, &mut socket);
+        if ffmpeg.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = ffmpeg.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = ffmpeg.kill();
+            let _ = ffmpeg.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(bound, "ffmpeg never bound port {port}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ffmpeg failed: {status:?}"
+    );
+    let (samples, rate) = read_wav(&out);
+    let level = media::analysis::rms(&samples[samples.len() / 3..]);
+    let f = dominant(&samples, rate);
+    eprintln!(
+        "ffmpeg decoded {} samples at {rate} Hz: dominant {f} Hz, rms {level} ({})",
+        samples.len(),
+        out.display()
+    );
+    assert_eq!(rate, 48_000);
+    assert!(
+        samples.len() >= 2 * 48_000,
+        "only {} samples",
+        samples.len()
+    );
+    assert!((f - 440.0).abs() <= 5.0, "dominant {f} Hz");
+    assert!(level > 0.2, "rms {level}");
+    assert_eq!(session.stats().sent.send_errors, 0);
+}
