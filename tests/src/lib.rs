@@ -6,6 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub mod netns;
+pub mod stun_client;
+
 /// Path of a binary of this workspace, built in the same profile as the running test.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -40,8 +43,18 @@ impl Rendezvous {
     /// Starts the server on `listen` (port 0 picks a free one) and waits, at most 10 s, for
     /// its "listening" log line.
     pub fn start(listen: &str) -> Self {
+        Self::start_command(command("pinhole-rendezvous"), listen)
+    }
+
+    /// Like [`Rendezvous::start`] inside a lab namespace (`ip netns exec`).
+    pub fn start_in(lab: &netns::Lab, ns: &netns::Ns, listen: &str) -> Self {
+        Self::start_command(lab.command(ns, binary("pinhole-rendezvous")), listen)
+    }
+
+    /// Starts `cmd` (a `pinhole-rendezvous` command, perhaps wrapped) with `--listen listen`.
+    pub fn start_command(mut cmd: Command, listen: &str) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut child = command("pinhole-rendezvous")
+        let mut child = cmd
             .args(["--listen", listen])
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())

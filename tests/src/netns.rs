@@ -1,0 +1,462 @@
+//! A NAT lab in Linux network namespaces: real kernel NAT (conntrack + iptables MASQUERADE) on
+//! one machine, for end-to-end tests of traversal and calls.
+//!
+//! ```text
+//!   server ns ──198.51.100.x/30── inet ns (router) ──203.0.113.x/30── nat ns ──10.N.0.0/24── client ns
+//!                                     │                                 (MASQUERADE [--random-fully])
+//!                                     └──203.0.113.x/30── public client ns
+//! ```
+//!
+//! [`Lab::new`] creates the "internet": a router namespace that every public host and every NAT's
+//! WAN side hangs off, each on its own /30 (servers from 198.51.100.0/24, others from
+//! 203.0.113.0/24; 192.0.2.0/24 is left for a test's own extra addresses). The internet routes
+//! only public addresses: private ones never leave their NAT, as on the real Internet.
+//!
+//! Rules kept here (see `shared/DESIGN.md`, "Testing across real NAT"):
+//! - nothing is added to the root namespace: veth pairs are created inside lab namespaces
+//!   (`ip -n A link add ... peer ... netns B`), addresses, routes, rules and sysctls are set
+//!   with `ip -n NS` / `ip netns exec NS`;
+//! - namespace names are unique per process and lab (`ph<pid>x<n><role>`), so tests run in
+//!   parallel;
+//! - [`Lab`] tears everything down on drop: every process still running in its namespaces is
+//!   killed by PID (`ip netns pids`), then the namespaces are deleted (which deletes their veths);
+//! - [`Lab::new`] returns `None`, after printing why, where namespaces cannot be made (not root,
+//!   no `ip`, no netns support): callers skip the test.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace made by a [`Lab`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ns {
+    /// Its name, for `ip netns exec`.
+    pub name: String,
+}
+
+/// A host: a namespace with one address that its peers can reach.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The host's namespace.
+    pub ns: Ns,
+    /// Its address (public for hosts on the internet, private behind a NAT).
+    pub ip: Ipv4Addr,
+}
+
+/// How a [`Nat`] maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// `MASQUERADE`: Linux keeps the source port where it can and reuses the mapping for every
+    /// destination (endpoint-independent mapping, port-preserving).
+    Masquerade,
+    /// `MASQUERADE --random-fully`: a random port per connection, so a new mapping per
+    /// destination (what is usually called a symmetric NAT).
+    RandomFully,
+}
+
+/// A NAT router: WAN on the internet, a private /24 behind it.
+#[derive(Debug, Clone)]
+pub struct Nat {
+    /// The router's namespace.
+    pub ns: Ns,
+    /// Its public (WAN) address: what servers see for hosts behind it.
+    pub wan_ip: Ipv4Addr,
+    /// Its LAN address, the gateway of hosts behind it.
+    pub lan_ip: Ipv4Addr,
+    /// How it maps.
+    pub kind: NatKind,
+    subnet: u8,
+    hosts: u8,
+}
+
+/// The lab: owns its namespaces and everything started in them.
+#[derive(Debug)]
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<Ns>,
+    children: Vec<u32>,
+    /// The internet's router namespace.
+    pub inet: Ns,
+    next_ns: u32,
+    next_link: u32,
+    next_server_link: u32,
+    next_subnet: u8,
+}
+
+impl Lab {
+    /// Creates an empty internet (one router namespace). Returns `None`, after printing the
+    /// reason on stderr, when this machine cannot make network namespaces for us.
+    pub fn new() -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: the NAT lab needs root (network namespaces, iptables)");
+            return None;
+        }
+        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("ph{}x{}", std::process::id(), n);
+        let inet = Ns {
+            name: format!("{prefix}inet"),
+        };
+        match run(Command::new("ip").args(["netns", "add", &inet.name])) {
+            Ok(_) => {}
+            Err(err) => {
+                eprintln!("SKIP: cannot create a network namespace here (`ip netns add`): {err}");
+                return None;
+            }
+        }
+        let lab = Self {
+            prefix,
+            namespaces: vec![inet.clone()],
+            children: Vec::new(),
+            inet,
+            next_ns: 0,
+            next_link: 0,
+            next_server_link: 0,
+            next_subnet: 0,
+        };
+        let setup = lab
+            .basic_setup(&lab.inet.clone())
+            .and_then(|()| lab.sysctl(&lab.inet.clone(), "net.ipv4.ip_forward", "1"));
+        if let Err(err) = setup {
+            eprintln!("SKIP: cannot configure a network namespace here: {err}");
+            return None;
+        }
+        Some(lab)
+    }
+
+    /// A new empty namespace with loopback up. `role` is a short tag kept in its name.
+    pub fn namespace(&mut self, role: &str) -> io::Result<Ns> {
+        let ns = Ns {
+            name: format!("{}n{}{}", self.prefix, self.next_ns, role),
+        };
+        self.next_ns += 1;
+        run(Command::new("ip").args(["netns", "add", &ns.name]))?;
+        self.namespaces.push(ns.clone());
+        self.basic_setup(&ns)?;
+        Ok(ns)
+    }
+
+    fn basic_setup(&self, ns: &Ns) -> io::Result<()> {
+        self.ip(ns, &["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Runs `ip -n NS ARGS...`.
+    pub fn ip(&self, ns: &Ns, args: &[&str]) -> io::Result<Output> {
+        run(Command::new("ip").arg("-n").arg(&ns.name).args(args))
+    }
+
+    /// Runs a command to completion inside `ns` (bounded by 10 s), failing on a non-zero exit.
+    pub fn exec(&self, ns: &Ns, program: &str, args: &[&str]) -> io::Result<Output> {
+        run(self.command(ns, program).args(args))
+    }
+
+    /// A `Command` that runs `program` inside `ns` (`ip netns exec NS program`); the process
+    /// it starts is the program itself (`ip` execs it), so its PID is the program's.
+    pub fn command(&self, ns: &Ns, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name]).arg(program);
+        cmd
+    }
+
+    /// Starts `cmd` (made by [`Lab::command`]); the lab kills it on drop if it still runs.
+    pub fn spawn(&mut self, cmd: &mut Command) -> io::Result<Child> {
+        let child = cmd.spawn()?;
+        self.children.push(child.id());
+        Ok(child)
+    }
+
+    /// Sets a sysctl inside `ns` (per-namespace ones only: forwarding, conntrack timeouts...).
+    pub fn sysctl(&self, ns: &Ns, key: &str, value: &str) -> io::Result<()> {
+        self.exec(ns, "sysctl", &["-qw", &format!("{key}={value}")])?;
+        Ok(())
+    }
+
+    /// Runs `iptables ARGS...` inside `ns`.
+    pub fn iptables(&self, ns: &Ns, args: &[&str]) -> io::Result<()> {
+        self.exec(ns, "iptables", args)?;
+        Ok(())
+    }
+
+    /// Connects two namespaces with a veth pair, `a_if` in `a` and `b_if` in `b`, and gives
+    /// each end an address (CIDR form, e.g. "203.0.113.1/30"). Both ends come up.
+    pub fn link(
+        &self,
+        a: &Ns,
+        a_if: &str,
+        a_addr: &str,
+        b: &Ns,
+        b_if: &str,
+        b_addr: &str,
+    ) -> io::Result<()> {
+        self.ip(
+            a,
+            &[
+                "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+            ],
+        )?;
+        self.ip(a, &["addr", "add", a_addr, "dev", a_if])?;
+        self.ip(b, &["addr", "add", b_addr, "dev", b_if])?;
+        self.ip(a, &["link", "set", a_if, "up"])?;
+        self.ip(b, &["link", "set", b_if, "up"])?;
+        Ok(())
+    }
+
+    /// Next /30 on the internet: (router side, host side).
+    fn public_link(&mut self, server: bool) -> io::Result<(Ipv4Addr, Ipv4Addr, String)> {
+        let (counter, base) = if server {
+            (&mut self.next_server_link, [198, 51, 100])
+        } else {
+            (&mut self.next_link, [203, 0, 113])
+        };
+        let i = *counter;
+        if i >= 63 {
+            return Err(io::Error::other("lab: out of public /30s"));
+        }
+        *counter += 1;
+        let router = Ipv4Addr::new(base[0], base[1], base[2], (4 * i + 1) as u8);
+        let host = Ipv4Addr::new(base[0], base[1], base[2], (4 * i + 2) as u8);
+        let tag = if server { "s" } else { "p" };
+        Ok((router, host, format!("{tag}{i}")))
+    }
+
+    /// A host on the internet with its own public address (203.0.113.0/24).
+    pub fn public_host(&mut self, role: &str) -> io::Result<Host> {
+        self.attach(role, false)
+    }
+
+    /// A server on the internet (198.51.100.0/24).
+    pub fn server(&mut self, role: &str) -> io::Result<Host> {
+        self.attach(role, true)
+    }
+
+    fn attach(&mut self, role: &str, server: bool) -> io::Result<Host> {
+        let ns = self.namespace(role)?;
+        let (router, host, ifname) = self.public_link(server)?;
+        let inet = self.inet.clone();
+        self.link(
+            &inet,
+            &ifname,
+            &format!("{router}/30"),
+            &ns,
+            "eth0",
+            &format!("{host}/30"),
+        )?;
+        self.ip(
+            &ns,
+            &["route", "add", "default", "via", &router.to_string()],
+        )?;
+        Ok(Host { ns, ip: host })
+    }
+
+    /// Adds another address to a public host, routed to it by the internet (for a second
+    /// server address, say). Use 192.0.2.0/24.
+    pub fn add_public_address(&self, host: &Host, ip: Ipv4Addr) -> io::Result<()> {
+        self.ip(&host.ns, &["addr", "add", &format!("{ip}/32"), "dev", "lo"])?;
+        self.ip(
+            &self.inet,
+            &[
+                "route",
+                "add",
+                &format!("{ip}/32"),
+                "via",
+                &host.ip.to_string(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A NAT router on the internet with a private 10.N.0.0/24 behind it.
+    pub fn nat(&mut self, kind: NatKind) -> io::Result<Nat> {
+        let router = self.attach("nat", false)?;
+        let subnet = self.next_subnet;
+        self.next_subnet = self.next_subnet.wrapping_add(1);
+        let lan_ip = Ipv4Addr::new(10, subnet, 0, 1);
+        self.sysctl(&router.ns, "net.ipv4.ip_forward", "1")?;
+        let mut rule = vec![
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-j",
+            "MASQUERADE",
+        ];
+        if kind == NatKind::RandomFully {
+            rule.push("--random-fully");
+        }
+        self.iptables(&router.ns, &rule)?;
+        Ok(Nat {
+            ns: router.ns,
+            wan_ip: router.ip,
+            lan_ip,
+            kind,
+            subnet,
+            hosts: 0,
+        })
+    }
+
+    /// A host behind `nat`, on its private /24, with the NAT as default gateway.
+    pub fn host_behind(&mut self, nat: &mut Nat, role: &str) -> io::Result<Host> {
+        let ns = self.namespace(role)?;
+        nat.hosts += 1;
+        let ip = Ipv4Addr::new(10, nat.subnet, 0, nat.hosts + 1);
+        let lan_if = format!("lan{}", nat.hosts);
+        let gateway_cidr = format!("{}/24", nat.lan_ip);
+        // The first host's link carries the gateway address; later ones share the /24 through
+        // a route each on the router (no bridge needed).
+        if nat.hosts == 1 {
+            self.link(
+                &nat.ns,
+                &lan_if,
+                &gateway_cidr,
+                &ns,
+                "eth0",
+                &format!("{ip}/24"),
+            )?;
+        } else {
+            self.ip(
+                &nat.ns,
+                &[
+                    "link", "add", &lan_if, "type", "veth", "peer", "name", "eth0", "netns",
+                    &ns.name,
+                ],
+            )?;
+            self.ip(&nat.ns, &["link", "set", &lan_if, "up"])?;
+            self.ip(&ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            self.ip(&ns, &["link", "set", "eth0", "up"])?;
+            // The router answers ARP for its LAN address on this link too.
+            self.ip(
+                &nat.ns,
+                &["addr", "add", &format!("{}/32", nat.lan_ip), "dev", &lan_if],
+            )?;
+            self.ip(
+                &nat.ns,
+                &["route", "add", &format!("{ip}/32"), "dev", &lan_if],
+            )?;
+        }
+        self.ip(
+            &ns,
+            &["route", "add", "default", "via", &nat.lan_ip.to_string()],
+        )?;
+        Ok(Host { ns, ip })
+    }
+
+    /// Sets the NAT's conntrack UDP timeouts (`nf_conntrack_udp_timeout` for a one-way flow,
+    /// `_stream` once replies were seen) in its namespace.
+    pub fn set_udp_timeout(&self, nat: &Nat, timeout: Duration) -> io::Result<()> {
+        let secs = timeout.as_secs().max(1).to_string();
+        self.sysctl(&nat.ns, "net.netfilter.nf_conntrack_udp_timeout", &secs)?;
+        self.sysctl(
+            &nat.ns,
+            "net.netfilter.nf_conntrack_udp_timeout_stream",
+            &secs,
+        )?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` until something accepts UDP on `addr` inside `ns`, as shown by
+    /// `ss` in that namespace.
+    pub fn wait_udp_listen(&self, ns: &Ns, port: u16, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let needle = format!(":{port} ");
+        while Instant::now() < deadline {
+            let out = self.exec(ns, "ss", &["-uln"])?;
+            if String::from_utf8_lossy(&out.stdout).contains(&needle) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "nothing listens on UDP port {port} in {} after {timeout:?}",
+                ns.name
+            ),
+        ))
+    }
+
+    /// Names of every namespace this lab made.
+    pub fn namespaces(&self) -> &[Ns] {
+        &self.namespaces
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        // Everything still running inside our namespaces is ours: kill it by PID.
+        let mut pids: Vec<u32> = Vec::new();
+        for ns in &self.namespaces {
+            if let Ok(out) = Command::new("ip")
+                .args(["netns", "pids", &ns.name])
+                .output()
+            {
+                pids.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+        for pid in &pids {
+            if let Ok(pid) = i32::try_from(*pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // Reap our own direct children so they do not linger as zombies.
+        for pid in &self.children {
+            if let Ok(pid) = i32::try_from(*pid) {
+                let _ = nix::sys::wait::waitpid(
+                    Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &ns.name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Runs a command with a 10 s bound; an error names the command and carries its stderr.
+fn run(cmd: &mut Command) -> io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{cmd:?} took more than 10 s"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
