@@ -1,6 +1,8 @@
 //! The desktop app (eframe/egui). It holds view state only; calls run in the engine.
 
 use eframe::egui;
+use pinhole::settings;
+use pinhole::ui::{DeviceList, PinholeApp};
 
 const APP_NAME: &str = "Pinhole";
 
@@ -18,7 +20,7 @@ pub(crate) fn run() -> Result<(), eframe::Error> {
     eframe::run_native(
         APP_NAME,
         options,
-        Box::new(|_cc| Ok(Box::new(PinholeApp::default()))),
+        Box::new(|_cc| Ok(Box::new(Window::new()))),
     )
 }
 
@@ -32,16 +34,29 @@ fn icon() -> egui::IconData {
     )
 }
 
-#[derive(Debug, Default)]
-struct PinholeApp {}
+/// The eframe side of the app: one window showing [`PinholeApp`]'s views.
+#[derive(Debug)]
+struct Window {
+    app: Result<PinholeApp, String>,
+}
 
-impl eframe::App for PinholeApp {
+impl Window {
+    fn new() -> Self {
+        let app = settings::default_path()
+            .map(|path| PinholeApp::new(path, DeviceList::default()))
+            .map_err(|err| err.to_string());
+        Self { app }
+    }
+}
+
+impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::CentralPanel::default().show(ui, |ui| {
-            ui.heading(APP_NAME);
-            ui.label("A softphone that calls straight through NAT.");
-            ui.separator();
-            ui.label(format!("Version {}", env!("CARGO_PKG_VERSION")));
+        egui::CentralPanel::default().show(ui, |ui| match &mut self.app {
+            Ok(app) => app.show(ui),
+            Err(err) => {
+                ui.heading(APP_NAME);
+                ui.colored_label(ui.visuals().error_fg_color, err.as_str());
+            }
         });
     }
 }

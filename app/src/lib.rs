@@ -1,0 +1,7 @@
+//! The `pinhole` client: what the desktop app and the headless commands share.
+//!
+//! The binary (`src/main.rs`) holds the command line and the window; this library holds the parts
+//! that tests drive directly.
+
+pub mod settings;
+pub mod ui;

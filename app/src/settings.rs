@@ -1,0 +1,468 @@
+//! The client's settings: one TOML file in the user's config directory, shared by the desktop app
+//! and the headless commands (`nat-check`, `call`, `answer`); command-line flags override it.
+//!
+//! The file is written atomically (a temporary file renamed over the old one) and readable only
+//! by its owner, because it holds the key that proves the user's name to the server. A file that
+//! does not exist means "first run"; a file that exists but cannot be read or parsed is an error
+//! that names the file and the problem, and is never overwritten silently.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The port a rendezvous server listens on when an address names none (STUN's port).
+pub const DEFAULT_SERVER_PORT: u16 = 3478;
+
+/// Environment variable that points at another settings file (tests, several profiles).
+pub const CONFIG_ENV: &str = "PINHOLE_CONFIG";
+
+/// Everything a user sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The rendezvous server, `host[:port]`. Empty: the app runs a server inside itself.
+    pub server: String,
+    /// The name others call.
+    pub name: String,
+    /// Capture device by name; `None`: the system default.
+    pub input_device: Option<String>,
+    /// Playback device by name; `None`: the system default.
+    pub output_device: Option<String>,
+    /// Advanced settings most users never touch.
+    pub advanced: Advanced,
+}
+
+/// Settings behind the "Advanced" section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Advanced {
+    /// Opus frame length in milliseconds: 10, 20 or 40.
+    pub frame_ms: u32,
+    /// Opus bitrate in bits per second.
+    pub bitrate_bps: u32,
+    /// Keepalive interval in seconds; `None`: measured from the router's mapping lifetime.
+    pub keepalive_s: Option<u32>,
+    /// Local UDP port for media; 0 lets the system choose.
+    pub udp_port: u16,
+    /// The embedded server also listens for other machines on the local network.
+    pub embedded_server_lan: bool,
+}
+
+impl Default for Advanced {
+    fn default() -> Self {
+        Self {
+            frame_ms: 20,
+            bitrate_bps: 32_000,
+            keepalive_s: None,
+            udp_port: 0,
+            embedded_server_lan: false,
+        }
+    }
+}
+
+/// Frame lengths Opus runs at in Pinhole.
+pub const FRAME_MS_CHOICES: [u32; 3] = [10, 20, 40];
+/// The bitrates Opus accepts for one voice channel, in bits per second.
+pub const BITRATE_RANGE: std::ops::RangeInclusive<u32> = 6_000..=510_000;
+/// Keepalive intervals that make sense: below that wastes traffic, above it no NAT keeps a mapping.
+pub const KEEPALIVE_RANGE: std::ops::RangeInclusive<u32> = 1..=300;
+
+impl Settings {
+    /// Checks every field; the first problem found, in words for the settings view.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !self.server.trim().is_empty() {
+            ServerAddr::parse(&self.server).map_err(SettingsError::Server)?;
+        }
+        validate_name(&self.name).map_err(SettingsError::Name)?;
+        let a = &self.advanced;
+        if !FRAME_MS_CHOICES.contains(&a.frame_ms) {
+            return Err(SettingsError::Invalid(format!(
+                "frame length must be 10, 20 or 40 ms, not {}",
+                a.frame_ms
+            )));
+        }
+        if !BITRATE_RANGE.contains(&a.bitrate_bps) {
+            return Err(SettingsError::Invalid(format!(
+                "bitrate must be between 6000 and 510000 bit/s, not {}",
+                a.bitrate_bps
+            )));
+        }
+        if let Some(k) = a.keepalive_s
+            && !KEEPALIVE_RANGE.contains(&k)
+        {
+            return Err(SettingsError::Invalid(format!(
+                "keepalive interval must be between 1 and 300 s, not {k}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The server to use, parsed; `None` when the embedded server is meant.
+    pub fn server_addr(&self) -> Result<Option<ServerAddr>, AddrError> {
+        if self.server.trim().is_empty() {
+            Ok(None)
+        } else {
+            ServerAddr::parse(&self.server).map(Some)
+        }
+    }
+}
+
+/// Checks a user name: what others type to call you.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("enter a name others can call you by".into());
+    }
+    if name.chars().count() > 32 {
+        return Err("a name has at most 32 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "a name has only letters, digits, '.', '_' and '-', not {c:?}"
+        ));
+    }
+    if name.eq_ignore_ascii_case("echo") {
+        return Err("\"echo\" is the server's echo service; choose another name".into());
+    }
+    Ok(())
+}
+
+/// A rendezvous server's address as the user wrote it: a host (name, IPv4, or `[IPv6]`) and a
+/// port. Resolving the name is left to the caller, off the UI thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// UDP and TCP port.
+    pub port: u16,
+}
+
+/// Why a server address is not usable, in words for the settings view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// Nothing was typed.
+    #[error("enter the server's address, such as example.org or 203.0.113.7:3478")]
+    Empty,
+    /// The port is not a number from 1 to 65535.
+    #[error("the port must be a number from 1 to 65535, not {0:?}")]
+    Port(String),
+    /// An IPv6 address is missing its closing bracket or is malformed.
+    #[error("an IPv6 address goes in brackets, such as [2001:db8::1]:3478")]
+    Ipv6,
+    /// The host is not a valid name or IP address.
+    #[error("{0:?} is not a host name or IP address")]
+    Host(String),
+}
+
+impl ServerAddr {
+    /// Parses `host`, `host:port`, `IPv4[:port]` or `[IPv6][:port]`; the port defaults to 3478.
+    pub fn parse(text: &str) -> Result<Self, AddrError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(AddrError::Empty);
+        }
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (v6, after) = rest.split_once(']').ok_or(AddrError::Ipv6)?;
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(AddrError::Ipv6);
+            }
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or(AddrError::Ipv6)?),
+            };
+            (v6.to_owned(), port)
+        } else if text.matches(':').count() > 1 {
+            // A bare IPv6 address: allowed without a port.
+            if text.parse::<std::net::Ipv6Addr>().is_ok() {
+                (text.to_owned(), None)
+            } else {
+                return Err(AddrError::Ipv6);
+            }
+        } else {
+            match text.split_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (text.to_owned(), None),
+            }
+        };
+        let port = match port {
+            None => DEFAULT_SERVER_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n != 0 => n,
+                _ => return Err(AddrError::Port(p.to_owned())),
+            },
+        };
+        if host.parse::<std::net::IpAddr>().is_err() && !is_host_name(&host) {
+            return Err(AddrError::Host(host));
+        }
+        Ok(Self { host, port })
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens. A name made
+/// only of digits and dots is a mistyped IPv4 address, not a name.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && !host.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Why settings could not be loaded, checked or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The server address is not usable.
+    #[error("server address: {0}")]
+    Server(AddrError),
+    /// The name is not usable.
+    #[error("name: {0}")]
+    Name(String),
+    /// Another field is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// No config directory could be found for this user (no home directory).
+    #[error("no config directory for this user; set {CONFIG_ENV} to a file path")]
+    NoConfigDir,
+    /// The file exists but could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The settings file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not valid settings.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The settings file.
+        path: PathBuf,
+        /// The parser's message, with the line.
+        message: String,
+    },
+}
+
+/// Where the settings live: `$PINHOLE_CONFIG`, or `settings.toml` in the user's config
+/// directory (`~/.config/pinhole/` on Linux).
+pub fn default_path() -> Result<PathBuf, SettingsError> {
+    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    directories::ProjectDirs::from("", "", "pinhole")
+        .map(|dirs| dirs.config_dir().join("settings.toml"))
+        .ok_or(SettingsError::NoConfigDir)
+}
+
+/// Reads the settings; `Ok(None)` when the file does not exist yet (first run).
+pub fn load(path: &Path) -> Result<Option<Settings>, SettingsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SettingsError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let settings: Settings = toml::from_str(&text).map_err(|err| SettingsError::Parse {
+        path: path.to_owned(),
+        message: err.to_string().trim_end().replace('\n', " "),
+    })?;
+    Ok(Some(settings))
+}
+
+/// Writes the settings atomically, readable only by the user. Invalid settings are refused, so
+/// the file on disk is always one that loads.
+pub fn save(path: &Path, settings: &Settings) -> Result<(), SettingsError> {
+    settings.validate()?;
+    let io = |source| SettingsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let text =
+        toml::to_string_pretty(settings).map_err(|err| SettingsError::Invalid(err.to_string()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io)?;
+        file.write_all(b"# Pinhole settings. The app and `pinhole --help` explain each field.\n")
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Settings {
+        Settings {
+            server: "rendezvous.example.org:3478".into(),
+            name: "alice".into(),
+            input_device: Some("pulse".into()),
+            output_device: None,
+            advanced: Advanced {
+                keepalive_s: Some(20),
+                ..Advanced::default()
+            },
+        }
+    }
+
+    #[test]
+    fn first_run_has_no_file_and_save_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested").join("settings.toml");
+        assert!(load(&path).unwrap().is_none());
+        save(&path, &valid()).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(valid()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "settings hold the name key: owner only"
+            );
+        }
+        assert!(!path.with_extension("toml.tmp").exists());
+    }
+
+    #[test]
+    fn a_partial_file_takes_defaults_for_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        std::fs::write(&path, "name = \"bob\"\n[advanced]\nframe_ms = 10\n").unwrap();
+        let s = load(&path).unwrap().unwrap();
+        assert_eq!(s.name, "bob");
+        assert_eq!(s.server, "");
+        assert_eq!(s.advanced.frame_ms, 10);
+        assert_eq!(s.advanced.bitrate_bps, Advanced::default().bitrate_bps);
+    }
+
+    #[test]
+    fn a_broken_file_is_an_error_naming_file_and_line_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        std::fs::write(&path, "name = \"bob\"\nserver = 3478\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("settings.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("colour"), "unknown fields are named: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "colour = \"blue\"\n"
+        );
+    }
+
+    #[test]
+    fn invalid_settings_are_not_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        let mut s = valid();
+        s.server = "example.org:99999".into();
+        let err = save(&path, &s).unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+        assert!(!path.exists());
+        let mut s = valid();
+        s.advanced.frame_ms = 30;
+        assert!(save(&path, &s).is_err());
+        let mut s = valid();
+        s.name = "   ".into();
+        assert!(save(&path, &s).is_err());
+    }
+
+    #[test]
+    fn server_addresses_parse_with_default_port() {
+        let ok = |t: &str, host: &str, port| {
+            assert_eq!(
+                ServerAddr::parse(t),
+                Ok(ServerAddr {
+                    host: host.into(),
+                    port
+                }),
+                "{t}"
+            )
+        };
+        ok("example.org", "example.org", 3478);
+        ok(" example.org:5000 ", "example.org", 5000);
+        ok("203.0.113.7:3478", "203.0.113.7", 3478);
+        ok("[2001:db8::1]:4000", "2001:db8::1", 4000);
+        ok("[2001:db8::1]", "2001:db8::1", 3478);
+        ok("2001:db8::1", "2001:db8::1", 3478);
+        ok("localhost", "localhost", 3478);
+        assert_eq!(
+            ServerAddr::parse("[2001:db8::1]:4000").unwrap().to_string(),
+            "[2001:db8::1]:4000"
+        );
+    }
+
+    #[test]
+    fn bad_server_addresses_say_what_is_wrong() {
+        assert_eq!(ServerAddr::parse(""), Err(AddrError::Empty));
+        assert_eq!(
+            ServerAddr::parse("example.org:"),
+            Err(AddrError::Port(String::new()))
+        );
+        assert_eq!(
+            ServerAddr::parse("example.org:0"),
+            Err(AddrError::Port("0".into()))
+        );
+        assert_eq!(
+            ServerAddr::parse("example.org:http"),
+            Err(AddrError::Port("http".into()))
+        );
+        assert_eq!(ServerAddr::parse("[2001:db8::1"), Err(AddrError::Ipv6));
+        assert_eq!(ServerAddr::parse("2001:db8::zz"), Err(AddrError::Ipv6));
+        assert_eq!(
+            ServerAddr::parse("bad_host:1"),
+            Err(AddrError::Host("bad_host".into()))
+        );
+        assert_eq!(
+            ServerAddr::parse("300.1.2.3"),
+            Err(AddrError::Host("300.1.2.3".into()))
+        );
+        assert!(ServerAddr::parse("-bad.example").is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("alice").is_ok());
+        assert!(validate_name("Zoë_2.b-c").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("with space").is_err());
+        assert!(validate_name("Echo").is_err());
+        assert!(validate_name(&"x".repeat(33)).is_err());
+    }
+}

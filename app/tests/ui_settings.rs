@@ -1,0 +1,145 @@
+//! The settings flows of the desktop app, driven through its accessibility tree with
+//! `egui_kittest` (no window, no GPU).
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use pinhole::settings;
+use pinhole::ui::{DeviceList, PinholeApp, View};
+
+fn devices() -> DeviceList {
+    DeviceList {
+        inputs: vec!["pulse".into(), "USB headset".into()],
+        outputs: vec!["pulse".into()],
+    }
+}
+
+fn harness(app: PinholeApp) -> Harness<'static, PinholeApp> {
+    Harness::builder()
+        .with_size([480.0, 640.0])
+        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app)
+}
+
+/// Replaces the text of the field labelled `label` (egui's text edit selects nothing on focus,
+/// so clear it first with the keyboard).
+fn type_into(h: &mut Harness<'static, PinholeApp>, label: &str, text: &str) {
+    h.get_by_label(label).focus();
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.key_press(egui::Key::Backspace);
+    h.run();
+    h.get_by_label(label).type_text(text);
+    h.run();
+}
+
+#[test]
+fn first_run_setup_saves_settings_and_shows_the_main_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    assert_eq!(h.state().view(), View::Setup);
+    h.get_by_label("Welcome to Pinhole");
+
+    type_into(&mut h, "Server", "rendezvous.example.org:4000");
+    type_into(&mut h, "Your name", "alice");
+    h.get_by_label("Save and start").click();
+    h.run();
+
+    assert_eq!(h.state().view(), View::Main);
+    h.get_by_label("You are alice");
+    let saved = settings::load(&path)
+        .unwrap()
+        .expect("settings file written");
+    assert_eq!(saved.server, "rendezvous.example.org:4000");
+    assert_eq!(saved.name, "alice");
+    assert_eq!(saved.input_device, None, "system default unless picked");
+}
+
+#[test]
+fn an_invalid_server_address_shows_the_message_and_is_not_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    type_into(&mut h, "Your name", "alice");
+    type_into(&mut h, "Server", "example.org:99999");
+
+    h.get_by_label("The port must be a number from 1 to 65535, not \"99999\"");
+    // The button is disabled: clicking it does nothing.
+    h.get_by_label("Save and start").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Setup);
+    assert!(!path.exists(), "nothing saved");
+
+    type_into(&mut h, "Server", "bad_host");
+    h.get_by_label("\"bad_host\" is not a host name or IP address");
+
+    // Fixing it clears the message and saving works.
+    type_into(&mut h, "Server", "203.0.113.7");
+    assert!(h.query_by_label_contains("not a host name").is_none());
+    h.get_by_label("Save and start").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert_eq!(
+        settings::load(&path).unwrap().unwrap().server,
+        "203.0.113.7"
+    );
+}
+
+#[test]
+fn settings_view_edits_advanced_fields_and_cancel_keeps_the_saved_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let first = settings::Settings {
+        name: "bob".into(),
+        ..Default::default()
+    };
+    settings::save(&path, &first).unwrap();
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    h.get_by_label("Server: built into this app (this machine only)");
+
+    // Cancel throws edits away.
+    h.get_by_label("Settings").click();
+    h.run();
+    type_into(&mut h, "Your name", "mallory");
+    h.get_by_label("Cancel").click();
+    h.run();
+    h.get_by_label("You are bob");
+
+    // Advanced: a bad bitrate blocks saving; a good one is saved.
+    h.get_by_label("Settings").click();
+    h.run();
+    h.get_by_label("Advanced").click();
+    h.run();
+    type_into(&mut h, "Bitrate (kbit/s)", "900");
+    h.get_by_label("bitrate is a number from 6 to 510 kbit/s");
+    type_into(&mut h, "Bitrate (kbit/s)", "24");
+    type_into(&mut h, "Keepalive (s)", "10");
+    h.get_by_label("10 ms").click();
+    h.run();
+    h.get_by_label("Save").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    let saved = settings::load(&path).unwrap().unwrap();
+    assert_eq!(saved.name, "bob");
+    assert_eq!(saved.advanced.bitrate_bps, 24_000);
+    assert_eq!(saved.advanced.keepalive_s, Some(10));
+    assert_eq!(saved.advanced.frame_ms, 10);
+}
+
+#[test]
+fn an_unreadable_settings_file_is_reported_and_kept_until_the_user_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    std::fs::write(&path, "name = [\n").unwrap();
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    assert_eq!(h.state().view(), View::Setup);
+    assert!(
+        h.query_by_label_contains("Your settings could not be read")
+            .is_some()
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "name = [\n");
+}
