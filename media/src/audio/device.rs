@@ -1,0 +1,793 @@
+//! Audio devices through cpal: listing, opening by name or default, and the lock-free bridge
+//! between cpal's callbacks and the media thread.
+//!
+//! The callbacks convert the device's sample format to or from `f32`, move interleaved samples
+//! through a `ringbuf` SPSC buffer, update a [`LevelMeter`] and count under/overruns in atomics.
+//! Down/up-mixing and resampling happen on the media thread, in [`DeviceSource::read`] and
+//! [`DeviceSink::write`], with buffers allocated when the device is opened.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{ErrorKind, FromSample, Sample, SampleFormat, SizedSample, SupportedStreamConfig};
+use ringbuf::traits::{Consumer, Observer, Producer, Split};
+use ringbuf::{HeapCons, HeapProd, HeapRb};
+
+use super::resample::{StreamResampler, downmix_interleaved, upmix_to_interleaved};
+use super::{AudioError, AudioEvent, AudioStats, LevelMeter, Sink, Source};
+use crate::SAMPLE_RATE;
+
+/// Audio the ring buffers hold between a callback and the media thread.
+const RING: Duration = Duration::from_millis(250);
+/// A capture backlog beyond this (the device's clock runs faster than the reader's) is trimmed.
+const MAX_CAPTURE_BACKLOG: usize = SAMPLE_RATE as usize / 5;
+/// Extra audio kept ahead of the reader or the playback callback before it starts, so that
+/// callback jitter does not cause underruns: 10 ms.
+const CUSHION: usize = SAMPLE_RATE as usize / 100;
+/// How long to wait for the backend to build a stream.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One stream configuration range a device supports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupportedConfig {
+    /// Channel count.
+    pub channels: u16,
+    /// Lowest sample rate, Hz.
+    pub min_rate: u32,
+    /// Highest sample rate, Hz.
+    pub max_rate: u32,
+    /// Sample format, as cpal names it (`f32`, `i16`...).
+    pub sample_format: String,
+}
+
+/// A device cpal sees, for a device picker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Human-readable name.
+    pub name: String,
+    /// The backend's id (for ALSA the PCM name: `default`, `pulse`, `hw:CARD=...`): stable,
+    /// and what to store in settings. `device:NAME` accepts either this or `name`.
+    pub id: String,
+    /// The system default for this direction.
+    pub is_default: bool,
+    /// The configurations it supports (empty if it could not be queried).
+    pub configs: Vec<SupportedConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Input,
+    Output,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Input => "input",
+            Direction::Output => "output",
+        }
+    }
+}
+
+/// Lists the input devices cpal sees on the default host.
+pub fn input_devices() -> Result<Vec<DeviceInfo>, AudioError> {
+    list(Direction::Input)
+}
+
+/// Lists the output devices cpal sees on the default host.
+pub fn output_devices() -> Result<Vec<DeviceInfo>, AudioError> {
+    list(Direction::Output)
+}
+
+fn host_error(direction: Direction, e: impl std::fmt::Display) -> AudioError {
+    AudioError::Device {
+        name: format!("(all {} devices)", direction.name()),
+        message: e.to_string(),
+    }
+}
+
+fn device_id(device: &cpal::Device) -> String {
+    device.id().map(|id| id.id().to_owned()).unwrap_or_default()
+}
+
+fn device_name(device: &cpal::Device) -> String {
+    device
+        .description()
+        .map(|d| d.name().to_owned())
+        .unwrap_or_else(|_| device_id(device))
+}
+
+fn devices(direction: Direction) -> Result<Vec<cpal::Device>, AudioError> {
+    let host = cpal::default_host();
+    let devices: Vec<cpal::Device> = match direction {
+        Direction::Input => host
+            .input_devices()
+            .map_err(|e| host_error(direction, e))?
+            .collect(),
+        Direction::Output => host
+            .output_devices()
+            .map_err(|e| host_error(direction, e))?
+            .collect(),
+    };
+    Ok(devices)
+}
+
+fn default_device(direction: Direction) -> Option<cpal::Device> {
+    let host = cpal::default_host();
+    match direction {
+        Direction::Input => host.default_input_device(),
+        Direction::Output => host.default_output_device(),
+    }
+}
+
+fn list(direction: Direction) -> Result<Vec<DeviceInfo>, AudioError> {
+    let default_id = default_device(direction).map(|d| device_id(&d));
+    let mut infos: Vec<DeviceInfo> = devices(direction)?
+        .iter()
+        .map(|device| {
+            let id = device_id(device);
+            let configs = supported_configs(device, direction)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| SupportedConfig {
+                    channels: c.channels(),
+                    min_rate: c.min_sample_rate(),
+                    max_rate: c.max_sample_rate(),
+                    sample_format: c.sample_format().to_string(),
+                })
+                .collect();
+            DeviceInfo {
+                name: device_name(device),
+                is_default: default_id.as_deref() == Some(id.as_str()),
+                id,
+                configs,
+            }
+        })
+        .collect();
+    // The default first: it is what a picker should show selected.
+    infos.sort_by_key(|d| !d.is_default);
+    Ok(infos)
+}
+
+fn supported_configs(
+    device: &cpal::Device,
+    direction: Direction,
+) -> Result<Vec<cpal::SupportedStreamConfigRange>, cpal::Error> {
+    Ok(match direction {
+        Direction::Input => device.supported_input_configs()?.collect(),
+        Direction::Output => device.supported_output_configs()?.collect(),
+    })
+}
+
+/// Finds a device by id (with or without the host prefix, as in `alsa:default`) or name
+/// (exactly, then ignoring case); `None` is the system default.
+fn find_device(
+    direction: Direction,
+    name: Option<&str>,
+) -> Result<(cpal::Device, String), AudioError> {
+    let Some(wanted) = name else {
+        let device = default_device(direction).ok_or(AudioError::NoDefaultDevice {
+            direction: direction.name(),
+        })?;
+        let name = device_name(&device);
+        return Ok((device, name));
+    };
+    let all = devices(direction)?;
+    let full_id = |d: &cpal::Device| d.id().map(|id| id.to_string()).unwrap_or_default();
+    let found = all
+        .iter()
+        .position(|d| device_id(d) == wanted || full_id(d) == wanted)
+        .or_else(|| all.iter().position(|d| device_name(d) == wanted))
+        .or_else(|| {
+            all.iter().position(|d| {
+                device_name(d).eq_ignore_ascii_case(wanted)
+                    || device_id(d).eq_ignore_ascii_case(wanted)
+            })
+        });
+    match found {
+        Some(i) => {
+            let device = all[i].clone();
+            Ok((device, wanted.to_owned()))
+        }
+        None => {
+            let available = if all.is_empty() {
+                "none".to_owned()
+            } else {
+                all.iter()
+                    .map(|d| format!("{:?} ({})", device_id(d), device_name(d)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            Err(AudioError::NoSuchDevice {
+                direction: direction.name(),
+                name: wanted.to_owned(),
+                available,
+            })
+        }
+    }
+}
+
+/// Sample formats the bridge converts, best first.
+fn format_rank(format: SampleFormat) -> Option<u32> {
+    match format {
+        SampleFormat::F32 => Some(6),
+        SampleFormat::I16 => Some(5),
+        SampleFormat::I32 => Some(4),
+        SampleFormat::F64 => Some(3),
+        SampleFormat::U16 => Some(2),
+        SampleFormat::I8 | SampleFormat::U8 => Some(1),
+        _ => None,
+    }
+}
+
+/// Picks a configuration: 48 kHz if the device has it (no resampling), a format we convert, and
+/// as few channels as possible; otherwise the device's default.
+fn choose_config(
+    device: &cpal::Device,
+    direction: Direction,
+    name: &str,
+) -> Result<SupportedStreamConfig, AudioError> {
+    let ranges = supported_configs(device, direction).unwrap_or_default();
+    let best = ranges
+        .into_iter()
+        .filter_map(|range| {
+            let rank = format_rank(range.sample_format())?;
+            let has_48k =
+                range.min_sample_rate() <= SAMPLE_RATE && SAMPLE_RATE <= range.max_sample_rate();
+            let channels = u32::from(range.channels());
+            if channels == 0 {
+                return None;
+            }
+            let score = u32::from(has_48k) * 1_000 + rank * 10 + 9u32.saturating_sub(channels);
+            Some((score, range))
+        })
+        .max_by_key(|(score, _)| *score);
+    if let Some((_, range)) = best {
+        let rate = SAMPLE_RATE.clamp(range.min_sample_rate(), range.max_sample_rate());
+        return Ok(range.with_sample_rate(rate));
+    }
+    let default = match direction {
+        Direction::Input => device.default_input_config(),
+        Direction::Output => device.default_output_config(),
+    };
+    default.map_err(|e| AudioError::Device {
+        name: name.to_owned(),
+        message: format!("no usable {} configuration: {e}", direction.name()),
+    })
+}
+
+/// What the callbacks share with the media thread: counters only.
+#[derive(Debug, Default)]
+struct Shared {
+    underruns: AtomicU64,
+    overruns: AtomicU64,
+    device_errors: AtomicU64,
+    failed: AtomicBool,
+    /// Which error failed the stream (an index into [`FAILURES`]).
+    failure: AtomicU8,
+}
+
+/// Errors that end a stream, and how to say so.
+const FAILURES: [(ErrorKind, &str); 6] = [
+    (
+        ErrorKind::DeviceNotAvailable,
+        "the device is no longer available",
+    ),
+    (ErrorKind::StreamInvalidated, "the stream was invalidated"),
+    (ErrorKind::DeviceBusy, "the device is busy"),
+    (
+        ErrorKind::PermissionDenied,
+        "permission to use the device was denied",
+    ),
+    (ErrorKind::HostUnavailable, "the audio server went away"),
+    (
+        ErrorKind::ResourceExhausted,
+        "the system ran out of resources",
+    ),
+];
+const OTHER_FAILURE: u8 = FAILURES.len() as u8;
+
+impl Shared {
+    fn stats(&self) -> AudioStats {
+        AudioStats {
+            underruns: self.underruns.load(Ordering::Relaxed),
+            overruns: self.overruns.load(Ordering::Relaxed),
+            device_errors: self.device_errors.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Acquire),
+        }
+    }
+
+    /// cpal's error callback: counts, flags a failure. No allocation, no logging.
+    fn on_error(&self, direction: Direction, kind: ErrorKind) {
+        match kind {
+            ErrorKind::Xrun => {
+                let counter = match direction {
+                    Direction::Input => &self.overruns,
+                    Direction::Output => &self.underruns,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            // Informational: the stream goes on.
+            ErrorKind::DeviceChanged | ErrorKind::RealtimeDenied => {}
+            kind => {
+                let code = FAILURES
+                    .iter()
+                    .position(|(k, _)| *k == kind)
+                    .map_or(OTHER_FAILURE, |i| i as u8);
+                self.device_errors.fetch_add(1, Ordering::Relaxed);
+                self.failure.store(code, Ordering::Relaxed);
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    fn failure_reason(&self) -> &'static str {
+        FAILURES
+            .get(usize::from(self.failure.load(Ordering::Relaxed)))
+            .map_or("the audio backend reported an error", |(_, text)| text)
+    }
+}
+
+/// Keeps the cpal stream alive; cpal's stream type has no `Debug`.
+struct StreamHandle(#[allow(dead_code)] cpal::Stream);
+
+impl std::fmt::Debug for StreamHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cpal::Stream")
+    }
+}
+
+/// The media-thread half of a capture: ring consumer, down-mix, resampler to 48 kHz.
+struct Capture {
+    cons: HeapCons<f32>,
+    channels: usize,
+    raw: Vec<f32>,
+    mono: Vec<f32>,
+    resampler: StreamResampler,
+    primed: bool,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("channels", &self.channels)
+            .field("queued", &self.cons.occupied_len())
+            .field("resampler", &self.resampler)
+            .field("primed", &self.primed)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl Capture {
+    fn new(
+        cons: HeapCons<f32>,
+        channels: usize,
+        rate: u32,
+        shared: Arc<Shared>,
+    ) -> Result<Self, AudioError> {
+        let raw_len = (rate as usize / 50).max(64) * channels;
+        Ok(Self {
+            cons,
+            channels,
+            raw: vec![0.0; raw_len],
+            mono: vec![0.0; raw_len / channels],
+            resampler: StreamResampler::new(rate, SAMPLE_RATE, 2 * MAX_CAPTURE_BACKLOG)?,
+            primed: false,
+            shared,
+        })
+    }
+
+    fn read(&mut self, frame: &mut [f32]) -> Result<usize, AudioError> {
+        loop {
+            let whole = self.cons.occupied_len() / self.channels * self.channels;
+            let take = whole.min(self.raw.len());
+            if take == 0 {
+                break;
+            }
+            let n = self.cons.pop_slice(&mut self.raw[..take]);
+            let frames = downmix_interleaved(&self.raw[..n], self.channels, &mut self.mono);
+            self.resampler.push(&self.mono[..frames])?;
+        }
+        let available = self.resampler.available();
+        // The device's clock runs ahead of the reader's: drop the backlog, keep latency low.
+        if available > frame.len() + MAX_CAPTURE_BACKLOG {
+            self.resampler.trim_to(frame.len() + CUSHION);
+            self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.primed {
+            if self.resampler.available() < frame.len() + CUSHION {
+                frame.fill(0.0);
+                return Ok(0);
+            }
+            self.primed = true;
+        }
+        let n = self.resampler.pop(frame);
+        if n < frame.len() {
+            frame[n..].fill(0.0);
+            self.primed = false;
+            if !self.shared.failed.load(Ordering::Acquire) {
+                self.shared.underruns.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The media-thread half of a playback: resampler from 48 kHz, up-mix, ring producer.
+struct Playback {
+    prod: HeapProd<f32>,
+    channels: usize,
+    resampler: StreamResampler,
+    mono: Vec<f32>,
+    interleaved: Vec<f32>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Playback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playback")
+            .field("channels", &self.channels)
+            .field("queued", &self.prod.occupied_len())
+            .field("resampler", &self.resampler)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl Playback {
+    fn new(
+        prod: HeapProd<f32>,
+        channels: usize,
+        rate: u32,
+        shared: Arc<Shared>,
+    ) -> Result<Self, AudioError> {
+        let mono_len = (rate as usize / 50).max(64);
+        Ok(Self {
+            prod,
+            channels,
+            resampler: StreamResampler::new(SAMPLE_RATE, rate, rate as usize)?,
+            mono: vec![0.0; mono_len],
+            interleaved: vec![0.0; mono_len * channels],
+            shared,
+        })
+    }
+
+    fn write(&mut self, frame: &[f32]) -> Result<(), AudioError> {
+        self.resampler.push(frame)?;
+        let mut dropped = false;
+        loop {
+            let n = self.resampler.pop(&mut self.mono);
+            if n == 0 {
+                break;
+            }
+            let frames =
+                upmix_to_interleaved(&self.mono[..n], self.channels, &mut self.interleaved);
+            // Whole frames only, so channels never slip.
+            let room = self.prod.vacant_len() / self.channels;
+            let frames_in = frames.min(room);
+            self.prod
+                .push_slice(&self.interleaved[..frames_in * self.channels]);
+            dropped |= frames_in < frames;
+        }
+        if dropped && !self.shared.failed.load(Ordering::Acquire) {
+            self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+fn ring(config: &SupportedStreamConfig) -> (HeapProd<f32>, HeapCons<f32>) {
+    let len = config.sample_rate() as usize * RING.as_millis() as usize / 1_000
+        * usize::from(config.channels());
+    HeapRb::<f32>::new(len.max(1024)).split()
+}
+
+fn open_error(name: &str, what: &str, e: impl std::fmt::Display) -> AudioError {
+    AudioError::Device {
+        name: name.to_owned(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// `device` / `device:NAME` as a source: captures from a cpal input device, at whatever rate and
+/// channel count it offers, and reads as 48 kHz mono. Paced by the device: read once per frame
+/// period; a read that finds too little pads with silence and counts an underrun.
+#[derive(Debug)]
+pub struct DeviceSource {
+    name: String,
+    rate: u32,
+    channels: u16,
+    capture: Capture,
+    meter: LevelMeter,
+    reported: bool,
+    _stream: StreamHandle,
+}
+
+impl DeviceSource {
+    /// Opens the input device called `name` (id or name, see [`input_devices`]), or the
+    /// system default, and starts capturing.
+    pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
+        let (device, name) = find_device(Direction::Input, name)?;
+        let config = choose_config(&device, Direction::Input, &name)?;
+        let shared = Arc::new(Shared::default());
+        let meter = LevelMeter::new();
+        let (prod, cons) = ring(&config);
+        let channels = config.channels();
+        let stream = build_input(&device, &config, prod, shared.clone(), meter.clone())
+            .map_err(|e| open_error(&name, "cannot open for capture", e))?;
+        stream
+            .play()
+            .map_err(|e| open_error(&name, "cannot start capture", e))?;
+        tracing::debug!(device = %name, rate = config.sample_rate(), channels, format = %config.sample_format(), "capture started");
+        Ok(Self {
+            capture: Capture::new(cons, usize::from(channels), config.sample_rate(), shared)?,
+            name,
+            rate: config.sample_rate(),
+            channels,
+            meter,
+            reported: false,
+            _stream: StreamHandle(stream),
+        })
+    }
+
+    /// The device's name as opened.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rate and channel count the device runs at (converted to 48 kHz mono on read).
+    pub fn device_format(&self) -> (u32, u16) {
+        (self.rate, self.channels)
+    }
+}
+
+impl Source for DeviceSource {
+    fn read(&mut self, frame: &mut [f32]) -> Result<usize, AudioError> {
+        self.capture.read(frame)
+    }
+
+    fn is_realtime(&self) -> bool {
+        true
+    }
+
+    fn stats(&self) -> AudioStats {
+        self.capture.shared.stats()
+    }
+
+    fn poll_event(&mut self) -> Option<AudioEvent> {
+        poll_failure(&self.capture.shared, &mut self.reported, &self.name)
+    }
+
+    fn meter(&self) -> LevelMeter {
+        self.meter.clone()
+    }
+}
+
+fn poll_failure(shared: &Shared, reported: &mut bool, name: &str) -> Option<AudioEvent> {
+    if *reported || !shared.failed.load(Ordering::Acquire) {
+        return None;
+    }
+    *reported = true;
+    let reason = shared.failure_reason();
+    tracing::error!(device = %name, "audio device failed: {reason}; going on with silence");
+    Some(AudioEvent::DeviceFailed {
+        device: name.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// `device` / `device:NAME` as a sink: plays 48 kHz mono on a cpal output device, converted to
+/// whatever rate and channel count it offers. Paced by the device: write one frame per frame
+/// period. The callback plays silence until it has a cushion and whenever it runs dry (an
+/// underrun); writes that find the buffer full drop audio (an overrun).
+#[derive(Debug)]
+pub struct DeviceSink {
+    name: String,
+    rate: u32,
+    channels: u16,
+    playback: Playback,
+    meter: LevelMeter,
+    reported: bool,
+    _stream: StreamHandle,
+}
+
+impl DeviceSink {
+    /// Opens the output device called `name` (id or name, see [`output_devices`]), or the
+    /// system default, and starts playing (silence until audio is written).
+    pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
+        let (device, name) = find_device(Direction::Output, name)?;
+        let config = choose_config(&device, Direction::Output, &name)?;
+        let shared = Arc::new(Shared::default());
+        let meter = LevelMeter::new();
+        let (prod, cons) = ring(&config);
+        let channels = config.channels();
+        let stream = build_output(&device, &config, cons, shared.clone(), meter.clone())
+            .map_err(|e| open_error(&name, "cannot open for playback", e))?;
+        stream
+            .play()
+            .map_err(|e| open_error(&name, "cannot start playback", e))?;
+        tracing::debug!(device = %name, rate = config.sample_rate(), channels, format = %config.sample_format(), "playback started");
+        Ok(Self {
+            playback: Playback::new(prod, usize::from(channels), config.sample_rate(), shared)?,
+            name,
+            rate: config.sample_rate(),
+            channels,
+            meter,
+            reported: false,
+            _stream: StreamHandle(stream),
+        })
+    }
+
+    /// The device's name as opened.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rate and channel count the device runs at (converted from 48 kHz mono on write).
+    pub fn device_format(&self) -> (u32, u16) {
+        (self.rate, self.channels)
+    }
+}
+
+impl Sink for DeviceSink {
+    fn write(&mut self, frame: &[f32]) -> Result<(), AudioError> {
+        self.playback.write(frame)
+    }
+
+    fn is_realtime(&self) -> bool {
+        true
+    }
+
+    fn stats(&self) -> AudioStats {
+        self.playback.shared.stats()
+    }
+
+    fn poll_event(&mut self) -> Option<AudioEvent> {
+        poll_failure(&self.playback.shared, &mut self.reported, &self.name)
+    }
+
+    fn meter(&self) -> LevelMeter {
+        self.meter.clone()
+    }
+}
+
+fn build_input(
+    device: &cpal::Device,
+    config: &SupportedStreamConfig,
+    prod: HeapProd<f32>,
+    shared: Arc<Shared>,
+    meter: LevelMeter,
+) -> Result<cpal::Stream, cpal::Error> {
+    macro_rules! build {
+        ($t:ty) => {
+            build_input_typed::<$t>(device, config, prod, shared, meter)
+        };
+    }
+    match config.sample_format() {
+        SampleFormat::F32 => build!(f32),
+        SampleFormat::I16 => build!(i16),
+        SampleFormat::I32 => build!(i32),
+        SampleFormat::F64 => build!(f64),
+        SampleFormat::U16 => build!(u16),
+        SampleFormat::I8 => build!(i8),
+        SampleFormat::U8 => build!(u8),
+        _ => Err(ErrorKind::UnsupportedConfig.into()),
+    }
+}
+
+fn build_input_typed<T>(
+    device: &cpal::Device,
+    config: &SupportedStreamConfig,
+    mut prod: HeapProd<f32>,
+    shared: Arc<Shared>,
+    meter: LevelMeter,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample,
+    f32: FromSample<T>,
+{
+    let channels = usize::from(config.channels()).max(1);
+    let errors = shared.clone();
+    device.build_input_stream::<T, _, _>(
+        config.config(),
+        move |data: &[T], _| {
+            // Realtime: convert, copy, count. Whole frames only, so channels never slip.
+            let room = prod.vacant_len() / channels * channels;
+            let take = data.len().min(room);
+            let (mut peak, mut sum) = (0.0f32, 0.0f32);
+            prod.push_iter(data[..take].iter().map(|&s| {
+                let v = f32::from_sample(s);
+                peak = peak.max(v.abs());
+                sum += v * v;
+                v
+            }));
+            meter.update_from(peak, sum, take);
+            if take < data.len() {
+                shared.overruns.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        move |e: cpal::Error| errors.on_error(Direction::Input, e.kind()),
+        Some(OPEN_TIMEOUT),
+    )
+}
+
+fn build_output(
+    device: &cpal::Device,
+    config: &SupportedStreamConfig,
+    cons: HeapCons<f32>,
+    shared: Arc<Shared>,
+    meter: LevelMeter,
+) -> Result<cpal::Stream, cpal::Error> {
+    macro_rules! build {
+        ($t:ty) => {
+            build_output_typed::<$t>(device, config, cons, shared, meter)
+        };
+    }
+    match config.sample_format() {
+        SampleFormat::F32 => build!(f32),
+        SampleFormat::I16 => build!(i16),
+        SampleFormat::I32 => build!(i32),
+        SampleFormat::F64 => build!(f64),
+        SampleFormat::U16 => build!(u16),
+        SampleFormat::I8 => build!(i8),
+        SampleFormat::U8 => build!(u8),
+        _ => Err(ErrorKind::UnsupportedConfig.into()),
+    }
+}
+
+fn build_output_typed<T>(
+    device: &cpal::Device,
+    config: &SupportedStreamConfig,
+    mut cons: HeapCons<f32>,
+    shared: Arc<Shared>,
+    meter: LevelMeter,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample + FromSample<f32>,
+{
+    let channels = usize::from(config.channels()).max(1);
+    let cushion = CUSHION * config.sample_rate() as usize / SAMPLE_RATE as usize * channels;
+    let errors = shared.clone();
+    let mut primed = false;
+    device.build_output_stream::<T, _, _>(
+        config.config(),
+        move |data: &mut [T], _| {
+            // Realtime: copy, convert, count. Silence until a cushion has built up, and again
+            // after running dry, so a late writer gives one gap rather than many.
+            if !primed {
+                if cons.occupied_len() < data.len() + cushion {
+                    data.fill(T::EQUILIBRIUM);
+                    return;
+                }
+                primed = true;
+            }
+            let (mut peak, mut sum, mut short) = (0.0f32, 0.0f32, false);
+            for out in data.iter_mut() {
+                match cons.try_pop() {
+                    Some(v) => {
+                        peak = peak.max(v.abs());
+                        sum += v * v;
+                        *out = T::from_sample(v);
+                    }
+                    None => {
+                        *out = T::EQUILIBRIUM;
+                        short = true;
+                    }
+                }
+            }
+            meter.update_from(peak, sum, data.len());
+            if short {
+                primed = false;
+                if !shared.failed.load(Ordering::Relaxed) {
+                    shared.underruns.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        },
+        move |e: cpal::Error| errors.on_error(Direction::Output, e.kind()),
+        Some(OPEN_TIMEOUT),
+    )
+}

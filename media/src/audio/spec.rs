@@ -1,0 +1,169 @@
+//! The source and sink strings the headless commands take: `tone:HZ`, `wav:PATH`, `silence`,
+//! `device[:NAME]` for sources; `wav:PATH`, `null`, `device[:NAME]` for sinks.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::AudioError;
+
+const SOURCE_FORMS: &str = "expected tone:HZ, wav:PATH, silence, device or device:NAME";
+const SINK_FORMS: &str = "expected wav:PATH, null, device or device:NAME";
+
+/// Highest tone frequency accepted: below Nyquist at 48 kHz.
+const MAX_TONE_HZ: f64 = 20_000.0;
+
+/// Where audio comes from, as given on a command line or in settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// `tone:HZ`: a sine tone at HZ (a number, 1 to 20000), at half full scale.
+    Tone {
+        /// Frequency in hertz.
+        hz: f64,
+    },
+    /// `wav:PATH`: a WAV file (any rate, channels, 8-32 bit integer or 32-bit float).
+    Wav {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `silence`.
+    Silence,
+    /// `device` (the default input) or `device:NAME`.
+    Device {
+        /// The device's name or id; `None` for the system default.
+        name: Option<String>,
+    },
+}
+
+/// Where audio goes, as given on a command line or in settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// `wav:PATH`: a 48 kHz mono 16-bit WAV file, created or truncated.
+    Wav {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `null`: audio is dropped.
+    Null,
+    /// `device` (the default output) or `device:NAME`.
+    Device {
+        /// The device's name or id; `None` for the system default.
+        name: Option<String>,
+    },
+}
+
+fn bad(kind: &'static str, spec: &str, reason: impl Into<String>) -> AudioError {
+    AudioError::BadSpec {
+        kind,
+        spec: spec.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn device_name(
+    kind: &'static str,
+    spec: &str,
+    rest: Option<&str>,
+) -> Result<Option<String>, AudioError> {
+    match rest {
+        None => Ok(None),
+        Some(name) if name.trim().is_empty() => Err(bad(
+            kind,
+            spec,
+            "device name is empty (use `device` for the default device)",
+        )),
+        Some(name) => Ok(Some(name.to_owned())),
+    }
+}
+
+fn wav_path(kind: &'static str, spec: &str, rest: Option<&str>) -> Result<PathBuf, AudioError> {
+    match rest {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(bad(kind, spec, "wav needs a path, as in wav:call.wav")),
+    }
+}
+
+impl FromStr for SourceSpec {
+    type Err = AudioError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (head, rest) = match s.split_once(':') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (s, None),
+        };
+        match head {
+            "tone" => {
+                let Some(hz) = rest else {
+                    return Err(bad("source", s, "tone needs a frequency, as in tone:440"));
+                };
+                let hz: f64 = hz.trim().parse().map_err(|_| {
+                    bad(
+                        "source",
+                        s,
+                        format!("tone frequency {hz:?} is not a number"),
+                    )
+                })?;
+                if !hz.is_finite() || !(1.0..=MAX_TONE_HZ).contains(&hz) {
+                    return Err(bad(
+                        "source",
+                        s,
+                        format!("tone frequency must be between 1 and {MAX_TONE_HZ} Hz"),
+                    ));
+                }
+                Ok(SourceSpec::Tone { hz })
+            }
+            "wav" => Ok(SourceSpec::Wav {
+                path: wav_path("source", s, rest)?,
+            }),
+            "silence" if rest.is_none() => Ok(SourceSpec::Silence),
+            "device" => Ok(SourceSpec::Device {
+                name: device_name("source", s, rest)?,
+            }),
+            _ => Err(bad("source", s, SOURCE_FORMS)),
+        }
+    }
+}
+
+impl FromStr for SinkSpec {
+    type Err = AudioError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (head, rest) = match s.split_once(':') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (s, None),
+        };
+        match head {
+            "wav" => Ok(SinkSpec::Wav {
+                path: wav_path("sink", s, rest)?,
+            }),
+            "null" if rest.is_none() => Ok(SinkSpec::Null),
+            "device" => Ok(SinkSpec::Device {
+                name: device_name("sink", s, rest)?,
+            }),
+            _ => Err(bad("sink", s, SINK_FORMS)),
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::Tone { hz } => write!(f, "tone:{hz}"),
+            SourceSpec::Wav { path } => write!(f, "wav:{}", path.display()),
+            SourceSpec::Silence => f.write_str("silence"),
+            SourceSpec::Device { name: None } => f.write_str("device"),
+            SourceSpec::Device { name: Some(name) } => write!(f, "device:{name}"),
+        }
+    }
+}
+
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkSpec::Wav { path } => write!(f, "wav:{}", path.display()),
+            SinkSpec::Null => f.write_str("null"),
+            SinkSpec::Device { name: None } => f.write_str("device"),
+            SinkSpec::Device { name: Some(name) } => write!(f, "device:{name}"),
+        }
+    }
+}

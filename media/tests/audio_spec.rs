@@ -1,0 +1,204 @@
+//! The source and sink strings of the headless commands: what parses, what does not, and how
+//! opening them fails.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use media::audio::{AudioError, SinkSpec, Source, SourceSpec};
+
+#[test]
+fn good_sources_parse() {
+    let cases = [
+        ("tone:440", SourceSpec::Tone { hz: 440.0 }),
+        ("tone:1000.5", SourceSpec::Tone { hz: 1000.5 }),
+        (
+            "wav:/tmp/in put.wav",
+            SourceSpec::Wav {
+                path: PathBuf::from("/tmp/in put.wav"),
+            },
+        ),
+        (
+            "wav:C:dir/x.wav",
+            SourceSpec::Wav {
+                path: PathBuf::from("C:dir/x.wav"),
+            },
+        ),
+        ("silence", SourceSpec::Silence),
+        ("device", SourceSpec::Device { name: None }),
+        (
+            "device:hw:CARD=PCH,DEV=0",
+            SourceSpec::Device {
+                name: Some("hw:CARD=PCH,DEV=0".into()),
+            },
+        ),
+    ];
+    for (text, want) in cases {
+        let got: SourceSpec = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(got, want, "{text}");
+        // Display gives back a string that parses to the same thing.
+        assert_eq!(got.to_string().parse::<SourceSpec>().unwrap(), want);
+    }
+}
+
+#[test]
+fn good_sinks_parse() {
+    let cases = [
+        (
+            "wav:out.wav",
+            SinkSpec::Wav {
+                path: PathBuf::from("out.wav"),
+            },
+        ),
+        ("null", SinkSpec::Null),
+        ("device", SinkSpec::Device { name: None }),
+        (
+            "device:pulse",
+            SinkSpec::Device {
+                name: Some("pulse".into()),
+            },
+        ),
+    ];
+    for (text, want) in cases {
+        let got: SinkSpec = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(got, want, "{text}");
+        assert_eq!(got.to_string().parse::<SinkSpec>().unwrap(), want);
+    }
+}
+
+#[test]
+fn bad_sources_say_why() {
+    let cases = [
+        ("", "expected tone:HZ"),
+        ("mic", "expected tone:HZ"),
+        ("tone", "needs a frequency"),
+        ("tone:", "not a number"),
+        ("tone:abc", "not a number"),
+        ("tone:0", "between 1 and"),
+        ("tone:-5", "between 1 and"),
+        ("tone:30000", "between 1 and"),
+        ("tone:NaN", "between 1 and"),
+        ("tone:inf", "between 1 and"),
+        ("wav", "needs a path"),
+        ("wav:", "needs a path"),
+        ("silence:5", "expected tone:HZ"),
+        ("device:", "device name is empty"),
+        ("device: ", "device name is empty"),
+        ("null", "expected tone:HZ"),
+        ("TONE:440", "expected tone:HZ"),
+    ];
+    for (text, fragment) in cases {
+        let err = text.parse::<SourceSpec>().expect_err(text);
+        let message = err.to_string();
+        assert!(
+            matches!(err, AudioError::BadSpec { kind: "source", .. }),
+            "{text}: {err:?}"
+        );
+        assert!(message.contains(fragment), "{text}: {message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+}
+
+#[test]
+fn bad_sinks_say_why() {
+    let cases = [
+        ("", "expected wav:PATH"),
+        ("speaker", "expected wav:PATH"),
+        ("wav", "needs a path"),
+        ("null:x", "expected wav:PATH"),
+        ("tone:440", "expected wav:PATH"),
+        ("silence", "expected wav:PATH"),
+        ("device:", "device name is empty"),
+    ];
+    for (text, fragment) in cases {
+        let err = text.parse::<SinkSpec>().expect_err(text);
+        let message = err.to_string();
+        assert!(
+            matches!(err, AudioError::BadSpec { kind: "sink", .. }),
+            "{text}: {err:?}"
+        );
+        assert!(message.contains(fragment), "{text}: {message}");
+    }
+}
+
+#[test]
+fn opening_what_is_not_there_is_a_clear_error() {
+    let missing = "wav:/nonexistent/dir/none.wav";
+    let err = missing.parse::<SourceSpec>().unwrap().open().unwrap_err();
+    assert!(matches!(err, AudioError::Wav { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("/nonexistent/dir/none.wav"),
+        "{err}"
+    );
+
+    let err = missing.parse::<SinkSpec>().unwrap().open().unwrap_err();
+    assert!(matches!(err, AudioError::Wav { .. }), "{err:?}");
+
+    // A file that is not a WAV.
+    let dir = std::env::temp_dir().join(format!("pinhole-audio-spec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.wav");
+    std::fs::write(&junk, b"this is not a RIFF file at all").unwrap();
+    let err = SourceSpec::Wav { path: junk }.open().unwrap_err();
+    assert!(matches!(err, AudioError::Wav { .. }), "{err:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_device_that_is_not_there_is_a_clear_error() {
+    let name = "no-such-device-pinhole-test";
+    for result in [
+        SourceSpec::Device {
+            name: Some(name.into()),
+        }
+        .open()
+        .map(|_| ()),
+        SinkSpec::Device {
+            name: Some(name.into()),
+        }
+        .open()
+        .map(|_| ()),
+    ] {
+        let err = result.expect_err("a device that does not exist opened");
+        let message = err.to_string();
+        // Either the device list came back without it (the usual case, and it says what there
+        // is), or the host has no devices at all.
+        match err {
+            AudioError::NoSuchDevice { .. } => {
+                assert!(
+                    message.contains(name) && message.contains("available:"),
+                    "{message}"
+                )
+            }
+            AudioError::Device { .. } => {}
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+}
+
+#[test]
+fn tone_and_silence_sources_fill_whole_frames() {
+    let mut tone = "tone:1000".parse::<SourceSpec>().unwrap().open().unwrap();
+    assert!(!tone.is_realtime());
+    let mut frame = vec![0.0f32; 960 * 50];
+    for chunk in frame.chunks_mut(960) {
+        assert_eq!(tone.read(chunk).unwrap(), 960);
+    }
+    let f = media::analysis::dominant_frequency(&frame, 48_000, 100.0, 4_000.0, 10.0);
+    assert_eq!(f, 1000.0);
+    assert!(
+        (tone.meter().peak() - 0.5).abs() < 0.01,
+        "{}",
+        tone.meter().peak()
+    );
+
+    let mut silence = "silence".parse::<SourceSpec>().unwrap().open().unwrap();
+    let mut frame = vec![1.0f32; 480];
+    assert_eq!(silence.read(&mut frame).unwrap(), 480);
+    assert!(frame.iter().all(|&s| s == 0.0));
+
+    let mut null = "null".parse::<SinkSpec>().unwrap().open().unwrap();
+    null.write(&frame).unwrap();
+    null.finish().unwrap();
+    let _: &dyn Source = tone.as_ref();
+}
