@@ -5,5 +5,10 @@
 //! itself. See `shared/DESIGN.md`, "From patent to product".
 
 pub mod addr;
+pub mod client;
+pub mod control;
+pub mod lab;
+pub mod server;
 pub mod stun;
 pub mod udp_batch;
+pub mod wire;

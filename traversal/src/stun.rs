@@ -3,8 +3,10 @@
 //! This module holds the part every STUN client understands: the 20-byte header with the magic
 //! cookie and transaction id, and the Binding method with XOR-MAPPED-ADDRESS. A plain Binding
 //! Request to `pinhole-rendezvous` gets a standard answer, so any STUN client can use the server.
-//! The patent's own messages (P1-P7) are to be framed the same way, with their fields as
-//! comprehension-optional attributes.
+//! The patent's own messages (P1-P7) are framed the same way, with their fields as
+//! comprehension-optional attributes, MESSAGE-INTEGRITY (section 14.5) and FINGERPRINT
+//! (section 14.7): see [`crate::wire`]. This module has the generic pieces: an attribute
+//! writer ([`Builder`]) and the integrity and fingerprint checks.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -20,8 +22,20 @@ pub const MAX_MESSAGE_LEN: usize = 1280;
 pub const BINDING_REQUEST: u16 = 0x0001;
 /// Binding Success Response: method 0x001, class success response.
 pub const BINDING_SUCCESS: u16 = 0x0101;
+/// Binding Indication: method 0x001, class indication (the patent's P7 probe).
+pub const BINDING_INDICATION: u16 = 0x0011;
 /// XOR-MAPPED-ADDRESS, RFC 8489 section 14.2.
 pub const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+/// MESSAGE-INTEGRITY (HMAC-SHA1), RFC 8489 section 14.5.
+pub const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
+/// FINGERPRINT (CRC-32 xor 0x5354554e), RFC 8489 section 14.7.
+pub const ATTR_FINGERPRINT: u16 = 0x8028;
+/// PADDING, RFC 5780 section 7.6: makes a request at least as big as its answer.
+pub const ATTR_PADDING: u16 = 0x0026;
+/// Value XORed into the CRC-32 of FINGERPRINT.
+const FINGERPRINT_XOR: u32 = 0x5354_554e;
+/// Length of an HMAC-SHA1 value.
+pub const INTEGRITY_LEN: usize = 20;
 
 /// A STUN transaction id: 96 bits chosen by the requester.
 pub type TransactionId = [u8; 12];
@@ -47,6 +61,19 @@ pub enum DecodeError {
     BadAddress,
 }
 
+/// Why a message fails its integrity or fingerprint check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IntegrityError {
+    #[error("no MESSAGE-INTEGRITY attribute")]
+    Missing,
+    #[error("MESSAGE-INTEGRITY is not 20 bytes")]
+    Malformed,
+    #[error("MESSAGE-INTEGRITY does not match the key")]
+    Mismatch,
+    #[error("FINGERPRINT does not match the message")]
+    BadFingerprint,
+}
+
 /// The header of a decoded message and a view of its attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message<'a> {
@@ -54,6 +81,7 @@ pub struct Message<'a> {
     pub kind: u16,
     pub transaction_id: TransactionId,
     attributes: &'a [u8],
+    raw: &'a [u8],
 }
 
 impl<'a> Message<'a> {
@@ -91,6 +119,7 @@ impl<'a> Message<'a> {
             kind,
             transaction_id,
             attributes,
+            raw: bytes,
         };
         for attribute in message.attributes() {
             attribute?;
@@ -103,6 +132,71 @@ impl<'a> Message<'a> {
         Attributes {
             rest: self.attributes,
         }
+    }
+
+    /// The whole encoded message.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// The value of the first attribute of type `kind`, if any.
+    pub fn attribute(&self, kind: u16) -> Option<&'a [u8]> {
+        self.attributes()
+            .filter_map(Result::ok)
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v)
+    }
+
+    /// Checks MESSAGE-INTEGRITY (RFC 8489 section 14.5) with `key`, and FINGERPRINT when it
+    /// follows. Attributes after MESSAGE-INTEGRITY other than FINGERPRINT are not covered by
+    /// the MAC; callers read only attributes before it (see [`Message::integrity_offset`]).
+    pub fn verify_integrity(&self, key: &[u8]) -> Result<(), IntegrityError> {
+        let offset = self.integrity_offset().ok_or(IntegrityError::Missing)?;
+        let value = &self.raw[offset + 4..];
+        if u16::from_be_bytes([self.raw[offset + 2], self.raw[offset + 3]]) as usize
+            != INTEGRITY_LEN
+            || value.len() < INTEGRITY_LEN
+        {
+            return Err(IntegrityError::Malformed);
+        }
+        let expected = integrity(&self.raw[..offset], key);
+        // Constant-time comparison: no early exit on the first differing byte.
+        let diff = expected
+            .iter()
+            .zip(&value[..INTEGRITY_LEN])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return Err(IntegrityError::Mismatch);
+        }
+        if let Some(fp_offset) = self.offset_of(ATTR_FINGERPRINT) {
+            let value = &self.raw[fp_offset + 4..];
+            if value.len() < 4 {
+                return Err(IntegrityError::BadFingerprint);
+            }
+            let got = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
+            if got != fingerprint(&self.raw[..fp_offset]) {
+                return Err(IntegrityError::BadFingerprint);
+            }
+        }
+        Ok(())
+    }
+
+    /// Byte offset in the message of the MESSAGE-INTEGRITY attribute's header, if present.
+    pub fn integrity_offset(&self) -> Option<usize> {
+        self.offset_of(ATTR_MESSAGE_INTEGRITY)
+    }
+
+    /// Byte offset in the message of the first attribute of type `wanted`.
+    pub fn offset_of(&self, wanted: u16) -> Option<usize> {
+        let mut offset = HEADER_LEN;
+        for attribute in self.attributes() {
+            let (kind, value) = attribute.ok()?;
+            if kind == wanted {
+                return Some(offset);
+            }
+            offset += 4 + value.len().div_ceil(4) * 4;
+        }
+        None
     }
 
     /// The first XOR-MAPPED-ADDRESS, if any.
@@ -145,6 +239,177 @@ impl<'a> Iterator for Attributes<'a> {
         self.rest = &self.rest[4 + padded..];
         Some(Ok((kind, value)))
     }
+}
+
+/// Writes a STUN message attribute by attribute, then seals it with MESSAGE-INTEGRITY and
+/// FINGERPRINT. Values longer than the message limit are refused by [`Builder::finish`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    buf: Vec<u8>,
+}
+
+impl Builder {
+    /// Starts a message of type `kind` (method and class).
+    pub fn new(kind: u16, transaction_id: &TransactionId) -> Self {
+        let mut buf = Vec::with_capacity(128);
+        buf.resize(HEADER_LEN, 0);
+        write_header(&mut buf, kind, 0, transaction_id);
+        Builder { buf }
+    }
+
+    /// Appends one attribute, padded to 4 bytes with zeros.
+    pub fn attribute(&mut self, kind: u16, value: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(&kind.to_be_bytes());
+        let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(&value[..usize::from(len)]);
+        while !self.buf.len().is_multiple_of(4) {
+            self.buf.push(0);
+        }
+        self
+    }
+
+    /// Appends XOR-MAPPED-ADDRESS.
+    pub fn xor_mapped_address(&mut self, addr: SocketAddr) -> &mut Self {
+        let mut tid = [0u8; 12];
+        tid.copy_from_slice(&self.buf[8..HEADER_LEN]);
+        let mut value = [0u8; 20];
+        let xport = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
+        value[2..4].copy_from_slice(&xport.to_be_bytes());
+        let len = match addr.ip() {
+            IpAddr::V4(v4) => {
+                value[1] = 0x01;
+                value[4..8].copy_from_slice(&(u32::from(v4) ^ MAGIC_COOKIE).to_be_bytes());
+                8
+            }
+            IpAddr::V6(v6) => {
+                value[1] = 0x02;
+                let key = xor_key(&tid);
+                for (i, b) in v6.octets().iter().enumerate() {
+                    value[4 + i] = b ^ key[i];
+                }
+                20
+            }
+        };
+        self.attribute(ATTR_XOR_MAPPED_ADDRESS, &value[..len])
+    }
+
+    /// Current length of the message, with the attributes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no attribute has been written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() == HEADER_LEN
+    }
+
+    /// Adds a PADDING attribute so that the sealed message (with `trailer` more bytes of
+    /// integrity and fingerprint) is at least `total` bytes long.
+    pub fn pad_to(&mut self, total: usize, trailer: usize) -> &mut Self {
+        let have = self.buf.len() + trailer + 4;
+        if total > have {
+            let zeros = [0u8; MAX_MESSAGE_LEN];
+            let n = (total - have).min(MAX_MESSAGE_LEN - self.buf.len().min(MAX_MESSAGE_LEN));
+            self.attribute(ATTR_PADDING, &zeros[..n]);
+        }
+        self
+    }
+
+    /// Appends MESSAGE-INTEGRITY keyed with `key` and FINGERPRINT, and returns the message.
+    pub fn finish_with_integrity(mut self, key: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let offset = self.buf.len();
+        self.set_length(offset + 4 + INTEGRITY_LEN);
+        let mac = integrity(&self.buf, key);
+        self.attribute(ATTR_MESSAGE_INTEGRITY, &mac);
+        self.finish()
+    }
+
+    /// Appends FINGERPRINT and returns the message.
+    pub fn finish(mut self) -> Result<Vec<u8>, DecodeError> {
+        let offset = self.buf.len();
+        self.set_length(offset + 8);
+        let crc = fingerprint(&self.buf);
+        self.attribute(ATTR_FINGERPRINT, &crc.to_be_bytes());
+        if self.buf.len() > MAX_MESSAGE_LEN {
+            return Err(DecodeError::TooLong(self.buf.len()));
+        }
+        Ok(self.buf)
+    }
+
+    fn set_length(&mut self, total: usize) {
+        let len = u16::try_from(total - HEADER_LEN).unwrap_or(u16::MAX);
+        self.buf[2..4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// HMAC-SHA1 of `prefix` (the message up to MESSAGE-INTEGRITY, with the header length already
+/// counting it), RFC 8489 section 14.5.
+fn integrity(prefix: &[u8], key: &[u8]) -> [u8; INTEGRITY_LEN] {
+    use hmac::{KeyInit, Mac};
+    let mut out = [0u8; INTEGRITY_LEN];
+    // HMAC accepts keys of any length, so this never fails.
+    if let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(key) {
+        // The length field must count the MESSAGE-INTEGRITY attribute itself.
+        let len = u16::try_from(prefix.len() + 4 + INTEGRITY_LEN - HEADER_LEN).unwrap_or(0);
+        mac.update(&prefix[..2]);
+        mac.update(&len.to_be_bytes());
+        mac.update(&prefix[4..]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+/// FINGERPRINT value of `prefix` (the message up to FINGERPRINT), RFC 8489 section 14.7.
+fn fingerprint(prefix: &[u8]) -> u32 {
+    let len = u16::try_from(prefix.len() + 8 - HEADER_LEN).unwrap_or(0);
+    let mut crc = crc32_update(0xffff_ffff, &prefix[..2]);
+    crc = crc32_update(crc, &len.to_be_bytes());
+    crc = crc32_update(crc, &prefix[4..]);
+    !crc ^ FINGERPRINT_XOR
+}
+
+/// CRC-32 (ISO 3309, reflected polynomial 0xEDB88320), table-driven.
+fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
+    for &b in bytes {
+        crc = CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    crc
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// True when `bytes` decode as a Binding Request carrying no Pinhole attribute: the plain
+/// RFC 8489 request any STUN client sends. The server answers these without touching state.
+pub fn answer_plain_binding(bytes: &[u8], from: SocketAddr, out: &mut [u8; 44]) -> Option<usize> {
+    let request = Message::decode(bytes).ok()?;
+    if request.kind != BINDING_REQUEST
+        || request
+            .attributes()
+            .any(|a| matches!(a, Ok((kind, _)) if crate::wire::is_pinhole_attribute(kind)))
+    {
+        return None;
+    }
+    let from = SocketAddr::new(crate::addr::normalize(from.ip()), from.port());
+    Some(encode_binding_success(&request.transaction_id, from, out))
 }
 
 /// Encodes a Binding Request with no attributes.
@@ -204,7 +469,7 @@ fn xor_key(transaction_id: &TransactionId) -> [u8; 16] {
     key
 }
 
-fn decode_xor_address(
+pub(crate) fn decode_xor_address(
     value: &[u8],
     transaction_id: &TransactionId,
 ) -> Result<SocketAddr, DecodeError> {
@@ -252,6 +517,68 @@ mod tests {
             message.xor_mapped_address().unwrap(),
             Some("192.0.2.1:32853".parse().unwrap())
         );
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rfc5769_request_integrity_and_fingerprint_verify() {
+        // RFC 5769 section 2.1, password "VOkJxbRl1RmTxUk/WvJxBt".
+        let bytes = unhex(
+            "000100582112a442b7e7a701bc34d686fa87dfae802200105354554e207465737420636c69656e74\
+             002400046e0001ff80290008932ff9b151263b36000600096576746a3a6836765920202000080014\
+             9aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a280280004e57a3bcf",
+        );
+        let message = Message::decode(&bytes).unwrap();
+        assert_eq!(message.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt"), Ok(()));
+        assert_eq!(
+            message.verify_integrity(b"wrong"),
+            Err(IntegrityError::Mismatch)
+        );
+        let mut flipped = bytes.clone();
+        flipped[30] ^= 1;
+        let message = Message::decode(&flipped).unwrap();
+        assert!(message.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt").is_err());
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let message = Message::decode(&flipped).unwrap();
+        assert_eq!(
+            message.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt"),
+            Err(IntegrityError::BadFingerprint)
+        );
+    }
+
+    #[test]
+    fn builder_output_verifies_and_detects_tampering() {
+        let id = [3u8; 12];
+        let mut b = Builder::new(BINDING_SUCCESS, &id);
+        b.attribute(0x8022, b"test vector");
+        b.xor_mapped_address("192.0.2.1:32853".parse().unwrap());
+        b.pad_to(100, 32);
+        let bytes = b.finish_with_integrity(b"key").unwrap();
+        assert!(bytes.len() >= 100, "{}", bytes.len());
+        let message = Message::decode(&bytes).unwrap();
+        assert_eq!(message.verify_integrity(b"key"), Ok(()));
+        assert_eq!(message.attribute(0x8022), Some(&b"test vector"[..]));
+        assert_eq!(
+            message.xor_mapped_address().unwrap(),
+            Some("192.0.2.1:32853".parse().unwrap())
+        );
+        // Every byte but the FINGERPRINT attribute's type (changing it makes an unknown
+        // attribute after MESSAGE-INTEGRITY, which RFC 8489 says to ignore).
+        for i in (0..bytes.len()).filter(|i| !(bytes.len() - 8..bytes.len() - 6).contains(i)) {
+            let mut tampered = bytes.clone();
+            tampered[i] ^= 0x40;
+            if let Ok(m) = Message::decode(&tampered) {
+                assert!(m.verify_integrity(b"key").is_err(), "byte {i}");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,329 @@
+//! The TCP control connection: the patent's S1-S3 (first information and first
+//! acknowledgement), P2 (the list of addresses), P5 (the verdict), probe requests, and later
+//! call signalling.
+//!
+//! Framing: each message is a 4-byte big-endian length followed by that many bytes of JSON
+//! (one [`ClientMessage`] or [`ServerMessage`], tagged by `"type"`). A frame is at most
+//! [`MAX_FRAME_LEN`] bytes. The framing is a plain byte stream, so TLS can wrap it later
+//! without any change to the messages. New message kinds (call signalling: register a name,
+//! call, ring, answer, hang up, candidates) are new variants of the two enums; a peer that gets
+//! a `type` it does not know answers with [`ServerMessage::Error`] or ignores it, and the
+//! protocol version in the hello ([`PROTOCOL_VERSION`]) is raised when a change is not
+//! backwards compatible.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the control protocol, sent in [`ClientMessage::Hello`] and
+/// [`ServerMessage::Welcome`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame body, in bytes.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+/// Most addresses a client may list in [`ClientMessage::Addresses`].
+pub const MAX_LISTED_ADDRESSES: usize = 32;
+
+/// The client's verdict (the patent's S8/S10 and P5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// No private network: the address the client uses is the one the server sees.
+    Public,
+    /// A private network, but the address the server saw on UDP is one of the client's own:
+    /// a public address behind a proxy (S8, S9).
+    Proxy,
+    /// A private address behind NAT (S10).
+    Nat,
+}
+
+impl Verdict {
+    /// The lowercase name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Public => "public",
+            Verdict::Proxy => "proxy",
+            Verdict::Nat => "nat",
+        }
+    }
+}
+
+/// Which of the client's mappings a probe goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeTarget {
+    /// The media socket's mapping.
+    Main,
+    /// The second socket used to measure the mapping lifetime.
+    Test,
+}
+
+/// Messages from client to server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// S1: the first information: the local address of this TCP connection (the patent's
+    /// "access IP"), and the protocol version.
+    Hello { version: u32, access: SocketAddr },
+    /// S5, P2: every local interface address (IPv4 and IPv6) and the media socket's port.
+    Addresses { addresses: Vec<IpAddr>, port: u16 },
+    /// S8/S10, P5: the verdict and the mapped address it was decided on.
+    Verdict {
+        verdict: Verdict,
+        mapped: SocketAddr,
+    },
+    /// Asks the server to send a probe (P7) through a mapping; `nonce` comes back in it.
+    Probe { nonce: u64, target: ProbeTarget },
+    /// Orderly goodbye: the server releases the registration.
+    Bye,
+}
+
+/// Messages from server to client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// S3: the first acknowledgement. `observed` is the address the server sees for this TCP
+    /// connection; `private_network` is true when it differs from the access address.
+    /// `key` (hex) keys MESSAGE-INTEGRITY of every UDP message of this registration.
+    Welcome {
+        version: u32,
+        user_index: u32,
+        key: String,
+        observed: SocketAddr,
+        private_network: bool,
+        /// How long the server keeps a mapping with no UDP from it.
+        idle_timeout_s: u64,
+    },
+    /// The server saw an authenticated UDP request from `mapped` (sent for the first one of a
+    /// socket and whenever the address changes).
+    UdpSeen { mapped: SocketAddr, test: bool },
+    /// The server sent the probe `nonce` to `to`.
+    ProbeSent { nonce: u64, to: SocketAddr },
+    /// The server knows no mapping for the probe's target, or is rate-limiting probes.
+    ProbeFailed { nonce: u64, reason: String },
+    /// Something the client sent was refused; `code` is a stable identifier.
+    Error { code: String, message: String },
+}
+
+/// Why bytes on the control connection are not a valid frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    TooLong(usize),
+    #[error("frame is not a valid message: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+/// Encodes one message as a frame.
+pub fn encode<M: Serialize>(message: &M) -> Vec<u8> {
+    // Serializing these plain enums cannot fail.
+    let body = serde_json::to_vec(message).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Incremental frame decoder: push bytes as they arrive, pop messages as they complete.
+#[derive(Debug, Default, Clone)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// A decoder with nothing buffered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes. Refuses to buffer more than one maximal frame.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        if self.buf.len() + bytes.len() > 4 + MAX_FRAME_LEN + 4 + MAX_FRAME_LEN {
+            return Err(FrameError::TooLong(self.buf.len() + bytes.len()));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed.
+    pub fn next_message<M: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<M>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(FrameError::TooLong(len));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let message = serde_json::from_slice(&self.buf[4..4 + len]);
+        self.buf.drain(..4 + len);
+        if self.buf.is_empty() && self.buf.capacity() > 4096 {
+            self.buf = Vec::new();
+        }
+        Ok(Some(message?))
+    }
+
+    /// Bytes held, waiting for the rest of a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Heap bytes held by the buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+        (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port))
+    }
+
+    fn arb_client() -> impl Strategy<Value = ClientMessage> {
+        prop_oneof![
+            (any::<u32>(), arb_addr())
+                .prop_map(|(version, access)| ClientMessage::Hello { version, access }),
+            (
+                proptest::collection::vec(any::<IpAddr>(), 0..8),
+                any::<u16>()
+            )
+                .prop_map(|(addresses, port)| ClientMessage::Addresses { addresses, port }),
+            (
+                prop_oneof![
+                    Just(Verdict::Public),
+                    Just(Verdict::Proxy),
+                    Just(Verdict::Nat)
+                ],
+                arb_addr()
+            )
+                .prop_map(|(verdict, mapped)| ClientMessage::Verdict { verdict, mapped }),
+            (any::<u64>(), any::<bool>()).prop_map(|(nonce, t)| ClientMessage::Probe {
+                nonce,
+                target: if t {
+                    ProbeTarget::Test
+                } else {
+                    ProbeTarget::Main
+                }
+            }),
+            Just(ClientMessage::Bye),
+        ]
+    }
+
+    fn arb_server() -> impl Strategy<Value = ServerMessage> {
+        prop_oneof![
+            (
+                any::<u32>(),
+                "[0-9a-f]{0,40}",
+                arb_addr(),
+                any::<bool>(),
+                any::<u64>()
+            )
+                .prop_map(
+                    |(user_index, key, observed, private_network, idle_timeout_s)| {
+                        ServerMessage::Welcome {
+                            version: PROTOCOL_VERSION,
+                            user_index,
+                            key,
+                            observed,
+                            private_network,
+                            idle_timeout_s,
+                        }
+                    }
+                ),
+            (arb_addr(), any::<bool>())
+                .prop_map(|(mapped, test)| ServerMessage::UdpSeen { mapped, test }),
+            (any::<u64>(), arb_addr())
+                .prop_map(|(nonce, to)| ServerMessage::ProbeSent { nonce, to }),
+            (any::<u64>(), ".{0,20}")
+                .prop_map(|(nonce, reason)| ServerMessage::ProbeFailed { nonce, reason }),
+            ("[a-z_]{0,10}", ".{0,30}")
+                .prop_map(|(code, message)| ServerMessage::Error { code, message }),
+        ]
+    }
+
+    #[test]
+    fn wire_form_is_tagged_snake_case() {
+        let frame = encode(&ClientMessage::Probe {
+            nonce: 5,
+            target: ProbeTarget::Main,
+        });
+        assert_eq!(
+            &frame[4..],
+            br#"{"type":"probe","nonce":5,"target":"main"}"#
+        );
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_errors() {
+        let mut d = FrameDecoder::new();
+        d.push(&(MAX_FRAME_LEN as u32 + 1).to_be_bytes()).unwrap();
+        assert!(matches!(
+            d.next_message::<ClientMessage>(),
+            Err(FrameError::TooLong(_))
+        ));
+        let mut d = FrameDecoder::new();
+        d.push(&[0, 0, 0, 3, b'{', b'x', b'}']).unwrap();
+        assert!(matches!(
+            d.next_message::<ClientMessage>(),
+            Err(FrameError::Invalid(_))
+        ));
+        let mut d = FrameDecoder::new();
+        assert!(d.push(&vec![0u8; 3 * MAX_FRAME_LEN]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn client_messages_round_trip_byte_by_byte(messages in proptest::collection::vec(arb_client(), 1..5)) {
+            let mut bytes = Vec::new();
+            for m in &messages {
+                bytes.extend(encode(m));
+            }
+            let mut d = FrameDecoder::new();
+            let mut out = Vec::new();
+            for b in bytes {
+                d.push(&[b]).unwrap();
+                while let Some(m) = d.next_message::<ClientMessage>().unwrap() {
+                    out.push(m);
+                }
+            }
+            prop_assert_eq!(out, messages);
+        }
+
+        #[test]
+        fn server_messages_round_trip(message in arb_server()) {
+            let mut d = FrameDecoder::new();
+            d.push(&encode(&message)).unwrap();
+            prop_assert_eq!(d.next_message::<ServerMessage>().unwrap(), Some(message));
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut d = FrameDecoder::new();
+            if d.push(&bytes).is_ok() {
+                for _ in 0..4 {
+                    match d.next_message::<ClientMessage>() {
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            let mut d = FrameDecoder::new();
+            let _ = d.push(&bytes);
+            let _ = d.next_message::<ServerMessage>();
+        }
+
+        #[test]
+        fn truncated_frames_wait_for_more(message in arb_client(), cut in 0usize..60) {
+            let frame = encode(&message);
+            prop_assume!(cut < frame.len());
+            let mut d = FrameDecoder::new();
+            d.push(&frame[..cut]).unwrap();
+            prop_assert!(d.next_message::<ClientMessage>().unwrap().is_none());
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The exchange in virtual time through the in-memory lab: verdicts, masquerading, keepalives,
+//! idle expiry, mapping changes, lifetime measurement, and the server's safety limits.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use traversal::client::{Event, LostReason};
+use traversal::control::Verdict;
+use traversal::lab::{Host, Lab, NatConfig, NatKind};
+use traversal::server;
+use traversal::stun;
+use traversal::wire::{Flags, UdpMessage};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn nat(lab: &mut Lab, kind: NatKind, public: &str, timeout_s: u64) -> usize {
+    lab.add_nat(NatConfig {
+        kind,
+        public_ip: ip(public),
+        timeout: Duration::from_secs(timeout_s),
+        inbound_refreshes: true,
+    })
+}
+
+fn natted(local: &str, nat: usize, public: &str, tcp_port: u16) -> Host {
+    Host {
+        local_ip: ip(local),
+        interfaces: vec![ip(local), ip("fe80::1")],
+        nat: Some(nat),
+        tcp_observed: SocketAddr::new(ip(public), tcp_port),
+        media_port: 5000,
+    }
+}
+
+fn verdict_of(lab: &Lab, i: usize) -> Option<(Verdict, SocketAddr)> {
+    lab.clients[i].events.iter().find_map(|e| match e {
+        Event::Verdict { verdict, mapped } => Some((*verdict, *mapped)),
+        _ => None,
+    })
+}
+
+fn count(lab: &Lab, i: usize, f: impl Fn(&Event) -> bool) -> usize {
+    lab.clients[i].events.iter().filter(|e| f(e)).count()
+}
+
+#[test]
+fn public_client_gets_public_verdict() {
+    let mut lab = Lab::new(server::Config::default());
+    let c = lab.add_client(
+        Host {
+            local_ip: ip("7.7.7.7"),
+            interfaces: vec![],
+            nat: None,
+            // The access address: the lab uses port 40000 + index for it.
+            tcp_observed: sa("7.7.7.7:40000"),
+            media_port: 5000,
+        },
+        |_| {},
+    );
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(
+        verdict_of(&lab, c),
+        Some((Verdict::Public, sa("7.7.7.7:5000")))
+    );
+    assert!(!lab.clients[c].client.private_network());
+}
+
+#[test]
+fn proxied_client_gets_proxy_verdict() {
+    // TCP arrives from a proxy's address; UDP from the client's own public address.
+    let mut lab = Lab::new(server::Config::default());
+    let c = lab.add_client(
+        Host {
+            local_ip: ip("7.7.7.7"),
+            interfaces: vec![ip("10.0.0.5")],
+            nat: None,
+            tcp_observed: sa("9.9.9.9:50000"),
+            media_port: 5000,
+        },
+        |_| {},
+    );
+    lab.run_for(Duration::from_secs(1));
+    assert!(lab.clients[c].client.private_network());
+    assert_eq!(
+        verdict_of(&lab, c),
+        Some((Verdict::Proxy, sa("7.7.7.7:5000")))
+    );
+}
+
+#[test]
+fn natted_client_gets_nat_verdict_and_p4_skips_private_addresses() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let mut host = natted("192.168.1.10", n, "8.8.8.1", 33000);
+    host.interfaces.extend([
+        ip("127.0.0.1"),
+        ip("224.0.0.1"),
+        ip("::ffff:10.1.1.1"),
+        ip("0.0.0.0"),
+    ]);
+    let c = lab.add_client(host, |_| {});
+    lab.run_for(Duration::from_secs(1));
+    let (verdict, mapped) = verdict_of(&lab, c).unwrap();
+    assert_eq!(verdict, Verdict::Nat);
+    assert_eq!(mapped.ip(), ip("8.8.8.1"));
+    // The server sent only to the observed mapping: nothing to the private, loopback,
+    // multicast, link-local or unspecified addresses the client listed.
+    for (to, _) in &lab.server_sent {
+        assert_eq!(*to, mapped, "server sent to {to}");
+    }
+}
+
+#[test]
+fn p4_goes_once_to_public_listed_addresses_and_never_grows() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let mut host = natted("192.168.1.10", n, "8.8.8.1", 33000);
+    // Five public addresses listed: at most three get the P4.
+    host.interfaces
+        .extend(["11.0.0.1", "11.0.0.2", "11.0.0.3", "11.0.0.4", "11.0.0.5"].map(ip));
+    let c = lab.add_client(host, |k| {
+        k.keepalive_interval = Some(Duration::from_secs(2))
+    });
+    lab.run_for(Duration::from_secs(10));
+    let mapped = verdict_of(&lab, c).unwrap().1;
+    let to_listed: Vec<_> = lab
+        .server_sent
+        .iter()
+        .filter(|(to, _)| *to != mapped)
+        .collect();
+    assert_eq!(to_listed.len(), 3, "{to_listed:?}");
+    for (to, len) in &to_listed {
+        assert!(to.ip().to_string().starts_with("11.0.0."));
+        assert!(*len <= traversal::wire::REQUEST_LEN);
+    }
+}
+
+#[test]
+fn two_masqueraded_clients_are_told_apart() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let a = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |_| {});
+    let b = lab.add_client(natted("192.168.1.11", n, "8.8.8.1", 33001), |_| {});
+    lab.run_for(Duration::from_secs(1));
+    let (va, ma) = verdict_of(&lab, a).unwrap();
+    let (vb, mb) = verdict_of(&lab, b).unwrap();
+    assert_eq!((va, vb), (Verdict::Nat, Verdict::Nat));
+    assert_eq!(ma.ip(), mb.ip());
+    assert_ne!(ma.port(), mb.port());
+    let (ia, ib) = (
+        lab.clients[a].client.user_index(),
+        lab.clients[b].client.user_index(),
+    );
+    assert_ne!(ia, ib);
+    assert_eq!(lab.server.mapping(ia), Some(ma));
+    assert_eq!(lab.server.mapping(ib), Some(mb));
+    // Each is reachable through its own mapping.
+    lab.clients[a].client.check_reachability(lab.now);
+    lab.clients[b].client.check_reachability(lab.now);
+    lab.run_for(Duration::from_secs(2));
+    for i in [a, b] {
+        assert_eq!(
+            count(&lab, i, |e| *e == Event::Reachability { reachable: true }),
+            1
+        );
+    }
+}
+
+#[test]
+fn keepalives_hold_the_mapping() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::Symmetric, "8.8.8.1", 20);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+        k.keepalive_interval = Some(Duration::from_secs(10));
+    });
+    lab.run_for(Duration::from_secs(120));
+    let client = &lab.clients[c].client;
+    assert!(client.stats().keepalives_sent >= 10, "{:?}", client.stats());
+    assert_eq!(client.stats().mappings_lost, 0);
+    assert_eq!(client.stats().reregistrations, 0);
+    lab.clients[c].client.check_reachability(lab.now);
+    lab.run_for(Duration::from_secs(2));
+    assert_eq!(
+        count(&lab, c, |e| *e == Event::Reachability { reachable: true }),
+        1
+    );
+}
+
+#[test]
+fn idle_expiry_is_noticed_and_the_client_registers_again() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::Symmetric, "8.8.8.1", 20);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+        // Longer than the NAT's timeout: the mapping dies between keepalives.
+        k.keepalive_interval = Some(Duration::from_secs(30));
+    });
+    lab.run_for(Duration::from_secs(25));
+    lab.clients[c].client.check_reachability(lab.now);
+    lab.run_for(Duration::from_secs(2));
+    assert_eq!(
+        count(&lab, c, |e| *e == Event::Reachability { reachable: false }),
+        1
+    );
+    lab.run_for(Duration::from_secs(10));
+    assert!(
+        count(&lab, c, |e| *e
+            == Event::MappingLost {
+                reason: LostReason::ProbeNotReceived
+            })
+            >= 1
+    );
+    assert!(lab.clients[c].client.stats().reregistrations >= 1);
+    assert!(lab.clients[c].client.is_registered());
+    // The new mapping (another port: the NAT is symmetric and allocates afresh) is the one
+    // the server now knows.
+    let index = lab.clients[c].client.user_index();
+    assert_eq!(lab.server.mapping(index), lab.clients[c].client.mapped());
+}
+
+#[test]
+fn changed_mapping_is_seen_in_a_keepalive_answer() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 60);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+        k.keepalive_interval = Some(Duration::from_secs(5));
+        k.verify_mapping = false;
+    });
+    lab.run_for(Duration::from_secs(6));
+    let before = lab.clients[c].client.mapped().unwrap();
+    lab.reset_nat(n);
+    lab.run_for(Duration::from_secs(6));
+    let after = lab.clients[c].client.mapped().unwrap();
+    assert_ne!(before, after);
+    assert_eq!(
+        count(
+            &lab,
+            c,
+            |e| matches!(e, Event::MappingChanged { old, new } if *old == before && *new == after)
+        ),
+        1
+    );
+    assert_eq!(lab.clients[c].client.stats().reregistrations, 1);
+    assert_eq!(
+        lab.server.mapping(lab.clients[c].client.user_index()),
+        Some(after)
+    );
+}
+
+#[test]
+fn lifetime_measurement_finds_the_nat_timeout() {
+    for timeout_s in [5u64, 30, 90] {
+        let mut lab = Lab::new(server::Config::default());
+        let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", timeout_s);
+        let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+            k.measure_lifetime = true;
+        });
+        let done = lab.run_until(Duration::from_secs(1200), |lab| {
+            lab.clients[c].client.mapping_lifetime().is_some()
+        });
+        assert!(done, "no measurement for {timeout_s} s");
+        let measured = lab.clients[c]
+            .client
+            .mapping_lifetime()
+            .unwrap()
+            .as_secs_f64();
+        let t = timeout_s as f64;
+        assert!(
+            measured <= t && measured >= t * 0.85 - 0.5,
+            "NAT timeout {t} s, measured {measured} s"
+        );
+        let interval = lab.clients[c].client.keepalive_interval();
+        assert!(interval.as_secs_f64() < measured, "{interval:?}");
+        // And the mapping is held at that interval.
+        lab.clients[c].client.check_reachability(lab.now);
+        lab.run_for(Duration::from_secs(3));
+        let lost_before = lab.clients[c].client.stats().mappings_lost;
+        lab.run_for(Duration::from_secs(300));
+        assert_eq!(
+            lab.clients[c].client.stats().mappings_lost,
+            lost_before,
+            "timeout {t}"
+        );
+    }
+}
+
+#[test]
+fn forged_user_index_without_the_key_is_dropped() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |_| {});
+    lab.run_for(Duration::from_secs(1));
+    let index = lab.clients[c].client.user_index();
+    let mapped = lab.server.mapping(index).unwrap();
+    let attacker = sa("6.6.6.6:4444");
+    for key in [&b"guess"[..], &[0u8; 16][..]] {
+        let forged = UdpMessage::Request {
+            transaction_id: [9; 12],
+            user_index: index,
+            flags: Flags::default(),
+        }
+        .encode(key);
+        lab.inject_to_server(attacker, &forged);
+    }
+    assert_eq!(lab.server.mapping(index), Some(mapped));
+    assert_eq!(lab.server.stats().udp_auth_failed, 2);
+    assert!(!lab.server_sent.iter().any(|(to, _)| *to == attacker));
+    // Unknown indexes and junk are counted too; a plain Binding still gets its answer.
+    let forged = UdpMessage::Request {
+        transaction_id: [9; 12],
+        user_index: index.wrapping_add(1),
+        flags: Flags::default(),
+    }
+    .encode(b"k");
+    lab.inject_to_server(attacker, &forged);
+    lab.inject_to_server(attacker, b"\x00\x01junk");
+    assert_eq!(lab.server.stats().udp_unknown_user, 1);
+    assert_eq!(lab.server.stats().udp_malformed, 1);
+    lab.inject_to_server(attacker, &stun::encode_binding_request(&[1; 12]));
+    assert_eq!(lab.server_sent.last(), Some(&(attacker, 32)));
+}
+
+#[test]
+fn token_bucket_limits_p4_per_source() {
+    let config = server::Config {
+        bucket_burst: 4,
+        bucket_rate: 1,
+        ..server::Config::default()
+    };
+    let mut lab = Lab::new(config);
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    // Many clients behind one address, each listing three public addresses: the bucket for
+    // that source lets only a burst of P4s through.
+    for i in 0..5u16 {
+        let mut host = natted(&format!("192.168.1.{}", 10 + i), n, "8.8.8.1", 33000 + i);
+        host.interfaces
+            .extend(["11.0.0.1", "11.0.0.2", "11.0.0.3"].map(ip));
+        lab.add_client(host, |_| {});
+    }
+    lab.run_for(Duration::from_millis(500));
+    let to_listed = lab
+        .server_sent
+        .iter()
+        .filter(|(to, _)| to.ip().to_string().starts_with("11."))
+        .count();
+    assert_eq!(to_listed, 4);
+    assert!(lab.server.stats().rate_limited >= 11);
+}
+
+#[test]
+fn registrations_are_capped_and_released() {
+    let config = server::Config {
+        max_registrations: 3,
+        ..server::Config::default()
+    };
+    let mut lab = Lab::new(config);
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    for i in 0..4u16 {
+        lab.add_client(
+            natted(&format!("192.168.1.{}", 10 + i), n, "8.8.8.1", 33000 + i),
+            |_| {},
+        );
+    }
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(lab.server.registrations(), 3);
+    assert!(matches!(
+        lab.clients[3].events.last(),
+        Some(Event::Failed { .. })
+    ));
+    lab.close_client(0);
+    assert_eq!(lab.server.registrations(), 2);
+}
+
+#[test]
+fn idle_mappings_expire_on_the_server() {
+    let config = server::Config {
+        idle_timeout: Duration::from_secs(10),
+        ..server::Config::default()
+    };
+    let mut lab = Lab::new(config);
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 300);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+        k.keepalive_interval = Some(Duration::from_secs(60));
+        k.verify_mapping = false;
+    });
+    lab.run_for(Duration::from_secs(5));
+    let index = lab.clients[c].client.user_index();
+    assert!(lab.server.mapping(index).is_some());
+    lab.run_for(Duration::from_secs(10));
+    assert_eq!(lab.server.mapping(index), None);
+    assert_eq!(lab.server.stats().mappings_expired, 1);
+}
+
+#[test]
+fn memory_per_registration_is_small() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 300);
+    for i in 0..1000u16 {
+        lab.add_client(
+            natted(
+                &format!("10.{}.{}.1", i / 250, i % 250),
+                n,
+                "8.8.8.1",
+                1024 + i,
+            ),
+            |_| {},
+        );
+    }
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(lab.server.registrations(), 1000);
+    let per = lab.server.memory_estimate() / 1000;
+    assert!(per < 1024, "{per} bytes per registration");
+}
