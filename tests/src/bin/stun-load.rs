@@ -1,0 +1,527 @@
+//! `stun-load`: STUN Binding load generator and the side-by-side server benchmark (issue 3).
+//!
+//! Run by hand, never as a test (it takes about a minute and wants both cores to itself):
+//!
+//! ```text
+//! cargo build --release -p traversal --bin pinhole-rendezvous
+//! cargo run --release -p pinhole-tests --bin stun-load -- bench
+//! ```
+//!
+//! `bench` starts each server pinned to core 0 (`taskset -c 0`) and pins itself to core 1, then
+//! for each server and each window size runs a closed loop: `window` Binding Requests in flight
+//! at all times, each answer immediately replaced by a new request (a request unanswered after
+//! 200 ms counts as lost and is replaced too). The generator itself uses `recvmmsg`/`sendmmsg`
+//! (`traversal::udp_batch`), so one core of it can offer more than one core of server answers.
+//! A small window shows latency without queueing; a large one saturates the server and shows
+//! its throughput (and the latency that queueing adds at that load). Figures: answers per
+//! second over the measured interval (after a warm-up), p50 and p99 round-trip latency, loss,
+//! and the server's CPU use (from /proc) to show it was the bottleneck.
+//!
+//! Servers: `pinhole-rendezvous` (the release build next to this binary), coturn's
+//! `turnserver` STUN-only with one relay thread, and two references built into this binary:
+//! `serve --mode batched` (a bare recvmmsg/sendmmsg Binding responder over
+//! `traversal::udp_batch`: the ceiling of this design) and `serve --mode blocking` (a plain
+//! `recv_from`/`send_to` loop).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use traversal::stun;
+use traversal::udp_batch;
+
+#[derive(Debug, Parser)]
+#[command(about = "STUN Binding load generator and server benchmark")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the side-by-side benchmark and print a table.
+    Bench {
+        /// Seconds measured per run (after a 0.5 s warm-up).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Requests in flight, one run per value.
+        #[arg(long, value_delimiter = ',', default_value = "1,32,256")]
+        windows: Vec<usize>,
+        /// Servers to measure.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "pinhole,coturn,batched,blocking"
+        )]
+        servers: Vec<ServerKind>,
+        /// Core for the servers.
+        #[arg(long, default_value_t = 0)]
+        server_core: usize,
+        /// Core for the load generator.
+        #[arg(long, default_value_t = 1)]
+        load_core: usize,
+        /// The pinhole-rendezvous binary (default: next to this one).
+        #[arg(long)]
+        rendezvous: Option<PathBuf>,
+    },
+    /// Offer load to a running server and print one result line.
+    Load {
+        /// The server.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Run a reference Binding responder (used by `bench`).
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Batched (recvmmsg/sendmmsg) or one datagram per system call.
+        #[arg(long, value_enum)]
+        mode: ServeMode,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServerKind {
+    Pinhole,
+    Coturn,
+    Batched,
+    Blocking,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServeMode {
+    Batched,
+    Blocking,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Cmd::Serve { listen, mode } => serve(listen, mode),
+        Cmd::Load {
+            target,
+            window,
+            seconds,
+        } => {
+            let r = run_load(target, window, Duration::from_secs_f64(seconds), None)?;
+            println!("{}", r.row("server", window));
+            Ok(())
+        }
+        Cmd::Bench {
+            seconds,
+            windows,
+            servers,
+            server_core,
+            load_core,
+            rendezvous,
+        } => bench(
+            seconds,
+            &windows,
+            &servers,
+            server_core,
+            load_core,
+            rendezvous,
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference servers.
+
+fn serve(listen: SocketAddr, mode: ServeMode) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(listen)?;
+    match mode {
+        ServeMode::Batched => {
+            let (mut rx, mut tx) = udp_batch::split(socket, 32)?;
+            let mut answer = [0u8; 44];
+            loop {
+                let mut send_error = None;
+                rx.recv_batch(Duration::from_secs(1), |data, from| {
+                    if let Ok(request) = stun::Message::decode(data)
+                        && request.kind == stun::BINDING_REQUEST
+                    {
+                        let n = stun::encode_binding_success(
+                            &request.transaction_id,
+                            from,
+                            &mut answer,
+                        );
+                        if let Err(err) = tx.queue(&answer[..n], from) {
+                            send_error = Some(err);
+                        }
+                    }
+                })?;
+                if let Err(err) = tx.flush() {
+                    send_error = Some(err);
+                }
+                drop(send_error); // a refused destination is not fatal
+            }
+        }
+        ServeMode::Blocking => {
+            let mut buf = [0u8; 2048];
+            let mut answer = [0u8; 44];
+            loop {
+                let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Ok(request) = stun::Message::decode(&buf[..len])
+                    && request.kind == stun::BINDING_REQUEST
+                {
+                    let n =
+                        stun::encode_binding_success(&request.transaction_id, from, &mut answer);
+                    let _ = socket.send_to(&answer[..n], from);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator.
+
+/// What one run measured.
+#[derive(Debug)]
+struct LoadResult {
+    answers: u64,
+    elapsed: Duration,
+    lost: u64,
+    p50: Duration,
+    p99: Duration,
+    server_cpu: Option<f64>,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        self.answers as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn row(&self, name: &str, window: usize) -> String {
+        format!(
+            "| {name:<22} | {window:>6} | {:>10.0} | {:>8.1} | {:>8.1} | {:>8} | {:>7} |",
+            self.rate(),
+            self.p50.as_secs_f64() * 1e6,
+            self.p99.as_secs_f64() * 1e6,
+            self.lost,
+            self.server_cpu
+                .map(|c| format!("{:.0}%", c * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        )
+    }
+}
+
+const LOST_AFTER: Duration = Duration::from_millis(200);
+const WARMUP: Duration = Duration::from_millis(500);
+
+/// Closed-loop load: `window` requests in flight; see the module docs.
+fn run_load(
+    target: SocketAddr,
+    window: usize,
+    measure: Duration,
+    server_pid: Option<u32>,
+) -> anyhow::Result<LoadResult> {
+    let window = window.max(1);
+    let socket = UdpSocket::bind(if target.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    })?;
+    let (mut rx, mut tx) = udp_batch::split(socket, 64)?;
+    // Per slot: generation of the request in flight and when it was sent.
+    let mut generation = vec![0u32; window];
+    let mut sent_at = vec![Instant::now(); window];
+    let mut latencies: Vec<u32> = Vec::with_capacity(4_000_000);
+    let run_id = std::process::id();
+    let request = |slot: usize, generation: u32| {
+        let mut id = [0u8; 12];
+        id[..4].copy_from_slice(&(slot as u32).to_be_bytes());
+        id[4..8].copy_from_slice(&generation.to_be_bytes());
+        id[8..].copy_from_slice(&run_id.to_be_bytes());
+        stun::encode_binding_request(&id)
+    };
+    let start = Instant::now();
+    for (slot, sent) in sent_at.iter_mut().enumerate() {
+        tx.queue(&request(slot, 0), target)?;
+        *sent = Instant::now();
+    }
+    tx.flush()?;
+    let measure_from = start + WARMUP;
+    let end = measure_from + measure;
+    let mut answers = 0u64;
+    let mut lost = 0u64;
+    let mut cpu_start = None;
+    let mut next_scan = start + LOST_AFTER;
+    let mut to_resend: Vec<usize> = Vec::with_capacity(window);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if now >= measure_from && cpu_start.is_none() {
+            cpu_start = Some((now, server_pid.and_then(cpu_ticks)));
+        }
+        let measuring = cpu_start.is_some();
+        rx.recv_batch(Duration::from_millis(5), |data, _from| {
+            let Ok(answer) = stun::Message::decode(data) else {
+                return;
+            };
+            if answer.kind != stun::BINDING_SUCCESS {
+                return;
+            }
+            let id = answer.transaction_id;
+            let slot = u32::from_be_bytes([id[0], id[1], id[2], id[3]]) as usize;
+            let generation_of = u32::from_be_bytes([id[4], id[5], id[6], id[7]]);
+            if slot >= window || generation[slot] != generation_of {
+                return; // a late answer to a request already counted lost
+            }
+            let received = Instant::now();
+            if measuring {
+                answers += 1;
+                let ns = received.duration_since(sent_at[slot]).as_nanos();
+                latencies.push(u32::try_from(ns).unwrap_or(u32::MAX));
+            }
+            to_resend.push(slot);
+        })?;
+        let now = Instant::now();
+        if now >= next_scan {
+            for (slot, sent) in sent_at.iter().enumerate() {
+                if now.duration_since(*sent) > LOST_AFTER && !to_resend.contains(&slot) {
+                    if measuring {
+                        lost += 1;
+                    }
+                    to_resend.push(slot);
+                }
+            }
+            next_scan = now + LOST_AFTER / 4;
+        }
+        for &slot in &to_resend {
+            generation[slot] = generation[slot].wrapping_add(1);
+            tx.queue(&request(slot, generation[slot]), target)?;
+            sent_at[slot] = Instant::now();
+        }
+        to_resend.clear();
+        // A refused send (server gone) shows up as loss, not as an abort.
+        let _ = tx.flush();
+    }
+    let Some((measured_from, ticks_start)) = cpu_start else {
+        bail!("the run ended before the warm-up did");
+    };
+    let elapsed = measured_from.elapsed();
+    let server_cpu = match (ticks_start, server_pid.and_then(cpu_ticks)) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / clock_ticks() / elapsed.as_secs_f64()),
+        _ => None,
+    };
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        if latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        Duration::from_nanos(u64::from(latencies[i]))
+    };
+    Ok(LoadResult {
+        answers,
+        elapsed,
+        lost,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        server_cpu,
+    })
+}
+
+/// utime + stime of a process and all its threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks() -> f64 {
+    // USER_HZ is 100 on every Linux we run on.
+    100.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark.
+
+/// A server process started for one set of runs, killed by PID when dropped.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _temp: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self._temp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    // A port free for both UDP and TCP now (the servers bind both).
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        let port = udp.local_addr()?.port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port")
+}
+
+fn start_server(
+    kind: ServerKind,
+    core: usize,
+    rendezvous: &std::path::Path,
+) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &core.to_string()]);
+    let mut temp = None;
+    match kind {
+        ServerKind::Pinhole => {
+            cmd.arg(rendezvous)
+                .args(["--listen", &addr.to_string()])
+                .env("RUST_LOG", "warn");
+        }
+        ServerKind::Coturn => {
+            let dir = std::env::temp_dir().join(format!("stun-load-coturn-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            cmd.arg("turnserver").args([
+                "-n",
+                "--listening-ip",
+                "127.0.0.1",
+                "--listening-port",
+                &port.to_string(),
+                "--stun-only",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "-m",
+                "1",
+                "--no-stdout-log",
+                "--log-file",
+                "/dev/null",
+                "--pidfile",
+            ]);
+            cmd.arg(dir.join("turnserver.pid"));
+            temp = Some(dir);
+        }
+        ServerKind::Batched | ServerKind::Blocking => {
+            let mode = if kind == ServerKind::Batched {
+                "batched"
+            } else {
+                "blocking"
+            };
+            cmd.arg(std::env::current_exe()?).args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--mode",
+                mode,
+            ]);
+        }
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {kind:?}"))?;
+    let server = Server {
+        child,
+        addr,
+        _temp: temp,
+    };
+    // Ready when it answers a Binding Request (at most 10 s).
+    pinhole_tests::stun_client::binding("127.0.0.1:0".parse()?, addr, Duration::from_secs(10))
+        .with_context(|| format!("{kind:?} did not answer on {addr}"))?;
+    Ok(server)
+}
+
+fn bench(
+    seconds: f64,
+    windows: &[usize],
+    servers: &[ServerKind],
+    server_core: usize,
+    load_core: usize,
+    rendezvous: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let rendezvous = match rendezvous {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable directory")?
+            .join("pinhole-rendezvous"),
+    };
+    if servers.contains(&ServerKind::Pinhole) && !rendezvous.exists() {
+        bail!(
+            "{} not built: cargo build --release -p traversal --bin pinhole-rendezvous",
+            rendezvous.display()
+        );
+    }
+    let mut cpus = nix::sched::CpuSet::new();
+    cpus.set(load_core)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)
+        .context("pinning the load generator")?;
+    println!(
+        "STUN Binding over loopback: servers on core {server_core}, load generator on core {load_core}, \
+         {seconds} s per run after a {} ms warm-up; window = requests in flight",
+        WARMUP.as_millis()
+    );
+    println!(
+        "| server                 | window |  answers/s | p50 (us) | p99 (us) |     lost | srv CPU |"
+    );
+    println!(
+        "|------------------------|-------:|-----------:|---------:|---------:|---------:|--------:|"
+    );
+    for &kind in servers {
+        let name = match kind {
+            ServerKind::Pinhole => "pinhole-rendezvous",
+            ServerKind::Coturn => "coturn turnserver -m 1",
+            ServerKind::Batched => "ref: udp_batch echo",
+            ServerKind::Blocking => "ref: blocking loop",
+        };
+        let server = match start_server(kind, server_core, &rendezvous) {
+            Ok(server) => server,
+            Err(err) => {
+                println!("| {name:<22} | (not measured: {err:#})");
+                continue;
+            }
+        };
+        let pid = resolve_pid(server.child.id());
+        for &window in windows {
+            let r = run_load(
+                server.addr,
+                window,
+                Duration::from_secs_f64(seconds),
+                Some(pid),
+            )?;
+            println!("{}", r.row(name, window));
+        }
+    }
+    Ok(())
+}
+
+/// `taskset` execs the server, so the PID is the server's own.
+fn resolve_pid(pid: u32) -> u32 {
+    pid
+}
