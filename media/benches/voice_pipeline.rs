@@ -1,0 +1,255 @@
+//! The voice pipeline's CPU cost and latency, printed as figures (`cargo bench -p media --bench
+//! voice_pipeline`).
+//!
+//! - CPU per call: Opus encode, RTP, jitter buffer and Opus decode for one direction and for
+//!   both, per frame, as a fraction of one core (the frame's duration is the budget).
+//! - Latency with no network delay: a noise burst enters one session's capture, and its
+//!   position in the other session's playout is found by cross-correlation. Capture delivers a
+//!   frame when it is complete and playout starts playing a pulled frame at once, so a sample's
+//!   latency is its offset in the output plus one frame; the floor is one frame plus the Opus
+//!   encoder's look-ahead.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use media::audio::StreamResampler;
+use media::voice::{CodecConfig, FrameDuration, Transport, VoiceConfig, VoiceSession};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// Collects datagrams in reused buffers.
+struct Outbox {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Self {
+            bufs: (0..4).map(|_| Vec::with_capacity(1_500)).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl Transport for Outbox {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        if self.len == self.bufs.len() {
+            self.bufs.push(Vec::with_capacity(1_500));
+        }
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        b.extend_from_slice(datagram);
+        self.len += 1;
+        Ok(())
+    }
+}
+
+fn config(frame: FrameDuration) -> VoiceConfig {
+    VoiceConfig {
+        codec: CodecConfig {
+            frame,
+            ..CodecConfig::default()
+        },
+        ..VoiceConfig::default()
+    }
+}
+
+/// A device at 44.1 kHz: capture is resampled to 48 kHz before the encoder, playout from 48 kHz
+/// after the decoder.
+struct Device {
+    capture: StreamResampler,
+    playback: StreamResampler,
+    device_in: Vec<f32>,
+    device_out: Vec<f32>,
+    frame: Vec<f32>,
+}
+
+impl Device {
+    fn new(frame: FrameDuration) -> Self {
+        let n = frame.samples();
+        let device_n = n * 44_100 / 48_000;
+        Self {
+            capture: StreamResampler::new(44_100, 48_000, 4 * n).unwrap(),
+            playback: StreamResampler::new(48_000, 44_100, 4 * n).unwrap(),
+            device_in: vec![0.1; device_n],
+            device_out: vec![0.0; device_n],
+            frame: vec![0.0; n],
+        }
+    }
+
+    /// Captures a device period and hands what is ready (at 48 kHz) to `session`.
+    fn capture(
+        &mut self,
+        session: &mut VoiceSession,
+        now: Instant,
+        input: &[f32],
+        out: &mut Outbox,
+    ) {
+        for (d, s) in self.device_in.iter_mut().zip(input) {
+            *d = *s;
+        }
+        self.capture.push(&self.device_in).unwrap();
+        let got = self.capture.pop(&mut self.frame);
+        session.push_capture(now, &self.frame[..got], out);
+    }
+
+    /// Pulls a frame from `session` and resamples it for the device.
+    fn play(&mut self, session: &mut VoiceSession, now: Instant) {
+        session.pull_playout(now, &mut self.frame);
+        self.playback.push(&self.frame).unwrap();
+        self.playback.pop(&mut self.device_out);
+        std::hint::black_box(&self.device_out);
+    }
+}
+
+/// Runs `frames` frames of speech-like audio through one or both directions, with or without
+/// a 44.1 kHz device's resampling at each end; returns the CPU time per frame.
+fn cpu_per_frame(frame: FrameDuration, both: bool, resample: bool, frames: u32) -> Duration {
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut a = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
+    let mut b = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
+    let n = frame.samples();
+    // A tone with noise, so the codec has work like speech's.
+    let input: Vec<f32> = (0..n * 50)
+        .map(|i| 0.3 * (i as f32 * 0.057).sin() + 0.05 * (rng.random::<f32>() - 0.5))
+        .collect();
+    let mut out = vec![0.0f32; n];
+    let (mut ab, mut ba) = (Outbox::new(), Outbox::new());
+    let (mut dev_a, mut dev_b) = (Device::new(frame), Device::new(frame));
+    let start = Instant::now();
+    for k in 0..frames {
+        let now = t0 + frame.duration() * k;
+        let chunk = &input[(k as usize % 50) * n..][..n];
+        if resample {
+            dev_a.capture(&mut a, now, chunk, &mut ab);
+        } else {
+            a.push_capture(now, chunk, &mut ab);
+        }
+        for d in &ab.bufs[..ab.len] {
+            b.handle_datagram(now, d);
+        }
+        ab.len = 0;
+        if resample {
+            dev_b.play(&mut b, now);
+        } else {
+            b.pull_playout(now, &mut out);
+        }
+        if both {
+            if resample {
+                dev_b.capture(&mut b, now, chunk, &mut ba);
+            } else {
+                b.push_capture(now, chunk, &mut ba);
+            }
+            for d in &ba.bufs[..ba.len] {
+                a.handle_datagram(now, d);
+            }
+            ba.len = 0;
+            if resample {
+                dev_a.play(&mut a, now);
+            } else {
+                a.pull_playout(now, &mut out);
+            }
+        }
+        std::hint::black_box(&out);
+    }
+    start.elapsed() / frames
+}
+
+/// Latency in samples of a burst at `offset` samples into the stream.
+fn latency(frame: FrameDuration, offset: usize) -> (usize, usize) {
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(offset as u64);
+    let mut a = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
+    let mut b = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
+    let n = frame.samples();
+    let total = 48_000;
+    let burst: Vec<f32> = (0..480)
+        .map(|_| 0.5 * (rng.random::<f32>() - 0.5))
+        .collect();
+    let mut input = vec![0.0f32; total];
+    input[offset..offset + burst.len()].copy_from_slice(&burst);
+    let mut output = vec![0.0f32; total];
+    let mut ab = Outbox::new();
+    for k in 0..total / n {
+        // Frame k is complete (and pushed) at the end of its duration; the playout pulls at
+        // the same moment.
+        let now = t0 + frame.duration() * (k as u32 + 1);
+        a.push_capture(now, &input[k * n..(k + 1) * n], &mut ab);
+        for d in &ab.bufs[..ab.len] {
+            b.handle_datagram(now, d);
+        }
+        ab.len = 0;
+        b.pull_playout(now, &mut output[k * n..(k + 1) * n]);
+    }
+    // Cross-correlate the burst against the output.
+    let mut best = (0usize, f32::MIN);
+    for lag in 0..(total - offset - burst.len()).min(9_600) {
+        let c: f32 = burst
+            .iter()
+            .zip(&output[offset + lag..])
+            .map(|(x, y)| x * y)
+            .sum();
+        if c > best.1 {
+            best = (lag, c);
+        }
+    }
+    let lookahead = a.encoder_lookahead().unwrap();
+    (
+        best.0 + n,
+        (lookahead.as_secs_f64() * 48_000.0).round() as usize,
+    )
+}
+
+fn ms(samples: usize) -> f64 {
+    samples as f64 / 48.0
+}
+
+fn main() {
+    println!("voice pipeline (48 kHz mono Opus VoIP, 32 kb/s, FEC on, complexity 9)");
+    for frame in [FrameDuration::Ms20, FrameDuration::Ms10] {
+        let budget = frame.duration().as_secs_f64();
+        let frames = 3_000;
+        // Warm up, then measure.
+        cpu_per_frame(frame, false, false, 200);
+        for resample in [false, true] {
+            let one = cpu_per_frame(frame, false, resample, frames);
+            let two = cpu_per_frame(frame, true, resample, frames);
+            println!(
+                "{} ms frames{}: CPU per frame one direction {:.1} us ({:.2}% of a core), both directions {:.1} us ({:.2}% of a core)",
+                frame.millis(),
+                if resample {
+                    ", 44.1 kHz devices (resampling)"
+                } else {
+                    ""
+                },
+                one.as_secs_f64() * 1e6,
+                one.as_secs_f64() / budget * 100.0,
+                two.as_secs_f64() * 1e6,
+                two.as_secs_f64() / budget * 100.0,
+            );
+        }
+    }
+    for frame in [FrameDuration::Ms20, FrameDuration::Ms10] {
+        let n = frame.samples();
+        let mut lat = Vec::new();
+        let mut floor = 0;
+        for i in 0..8 {
+            let offset = 9_600 + i * (n / 8 + 37);
+            let (l, look) = latency(frame, offset);
+            lat.push(l);
+            floor = n + look;
+        }
+        lat.sort_unstable();
+        println!(
+            "{} ms frames: latency with no network delay {:.2} ms (min {:.2}, max {:.2} over 8 positions); floor (frame + Opus look-ahead) {:.2} ms",
+            frame.millis(),
+            ms(lat[lat.len() / 2]),
+            ms(lat[0]),
+            ms(lat[lat.len() - 1]),
+            ms(floor)
+        );
+    }
+}
