@@ -106,3 +106,78 @@ impl Drop for Rendezvous {
         let _ = self.child.wait();
     }
 }
+
+/// coturn's `turnserver`, STUN only, on a free loopback port, killed by PID when dropped.
+/// `None` (after printing why) when coturn is not installed.
+#[derive(Debug)]
+pub struct Coturn {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// Where it answers STUN (UDP).
+    pub addr: std::net::SocketAddr,
+}
+
+impl Coturn {
+    /// Starts `turnserver` with a temporary config on a free port of 127.0.0.1 and waits, at
+    /// most 10 s, until it answers a Binding Request.
+    pub fn start() -> Option<Self> {
+        if Command::new("turnserver").arg("--help").output().is_err() {
+            eprintln!(
+                "SKIP: coturn's turnserver is not installed (scripts/packages/nat-tests.txt)"
+            );
+            return None;
+        }
+        let port = free_port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let dir =
+            std::env::temp_dir().join(format!("pinhole-coturn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("turnserver.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listening-ip=127.0.0.1\nlistening-port={port}\nstun-only\nno-cli\nno-tls\n\
+                 no-dtls\nrelay-threads=1\nno-stdout-log\nlog-file={}\npidfile={}\n",
+                dir.join("turnserver.log").display(),
+                dir.join("turnserver.pid").display()
+            ),
+        )
+        .expect("write turnserver.conf");
+        let child = Command::new("turnserver")
+            .arg("-c")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start turnserver");
+        let server = Self { child, dir, addr };
+        stun_client::binding(
+            "127.0.0.1:0".parse().expect("address"),
+            addr,
+            std::time::Duration::from_secs(10),
+        )
+        .expect("turnserver answers STUN within 10 s");
+        Some(server)
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port of 127.0.0.1 free for both UDP and TCP at the time of the call.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let port = udp.local_addr().expect("local address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1");
+}
