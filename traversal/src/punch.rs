@@ -1,0 +1,733 @@
+//! Hole punching and path selection between the two clients of a call, sans-IO
+//! (`docs/calls.md`, "Hole punching and path selection").
+//!
+//! Media starts on the server's relay. At the same time both clients send connectivity checks
+//! from their media sockets to each other's candidates; the first check that gets an
+//! authenticated answer proves a path that works both ways, and media moves to it. Consent
+//! checks keep it; when they stop being answered the media goes back to the relay, and checks
+//! go on so that a path that comes back is taken again.
+//!
+//! # The loop
+//!
+//! The caller owns the media socket and the clock. It feeds [`Punch`] what arrives and when:
+//! [`Punch::handle_datagram`] for every STUN datagram on the media socket (it answers `false`
+//! for the ones that are not connectivity checks, which belong to [`crate::client`]),
+//! [`Punch::handle_timeout`] when [`Punch::poll_timeout`] is reached, [`Punch::add_remote_candidate`]
+//! and [`Punch::close`]. After every input it drains [`Punch::poll_transmit`] (datagrams to send
+//! from the media socket) and [`Punch::poll_event`], then sleeps until [`Punch::poll_timeout`].
+//! `Punch` never reads a clock or a random source: time is an input and randomness comes in
+//! [`PunchConfig::seed`].
+//!
+//! # Wire
+//!
+//! | message | STUN class | attributes |
+//! | --- | --- | --- |
+//! | check | Binding Request | CALL-ID, PUNCH-SENDER, PADDING, MESSAGE-INTEGRITY, FINGERPRINT |
+//! | answer | Binding Success Response | XOR-MAPPED-ADDRESS (the source seen), CALL-ID, MESSAGE-INTEGRITY, FINGERPRINT |
+//!
+//! MESSAGE-INTEGRITY is keyed with the call's secret (from `Connected`). CALL-ID and
+//! PUNCH-SENDER are comprehension-optional (RFC 8489 section 14). PUNCH-SENDER is a random
+//! 8-byte id of the checking side, so a client that reaches its own socket (a host candidate
+//! equal to its own address) does not mistake itself for the peer; ICE uses its username
+//! fragments for that. Checks are padded to [`CHECK_LEN`] bytes so that no answer is larger
+//! than the check that caused it.
+//!
+//! # Rules
+//!
+//! - A check is answered only when it carries this call's CALL-ID and its MESSAGE-INTEGRITY
+//!   verifies; the answer goes to the check's source (which may be a peer-reflexive address),
+//!   and a check goes back to that source (ICE's triggered check, RFC 8445 section 7.3.1.4).
+//! - An answer counts only when its transaction id is one of a check sent to the very address
+//!   it comes from, and it is authenticated.
+//! - Timings ([`PunchConfig`]): checks every 50 ms to each candidate, every 1 s after 2 s; on
+//!   the direct path a consent check every 1 s (RFC 7675 in spirit); 3 s without an answer and
+//!   the path is lost; then checks every 2 s to every candidate.
+//! - Bounded: [`MAX_CANDIDATES`] remote candidates, [`MAX_TRANSACTIONS`] outstanding checks,
+//!   [`MAX_PENDING_TRANSMITS`] queued datagrams.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::addr;
+use crate::stun::{self, BINDING_REQUEST, BINDING_SUCCESS, Builder, Message, TransactionId};
+
+/// CALL-ID: the call's `call_id` (big-endian u64). Comprehension-optional.
+pub const ATTR_CALL_ID: u16 = 0xC0F8;
+/// PUNCH-SENDER: a random 8-byte id of the side that sends a check. Comprehension-optional.
+pub const ATTR_PUNCH_SENDER: u16 = 0xC0F9;
+/// At most this many remote candidates are checked (signalled and peer-reflexive together).
+pub const MAX_CANDIDATES: usize = 16;
+/// At most this many checks are remembered while their answers may arrive; the oldest go first.
+pub const MAX_TRANSACTIONS: usize = 1024;
+/// At most this many datagrams wait in [`Punch::poll_transmit`]; more are dropped and counted.
+pub const MAX_PENDING_TRANSMITS: usize = 256;
+/// At most this many events wait in [`Punch::poll_event`]; the oldest go first.
+const MAX_PENDING_EVENTS: usize = 64;
+/// Checks are padded to at least this many bytes: more than the largest answer (20 header +
+/// 24 IPv6 XOR-MAPPED-ADDRESS + 12 CALL-ID + 24 MESSAGE-INTEGRITY + 8 FINGERPRINT = 88).
+pub const CHECK_LEN: usize = 96;
+/// Bytes that MESSAGE-INTEGRITY and FINGERPRINT add at the end of a message.
+const TRAILER_LEN: usize = 4 + stun::INTEGRITY_LEN + 8;
+
+/// Settings of one call's checks. [`PunchConfig::new`] gives the timings of `docs/calls.md`.
+#[derive(Clone)]
+pub struct PunchConfig {
+    /// The call's secret (16 bytes from `Connected`), the MESSAGE-INTEGRITY key.
+    pub secret: Vec<u8>,
+    /// The call's id, carried in CALL-ID.
+    pub call_id: u64,
+    /// The other side's candidates (from `Connected`); at most [`MAX_CANDIDATES`] are used.
+    pub remote_candidates: Vec<SocketAddr>,
+    /// Random bits for transaction ids and the PUNCH-SENDER id (e.g. from `getrandom`); the
+    /// two sides of a call must not use the same seed.
+    pub seed: u64,
+    /// Interval of the first checks to each candidate (50 ms).
+    pub check_interval: Duration,
+    /// How long checks go at `check_interval` (2 s).
+    pub fast_phase: Duration,
+    /// Interval of checks to each candidate after the fast phase (1 s).
+    pub slow_interval: Duration,
+    /// Interval of consent checks on the direct path (1 s).
+    pub consent_interval: Duration,
+    /// The direct path is lost after this long without an answer (3 s).
+    pub consent_timeout: Duration,
+    /// Interval of checks to each candidate after a direct path was lost (2 s).
+    pub recheck_interval: Duration,
+}
+
+impl PunchConfig {
+    /// A configuration with the default timings.
+    pub fn new(
+        secret: Vec<u8>,
+        call_id: u64,
+        remote_candidates: Vec<SocketAddr>,
+        seed: u64,
+    ) -> Self {
+        PunchConfig {
+            secret,
+            call_id,
+            remote_candidates,
+            seed,
+            check_interval: Duration::from_millis(50),
+            fast_phase: Duration::from_secs(2),
+            slow_interval: Duration::from_secs(1),
+            consent_interval: Duration::from_secs(1),
+            consent_timeout: Duration::from_secs(3),
+            recheck_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl fmt::Debug for PunchConfig {
+    // The secret stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PunchConfig")
+            .field("secret", &format_args!("<{} bytes>", self.secret.len()))
+            .field("call_id", &self.call_id)
+            .field("remote_candidates", &self.remote_candidates)
+            .field("check_interval", &self.check_interval)
+            .field("fast_phase", &self.fast_phase)
+            .field("slow_interval", &self.slow_interval)
+            .field("consent_interval", &self.consent_interval)
+            .field("consent_timeout", &self.consent_timeout)
+            .field("recheck_interval", &self.recheck_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where media goes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Through the server, as relay frames on the call's channel.
+    Relay,
+    /// Straight to the peer at this address, from the media socket.
+    Direct(SocketAddr),
+}
+
+/// What the caller acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunchEvent {
+    /// A check to this address was answered: send media there (`path_changes` counted).
+    DirectPath(SocketAddr),
+    /// The direct path to this address stopped answering: send media on the relay again
+    /// (`path_changes` counted). Checks go on; a later [`PunchEvent::DirectPath`] may follow.
+    DirectLost(SocketAddr),
+}
+
+/// Counters, for the call's statistics and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PunchStats {
+    /// Checks sent (periodic, triggered and consent).
+    pub checks_sent: u64,
+    /// Authenticated checks of this call received (and answered).
+    pub checks_received: u64,
+    /// Answers sent.
+    pub responses_sent: u64,
+    /// Authenticated answers received that matched a check we sent.
+    pub responses_received: u64,
+    /// Datagrams carrying CALL-ID that were for another call (or malformed CALL-ID).
+    pub rejected_call: u64,
+    /// Datagrams of this call whose MESSAGE-INTEGRITY did not verify (or was missing).
+    pub rejected_auth: u64,
+    /// Authenticated answers matching no check sent to their source address.
+    pub rejected_unmatched: u64,
+    /// Our own checks that came back to us (a host candidate that is our own socket).
+    pub rejected_own: u64,
+    /// Other punch messages ignored (wrong STUN class, missing PUNCH-SENDER, after close).
+    pub ignored: u64,
+    /// Moves between relay and direct, both ways.
+    pub path_changes: u64,
+    /// Datagrams dropped because [`MAX_PENDING_TRANSMITS`] were already queued.
+    pub transmits_dropped: u64,
+    /// Candidates refused: the table was full, or the address cannot be checked.
+    pub candidates_refused: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    addr: SocketAddr,
+    /// When the next periodic check goes; `None`: as soon as possible.
+    next_check: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Transaction {
+    id: TransactionId,
+    destination: SocketAddr,
+    sent: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Direct {
+    addr: SocketAddr,
+    last_success: Instant,
+    next_consent: Instant,
+}
+
+/// One call's connectivity checks and path selection. See the module documentation.
+#[derive(Debug)]
+pub struct Punch {
+    key: Vec<u8>,
+    call_id: u64,
+    sender_id: [u8; 8],
+    rng: u64,
+    check_interval: Duration,
+    fast_phase: Duration,
+    slow_interval: Duration,
+    consent_interval: Duration,
+    consent_timeout: Duration,
+    recheck_interval: Duration,
+    start: Instant,
+    /// The latest `now` seen: when "as soon as possible" is.
+    now: Instant,
+    candidates: Vec<Candidate>,
+    transactions: VecDeque<Transaction>,
+    direct: Option<Direct>,
+    lost_once: bool,
+    closed: bool,
+    /// Addresses the peer was authenticated from (bounded like the candidates).
+    peer_addrs: VecDeque<SocketAddr>,
+    reflexive: Option<SocketAddr>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<PunchEvent>,
+    stats: PunchStats,
+}
+
+impl Punch {
+    /// Starts the checks of a call at `now`: the first go out at once (drain
+    /// [`Punch::poll_transmit`] after calling [`Punch::handle_timeout`]).
+    pub fn new(config: PunchConfig, now: Instant) -> Self {
+        let mut punch = Punch {
+            key: config.secret,
+            call_id: config.call_id,
+            sender_id: [0; 8],
+            rng: config.seed,
+            check_interval: config.check_interval,
+            fast_phase: config.fast_phase,
+            slow_interval: config.slow_interval,
+            consent_interval: config.consent_interval,
+            consent_timeout: config.consent_timeout,
+            recheck_interval: config.recheck_interval,
+            start: now,
+            now,
+            candidates: Vec::new(),
+            transactions: VecDeque::new(),
+            direct: None,
+            lost_once: false,
+            closed: false,
+            peer_addrs: VecDeque::new(),
+            reflexive: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: PunchStats::default(),
+        };
+        punch.sender_id = punch.next_random().to_be_bytes();
+        for addr in config.remote_candidates {
+            punch.add_remote_candidate(addr);
+        }
+        punch
+    }
+
+    /// Adds a candidate of the peer learnt late; it is checked at the next
+    /// [`Punch::handle_timeout`]. False when it is already known, cannot be checked
+    /// (unspecified, multicast, broadcast, port 0) or the table is full.
+    pub fn add_remote_candidate(&mut self, addr: SocketAddr) -> bool {
+        let addr = normalize(addr);
+        if self.candidates.iter().any(|c| c.addr == addr) {
+            return false;
+        }
+        if !checkable(addr) || self.candidates.len() >= MAX_CANDIDATES {
+            self.stats.candidates_refused += 1;
+            return false;
+        }
+        self.candidates.push(Candidate {
+            addr,
+            next_check: None,
+        });
+        true
+    }
+
+    /// Stops every check: no more datagrams or timeouts. [`Punch::path`] keeps the path that was
+    /// in use, for the call's report.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.transmits.clear();
+        self.transactions.clear();
+    }
+
+    /// True once [`Punch::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The path media should take now.
+    pub fn path(&self) -> Path {
+        match self.direct {
+            Some(d) => Path::Direct(d.addr),
+            None => Path::Relay,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PunchStats {
+        self.stats
+    }
+
+    /// Our address as the peer saw it on the latest answer (XOR-MAPPED-ADDRESS).
+    pub fn reflexive_address(&self) -> Option<SocketAddr> {
+        self.reflexive
+    }
+
+    /// True when an authenticated check or answer of this call came from `addr`: direct RTP
+    /// from it is the peer's.
+    pub fn is_peer_address(&self, addr: SocketAddr) -> bool {
+        self.peer_addrs.contains(&normalize(addr))
+    }
+
+    /// The remote candidates being checked (signalled and peer-reflexive).
+    pub fn remote_candidates(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.candidates.iter().map(|c| c.addr)
+    }
+
+    /// Handles a datagram that arrived on the media socket from `from`. True when it is a
+    /// connectivity check or answer (it carries CALL-ID): it is consumed here, whether accepted
+    /// or refused and counted. False for anything else (registration answers, keepalives, RTP),
+    /// which the caller passes on.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
+        let Ok(message) = Message::decode(bytes) else {
+            return false;
+        };
+        if message.attribute(ATTR_CALL_ID).is_none() {
+            return false;
+        }
+        self.advance(now);
+        let from = normalize(from);
+        if self.closed {
+            self.stats.ignored += 1;
+            return true;
+        }
+        let call_ok = match covered(&message, ATTR_CALL_ID) {
+            Some(value) => value.len() == 8 && value == self.call_id.to_be_bytes(),
+            // A CALL-ID that MESSAGE-INTEGRITY does not cover proves nothing.
+            None => false,
+        };
+        if !call_ok {
+            self.stats.rejected_call += 1;
+            return true;
+        }
+        if message.verify_integrity(&self.key).is_err() {
+            self.stats.rejected_auth += 1;
+            return true;
+        }
+        match message.kind {
+            BINDING_REQUEST => self.handle_check(now, from, &message),
+            BINDING_SUCCESS => self.handle_answer(now, from, &message),
+            _ => self.stats.ignored += 1,
+        }
+        true
+    }
+
+    fn handle_check(&mut self, now: Instant, from: SocketAddr, message: &Message<'_>) {
+        match covered(message, ATTR_PUNCH_SENDER) {
+            Some(sender) if sender.len() == 8 => {
+                if sender == self.sender_id {
+                    self.stats.rejected_own += 1;
+                    return;
+                }
+            }
+            _ => {
+                self.stats.ignored += 1;
+                return;
+            }
+        }
+        self.stats.checks_received += 1;
+        self.note_peer(from);
+        let mut answer = Builder::new(BINDING_SUCCESS, &message.transaction_id);
+        answer.xor_mapped_address(from);
+        answer.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
+        if let Ok(bytes) = answer.finish_with_integrity(&self.key)
+            && self.queue(from, bytes)
+        {
+            self.stats.responses_sent += 1;
+        }
+        // A check from a new address: the peer's NAT mapped it there (peer-reflexive); check it
+        // from now on like the others.
+        if !self.candidates.iter().any(|c| c.addr == from) && self.candidates.len() < MAX_CANDIDATES
+        {
+            self.candidates.push(Candidate {
+                addr: from,
+                next_check: Some(now + self.relay_interval(now)),
+            });
+        }
+        // Triggered check, unless we have one there already or are settled on a direct path.
+        let recent = self
+            .transactions
+            .iter()
+            .rev()
+            .take_while(|t| now.saturating_duration_since(t.sent) < self.check_interval)
+            .any(|t| t.destination == from);
+        if self.direct.is_none() && !recent {
+            self.send_check(now, from);
+        }
+    }
+
+    fn handle_answer(&mut self, now: Instant, from: SocketAddr, message: &Message<'_>) {
+        let Some(i) = self
+            .transactions
+            .iter()
+            .position(|t| t.id == message.transaction_id && t.destination == from)
+        else {
+            self.stats.rejected_unmatched += 1;
+            return;
+        };
+        self.transactions.remove(i);
+        self.stats.responses_received += 1;
+        self.note_peer(from);
+        if let Ok(Some(mapped)) = message.xor_mapped_address()
+            && message
+                .offset_of(stun::ATTR_XOR_MAPPED_ADDRESS)
+                .zip(message.integrity_offset())
+                .is_some_and(|(a, i)| a < i)
+        {
+            self.reflexive = Some(normalize(mapped));
+        }
+        match &mut self.direct {
+            Some(direct) if direct.addr == from => direct.last_success = now,
+            // Settled on another pair: this one is not needed.
+            Some(_) => {}
+            None => {
+                self.direct = Some(Direct {
+                    addr: from,
+                    last_success: now,
+                    next_consent: now + self.consent_interval,
+                });
+                self.stats.path_changes += 1;
+                self.push_event(PunchEvent::DirectPath(from));
+            }
+        }
+    }
+
+    /// Sends the checks that are due and notices a lost direct path.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        if self.closed {
+            return;
+        }
+        let lifetime = self.consent_timeout.max(self.recheck_interval);
+        while let Some(t) = self.transactions.front() {
+            if now.saturating_duration_since(t.sent) < lifetime {
+                break;
+            }
+            self.transactions.pop_front();
+        }
+        if let Some(direct) = self.direct {
+            if now.saturating_duration_since(direct.last_success) >= self.consent_timeout {
+                self.direct = None;
+                self.lost_once = true;
+                self.stats.path_changes += 1;
+                self.push_event(PunchEvent::DirectLost(direct.addr));
+                for c in &mut self.candidates {
+                    c.next_check = None;
+                }
+            } else {
+                if now >= direct.next_consent {
+                    let next = now + self.consent_interval;
+                    if let Some(d) = &mut self.direct {
+                        d.next_consent = next;
+                    }
+                    self.send_check(now, direct.addr);
+                }
+                return;
+            }
+        }
+        let next = now + self.relay_interval(now);
+        for i in 0..self.candidates.len() {
+            let candidate = self.candidates[i];
+            if candidate.next_check.is_none_or(|t| t <= now) {
+                self.candidates[i].next_check = Some(next);
+                self.send_check(now, candidate.addr);
+            }
+        }
+    }
+
+    /// When [`Punch::handle_timeout`] should be called next; `None` when nothing is pending
+    /// (closed, or no candidate on the relay path).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        if let Some(d) = self.direct {
+            return Some(d.next_consent.min(d.last_success + self.consent_timeout));
+        }
+        self.candidates
+            .iter()
+            .map(|c| c.next_check.unwrap_or(self.now))
+            .min()
+    }
+
+    /// The next datagram to send from the media socket, and where.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PunchEvent> {
+        self.events.pop_front()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// Interval of periodic checks while on the relay.
+    fn relay_interval(&self, now: Instant) -> Duration {
+        if self.lost_once {
+            self.recheck_interval
+        } else if now.saturating_duration_since(self.start) < self.fast_phase {
+            self.check_interval
+        } else {
+            self.slow_interval
+        }
+    }
+
+    fn send_check(&mut self, now: Instant, to: SocketAddr) {
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(&self.next_random().to_be_bytes());
+        id[8..].copy_from_slice(&self.next_random().to_be_bytes()[..4]);
+        let mut check = Builder::new(BINDING_REQUEST, &id);
+        check.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
+        check.attribute(ATTR_PUNCH_SENDER, &self.sender_id);
+        check.pad_to(CHECK_LEN, TRAILER_LEN);
+        let Ok(bytes) = check.finish_with_integrity(&self.key) else {
+            return;
+        };
+        if !self.queue(to, bytes) {
+            return;
+        }
+        if self.transactions.len() >= MAX_TRANSACTIONS {
+            self.transactions.pop_front();
+        }
+        self.transactions.push_back(Transaction {
+            id,
+            destination: to,
+            sent: now,
+        });
+        self.stats.checks_sent += 1;
+    }
+
+    fn queue(&mut self, to: SocketAddr, bytes: Vec<u8>) -> bool {
+        if self.transmits.len() >= MAX_PENDING_TRANSMITS {
+            self.stats.transmits_dropped += 1;
+            return false;
+        }
+        self.transmits.push_back((to, bytes));
+        true
+    }
+
+    fn push_event(&mut self, event: PunchEvent) {
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    fn note_peer(&mut self, addr: SocketAddr) {
+        if self.peer_addrs.contains(&addr) {
+            return;
+        }
+        if self.peer_addrs.len() >= MAX_CANDIDATES {
+            self.peer_addrs.pop_front();
+        }
+        self.peer_addrs.push_back(addr);
+    }
+
+    /// SplitMix64: transaction ids need to be unique, not secret (answers are authenticated).
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// The value of the first attribute `kind` when MESSAGE-INTEGRITY covers it (it comes before).
+fn covered<'a>(message: &Message<'a>, kind: u16) -> Option<&'a [u8]> {
+    let offset = message.offset_of(kind)?;
+    if offset >= message.integrity_offset()? {
+        return None;
+    }
+    message.attribute(kind)
+}
+
+fn normalize(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr::normalize(addr.ip()), addr.port())
+}
+
+/// True for an address a check may go to.
+fn checkable(addr: SocketAddr) -> bool {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(now: Instant) -> (Punch, Punch, SocketAddr, SocketAddr) {
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+        let pa = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![b], 1), now);
+        let pb = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![a], 2), now);
+        (pa, pb, a, b)
+    }
+
+    #[test]
+    fn check_and_answer_select_the_path() {
+        let now = Instant::now();
+        let (mut pa, mut pb, a, b) = pair(now);
+        pa.handle_timeout(now);
+        let (to, check) = pa.poll_transmit().unwrap();
+        assert_eq!(to, b);
+        assert!(check.len() >= CHECK_LEN);
+        assert!(pb.handle_datagram(now, a, &check));
+        let (to, answer) = pb.poll_transmit().unwrap();
+        assert_eq!(to, a);
+        assert!(answer.len() <= check.len());
+        // And the triggered check back.
+        let (to, _) = pb.poll_transmit().unwrap();
+        assert_eq!(to, a);
+        assert!(pa.handle_datagram(now, b, &answer));
+        assert_eq!(pa.path(), Path::Direct(b));
+        assert_eq!(pa.poll_event(), Some(PunchEvent::DirectPath(b)));
+        assert_eq!(pa.reflexive_address(), Some(a));
+        assert!(pa.is_peer_address(b));
+        // The same answer again matches nothing any more.
+        assert!(pa.handle_datagram(now, b, &answer));
+        assert_eq!(pa.stats().rejected_unmatched, 1);
+        assert_eq!(pa.stats().path_changes, 1);
+    }
+
+    #[test]
+    fn answer_from_another_address_does_not_count() {
+        let now = Instant::now();
+        let (mut pa, mut pb, a, b) = pair(now);
+        pa.handle_timeout(now);
+        let (_, check) = pa.poll_transmit().unwrap();
+        pb.handle_datagram(now, a, &check);
+        let (_, answer) = pb.poll_transmit().unwrap();
+        let elsewhere: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        assert!(pa.handle_datagram(now, elsewhere, &answer));
+        assert_eq!(pa.path(), Path::Relay);
+        assert_eq!(pa.stats().rejected_unmatched, 1);
+        let _ = b;
+    }
+
+    #[test]
+    fn own_check_is_not_the_peer() {
+        let now = Instant::now();
+        let me: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![me], 1), now);
+        p.handle_timeout(now);
+        let (to, check) = p.poll_transmit().unwrap();
+        assert!(p.handle_datagram(now, to, &check));
+        assert_eq!(p.poll_transmit(), None);
+        assert_eq!(p.stats().rejected_own, 1);
+    }
+
+    #[test]
+    fn candidates_are_bounded_and_filtered() {
+        let now = Instant::now();
+        let many = (0..40)
+            .map(|i| SocketAddr::from(([192, 0, 2, 1], 1000 + i)))
+            .collect();
+        let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, many, 1), now);
+        assert_eq!(p.remote_candidates().count(), MAX_CANDIDATES);
+        assert!(!p.add_remote_candidate("0.0.0.0:1".parse().unwrap()));
+        assert!(!p.add_remote_candidate("192.0.2.1:1000".parse().unwrap()));
+        let mut q = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 1), now);
+        assert!(!q.add_remote_candidate("224.0.0.1:5".parse().unwrap()));
+        assert!(!q.add_remote_candidate("255.255.255.255:5".parse().unwrap()));
+        assert!(!q.add_remote_candidate("192.0.2.1:0".parse().unwrap()));
+        assert!(q.add_remote_candidate("[::ffff:192.0.2.1]:7".parse().unwrap()));
+        assert_eq!(
+            q.remote_candidates().collect::<Vec<_>>(),
+            ["192.0.2.1:7".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(q.poll_timeout(), Some(now));
+        p.handle_timeout(now);
+        let mut sent = 0;
+        while p.poll_transmit().is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, MAX_CANDIDATES);
+    }
+
+    #[test]
+    fn transactions_are_bounded() {
+        let now = Instant::now();
+        let mut p = Punch::new(
+            PunchConfig::new(b"s".to_vec(), 7, vec!["192.0.2.1:1".parse().unwrap()], 1),
+            now,
+        );
+        for i in 0..(MAX_TRANSACTIONS as u64 * 2) {
+            p.send_check(
+                now + Duration::from_micros(i),
+                "192.0.2.1:1".parse().unwrap(),
+            );
+            p.transmits.clear();
+        }
+        assert_eq!(p.transactions.len(), MAX_TRANSACTIONS);
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let config = PunchConfig::new(b"topsecret".to_vec(), 7, vec![], 1);
+        assert!(!format!("{config:?}").contains("topsecret"));
+    }
+}
