@@ -375,6 +375,11 @@ impl VoiceSession {
                 frame
             }
         };
+        // Opus' float output may overshoot full scale (and a hostile packet can make it);
+        // the sink gets samples within it.
+        for x in &mut self.playout[..self.playout_len] {
+            *x = x.clamp(-1.0, 1.0);
+        }
     }
 
     /// When [`VoiceSession::handle_timeout`] wants to be called next.
