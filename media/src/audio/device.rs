@@ -7,11 +7,14 @@
 //! [`DeviceSink::write`], with buffers allocated when the device is opened.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
-use cpal::{ErrorKind, FromSample, Sample, SampleFormat, SizedSample, SupportedStreamConfig};
+use cpal::{
+    BufferSize, ErrorKind, FromSample, Sample, SampleFormat, SizedSample, StreamConfig,
+    SupportedBufferSize, SupportedStreamConfig,
+};
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
@@ -21,11 +24,15 @@ use crate::SAMPLE_RATE;
 
 /// Audio the ring buffers hold between a callback and the media thread.
 const RING: Duration = Duration::from_millis(250);
-/// A capture backlog beyond this (the device's clock runs faster than the reader's) is trimmed.
-const MAX_CAPTURE_BACKLOG: usize = SAMPLE_RATE as usize / 5;
+/// Audio queued beyond a frame (capture) or beyond what the callback takes (playback) that is
+/// trimmed, keeping latency low when the device's clock runs ahead of the media thread's or a
+/// writer got ahead: 60 ms at 48 kHz (or two device callbacks, if those are longer).
+const MAX_BACKLOG: usize = SAMPLE_RATE as usize * 60 / 1_000;
 /// Extra audio kept ahead of the reader or the playback callback before it starts, so that
 /// callback jitter does not cause underruns: 10 ms.
 const CUSHION: usize = SAMPLE_RATE as usize / 100;
+/// Device buffer asked for: 20 ms (the backend splits it into periods, about 13 ms with ALSA).
+const BUFFER: Duration = Duration::from_millis(20);
 /// How long to wait for the backend to build a stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -267,27 +274,63 @@ struct Shared {
     failed: AtomicBool,
     /// Which error failed the stream (an index into [`FAILURES`]).
     failure: AtomicU8,
+    /// Data callbacks run so far: the media thread's watchdog.
+    callbacks: AtomicU64,
+    /// Largest callback buffer seen, in samples (all channels).
+    max_callback: AtomicUsize,
 }
 
-/// Errors that end a stream, and how to say so.
-const FAILURES: [(ErrorKind, &str); 6] = [
+/// Notices a stream whose data callbacks stopped without an error (the media thread's side).
+#[derive(Debug, Default)]
+struct Watchdog {
+    last_callbacks: u64,
+    samples_since: u64,
+}
+
+impl Watchdog {
+    /// Called with the samples the media thread just asked for or gave.
+    fn check(&mut self, shared: &Shared, samples: usize) {
+        let callbacks = shared.callbacks.load(Ordering::Relaxed);
+        if callbacks != self.last_callbacks {
+            self.last_callbacks = callbacks;
+            self.samples_since = 0;
+            return;
+        }
+        self.samples_since += samples as u64;
+        if callbacks >= CALLBACKS_TO_ARM
+            && self.samples_since > STALL_SAMPLES
+            && !shared.failed.load(Ordering::Acquire)
+        {
+            shared.fail(STALLED);
+        }
+    }
+}
+
+/// Errors after which a stream produces nothing more, and how to say so. cpal reports others
+/// (a backend call that failed once, say) and carries on; those are only counted.
+const FAILURES: [(Option<ErrorKind>, &str); 4] = [
     (
-        ErrorKind::DeviceNotAvailable,
+        Some(ErrorKind::DeviceNotAvailable),
         "the device is no longer available",
     ),
-    (ErrorKind::StreamInvalidated, "the stream was invalidated"),
-    (ErrorKind::DeviceBusy, "the device is busy"),
     (
-        ErrorKind::PermissionDenied,
-        "permission to use the device was denied",
+        Some(ErrorKind::StreamInvalidated),
+        "the stream was invalidated",
     ),
-    (ErrorKind::HostUnavailable, "the audio server went away"),
     (
-        ErrorKind::ResourceExhausted,
-        "the system ran out of resources",
+        Some(ErrorKind::HostUnavailable),
+        "the audio server went away",
     ),
+    (None, "the device stopped delivering audio"),
 ];
-const OTHER_FAILURE: u8 = FAILURES.len() as u8;
+/// Index in [`FAILURES`] of a stream whose callbacks stopped.
+const STALLED: u8 = 3;
+/// Audio the media thread asks for (or gives) with no callback running before it calls the
+/// device stalled: 2 s.
+const STALL_SAMPLES: u64 = 2 * SAMPLE_RATE as u64;
+/// Callbacks that show a stream has started; before that the watchdog waits (a sound server can
+/// take seconds to connect a new stream, failing its first calls).
+const CALLBACKS_TO_ARM: u64 = 20;
 
 impl Shared {
     fn stats(&self) -> AudioStats {
@@ -296,6 +339,7 @@ impl Shared {
             overruns: self.overruns.load(Ordering::Relaxed),
             device_errors: self.device_errors.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Acquire),
+            callbacks: self.callbacks.load(Ordering::Relaxed),
         }
     }
 
@@ -312,15 +356,17 @@ impl Shared {
             // Informational: the stream goes on.
             ErrorKind::DeviceChanged | ErrorKind::RealtimeDenied => {}
             kind => {
-                let code = FAILURES
-                    .iter()
-                    .position(|(k, _)| *k == kind)
-                    .map_or(OTHER_FAILURE, |i| i as u8);
                 self.device_errors.fetch_add(1, Ordering::Relaxed);
-                self.failure.store(code, Ordering::Relaxed);
-                self.failed.store(true, Ordering::Release);
+                if let Some(code) = FAILURES.iter().position(|(k, _)| *k == Some(kind)) {
+                    self.fail(code as u8);
+                }
             }
         }
+    }
+
+    fn fail(&self, code: u8) {
+        self.failure.store(code, Ordering::Relaxed);
+        self.failed.store(true, Ordering::Release);
     }
 
     fn failure_reason(&self) -> &'static str {
@@ -343,10 +389,12 @@ impl std::fmt::Debug for StreamHandle {
 struct Capture {
     cons: HeapCons<f32>,
     channels: usize,
+    rate: u32,
     raw: Vec<f32>,
     mono: Vec<f32>,
     resampler: StreamResampler,
     primed: bool,
+    watchdog: Watchdog,
     shared: Arc<Shared>,
 }
 
@@ -373,15 +421,18 @@ impl Capture {
         Ok(Self {
             cons,
             channels,
+            rate,
             raw: vec![0.0; raw_len],
             mono: vec![0.0; raw_len / channels],
-            resampler: StreamResampler::new(rate, SAMPLE_RATE, 2 * MAX_CAPTURE_BACKLOG)?,
+            resampler: StreamResampler::new(rate, SAMPLE_RATE, SAMPLE_RATE as usize)?,
             primed: false,
+            watchdog: Watchdog::default(),
             shared,
         })
     }
 
     fn read(&mut self, frame: &mut [f32]) -> Result<usize, AudioError> {
+        self.watchdog.check(&self.shared, frame.len());
         loop {
             let whole = self.cons.occupied_len() / self.channels * self.channels;
             let take = whole.min(self.raw.len());
@@ -394,7 +445,10 @@ impl Capture {
         }
         let available = self.resampler.available();
         // The device's clock runs ahead of the reader's: drop the backlog, keep latency low.
-        if available > frame.len() + MAX_CAPTURE_BACKLOG {
+        let callback = self.shared.max_callback.load(Ordering::Relaxed) / self.channels
+            * SAMPLE_RATE as usize
+            / self.rate as usize;
+        if available > frame.len() + MAX_BACKLOG.max(2 * callback) {
             self.resampler.trim_to(frame.len() + CUSHION);
             self.shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
@@ -421,9 +475,11 @@ impl Capture {
 struct Playback {
     prod: HeapProd<f32>,
     channels: usize,
+    rate: u32,
     resampler: StreamResampler,
     mono: Vec<f32>,
     interleaved: Vec<f32>,
+    watchdog: Watchdog,
     shared: Arc<Shared>,
 }
 
@@ -449,14 +505,17 @@ impl Playback {
         Ok(Self {
             prod,
             channels,
+            rate,
             resampler: StreamResampler::new(SAMPLE_RATE, rate, rate as usize)?,
             mono: vec![0.0; mono_len],
             interleaved: vec![0.0; mono_len * channels],
+            watchdog: Watchdog::default(),
             shared,
         })
     }
 
     fn write(&mut self, frame: &[f32]) -> Result<(), AudioError> {
+        self.watchdog.check(&self.shared, frame.len());
         self.resampler.push(frame)?;
         let mut dropped = false;
         loop {
@@ -466,8 +525,15 @@ impl Playback {
             }
             let frames =
                 upmix_to_interleaved(&self.mono[..n], self.channels, &mut self.interleaved);
-            // Whole frames only, so channels never slip.
-            let room = self.prod.vacant_len() / self.channels;
+            // Whole frames only, so channels never slip; no more than the backlog allows.
+            let callback = self.shared.max_callback.load(Ordering::Relaxed);
+            let backlog = MAX_BACKLOG * self.rate as usize / SAMPLE_RATE as usize * self.channels;
+            let limit = callback + backlog.max(2 * callback);
+            let room = self
+                .prod
+                .vacant_len()
+                .min(limit.saturating_sub(self.prod.occupied_len()))
+                / self.channels;
             let frames_in = frames.min(room);
             self.prod
                 .push_slice(&self.interleaved[..frames_in * self.channels]);
@@ -478,6 +544,24 @@ impl Playback {
         }
         Ok(())
     }
+}
+
+/// The stream configurations to try, best first: a buffer of [`BUFFER`] if the device allows
+/// it (left to itself, a device may choose a buffer of a second or more), then its default.
+fn stream_configs(config: &SupportedStreamConfig) -> Vec<StreamConfig> {
+    let default = config.config();
+    let frames = (u64::from(config.sample_rate()) * BUFFER.as_millis() as u64 / 1_000) as u32;
+    let mut configs = Vec::with_capacity(2);
+    if let SupportedBufferSize::Range { min, max } = *config.buffer_size()
+        && (min..=max).contains(&frames)
+    {
+        configs.push(StreamConfig {
+            buffer_size: BufferSize::Fixed(frames),
+            ..default
+        });
+    }
+    configs.push(default);
+    configs
 }
 
 fn ring(config: &SupportedStreamConfig) -> (HeapProd<f32>, HeapCons<f32>) {
@@ -515,10 +599,28 @@ impl DeviceSource {
         let config = choose_config(&device, Direction::Input, &name)?;
         let shared = Arc::new(Shared::default());
         let meter = LevelMeter::new();
-        let (prod, cons) = ring(&config);
         let channels = config.channels();
-        let stream = build_input(&device, &config, prod, shared.clone(), meter.clone())
-            .map_err(|e| open_error(&name, "cannot open for capture", e))?;
+        let mut attempts = stream_configs(&config).into_iter();
+        let (stream, cons) = loop {
+            let Some(stream_config) = attempts.next() else {
+                return Err(open_error(&name, "cannot open", "no stream configuration"));
+            };
+            let (prod, cons) = ring(&config);
+            match build_input(
+                &device,
+                &config,
+                stream_config,
+                prod,
+                shared.clone(),
+                meter.clone(),
+            ) {
+                Ok(stream) => break (stream, cons),
+                Err(e) if attempts.len() == 0 => {
+                    return Err(open_error(&name, "cannot open for capture", e));
+                }
+                Err(e) => tracing::debug!(device = %name, "capture with a fixed period: {e}"),
+            }
+        };
         stream
             .play()
             .map_err(|e| open_error(&name, "cannot start capture", e))?;
@@ -603,10 +705,28 @@ impl DeviceSink {
         let config = choose_config(&device, Direction::Output, &name)?;
         let shared = Arc::new(Shared::default());
         let meter = LevelMeter::new();
-        let (prod, cons) = ring(&config);
         let channels = config.channels();
-        let stream = build_output(&device, &config, cons, shared.clone(), meter.clone())
-            .map_err(|e| open_error(&name, "cannot open for playback", e))?;
+        let mut attempts = stream_configs(&config).into_iter();
+        let (stream, prod) = loop {
+            let Some(stream_config) = attempts.next() else {
+                return Err(open_error(&name, "cannot open", "no stream configuration"));
+            };
+            let (prod, cons) = ring(&config);
+            match build_output(
+                &device,
+                &config,
+                stream_config,
+                cons,
+                shared.clone(),
+                meter.clone(),
+            ) {
+                Ok(stream) => break (stream, prod),
+                Err(e) if attempts.len() == 0 => {
+                    return Err(open_error(&name, "cannot open for playback", e));
+                }
+                Err(e) => tracing::debug!(device = %name, "playback with a fixed period: {e}"),
+            }
+        };
         stream
             .play()
             .map_err(|e| open_error(&name, "cannot start playback", e))?;
@@ -658,13 +778,14 @@ impl Sink for DeviceSink {
 fn build_input(
     device: &cpal::Device,
     config: &SupportedStreamConfig,
+    stream_config: StreamConfig,
     prod: HeapProd<f32>,
     shared: Arc<Shared>,
     meter: LevelMeter,
 ) -> Result<cpal::Stream, cpal::Error> {
     macro_rules! build {
         ($t:ty) => {
-            build_input_typed::<$t>(device, config, prod, shared, meter)
+            build_input_typed::<$t>(device, config, stream_config, prod, shared, meter)
         };
     }
     match config.sample_format() {
@@ -682,6 +803,7 @@ fn build_input(
 fn build_input_typed<T>(
     device: &cpal::Device,
     config: &SupportedStreamConfig,
+    stream_config: StreamConfig,
     mut prod: HeapProd<f32>,
     shared: Arc<Shared>,
     meter: LevelMeter,
@@ -693,9 +815,11 @@ where
     let channels = usize::from(config.channels()).max(1);
     let errors = shared.clone();
     device.build_input_stream::<T, _, _>(
-        config.config(),
+        stream_config,
         move |data: &[T], _| {
             // Realtime: convert, copy, count. Whole frames only, so channels never slip.
+            shared.callbacks.fetch_add(1, Ordering::Relaxed);
+            shared.max_callback.fetch_max(data.len(), Ordering::Relaxed);
             let room = prod.vacant_len() / channels * channels;
             let take = data.len().min(room);
             let (mut peak, mut sum) = (0.0f32, 0.0f32);
@@ -718,13 +842,14 @@ where
 fn build_output(
     device: &cpal::Device,
     config: &SupportedStreamConfig,
+    stream_config: StreamConfig,
     cons: HeapCons<f32>,
     shared: Arc<Shared>,
     meter: LevelMeter,
 ) -> Result<cpal::Stream, cpal::Error> {
     macro_rules! build {
         ($t:ty) => {
-            build_output_typed::<$t>(device, config, cons, shared, meter)
+            build_output_typed::<$t>(device, config, stream_config, cons, shared, meter)
         };
     }
     match config.sample_format() {
@@ -742,6 +867,7 @@ fn build_output(
 fn build_output_typed<T>(
     device: &cpal::Device,
     config: &SupportedStreamConfig,
+    stream_config: StreamConfig,
     mut cons: HeapCons<f32>,
     shared: Arc<Shared>,
     meter: LevelMeter,
@@ -751,15 +877,18 @@ where
 {
     let channels = usize::from(config.channels()).max(1);
     let cushion = CUSHION * config.sample_rate() as usize / SAMPLE_RATE as usize * channels;
+    let capacity = cons.capacity().get();
     let errors = shared.clone();
     let mut primed = false;
     device.build_output_stream::<T, _, _>(
-        config.config(),
+        stream_config,
         move |data: &mut [T], _| {
             // Realtime: copy, convert, count. Silence until a cushion has built up, and again
             // after running dry, so a late writer gives one gap rather than many.
+            shared.callbacks.fetch_add(1, Ordering::Relaxed);
+            shared.max_callback.fetch_max(data.len(), Ordering::Relaxed);
             if !primed {
-                if cons.occupied_len() < data.len() + cushion {
+                if cons.occupied_len() < (data.len() + cushion).min(capacity / 2) {
                     data.fill(T::EQUILIBRIUM);
                     return;
                 }

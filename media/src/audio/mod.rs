@@ -125,6 +125,9 @@ pub struct AudioStats {
     pub device_errors: u64,
     /// The device has failed: it produces (or plays) silence from now on.
     pub failed: bool,
+    /// Device callbacks run so far (0 for files and generators): a stream that has started
+    /// shows a growing count.
+    pub callbacks: u64,
 }
 
 /// Something the media engine should know about, polled with [`Source::poll_event`] /
