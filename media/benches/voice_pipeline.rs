@@ -46,6 +46,16 @@ impl Transport for Outbox {
     }
 }
 
+/// This thread's CPU time (Linux `/proc/thread-self/schedstat`: nanoseconds on a CPU), so that
+/// other load on the machine does not count; wall time where that file is missing.
+fn cpu_time(wall_start: Instant) -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_else(|| wall_start.elapsed())
+}
+
 fn config(frame: FrameDuration) -> VoiceConfig {
     VoiceConfig {
         codec: CodecConfig {
@@ -119,7 +129,8 @@ fn cpu_per_frame(frame: FrameDuration, both: bool, resample: bool, frames: u32) 
     let mut out = vec![0.0f32; n];
     let (mut ab, mut ba) = (Outbox::new(), Outbox::new());
     let (mut dev_a, mut dev_b) = (Device::new(frame), Device::new(frame));
-    let start = Instant::now();
+    let wall = Instant::now();
+    let start = cpu_time(wall);
     for k in 0..frames {
         let now = t0 + frame.duration() * k;
         let chunk = &input[(k as usize % 50) * n..][..n];
@@ -155,7 +166,7 @@ fn cpu_per_frame(frame: FrameDuration, both: bool, resample: bool, frames: u32) 
         }
         std::hint::black_box(&out);
     }
-    start.elapsed() / frames
+    (cpu_time(wall) - start) / frames
 }
 
 /// Latency in samples of a burst at `offset` samples into the stream.
