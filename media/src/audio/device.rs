@@ -920,3 +920,167 @@ where
         Some(OPEN_TIMEOUT),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The bridge without hardware: the test plays the callback's part on the ring buffers.
+    use super::*;
+    use crate::analysis::dominant_frequency;
+    use crate::tone::Tone;
+
+    fn stereo_tone(tone: &mut Tone, frames: usize) -> Vec<f32> {
+        let mut mono = vec![0.0; frames];
+        tone.fill(&mut mono);
+        let mut out = vec![0.0; frames * 2];
+        upmix_to_interleaved(&mono, 2, &mut out);
+        out
+    }
+
+    #[test]
+    fn capture_converts_44k1_stereo_to_48k_mono_and_counts_underruns() {
+        let shared = Arc::new(Shared::default());
+        let (mut prod, cons) = HeapRb::<f32>::new(44_100 / 4 * 2).split();
+        let mut capture = Capture::new(cons, 2, 44_100, shared.clone()).unwrap();
+        let mut tone = Tone::new(1_000.0, 44_100, 0.5);
+        let mut out = Vec::new();
+        let mut frame = [0.0f32; 960];
+        let mut real = 0;
+        // One second: the "callback" delivers 441 frames every 10 ms, the reader reads 20 ms.
+        for step in 0..100 {
+            assert_eq!(prod.push_slice(&stereo_tone(&mut tone, 441)), 882);
+            if step % 2 == 1 {
+                real += capture.read(&mut frame).unwrap();
+                out.extend_from_slice(&frame);
+            }
+        }
+        // Priming holds back a frame and a cushion at the start, then it flows.
+        assert!(real >= 48_000 - 3 * 960, "{real}");
+        let f = dominant_frequency(&out[9_600..], 48_000, 100.0, 4_000.0, 10.0);
+        assert_eq!(f, 1_000.0);
+        assert_eq!(shared.stats().underruns, 0);
+
+        // The device stops delivering: silence, one underrun per dry spell, no panic.
+        for _ in 0..5 {
+            capture.read(&mut frame).unwrap();
+        }
+        assert!(frame.iter().all(|&s| s == 0.0));
+        let underruns = shared.stats().underruns;
+        assert!((1..=2).contains(&underruns), "{underruns}");
+    }
+
+    #[test]
+    fn capture_trims_a_backlog() {
+        let shared = Arc::new(Shared::default());
+        let (mut prod, cons) = HeapRb::<f32>::new(48_000).split();
+        let mut capture = Capture::new(cons, 1, 48_000, shared.clone()).unwrap();
+        prod.push_slice(&[0.1; 24_000]);
+        let mut frame = [0.0f32; 960];
+        assert_eq!(capture.read(&mut frame).unwrap(), 960);
+        assert_eq!(shared.stats().overruns, 1);
+        // What is left is within a frame and the cushion.
+        assert!(
+            capture.resampler.available() <= CUSHION,
+            "{}",
+            capture.resampler.available()
+        );
+    }
+
+    #[test]
+    fn playback_converts_48k_mono_to_44k1_stereo_and_bounds_its_backlog() {
+        let shared = Arc::new(Shared::default());
+        let (prod, mut cons) = HeapRb::<f32>::new(44_100 / 4 * 2).split();
+        let mut playback = Playback::new(prod, 2, 44_100, shared.clone()).unwrap();
+        let mut tone = Tone::new(700.0, 48_000, 0.5);
+        let mut frame = [0.0f32; 960];
+        let mut played = Vec::new();
+        let mut buf = vec![0.0f32; 882 * 2];
+        for _ in 0..50 {
+            tone.fill(&mut frame);
+            playback.write(&frame).unwrap();
+            // The "callback" takes 20 ms of stereo.
+            let n = cons.pop_slice(&mut buf);
+            played.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(shared.stats().overruns, 0);
+        assert!(played.len() > 2 * 44_100 * 9 / 10, "{}", played.len());
+        let left: Vec<f32> = played.iter().step_by(2).copied().collect();
+        let right: Vec<f32> = played.iter().skip(1).step_by(2).copied().collect();
+        assert_eq!(left, right);
+        assert_eq!(
+            dominant_frequency(&left, 44_100, 100.0, 4_000.0, 10.0),
+            700.0
+        );
+
+        // Nobody plays: the queue stops at the backlog limit and overruns are counted.
+        for _ in 0..20 {
+            playback.write(&frame).unwrap();
+        }
+        assert!(shared.stats().overruns > 0);
+        let queued_ms = cons.occupied_len() / 2 * 1_000 / 44_100;
+        assert!(queued_ms <= 70, "{queued_ms} ms queued");
+    }
+
+    #[test]
+    fn device_failure_is_an_event_once_and_then_silence() {
+        let shared = Arc::new(Shared::default());
+        let (_prod, cons) = HeapRb::<f32>::new(4_800).split();
+        let mut capture = Capture::new(cons, 1, 48_000, shared.clone()).unwrap();
+        let mut reported = false;
+
+        // Xruns and passing backend errors are counted, not fatal.
+        shared.on_error(Direction::Input, ErrorKind::Xrun);
+        shared.on_error(Direction::Input, ErrorKind::BackendError);
+        shared.on_error(Direction::Input, ErrorKind::DeviceChanged);
+        assert_eq!(poll_failure(&shared, &mut reported, "mic"), None);
+        let stats = shared.stats();
+        assert_eq!(
+            (stats.overruns, stats.device_errors, stats.failed),
+            (1, 1, false)
+        );
+
+        shared.on_error(Direction::Input, ErrorKind::DeviceNotAvailable);
+        let event = poll_failure(&shared, &mut reported, "mic");
+        assert_eq!(
+            event,
+            Some(AudioEvent::DeviceFailed {
+                device: "mic".into(),
+                reason: "the device is no longer available".into()
+            })
+        );
+        assert_eq!(poll_failure(&shared, &mut reported, "mic"), None);
+        let mut frame = [1.0f32; 480];
+        for _ in 0..10 {
+            assert_eq!(capture.read(&mut frame).unwrap(), 0);
+        }
+        assert!(frame.iter().all(|&s| s == 0.0));
+        assert_eq!(
+            shared.stats().underruns,
+            0,
+            "a failed device is not underrunning"
+        );
+    }
+
+    #[test]
+    fn a_stream_whose_callbacks_stop_is_reported() {
+        let shared = Arc::new(Shared::default());
+        let mut watchdog = Watchdog::default();
+        // Not armed before the stream has started.
+        for _ in 0..500 {
+            watchdog.check(&shared, 960);
+        }
+        assert!(!shared.stats().failed);
+        shared.callbacks.store(CALLBACKS_TO_ARM, Ordering::Relaxed);
+        for _ in 0..100 {
+            watchdog.check(&shared, 960);
+        }
+        assert!(!shared.stats().failed, "2 s is allowed");
+        for _ in 0..10 {
+            watchdog.check(&shared, 960);
+        }
+        assert!(shared.stats().failed);
+        assert_eq!(
+            shared.failure_reason(),
+            "the device stopped delivering audio"
+        );
+    }
+}
