@@ -3,5 +3,6 @@
 //! The binary (`src/main.rs`) holds the command line and the window; this library holds the parts
 //! that tests drive directly.
 
+pub mod engine;
 pub mod settings;
 pub mod ui;

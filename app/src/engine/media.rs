@@ -1,0 +1,418 @@
+//! The media half of a call: audio from a [`Source`] through a [`VoiceSession`] to the media
+//! socket, and back to a [`Sink`], over the current [`MediaPath`].
+//!
+//! ```text
+//!   every frame (20 ms):  Source::read -> mute -> VoiceSession::push_capture -> path
+//!                         VoiceSession::pull_playout -> volume -> Sink::write
+//!                         VoiceSession::handle_timeout (RTCP)
+//!   every datagram:       first byte (RFC 7983) -> RTP/RTCP: session
+//!                                                -> ChannelData from the server: unwrap -> session
+//!                                                -> STUN: not ours (traversal client, punch)
+//! ```
+//!
+//! The path says where what we send goes: straight to the peer, or to the server as TURN
+//! ChannelData (RFC 8656 section 12.4) on the call's channel. Whatever the path, media from the
+//! peer is accepted both ways, so switching paths never loses audio.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use media::audio::{AudioError, LevelMeter, Sink, Source};
+use media::voice::{CodecConfig, DatagramKind, FrameDuration, VoiceConfig, VoiceSession};
+use serde::Serialize;
+use traversal::channel::{self, Kind};
+
+/// Where the media we send goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaPath {
+    /// Straight to the peer at this address.
+    Direct(SocketAddr),
+    /// Through the server's relay, as ChannelData on `channel`.
+    Relay {
+        /// The server's UDP address.
+        server: SocketAddr,
+        /// The call's channel number (0x4000-0x4FFF).
+        channel: u16,
+    },
+}
+
+impl MediaPath {
+    /// Direct or relayed.
+    pub fn kind(&self) -> PathKind {
+        match self {
+            MediaPath::Direct(_) => PathKind::Direct,
+            MediaPath::Relay { .. } => PathKind::Relay,
+        }
+    }
+}
+
+/// Direct or relayed, as reports and the GUI show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// Straight between the two clients.
+    Direct,
+    /// Through the server.
+    Relay,
+}
+
+impl PathKind {
+    /// `"direct"` or `"relay"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relay => "relay",
+        }
+    }
+}
+
+/// Settings of the media of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Audio per packet, in milliseconds: 10, 20 or 40.
+    pub frame_ms: u32,
+    /// Opus bitrate in bits per second.
+    pub bitrate_bps: u32,
+    /// Mean interval between RTCP reports (RTT and loss as the peer sees them).
+    pub rtcp_interval: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            frame_ms: 20,
+            bitrate_bps: 32_000,
+            rtcp_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The frame length.
+    pub fn frame(&self) -> FrameDuration {
+        match self.frame_ms {
+            10 => FrameDuration::Ms10,
+            40 => FrameDuration::Ms40,
+            _ => FrameDuration::Ms20,
+        }
+    }
+}
+
+/// Statistics of the RTP stream, as the JSON report has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RtpReport {
+    /// RTP packets sent.
+    pub sent: u64,
+    /// RTP packets received.
+    pub received: u64,
+    /// RTP packets lost (expected less received).
+    pub lost: u64,
+    /// Interarrival jitter (RFC 3550 A.8), milliseconds.
+    pub jitter_ms: f64,
+}
+
+/// A call's figures: the `Stats` event every second, and the report when it ends (one JSON line
+/// of `pinhole call` / `pinhole answer --json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallReport {
+    /// The other party's name (or address for a call without a server).
+    pub peer: String,
+    /// The path in use (at the end, for a report).
+    pub path: PathKind,
+    /// How many times the media moved between relay and direct.
+    pub path_changes: u32,
+    /// From placing (or receiving) the call to the first media packet received; `None` if none
+    /// arrived.
+    pub setup_ms: Option<u64>,
+    /// From connected to now (or to the end).
+    pub duration_s: f64,
+    /// RTP counters.
+    pub rtp: RtpReport,
+    /// Round-trip time from RTCP, once known.
+    pub rtt_ms: Option<f64>,
+}
+
+/// One call's media: session, audio ends, path, counters.
+#[derive(Debug)]
+pub struct MediaCall {
+    peer: String,
+    session: VoiceSession,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    path: MediaPath,
+    /// The relay of this call, whatever the current path: its frames are accepted always.
+    relay: Option<(SocketAddr, u16)>,
+    muted: bool,
+    volume: f32,
+    capture: Vec<f32>,
+    playout: Vec<f32>,
+    scratch: Vec<u8>,
+    placed: Instant,
+    connected: Instant,
+    first_media: Option<Instant>,
+    path_changes: u32,
+    audio_errors: u64,
+    dropped: u64,
+    finished: bool,
+}
+
+/// Sends what the session gives it over the current path, without blocking: a full socket
+/// buffer is a lost packet, as on the wire.
+struct PathTransport<'a> {
+    socket: &'a tokio::net::UdpSocket,
+    path: MediaPath,
+    scratch: &'a mut Vec<u8>,
+}
+
+impl media::voice::Transport for PathTransport<'_> {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        match self.path {
+            MediaPath::Direct(to) => self.socket.try_send_to(datagram, to).map(|_| ()),
+            MediaPath::Relay { server, channel } => {
+                self.scratch.clear();
+                channel::encode_into(channel, datagram, self.scratch)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                self.socket.try_send_to(self.scratch, server).map(|_| ())
+            }
+        }
+    }
+}
+
+impl MediaCall {
+    /// Media for a call with `peer`, sending on `path` from `now`. `placed` is when the call
+    /// was placed or received (for `setup_ms`).
+    pub fn new(
+        peer: String,
+        config: MediaConfig,
+        source: Box<dyn Source>,
+        sink: Box<dyn Sink>,
+        path: MediaPath,
+        placed: Instant,
+        now: Instant,
+    ) -> Result<Self, media::voice::VoiceError> {
+        let voice = VoiceConfig {
+            codec: CodecConfig {
+                frame: config.frame(),
+                bitrate_bps: config.bitrate_bps,
+                ..CodecConfig::default()
+            },
+            rtcp_interval: config.rtcp_interval,
+            ..VoiceConfig::default()
+        };
+        let frame = voice.codec.frame.samples();
+        let session = VoiceSession::new(voice, now, &mut rand::rng())?;
+        let relay = match path {
+            MediaPath::Relay { server, channel } => Some((server, channel)),
+            MediaPath::Direct(_) => None,
+        };
+        Ok(Self {
+            peer,
+            session,
+            source,
+            sink,
+            path,
+            relay,
+            muted: false,
+            volume: 1.0,
+            capture: vec![0.0; frame],
+            playout: vec![0.0; frame],
+            scratch: Vec::with_capacity(1600),
+            placed,
+            connected: now,
+            first_media: None,
+            path_changes: 0,
+            audio_errors: 0,
+            dropped: 0,
+            finished: false,
+        })
+    }
+
+    /// The frame period: how often [`MediaCall::tick`] runs.
+    pub fn frame_period(&self) -> Duration {
+        self.session.config().codec.frame.duration()
+    }
+
+    /// The path in use.
+    pub fn path(&self) -> MediaPath {
+        self.path
+    }
+
+    /// Moves the media to `path`; true when that is a change (counted in `path_changes`).
+    pub fn set_path(&mut self, path: MediaPath) -> bool {
+        if let MediaPath::Relay { server, channel } = path {
+            self.relay = Some((server, channel));
+        }
+        if path == self.path {
+            return false;
+        }
+        if path.kind() != self.path.kind() {
+            self.path_changes += 1;
+        }
+        tracing::info!(from = ?self.path, to = ?path, "media path changed");
+        self.path = path;
+        true
+    }
+
+    /// Sets the relay this call's frames come from (and go to when on the relay).
+    pub fn set_relay(&mut self, server: SocketAddr, channel: u16) {
+        self.relay = Some((server, channel));
+    }
+
+    /// Mutes or unmutes what we send (silence goes out, so the stream's timing holds).
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+
+    /// Output volume, 0.0 to 2.0 (1.0 unchanged).
+    pub fn set_volume(&mut self, volume: f32) {
+        self.volume = if volume.is_finite() {
+            volume.clamp(0.0, 2.0)
+        } else {
+            1.0
+        };
+    }
+
+    /// Level of what we capture (the GUI's input meter).
+    pub fn input_meter(&self) -> LevelMeter {
+        self.source.meter()
+    }
+
+    /// Level of what we play (the GUI's output meter).
+    pub fn output_meter(&self) -> LevelMeter {
+        self.sink.meter()
+    }
+
+    /// True once a media packet came from the peer.
+    pub fn has_media(&self) -> bool {
+        self.first_media.is_some()
+    }
+
+    /// One frame: capture, send, play, RTCP. Audio errors are counted and returned (the call
+    /// goes on).
+    pub fn tick(&mut self, now: Instant, socket: &tokio::net::UdpSocket) -> Result<(), AudioError> {
+        let mut result = Ok(());
+        let mut transport = PathTransport {
+            socket,
+            path: self.path,
+            scratch: &mut self.scratch,
+        };
+        match self.source.read(&mut self.capture) {
+            Ok(_) => {}
+            Err(e) => {
+                self.capture.fill(0.0);
+                self.audio_errors += 1;
+                result = Err(e);
+            }
+        }
+        if self.muted {
+            self.capture.fill(0.0);
+        }
+        self.session
+            .push_capture(now, &self.capture, &mut transport);
+        self.session.pull_playout(now, &mut self.playout);
+        if self.volume != 1.0 {
+            for s in &mut self.playout {
+                *s = (*s * self.volume).clamp(-1.0, 1.0);
+            }
+        }
+        if !self.finished
+            && let Err(e) = self.sink.write(&self.playout)
+        {
+            self.audio_errors += 1;
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+        self.session.handle_timeout(now, &mut transport);
+        result
+    }
+
+    /// A datagram on the media socket. Returns false when it is not media of this call (STUN,
+    /// for the traversal client or the connectivity checks; or something to drop).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        match channel::classify(datagram) {
+            Kind::Rtp => {
+                self.handle_media(now, datagram);
+                true
+            }
+            Kind::ChannelData => {
+                match (self.relay, channel::decode(datagram)) {
+                    (Some((server, channel)), Ok(frame))
+                        if frame.channel == channel && same_addr(from, server) =>
+                    {
+                        self.handle_media(now, frame.payload);
+                    }
+                    _ => self.dropped += 1,
+                }
+                true
+            }
+            Kind::Stun => false,
+            Kind::Unknown => {
+                self.dropped += 1;
+                true
+            }
+        }
+    }
+
+    fn handle_media(&mut self, now: Instant, datagram: &[u8]) {
+        if self.session.handle_datagram(now, datagram) == DatagramKind::Rtp
+            && self.first_media.is_none()
+        {
+            self.first_media = Some(now);
+            tracing::info!(
+                setup_ms = now.saturating_duration_since(self.placed).as_millis() as u64,
+                "first media from the peer"
+            );
+        }
+    }
+
+    /// The call's figures now.
+    pub fn report(&self, now: Instant) -> CallReport {
+        let stats = self.session.stats();
+        CallReport {
+            peer: self.peer.clone(),
+            path: self.path.kind(),
+            path_changes: self.path_changes,
+            setup_ms: self
+                .first_media
+                .map(|t| t.saturating_duration_since(self.placed).as_millis() as u64),
+            duration_s: round3(now.saturating_duration_since(self.connected).as_secs_f64()),
+            rtp: RtpReport {
+                sent: stats.sent.packets,
+                received: stats.received.packets,
+                lost: stats.received.lost,
+                jitter_ms: round3(stats.received.jitter.as_secs_f64() * 1000.0),
+            },
+            rtt_ms: stats.rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
+        }
+    }
+
+    /// Ends the media: RTCP BYE to the peer, and the sink finalised (a WAV file's header).
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        socket: &tokio::net::UdpSocket,
+    ) -> Result<(), AudioError> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let mut transport = PathTransport {
+            socket,
+            path: self.path,
+            scratch: &mut self.scratch,
+        };
+        self.session.close(now, &mut transport);
+        self.sink.finish()
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Two addresses are the same endpoint (an IPv4-mapped IPv6 address equals its IPv4 form).
+pub fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && traversal::addr::normalize(a.ip()) == traversal::addr::normalize(b.ip())
+}
