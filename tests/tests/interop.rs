@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pinhole_tests::netns::{Lab, NatKind};
-use pinhole_tests::{Coturn, Rendezvous, binary, command, stun_client};
+use pinhole_tests::{Coturn, Rendezvous, binary, command, output_within, stun_client};
 
 fn have_stunclient() -> bool {
     if Command::new("turnutils_stunclient").output().is_err() {
@@ -23,28 +23,6 @@ fn reflexive(stdout: &str) -> Vec<SocketAddr> {
         .filter_map(|line| line.split("UDP reflexive addr: ").nth(1))
         .filter_map(|addr| addr.trim().parse().ok())
         .collect()
-}
-
-/// Runs a command with a bound on its run time.
-fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().expect("try_wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("wait");
-            panic!(
-                "{cmd:?} ran longer than {limit:?}: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("wait")
 }
 
 #[test]

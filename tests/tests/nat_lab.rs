@@ -157,3 +157,302 @@ fn private_addresses_do_not_route_on_the_internet() {
     let mapped = probe(&lab, &client, "0.0.0.0:0", &[servers[0].addr]);
     assert_eq!(mapped[0].map(v4), Some(nat.wan_ip));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `pinhole nat-check` across the same topologies: the patent's exchange, end to end.
+
+use std::time::Duration;
+
+use pinhole_tests::output_within;
+
+/// True when the `pinhole` binary has the `nat-check` subcommand (skips with a message if not).
+fn nat_check_available() -> bool {
+    let ok = pinhole_tests::command("pinhole")
+        .args(["nat-check", "--help"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !ok {
+        eprintln!("SKIP: `pinhole nat-check` is not built");
+    }
+    ok
+}
+
+/// Runs `pinhole nat-check --server SERVER --json ARGS...` inside `host`'s namespace and
+/// returns its JSON report (panics, with its output, if it fails or runs past `limit`).
+fn nat_check(
+    lab: &Lab,
+    host: &Host,
+    server: SocketAddr,
+    args: &[&str],
+    limit: Duration,
+) -> serde_json::Value {
+    let mut cmd = lab.command(&host.ns, binary("pinhole"));
+    cmd.args(["nat-check", "--server", &server.to_string(), "--json"])
+        .args(args)
+        .env("RUST_LOG", "warn");
+    let out = output_within(&mut cmd, limit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nat-check failed: {stdout} {stderr}");
+    eprintln!("nat-check in {}: {}", host.ns.name, stdout.trim());
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|err| panic!("nat-check printed no JSON ({err}): {stdout} {stderr}"))
+}
+
+fn mapped(report: &serde_json::Value) -> SocketAddr {
+    report["mapped_address"]
+        .as_str()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no mapped_address in {report}"))
+}
+
+#[test]
+fn nat_check_public_client() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let client = lab.public_host("cli").unwrap();
+    let report = nat_check(&lab, &client, servers[0].addr, &[], Duration::from_secs(15));
+    assert_eq!(report["verdict"], "public", "{report}");
+    assert_eq!(report["behind_nat"], false, "{report}");
+    assert_eq!(v4(mapped(&report)), client.ip, "{report}");
+    let locals: Vec<&str> = report["local_addresses"]
+        .as_array()
+        .expect("local_addresses")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(locals.contains(&client.ip.to_string().as_str()), "{report}");
+}
+
+#[test]
+fn nat_check_behind_masquerade() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
+    let client = lab.host_behind(&mut nat, "cli").unwrap();
+    let report = nat_check(&lab, &client, servers[0].addr, &[], Duration::from_secs(15));
+    assert_eq!(report["verdict"], "nat", "{report}");
+    assert_eq!(report["behind_nat"], true, "{report}");
+    assert_eq!(v4(mapped(&report)), nat.wan_ip, "{report}");
+    assert!(report["user_index"].is_u64(), "{report}");
+}
+
+#[test]
+fn nat_check_behind_random_fully() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::RandomFully).unwrap();
+    let client = lab.host_behind(&mut nat, "cli").unwrap();
+    let report = nat_check(&lab, &client, servers[0].addr, &[], Duration::from_secs(15));
+    assert_eq!(report["verdict"], "nat", "{report}");
+    assert_eq!(report["behind_nat"], true, "{report}");
+    assert_eq!(v4(mapped(&report)), nat.wan_ip, "{report}");
+}
+
+#[test]
+fn nat_check_two_clients_behind_one_nat_are_told_apart() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
+    let first = lab.host_behind(&mut nat, "c1").unwrap();
+    let second = lab.host_behind(&mut nat, "c2").unwrap();
+    let server = servers[0].addr;
+    // Both registered at the same time: each holds its registration for 2 s.
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| {
+            nat_check(
+                &lab,
+                &first,
+                server,
+                &["--hold", "2"],
+                Duration::from_secs(20),
+            )
+        });
+        let b = scope.spawn(|| {
+            nat_check(
+                &lab,
+                &second,
+                server,
+                &["--hold", "2"],
+                Duration::from_secs(20),
+            )
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for report in [&a, &b] {
+        assert_eq!(report["verdict"], "nat", "{report}");
+        assert_eq!(v4(mapped(report)), nat.wan_ip, "{report}");
+    }
+    assert_ne!(a["user_index"], b["user_index"], "{a} {b}");
+    assert_ne!(mapped(&a).port(), mapped(&b).port(), "{a} {b}");
+}
+
+#[test]
+fn nat_check_keepalives_hold_a_short_lived_mapping() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
+    lab.set_udp_timeout(&nat, Duration::from_secs(3)).unwrap();
+    let client = lab.host_behind(&mut nat, "cli").unwrap();
+    let report = nat_check(
+        &lab,
+        &client,
+        servers[0].addr,
+        &["--hold", "10", "--keepalive-interval", "1"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(report["verdict"], "nat", "{report}");
+    assert_eq!(report["reachable_at_end"], true, "{report}");
+    assert_eq!(report["mapping_lost"], false, "{report}");
+}
+
+#[test]
+fn nat_check_notices_a_mapping_lost_without_keepalives() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
+    lab.set_udp_timeout(&nat, Duration::from_secs(3)).unwrap();
+    let client = lab.host_behind(&mut nat, "cli").unwrap();
+    // Keepalives every 60 s against a 3 s NAT timeout: the mapping dies during the hold.
+    let report = nat_check(
+        &lab,
+        &client,
+        servers[0].addr,
+        &["--hold", "8", "--keepalive-interval", "60"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(report["verdict"], "nat", "{report}");
+    assert_eq!(report["mapping_lost"], true, "{report}");
+    assert_eq!(report["reachable_at_end"], false, "{report}");
+}
+
+#[test]
+fn nat_check_measures_the_mapping_lifetime() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
+    lab.set_udp_timeout(&nat, Duration::from_secs(4)).unwrap();
+    let client = lab.host_behind(&mut nat, "cli").unwrap();
+    let report = nat_check(
+        &lab,
+        &client,
+        servers[0].addr,
+        &["--measure-lifetime", "--lifetime-max", "12"],
+        Duration::from_secs(60),
+    );
+    let lifetime = report["mapping_lifetime_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no mapping_lifetime_s: {report}"));
+    assert!(
+        (2.0..=8.0).contains(&lifetime),
+        "measured {lifetime} s for a 4 s conntrack timeout: {report}"
+    );
+}
+
+/// The `proxy` verdict: the client has a public address of its own and its UDP leaves from
+/// it, but its TCP control connection goes through a box that masquerades TCP (a proxy), so the
+/// server sees TCP from another address.
+///
+/// ```text
+///   cli ns: eth0 203.0.113.x (main table: UDP straight to the internet)
+///           prx0 192.168.77.2/30 ──► prx ns 192.168.77.1, eth0 203.0.113.y, MASQUERADE -p tcp
+///           `ip rule add ipproto tcp lookup 100`; table 100: default via 192.168.77.1
+/// ```
+#[test]
+fn nat_check_proxy_verdict() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let client = lab.public_host("cli").unwrap();
+    let proxy = lab.public_host("prx").unwrap();
+    lab.link(
+        &proxy.ns,
+        "lan0",
+        "192.168.77.1/30",
+        &client.ns,
+        "prx0",
+        "192.168.77.2/30",
+    )
+    .unwrap();
+    lab.sysctl(&proxy.ns, "net.ipv4.ip_forward", "1").unwrap();
+    lab.iptables(
+        &proxy.ns,
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-p",
+            "tcp",
+            "-j",
+            "MASQUERADE",
+        ],
+    )
+    .unwrap();
+    lab.ip(
+        &client.ns,
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.168.77.1",
+            "table",
+            "100",
+        ],
+    )
+    .unwrap();
+    lab.ip(
+        &client.ns,
+        &["rule", "add", "ipproto", "tcp", "lookup", "100"],
+    )
+    .unwrap();
+    let report = nat_check(&lab, &client, servers[0].addr, &[], Duration::from_secs(15));
+    assert_eq!(report["verdict"], "proxy", "{report}");
+    assert_eq!(
+        v4(mapped(&report)),
+        client.ip,
+        "UDP arrives from the client's own address"
+    );
+    assert_eq!(
+        report["behind_nat"], true,
+        "the TCP access address is private: {report}"
+    );
+    if let Some(tcp) = report["observed_tcp"].as_str() {
+        let tcp: SocketAddr = tcp.parse().unwrap();
+        assert_eq!(v4(tcp), proxy.ip, "TCP arrives from the proxy: {report}");
+    }
+}
