@@ -2,6 +2,7 @@
 
 mod display;
 mod gui;
+mod nat_check;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Start the desktop app (the default).
     Gui,
+    /// Check how this machine's NAT treats UDP, against a rendezvous or STUN server.
+    NatCheck(nat_check::NatCheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command.unwrap_or(Command::Gui) {
         Command::Gui => run_gui(),
+        Command::NatCheck(args) => nat_check::run(args),
     }
 }
 

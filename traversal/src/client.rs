@@ -45,7 +45,7 @@ pub const KEEPALIVE_FRACTION: f64 = 0.6;
 pub const KEEPALIVE_FLOOR: Duration = Duration::from_secs(1);
 /// Longest keepalive interval chosen from a measurement.
 pub const KEEPALIVE_CEILING: Duration = Duration::from_secs(60);
-/// Longest silence the lifetime measurement tries.
+/// Longest silence the lifetime measurement tries by default.
 pub const LIFETIME_MAX: Duration = Duration::from_secs(240);
 /// First silence the lifetime measurement tries.
 pub const LIFETIME_FIRST_TRIAL: Duration = Duration::from_secs(1);
@@ -77,6 +77,8 @@ pub struct Config {
     pub register_timeout: Duration,
     /// How long a probe may take to arrive after the server says it sent it.
     pub probe_wait: Duration,
+    /// Longest silence the lifetime measurement tries (default [`LIFETIME_MAX`]).
+    pub lifetime_max: Duration,
     /// Seeds transaction ids and nonces; give it a random value.
     pub seed: u64,
 }
@@ -94,6 +96,7 @@ impl Config {
             verify_mapping: true,
             register_timeout: Duration::from_secs(5),
             probe_wait: Duration::from_secs(1),
+            lifetime_max: LIFETIME_MAX,
             seed: 0x5eed,
         }
     }
@@ -151,7 +154,8 @@ pub enum Event {
     LifetimeMeasured {
         /// The longest silence the mapping survived.
         lifetime: Duration,
-        /// True when the mapping survived [`LIFETIME_MAX`]: the lifetime is at least that.
+        /// True when the mapping survived the longest silence tried
+        /// ([`Config::lifetime_max`]): the lifetime is at least that.
         at_least: bool,
         /// The keepalive interval now in use.
         keepalive_interval: Duration,
@@ -827,10 +831,11 @@ impl Client {
                 }
             }
         }
+        let max = self.config.lifetime_max.max(LIFETIME_FIRST_TRIAL);
         let finished = match m.hi {
-            None if m.lo >= LIFETIME_MAX => true,
+            None if m.lo >= max => true,
             None => {
-                m.trial = (m.trial * 2).min(LIFETIME_MAX);
+                m.trial = (m.trial * 2).min(max);
                 false
             }
             Some(hi) => {

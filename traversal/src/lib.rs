@@ -5,9 +5,13 @@
 //! itself. See `shared/DESIGN.md`, "From patent to product".
 
 pub mod addr;
+pub mod channel;
 pub mod client;
 pub mod control;
+pub mod driver;
 pub mod lab;
+pub mod punch;
+pub mod rendezvous;
 pub mod server;
 pub mod stun;
 pub mod udp_batch;

@@ -1,21 +1,42 @@
 //! `pinhole-rendezvous`: the rendezvous server of the patent (its server S).
 //!
-//! Listens on one port for both UDP and TCP (default 0.0.0.0:3478).
+//! Listens on one port for both UDP and TCP (default 0.0.0.0:3478). The serving is
+//! [`traversal::rendezvous`]; this file holds the flags, the logging and the signals.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::SignalKind;
-use traversal::stun;
+use traversal::rendezvous::{self, RendezvousConfig};
+use traversal::server;
 
-/// Pinhole's rendezvous server: NAT detection, registrations and call set-up for Pinhole clients.
+/// Pinhole's rendezvous server: NAT detection (the patent's exchange), registrations with
+/// keepalives and probes through the client's mapping, and plain STUN Binding answers for any
+/// STUN client.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on, for both UDP and TCP.
+    /// Address to listen on, for both UDP and TCP. Port 0 picks a free port (the log line
+    /// "listening udp=... tcp=..." says which).
     #[arg(long, default_value = "0.0.0.0:3478")]
     listen: SocketAddr,
+    /// Most registrations (and TCP control connections) held at once; more are refused with
+    /// an error.
+    #[arg(long, default_value_t = 100_000)]
+    max_registrations: usize,
+    /// Seconds without UDP from a client's mapping before the server forgets the mapping.
+    #[arg(long, default_value_t = 180)]
+    idle_timeout: u64,
+    /// TEST ONLY: also send the P4 acknowledgement to loopback and private addresses a client
+    /// lists (never to multicast, broadcast or unspecified ones). Never use it on a public
+    /// server: it lets clients aim the server's UDP at its own network.
+    #[arg(long)]
+    allow_private_targets: bool,
+    /// Datagrams moved per system call on the UDP path (recvmmsg/sendmmsg), 1 to 64.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,62 +49,37 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let config = RendezvousConfig {
+        listen: args.listen,
+        server: server::Config {
+            max_registrations: args.max_registrations,
+            idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+            allow_private_targets: args.allow_private_targets,
+            ..server::Config::default()
+        },
+        batch: args.batch,
+    };
+    if config.server.allow_private_targets {
+        tracing::warn!(
+            "--allow-private-targets: P4 may go to private and loopback addresses (test only)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let udp = tokio::net::UdpSocket::bind(args.listen)
-            .await
-            .with_context(|| format!("binding UDP {}", args.listen))?;
-        let tcp = tokio::net::TcpListener::bind(udp.local_addr()?)
-            .await
-            .with_context(|| format!("binding TCP {}", args.listen))?;
-        tracing::info!(udp = %udp.local_addr()?, tcp = %tcp.local_addr()?, "listening");
         let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
+        let server =
+            rendezvous::spawn(config).with_context(|| format!("listening on {}", args.listen))?;
+        let addr = server.local_addr();
+        tracing::info!(udp = %addr, tcp = %addr, "listening");
         tokio::select! {
-            result = serve_udp(&udp) => result?,
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         }
-        drop(tcp);
+        server.stop();
         anyhow::Ok(())
     })
-}
-
-/// Answers RFC 8489 Binding Requests with the source address they came from. Anything else is
-/// counted and dropped: a malformed datagram never stops the server.
-async fn serve_udp(socket: &tokio::net::UdpSocket) -> anyhow::Result<()> {
-    let mut buf = [0u8; stun::MAX_MESSAGE_LEN + 1];
-    let mut answer = [0u8; 44];
-    let mut dropped: u64 = 0;
-    loop {
-        let (len, from) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            // ICMP errors from earlier sends surface here on Linux; they are not fatal.
-            Err(err) => {
-                tracing::debug!("UDP receive: {err}");
-                continue;
-            }
-        };
-        match stun::Message::decode(&buf[..len]) {
-            Ok(request) if request.kind == stun::BINDING_REQUEST => {
-                let from =
-                    std::net::SocketAddr::new(traversal::addr::normalize(from.ip()), from.port());
-                let n = stun::encode_binding_success(&request.transaction_id, from, &mut answer);
-                if let Err(err) = socket.send_to(&answer[..n], from).await {
-                    tracing::debug!(%from, "UDP send: {err}");
-                }
-            }
-            Ok(other) => {
-                dropped += 1;
-                tracing::debug!(%from, kind = other.kind, dropped, "unhandled STUN message");
-            }
-            Err(err) => {
-                dropped += 1;
-                tracing::debug!(%from, dropped, "malformed datagram: {err}");
-            }
-        }
-    }
 }

@@ -1,0 +1,393 @@
+//! `pinhole nat-check`: runs the patent's exchange once against a rendezvous server (or asks a
+//! plain STUN server for the mapped address) and prints what it found.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+use traversal::client::Event;
+use traversal::driver::{self, Driver, Options};
+
+/// Longest the lifetime measurement may run before nat-check gives up on it.
+const MEASURE_LIMIT: Duration = Duration::from_secs(900);
+
+/// Check how this machine's NAT treats UDP: the patent's exchange against a Pinhole
+/// rendezvous server (or, with --stun, mapped-address discovery against any STUN server).
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["server", "stun"]))]
+pub(crate) struct NatCheckArgs {
+    /// Rendezvous server, HOST:PORT (UDP and TCP on the same port).
+    #[arg(long, value_name = "HOST:PORT")]
+    server: Option<String>,
+    /// Any standard STUN server, HOST:PORT: only the mapped address is learnt, so the verdict
+    /// is limited (it compares that address with the local ones).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        conflicts_with_all = ["hold", "measure_lifetime", "keepalive_interval"]
+    )]
+    stun: Option<String>,
+    /// Print one JSON object on stdout instead of a report.
+    #[arg(long)]
+    json: bool,
+    /// Seconds allowed to reach the server and get an answer.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    timeout: f64,
+    /// After the verdict, stay registered this many seconds sending keepalives, then check
+    /// that the server still reaches this machine through the mapping.
+    #[arg(long, value_name = "SECS")]
+    hold: Option<f64>,
+    /// Keepalive interval in seconds (default: 15 s, or the measured one with
+    /// --measure-lifetime).
+    #[arg(long, value_name = "SECS")]
+    keepalive_interval: Option<f64>,
+    /// Measure how long the NAT keeps an idle UDP mapping (with a second socket; may take
+    /// minutes when the NAT keeps mappings long).
+    #[arg(long)]
+    measure_lifetime: bool,
+    /// Longest idle time the lifetime measurement tries, in seconds; a mapping that outlives
+    /// it is reported as living at least that long.
+    #[arg(long, value_name = "SECS", default_value_t = 240.0)]
+    lifetime_max: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    mode: &'static str,
+    server: String,
+    behind_nat: bool,
+    verdict: &'static str,
+    local_addresses: Vec<IpAddr>,
+    mapped_address: String,
+    user_index: Option<u32>,
+    elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limited: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_tcp: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalives_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalive_answers: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapping_lost: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reregistrations: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapping_changes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reachable_at_end: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    final_mapped_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapping_lifetime_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapping_lifetime_at_least: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalive_interval_s: Option<f64>,
+}
+
+fn secs(value: f64, flag: &str) -> Result<Duration, String> {
+    if (0.0..1e7).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{flag} must be a number of seconds, not {value}"))
+    }
+}
+
+/// Runs the subcommand; prints the report on stdout or one line on stderr.
+pub(crate) fn run(args: NatCheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pinhole nat-check: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = args.json;
+    match runtime.block_on(check(args)) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("pinhole nat-check: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print_human(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("pinhole nat-check: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(args: NatCheckArgs) -> Result<Report, String> {
+    let start = Instant::now();
+    let timeout = secs(args.timeout, "--timeout")?;
+    if timeout.is_zero() {
+        return Err("--timeout must be more than 0".into());
+    }
+    if let Some(stun) = &args.stun {
+        return check_stun(stun, timeout, start).await;
+    }
+    let Some(server) = args.server.clone() else {
+        return Err("give --server HOST:PORT or --stun HOST:PORT".into());
+    };
+    let keepalive_interval = args
+        .keepalive_interval
+        .map(|v| secs(v, "--keepalive-interval"))
+        .transpose()?;
+    if keepalive_interval.is_some_and(|d| d < Duration::from_millis(100)) {
+        return Err("--keepalive-interval must be at least 0.1 s".into());
+    }
+    let hold = args.hold.map(|v| secs(v, "--hold")).transpose()?;
+    let options = Options {
+        timeout,
+        keepalive_interval,
+        measure_lifetime: args.measure_lifetime,
+        verify_mapping: true,
+        media_bind: None,
+        lifetime_max: secs(args.lifetime_max, "--lifetime-max")?,
+    };
+    let mut driver = tokio::time::timeout(timeout, Driver::connect(&server, options))
+        .await
+        .map_err(|_| format!("no answer from {server} within {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    let mut observed_tcp = None;
+    let mut verdict = None;
+    let remaining = timeout.saturating_sub(start.elapsed());
+    driver
+        .run_for(remaining, |e| match e {
+            Event::Welcomed { observed, .. } => {
+                observed_tcp = Some(*observed);
+                false
+            }
+            Event::Verdict { verdict: v, mapped } => {
+                verdict = Some((*v, *mapped));
+                true
+            }
+            _ => false,
+        })
+        .await
+        .map_err(|e| format!("{server}: {e}"))?;
+    let Some((verdict, mapped)) = verdict else {
+        return Err(format!(
+            "no answer from {server} within {timeout:?} (is UDP to it blocked?)"
+        ));
+    };
+    let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let client = driver.client();
+    let mut report = Report {
+        mode: "server",
+        server: driver.server().to_string(),
+        behind_nat: client.private_network(),
+        verdict: verdict.as_str(),
+        local_addresses: driver.local_addresses().to_vec(),
+        mapped_address: mapped.to_string(),
+        user_index: Some(client.user_index()),
+        elapsed_ms,
+        limited: None,
+        note: None,
+        observed_tcp,
+        hold_s: None,
+        keepalives_sent: None,
+        keepalive_answers: None,
+        mapping_lost: None,
+        reregistrations: None,
+        mapping_changes: None,
+        reachable_at_end: None,
+        final_mapped_address: None,
+        mapping_lifetime_s: None,
+        mapping_lifetime_at_least: None,
+        keepalive_interval_s: None,
+    };
+
+    let mut lifetime = None;
+    let mut lost_events = 0u64;
+    if hold.is_some() || args.measure_lifetime {
+        let hold_end = start + hold.unwrap_or_default();
+        let measure_end = start + MEASURE_LIMIT;
+        loop {
+            let now = Instant::now();
+            let measuring = args.measure_lifetime && lifetime.is_none() && now < measure_end;
+            if now >= hold_end && !measuring {
+                break;
+            }
+            let until = if measuring {
+                measure_end.max(hold_end)
+            } else {
+                hold_end
+            };
+            let mut measured_now = false;
+            driver
+                .run_for(until.saturating_duration_since(now), |e| match e {
+                    Event::LifetimeMeasured {
+                        lifetime: l,
+                        at_least,
+                        ..
+                    } => {
+                        lifetime = Some((*l, *at_least));
+                        measured_now = true;
+                        true
+                    }
+                    Event::MappingLost { .. } => {
+                        lost_events += 1;
+                        false
+                    }
+                    _ => false,
+                })
+                .await
+                .map_err(|e| format!("{server}: {e}"))?;
+            if !measured_now
+                && args.measure_lifetime
+                && lifetime.is_none()
+                && Instant::now() >= measure_end
+            {
+                return Err(format!(
+                    "the mapping lifetime measurement did not finish within {MEASURE_LIMIT:?}"
+                ));
+            }
+        }
+        if hold.is_some() {
+            // The end of the hold: does the server still reach us through the mapping?
+            driver.client_mut().check_reachability(Instant::now());
+            let mut reachable = None;
+            driver
+                .run_for(timeout, |e| match e {
+                    Event::Reachability { reachable: r } => {
+                        reachable = Some(*r);
+                        true
+                    }
+                    Event::MappingLost { .. } => {
+                        lost_events += 1;
+                        false
+                    }
+                    _ => false,
+                })
+                .await
+                .map_err(|e| format!("{server}: {e}"))?;
+            let reachable = reachable.unwrap_or(false);
+            let stats = driver.client().stats();
+            report.hold_s = hold.map(|d| d.as_secs_f64());
+            report.keepalives_sent = Some(stats.keepalives_sent);
+            report.keepalive_answers = Some(stats.keepalive_answers);
+            report.mapping_lost = Some(lost_events > 0 || !reachable);
+            report.reregistrations = Some(stats.reregistrations);
+            report.mapping_changes = Some(stats.mapping_changes);
+            report.reachable_at_end = Some(reachable);
+            report.final_mapped_address = driver.client().mapped().map(|m| m.to_string());
+        }
+    }
+    if let Some((l, at_least)) = lifetime {
+        report.mapping_lifetime_s = Some(l.as_secs_f64());
+        report.mapping_lifetime_at_least = Some(at_least);
+    }
+    if hold.is_some() || args.measure_lifetime {
+        report.keepalive_interval_s = Some(driver.client().keepalive_interval().as_secs_f64());
+    }
+    driver.close().await;
+    Ok(report)
+}
+
+async fn check_stun(server: &str, timeout: Duration, start: Instant) -> Result<Report, String> {
+    let result = driver::stun_binding(server, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local_addresses = driver::local_addresses();
+    let own = local_addresses.contains(&result.mapped.ip());
+    let behind_nat = !own || result.mapped.port() != result.local.port();
+    Ok(Report {
+        mode: "stun",
+        server: result.server.to_string(),
+        behind_nat,
+        verdict: if behind_nat { "nat" } else { "public" },
+        local_addresses,
+        mapped_address: result.mapped.to_string(),
+        user_index: None,
+        elapsed_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        limited: Some(true),
+        note: Some(
+            "plain STUN: verdict from comparing the mapped address with the local addresses; \
+             a proxy cannot be told from a public address, and nothing is kept alive",
+        ),
+        observed_tcp: None,
+        hold_s: None,
+        keepalives_sent: None,
+        keepalive_answers: None,
+        mapping_lost: None,
+        reregistrations: None,
+        mapping_changes: None,
+        reachable_at_end: None,
+        final_mapped_address: None,
+        mapping_lifetime_s: None,
+        mapping_lifetime_at_least: None,
+        keepalive_interval_s: None,
+    })
+}
+
+fn print_human(r: &Report) {
+    let what = match r.verdict {
+        "public" => "a public address: no NAT between you and the server",
+        "proxy" => "a public address of your own, reached through a proxy",
+        _ => "a private address behind NAT",
+    };
+    println!("server:          {} ({})", r.server, r.mode);
+    println!("verdict:         {} ({what})", r.verdict);
+    if r.limited == Some(true) {
+        println!("                 limited: plain STUN tells only the mapped address");
+    }
+    println!(
+        "behind NAT:      {}",
+        if r.behind_nat { "yes" } else { "no" }
+    );
+    println!("mapped address:  {}", r.mapped_address);
+    if let Some(u) = r.user_index {
+        println!("user index:      {u}");
+    }
+    let locals: Vec<String> = r.local_addresses.iter().map(ToString::to_string).collect();
+    println!("local addresses: {}", locals.join(", "));
+    if let Some(hold) = r.hold_s {
+        println!(
+            "held {hold} s:     {} keepalives, {} re-registrations, mapping {}, reachable at the end: {}",
+            r.keepalives_sent.unwrap_or(0),
+            r.reregistrations.unwrap_or(0),
+            if r.mapping_lost == Some(true) {
+                "lost at least once"
+            } else {
+                "kept"
+            },
+            if r.reachable_at_end == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+        );
+    }
+    if let Some(l) = r.mapping_lifetime_s {
+        let at_least = if r.mapping_lifetime_at_least == Some(true) {
+            "at least "
+        } else {
+            ""
+        };
+        println!("mapping lifetime: {at_least}{l:.1} s");
+    }
+    if let Some(k) = r.keepalive_interval_s {
+        println!("keepalive every: {k:.1} s");
+    }
+    println!("took:            {} ms", r.elapsed_ms);
+}

@@ -1,0 +1,422 @@
+//! The tokio driver of [`Client`]: it owns the TCP control connection, the UDP media socket
+//! and (when measuring the mapping lifetime) a second UDP socket, and runs the state machine.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), traversal::driver::DriverError> {
+//! use traversal::driver::{Driver, Options};
+//! let mut driver = Driver::connect("203.0.113.1:3478", Options::default()).await?;
+//! let verdict = driver.wait_verdict().await?;
+//! // Keep it running while registered: call `next_event` in a loop (or `run_for`).
+//! # Ok(()) }
+//! ```
+//!
+//! A later call engine keeps the driver running while registered and shares the media socket
+//! ([`Driver::media_socket`]): datagrams the client does not recognise as its own are handed
+//! back by [`Driver::next_event`] as [`DriverEvent::Datagram`].
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::client::{self, Client, Event, Socket};
+use crate::control::Verdict;
+use crate::stun;
+
+/// Driver settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Time allowed to reach the server and register (TCP connect, welcome, UDP answer).
+    pub timeout: Duration,
+    /// Fixed keepalive interval; `None` for the default, then the measured one.
+    pub keepalive_interval: Option<Duration>,
+    /// Measure the mapping lifetime with a second socket.
+    pub measure_lifetime: bool,
+    /// Probe the mapping before each keepalive.
+    pub verify_mapping: bool,
+    /// Local address for the media socket; `None` for any address, any port.
+    pub media_bind: Option<SocketAddr>,
+    /// Longest silence the lifetime measurement tries.
+    pub lifetime_max: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_secs(5),
+            keepalive_interval: None,
+            measure_lifetime: false,
+            verify_mapping: true,
+            media_bind: None,
+            lifetime_max: client::LIFETIME_MAX,
+        }
+    }
+}
+
+/// Why the driver stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("cannot reach the server at {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    #[error("no answer from the server at {0} within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// What [`Driver::next_event`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverEvent {
+    /// An event of the state machine.
+    Client(Event),
+    /// A datagram on the media socket that is not the server's (for a call engine).
+    Datagram { from: SocketAddr, data: Vec<u8> },
+}
+
+/// Resolves `HOST:PORT` (or `IP:PORT`) to socket addresses.
+pub async fn resolve(server: &str) -> Result<Vec<SocketAddr>, DriverError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| DriverError::Resolve(server.to_string(), e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(DriverError::Resolve(
+            server.to_string(),
+            "no addresses".to_string(),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Every local interface address, IPv4 and IPv6 (empty if the system will not say).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|list| list.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The running client.
+#[derive(Debug)]
+pub struct Driver {
+    client: Client,
+    server: SocketAddr,
+    tcp: TcpStream,
+    media: Arc<UdpSocket>,
+    test: Option<UdpSocket>,
+    local_addresses: Vec<IpAddr>,
+    tcp_closed: bool,
+    pending: VecDeque<DriverEvent>,
+}
+
+fn unspecified_like(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    }
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+impl Driver {
+    /// Resolves `server`, connects the control connection, binds the sockets and starts the
+    /// exchange. Fails within `options.timeout` when the server cannot be reached.
+    pub async fn connect(server: &str, options: Options) -> Result<Self, DriverError> {
+        let addrs = tokio::time::timeout(options.timeout, resolve(server))
+            .await
+            .map_err(|_| DriverError::Resolve(server.to_string(), "timed out".into()))??;
+        let deadline = tokio::time::Instant::now() + options.timeout;
+        let mut last_err = None;
+        for addr in addrs {
+            match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => return Self::start(tcp, addr, options).await,
+                Ok(Err(e)) => last_err = Some(DriverError::Connect(addr, e)),
+                Err(_) => return Err(DriverError::Timeout(addr, options.timeout)),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| DriverError::Protocol("no server address".into())))
+    }
+
+    async fn start(
+        tcp: TcpStream,
+        server: SocketAddr,
+        options: Options,
+    ) -> Result<Self, DriverError> {
+        let _ = tcp.set_nodelay(true);
+        let access = tcp.local_addr()?;
+        let media = UdpSocket::bind(
+            options
+                .media_bind
+                .unwrap_or_else(|| unspecified_like(server)),
+        )
+        .await?;
+        let test = if options.measure_lifetime {
+            Some(UdpSocket::bind(unspecified_like(server)).await?)
+        } else {
+            None
+        };
+        let local_addresses = local_addresses();
+        let mut config = client::Config::new(server, access, media.local_addr()?.port());
+        config.local_addresses = local_addresses.clone();
+        config.keepalive_interval = options.keepalive_interval;
+        config.measure_lifetime = options.measure_lifetime;
+        config.verify_mapping = options.verify_mapping;
+        config.lifetime_max = options.lifetime_max;
+        config.register_timeout = options.timeout;
+        config.seed = seed();
+        Ok(Driver {
+            client: Client::new(config),
+            server,
+            tcp,
+            media: Arc::new(media),
+            test,
+            local_addresses,
+            tcp_closed: false,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// The state machine, for its state and counters.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The state machine, to ask it things ([`Client::check_reachability`]).
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The server's address.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The local addresses listed to the server.
+    pub fn local_addresses(&self) -> &[IpAddr] {
+        &self.local_addresses
+    }
+
+    /// The media socket, shared: a call engine sends RTP from it so that it uses the mapping
+    /// this driver keeps alive.
+    pub fn media_socket(&self) -> Arc<UdpSocket> {
+        self.media.clone()
+    }
+
+    /// Runs until the next event.
+    pub async fn next_event(&mut self) -> Result<DriverEvent, DriverError> {
+        let mut tcp_buf = [0u8; 4096];
+        let mut media_buf = [0u8; 2048];
+        let mut test_buf = [0u8; 2048];
+        loop {
+            self.flush().await?;
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(e);
+            }
+            if let Some(e) = self.client.poll_event() {
+                return Ok(DriverEvent::Client(e));
+            }
+            let deadline = self
+                .client
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let test = self.test.as_ref();
+            let tcp_closed = self.tcp_closed;
+            tokio::select! {
+                read = self.tcp.read(&mut tcp_buf), if !tcp_closed => {
+                    let now = Instant::now();
+                    match read {
+                        Ok(0) | Err(_) => {
+                            self.tcp_closed = true;
+                            self.client.handle_tcp_closed(now);
+                        }
+                        Ok(n) => self.client.handle_tcp(now, &tcp_buf[..n]),
+                    }
+                }
+                received = self.media.recv_from(&mut media_buf) => {
+                    // ICMP errors from earlier sends surface here on Linux: not fatal.
+                    if let Ok((n, from)) = received {
+                        let data = &media_buf[..n];
+                        if is_for_client(from, self.server, data) {
+                            self.client.handle_udp(Instant::now(), Socket::Media, from, data);
+                        } else {
+                            self.pending.push_back(DriverEvent::Datagram { from, data: data.to_vec() });
+                        }
+                    }
+                }
+                received = async {
+                    match test {
+                        Some(s) => s.recv_from(&mut test_buf).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Ok((n, from)) = received {
+                        self.client.handle_udp(Instant::now(), Socket::Test, from, &test_buf[..n]);
+                    }
+                }
+                () = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.client.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Runs until the verdict (S8/S10), or fails.
+    pub async fn wait_verdict(&mut self) -> Result<(Verdict, SocketAddr), DriverError> {
+        loop {
+            match self.next_event().await? {
+                DriverEvent::Client(Event::Verdict { verdict, mapped }) => {
+                    return Ok((verdict, mapped));
+                }
+                DriverEvent::Client(Event::Failed { reason }) => {
+                    return Err(DriverError::Protocol(reason));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs for `duration`, calling `on_event` for each event; stops early with an error on
+    /// [`Event::Failed`], or when `on_event` returns true.
+    pub async fn run_for(
+        &mut self,
+        duration: Duration,
+        mut on_event: impl FnMut(&Event) -> bool,
+    ) -> Result<(), DriverError> {
+        let end = tokio::time::Instant::now() + duration;
+        loop {
+            match tokio::time::timeout_at(end, self.next_event()).await {
+                Err(_) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(DriverEvent::Client(Event::Failed { reason }))) => {
+                    return Err(DriverError::Protocol(reason));
+                }
+                Ok(Ok(DriverEvent::Client(e))) => {
+                    if on_event(&e) {
+                        return Ok(());
+                    }
+                }
+                Ok(Ok(DriverEvent::Datagram { .. })) => {}
+            }
+        }
+    }
+
+    /// Says goodbye to the server and closes the connection.
+    pub async fn close(mut self) {
+        self.client.close();
+        let _ = self.flush().await;
+        let _ = self.tcp.shutdown().await;
+    }
+
+    async fn flush(&mut self) -> Result<(), DriverError> {
+        if let Some(bytes) = self.client.poll_tcp()
+            && !self.tcp_closed
+            && let Err(e) = self.tcp.write_all(&bytes).await
+        {
+            self.tcp_closed = true;
+            self.client.handle_tcp_closed(Instant::now());
+            tracing::debug!("control connection: {e}");
+        }
+        while let Some(t) = self.client.poll_transmit() {
+            let socket = match (t.socket, &self.test) {
+                (Socket::Test, Some(test)) => test,
+                _ => &*self.media,
+            };
+            if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                tracing::debug!(to = %t.destination, "UDP send: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A datagram from the server that looks like STUN is the client's; anything else is left to
+/// the caller (RFC 7983 demultiplexing by first byte: STUN starts with 0 or 1).
+fn is_for_client(from: SocketAddr, server: SocketAddr, data: &[u8]) -> bool {
+    crate::addr::normalize(from.ip()) == crate::addr::normalize(server.ip())
+        && from.port() == server.port()
+        && data.first().is_some_and(|b| *b < 4)
+}
+
+/// What a plain STUN server told us.
+#[derive(Debug, Clone)]
+pub struct StunResult {
+    pub server: SocketAddr,
+    pub local: SocketAddr,
+    pub mapped: SocketAddr,
+}
+
+/// Asks a standard STUN server (RFC 8489 Binding) for the mapped address of a fresh socket,
+/// retransmitting (RFC 8489 section 6.2.1, with a shorter first timeout) until `timeout`.
+pub async fn stun_binding(server: &str, timeout: Duration) -> Result<StunResult, DriverError> {
+    let addrs = tokio::time::timeout(timeout, resolve(server))
+        .await
+        .map_err(|_| DriverError::Resolve(server.to_string(), "timed out".into()))??;
+    let server = addrs[0];
+    let socket = UdpSocket::bind(unspecified_like(server)).await?;
+    let tid: stun::TransactionId = {
+        let mut t = [0u8; 12];
+        let _ = getrandom::fill(&mut t);
+        t
+    };
+    let request = stun::encode_binding_request(&tid);
+    let end = tokio::time::Instant::now() + timeout;
+    let mut rto = Duration::from_millis(250);
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Err(e) = socket.send_to(&request, server).await {
+            return Err(DriverError::Connect(server, e));
+        }
+        let wait = (tokio::time::Instant::now() + rto).min(end);
+        loop {
+            match tokio::time::timeout_at(wait, socket.recv_from(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(DriverError::Connect(server, e));
+                }
+                Ok(Err(_)) => continue,
+                Ok(Ok((n, from))) => {
+                    if from != server {
+                        continue;
+                    }
+                    let Ok(m) = stun::Message::decode(&buf[..n]) else {
+                        continue;
+                    };
+                    if m.kind != stun::BINDING_SUCCESS || m.transaction_id != tid {
+                        continue;
+                    }
+                    if let Ok(Some(mapped)) = m.xor_mapped_address() {
+                        let mapped =
+                            SocketAddr::new(crate::addr::normalize(mapped.ip()), mapped.port());
+                        return Ok(StunResult {
+                            server,
+                            local: socket.local_addr()?,
+                            mapped,
+                        });
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= end {
+            return Err(DriverError::Timeout(server, timeout));
+        }
+        rto = (rto * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,323 @@
+//! The rendezvous server's I/O: runs [`Server`] on real sockets, on threads of its own.
+//!
+//! [`spawn`] binds one port for UDP and TCP and returns a [`Rendezvous`] handle; dropping the
+//! handle (or [`Rendezvous::stop`]) shuts the server down. The `pinhole-rendezvous` binary is
+//! this plus flags, logging and signals; the app can embed the same server.
+//!
+//! Threads:
+//! - `udp`: the hot path, batched `recvmmsg`/`sendmmsg` ([`crate::udp_batch`]): plain STUN
+//!   Binding Requests are answered without any lock; Pinhole messages lock the server once per
+//!   batch;
+//! - `rendezvous-tcp`: a current-thread tokio runtime that accepts control connections (one
+//!   task each) and ticks the server's timer every second.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::server::{self, ConnId, Server, Stats, TcpOutput};
+use crate::{stun, udp_batch};
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct RendezvousConfig {
+    /// UDP and TCP address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The server's settings.
+    pub server: server::Config,
+    /// Datagrams per system call on the UDP path.
+    pub batch: usize,
+}
+
+impl RendezvousConfig {
+    /// Defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        RendezvousConfig {
+            listen,
+            server: server::Config::default(),
+            batch: 32,
+        }
+    }
+}
+
+/// A running server. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Rendezvous {
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    tcp_stop: Option<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Rendezvous {
+    /// The address it listens on (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared).server.stats()
+    }
+
+    /// Stops the server and waits for its threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(tx) = self.tcp_stop.take() {
+            let _ = tx.send(());
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a rendezvous thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds `config.listen` (UDP, then TCP on the same port) and starts serving.
+pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| std::io::Error::other(format!("random bytes: {e}")))?;
+    let shared = Arc::new(Mutex::new(Shared {
+        server: Server::new(config.server.clone(), secret),
+        conns: HashMap::new(),
+    }));
+    let udp = UdpSocket::bind(config.listen)?;
+    let addr = udp.local_addr()?;
+    let std_tcp = std::net::TcpListener::bind(addr)?;
+    std_tcp.set_nonblocking(true)?;
+    let side_sender = Arc::new(udp.try_clone()?);
+    let (rx, tx) = udp_batch::split(udp, config.batch)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let udp_thread = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("udp".into())
+            .spawn(move || serve_udp(rx, tx, &shared, &stop))?
+    };
+    let (tcp_stop, tcp_stopped) = oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tcp_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("rendezvous-tcp".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_tcp) {
+                        Ok(tcp) => serve_tcp_listener(tcp, shared, side_sender, tcp_stopped).await,
+                        Err(err) => tracing::error!("TCP listener: {err}"),
+                    }
+                });
+            })?
+    };
+    Ok(Rendezvous {
+        addr,
+        shared,
+        stop,
+        tcp_stop: Some(tcp_stop),
+        threads: vec![udp_thread, tcp_thread],
+    })
+}
+
+async fn serve_tcp_listener(
+    tcp: tokio::net::TcpListener,
+    shared: Arc<Mutex<Shared>>,
+    side_sender: Arc<UdpSocket>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut next_conn: ConnId = 1;
+    loop {
+        tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = next_conn;
+                    next_conn += 1;
+                    tokio::spawn(serve_tcp(stream, peer, conn, shared.clone(), side_sender.clone()));
+                }
+                Err(err) => {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tracing::warn!("TCP accept: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = tick.tick() => {
+                let mut s = lock(&shared);
+                s.server.handle_timeout(Instant::now());
+                s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+            }
+            _ = &mut stopped => break,
+        }
+    }
+    let stats = lock(&shared).server.stats();
+    tracing::info!(?stats, "final counters");
+}
+
+/// What the UDP thread and the TCP tasks share: the server and the write side of every control
+/// connection.
+#[derive(Debug)]
+struct Shared {
+    server: Server,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<Option<Vec<u8>>>>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock would be a bug; keep serving with the state as it is.
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Hands every queued TCP output to its connection and every datagram to `send`.
+    fn drain(&mut self, mut send: impl FnMut(&[u8], SocketAddr)) {
+        while let Some(t) = self.server.poll_transmit() {
+            send(&t.contents, t.destination);
+        }
+        while let Some(out) = self.server.poll_tcp() {
+            match out {
+                TcpOutput::Send { conn, bytes } => {
+                    if let Some(tx) = self.conns.get(&conn) {
+                        let _ = tx.send(Some(bytes));
+                    }
+                }
+                TcpOutput::Close { conn } => {
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        let _ = tx.send(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn send_side(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(err) = socket.send_to(bytes, to) {
+        tracing::debug!(%to, "UDP send: {err}");
+    }
+}
+
+/// The UDP hot path: answers plain Binding Requests without touching shared state, and hands
+/// Pinhole messages to the server under one lock per batch.
+fn serve_udp(
+    mut rx: udp_batch::RecvBatch,
+    mut tx: udp_batch::SendBatch,
+    shared: &Mutex<Shared>,
+    stop: &AtomicBool,
+) {
+    let mut answer = [0u8; 44];
+    let mut plain: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut guard: Option<MutexGuard<'_, Shared>> = None;
+        let mut now: Option<Instant> = None;
+        let received = rx.recv_batch(Duration::from_millis(100), |data, from| {
+            if let Some(n) = stun::answer_plain_binding(data, from, &mut answer) {
+                plain += 1;
+                if let Err(err) = tx.queue(&answer[..n], from) {
+                    tracing::debug!(%from, "UDP send: {err}");
+                }
+                return;
+            }
+            let now = *now.get_or_insert_with(Instant::now);
+            let s = guard.get_or_insert_with(|| lock(shared));
+            s.server.handle_udp(now, from, data);
+        });
+        if let Some(mut s) = guard {
+            s.drain(|bytes, to| {
+                if let Err(err) = tx.queue(bytes, to) {
+                    tracing::debug!(%to, "UDP send: {err}");
+                }
+            });
+        }
+        if let Err(err) = tx.flush() {
+            tracing::debug!("UDP send: {err}");
+        }
+        if let Err(err) = received {
+            tracing::warn!("UDP receive: {err}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    tracing::debug!(plain, "UDP thread done");
+}
+
+/// One control connection: bytes in go to the server; the server's bytes come back through
+/// the channel registered in `Shared::conns`.
+async fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    conn: ConnId,
+    shared: Arc<Mutex<Shared>>,
+    side_sender: Arc<UdpSocket>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut read, mut write) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+    {
+        let mut s = lock(&shared);
+        s.conns.insert(conn, out_tx);
+        s.server.handle_tcp_open(Instant::now(), conn, peer);
+        s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(Some(bytes)) = out_rx.recv().await {
+            if write.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = read.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut s = lock(&shared);
+                    s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
+                    s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+                    if !s.conns.contains_key(&conn) {
+                        break;
+                    }
+                }
+            },
+            // The server closed this connection (the writer ended).
+            () = wait_closed(&writer) => break,
+        }
+    }
+    {
+        let mut s = lock(&shared);
+        s.server.handle_tcp_closed(Instant::now(), conn);
+        if let Some(tx) = s.conns.remove(&conn) {
+            let _ = tx.send(None);
+        }
+        s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+    }
+    let _ = writer.await;
+    tracing::debug!(%peer, conn, "control connection closed");
+}
+
+async fn wait_closed(writer: &tokio::task::JoinHandle<()>) {
+    while !writer.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
