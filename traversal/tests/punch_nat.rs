@@ -1,0 +1,734 @@
+//! Two `Punch` instances through a small simulated network with NATs, in virtual time.
+//!
+//! The network: hosts on LANs behind NATs, public hosts (the rendezvous server), fixed delays
+//! (15 ms across the internet, 1 ms on a LAN). A NAT maps UDP like Linux:
+//! - `EndpointIndependent`: one external port per internal socket whatever the destination,
+//!   keeping the internal port when it can (`MASQUERADE`);
+//! - `Symmetric`: a new external port per internal socket and destination
+//!   (`MASQUERADE --random-fully`).
+//!
+//! Filtering is address-and-port dependent (Linux conntrack: an inbound datagram passes only
+//! when the mapping sent to exactly that address and port) unless a test asks for
+//! endpoint-independent filtering ("full cone"). No hairpinning: a datagram from inside to the
+//! NAT's own public address is dropped, as Linux does without extra rules. Mappings do not
+//! expire within these short tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use traversal::punch::{ATTR_CALL_ID, ATTR_PUNCH_SENDER, Path, Punch, PunchConfig, PunchEvent};
+use traversal::stun::{BINDING_REQUEST, BINDING_SUCCESS, Builder};
+
+const WAN_DELAY: Duration = Duration::from_millis(15);
+const LAN_DELAY: Duration = Duration::from_millis(1);
+const SECRET: &[u8] = b"0123456789abcdef";
+const CALL_ID: u64 = 0x1234_5678_9abc_def0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mapping {
+    EndpointIndependent,
+    Symmetric,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filtering {
+    EndpointIndependent,
+    AddressAndPortDependent,
+}
+
+#[derive(Debug)]
+struct NatMapping {
+    internal: SocketAddr,
+    /// Symmetric NATs: the one destination of this mapping.
+    destination: Option<SocketAddr>,
+    external_port: u16,
+    /// Destinations this mapping sent to (what the filter lets back in).
+    sent_to: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct Nat {
+    mapping: Mapping,
+    filtering: Filtering,
+    public_ip: IpAddr,
+    next_port: u16,
+    mappings: Vec<NatMapping>,
+}
+
+#[derive(Debug)]
+struct Host {
+    addr: SocketAddr,
+    /// The NAT in front (and so the LAN); `None`: on the public internet.
+    nat: Option<usize>,
+    /// Index into `Net::peers` when a `Punch` runs on this host.
+    peer: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    host: usize,
+    punch: Punch,
+    /// Events with the virtual time since the start.
+    events: Vec<(Duration, PunchEvent)>,
+}
+
+/// A datagram in flight: when it arrives, order of sending, destination host, source seen, bytes.
+type InFlight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
+
+#[derive(Debug)]
+struct Net {
+    start: Instant,
+    now: Instant,
+    nats: Vec<Nat>,
+    hosts: Vec<Host>,
+    peers: Vec<Peer>,
+    queue: BinaryHeap<InFlight>,
+    seq: u64,
+    /// Drop every datagram (the path between the peers dies).
+    cut: bool,
+    /// Datagrams delivered to each host.
+    delivered: Vec<u64>,
+    dropped: u64,
+}
+
+impl Net {
+    fn new() -> Self {
+        let start = Instant::now();
+        Net {
+            start,
+            now: start,
+            nats: Vec::new(),
+            hosts: Vec::new(),
+            peers: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            cut: false,
+            delivered: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn add_nat(&mut self, mapping: Mapping, filtering: Filtering, public_ip: &str) -> usize {
+        self.nats.push(Nat {
+            mapping,
+            filtering,
+            public_ip: public_ip.parse().unwrap(),
+            next_port: 40000,
+            mappings: Vec::new(),
+        });
+        self.nats.len() - 1
+    }
+
+    fn add_host(&mut self, addr: &str, nat: Option<usize>) -> usize {
+        self.hosts.push(Host {
+            addr: addr.parse().unwrap(),
+            nat,
+            peer: None,
+        });
+        self.delivered.push(0);
+        self.hosts.len() - 1
+    }
+
+    /// The external address `host` gets toward `destination` (creating the mapping), as the
+    /// rendezvous server reports it after registration.
+    fn mapped_address(&mut self, host: usize, destination: SocketAddr) -> SocketAddr {
+        let h = &self.hosts[host];
+        let internal = h.addr;
+        match h.nat {
+            None => internal,
+            Some(n) => self.translate_out(n, internal, destination),
+        }
+    }
+
+    fn translate_out(
+        &mut self,
+        n: usize,
+        internal: SocketAddr,
+        destination: SocketAddr,
+    ) -> SocketAddr {
+        let nat = &mut self.nats[n];
+        let key = match nat.mapping {
+            Mapping::EndpointIndependent => None,
+            Mapping::Symmetric => Some(destination),
+        };
+        let i = match nat
+            .mappings
+            .iter()
+            .position(|m| m.internal == internal && m.destination == key)
+        {
+            Some(i) => i,
+            None => {
+                // MASQUERADE keeps the source port when it is free; --random-fully never does.
+                let preserved = nat.mapping == Mapping::EndpointIndependent
+                    && !nat
+                        .mappings
+                        .iter()
+                        .any(|m| m.external_port == internal.port());
+                let external_port = if preserved {
+                    internal.port()
+                } else {
+                    nat.next_port += 7;
+                    nat.next_port
+                };
+                nat.mappings.push(NatMapping {
+                    internal,
+                    destination: key,
+                    external_port,
+                    sent_to: Vec::new(),
+                });
+                nat.mappings.len() - 1
+            }
+        };
+        let m = &mut nat.mappings[i];
+        if !m.sent_to.contains(&destination) {
+            m.sent_to.push(destination);
+        }
+        SocketAddr::new(nat.public_ip, m.external_port)
+    }
+
+    /// Routes a datagram from `from_host` to `to`, or drops it.
+    fn send(&mut self, from_host: usize, to: SocketAddr, bytes: Vec<u8>) {
+        if self.cut {
+            self.dropped += 1;
+            return;
+        }
+        let src = self.hosts[from_host].addr;
+        let lan = self.hosts[from_host].nat;
+        // Same LAN (or both public): straight there.
+        if let Some(dst) = self.hosts.iter().position(|h| h.addr == to && h.nat == lan) {
+            let delay = if lan.is_some() { LAN_DELAY } else { WAN_DELAY };
+            return self.enqueue(delay, dst, src, bytes);
+        }
+        let src = match lan {
+            None => src,
+            Some(n) => {
+                if self.nats[n].public_ip == to.ip() {
+                    // No hairpinning.
+                    self.dropped += 1;
+                    return;
+                }
+                self.translate_out(n, src, to)
+            }
+        };
+        // Across the internet: a public host, or a NAT's public address.
+        if let Some(dst) = self
+            .hosts
+            .iter()
+            .position(|h| h.addr == to && h.nat.is_none())
+        {
+            return self.enqueue(WAN_DELAY, dst, src, bytes);
+        }
+        let Some(n) = self.nats.iter().position(|nat| nat.public_ip == to.ip()) else {
+            // A private address of another LAN: unroutable.
+            self.dropped += 1;
+            return;
+        };
+        let nat = &self.nats[n];
+        let inbound = nat.mappings.iter().find(|m| {
+            m.external_port == to.port()
+                && match nat.filtering {
+                    Filtering::EndpointIndependent => true,
+                    Filtering::AddressAndPortDependent => m.sent_to.contains(&src),
+                }
+        });
+        let Some(internal) = inbound.map(|m| m.internal) else {
+            self.dropped += 1;
+            return;
+        };
+        match self
+            .hosts
+            .iter()
+            .position(|h| h.addr == internal && h.nat == Some(n))
+        {
+            Some(dst) => self.enqueue(WAN_DELAY, dst, src, bytes),
+            None => self.dropped += 1,
+        }
+    }
+
+    fn enqueue(&mut self, delay: Duration, dst: usize, src: SocketAddr, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.queue
+            .push(Reverse((self.now + delay, self.seq, dst, src, bytes)));
+    }
+
+    fn start_call(&mut self, host: usize, remote_candidates: Vec<SocketAddr>, seed: u64) -> usize {
+        let config = PunchConfig::new(SECRET.to_vec(), CALL_ID, remote_candidates, seed);
+        let punch = Punch::new(config, self.now);
+        self.peers.push(Peer {
+            host,
+            punch,
+            events: Vec::new(),
+        });
+        self.hosts[host].peer = Some(self.peers.len() - 1);
+        self.peers.len() - 1
+    }
+
+    fn flush(&mut self) {
+        for p in 0..self.peers.len() {
+            while let Some((to, bytes)) = self.peers[p].punch.poll_transmit() {
+                let host = self.peers[p].host;
+                self.send(host, to, bytes);
+            }
+            let elapsed = self.elapsed();
+            while let Some(event) = self.peers[p].punch.poll_event() {
+                self.peers[p].events.push((elapsed, event));
+            }
+        }
+    }
+
+    /// Runs the network and the peers until `elapsed() == until`.
+    fn run_until(&mut self, until: Duration) {
+        let until = self.start + until;
+        loop {
+            self.flush();
+            let next_packet = self.queue.peek().map(|Reverse(p)| p.0);
+            let next_timer = self
+                .peers
+                .iter()
+                .filter_map(|p| p.punch.poll_timeout())
+                .min();
+            let next = match (next_packet, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            while self.queue.peek().is_some_and(|Reverse(p)| p.0 <= self.now) {
+                let Some(Reverse((_, _, dst, src, bytes))) = self.queue.pop() else {
+                    break;
+                };
+                self.delivered[dst] += 1;
+                if let Some(p) = self.hosts[dst].peer {
+                    let now = self.now;
+                    self.peers[p].punch.handle_datagram(now, src, &bytes);
+                }
+            }
+            for p in 0..self.peers.len() {
+                if self.peers[p]
+                    .punch
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+                {
+                    let now = self.now;
+                    self.peers[p].punch.handle_timeout(now);
+                }
+            }
+        }
+        self.now = self.now.max(until);
+        self.flush();
+    }
+}
+
+const SERVER: &str = "192.0.2.1:3478";
+
+/// Sets up a call between a client on `host_a` and one on `host_b` with the candidates the
+/// signalling would give: each side's host address and its mapped address at the server.
+fn call(
+    net: &mut Net,
+    host_a: usize,
+    host_b: usize,
+) -> (usize, usize, [SocketAddr; 2], [SocketAddr; 2]) {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    if !net.hosts.iter().any(|h| h.addr == server) {
+        net.add_host(SERVER, None);
+    }
+    let a = [net.hosts[host_a].addr, net.mapped_address(host_a, server)];
+    let b = [net.hosts[host_b].addr, net.mapped_address(host_b, server)];
+    let pa = net.start_call(host_a, b.to_vec(), 1);
+    let pb = net.start_call(host_b, a.to_vec(), 2);
+    (pa, pb, a, b)
+}
+
+fn first_direct(peer: &Peer) -> Option<(Duration, SocketAddr)> {
+    peer.events.iter().find_map(|(t, e)| match e {
+        PunchEvent::DirectPath(addr) => Some((*t, *addr)),
+        PunchEvent::DirectLost(_) => None,
+    })
+}
+
+/// Both behind `MASQUERADE`-like NATs (the same private address and port on both LANs, so each
+/// side's host candidate for the other is its own socket): direct over the mapped addresses
+/// within a few round trips.
+#[test]
+fn endpoint_independent_nats_go_direct() {
+    let mut net = Net::new();
+    let na = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let nb = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("192.168.1.10:5000", Some(nb));
+    let (pa, pb, a, b) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_millis(300));
+    let (ta, via_a) = first_direct(&net.peers[pa]).expect("A went direct");
+    let (tb, via_b) = first_direct(&net.peers[pb]).expect("B went direct");
+    assert_eq!(via_a, b[1]);
+    assert_eq!(via_b, a[1]);
+    assert!(ta <= Duration::from_millis(150), "{ta:?}");
+    assert!(tb <= Duration::from_millis(150), "{tb:?}");
+    // Each side reached its own socket through the other's host candidate, and refused it.
+    assert!(net.peers[pa].punch.stats().rejected_own > 0);
+    // The path holds: consent checks about once a second, no more path changes.
+    let before = net.peers[pa].punch.stats().checks_sent;
+    net.run_until(Duration::from_secs(20));
+    for p in [pa, pb] {
+        let punch = &net.peers[p].punch;
+        assert_eq!(net.peers[p].events.len(), 1, "{:?}", net.peers[p].events);
+        assert_eq!(punch.stats().path_changes, 1);
+        assert!(matches!(punch.path(), Path::Direct(_)));
+    }
+    let consent = net.peers[pa].punch.stats().checks_sent - before;
+    assert!(
+        (18..=21).contains(&consent),
+        "{consent} consent checks in ~19.7 s"
+    );
+    assert_eq!(net.peers[pa].punch.reflexive_address(), Some(a[1]));
+    assert!(net.peers[pa].punch.is_peer_address(b[1]));
+}
+
+/// Both behind `MASQUERADE --random-fully`-like NATs: every check leaves from a new port that the
+/// other NAT never sent to, so nothing passes. The call stays on the relay, with no event; the
+/// checks go on, backed off to one per candidate per second.
+#[test]
+fn symmetric_nats_stay_on_relay() {
+    let mut net = Net::new();
+    let na = net.add_nat(
+        Mapping::Symmetric,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let nb = net.add_nat(
+        Mapping::Symmetric,
+        Filtering::AddressAndPortDependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (pa, pb, _, _) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_secs(2));
+    let fast = net.peers[pa].punch.stats().checks_sent;
+    // 2 candidates every 50 ms for 2 s.
+    assert!((78..=82).contains(&fast), "{fast}");
+    net.run_until(Duration::from_secs(10));
+    for p in [pa, pb] {
+        let punch = &net.peers[p].punch;
+        assert!(net.peers[p].events.is_empty(), "{:?}", net.peers[p].events);
+        assert_eq!(punch.path(), Path::Relay);
+        assert_eq!(punch.stats().path_changes, 0);
+        assert_eq!(punch.stats().checks_received, 0);
+        assert_eq!(punch.stats().responses_received, 0);
+    }
+    let slow = net.peers[pa].punch.stats().checks_sent - fast;
+    assert!(
+        (15..=17).contains(&slow),
+        "{slow} checks in the 8 s after the fast phase"
+    );
+    assert_eq!(net.delivered[ha], 0);
+}
+
+/// One symmetric NAT (A) and one endpoint-independent NAT (B), both filtering by address and
+/// port. A's checks leave from fresh ports that B's NAT never sent to: dropped. B's checks go to
+/// A's mapped address, whose mapping is for the server only: dropped. So: relay. (With a "full
+/// cone" B, see the next test, it goes direct.)
+#[test]
+fn symmetric_and_endpoint_independent_with_port_filtering_stay_on_relay() {
+    let mut net = Net::new();
+    let na = net.add_nat(
+        Mapping::Symmetric,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let nb = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (pa, pb, _, _) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_secs(5));
+    for p in [pa, pb] {
+        assert!(net.peers[p].events.is_empty(), "{:?}", net.peers[p].events);
+        assert_eq!(net.peers[p].punch.path(), Path::Relay);
+    }
+}
+
+/// One symmetric NAT (A) and one endpoint-independent NAT with endpoint-independent filtering
+/// (B, "full cone"). A's check from a fresh port passes B's NAT; B answers to that source, a
+/// peer-reflexive address, and sends a triggered check there, which A's NAT lets in because A
+/// sent to B's mapped address from that very port. Both go direct: A to B's mapped address, B to
+/// A's peer-reflexive address.
+#[test]
+fn symmetric_and_full_cone_go_direct_over_a_peer_reflexive_address() {
+    let mut net = Net::new();
+    let na = net.add_nat(
+        Mapping::Symmetric,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let nb = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::EndpointIndependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (pa, pb, a, b) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_millis(300));
+    let (_, via_a) = first_direct(&net.peers[pa]).expect("A went direct");
+    let (_, via_b) = first_direct(&net.peers[pb]).expect("B went direct");
+    assert_eq!(via_a, b[1]);
+    assert_ne!(via_b, a[1], "A's signalled mapping is for the server only");
+    assert_eq!(via_b.ip(), a[1].ip());
+    assert!(net.peers[pb].punch.remote_candidates().any(|c| c == via_b));
+}
+
+/// Two clients behind the same NAT (no hairpinning): direct over their host candidates.
+#[test]
+fn same_lan_goes_direct_over_host_candidates() {
+    let mut net = Net::new();
+    let n = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(n));
+    let hb = net.add_host("192.168.1.11:5000", Some(n));
+    let (pa, pb, a, b) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_millis(100));
+    assert_eq!(net.peers[pa].punch.path(), Path::Direct(b[0]));
+    assert_eq!(net.peers[pb].punch.path(), Path::Direct(a[0]));
+    let (t, _) = first_direct(&net.peers[pa]).unwrap();
+    assert!(t <= Duration::from_millis(10), "{t:?}");
+}
+
+/// A direct path that dies mid-call is given up 3-4 s later (relay again); when it comes back
+/// it is taken again within the 2 s recheck interval.
+#[test]
+fn lost_direct_path_falls_back_to_relay_and_comes_back() {
+    let mut net = Net::new();
+    let na = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let nb = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (pa, pb, a, b) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_secs(5));
+    assert_eq!(net.peers[pa].punch.path(), Path::Direct(b[1]));
+    let cut_at = Duration::from_millis(5_500);
+    net.run_until(cut_at);
+    net.cut = true;
+    net.run_until(Duration::from_secs(12));
+    for (p, addr) in [(pa, b[1]), (pb, a[1])] {
+        let peer = &net.peers[p];
+        assert_eq!(peer.punch.path(), Path::Relay);
+        let lost = peer
+            .events
+            .iter()
+            .find_map(|(t, e)| (*e == PunchEvent::DirectLost(addr)).then_some(*t))
+            .expect("path lost");
+        let after = lost - cut_at;
+        assert!(
+            after > Duration::from_secs(2) && after <= Duration::from_secs(4),
+            "{after:?}"
+        );
+        assert_eq!(peer.punch.stats().path_changes, 2);
+    }
+    // While lost, every candidate is checked every 2 s.
+    let before = net.peers[pa].punch.stats().checks_sent;
+    net.run_until(Duration::from_secs(16));
+    let rechecks = net.peers[pa].punch.stats().checks_sent - before;
+    assert_eq!(rechecks, 4, "2 candidates, twice in 4 s");
+    let back_at = net.elapsed();
+    net.cut = false;
+    net.run_until(Duration::from_secs(20));
+    for (p, addr) in [(pa, b[1]), (pb, a[1])] {
+        let peer = &net.peers[p];
+        assert_eq!(peer.punch.path(), Path::Direct(addr));
+        let (t, e) = *peer.events.last().unwrap();
+        assert_eq!(e, PunchEvent::DirectPath(addr));
+        assert!(
+            t - back_at <= Duration::from_millis(2_100),
+            "{:?}",
+            t - back_at
+        );
+        assert_eq!(peer.punch.stats().path_changes, 3);
+        assert_eq!(peer.events.len(), 3);
+    }
+}
+
+/// Nobody answers a client with no candidates for the other, but the other's checks reach it:
+/// it answers, checks back (triggered check) and both go direct.
+#[test]
+fn triggered_checks_find_the_path_without_candidates() {
+    let mut net = Net::new();
+    let nb = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("203.0.113.5:5000", None);
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let server: SocketAddr = SERVER.parse().unwrap();
+    net.add_host(SERVER, None);
+    let a = net.hosts[ha].addr;
+    let b = net.mapped_address(hb, server);
+    // A (public) learns nothing of B; B has A's address.
+    let pa = net.start_call(ha, vec![], 1);
+    let pb = net.start_call(hb, vec![a], 2);
+    net.run_until(Duration::from_millis(200));
+    assert_eq!(net.peers[pa].punch.path(), Path::Direct(b));
+    assert_eq!(net.peers[pb].punch.path(), Path::Direct(a));
+    assert_eq!(
+        net.peers[pa].punch.remote_candidates().collect::<Vec<_>>(),
+        [b]
+    );
+}
+
+/// A candidate added late is checked at once.
+#[test]
+fn late_candidate_is_checked() {
+    let mut net = Net::new();
+    let ha = net.add_host("203.0.113.5:5000", None);
+    let hb = net.add_host("198.51.100.6:6000", None);
+    let a = net.hosts[ha].addr;
+    let b = net.hosts[hb].addr;
+    let pa = net.start_call(ha, vec![], 1);
+    let pb = net.start_call(hb, vec![], 2);
+    net.run_until(Duration::from_secs(3));
+    assert_eq!(net.peers[pa].punch.path(), Path::Relay);
+    assert!(net.peers[pa].punch.add_remote_candidate(b));
+    net.run_until(Duration::from_millis(3_050));
+    assert_eq!(net.peers[pa].punch.path(), Path::Direct(b));
+    assert_eq!(net.peers[pb].punch.path(), Path::Direct(a));
+}
+
+/// After `close` nothing more is sent, even when checks arrive.
+#[test]
+fn close_stops_everything() {
+    let mut net = Net::new();
+    let na = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let nb = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (pa, pb, _, b) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_secs(1));
+    net.peers[pa].punch.close();
+    assert_eq!(net.peers[pa].punch.poll_timeout(), None);
+    let sent = net.peers[pa].punch.stats().checks_sent;
+    let answered = net.peers[pa].punch.stats().responses_sent;
+    net.run_until(Duration::from_secs(10));
+    assert_eq!(net.peers[pa].punch.stats().checks_sent, sent);
+    assert_eq!(net.peers[pa].punch.stats().responses_sent, answered);
+    // The path in use when the call ended stays readable for the report.
+    assert_eq!(net.peers[pa].punch.path(), Path::Direct(b[1]));
+    // B lost it, as it should.
+    assert_eq!(net.peers[pb].punch.path(), Path::Relay);
+}
+
+fn forged_check(key: &[u8], call_id: u64, id: u8) -> Vec<u8> {
+    let mut b = Builder::new(BINDING_REQUEST, &[id; 12]);
+    b.attribute(ATTR_CALL_ID, &call_id.to_be_bytes());
+    b.attribute(ATTR_PUNCH_SENDER, &[9; 8]);
+    b.finish_with_integrity(key).unwrap()
+}
+
+/// Checks and answers with the wrong secret or the wrong call id, from an attacker on the
+/// internet, are ignored and counted: no answer, no triggered check toward the attacker, no
+/// path change.
+#[test]
+fn forged_checks_are_ignored() {
+    let mut net = Net::new();
+    let ha = net.add_host("203.0.113.5:5000", None);
+    let attacker = net.add_host("192.0.2.66:666", None);
+    // The peer never shows up.
+    let pa = net.start_call(ha, vec!["198.51.100.200:6000".parse().unwrap()], 1);
+    net.run_until(Duration::from_millis(500));
+    let target = net.hosts[ha].addr;
+    let mut forged = vec![
+        forged_check(b"wrong secret", CALL_ID, 1),
+        forged_check(SECRET, CALL_ID ^ 1, 2),
+        forged_check(b"", CALL_ID, 3),
+    ];
+    // An answer with the wrong key, and one sealed right but for no check of ours.
+    for (key, id) in [(&b"wrong secret"[..], 4u8), (SECRET, 5)] {
+        let mut b = Builder::new(BINDING_SUCCESS, &[id; 12]);
+        b.xor_mapped_address(target);
+        b.attribute(ATTR_CALL_ID, &CALL_ID.to_be_bytes());
+        forged.push(b.finish_with_integrity(key).unwrap());
+    }
+    // A CALL-ID that MESSAGE-INTEGRITY does not cover.
+    let mut b = Builder::new(BINDING_REQUEST, &[6; 12]);
+    b.attribute(ATTR_PUNCH_SENDER, &[9; 8]);
+    let mut uncovered = b.finish_with_integrity(b"wrong").unwrap();
+    let len = uncovered.len();
+    uncovered.truncate(len - 8);
+    uncovered.extend_from_slice(&ATTR_CALL_ID.to_be_bytes());
+    uncovered.extend_from_slice(&8u16.to_be_bytes());
+    uncovered.extend_from_slice(&CALL_ID.to_be_bytes());
+    let body = u16::try_from(uncovered.len() - 20).unwrap();
+    uncovered[2..4].copy_from_slice(&body.to_be_bytes());
+    forged.push(uncovered);
+    let stats_before = net.peers[pa].punch.stats();
+    for _ in 0..10 {
+        for bytes in &forged {
+            net.send(attacker, target, bytes.clone());
+        }
+        net.run_until(net.elapsed() + Duration::from_millis(100));
+    }
+    net.run_until(Duration::from_secs(5));
+    let stats = net.peers[pa].punch.stats();
+    assert_eq!(stats.rejected_call - stats_before.rejected_call, 20);
+    assert_eq!(stats.rejected_auth - stats_before.rejected_auth, 30);
+    assert_eq!(
+        stats.rejected_unmatched - stats_before.rejected_unmatched,
+        10
+    );
+    assert_eq!(stats.checks_received, 0);
+    assert_eq!(stats.responses_sent, 0);
+    assert!(net.peers[pa].events.is_empty());
+    assert_eq!(net.peers[pa].punch.path(), Path::Relay);
+    assert!(
+        !net.peers[pa]
+            .punch
+            .is_peer_address(net.hosts[attacker].addr)
+    );
+    assert_eq!(
+        net.delivered[attacker], 0,
+        "nothing was sent to the attacker"
+    );
+}
