@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame body, in bytes.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
+/// Largest frame the server accepts from a client: far more than any client message needs.
+pub const MAX_CLIENT_FRAME_LEN: usize = 8 * 1024;
 /// Most addresses a client may list in [`ClientMessage::Addresses`].
 pub const MAX_LISTED_ADDRESSES: usize = 32;
 
@@ -124,20 +126,36 @@ pub fn encode<M: Serialize>(message: &M) -> Vec<u8> {
 }
 
 /// Incremental frame decoder: push bytes as they arrive, pop messages as they complete.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_FRAME_LEN)
+    }
 }
 
 impl FrameDecoder {
-    /// A decoder with nothing buffered.
+    /// A decoder with nothing buffered, accepting frames up to [`MAX_FRAME_LEN`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Appends received bytes. Refuses to buffer more than one maximal frame.
+    /// A decoder that refuses frames longer than `limit` (at most [`MAX_FRAME_LEN`]): the
+    /// server uses a small limit, since no client message needs more.
+    pub fn with_limit(limit: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            limit: limit.min(MAX_FRAME_LEN),
+        }
+    }
+
+    /// Appends received bytes. Refuses to buffer more than a frame and a bit beyond the limit.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        if self.buf.len() + bytes.len() > 4 + MAX_FRAME_LEN + 4 + MAX_FRAME_LEN {
+        if self.buf.len() + bytes.len() > 2 * (4 + self.limit) + 4096 {
             return Err(FrameError::TooLong(self.buf.len() + bytes.len()));
         }
         self.buf.extend_from_slice(bytes);
@@ -150,7 +168,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > MAX_FRAME_LEN {
+        if len > self.limit {
             return Err(FrameError::TooLong(len));
         }
         if self.buf.len() < 4 + len {
@@ -158,7 +176,8 @@ impl FrameDecoder {
         }
         let message = serde_json::from_slice(&self.buf[4..4 + len]);
         self.buf.drain(..4 + len);
-        if self.buf.is_empty() && self.buf.capacity() > 4096 {
+        if self.buf.is_empty() {
+            // Idle connections hold no buffer.
             self.buf = Vec::new();
         }
         Ok(Some(message?))
@@ -274,6 +293,13 @@ mod tests {
         ));
         let mut d = FrameDecoder::new();
         assert!(d.push(&vec![0u8; 3 * MAX_FRAME_LEN]).is_err());
+        let mut d = FrameDecoder::with_limit(MAX_CLIENT_FRAME_LEN);
+        d.push(&(MAX_CLIENT_FRAME_LEN as u32 + 1).to_be_bytes())
+            .unwrap();
+        assert!(matches!(
+            d.next_message::<ClientMessage>(),
+            Err(FrameError::TooLong(_))
+        ));
     }
 
     proptest! {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::server::{self, ConnId, Server, Stats, TcpOutput};
@@ -178,7 +178,7 @@ async fn serve_tcp_listener(
 #[derive(Debug)]
 struct Shared {
     server: Server,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    conns: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -197,13 +197,21 @@ impl Shared {
         while let Some(out) = self.server.poll_tcp() {
             match out {
                 TcpOutput::Send { conn, bytes } => {
-                    if let Some(tx) = self.conns.get(&conn) {
-                        let _ = tx.send(Some(bytes));
+                    let full = match self.conns.get(&conn) {
+                        Some(tx) => tx.try_send(Some(bytes)).is_err(),
+                        None => false,
+                    };
+                    if full {
+                        // Dropping the sender ends the connection's task.
+                        tracing::debug!(conn, "control connection not reading: closed");
+                        self.conns.remove(&conn);
                     }
                 }
                 TcpOutput::Close { conn } => {
                     if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.send(None);
+                        // Queued after everything sent before; if the outbox is full the
+                        // sender is dropped, which closes the connection too.
+                        let _ = tx.try_send(None);
                     }
                 }
             }
@@ -260,64 +268,63 @@ fn serve_udp(
     tracing::debug!(plain, "UDP thread done");
 }
 
-/// One control connection: bytes in go to the server; the server's bytes come back through
-/// the channel registered in `Shared::conns`.
+/// Most messages queued for one control connection; a client that does not read its
+/// answers is disconnected rather than allowed to grow the queue.
+const OUTBOX: usize = 32;
+
+/// One control connection, in one task: bytes in go to the server; the server's bytes come
+/// back through the channel registered in `Shared::conns`. The read buffer lives on the stack
+/// only while a read is handled, so an idle connection holds no buffer.
 async fn serve_tcp(
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     conn: ConnId,
     shared: Arc<Mutex<Shared>>,
     side_sender: Arc<UdpSocket>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut read, mut write) = stream.into_split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+    let (out_tx, mut out_rx) = mpsc::channel::<Option<Vec<u8>>>(OUTBOX);
     {
         let mut s = lock(&shared);
         s.conns.insert(conn, out_tx);
         s.server.handle_tcp_open(Instant::now(), conn, peer);
         s.drain(|bytes, to| send_side(&side_sender, bytes, to));
     }
-    let writer = tokio::spawn(async move {
-        while let Some(Some(bytes)) = out_rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-        let _ = write.shutdown().await;
-    });
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
-            read = read.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let mut s = lock(&shared);
-                    s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
-                    s.drain(|bytes, to| send_side(&side_sender, bytes, to));
-                    if !s.conns.contains_key(&conn) {
+            readable = stream.readable() => {
+                if readable.is_err() {
+                    break;
+                }
+                let mut buf = [0u8; 4096];
+                match stream.try_read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut s = lock(&shared);
+                        s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
+                        s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            out = out_rx.recv() => match out {
+                Some(Some(bytes)) => {
+                    if stream.write_all(&bytes).await.is_err() {
                         break;
                     }
                 }
+                // The server closed this connection, or the outbox overflowed.
+                Some(None) | None => {
+                    let _ = stream.shutdown().await;
+                    break;
+                }
             },
-            // The server closed this connection (the writer ended).
-            () = wait_closed(&writer) => break,
         }
     }
-    {
-        let mut s = lock(&shared);
-        s.server.handle_tcp_closed(Instant::now(), conn);
-        if let Some(tx) = s.conns.remove(&conn) {
-            let _ = tx.send(None);
-        }
-        s.drain(|bytes, to| send_side(&side_sender, bytes, to));
-    }
-    let _ = writer.await;
+    let mut s = lock(&shared);
+    s.server.handle_tcp_closed(Instant::now(), conn);
+    s.conns.remove(&conn);
+    s.drain(|bytes, to| send_side(&side_sender, bytes, to));
     tracing::debug!(%peer, conn, "control connection closed");
-}
-
-async fn wait_closed(writer: &tokio::task::JoinHandle<()>) {
-    while !writer.is_finished() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -246,7 +246,7 @@ impl Server {
             Connection {
                 peer: normalize(peer),
                 opened: now,
-                decoder: FrameDecoder::new(),
+                decoder: FrameDecoder::with_limit(control::MAX_CLIENT_FRAME_LEN),
                 user_index: None,
             },
         );
