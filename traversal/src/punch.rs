@@ -275,7 +275,7 @@ impl Punch {
     /// (unspecified, multicast, broadcast, port 0) or the table is full.
     pub fn add_remote_candidate(&mut self, addr: SocketAddr) -> bool {
         let addr = normalize(addr);
-        if self.candidates.iter().any(|c| c.addr == addr) {
+        if self.candidates.iter().any(|c| same(c.addr, addr)) {
             return false;
         }
         if !checkable(addr) || self.candidates.len() >= MAX_CANDIDATES {
@@ -323,7 +323,8 @@ impl Punch {
     /// True when an authenticated check or answer of this call came from `addr`: direct RTP
     /// from it is the peer's.
     pub fn is_peer_address(&self, addr: SocketAddr) -> bool {
-        self.peer_addrs.contains(&normalize(addr))
+        let addr = normalize(addr);
+        self.peer_addrs.iter().any(|a| same(*a, addr))
     }
 
     /// The remote candidates being checked (signalled and peer-reflexive).
@@ -394,7 +395,8 @@ impl Punch {
         }
         // A check from a new address: the peer's NAT mapped it there (peer-reflexive); check it
         // from now on like the others.
-        if !self.candidates.iter().any(|c| c.addr == from) && self.candidates.len() < MAX_CANDIDATES
+        if !self.candidates.iter().any(|c| same(c.addr, from))
+            && self.candidates.len() < MAX_CANDIDATES
         {
             self.candidates.push(Candidate {
                 addr: from,
@@ -407,7 +409,7 @@ impl Punch {
             .iter()
             .rev()
             .take_while(|t| now.saturating_duration_since(t.sent) < self.check_interval)
-            .any(|t| t.destination == from);
+            .any(|t| same(t.destination, from));
         if self.direct.is_none() && !recent {
             self.send_check(now, from);
         }
@@ -417,7 +419,7 @@ impl Punch {
         let Some(i) = self
             .transactions
             .iter()
-            .position(|t| t.id == message.transaction_id && t.destination == from)
+            .position(|t| t.id == message.transaction_id && same(t.destination, from))
         else {
             self.stats.rejected_unmatched += 1;
             return;
@@ -434,7 +436,7 @@ impl Punch {
             self.reflexive = Some(normalize(mapped));
         }
         match &mut self.direct {
-            Some(direct) if direct.addr == from => direct.last_success = now,
+            Some(direct) if same(direct.addr, from) => direct.last_success = now,
             // Settled on another pair: this one is not needed.
             Some(_) => {}
             None => {
@@ -576,7 +578,7 @@ impl Punch {
     }
 
     fn note_peer(&mut self, addr: SocketAddr) {
-        if self.peer_addrs.contains(&addr) {
+        if self.peer_addrs.iter().any(|a| same(*a, addr)) {
             return;
         }
         if self.peer_addrs.len() >= MAX_CANDIDATES {
@@ -604,8 +606,20 @@ fn covered<'a>(message: &Message<'a>, kind: u16) -> Option<&'a [u8]> {
     message.attribute(kind)
 }
 
+/// The same transport address: IP and port (an IPv6 scope id or flow label the socket reports
+/// on a datagram need not be on the candidate it answers).
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() && a.port() == b.port()
+}
+
+/// Folds an IPv4-mapped IPv6 address to IPv4; keeps the scope id of other IPv6 addresses.
 fn normalize(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr::normalize(addr.ip()), addr.port())
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+            SocketAddr::new(addr::normalize(addr.ip()), addr.port())
+        }
+        other => other,
+    }
 }
 
 /// True for an address a check may go to.
@@ -723,6 +737,39 @@ mod tests {
             p.transmits.clear();
         }
         assert_eq!(p.transactions.len(), MAX_TRANSACTIONS);
+    }
+
+    #[test]
+    fn ipv6_scope_and_mapped_v4_match_their_candidates() {
+        let now = Instant::now();
+        let a: SocketAddr = "[fe80::1]:4000".parse().unwrap();
+        let b: SocketAddr = "[fe80::2]:5000".parse().unwrap();
+        let mut pa = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![b], 1), now);
+        let mut pb = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![a], 2), now);
+        pa.handle_timeout(now);
+        let (_, check) = pa.poll_transmit().unwrap();
+        let scoped = |addr: SocketAddr| match addr {
+            SocketAddr::V6(v6) => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(*v6.ip(), v6.port(), 0, 3))
+            }
+            v4 => v4,
+        };
+        assert!(pb.handle_datagram(now, scoped(a), &check));
+        let (_, answer) = pb.poll_transmit().unwrap();
+        assert!(pa.handle_datagram(now, scoped(b), &answer));
+        assert_eq!(pa.path(), Path::Direct(scoped(b)));
+        assert!(pa.is_peer_address(b));
+        // IPv4-mapped IPv6 sources (a dual-stack socket) match IPv4 candidates.
+        let v4: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let mut pc = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![v4], 1), now);
+        let mut pd = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 2), now);
+        pc.handle_timeout(now);
+        let (_, check) = pc.poll_transmit().unwrap();
+        let me: SocketAddr = "192.0.2.9:9".parse().unwrap();
+        pd.handle_datagram(now, me, &check);
+        let (_, answer) = pd.poll_transmit().unwrap();
+        assert!(pc.handle_datagram(now, "[::ffff:192.0.2.1]:4000".parse().unwrap(), &answer));
+        assert_eq!(pc.path(), Path::Direct(v4));
     }
 
     #[test]
