@@ -3,12 +3,24 @@
 //! with no audio server or sound card the tests say so and pass.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use media::analysis::{dominant_frequency, goertzel_power, rms};
 use media::audio::{
-    AudioError, DeviceSink, DeviceSource, Sink, Source, ToneSource, input_devices, output_devices,
+    AudioError, DeviceSink, DeviceSource, Sink, SinkSpec, Source, SourceSpec, ToneSource,
+    input_devices, output_devices,
 };
+
+/// One test at a time on the devices: two tests playing into the same null sink would hear
+/// each other.
+static DEVICES: Mutex<()> = Mutex::new(());
+
+fn devices_lock() -> MutexGuard<'static, ()> {
+    DEVICES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn skip(why: impl std::fmt::Display) {
     eprintln!("SKIPPED: no usable audio device ({why}); run under `./dev test` for the real test");
@@ -16,6 +28,7 @@ fn skip(why: impl std::fmt::Display) {
 
 #[test]
 fn lists_devices() {
+    let _devices = devices_lock();
     let (inputs, outputs) = match (input_devices(), output_devices()) {
         (Ok(i), Ok(o)) => (i, o),
         (Err(e), _) | (_, Err(e)) => return skip(e),
@@ -40,6 +53,7 @@ fn lists_devices() {
 
 #[test]
 fn tone_played_on_the_default_output_comes_back_on_the_default_input() {
+    let _devices = devices_lock();
     let mut source = match DeviceSource::open(None) {
         Ok(s) => s,
         Err(e) => return skip(e),
@@ -151,6 +165,7 @@ fn tone_played_on_the_default_output_comes_back_on_the_default_input() {
 
 #[test]
 fn a_missing_device_lists_what_exists() {
+    let _devices = devices_lock();
     match DeviceSource::open(Some("pinhole-no-such-microphone")) {
         Ok(_) => panic!("opened a device that does not exist"),
         Err(AudioError::NoSuchDevice { available, .. }) => {
@@ -163,4 +178,49 @@ fn a_missing_device_lists_what_exists() {
         Ok(_) => panic!("opened a device that does not exist"),
         Err(e) => assert!(!e.to_string().is_empty()),
     }
+}
+
+#[test]
+fn devices_open_by_id_and_by_spec() {
+    let _devices = devices_lock();
+    let outputs = match output_devices() {
+        Ok(o) if !o.is_empty() => o,
+        Ok(_) => return skip("no output devices listed"),
+        Err(e) => return skip(e),
+    };
+    // Every listed device that has configurations is one `device:ID` can name.
+    let Some(named) = outputs
+        .iter()
+        .find(|d| !d.is_default && !d.configs.is_empty())
+        .or_else(|| outputs.first())
+    else {
+        return skip("no output devices listed");
+    };
+    let spec: SinkSpec = format!("device:{}", named.id).parse().unwrap();
+    match spec.open() {
+        Ok(mut sink) => {
+            assert!(sink.is_realtime());
+            sink.write(&[0.0; 960]).unwrap();
+        }
+        Err(e) => panic!("listed output {:?} does not open: {e}", named.id),
+    }
+    let spec: SourceSpec = "device".parse().unwrap();
+    match spec.open() {
+        Ok(mut source) => {
+            let mut frame = [1.0f32; 960];
+            source.read(&mut frame).unwrap();
+        }
+        Err(e) => skip(e),
+    }
+}
+
+#[test]
+fn test_tone_plays_on_the_default_output() {
+    let _devices = devices_lock();
+    if let Err(e) = DeviceSink::open(None) {
+        return skip(e);
+    }
+    let start = Instant::now();
+    media::audio::play_test_tone(None, 440.0, Duration::from_millis(300)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(300));
 }

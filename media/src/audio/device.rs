@@ -775,6 +775,40 @@ impl Sink for DeviceSink {
     }
 }
 
+/// Plays a `hz` tone for `duration` on the output device `name` (or the default), blocking the
+/// calling thread until it has played: the settings view's "test sound". Waits (up to 3 s) for
+/// the device to start first, so the whole tone is heard.
+pub fn play_test_tone(name: Option<&str>, hz: f64, duration: Duration) -> Result<(), AudioError> {
+    let mut sink = DeviceSink::open(name)?;
+    let mut tone = super::ToneSource::new(hz);
+    let mut frame = [0.0f32; super::FRAME_20MS];
+    let period = Duration::from_millis(20);
+    let start = std::time::Instant::now();
+    let mut next = start;
+    // Silence until the stream runs.
+    while sink.stats().callbacks < 5 && start.elapsed() < Duration::from_secs(3) {
+        sink.write(&[0.0; super::FRAME_20MS])?;
+        next += period;
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+    }
+    let frames = duration.as_millis().div_ceil(period.as_millis());
+    for _ in 0..frames {
+        tone.read(&mut frame)?;
+        sink.write(&frame)?;
+        next += period;
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+    }
+    // Let the queued tail play out.
+    std::thread::sleep(Duration::from_millis(100));
+    match sink.poll_event() {
+        Some(AudioEvent::DeviceFailed { device, reason }) => Err(AudioError::Device {
+            name: device,
+            message: reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn build_input(
     device: &cpal::Device,
     config: &SupportedStreamConfig,
