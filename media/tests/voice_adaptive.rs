@@ -65,6 +65,16 @@ fn target_delay_follows_the_jitter() {
     assert!(settled.jitter_buffer_delay <= Duration::from_millis(60));
     let heard = &call.b.heard[RATE as usize / 2..];
     assert!(share_with_tone(heard, RATE, setup.tone_a) > 0.9);
+    // Frames dropped to bring the delay down are cross-faded: no clicks. A 440 Hz tone at 0.5
+    // moves at most 0.029 a sample; a hard cut could jump by up to 1.
+    let after = &call.b.heard[21 * RATE as usize..];
+    let jump = after
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("largest step between samples after the jitter: {jump}");
+    assert!(settled.received.dropped_frames > just_after.received.dropped_frames);
+    assert!(jump < 0.1, "a click of {jump}");
 }
 
 #[test]

@@ -70,7 +70,7 @@ proptest! {
             now += advance;
             if pull {
                 match jb.pull(now) {
-                    Playout::Idle | Playout::Packet(_) => {}
+                    Playout::Idle | Playout::Packet(_) | Playout::Skip { .. } => {}
                     Playout::Recover { samples, .. } | Playout::Conceal { samples } => {
                         prop_assert!(samples > 0 && samples <= MAX_FRAME_SAMPLES);
                     }

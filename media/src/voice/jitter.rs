@@ -87,6 +87,14 @@ pub enum Playout<'a> {
         /// The lost packet's length in samples.
         samples: usize,
     },
+    /// The buffer is too full: decode `dropped` (to keep the decoder's state) and `next`, and
+    /// play `next`, cross-faded from `dropped` at its start.
+    Skip {
+        /// The packet skipped.
+        dropped: &'a [u8],
+        /// The packet to play.
+        next: &'a [u8],
+    },
     /// Conceal `samples` (a lost packet, an underrun, or a stretch).
     Conceal {
         /// Samples to conceal.
@@ -398,6 +406,10 @@ impl JitterBuffer {
         }
     }
 
+    fn is_filled(&self, index: usize, seq: u64) -> bool {
+        self.slots[index].seq == seq && self.slots[index].state == SlotState::Filled
+    }
+
     /// Takes what to play for the next packet's worth of audio, at `now` (samples on the local
     /// clock).
     pub fn pull(&mut self, now: i64) -> Playout<'_> {
@@ -417,18 +429,22 @@ impl JitterBuffer {
         let delay = self.estimated_delay();
         let frame = samples as f64;
 
-        let mut next = next;
         if self.cooldown == 0 {
-            if delay > self.target + 1.5 * frame && level >= 2 {
-                // Accelerate: drop the next frame.
+            let (a, b) = ((next as usize) % SLOTS, ((next + 1) as usize) % SLOTS);
+            let both_here = self.is_filled(a, next) && self.is_filled(b, next + 1);
+            if delay > self.target + 1.5 * frame && both_here {
+                // Accelerate: skip the next frame. Both it and the one after are handed out,
+                // so the decoder stays continuous and the caller can cross-fade.
                 self.counters.dropped += 1;
-                let slot = &mut self.slots[(next as usize) % SLOTS];
-                if slot.seq == next {
-                    slot.state = SlotState::Played;
-                }
-                next += 1;
+                self.slots[a].state = SlotState::Played;
+                self.slots[b].state = SlotState::Played;
+                self.next = Some(next + 2);
                 self.level -= 1.0;
                 self.cooldown = COOLDOWN_PULLS;
+                return Playout::Skip {
+                    dropped: &self.slots[a].data,
+                    next: &self.slots[b].data,
+                };
             } else if delay + 0.5 * frame < self.target {
                 // Stretch: conceal a frame and play the packet later.
                 self.counters.stretched += 1;
@@ -529,6 +545,37 @@ mod tests {
             (c.duplicate, c.late, c.missing, c.fec_recovered, c.underruns),
             (2, 1, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_full_buffer_skips_frames_and_an_empty_one_stretches() {
+        let mut jb = JitterBuffer::new(JitterConfig::default(), F);
+        // Ten packets arrive at once: far more than the clean target.
+        for i in 0..10u16 {
+            jb.push(0, 1, i, u32::from(i) * 960, &pkt(i));
+        }
+        let mut skips = 0;
+        let mut played = vec![];
+        for k in 0..10 {
+            match jb.pull(k * 960) {
+                Playout::Skip { dropped, next } => {
+                    skips += 1;
+                    played.push(u16::from_be_bytes([next[1], next[2]]));
+                    assert_eq!(dropped[2] + 1, next[2]);
+                }
+                p => played.extend(played_seq(p)),
+            }
+        }
+        assert!(skips >= 1, "{played:?}");
+        assert_eq!(jb.counters().dropped, skips);
+        // Played in order, never twice.
+        assert!(played.windows(2).all(|w| w[0] < w[1]), "{played:?}");
+        // Then with no packets it conceals (underruns) without skipping ahead.
+        assert!(matches!(jb.pull(20 * 960), Playout::Conceal { .. }));
+    }
+
+    fn played_seq(p: Playout<'_>) -> Option<u16> {
+        played(p)
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct VoiceSession {
     packet: Vec<u8>,
     datagram: Vec<u8>,
     playout: Vec<f32>,
+    /// Decode space for a frame skipped by the jitter buffer, cross-faded into the next.
+    skipped: Vec<f32>,
     playout_pos: usize,
     playout_len: usize,
     sent: SendStats,
@@ -125,6 +127,7 @@ impl VoiceSession {
             packet: vec![0; MAX_OPUS_PACKET],
             datagram: vec![0; MAX_OPUS_PACKET + RTP_HEADER_LEN],
             playout: vec![0.0; MAX_FRAME_SAMPLES],
+            skipped: vec![0.0; MAX_FRAME_SAMPLES],
             playout_pos: 0,
             playout_len: 0,
             sent: SendStats::default(),
@@ -359,6 +362,22 @@ impl VoiceSession {
                     self.decoder.conceal(&mut self.playout[..frame])
                 }
             },
+            Playout::Skip { dropped, next } => {
+                // Decode both so the decoder stays continuous; the skipped frame's start
+                // continues what was played last, so fade from it into the next frame.
+                let skipped = self.decoder.decode(dropped, &mut self.skipped).unwrap_or(0);
+                match self.decoder.decode(next, &mut self.playout) {
+                    Ok(n) => {
+                        let fade = SKIP_FADE.min(n).min(skipped);
+                        for i in 0..fade {
+                            let w = (i as f32 + 0.5) / fade as f32;
+                            self.playout[i] = self.skipped[i] * (1.0 - w) + self.playout[i] * w;
+                        }
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Playout::Recover { next, samples } => {
                 let samples = plc_len(samples);
                 self.decoder.recover(next, &mut self.playout[..samples])
@@ -476,6 +495,9 @@ impl VoiceSession {
         stats
     }
 }
+
+/// Length of the cross-fade over a frame skipped by the jitter buffer (5 ms).
+const SKIP_FADE: usize = SAMPLE_RATE as usize / 200;
 
 /// Opus conceals in multiples of 2.5 ms: rounds `samples` to that, within a decode buffer.
 fn plc_len(samples: usize) -> usize {
