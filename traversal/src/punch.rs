@@ -18,6 +18,41 @@
 //! `Punch` never reads a clock or a random source: time is an input and randomness comes in
 //! [`PunchConfig::seed`].
 //!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::{Duration, Instant};
+//! use traversal::punch::{Path, Punch, PunchConfig, PunchEvent};
+//!
+//! let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+//! let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+//! let secret = b"0123456789abcdef".to_vec();
+//! let mut now = Instant::now();
+//! // From `Connected`: the call id, the secret, the other side's candidates; a random seed each.
+//! let mut alice = Punch::new(PunchConfig::new(secret.clone(), 7, vec![b], 1), now);
+//! let mut bob = Punch::new(PunchConfig::new(secret, 7, vec![a], 2), now);
+//! // Two media sockets wired straight together, and a coarse clock.
+//! for _ in 0..4 {
+//!     alice.handle_timeout(now);
+//!     bob.handle_timeout(now);
+//!     loop {
+//!         let mut moved = false;
+//!         while let Some((_to, bytes)) = alice.poll_transmit() {
+//!             moved |= bob.handle_datagram(now, a, &bytes);
+//!         }
+//!         while let Some((_to, bytes)) = bob.poll_transmit() {
+//!             moved |= alice.handle_datagram(now, b, &bytes);
+//!         }
+//!         if !moved {
+//!             break;
+//!         }
+//!     }
+//!     now += Duration::from_millis(50);
+//! }
+//! assert_eq!(alice.poll_event(), Some(PunchEvent::DirectPath(b)));
+//! assert_eq!(alice.path(), Path::Direct(b));
+//! assert_eq!(bob.path(), Path::Direct(a));
+//! ```
+//!
 //! # Wire
 //!
 //! | message | STUN class | attributes |
@@ -185,6 +220,15 @@ pub struct PunchStats {
     pub candidates_refused: u64,
 }
 
+/// The call's secret, kept out of `Debug` output.
+struct Secret(Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
     addr: SocketAddr,
@@ -209,7 +253,7 @@ struct Direct {
 /// One call's connectivity checks and path selection. See the module documentation.
 #[derive(Debug)]
 pub struct Punch {
-    key: Vec<u8>,
+    key: Secret,
     call_id: u64,
     sender_id: [u8; 8],
     rng: u64,
@@ -240,7 +284,7 @@ impl Punch {
     /// [`Punch::poll_transmit`] after calling [`Punch::handle_timeout`]).
     pub fn new(config: PunchConfig, now: Instant) -> Self {
         let mut punch = Punch {
-            key: config.secret,
+            key: Secret(config.secret),
             call_id: config.call_id,
             sender_id: [0; 8],
             rng: config.seed,
@@ -358,7 +402,7 @@ impl Punch {
             self.stats.rejected_call += 1;
             return true;
         }
-        if message.verify_integrity(&self.key).is_err() {
+        if message.verify_integrity(&self.key.0).is_err() {
             self.stats.rejected_auth += 1;
             return true;
         }
@@ -388,7 +432,7 @@ impl Punch {
         let mut answer = Builder::new(BINDING_SUCCESS, &message.transaction_id);
         answer.xor_mapped_address(from);
         answer.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
-        if let Ok(bytes) = answer.finish_with_integrity(&self.key)
+        if let Ok(bytes) = answer.finish_with_integrity(&self.key.0)
             && self.queue(from, bytes)
         {
             self.stats.responses_sent += 1;
@@ -544,7 +588,7 @@ impl Punch {
         check.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
         check.attribute(ATTR_PUNCH_SENDER, &self.sender_id);
         check.pad_to(CHECK_LEN, TRAILER_LEN);
-        let Ok(bytes) = check.finish_with_integrity(&self.key) else {
+        let Ok(bytes) = check.finish_with_integrity(&self.key.0) else {
             return;
         };
         if !self.queue(to, bytes) {
@@ -595,6 +639,13 @@ impl Punch {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+}
+
+/// True when `bytes` are a connectivity check or answer of some call (a STUN message with
+/// CALL-ID): what [`Punch::handle_datagram`] consumes. For a driver with no call in progress,
+/// such datagrams are stale and dropped, not given to [`crate::client::Client`].
+pub fn is_punch_message(bytes: &[u8]) -> bool {
+    Message::decode(bytes).is_ok_and(|m| m.attribute(ATTR_CALL_ID).is_some())
 }
 
 /// The value of the first attribute `kind` when MESSAGE-INTEGRITY covers it (it comes before).
@@ -649,6 +700,8 @@ mod tests {
         let (to, check) = pa.poll_transmit().unwrap();
         assert_eq!(to, b);
         assert!(check.len() >= CHECK_LEN);
+        assert!(is_punch_message(&check));
+        assert!(!is_punch_message(&stun::encode_binding_request(&[1; 12])));
         assert!(pb.handle_datagram(now, a, &check));
         let (to, answer) = pb.poll_transmit().unwrap();
         assert_eq!(to, a);
@@ -776,5 +829,11 @@ mod tests {
     fn debug_hides_the_secret() {
         let config = PunchConfig::new(b"topsecret".to_vec(), 7, vec![], 1);
         assert!(!format!("{config:?}").contains("topsecret"));
+        let punch = Punch::new(config, Instant::now());
+        let debug = format!("{punch:?}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains("116, 111, 112"),
+            "{debug}"
+        );
     }
 }
