@@ -168,3 +168,59 @@ fn a_new_sender_and_path_changes_resync_without_stalling() {
     assert!((dominant(tail, RATE) - setup.tone_a).abs() <= 5.0);
     assert_eq!(longest_gap_ms(tail, RATE, 0.05), 0.0);
 }
+
+/// Hands out chosen values: the SSRC, the initial sequence number and the initial timestamp.
+struct Chosen(Vec<u32>);
+
+impl rand::TryRng for Chosen {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(if self.0.is_empty() {
+            5
+        } else {
+            self.0.remove(0)
+        })
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(u64::from(self.try_next_u32()?) | 1 << 40)
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        dst.fill(7);
+        Ok(())
+    }
+}
+
+#[test]
+fn sequence_and_timestamp_wrap_mid_call() {
+    let setup = CallSetup {
+        link: LinkConfig {
+            delay: Duration::from_millis(25),
+            jitter: Duration::from_millis(20),
+            loss: 0.05,
+            reorder: 0.02,
+            reorder_delay: Duration::from_millis(15),
+            ..LinkConfig::default()
+        },
+        seed: 25,
+        ..CallSetup::default()
+    };
+    let mut call = Call::new(&setup);
+    // The sequence number wraps after 1 s, the timestamp after 2 s.
+    let mut chosen = Chosen(vec![0x1234_5678, 65_536 - 50, u32::MAX - 2 * 48_000]);
+    call.a.session = VoiceSession::new(VoiceConfig::default(), call.t0, &mut chosen).unwrap();
+    call.run(Duration::from_secs(6));
+    let s = call.b.session.stats().received;
+    let link = call.ab.stats();
+    eprintln!("{s:?}, link {link:?}");
+    assert_eq!(s.resyncs, 0);
+    // The link's losses include RTCP; RTP losses are counted across the wrap, not 65 536 off.
+    assert!(
+        s.lost <= link.lost && s.lost + 5 >= link.lost,
+        "lost {} vs link {}",
+        s.lost,
+        link.lost
+    );
+    let heard = &call.b.heard[RATE as usize / 2..];
+    assert!(share_with_tone(heard, RATE, setup.tone_a) > 0.95);
+    assert!(longest_gap_ms(heard, RATE, 0.05) <= 40.0);
+}
