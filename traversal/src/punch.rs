@@ -75,8 +75,9 @@
 //! - An answer counts only when its transaction id is one of a check sent to the very address
 //!   it comes from, and it is authenticated.
 //! - Timings ([`PunchConfig`]): checks every 50 ms to each candidate, every 1 s after 2 s; on
-//!   the direct path a consent check every 1 s (RFC 7675 in spirit); 3 s without an answer and
-//!   the path is lost; then checks every 2 s to every candidate.
+//!   the direct path a consent check every 1 s (RFC 7675 in spirit), every 200 ms once one went
+//!   unanswered for a second; 3 s without an answer and the path is lost; then checks every 2 s
+//!   to every candidate.
 //! - Bounded: [`MAX_CANDIDATES`] remote candidates, [`MAX_TRANSACTIONS`] outstanding checks,
 //!   [`MAX_PENDING_TRANSMITS`] queued datagrams.
 
@@ -126,6 +127,9 @@ pub struct PunchConfig {
     pub slow_interval: Duration,
     /// Interval of consent checks on the direct path (1 s).
     pub consent_interval: Duration,
+    /// Interval of consent checks once one went unanswered for `consent_interval` (200 ms), so
+    /// that a few lost datagrams do not lose a working path.
+    pub consent_retry_interval: Duration,
     /// The direct path is lost after this long without an answer (3 s).
     pub consent_timeout: Duration,
     /// Interval of checks to each candidate after a direct path was lost (2 s).
@@ -149,6 +153,7 @@ impl PunchConfig {
             fast_phase: Duration::from_secs(2),
             slow_interval: Duration::from_secs(1),
             consent_interval: Duration::from_secs(1),
+            consent_retry_interval: Duration::from_millis(200),
             consent_timeout: Duration::from_secs(3),
             recheck_interval: Duration::from_secs(2),
         }
@@ -166,6 +171,7 @@ impl fmt::Debug for PunchConfig {
             .field("fast_phase", &self.fast_phase)
             .field("slow_interval", &self.slow_interval)
             .field("consent_interval", &self.consent_interval)
+            .field("consent_retry_interval", &self.consent_retry_interval)
             .field("consent_timeout", &self.consent_timeout)
             .field("recheck_interval", &self.recheck_interval)
             .finish_non_exhaustive()
@@ -261,6 +267,7 @@ pub struct Punch {
     fast_phase: Duration,
     slow_interval: Duration,
     consent_interval: Duration,
+    consent_retry_interval: Duration,
     consent_timeout: Duration,
     recheck_interval: Duration,
     start: Instant,
@@ -292,6 +299,7 @@ impl Punch {
             fast_phase: config.fast_phase,
             slow_interval: config.slow_interval,
             consent_interval: config.consent_interval,
+            consent_retry_interval: config.consent_retry_interval,
             consent_timeout: config.consent_timeout,
             recheck_interval: config.recheck_interval,
             start: now,
@@ -519,7 +527,14 @@ impl Punch {
                 }
             } else {
                 if now >= direct.next_consent {
-                    let next = now + self.consent_interval;
+                    let unanswered =
+                        now.saturating_duration_since(direct.last_success) >= self.consent_interval;
+                    let next = now
+                        + if unanswered {
+                            self.consent_retry_interval
+                        } else {
+                            self.consent_interval
+                        };
                     if let Some(d) = &mut self.direct {
                         d.next_consent = next;
                     }

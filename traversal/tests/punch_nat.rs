@@ -90,6 +90,9 @@ struct Net {
     seq: u64,
     /// Drop every datagram (the path between the peers dies).
     cut: bool,
+    /// Drop this percentage of datagrams, chosen by a seeded generator.
+    loss_percent: u64,
+    rng: u64,
     /// Datagrams delivered to each host.
     delivered: Vec<u64>,
     dropped: u64,
@@ -107,6 +110,8 @@ impl Net {
             queue: BinaryHeap::new(),
             seq: 0,
             cut: false,
+            loss_percent: 0,
+            rng: 0x5eed,
             delivered: Vec::new(),
             dropped: 0,
         }
@@ -196,7 +201,7 @@ impl Net {
 
     /// Routes a datagram from `from_host` to `to`, or drops it.
     fn send(&mut self, from_host: usize, to: SocketAddr, bytes: Vec<u8>) {
-        if self.cut {
+        if self.cut || self.lost() {
             self.dropped += 1;
             return;
         }
@@ -251,6 +256,17 @@ impl Net {
             Some(dst) => self.enqueue(WAN_DELAY, dst, src, bytes),
             None => self.dropped += 1,
         }
+    }
+
+    fn lost(&mut self) -> bool {
+        if self.loss_percent == 0 {
+            return false;
+        }
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100 < self.loss_percent
     }
 
     fn enqueue(&mut self, delay: Duration, dst: usize, src: SocketAddr, bytes: Vec<u8>) {
@@ -731,4 +747,35 @@ fn forged_checks_are_ignored() {
         net.delivered[attacker], 0,
         "nothing was sent to the attacker"
     );
+}
+
+/// With 10% of datagrams lost at random, the direct path is found quickly and kept for minutes:
+/// a missed consent check is retried every 200 ms, so losing a few does not lose the path.
+#[test]
+fn lossy_direct_path_is_kept() {
+    let mut net = Net::new();
+    net.loss_percent = 10;
+    let na = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "203.0.113.1",
+    );
+    let nb = net.add_nat(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+        "198.51.100.1",
+    );
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (pa, pb, a, b) = call(&mut net, ha, hb);
+    net.run_until(Duration::from_secs(180));
+    for (p, addr) in [(pa, b[1]), (pb, a[1])] {
+        let peer = &net.peers[p];
+        assert_eq!(peer.events.len(), 1, "{:?}", peer.events);
+        let (t, e) = peer.events[0];
+        assert_eq!(e, PunchEvent::DirectPath(addr));
+        assert!(t <= Duration::from_millis(300), "{t:?}");
+        assert_eq!(peer.punch.path(), Path::Direct(addr));
+    }
+    assert!(net.dropped > 0);
 }
