@@ -4,5 +4,6 @@
 //! that tests drive directly.
 
 pub mod engine;
+pub mod headless;
 pub mod settings;
 pub mod ui;

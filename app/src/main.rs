@@ -24,6 +24,10 @@ enum Command {
     Gui,
     /// Check how this machine's NAT treats UDP, against a rendezvous or STUN server.
     NatCheck(nat_check::NatCheckArgs),
+    /// Call a name, talk for --duration seconds, hang up (headless).
+    Call(pinhole::headless::CallArgs),
+    /// Register and answer incoming calls (headless).
+    Answer(pinhole::headless::AnswerArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Gui) {
         Command::Gui => run_gui(),
         Command::NatCheck(args) => nat_check::run(args),
+        Command::Call(args) => pinhole::headless::call(args),
+        Command::Answer(args) => pinhole::headless::answer(args),
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Settings {
     pub output_device: Option<String>,
     /// Advanced settings most users never touch.
     pub advanced: Advanced,
+    /// The Ed25519 secret key (64 hex digits) that proves the name to the server; created on
+    /// first use ([`Settings::ensure_key`]). Whoever has this file can take the name's calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Settings behind the "Advanced" section.
@@ -96,7 +100,30 @@ impl Settings {
                 "keepalive interval must be between 1 and 300 s, not {k}"
             )));
         }
+        self.identity_key()?;
         Ok(())
+    }
+
+    /// The identity key, if there is one; an error if the file holds a malformed one.
+    pub fn identity_key(&self) -> Result<Option<ed25519_dalek::SigningKey>, SettingsError> {
+        let Some(hex) = self.key.as_deref() else {
+            return Ok(None);
+        };
+        parse_key(hex)
+            .map(Some)
+            .ok_or_else(|| SettingsError::Invalid("key must be 64 hexadecimal digits".into()))
+    }
+
+    /// The identity key, created (from the system's random source) when there is none yet.
+    /// Returns the key and whether it was just created (then the settings need saving).
+    pub fn ensure_key(&mut self) -> Result<(ed25519_dalek::SigningKey, bool), SettingsError> {
+        if let Some(key) = self.identity_key()? {
+            return Ok((key, false));
+        }
+        let mut secret = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
+        self.key = Some(secret.iter().map(|b| format!("{b:02x}")).collect());
+        Ok((ed25519_dalek::SigningKey::from_bytes(&secret), true))
     }
 
     /// The server to use, parsed; `None` when the embedded server is meant.
@@ -107,6 +134,20 @@ impl Settings {
             ServerAddr::parse(&self.server).map(Some)
         }
     }
+}
+
+/// A 32-byte Ed25519 secret key from 64 hex digits.
+fn parse_key(hex: &str) -> Option<ed25519_dalek::SigningKey> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut secret = [0u8; 32];
+    for (byte, pair) in secret.iter_mut().zip(hex.chunks_exact(2)) {
+        let digits = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(digits, 16).ok()?;
+    }
+    Some(ed25519_dalek::SigningKey::from_bytes(&secret))
 }
 
 /// Checks a user name: what others type to call you.
@@ -334,6 +375,7 @@ mod tests {
                 keepalive_s: Some(20),
                 ..Advanced::default()
             },
+            key: None,
         }
     }
 
@@ -454,6 +496,29 @@ mod tests {
             Err(AddrError::Host("300.1.2.3".into()))
         );
         assert!(ServerAddr::parse("-bad.example").is_err());
+    }
+
+    #[test]
+    fn a_key_is_created_once_saved_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        let mut s = valid();
+        let (key, created) = s.ensure_key().unwrap();
+        assert!(created);
+        save(&path, &s).unwrap();
+        let mut loaded = load(&path).unwrap().unwrap();
+        let (again, created) = loaded.ensure_key().unwrap();
+        assert!(!created);
+        assert_eq!(again.to_bytes(), key.to_bytes());
+        let mut other = valid();
+        assert_ne!(other.ensure_key().unwrap().0.to_bytes(), key.to_bytes());
+        let mut bad = valid();
+        bad.key = Some("12zz".into());
+        assert!(bad.validate().is_err());
+        assert!(
+            bad.ensure_key().is_err(),
+            "a broken key is never replaced silently"
+        );
     }
 
     #[test]
