@@ -236,6 +236,7 @@ struct Measure {
 pub struct Client {
     config: Config,
     rng: u64,
+    sequence: u64,
     decoder: FrameDecoder,
     phase: Phase,
     user_index: u32,
@@ -263,6 +264,7 @@ impl Client {
         let interval = config.keepalive_interval.unwrap_or(DEFAULT_KEEPALIVE);
         let mut client = Client {
             rng: config.seed ^ 0x9e37_79b9_7f4a_7c15,
+            sequence: 0,
             decoder: FrameDecoder::new(),
             phase: Phase::Hello,
             user_index: 0,
@@ -877,6 +879,7 @@ impl Client {
     }
 
     fn send_request(&mut self, socket: Socket, tid: TransactionId, test: bool) {
+        self.sequence += 1;
         let contents = UdpMessage::Request {
             transaction_id: tid,
             user_index: self.user_index,
@@ -884,6 +887,7 @@ impl Client {
                 test_socket: test,
                 to_listed: false,
             },
+            sequence: self.sequence,
         }
         .encode(&self.key);
         self.transmits.push_back(Transmit {

@@ -98,6 +98,8 @@ pub struct Lab {
     pub server_sent: Vec<(SocketAddr, usize)>,
     /// Datagrams dropped by a NAT (no mapping, expired, or filtered).
     pub dropped_at_nat: u64,
+    /// Every datagram that reached the server from a client: source (after NAT) and bytes.
+    pub server_received: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Lab {
@@ -115,6 +117,7 @@ impl Lab {
             next_conn: 1,
             server_sent: Vec::new(),
             dropped_at_nat: 0,
+            server_received: Vec::new(),
         }
     }
 
@@ -314,6 +317,7 @@ impl Lab {
         };
         if t.destination == self.server_addr {
             self.server.handle_udp(now, source, &t.contents);
+            self.server_received.push((source, t.contents));
         }
     }
 

@@ -104,6 +104,7 @@ pub struct Stats {
     pub udp_unknown_user: u64,
     pub udp_auth_failed: u64,
     pub udp_too_small: u64,
+    pub udp_replayed: u64,
     pub p4_sent: u64,
     pub p4_refused: u64,
     pub rate_limited: u64,
@@ -126,6 +127,8 @@ struct Registration {
     p4_done: bool,
     last_request_len: u16,
     last_request_tid: stun::TransactionId,
+    /// Highest SEQUENCE accepted from the media socket and from the test socket.
+    last_sequence: [u64; 2],
     last_probe: [Option<Instant>; 2],
     verdict: Option<Verdict>,
 }
@@ -337,6 +340,7 @@ impl Server {
                         p4_done: false,
                         last_request_len: 0,
                         last_request_tid: [0; 12],
+                        last_sequence: [0; 2],
                         last_probe: [None; 2],
                         verdict: None,
                     },
@@ -472,12 +476,13 @@ impl Server {
         }
         let registrations = &self.registrations;
         let decoded = UdpMessage::decode(bytes, |index| registrations.get(&index).map(|r| r.key));
-        let (tid, user_index, flags) = match decoded {
+        let (tid, user_index, flags, sequence) = match decoded {
             Ok(UdpMessage::Request {
                 transaction_id,
                 user_index,
                 flags,
-            }) => (transaction_id, user_index, flags),
+                sequence,
+            }) => (transaction_id, user_index, flags, sequence),
             Ok(_) => {
                 self.stats.udp_malformed += 1;
                 return;
@@ -512,6 +517,19 @@ impl Server {
             self.stats.udp_too_small += 1;
             return;
         }
+        // Replay protection: an old request (a lower or equal SEQUENCE) may only repeat what
+        // the server already knows; from another address it is dropped.
+        let slot = usize::from(flags.test_socket);
+        let current = if flags.test_socket {
+            r.test_mapped
+        } else {
+            r.mapped
+        };
+        if sequence <= r.last_sequence[slot] && current != Some(from) {
+            self.stats.udp_replayed += 1;
+            return;
+        }
+        r.last_sequence[slot] = r.last_sequence[slot].max(sequence);
         let conn = r.conn;
         let changed = if flags.test_socket {
             let changed = r.test_mapped != Some(from);

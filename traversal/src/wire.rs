@@ -2,7 +2,7 @@
 //!
 //! | patent | here | STUN class | attributes |
 //! | --- | --- | --- | --- |
-//! | P1/P3/P6: UDP packet with the 4-byte user index, from the media socket; also every keepalive (S13) | [`UdpMessage::Request`] | Binding Request | USER-INDEX, PINHOLE-FLAGS, PADDING, MESSAGE-INTEGRITY, FINGERPRINT |
+//! | P1/P3/P6: UDP packet with the 4-byte user index, from the media socket; also every keepalive (S13) | [`UdpMessage::Request`] | Binding Request | USER-INDEX, PINHOLE-FLAGS, SEQUENCE, PADDING, MESSAGE-INTEGRITY, FINGERPRINT |
 //! | P4: acknowledgement carrying the address the server saw; also every keepalive answer | [`UdpMessage::Answer`] | Binding Success Response | XOR-MAPPED-ADDRESS, USER-INDEX, PINHOLE-FLAGS, MESSAGE-INTEGRITY, FINGERPRINT |
 //! | P7: the server reaching the client through its mapping | [`UdpMessage::Probe`] | Binding Indication | USER-INDEX, PROBE-NONCE, MESSAGE-INTEGRITY, FINGERPRINT |
 //!
@@ -23,9 +23,13 @@ pub const ATTR_USER_INDEX: u16 = 0xC0F0;
 pub const ATTR_PINHOLE_FLAGS: u16 = 0xC0F1;
 /// PROBE-NONCE: 8 bytes chosen by the client when it asks for a probe.
 pub const ATTR_PROBE_NONCE: u16 = 0xC0F2;
+/// SEQUENCE: 8 bytes, a counter the client raises with every request, so that a captured
+/// request replayed from another address cannot move the mapping.
+pub const ATTR_SEQUENCE: u16 = 0xC0F3;
 
 /// Every request is padded to at least this many bytes: larger than the largest answer
 /// (20 header + 24 IPv6 XOR-MAPPED-ADDRESS + 8 USER-INDEX + 8 FLAGS + 24 MI + 8 FP = 92).
+/// The request itself is 20 + 8 + 8 + 12 SEQUENCE + 24 + 8 = 80 before padding.
 pub const REQUEST_LEN: usize = 96;
 /// Bytes that MESSAGE-INTEGRITY and FINGERPRINT add at the end of a message.
 const TRAILER_LEN: usize = 4 + stun::INTEGRITY_LEN + 8;
@@ -69,6 +73,8 @@ pub enum UdpMessage {
         transaction_id: TransactionId,
         user_index: u32,
         flags: Flags,
+        /// Raised with every request (retransmissions included).
+        sequence: u64,
     },
     /// Server to client: the address the server saw on the request (P4, keepalive answer).
     Answer {
@@ -128,10 +134,12 @@ impl UdpMessage {
                 transaction_id,
                 user_index,
                 flags,
+                sequence,
             } => {
                 let mut b = Builder::new(stun::BINDING_REQUEST, &transaction_id);
                 b.attribute(ATTR_USER_INDEX, &user_index.to_be_bytes());
                 b.attribute(ATTR_PINHOLE_FLAGS, &flags.to_bits().to_be_bytes());
+                b.attribute(ATTR_SEQUENCE, &sequence.to_be_bytes());
                 b.pad_to(REQUEST_LEN, TRAILER_LEN);
                 b
             }
@@ -208,6 +216,10 @@ impl UdpMessage {
                 transaction_id,
                 user_index,
                 flags,
+                sequence: get(ATTR_SEQUENCE)
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or(WireError::BadAttribute(ATTR_SEQUENCE))?,
             }),
             stun::BINDING_SUCCESS => {
                 let value = get(stun::ATTR_XOR_MAPPED_ADDRESS)
@@ -261,13 +273,14 @@ mod tests {
 
     fn arb_message() -> impl Strategy<Value = UdpMessage> {
         prop_oneof![
-            (any::<[u8; 12]>(), any::<u32>(), arb_flags()).prop_map(|(t, u, f)| {
-                UdpMessage::Request {
+            (any::<[u8; 12]>(), any::<u32>(), arb_flags(), any::<u64>()).prop_map(
+                |(t, u, f, n)| UdpMessage::Request {
                     transaction_id: t,
                     user_index: u,
                     flags: f,
+                    sequence: n,
                 }
-            }),
+            ),
             (
                 any::<[u8; 12]>(),
                 any::<u32>(),
@@ -296,6 +309,7 @@ mod tests {
             transaction_id: [1; 12],
             user_index: 7,
             flags: Flags::default(),
+            sequence: 1,
         }
         .encode(b"k");
         let answer = UdpMessage::Answer {
@@ -323,6 +337,7 @@ mod tests {
             transaction_id: [1; 12],
             user_index: 7,
             flags: Flags::default(),
+            sequence: 1,
         }
         .encode(b"right");
         assert!(matches!(

@@ -305,6 +305,7 @@ fn forged_user_index_without_the_key_is_dropped() {
             transaction_id: [9; 12],
             user_index: index,
             flags: Flags::default(),
+            sequence: 1,
         }
         .encode(key);
         lab.inject_to_server(attacker, &forged);
@@ -317,6 +318,7 @@ fn forged_user_index_without_the_key_is_dropped() {
         transaction_id: [9; 12],
         user_index: index.wrapping_add(1),
         flags: Flags::default(),
+        sequence: 1,
     }
     .encode(b"k");
     lab.inject_to_server(attacker, &forged);
@@ -325,6 +327,35 @@ fn forged_user_index_without_the_key_is_dropped() {
     assert_eq!(lab.server.stats().udp_malformed, 1);
     lab.inject_to_server(attacker, &stun::encode_binding_request(&[1; 12]));
     assert_eq!(lab.server_sent.last(), Some(&(attacker, 32)));
+}
+
+#[test]
+fn replayed_requests_cannot_move_the_mapping() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+        k.keepalive_interval = Some(Duration::from_secs(2));
+    });
+    lab.run_for(Duration::from_secs(7));
+    let index = lab.clients[c].client.user_index();
+    let mapped = lab.server.mapping(index).unwrap();
+    // An on-path attacker replays every request it saw, from its own address.
+    let captured: Vec<Vec<u8>> = lab.server_received.iter().map(|(_, b)| b.clone()).collect();
+    assert!(captured.len() >= 3);
+    for bytes in &captured {
+        lab.inject_to_server(sa("6.6.6.6:4444"), bytes);
+    }
+    assert_eq!(lab.server.mapping(index), Some(mapped));
+    assert_eq!(lab.server.stats().udp_replayed, captured.len() as u64);
+    assert!(
+        !lab.server_sent
+            .iter()
+            .any(|(to, _)| to.ip() == ip("6.6.6.6"))
+    );
+    // The client carries on undisturbed.
+    lab.run_for(Duration::from_secs(10));
+    assert_eq!(lab.clients[c].client.stats().mappings_lost, 0);
+    assert_eq!(lab.clients[c].client.mapped(), Some(mapped));
 }
 
 #[test]
