@@ -229,30 +229,58 @@ fn format_rank(format: SampleFormat) -> Option<u32> {
     }
 }
 
-/// Picks a configuration: 48 kHz if the device has it (no resampling), a format we convert, and
-/// as few channels as possible; otherwise the device's default.
+/// The stream format to ask a device for. The default asks for 48 kHz (no resampling) with as
+/// few channels as the device allows; anything else is converted to and from 48 kHz mono all
+/// the same. A device that cannot do what is asked runs at what it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceFormat {
+    /// Sample rate to prefer, Hz.
+    pub rate: u32,
+    /// Channel count to prefer; `None` for the fewest.
+    pub channels: Option<u16>,
+}
+
+impl Default for DeviceFormat {
+    fn default() -> Self {
+        Self {
+            rate: SAMPLE_RATE,
+            channels: None,
+        }
+    }
+}
+
+/// Picks a configuration: the preferred rate if the device has it, then the preferred (or
+/// fewest) channels, then a format we convert well; otherwise the device's default.
 fn choose_config(
     device: &cpal::Device,
     direction: Direction,
     name: &str,
+    want: DeviceFormat,
 ) -> Result<SupportedStreamConfig, AudioError> {
     let ranges = supported_configs(device, direction).unwrap_or_default();
     let best = ranges
         .into_iter()
         .filter_map(|range| {
             let rank = format_rank(range.sample_format())?;
-            let has_48k =
-                range.min_sample_rate() <= SAMPLE_RATE && SAMPLE_RATE <= range.max_sample_rate();
-            let channels = u32::from(range.channels());
+            let has_rate =
+                range.min_sample_rate() <= want.rate && want.rate <= range.max_sample_rate();
+            let channels = range.channels();
             if channels == 0 {
                 return None;
             }
-            let score = u32::from(has_48k) * 1_000 + rank * 10 + 9u32.saturating_sub(channels);
+            let channel_score = match want.channels {
+                Some(c) if c == channels => 100,
+                Some(_) => 0,
+                None => 9u32.saturating_sub(u32::from(channels)),
+            };
+            let score = u32::from(has_rate) * 1_000 + channel_score + rank * 10;
             Some((score, range))
         })
         .max_by_key(|(score, _)| *score);
     if let Some((_, range)) = best {
-        let rate = SAMPLE_RATE.clamp(range.min_sample_rate(), range.max_sample_rate());
+        let rate = want
+            .rate
+            .clamp(range.min_sample_rate(), range.max_sample_rate());
         return Ok(range.with_sample_rate(rate));
     }
     let default = match direction {
@@ -595,8 +623,13 @@ impl DeviceSource {
     /// Opens the input device called `name` (id or name, see [`input_devices`]), or the
     /// system default, and starts capturing.
     pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
+        Self::open_with_format(name, DeviceFormat::default())
+    }
+
+    /// [`DeviceSource::open`], asking the device for a given rate and channel count.
+    pub fn open_with_format(name: Option<&str>, format: DeviceFormat) -> Result<Self, AudioError> {
         let (device, name) = find_device(Direction::Input, name)?;
-        let config = choose_config(&device, Direction::Input, &name)?;
+        let config = choose_config(&device, Direction::Input, &name, format)?;
         let shared = Arc::new(Shared::default());
         let meter = LevelMeter::new();
         let channels = config.channels();
@@ -701,8 +734,13 @@ impl DeviceSink {
     /// Opens the output device called `name` (id or name, see [`output_devices`]), or the
     /// system default, and starts playing (silence until audio is written).
     pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
+        Self::open_with_format(name, DeviceFormat::default())
+    }
+
+    /// [`DeviceSink::open`], asking the device for a given rate and channel count.
+    pub fn open_with_format(name: Option<&str>, format: DeviceFormat) -> Result<Self, AudioError> {
         let (device, name) = find_device(Direction::Output, name)?;
-        let config = choose_config(&device, Direction::Output, &name)?;
+        let config = choose_config(&device, Direction::Output, &name, format)?;
         let shared = Arc::new(Shared::default());
         let meter = LevelMeter::new();
         let channels = config.channels();

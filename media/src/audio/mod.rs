@@ -39,8 +39,8 @@ mod wav;
 use std::path::PathBuf;
 
 pub use device::{
-    DeviceInfo, DeviceSink, DeviceSource, SupportedConfig, input_devices, output_devices,
-    play_test_tone,
+    DeviceFormat, DeviceInfo, DeviceSink, DeviceSource, SupportedConfig, input_devices,
+    output_devices, play_test_tone,
 };
 pub use level::LevelMeter;
 pub use resample::{StreamResampler, downmix_interleaved, upmix_to_interleaved};
