@@ -449,3 +449,103 @@ fn memory_per_registration_is_small() {
     let per = lab.server.memory_estimate() / 1000;
     assert!(per < 1024, "{per} bytes per registration");
 }
+
+#[test]
+fn ipv6_client_without_nat_is_public() {
+    let mut lab = Lab::new(server::Config::default());
+    let c = lab.add_client(
+        Host {
+            local_ip: ip("2a00:1450::7"),
+            interfaces: vec![ip("192.168.1.10")],
+            nat: None,
+            tcp_observed: sa("[2a00:1450::7]:40000"),
+            media_port: 5000,
+        },
+        |_| {},
+    );
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(
+        verdict_of(&lab, c),
+        Some((Verdict::Public, sa("[2a00:1450::7]:5000")))
+    );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn lifetime_is_found_for_any_timeout(
+            timeout_ms in 1500u64..200_000,
+            symmetric in any::<bool>(),
+            inbound_refreshes in any::<bool>(),
+        ) {
+            let mut lab = Lab::new(server::Config::default());
+            let n = lab.add_nat(NatConfig {
+                kind: if symmetric { NatKind::Symmetric } else { NatKind::EndpointIndependent },
+                public_ip: ip("8.8.8.1"),
+                timeout: Duration::from_millis(timeout_ms),
+                inbound_refreshes,
+            });
+            let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+                k.measure_lifetime = true;
+            });
+            let done = lab.run_until(Duration::from_secs(2400), |lab| {
+                lab.clients[c].client.mapping_lifetime().is_some()
+            });
+            prop_assert!(done);
+            let measured = lab.clients[c].client.mapping_lifetime().unwrap().as_secs_f64();
+            let t = timeout_ms as f64 / 1000.0;
+            prop_assert!(measured < t && measured >= t * 0.85 - 0.5, "timeout {} s, measured {} s", t, measured);
+            // The chosen interval keeps the mapping: no loss over the next ten minutes.
+            let lost = lab.clients[c].client.stats().mappings_lost;
+            lab.run_for(Duration::from_secs(600));
+            prop_assert_eq!(lab.clients[c].client.stats().mappings_lost, lost);
+        }
+
+        #[test]
+        fn verdict_matches_the_topology(
+            topology in 0u8..3,
+            host in 2u8..250,
+            port in 1024u16..60000,
+        ) {
+            let mut lab = Lab::new(server::Config::default());
+            let n = nat(&mut lab, NatKind::Symmetric, "8.8.8.1", 30);
+            let public = format!("7.7.7.{host}");
+            let (spec, expected) = match topology {
+                0 => (Host {
+                    local_ip: ip(&public),
+                    interfaces: vec![],
+                    nat: None,
+                    tcp_observed: sa("7.7.7.7:1"), // replaced below
+                    media_port: port,
+                }, Verdict::Public),
+                1 => (Host {
+                    local_ip: ip(&public),
+                    interfaces: vec![],
+                    nat: None,
+                    tcp_observed: sa("9.9.9.9:50000"),
+                    media_port: port,
+                }, Verdict::Proxy),
+                _ => (natted(&format!("10.0.0.{host}"), n, "8.8.8.1", 40000), Verdict::Nat),
+            };
+            let mut spec = spec;
+            if topology == 0 {
+                // The lab's access address is local_ip:40000 for the first client.
+                spec.tcp_observed = SocketAddr::new(spec.local_ip, 40000);
+            }
+            let c = lab.add_client(spec, |_| {});
+            lab.run_for(Duration::from_secs(1));
+            let (verdict, mapped) = verdict_of(&lab, c).unwrap();
+            prop_assert_eq!(verdict, expected);
+            if expected == Verdict::Nat {
+                prop_assert_eq!(mapped.ip(), ip("8.8.8.1"));
+            } else {
+                prop_assert_eq!(mapped, SocketAddr::new(ip(&public), port));
+            }
+        }
+    }
+}
