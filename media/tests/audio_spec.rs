@@ -140,6 +140,24 @@ fn opening_what_is_not_there_is_a_clear_error() {
     std::fs::write(&junk, b"this is not a RIFF file at all").unwrap();
     let err = SourceSpec::Wav { path: junk }.open().unwrap_err();
     assert!(matches!(err, AudioError::Wav { .. }), "{err:?}");
+
+    // WAV headers that are valid but absurd are refused, not allocated for.
+    for (channels, rate, what) in [(200, 48_000, "channels"), (1, 10, "sample rate")] {
+        let odd = dir.join(format!("odd-{channels}-{rate}.wav"));
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(&odd, spec).unwrap();
+        for _ in 0..channels {
+            writer.write_sample(0i16).unwrap();
+        }
+        writer.finalize().unwrap();
+        let err = SourceSpec::Wav { path: odd }.open().unwrap_err();
+        assert!(err.to_string().contains(what), "{err}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -201,4 +219,19 @@ fn tone_and_silence_sources_fill_whole_frames() {
     null.write(&frame).unwrap();
     null.finish().unwrap();
     let _: &dyn Source = tone.as_ref();
+}
+
+proptest::proptest! {
+    /// Any string: a parse or a one-line error, never a panic; what parses prints back to itself.
+    #[test]
+    fn any_string_parses_or_says_why(text in "\\PC{0,40}|(tone|wav|device|null|silence):\\PC{0,20}") {
+        match text.parse::<SourceSpec>() {
+            Ok(spec) => proptest::prop_assert_eq!(spec.to_string().parse::<SourceSpec>().unwrap(), spec),
+            Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+        }
+        match text.parse::<SinkSpec>() {
+            Ok(spec) => proptest::prop_assert_eq!(spec.to_string().parse::<SinkSpec>().unwrap(), spec),
+            Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+        }
+    }
 }

@@ -14,6 +14,11 @@ use crate::SAMPLE_RATE;
 /// Frames read from the file per step (before resampling).
 const READ_FRAMES: usize = 1024;
 
+/// Limits on what a WAV source accepts: beyond them a file is more likely broken than real.
+const MAX_CHANNELS: u16 = 64;
+const MIN_RATE: u32 = 1_000;
+const MAX_RATE: u32 = 768_000;
+
 /// How often a WAV sink rewrites its header, in samples: a process killed without unwinding
 /// still leaves a valid file holding all but the last second.
 const HEADER_EVERY: u64 = SAMPLE_RATE as u64;
@@ -71,8 +76,20 @@ impl WavSource {
         let path = path.as_ref();
         let reader = WavReader::open(path).map_err(|e| wav_error(path, e))?;
         let spec = reader.spec();
-        if spec.channels == 0 || spec.sample_rate == 0 {
-            return Err(wav_error(path, "no channels or a zero sample rate"));
+        if !(1..=MAX_CHANNELS).contains(&spec.channels) {
+            return Err(wav_error(
+                path,
+                format!("{} channels (1 to {MAX_CHANNELS} supported)", spec.channels),
+            ));
+        }
+        if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
+            return Err(wav_error(
+                path,
+                format!(
+                    "sample rate {} Hz ({MIN_RATE} to {MAX_RATE} Hz supported)",
+                    spec.sample_rate
+                ),
+            ));
         }
         let samples = match spec.sample_format {
             SampleFormat::Float if spec.bits_per_sample == 32 => {
