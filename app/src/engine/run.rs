@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Interval, MissedTickBehavior};
 use traversal::channel::{self, Kind};
 use traversal::client::{self, Client, Socket};
-use traversal::control::{self, FrameDecoder};
+use traversal::control::{self, FrameDecoder, ServerMessage};
 use traversal::punch::{Punch, PunchConfig, PunchEvent};
 
 use super::media::{MediaCall, MediaPath, same_addr};
@@ -434,25 +434,29 @@ impl Runner {
         }
     }
 
+    /// Bytes from the control connection. Each frame goes to the traversal client when it is
+    /// one of its messages, and to the signalling when it is a call message: the two share the
+    /// stream, and neither sees what it does not know.
     fn handle_tcp(&mut self, now: Instant, bytes: &[u8]) {
-        self.client.handle_tcp(now, bytes);
-        // The signalling messages are read from the same stream.
         if let Err(e) = self.decoder.push(bytes) {
             self.fail(format!("control connection: {e}"));
             return;
         }
         loop {
-            match self.decoder.next_message::<SignalIn>() {
-                Ok(Some(message)) => self.handle_server(now, message),
+            let value = match self.decoder.next_message::<serde_json::Value>() {
+                Ok(Some(value)) => value,
                 Ok(None) => return,
-                // Other message types (the traversal client's) are skipped.
-                Err(control::FrameError::Invalid(e)) => {
-                    tracing::trace!("control message skipped: {e}");
-                }
                 Err(e) => {
                     self.fail(format!("control connection: {e}"));
                     return;
                 }
+            };
+            if let Ok(message) = serde_json::from_value::<ServerMessage>(value.clone()) {
+                self.client.handle_tcp(now, &control::encode(&message));
+            }
+            match serde_json::from_value::<SignalIn>(value) {
+                Ok(message) => self.handle_server(now, message),
+                Err(e) => tracing::trace!("not a call message: {e}"),
             }
         }
     }
