@@ -224,3 +224,36 @@ fn sequence_and_timestamp_wrap_mid_call() {
     assert!(share_with_tone(heard, RATE, setup.tone_a) > 0.95);
     assert!(longest_gap_ms(heard, RATE, 0.05) <= 40.0);
 }
+
+#[test]
+fn a_muted_pause_restarts_as_a_talkspurt() {
+    let setup = CallSetup {
+        link: LinkConfig {
+            delay: Duration::from_millis(30),
+            jitter: Duration::from_millis(10),
+            ..LinkConfig::default()
+        },
+        seed: 26,
+        ..CallSetup::default()
+    };
+    let mut call = Call::new(&setup);
+    call.run(Duration::from_secs(3));
+    let before = call.b.session.stats();
+    call.a.muted = true;
+    call.run(Duration::from_secs(2));
+    call.a.muted = false;
+    let resumed_at = call.b.heard.len();
+    call.run(Duration::from_secs(3));
+    let after = call.b.session.stats();
+    eprintln!("before {before:?}\nafter {after:?}");
+    // The pause is silence, not a path problem: the timestamps jumped with it, so the buffer
+    // neither grew its target nor counted losses.
+    assert!(after.jitter_buffer_target <= before.jitter_buffer_target + Duration::from_millis(5));
+    assert!(after.jitter_buffer_delay <= Duration::from_millis(60));
+    assert_eq!(after.received.lost, 0);
+    assert_eq!(after.received.resyncs, 0);
+    // The tone is back within a few frames of resuming and stays.
+    let tail = &call.b.heard[resumed_at + RATE as usize / 5..];
+    assert_eq!(longest_gap_ms(tail, RATE, 0.05), 0.0);
+    assert!((dominant(tail, RATE) - setup.tone_a).abs() <= 5.0);
+}

@@ -71,6 +71,9 @@ pub enum PushOutcome {
     Resynced,
     /// Too large for a slot.
     TooLarge,
+    /// Far from the stream's sequence or timestamp: held on probation and discarded; if the next
+    /// packet follows it, the stream resynchronises there.
+    Discarded,
 }
 
 /// What to play next.
@@ -281,8 +284,7 @@ impl JitterBuffer {
                         return self.push_resynced(arrival, seq, timestamp, payload);
                     }
                     self.pending_jump = Some(u64::from(seq.wrapping_add(1)));
-                    self.counters.late += 1;
-                    return PushOutcome::Late;
+                    return PushOutcome::Discarded;
                 }
                 (ext, hts + dts)
             }
@@ -317,9 +319,7 @@ impl JitterBuffer {
         slot.data.extend_from_slice(payload);
         self.counters.stored += 1;
         match self.highest {
-            Some((h, hts)) if ext <= h => {
-                let _ = hts;
-            }
+            Some((h, _)) if ext <= h => {}
             Some((h, hts)) => {
                 let per = (ext_ts - hts) / (ext - h) as i64;
                 if per > 0 && per <= super::codec::MAX_FRAME_SAMPLES as i64 {
@@ -599,7 +599,7 @@ mod tests {
         // A jump within the same SSRC: the first packet is held on probation, the second resyncs.
         assert_eq!(
             jb.push(6 * 960, 2, 30_000, 5_000_000, &pkt(30_000)),
-            PushOutcome::Late
+            PushOutcome::Discarded
         );
         assert_eq!(
             jb.push(7 * 960, 2, 30_001, 5_000_960, &pkt(30_001)),

@@ -207,6 +207,17 @@ impl VoiceSession {
     }
 
     fn send_frame<T: Transport + ?Sized>(&mut self, now: Instant, transport: &mut T) {
+        let frame_len = self.config.codec.frame.duration();
+        if let Some((_, at)) = self.last_sent {
+            let gap = now.saturating_duration_since(at);
+            if gap > frame_len * TALKSPURT_GAP_FRAMES {
+                // Capture stopped for a while (muted, paused): the timestamp follows the time
+                // not sent, and the packet starts a talkspurt (RFC 7587 section 4.1's marker).
+                let skipped =
+                    self.samples_at(now) - self.samples_at(at) - self.capture.len() as i64;
+                self.sender.skip(skipped.max(0) as u32);
+            }
+        }
         let len = match self.encoder.encode(&self.capture, &mut self.packet) {
             Ok(len) => len,
             Err(e) => {
@@ -284,7 +295,10 @@ impl VoiceSession {
                     "jitter buffer resynchronised"
                 );
             }
-            PushOutcome::Stored | PushOutcome::Duplicate | PushOutcome::Late => {}
+            PushOutcome::Stored
+            | PushOutcome::Duplicate
+            | PushOutcome::Late
+            | PushOutcome::Discarded => {}
         }
         self.reception
             .record(packet.ssrc, packet.seq, packet.timestamp, arrival);
@@ -497,6 +511,9 @@ impl VoiceSession {
         stats
     }
 }
+
+/// A pause in capture longer than this many frames starts a new talkspurt.
+const TALKSPURT_GAP_FRAMES: u32 = 10;
 
 /// Length of the cross-fade over a frame skipped by the jitter buffer (5 ms).
 const SKIP_FADE: usize = SAMPLE_RATE as usize / 200;

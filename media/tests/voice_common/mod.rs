@@ -23,6 +23,8 @@ pub struct End {
     /// Everything this end played, if recorded.
     pub heard: Vec<f32>,
     pub record: bool,
+    /// Capture goes on but nothing is sent (the user muted).
+    pub muted: bool,
     pub max_jb_delay: Duration,
     /// (virtual seconds, jitter buffer delay) sampled once a second.
     pub delay_trace: Vec<(f64, Duration)>,
@@ -79,6 +81,7 @@ impl Call {
             ppm,
             heard: Vec::new(),
             record: setup.record,
+            muted: false,
             max_jb_delay: Duration::ZERO,
             delay_trace: Vec::new(),
             next_capture: t0 + phase,
@@ -146,8 +149,10 @@ fn step(end: &mut End, t: Instant, out: &mut LossyLink, t0: Instant) {
     }
     if t >= end.next_capture {
         end.tone.fill(&mut end.frame_buf);
-        end.session
-            .push_capture(t, &end.frame_buf, &mut out.transport(t));
+        if !end.muted {
+            end.session
+                .push_capture(t, &end.frame_buf, &mut out.transport(t));
+        }
         end.next_capture += frame_interval(end);
     }
     if t >= end.next_playout {
