@@ -257,3 +257,52 @@ fn a_muted_pause_restarts_as_a_talkspurt() {
     assert_eq!(longest_gap_ms(tail, RATE, 0.05), 0.0);
     assert!((dominant(tail, RATE) - setup.tone_a).abs() <= 5.0);
 }
+
+/// Keeps what is sent.
+struct Capture(Vec<Vec<u8>>);
+
+impl media::voice::Transport for Capture {
+    fn send(&mut self, datagram: &[u8]) -> std::io::Result<()> {
+        self.0.push(datagram.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn marker_and_timestamps_follow_rfc_7587() {
+    let t0 = std::time::Instant::now();
+    let mut s =
+        VoiceSession::new(VoiceConfig::default(), t0, &mut StdRng::seed_from_u64(8)).unwrap();
+    let mut out = Capture(Vec::new());
+    let frame = vec![0.1f32; 960];
+    for k in 0..3u32 {
+        s.push_capture(t0 + Duration::from_millis(20) * k, &frame, &mut out);
+    }
+    // One second without capture, then one more frame.
+    s.push_capture(t0 + Duration::from_millis(1_040), &frame, &mut out);
+    // Half frames add up to whole packets.
+    s.push_capture(t0 + Duration::from_millis(1_050), &frame[..480], &mut out);
+    s.push_capture(t0 + Duration::from_millis(1_060), &frame[480..], &mut out);
+    let packets: Vec<_> = out
+        .0
+        .iter()
+        .map(|d| media::voice::rtp::parse_rtp(d).unwrap())
+        .collect();
+    let markers: Vec<bool> = packets.iter().map(|p| p.marker).collect();
+    assert_eq!(markers, [true, false, false, true, false]);
+    let ts: Vec<u32> = packets
+        .iter()
+        .map(|p| p.timestamp.wrapping_sub(packets[0].timestamp))
+        .collect();
+    assert_eq!(ts, [0, 960, 1_920, 1_040 * 48, 1_060 * 48]);
+    let seq: Vec<u16> = packets
+        .iter()
+        .map(|p| p.seq.wrapping_sub(packets[0].seq))
+        .collect();
+    assert_eq!(seq, [0, 1, 2, 3, 4]);
+    assert!(
+        packets
+            .iter()
+            .all(|p| p.payload_type == 111 && p.ssrc == s.ssrc())
+    );
+}
