@@ -236,7 +236,9 @@ struct Measure {
 pub struct Client {
     config: Config,
     rng: u64,
+    /// Last request sequence number, and its mask (see [`crate::wire::sequence_mask`]).
     sequence: u64,
+    sequence_mask: u64,
     decoder: FrameDecoder,
     phase: Phase,
     user_index: u32,
@@ -265,6 +267,7 @@ impl Client {
         let mut client = Client {
             rng: config.seed ^ 0x9e37_79b9_7f4a_7c15,
             sequence: 0,
+            sequence_mask: 0,
             decoder: FrameDecoder::new(),
             phase: Phase::Hello,
             user_index: 0,
@@ -380,6 +383,7 @@ impl Client {
                     return;
                 };
                 self.user_index = user_index;
+                self.sequence_mask = crate::wire::sequence_mask(&key);
                 self.key = key;
                 self.private_network = private_network;
                 self.events.push_back(Event::Welcomed {
@@ -879,7 +883,6 @@ impl Client {
     }
 
     fn send_request(&mut self, socket: Socket, tid: TransactionId, test: bool) {
-        self.sequence += 1;
         let contents = UdpMessage::Request {
             transaction_id: tid,
             user_index: self.user_index,
@@ -887,7 +890,6 @@ impl Client {
                 test_socket: test,
                 to_listed: false,
             },
-            sequence: self.sequence,
         }
         .encode(&self.key);
         self.transmits.push_back(Transmit {
@@ -918,12 +920,10 @@ impl Client {
         z ^ (z >> 31)
     }
 
+    /// A request transaction id: the next sequence number (masked) and 4 random bytes.
     fn new_tid(&mut self) -> TransactionId {
-        let a = self.next_random().to_be_bytes();
-        let b = self.next_random().to_be_bytes();
-        let mut tid = [0u8; 12];
-        tid[..8].copy_from_slice(&a);
-        tid[8..].copy_from_slice(&b[..4]);
-        tid
+        self.sequence += 1;
+        let r = self.next_random().to_be_bytes();
+        crate::wire::sequenced_tid(self.sequence_mask, self.sequence, [r[0], r[1], r[2], r[3]])
     }
 }

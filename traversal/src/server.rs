@@ -127,8 +127,9 @@ struct Registration {
     p4_done: bool,
     last_request_len: u16,
     last_request_tid: stun::TransactionId,
-    /// Highest SEQUENCE accepted from the media socket and from the test socket.
+    /// Highest request sequence accepted from the media socket and from the test socket.
     last_sequence: [u64; 2],
+    sequence_mask: u64,
     last_probe: [Option<Instant>; 2],
     verdict: Option<Verdict>,
 }
@@ -341,6 +342,7 @@ impl Server {
                         last_request_len: 0,
                         last_request_tid: [0; 12],
                         last_sequence: [0; 2],
+                        sequence_mask: crate::wire::sequence_mask(&key),
                         last_probe: [None; 2],
                         verdict: None,
                     },
@@ -476,13 +478,12 @@ impl Server {
         }
         let registrations = &self.registrations;
         let decoded = UdpMessage::decode(bytes, |index| registrations.get(&index).map(|r| r.key));
-        let (tid, user_index, flags, sequence) = match decoded {
+        let (tid, user_index, flags) = match decoded {
             Ok(UdpMessage::Request {
                 transaction_id,
                 user_index,
                 flags,
-                sequence,
-            }) => (transaction_id, user_index, flags, sequence),
+            }) => (transaction_id, user_index, flags),
             Ok(_) => {
                 self.stats.udp_malformed += 1;
                 return;
@@ -517,15 +518,17 @@ impl Server {
             self.stats.udp_too_small += 1;
             return;
         }
-        // Replay protection: an old request (a lower or equal SEQUENCE) may only repeat what
+        // Replay protection (see `wire::sequence_mask`): an old request may only repeat what
         // the server already knows; from another address it is dropped.
+        let sequence = crate::wire::tid_sequence(r.sequence_mask, &tid);
         let slot = usize::from(flags.test_socket);
         let current = if flags.test_socket {
             r.test_mapped
         } else {
             r.mapped
         };
-        if sequence <= r.last_sequence[slot] && current != Some(from) {
+        let first = r.last_sequence[slot] == 0 && current.is_none();
+        if sequence <= r.last_sequence[slot] && current != Some(from) && !first {
             self.stats.udp_replayed += 1;
             return;
         }

@@ -2,7 +2,7 @@
 //!
 //! | patent | here | STUN class | attributes |
 //! | --- | --- | --- | --- |
-//! | P1/P3/P6: UDP packet with the 4-byte user index, from the media socket; also every keepalive (S13) | [`UdpMessage::Request`] | Binding Request | USER-INDEX, PINHOLE-FLAGS, SEQUENCE, PADDING, MESSAGE-INTEGRITY, FINGERPRINT |
+//! | P1/P3/P6: UDP packet with the 4-byte user index, from the media socket; also every keepalive (S13) | [`UdpMessage::Request`] | Binding Request | USER-INDEX, PINHOLE-FLAGS, PADDING, MESSAGE-INTEGRITY, FINGERPRINT |
 //! | P4: acknowledgement carrying the address the server saw; also every keepalive answer | [`UdpMessage::Answer`] | Binding Success Response | XOR-MAPPED-ADDRESS, USER-INDEX, PINHOLE-FLAGS, MESSAGE-INTEGRITY, FINGERPRINT |
 //! | P7: the server reaching the client through its mapping | [`UdpMessage::Probe`] | Binding Indication | USER-INDEX, PROBE-NONCE, MESSAGE-INTEGRITY, FINGERPRINT |
 //!
@@ -23,16 +23,43 @@ pub const ATTR_USER_INDEX: u16 = 0xC0F0;
 pub const ATTR_PINHOLE_FLAGS: u16 = 0xC0F1;
 /// PROBE-NONCE: 8 bytes chosen by the client when it asks for a probe.
 pub const ATTR_PROBE_NONCE: u16 = 0xC0F2;
-/// SEQUENCE: 8 bytes, a counter the client raises with every request, so that a captured
-/// request replayed from another address cannot move the mapping.
-pub const ATTR_SEQUENCE: u16 = 0xC0F3;
 
 /// Every request is padded to at least this many bytes: larger than the largest answer
 /// (20 header + 24 IPv6 XOR-MAPPED-ADDRESS + 8 USER-INDEX + 8 FLAGS + 24 MI + 8 FP = 92).
-/// The request itself is 20 + 8 + 8 + 12 SEQUENCE + 24 + 8 = 80 before padding.
+/// The request itself is 20 + 8 + 8 + 24 + 8 = 68 bytes before padding.
 pub const REQUEST_LEN: usize = 96;
 /// Bytes that MESSAGE-INTEGRITY and FINGERPRINT add at the end of a message.
 const TRAILER_LEN: usize = 4 + stun::INTEGRITY_LEN + 8;
+
+/// Replay protection: the client's requests carry a sequence number in the first 8 bytes of
+/// the transaction id (covered by MESSAGE-INTEGRITY), XORed with a mask derived from the key
+/// so that the id still looks random on the wire. The server lets a request move a mapping
+/// to a new address only if its sequence is higher than any seen, so a captured request
+/// replayed from elsewhere moves nothing.
+pub fn sequence_mask(key: &[u8]) -> u64 {
+    use hmac::{KeyInit, Mac};
+    let mut out = [0u8; 8];
+    if let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(key) {
+        mac.update(b"pinhole request sequence");
+        out.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+    }
+    u64::from_be_bytes(out)
+}
+
+/// A request transaction id carrying `sequence` (see [`sequence_mask`]) and 4 random bytes.
+pub fn sequenced_tid(mask: u64, sequence: u64, random: [u8; 4]) -> TransactionId {
+    let mut tid = [0u8; 12];
+    tid[..8].copy_from_slice(&(sequence ^ mask).to_be_bytes());
+    tid[8..].copy_from_slice(&random);
+    tid
+}
+
+/// The sequence number in a request's transaction id (see [`sequence_mask`]).
+pub fn tid_sequence(mask: u64, tid: &TransactionId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&tid[..8]);
+    u64::from_be_bytes(b) ^ mask
+}
 
 /// True for the attribute types that make a Binding Request a Pinhole message.
 pub fn is_pinhole_attribute(kind: u16) -> bool {
@@ -73,8 +100,6 @@ pub enum UdpMessage {
         transaction_id: TransactionId,
         user_index: u32,
         flags: Flags,
-        /// Raised with every request (retransmissions included).
-        sequence: u64,
     },
     /// Server to client: the address the server saw on the request (P4, keepalive answer).
     Answer {
@@ -134,12 +159,10 @@ impl UdpMessage {
                 transaction_id,
                 user_index,
                 flags,
-                sequence,
             } => {
                 let mut b = Builder::new(stun::BINDING_REQUEST, &transaction_id);
                 b.attribute(ATTR_USER_INDEX, &user_index.to_be_bytes());
                 b.attribute(ATTR_PINHOLE_FLAGS, &flags.to_bits().to_be_bytes());
-                b.attribute(ATTR_SEQUENCE, &sequence.to_be_bytes());
                 b.pad_to(REQUEST_LEN, TRAILER_LEN);
                 b
             }
@@ -216,10 +239,6 @@ impl UdpMessage {
                 transaction_id,
                 user_index,
                 flags,
-                sequence: get(ATTR_SEQUENCE)
-                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or(WireError::BadAttribute(ATTR_SEQUENCE))?,
             }),
             stun::BINDING_SUCCESS => {
                 let value = get(stun::ATTR_XOR_MAPPED_ADDRESS)
@@ -273,14 +292,13 @@ mod tests {
 
     fn arb_message() -> impl Strategy<Value = UdpMessage> {
         prop_oneof![
-            (any::<[u8; 12]>(), any::<u32>(), arb_flags(), any::<u64>()).prop_map(
-                |(t, u, f, n)| UdpMessage::Request {
+            (any::<[u8; 12]>(), any::<u32>(), arb_flags()).prop_map(|(t, u, f)| {
+                UdpMessage::Request {
                     transaction_id: t,
                     user_index: u,
                     flags: f,
-                    sequence: n,
                 }
-            ),
+            }),
             (
                 any::<[u8; 12]>(),
                 any::<u32>(),
@@ -309,7 +327,6 @@ mod tests {
             transaction_id: [1; 12],
             user_index: 7,
             flags: Flags::default(),
-            sequence: 1,
         }
         .encode(b"k");
         let answer = UdpMessage::Answer {
@@ -332,12 +349,19 @@ mod tests {
     }
 
     #[test]
+    fn sequence_round_trips_through_the_transaction_id() {
+        let mask = sequence_mask(b"key");
+        let tid = sequenced_tid(mask, 42, [1, 2, 3, 4]);
+        assert_eq!(tid_sequence(mask, &tid), 42);
+        assert_ne!(tid_sequence(sequence_mask(b"other"), &tid), 42);
+    }
+
+    #[test]
     fn wrong_key_or_unknown_user_is_refused() {
         let bytes = UdpMessage::Request {
             transaction_id: [1; 12],
             user_index: 7,
             flags: Flags::default(),
-            sequence: 1,
         }
         .encode(b"right");
         assert!(matches!(

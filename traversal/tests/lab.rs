@@ -305,7 +305,6 @@ fn forged_user_index_without_the_key_is_dropped() {
             transaction_id: [9; 12],
             user_index: index,
             flags: Flags::default(),
-            sequence: 1,
         }
         .encode(key);
         lab.inject_to_server(attacker, &forged);
@@ -318,7 +317,6 @@ fn forged_user_index_without_the_key_is_dropped() {
         transaction_id: [9; 12],
         user_index: index.wrapping_add(1),
         flags: Flags::default(),
-        sequence: 1,
     }
     .encode(b"k");
     lab.inject_to_server(attacker, &forged);

@@ -103,7 +103,6 @@ fn plain_stun_binding_is_answered_and_junk_is_survived() {
             transaction_id: [3; 12],
             user_index: 1,
             flags: Flags::default(),
-            sequence: 1,
         }
         .encode(b"guess"),
     ] {
@@ -165,7 +164,6 @@ fn the_exchange_runs_against_the_binary_and_sigterm_stops_it() {
             transaction_id: [5; 12],
             user_index: driver.client().user_index(),
             flags: Flags::default(),
-            sequence: 1,
         }
         .encode(&[0u8; 16]);
         attacker.send_to(&forged, server.addr).unwrap();
