@@ -11,6 +11,45 @@
 //! The session is sans I/O: it never reads a clock or touches a socket. Its owner passes `now`
 //! into every call and gives it a [`Transport`] to send through; [`link::LossyLink`] is an
 //! in-memory transport with seeded loss, delay, jitter, reordering and duplication for tests.
+//!
+//! A call engine drives it from its media thread, once a frame and on every datagram:
+//!
+//! - every frame: `push_capture(now, &captured, &mut transport)`, `pull_playout(now, &mut
+//!   playback)`, and `handle_timeout(now, &mut transport)` once `now >= poll_timeout()`;
+//! - for each datagram from the socket that [`classify`] calls [`DatagramKind::Rtp`] or
+//!   [`DatagramKind::Rtcp`] (STUN goes to the traversal code): `handle_datagram(now, &bytes)`.
+//!
+//! A transport for a socket shared with STUN is a small wrapper that sends to the current peer
+//! address; on a path change the wrapper's address changes and the session carries on (the
+//! jitter buffer absorbs the step in delay).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use media::voice::link::{LinkConfig, LossyLink};
+//! use media::voice::{VoiceConfig, VoiceSession};
+//!
+//! let t0 = Instant::now();
+//! let mut rng = rand::rng();
+//! let mut alice = VoiceSession::new(VoiceConfig::default(), t0, &mut rng)?;
+//! let mut bob = VoiceSession::new(VoiceConfig::default(), t0, &mut rng)?;
+//! let delay = Duration::from_millis(30);
+//! let mut wire = LossyLink::new(LinkConfig { delay, ..LinkConfig::default() }, 1);
+//! let mut frame = vec![0.0f32; 960];
+//! for k in 0..100 {
+//!     let now = t0 + Duration::from_millis(20 * k);
+//!     media::tone::Tone::new(440.0, 48_000, 0.5).fill(&mut frame);
+//!     alice.push_capture(now, &frame, &mut wire.transport(now));
+//!     if now >= alice.poll_timeout() {
+//!         alice.handle_timeout(now, &mut wire.transport(now));
+//!     }
+//!     while let Some(datagram) = wire.receive(now) {
+//!         bob.handle_datagram(now, &datagram);
+//!     }
+//!     bob.pull_playout(now, &mut frame);
+//! }
+//! assert!(bob.stats().received.packets >= 97);
+//! # Ok::<(), media::voice::VoiceError>(())
+//! ```
 
 pub mod codec;
 pub mod jitter;
