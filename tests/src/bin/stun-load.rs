@@ -4,8 +4,13 @@
 //!
 //! ```text
 //! cargo build --release -p traversal --bin pinhole-rendezvous
-//! cargo run --release -p pinhole-tests --bin stun-load -- bench
+//! chrt -f 10 cargo run --release -p pinhole-tests --bin stun-load -- bench
 //! ```
+//!
+//! `chrt -f 10` (as root) runs the benchmark and the servers it starts under SCHED_FIFO, so
+//! compilers and tests running at the same time on this 2-core machine do not take the two
+//! cores away mid-run; without it the figures swing by a factor of several when the machine is
+//! busy. The kernel's RT throttling still leaves 5% of each second to everything else.
 //!
 //! `bench` starts each server pinned to core 0 (`taskset -c 0`) and pins itself to core 1, then
 //! for each server and each window size runs a closed loop: `window` Binding Requests in flight
@@ -48,7 +53,7 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
         /// Requests in flight, one run per value.
-        #[arg(long, value_delimiter = ',', default_value = "1,32,256")]
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,128")]
         windows: Vec<usize>,
         /// Servers to measure.
         #[arg(
@@ -205,8 +210,11 @@ impl LoadResult {
 
     fn row(&self, name: &str, window: usize) -> String {
         format!(
-            "| {name:<22} | {window:>6} | {:>10.0} | {:>8.1} | {:>8.1} | {:>8} | {:>7} |",
+            "| {name:<22} | {window:>6} | {:>10.0} | {:>9} | {:>8.1} | {:>8.1} | {:>8} | {:>7} |",
             self.rate(),
+            self.server_cpu
+                .map(|c| format!("{:.0}", self.rate() / c.max(0.01)))
+                .unwrap_or_else(|| "-".into()),
             self.p50.as_secs_f64() * 1e6,
             self.p99.as_secs_f64() * 1e6,
             self.lost,
@@ -233,6 +241,12 @@ fn run_load(
     } else {
         "[::1]:0"
     })?;
+    // Room for a whole window of answers, so the generator's own buffer never drops any.
+    let _ =
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20))
+            .or_else(|_| {
+                nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))
+            });
     let (mut rx, mut tx) = udp_batch::split(socket, 64)?;
     // Per slot: generation of the request in flight and when it was sent.
     let mut generation = vec![0u32; window];
@@ -488,11 +502,12 @@ fn bench(
         WARMUP.as_millis()
     );
     println!(
-        "| server                 | window |  answers/s | p50 (us) | p99 (us) |     lost | srv CPU |"
+        "| server                 | window |  answers/s | per CPU-s | p50 (us) | p99 (us) |     lost | srv CPU |"
     );
     println!(
-        "|------------------------|-------:|-----------:|---------:|---------:|---------:|--------:|"
+        "|------------------------|-------:|-----------:|----------:|---------:|---------:|---------:|--------:|"
     );
+    let mut results: Vec<(ServerKind, usize, LoadResult)> = Vec::new();
     for &kind in servers {
         let name = match kind {
             ServerKind::Pinhole => "pinhole-rendezvous",
@@ -516,9 +531,53 @@ fn bench(
                 Some(pid),
             )?;
             println!("{}", r.row(name, window));
+            results.push((kind, window, r));
         }
     }
+    summary(&results);
     Ok(())
+}
+
+/// The issue's comparison: best answers/s of each server over the windows, pinhole against
+/// coturn, and p99 at each window both ran.
+fn summary(results: &[(ServerKind, usize, LoadResult)]) {
+    let best = |kind: ServerKind| {
+        results
+            .iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, w, r)| (r.rate(), *w))
+            .fold(None, |acc: Option<(f64, usize)>, x| match acc {
+                Some(a) if a.0 >= x.0 => Some(a),
+                _ => Some(x),
+            })
+    };
+    let (Some((ours, ours_w)), Some((theirs, theirs_w))) =
+        (best(ServerKind::Pinhole), best(ServerKind::Coturn))
+    else {
+        return;
+    };
+    println!();
+    println!(
+        "best answers/s: pinhole-rendezvous {ours:.0} (window {ours_w}), coturn {theirs:.0} \
+         (window {theirs_w}): {:.2}x (target >= 2x)",
+        ours / theirs
+    );
+    for (kind, window, r) in results {
+        if *kind != ServerKind::Pinhole {
+            continue;
+        }
+        if let Some((_, _, c)) = results
+            .iter()
+            .find(|(k, w, _)| *k == ServerKind::Coturn && w == window)
+        {
+            println!(
+                "window {window:>4}: p99 pinhole {:.0} us, coturn {:.0} us ({})",
+                r.p99.as_secs_f64() * 1e6,
+                c.p99.as_secs_f64() * 1e6,
+                if r.p99 <= c.p99 { "no worse" } else { "WORSE" }
+            );
+        }
+    }
 }
 
 /// `taskset` execs the server, so the PID is the server's own.
