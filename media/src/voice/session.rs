@@ -523,3 +523,23 @@ fn plc_len(samples: usize) -> usize {
     let quantum = SAMPLE_RATE as usize / 400;
     (samples / quantum * quantum).clamp(quantum, MAX_FRAME_SAMPLES)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_can_move_to_a_media_thread() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<VoiceSession>();
+        assert_send::<VoiceStats>();
+    }
+
+    #[test]
+    fn conceal_lengths_are_whole_opus_quanta() {
+        assert_eq!(plc_len(960), 960);
+        assert_eq!(plc_len(961), 960);
+        assert_eq!(plc_len(0), 120);
+        assert_eq!(plc_len(1_000_000), MAX_FRAME_SAMPLES);
+    }
+}
