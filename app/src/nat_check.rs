@@ -186,9 +186,11 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         .await
         .map_err(|e| format!("{server}: {e}"))?;
     let Some((verdict, mapped)) = verdict else {
-        return Err(format!(
-            "no answer from {server} within {timeout:?} (is UDP to it blocked?)"
-        ));
+        return Err(if observed_tcp.is_none() {
+            format!("{server} accepted the connection but did not answer within {timeout:?}")
+        } else {
+            format!("no UDP answer from {server} within {timeout:?} (is UDP to it blocked?)")
+        });
     };
     let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let client = driver.client();

@@ -137,8 +137,12 @@ fn dead_server_fails_fast_with_one_line() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
+    // A server that accepts the connection and then says nothing.
+    let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent_listener.local_addr().unwrap().to_string();
     for args in [
         vec!["--server", dead.as_str(), "--json"],
+        vec!["--server", silent.as_str(), "--json", "--timeout", "1"],
         vec!["--stun", dead.as_str(), "--timeout", "1"],
         vec!["--server", "127.0.0.1", "--json"],
     ] {
