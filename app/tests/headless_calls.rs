@@ -244,6 +244,7 @@ fn call_and_answer_exchange_tones_and_report_json() {
     assert_eq!(ja.len(), 1, "{ja:?}");
     assert_eq!(jb.len(), 1, "{jb:?}");
     let (ja, jb) = (&ja[0], &jb[0]);
+    println!("caller: {ja}\ncallee: {jb}");
     assert_eq!(ja["peer"], "bob");
     assert_eq!(jb["peer"], "alice");
     for j in [ja, jb] {
