@@ -24,10 +24,13 @@ use crate::SAMPLE_RATE;
 
 /// Audio the ring buffers hold between a callback and the media thread.
 const RING: Duration = Duration::from_millis(250);
-/// Audio queued beyond a frame (capture) or beyond what the callback takes (playback) that is
-/// trimmed, keeping latency low when the device's clock runs ahead of the media thread's or a
-/// writer got ahead: 60 ms at 48 kHz (or two device callbacks, if those are longer).
-const MAX_BACKLOG: usize = SAMPLE_RATE as usize * 60 / 1_000;
+/// Reads (or writes) over which a queue's low-water mark is taken: about a second of 20 ms
+/// frames. A queue that stays above its target for a whole window holds latency that jitter does
+/// not need (the two clocks drift, or a stall has passed), and the excess is dropped; a queue
+/// that only swings up and down with bursty callbacks is left alone.
+const LOW_WATER_WINDOW: u32 = 50;
+/// Excess tolerated above the target before trimming, at 48 kHz: 10 ms.
+const LOW_WATER_SLACK: usize = SAMPLE_RATE as usize / 100;
 /// Extra audio kept ahead of the reader or the playback callback before it starts, so that
 /// callback jitter does not cause underruns: 10 ms.
 const CUSHION: usize = SAMPLE_RATE as usize / 100;
@@ -413,15 +416,47 @@ impl std::fmt::Debug for StreamHandle {
     }
 }
 
+/// The low-water mark of a queue over a window of reads or writes (see [`LOW_WATER_WINDOW`]).
+#[derive(Debug)]
+struct LowWater {
+    min: usize,
+    count: u32,
+}
+
+impl Default for LowWater {
+    fn default() -> Self {
+        Self {
+            min: usize::MAX,
+            count: 0,
+        }
+    }
+}
+
+impl LowWater {
+    /// Notes the queue's `level`; at the end of a window returns how much of it was never needed
+    /// above `target` (plus `slack`), if any.
+    fn observe(&mut self, level: usize, target: usize, slack: usize) -> Option<usize> {
+        self.min = self.min.min(level);
+        self.count += 1;
+        if self.count < LOW_WATER_WINDOW {
+            return None;
+        }
+        let min = std::mem::replace(&mut self.min, usize::MAX);
+        self.count = 0;
+        (min > target + slack).then(|| min - target)
+    }
+}
+
 /// The media-thread half of a capture: ring consumer, down-mix, resampler to 48 kHz.
 struct Capture {
     cons: HeapCons<f32>,
     channels: usize,
-    rate: u32,
     raw: Vec<f32>,
     mono: Vec<f32>,
     resampler: StreamResampler,
     primed: bool,
+    low_water: LowWater,
+    resampler_dropped: u64,
     watchdog: Watchdog,
     shared: Arc<Shared>,
 }
@@ -449,11 +484,12 @@ impl Capture {
         Ok(Self {
             cons,
             channels,
-            rate,
             raw: vec![0.0; raw_len],
             mono: vec![0.0; raw_len / channels],
             resampler: StreamResampler::new(rate, SAMPLE_RATE, SAMPLE_RATE as usize)?,
             primed: false,
+            low_water: LowWater::default(),
+            resampler_dropped: 0,
             watchdog: Watchdog::default(),
             shared,
         })
@@ -471,13 +507,20 @@ impl Capture {
             let frames = downmix_interleaved(&self.raw[..n], self.channels, &mut self.mono);
             self.resampler.push(&self.mono[..frames])?;
         }
+        // Audio nobody read for a second (the resampler's queue is full): dropped there.
+        if self.resampler.dropped() > self.resampler_dropped {
+            self.resampler_dropped = self.resampler.dropped();
+            self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+        }
+        // Latency never needed for a whole window (the device's clock runs ahead of the
+        // reader's, or a stall has passed): dropped, so latency stays low.
         let available = self.resampler.available();
-        // The device's clock runs ahead of the reader's: drop the backlog, keep latency low.
-        let callback = self.shared.max_callback.load(Ordering::Relaxed) / self.channels
-            * SAMPLE_RATE as usize
-            / self.rate as usize;
-        if available > frame.len() + MAX_BACKLOG.max(2 * callback) {
-            self.resampler.trim_to(frame.len() + CUSHION);
+        if self.primed
+            && let Some(excess) =
+                self.low_water
+                    .observe(available, frame.len() + CUSHION, LOW_WATER_SLACK)
+        {
+            self.resampler.trim_to(available - excess);
             self.shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
         if !self.primed {
@@ -507,6 +550,9 @@ struct Playback {
     resampler: StreamResampler,
     mono: Vec<f32>,
     interleaved: Vec<f32>,
+    low_water: LowWater,
+    /// Samples (interleaved) still to drop from what is written, to shed excess latency.
+    to_drop: usize,
     watchdog: Watchdog,
     shared: Arc<Shared>,
 }
@@ -537,6 +583,8 @@ impl Playback {
             resampler: StreamResampler::new(SAMPLE_RATE, rate, rate as usize)?,
             mono: vec![0.0; mono_len],
             interleaved: vec![0.0; mono_len * channels],
+            low_water: LowWater::default(),
+            to_drop: 0,
             watchdog: Watchdog::default(),
             shared,
         })
@@ -544,6 +592,18 @@ impl Playback {
 
     fn write(&mut self, frame: &[f32]) -> Result<(), AudioError> {
         self.watchdog.check(&self.shared, frame.len());
+        // Latency the callback never needed for a whole window (the writer's clock runs ahead
+        // of the device's, or a stall has passed): shed from what comes next.
+        let per_ms = self.rate as usize / 1_000 * self.channels;
+        let target = self.shared.max_callback.load(Ordering::Relaxed) + CUSHION / 48 * per_ms;
+        if let Some(excess) = self.low_water.observe(
+            self.prod.occupied_len(),
+            target,
+            LOW_WATER_SLACK / 48 * per_ms,
+        ) {
+            self.to_drop = excess / self.channels * self.channels;
+            self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+        }
         self.resampler.push(frame)?;
         let mut dropped = false;
         loop {
@@ -553,19 +613,22 @@ impl Playback {
             }
             let frames =
                 upmix_to_interleaved(&self.mono[..n], self.channels, &mut self.interleaved);
-            // Whole frames only, so channels never slip; no more than the backlog allows.
-            let callback = self.shared.max_callback.load(Ordering::Relaxed);
-            let backlog = MAX_BACKLOG * self.rate as usize / SAMPLE_RATE as usize * self.channels;
-            let limit = callback + backlog.max(2 * callback);
-            let room = self
-                .prod
-                .vacant_len()
-                .min(limit.saturating_sub(self.prod.occupied_len()))
-                / self.channels;
-            let frames_in = frames.min(room);
-            self.prod
-                .push_slice(&self.interleaved[..frames_in * self.channels]);
-            dropped |= frames_in < frames;
+            let mut samples = &self.interleaved[..frames * self.channels];
+            let skip = self.to_drop.min(samples.len());
+            self.to_drop -= skip;
+            samples = &samples[skip..];
+            // Whole frames only, so channels never slip; until the stream runs, no more than it
+            // needs to start (a server can take seconds to start a stream, and what piles up
+            // meanwhile would be latency).
+            let mut room = self.prod.vacant_len();
+            if self.shared.callbacks.load(Ordering::Relaxed) < CALLBACKS_TO_ARM {
+                let cap = target + LOW_WATER_SLACK / 48 * per_ms;
+                room = room.min(cap.saturating_sub(self.prod.occupied_len()));
+            }
+            let room = room / self.channels * self.channels;
+            let take = samples.len().min(room);
+            self.prod.push_slice(&samples[..take]);
+            dropped |= take < samples.len();
         }
         if dropped && !self.shared.failed.load(Ordering::Acquire) {
             self.shared.overruns.fetch_add(1, Ordering::Relaxed);
@@ -1041,19 +1104,30 @@ mod tests {
     }
 
     #[test]
-    fn capture_trims_a_backlog() {
+    fn capture_sheds_latency_it_never_needs_but_not_jitter() {
         let shared = Arc::new(Shared::default());
         let (mut prod, cons) = HeapRb::<f32>::new(48_000).split();
         let mut capture = Capture::new(cons, 1, 48_000, shared.clone()).unwrap();
-        prod.push_slice(&[0.1; 24_000]);
         let mut frame = [0.0f32; 960];
-        assert_eq!(capture.read(&mut frame).unwrap(), 960);
+        // Bursty but on time: 60 ms arrive every third read. Nothing is dropped.
+        for i in 0..300 {
+            if i % 3 == 0 {
+                prod.push_slice(&[0.1; 2_880]);
+            }
+            capture.read(&mut frame).unwrap();
+        }
+        assert_eq!(shared.stats().overruns, 0);
+        // A stall delivered 300 ms at once, then steady: the excess goes within a window or two.
+        prod.push_slice(&[0.1; 14_400]);
+        for _ in 0..2 * LOW_WATER_WINDOW {
+            prod.push_slice(&[0.1; 960]);
+            assert_eq!(capture.read(&mut frame).unwrap(), 960);
+        }
         assert_eq!(shared.stats().overruns, 1);
-        // What is left is within a frame and the cushion.
+        let left = capture.resampler.available();
         assert!(
-            capture.resampler.available() <= CUSHION,
-            "{}",
-            capture.resampler.available()
+            left <= 2 * CUSHION + LOW_WATER_SLACK,
+            "{left} samples still queued"
         );
     }
 
@@ -1066,6 +1140,18 @@ mod tests {
         let mut frame = [0.0f32; 960];
         let mut played = Vec::new();
         let mut buf = vec![0.0f32; 882 * 2];
+        // Before the stream runs, writes queue no more than it needs to start (20 ms here).
+        for _ in 0..10 {
+            playback.write(&[0.0; 960]).unwrap();
+        }
+        let queued_ms = cons.occupied_len() / 2 * 1_000 / 44_100;
+        assert!(
+            queued_ms <= 20,
+            "{queued_ms} ms queued before the stream started"
+        );
+        cons.clear();
+        let before = shared.stats().overruns;
+        shared.callbacks.store(CALLBACKS_TO_ARM, Ordering::Relaxed);
         for _ in 0..50 {
             tone.fill(&mut frame);
             playback.write(&frame).unwrap();
@@ -1073,7 +1159,7 @@ mod tests {
             let n = cons.pop_slice(&mut buf);
             played.extend_from_slice(&buf[..n]);
         }
-        assert_eq!(shared.stats().overruns, 0);
+        assert_eq!(shared.stats().overruns, before);
         assert!(played.len() > 2 * 44_100 * 9 / 10, "{}", played.len());
         let left: Vec<f32> = played.iter().step_by(2).copied().collect();
         let right: Vec<f32> = played.iter().skip(1).step_by(2).copied().collect();
@@ -1083,13 +1169,22 @@ mod tests {
             700.0
         );
 
-        // Nobody plays: the queue stops at the backlog limit and overruns are counted.
-        for _ in 0..20 {
+        // A stall: nobody plays for 300 ms; the ring holds 250 ms, the rest is counted.
+        for _ in 0..15 {
             playback.write(&frame).unwrap();
         }
-        assert!(shared.stats().overruns > 0);
+        let after_stall = shared.stats().overruns;
+        assert!(after_stall >= 1);
+        // Steady again: the latency the stall left is shed within a window or two.
+        shared.max_callback.store(882 * 2, Ordering::Relaxed);
+        for _ in 0..2 * LOW_WATER_WINDOW {
+            playback.write(&frame).unwrap();
+            cons.pop_slice(&mut buf);
+        }
+        let trims = shared.stats().overruns - after_stall;
+        assert!((1..=2).contains(&trims), "{trims} trims");
         let queued_ms = cons.occupied_len() / 2 * 1_000 / 44_100;
-        assert!(queued_ms <= 70, "{queued_ms} ms queued");
+        assert!(queued_ms <= 60, "{queued_ms} ms still queued");
     }
 
     #[test]
