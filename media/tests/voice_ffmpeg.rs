@@ -72,10 +72,11 @@ fn ffmpeg_decodes_our_rtp_stream_given_an_sdp() {
         .spawn()
         .unwrap();
 
-    // Wait for ffmpeg to bind its port, then stream 6 s of a 440 Hz tone in real time.
+    // Wait for ffmpeg to bind its port (seen in /proc/net/udp, without touching the port),
+    // then stream 6 s of a 440 Hz tone in real time.
     let bound = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
-        UdpSocket::bind(("127.0.0.1", port)).is_err()
+        udp_port_bound(port)
     });
     let mut socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(("127.0.0.1", port)).unwrap();
@@ -131,4 +132,19 @@ fn ffmpeg_decodes_our_rtp_stream_given_an_sdp() {
     assert!((f - 440.0).abs() <= 5.0, "dominant {f} Hz");
     assert!(level > 0.2, "rms {level}");
     assert_eq!(session.stats().sent.send_errors, 0);
+}
+
+/// Whether some socket is bound to UDP `port` on this host (Linux: `/proc/net/udp`).
+fn udp_port_bound(port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
+        // Not Linux: give ffmpeg a generous moment instead.
+        std::thread::sleep(Duration::from_millis(1_500));
+        return true;
+    };
+    let needle = format!(":{port:04X} ");
+    table.lines().skip(1).any(|line| {
+        line.split_whitespace()
+            .nth(1)
+            .is_some_and(|local| format!("{local} ").ends_with(&needle))
+    })
 }
