@@ -134,6 +134,71 @@ fn ffmpeg_decodes_our_rtp_stream_given_an_sdp() {
     assert_eq!(session.stats().sent.send_errors, 0);
 }
 
+#[test]
+fn pinhole_decodes_ffmpegs_rtp_stream() {
+    if Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("SKIPPED: ffmpeg is not installed (run scripts/setup)");
+        return;
+    }
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let config = VoiceConfig::default();
+    // A 660 Hz tone, encoded by libopus in ffmpeg, sent as RTP in real time with our payload
+    // type (ffmpeg's RTCP goes to port + 1, which nobody reads).
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "sine=frequency=660:sample_rate=48000:duration=4"])
+        .args(["-ac", "1", "-c:a", "libopus", "-b:a", "32k", "-f", "rtp"])
+        .args(["-payload_type", &config.payload_type.to_string()])
+        .arg(format!("rtp://127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut session = VoiceSession::new(config, start, &mut StdRng::seed_from_u64(4)).unwrap();
+    let mut heard = Vec::new();
+    let mut frame = vec![0.0f32; 960];
+    let mut next_pull = start;
+    let mut buf = [0u8; 1_500];
+    while start.elapsed() < Duration::from_secs(6) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            session.handle_datagram(Instant::now(), &buf[..n]);
+        }
+        let now = Instant::now();
+        if now >= next_pull {
+            session.pull_playout(now, &mut frame);
+            heard.extend_from_slice(&frame);
+            next_pull += Duration::from_millis(20);
+        }
+        if ffmpeg.try_wait().unwrap().is_some() && start.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let s = session.stats();
+    eprintln!("from ffmpeg: {:?}", s.received);
+    assert!(s.received.packets >= 150, "{:?}", s.received);
+    assert_eq!(s.received.malformed, 0);
+    // The second second of what arrived: the tone, at its level.
+    let first = heard.iter().position(|x| x.abs() > 0.05).unwrap();
+    let second = &heard[first + 48_000..first + 96_000];
+    let f = dominant(second, 48_000);
+    let level = media::analysis::rms(second);
+    eprintln!("decoded {f} Hz at rms {level}");
+    assert!((f - 660.0).abs() <= 5.0, "dominant {f} Hz");
+    assert!(level > 0.05, "rms {level}");
+}
+
 /// Whether some socket is bound to UDP `port` on this host (Linux: `/proc/net/udp`).
 fn udp_port_bound(port: u16) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
