@@ -112,3 +112,42 @@ fn ten_and_forty_ms_frames_carry_the_tone_through_loss() {
         assert_eq!(s.sent.packets, 10_000 / frame.millis());
     }
 }
+
+#[test]
+fn ends_with_different_frame_sizes_understand_each_other() {
+    let setup = CallSetup {
+        link: LinkConfig {
+            loss: 0.03,
+            ..link(15)
+        },
+        seed: 43,
+        ..CallSetup::default()
+    };
+    let mut call = Call::new(&setup);
+    // A sends 10 ms packets (and pulls in 10 ms pieces); B keeps 20 ms.
+    let ten = VoiceConfig {
+        codec: CodecConfig {
+            frame: FrameDuration::Ms10,
+            ..CodecConfig::default()
+        },
+        ..VoiceConfig::default()
+    };
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(44);
+    call.a.session = media::voice::VoiceSession::new(ten, call.t0, &mut rng).unwrap();
+    call.run(Duration::from_secs(8));
+    for (end, hz, label) in [
+        (&call.b, setup.tone_a, "b hears 10 ms packets"),
+        (&call.a, setup.tone_b, "a hears 20 ms packets"),
+    ] {
+        let heard = &end.heard[RATE as usize / 2..];
+        let f = dominant(heard, RATE);
+        let gap = longest_gap_ms(heard, RATE, 0.05);
+        eprintln!(
+            "{label}: {f} Hz, gap {gap} ms, {:?}",
+            end.session.stats().received
+        );
+        assert!((f - hz).abs() <= 5.0, "{label}: {f} Hz");
+        assert!(gap <= 40.0, "{label}: gap {gap} ms");
+        assert!(share_with_tone(heard, RATE, hz) > 0.95, "{label}");
+    }
+}

@@ -138,9 +138,10 @@ impl Call {
     }
 }
 
+/// The end's audio device period (the setup's frame), on its own clock.
 fn frame_interval(end: &End) -> Duration {
-    let frame = end.session.config().codec.frame.duration();
-    frame.div_f64(1.0 + end.ppm * 1e-6)
+    let period = Duration::from_secs_f64(end.frame_buf.len() as f64 / f64::from(RATE));
+    period.div_f64(1.0 + end.ppm * 1e-6)
 }
 
 fn step(end: &mut End, t: Instant, out: &mut LossyLink, t0: Instant) {
