@@ -51,6 +51,11 @@ pub(crate) struct NatCheckArgs {
     /// it is reported as living at least that long.
     #[arg(long, value_name = "SECS", default_value_t = 240.0)]
     lifetime_max: f64,
+    /// Also test filtering behind NAT: does a probe from another server port get through?
+    /// (Always done for the `public` and `proxy` verdicts, where it tells whether a firewall
+    /// filters unsolicited UDP.)
+    #[arg(long)]
+    filtering: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +74,8 @@ struct Report {
     note: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     observed_tcp: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filtered: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hold_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,6 +213,7 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         limited: None,
         note: None,
         observed_tcp,
+        filtered: None,
         hold_s: None,
         keepalives_sent: None,
         keepalive_answers: None,
@@ -218,6 +226,24 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         mapping_lifetime_at_least: None,
         keepalive_interval_s: None,
     };
+
+    if args.filtering || verdict != traversal::control::Verdict::Nat {
+        // RFC 5780's filtering test: a probe from the server's other port, to which we never
+        // sent anything.
+        driver.client_mut().check_filtering(Instant::now());
+        let mut filtered = None;
+        driver
+            .run_for(timeout, |e| match e {
+                Event::Filtering { filtered: f } => {
+                    filtered = *f;
+                    true
+                }
+                _ => false,
+            })
+            .await
+            .map_err(|e| format!("{server}: {e}"))?;
+        report.filtered = filtered;
+    }
 
     let mut lifetime = None;
     let mut lost_events = 0u64;
@@ -328,6 +354,7 @@ async fn check_stun(server: &str, timeout: Duration, start: Instant) -> Result<R
              a proxy cannot be told from a public address, and nothing is kept alive",
         ),
         observed_tcp: None,
+        filtered: None,
         hold_s: None,
         keepalives_sent: None,
         keepalive_answers: None,

@@ -49,6 +49,8 @@ fn json_gives_the_verdict_and_mapped_address() {
     assert_ne!(mapped.port(), 0);
     assert!(v["user_index"].as_u64().unwrap() > 0);
     assert!(v["elapsed_ms"].as_u64().is_some());
+    // Nothing filters on loopback: the probe from the server's other port got through.
+    assert_eq!(v["filtered"], false);
     let locals = v["local_addresses"].as_array().unwrap();
     assert!(locals.iter().any(|a| a == "127.0.0.1"), "{locals:?}");
     // The registration is released when nat-check says goodbye.

@@ -150,6 +150,10 @@ pub enum Event {
     MappingLost { reason: LostReason },
     /// Answer to [`Client::check_reachability`]: did the server's probe arrive?
     Reachability { reachable: bool },
+    /// Answer to [`Client::check_filtering`]: `Some(true)` when a probe from another server
+    /// port did not arrive (the NAT or a firewall filters by remote port), `Some(false)` when
+    /// it did, `None` when the server cannot send from another port.
+    Filtering { filtered: Option<bool> },
     /// The lifetime measurement finished.
     LifetimeMeasured {
         /// The longest silence the mapping survived.
@@ -251,6 +255,8 @@ pub struct Client {
     keepalive_pending: Option<TransactionId>,
     misses: u32,
     main_probe: Option<PendingProbe>,
+    /// The filtering probe in flight: nonce and deadline.
+    filter_probe: Option<(u64, Instant)>,
     last_probe_arrived: Option<Instant>,
     measure: Option<Measure>,
     lifetime: Option<Duration>,
@@ -280,6 +286,7 @@ impl Client {
             keepalive_pending: None,
             misses: 0,
             main_probe: None,
+            filter_probe: None,
             last_probe_arrived: None,
             measure: None,
             lifetime: None,
@@ -400,6 +407,11 @@ impl Client {
             }
             ServerMessage::ProbeSent { nonce, .. } => {
                 let wait = self.config.probe_wait;
+                if let Some((n, deadline)) = self.filter_probe.as_mut()
+                    && *n == nonce
+                {
+                    *deadline = now + wait;
+                }
                 if let Some(p) = self.main_probe.as_mut()
                     && p.nonce == nonce
                 {
@@ -413,6 +425,10 @@ impl Client {
                 }
             }
             ServerMessage::ProbeFailed { nonce, .. } => {
+                if self.filter_probe.is_some_and(|(n, _)| n == nonce) {
+                    self.filter_probe = None;
+                    self.events.push_back(Event::Filtering { filtered: None });
+                }
                 if self.main_probe.is_some_and(|p| p.nonce == nonce) {
                     self.main_probe_done(now, false);
                 }
@@ -440,11 +456,9 @@ impl Client {
             return;
         }
         let from = SocketAddr::new(addr::normalize(from.ip()), from.port());
-        let server = SocketAddr::new(
-            addr::normalize(self.config.server.ip()),
-            self.config.server.port(),
-        );
-        if from != server {
+        // Any port of the server's address: probes may come from its alternate port. Every
+        // message is authenticated anyway.
+        if from.ip() != addr::normalize(self.config.server.ip()) {
             return;
         }
         let user_index = self.user_index;
@@ -486,6 +500,12 @@ impl Client {
             }
             (Socket::Media, UdpMessage::Probe { nonce, .. }) => {
                 self.stats.probes_received += 1;
+                if self.filter_probe.is_some_and(|(n, _)| n == nonce) {
+                    self.filter_probe = None;
+                    self.events.push_back(Event::Filtering {
+                        filtered: Some(false),
+                    });
+                }
                 if self.main_probe.is_some_and(|p| p.nonce == nonce) {
                     self.main_probe_done(now, true);
                 }
@@ -581,6 +601,21 @@ impl Client {
         self.request_main_probe(now, ProbePurpose::Check);
     }
 
+    /// Asks the server for a probe from its alternate port through the media mapping; the
+    /// answer comes as [`Event::Filtering`]. Does nothing unless registered.
+    pub fn check_filtering(&mut self, now: Instant) {
+        if self.phase != Phase::Registered || self.filter_probe.is_some() {
+            return;
+        }
+        let nonce = self.next_random();
+        self.filter_probe = Some((nonce, now + PROBE_CONFIRM_WAIT));
+        self.send_tcp(&ClientMessage::Probe {
+            nonce,
+            target: ProbeTarget::Main,
+            from_alternate_port: true,
+        });
+    }
+
     /// Says goodbye: the server releases the registration. Write out [`Client::poll_tcp`]
     /// before closing the connection.
     pub fn close(&mut self) {
@@ -624,6 +659,14 @@ impl Client {
         {
             self.main_probe_done(now, false);
         }
+        if let Some((_, deadline)) = self.filter_probe
+            && now >= deadline
+        {
+            self.filter_probe = None;
+            self.events.push_back(Event::Filtering {
+                filtered: Some(true),
+            });
+        }
         if self.phase == Phase::Registered
             && let Some(at) = self.next_keepalive
             && now >= at
@@ -661,6 +704,7 @@ impl Client {
                     self.send_tcp(&ClientMessage::Probe {
                         nonce,
                         target: ProbeTarget::Test,
+                        from_alternate_port: false,
                     });
                     if let Some(m) = self.measure.as_mut() {
                         m.stage = MeasureStage::Probing {
@@ -692,6 +736,7 @@ impl Client {
             consider(self.next_keepalive);
         }
         consider(self.main_probe.map(|p| p.deadline));
+        consider(self.filter_probe.map(|(_, d)| d));
         if let Some(m) = self.measure {
             consider(match m.stage {
                 MeasureStage::Refresh { sent, .. } => Some(sent + RTO * 4),
@@ -776,6 +821,7 @@ impl Client {
         self.send_tcp(&ClientMessage::Probe {
             nonce,
             target: ProbeTarget::Main,
+            from_alternate_port: false,
         });
     }
 
@@ -907,6 +953,7 @@ impl Client {
         self.phase = Phase::Failed;
         self.next_keepalive = None;
         self.main_probe = None;
+        self.filter_probe = None;
         self.measure = None;
         self.events.push_back(Event::Failed { reason });
     }

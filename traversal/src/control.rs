@@ -74,7 +74,14 @@ pub enum ClientMessage {
         mapped: SocketAddr,
     },
     /// Asks the server to send a probe (P7) through a mapping; `nonce` comes back in it.
-    Probe { nonce: u64, target: ProbeTarget },
+    /// With `from_alternate_port` the probe leaves from another server port, to which the
+    /// client never sent anything: it tests the NAT's filtering (RFC 5780 section 4.4).
+    Probe {
+        nonce: u64,
+        target: ProbeTarget,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        from_alternate_port: bool,
+    },
     /// Orderly goodbye: the server releases the registration.
     Bye,
 }
@@ -221,12 +228,15 @@ mod tests {
                 arb_addr()
             )
                 .prop_map(|(verdict, mapped)| ClientMessage::Verdict { verdict, mapped }),
-            (any::<u64>(), any::<bool>()).prop_map(|(nonce, t)| ClientMessage::Probe {
-                nonce,
-                target: if t {
-                    ProbeTarget::Test
-                } else {
-                    ProbeTarget::Main
+            (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(nonce, t, a)| {
+                ClientMessage::Probe {
+                    nonce,
+                    target: if t {
+                        ProbeTarget::Test
+                    } else {
+                        ProbeTarget::Main
+                    },
+                    from_alternate_port: a,
                 }
             }),
             Just(ClientMessage::Bye),
@@ -270,6 +280,7 @@ mod tests {
         let frame = encode(&ClientMessage::Probe {
             nonce: 5,
             target: ProbeTarget::Main,
+            from_alternate_port: false,
         });
         assert_eq!(
             &frame[4..],

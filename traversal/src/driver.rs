@@ -347,11 +347,11 @@ impl Driver {
     }
 }
 
-/// A datagram from the server that looks like STUN is the client's; anything else is left to
-/// the caller (RFC 7983 demultiplexing by first byte: STUN starts with 0 or 1).
+/// A datagram from the server's address (any port: probes may come from its alternate port)
+/// that looks like STUN is the client's; anything else is left to the caller (RFC 7983
+/// demultiplexing by first byte: STUN starts with 0 to 3).
 fn is_for_client(from: SocketAddr, server: SocketAddr, data: &[u8]) -> bool {
     crate::addr::normalize(from.ip()) == crate::addr::normalize(server.ip())
-        && from.port() == server.port()
         && data.first().is_some_and(|b| *b < 4)
 }
 

@@ -5,7 +5,8 @@
 //! internal address (like Linux `MASQUERADE`), a symmetric one a port per internal address and
 //! destination (like `MASQUERADE --random-fully`). A mapping dies after `timeout` with no
 //! outbound packet (inbound packets refresh it too when `inbound_refreshes`, as Linux
-//! conntrack does). TCP is not translated: each client's control connection simply shows the
+//! conntrack does), and with `port_dependent_filtering` lets in only what comes from an
+//! address and port the inside host sent to. TCP is not translated: each client's control connection simply shows the
 //! server the address the host spec gives (`tcp_observed`), which is how a NAT, a proxy or no
 //! middlebox at all look to the server. Delivery is instant.
 
@@ -31,14 +32,19 @@ pub struct NatConfig {
     pub public_ip: IpAddr,
     pub timeout: Duration,
     pub inbound_refreshes: bool,
+    /// Let in only what comes from an address and port the inside host sent to (Linux
+    /// conntrack's behaviour); otherwise anything that reaches a live mapping gets in.
+    pub port_dependent_filtering: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Mapping {
     internal: SocketAddr,
     remote: Option<SocketAddr>,
     external_port: u16,
     last: Instant,
+    /// Remote addresses the inside host sent to through this mapping.
+    contacted: Vec<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -90,6 +96,8 @@ pub struct Lab {
     pub now: Instant,
     pub server: Server,
     pub server_addr: SocketAddr,
+    /// The server's alternate port (filtering probes come from it).
+    pub server_alternate: SocketAddr,
     pub clients: Vec<LabClient>,
     nats: Vec<Nat>,
     server_tick: Instant,
@@ -109,8 +117,15 @@ impl Lab {
         let now = Instant::now();
         Lab {
             now,
-            server: Server::new(config, [7; 32]),
+            server: Server::new(
+                server::Config {
+                    alternate_port: true,
+                    ..config
+                },
+                [7; 32],
+            ),
             server_addr: SocketAddr::from(([5, 5, 5, 5], 3478)),
+            server_alternate: SocketAddr::from(([5, 5, 5, 5], 3479)),
             clients: Vec::new(),
             nats: Vec::new(),
             server_tick: now,
@@ -260,7 +275,12 @@ impl Lab {
             while let Some(t) = self.server.poll_transmit() {
                 progress = true;
                 self.server_sent.push((t.destination, t.contents.len()));
-                self.route_from_server(t.destination, &t.contents);
+                let from = if t.from_alternate {
+                    self.server_alternate
+                } else {
+                    self.server_addr
+                };
+                self.route_from_server(from, t.destination, &t.contents);
             }
             if !progress {
                 return;
@@ -298,6 +318,9 @@ impl Lab {
                 let port = match existing {
                     Some(m) => {
                         m.last = now;
+                        if !m.contacted.contains(&t.destination) {
+                            m.contacted.push(t.destination);
+                        }
                         m.external_port
                     }
                     None => {
@@ -308,6 +331,7 @@ impl Lab {
                             remote,
                             external_port: port,
                             last: now,
+                            contacted: vec![t.destination],
                         });
                         port
                     }
@@ -321,9 +345,8 @@ impl Lab {
         }
     }
 
-    fn route_from_server(&mut self, destination: SocketAddr, contents: &[u8]) {
+    fn route_from_server(&mut self, from: SocketAddr, destination: SocketAddr, contents: &[u8]) {
         let now = self.now;
-        let from = self.server_addr;
         // Through a NAT?
         let mut internal = None;
         for nat in &mut self.nats {
@@ -332,10 +355,13 @@ impl Lab {
             }
             let timeout = nat.config.timeout;
             let inbound_refreshes = nat.config.inbound_refreshes;
+            let port_dependent = nat.config.port_dependent_filtering;
             nat.mappings
                 .retain(|m| now.saturating_duration_since(m.last) < timeout);
             if let Some(m) = nat.mappings.iter_mut().find(|m| {
-                m.external_port == destination.port() && m.remote.is_none_or(|r| r == from)
+                m.external_port == destination.port()
+                    && m.remote.is_none_or(|r| r == from)
+                    && (!port_dependent || m.contacted.contains(&from))
             }) {
                 if inbound_refreshes {
                     m.last = now;

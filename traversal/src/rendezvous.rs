@@ -49,6 +49,7 @@ impl RendezvousConfig {
 #[derive(Debug)]
 pub struct Rendezvous {
     addr: SocketAddr,
+    alternate_addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     tcp_stop: Option<oneshot::Sender<()>>,
@@ -59,6 +60,11 @@ impl Rendezvous {
     /// The address it listens on (UDP and TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The alternate UDP port's address (probes for the filtering test leave from it).
+    pub fn alternate_addr(&self) -> SocketAddr {
+        self.alternate_addr
     }
 
     /// The server's counters.
@@ -95,12 +101,18 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)
         .map_err(|e| std::io::Error::other(format!("random bytes: {e}")))?;
-    let shared = Arc::new(Mutex::new(Shared {
-        server: Server::new(config.server.clone(), secret),
-        conns: HashMap::new(),
-    }));
     let udp = UdpSocket::bind(config.listen)?;
     let addr = udp.local_addr()?;
+    // A second port for RFC 5780's filtering test: same address, any free port.
+    let alternate = UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0))?;
+    let alternate_addr = alternate.local_addr()?;
+    let mut server_config = config.server.clone();
+    server_config.alternate_port = true;
+    let shared = Arc::new(Mutex::new(Shared {
+        server: Server::new(server_config, secret),
+        alternate: Some(alternate),
+        conns: HashMap::new(),
+    }));
     let std_tcp = std::net::TcpListener::bind(addr)?;
     std_tcp.set_nonblocking(true)?;
     let side_sender = Arc::new(udp.try_clone()?);
@@ -132,6 +144,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     };
     Ok(Rendezvous {
         addr,
+        alternate_addr,
         shared,
         stop,
         tcp_stop: Some(tcp_stop),
@@ -178,6 +191,8 @@ async fn serve_tcp_listener(
 #[derive(Debug)]
 struct Shared {
     server: Server,
+    /// The alternate port's socket, for probes that test filtering (never read).
+    alternate: Option<UdpSocket>,
     conns: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>>,
 }
 
@@ -192,7 +207,13 @@ impl Shared {
     /// Hands every queued TCP output to its connection and every datagram to `send`.
     fn drain(&mut self, mut send: impl FnMut(&[u8], SocketAddr)) {
         while let Some(t) = self.server.poll_transmit() {
-            send(&t.contents, t.destination);
+            if t.from_alternate {
+                if let Some(alternate) = &self.alternate {
+                    send_side(alternate, &t.contents, t.destination);
+                }
+            } else {
+                send(&t.contents, t.destination);
+            }
         }
         while let Some(out) = self.server.poll_tcp() {
             match out {

@@ -62,6 +62,8 @@ pub struct Config {
     pub bucket_burst: u32,
     /// Token bucket refill, tokens per second.
     pub bucket_rate: u32,
+    /// The driver has a second UDP socket on another port for [`Transmit::from_alternate`].
+    pub alternate_port: bool,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             allow_private_targets: false,
             bucket_burst: 12,
             bucket_rate: 4,
+            alternate_port: false,
         }
     }
 }
@@ -84,6 +87,9 @@ pub type ConnId = u64;
 pub struct Transmit {
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
+    /// Send from the alternate port (a second UDP socket of the server, on another port),
+    /// not from the main one: RFC 5780's filtering test.
+    pub from_alternate: bool,
 }
 
 /// Something to do on a TCP connection.
@@ -130,7 +136,7 @@ struct Registration {
     /// Highest request sequence accepted from the media socket and from the test socket.
     last_sequence: [u64; 2],
     sequence_mask: u64,
-    last_probe: [Option<Instant>; 2],
+    last_probe: [Option<Instant>; 3],
     verdict: Option<Verdict>,
 }
 
@@ -343,7 +349,7 @@ impl Server {
                         last_request_tid: [0; 12],
                         last_sequence: [0; 2],
                         sequence_mask: crate::wire::sequence_mask(&key),
-                        last_probe: [None; 2],
+                        last_probe: [None; 3],
                         verdict: None,
                     },
                 );
@@ -395,8 +401,15 @@ impl Server {
                 }
                 tracing::debug!(user_index = index, verdict = verdict.as_str(), %mapped, "verdict");
             }
-            (ClientMessage::Probe { nonce, target }, Some(index)) => {
-                self.probe(now, index, nonce, target);
+            (
+                ClientMessage::Probe {
+                    nonce,
+                    target,
+                    from_alternate_port,
+                },
+                Some(index),
+            ) => {
+                self.probe(now, index, nonce, target, from_alternate_port);
             }
             (ClientMessage::Bye, _) => {
                 self.tcp.push_back(TcpOutput::Close { conn });
@@ -421,14 +434,36 @@ impl Server {
 
     /// Sends a probe (the patent's P7) through a user's mapping and tells the client over TCP.
     /// This is the server-to-client path that call invitations and relay traffic will use.
-    pub fn probe(&mut self, now: Instant, user_index: u32, nonce: u64, target: ProbeTarget) {
+    /// `from_alternate` sends it from the alternate port instead (RFC 5780's filtering test:
+    /// does the client's NAT or firewall let in what comes from a port it never sent to?).
+    pub fn probe(
+        &mut self,
+        now: Instant,
+        user_index: u32,
+        nonce: u64,
+        target: ProbeTarget,
+        from_alternate: bool,
+    ) {
+        let alternate_port = self.config.alternate_port;
         let Some(r) = self.registrations.get_mut(&user_index) else {
             return;
         };
         let conn = r.conn;
-        let (to, slot) = match target {
-            ProbeTarget::Main => (r.mapped, 0),
-            ProbeTarget::Test => (r.test_mapped, 1),
+        if from_alternate && !alternate_port {
+            self.send(
+                conn,
+                &ServerMessage::ProbeFailed {
+                    nonce,
+                    reason: "this server has no alternate port".into(),
+                },
+            );
+            return;
+        }
+        let (to, slot) = match (target, from_alternate) {
+            (ProbeTarget::Main, false) => (r.mapped, 0),
+            (ProbeTarget::Test, false) => (r.test_mapped, 1),
+            (ProbeTarget::Main, true) => (r.mapped, 2),
+            (ProbeTarget::Test, true) => (r.test_mapped, 2),
         };
         let spaced =
             r.last_probe[slot].is_none_or(|t| now.saturating_duration_since(t) >= PROBE_SPACING);
@@ -445,6 +480,7 @@ impl Server {
                 self.transmits.push_back(Transmit {
                     destination: to,
                     contents,
+                    from_alternate,
                 });
                 self.stats.probes_sent += 1;
                 ServerMessage::ProbeSent { nonce, to }
@@ -473,6 +509,7 @@ impl Server {
             self.transmits.push_back(Transmit {
                 destination: from,
                 contents: plain[..n].to_vec(),
+                from_alternate: false,
             });
             return;
         }
@@ -550,6 +587,7 @@ impl Server {
         self.transmits.push_back(Transmit {
             destination: from,
             contents: answer,
+            from_alternate: false,
         });
         if changed {
             tracing::debug!(user_index, %from, test = flags.test_socket, "mapping");
@@ -611,6 +649,7 @@ impl Server {
             self.transmits.push_back(Transmit {
                 destination: to,
                 contents,
+                from_alternate: false,
             });
         }
     }

@@ -27,6 +27,7 @@ fn nat(lab: &mut Lab, kind: NatKind, public: &str, timeout_s: u64) -> usize {
         public_ip: ip(public),
         timeout: Duration::from_secs(timeout_s),
         inbound_refreshes: true,
+        port_dependent_filtering: false,
     })
 }
 
@@ -357,6 +358,52 @@ fn replayed_requests_cannot_move_the_mapping() {
 }
 
 #[test]
+fn filtering_probe_from_the_alternate_port() {
+    let mut lab = Lab::new(server::Config::default());
+    let open = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let strict = lab.add_nat(NatConfig {
+        kind: NatKind::EndpointIndependent,
+        public_ip: ip("8.8.8.2"),
+        timeout: Duration::from_secs(30),
+        inbound_refreshes: true,
+        port_dependent_filtering: true,
+    });
+    let a = lab.add_client(natted("192.168.1.10", open, "8.8.8.1", 33000), |_| {});
+    let b = lab.add_client(natted("192.168.2.10", strict, "8.8.8.2", 33000), |_| {});
+    let p = lab.add_client(
+        Host {
+            local_ip: ip("7.7.7.7"),
+            interfaces: vec![],
+            nat: None,
+            tcp_observed: sa("7.7.7.7:40002"),
+            media_port: 5000,
+        },
+        |_| {},
+    );
+    lab.run_for(Duration::from_secs(1));
+    for i in [a, b, p] {
+        lab.clients[i].client.check_filtering(lab.now);
+    }
+    lab.run_for(Duration::from_secs(5));
+    let filtering = |i: usize| {
+        lab.clients[i].events.iter().find_map(|e| match e {
+            Event::Filtering { filtered } => Some(*filtered),
+            _ => None,
+        })
+    };
+    assert_eq!(filtering(a), Some(Some(false)));
+    assert_eq!(filtering(b), Some(Some(true)));
+    assert_eq!(filtering(p), Some(Some(false)));
+    // The strict NAT still lets in what comes from the main port.
+    lab.clients[b].client.check_reachability(lab.now);
+    lab.run_for(Duration::from_secs(2));
+    assert_eq!(
+        count(&lab, b, |e| *e == Event::Reachability { reachable: true }),
+        1
+    );
+}
+
+#[test]
 fn token_bucket_limits_p4_per_source() {
     let config = server::Config {
         bucket_burst: 4,
@@ -487,6 +534,7 @@ mod properties {
                 public_ip: ip("8.8.8.1"),
                 timeout: Duration::from_millis(timeout_ms),
                 inbound_refreshes,
+                port_dependent_filtering: symmetric,
             });
             let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
                 k.measure_lifetime = true;

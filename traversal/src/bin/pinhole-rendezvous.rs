@@ -75,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             rendezvous::spawn(config).with_context(|| format!("listening on {}", args.listen))?;
         let addr = server.local_addr();
         tracing::info!(udp = %addr, tcp = %addr, "listening");
+        tracing::info!(udp = %server.alternate_addr(), "alternate port for filtering probes");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
