@@ -66,6 +66,19 @@ fn tone_fraction(samples: &[f32], hz: f64) -> f64 {
     good as f64 / windows.len().max(1) as f64
 }
 
+/// Level and dominant frequency of each 100 ms window, for failure messages.
+fn windows(samples: &[f32]) -> Vec<(f32, f64)> {
+    samples
+        .chunks_exact(4_800)
+        .map(|w| {
+            (
+                (rms(w) * 100.0).round() / 100.0,
+                dominant_frequency(w, RATE, 200.0, 2_000.0, 10.0),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn two_engines_call_through_the_server_and_go_direct() {
     let server = FakeServer::start();
@@ -129,8 +142,16 @@ fn two_engines_call_through_the_server_and_go_direct() {
     drop(bob);
     let fa = tone_fraction(&WavSource::read_all(&wa).unwrap(), 660.0);
     let fb = tone_fraction(&WavSource::read_all(&wb).unwrap(), 440.0);
-    assert!(fa > 0.8, "alice hears bob's 660 Hz in {fa:.2} of the call");
-    assert!(fb > 0.8, "bob hears alice's 440 Hz in {fb:.2} of the call");
+    assert!(
+        fa > 0.8,
+        "alice hears bob's 660 Hz in {fa:.2} of the call: {:?}",
+        windows(&WavSource::read_all(&wa).unwrap())
+    );
+    assert!(
+        fb > 0.8,
+        "bob hears alice's 440 Hz in {fb:.2} of the call: {:?}",
+        windows(&WavSource::read_all(&wb).unwrap())
+    );
 }
 
 #[test]
@@ -144,7 +165,7 @@ fn echo_returns_the_callers_own_tone() {
     wait(&alice, 5, |e| {
         matches!(e, Event::Connected { .. }).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     alice.send(Command::HangUp);
     let report = wait(&alice, 5, |e| match e {
         Event::Ended { report, .. } => report.clone(),
@@ -153,8 +174,13 @@ fn echo_returns_the_callers_own_tone() {
     assert_eq!(report.path, PathKind::Relay);
     assert_eq!(report.peer, "echo");
     drop(alice);
-    let f = tone_fraction(&WavSource::read_all(&w).unwrap(), 520.0);
-    assert!(f > 0.7, "the echo carries our 520 Hz in {f:.2} of the call");
+    let samples = WavSource::read_all(&w).unwrap();
+    let f = tone_fraction(&samples, 520.0);
+    assert!(
+        f > 0.7,
+        "the echo carries our 520 Hz in {f:.2} of the call: {report:?}; windows: {:?}",
+        windows(&samples)
+    );
 }
 
 #[test]
@@ -209,4 +235,30 @@ fn reject_offline_and_a_taken_name_end_with_reasons() {
     });
     let error = error.unwrap();
     assert!(error.contains("name_taken"), "{error}");
+}
+
+#[test]
+fn a_restarted_server_is_joined_again() {
+    let server = FakeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = engine(&server, "alice", 1, 440.0, &dir.path().join("a.wav"));
+    registered(&alice);
+    let addr = server.stop();
+    let error = wait(&alice, 10, |e| match e {
+        Event::Error(e) => Some(e.clone()),
+        _ => None,
+    });
+    assert!(error.contains("connecting again"), "{error}");
+    let server = FakeServer::start_on(addr);
+    registered(&alice);
+    // And calls work again.
+    alice.send(Command::Call("echo".into()));
+    wait(&alice, 5, |e| {
+        matches!(e, Event::Connected { .. }).then_some(())
+    });
+    alice.send(Command::HangUp);
+    wait(&alice, 5, |e| {
+        matches!(e, Event::Ended { .. }).then_some(())
+    });
+    drop(server);
 }

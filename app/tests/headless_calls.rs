@@ -481,3 +481,43 @@ fn sigterm_hangs_up_cleanly() {
     assert_eq!(jb[0]["peer"], "alice");
     assert!(tone_fraction(&wb, 440.0) > 0.7);
 }
+
+#[test]
+fn the_survivor_of_a_killed_peer_ends_the_call_with_a_reason() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Answerer::start(
+        &server,
+        &dir.path().join("bob.toml"),
+        "bob",
+        &["--input", "tone:660", "--output", "null"],
+    );
+    let alice = pinhole(&dir.path().join("alice.toml"), "call")
+        .args(["bob", "--server", &server.addr(), "--user", "alice"])
+        .args(["--input", "tone:440", "--output", "null"])
+        .args(["--duration", "60", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    bob.wait_log("connected", 15);
+    std::thread::sleep(Duration::from_secs(1));
+    bob.child.kill().unwrap();
+    let _ = bob.child.wait();
+    let killed = Instant::now();
+    let a = finish(alice, 20);
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "ended {:?} after the peer died",
+        killed.elapsed()
+    );
+    assert!(!a.status.success(), "a lost peer is not a normal end");
+    let err = stderr(&a);
+    assert!(err.contains("lost"), "{err}");
+    let ja = json_lines(&a);
+    assert_eq!(
+        ja.len(),
+        1,
+        "the call had connected: its report is printed: {ja:?}"
+    );
+}

@@ -151,6 +151,7 @@ pub struct MediaCall {
     placed: Instant,
     connected: Instant,
     first_media: Option<Instant>,
+    last_media: Instant,
     path_changes: u32,
     audio_errors: u64,
     dropped: u64,
@@ -221,6 +222,7 @@ impl MediaCall {
             placed,
             connected: now,
             first_media: None,
+            last_media: now,
             path_changes: 0,
             audio_errors: 0,
             dropped: 0,
@@ -281,6 +283,11 @@ impl MediaCall {
     /// Level of what we play (the GUI's output meter).
     pub fn output_meter(&self) -> LevelMeter {
         self.sink.meter()
+    }
+
+    /// How long since the last RTP or RTCP packet from the peer (or since connected).
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_media)
     }
 
     /// True once a media packet came from the peer.
@@ -356,9 +363,11 @@ impl MediaCall {
     }
 
     fn handle_media(&mut self, now: Instant, datagram: &[u8]) {
-        if self.session.handle_datagram(now, datagram) == DatagramKind::Rtp
-            && self.first_media.is_none()
-        {
+        let kind = self.session.handle_datagram(now, datagram);
+        if matches!(kind, DatagramKind::Rtp | DatagramKind::Rtcp) {
+            self.last_media = now;
+        }
+        if kind == DatagramKind::Rtp && self.first_media.is_none() {
             self.first_media = Some(now);
             tracing::info!(
                 setup_ms = now.saturating_duration_since(self.placed).as_millis() as u64,

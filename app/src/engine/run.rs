@@ -26,6 +26,10 @@ const MAX_CANDIDATES: usize = 8;
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write to the control connection may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait between attempts to reach a lost server.
+const RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A connected call with nothing from the peer for this long has lost it.
+const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Name-registration errors that stop the engine.
 const FATAL_CODES: [&str; 4] = ["name_taken", "bad_signature", "bad_name", "already_online"];
 
@@ -136,6 +140,10 @@ struct Runner {
     host_candidates: Vec<SocketAddr>,
     name_registered: bool,
     announced: bool,
+    /// Registered at least once: a lost server is then connected again, not fatal.
+    ever_announced: bool,
+    /// The server was lost (after registering): reconnect.
+    lost: Option<String>,
     register_deadline: Instant,
     call: Call,
     frame_tick: Option<Interval>,
@@ -181,28 +189,7 @@ fn wire_reason(reason: WireReason) -> EndReason {
 
 impl Runner {
     async fn connect(config: EngineConfig, events: EventTx) -> Result<Self, String> {
-        let timeout = config.connect_timeout;
-        let unreachable = |what: String| format!("server unreachable: {what}");
-        let addrs = tokio::time::timeout(timeout, traversal::driver::resolve(&config.server))
-            .await
-            .map_err(|_| unreachable(format!("resolving {} timed out", config.server)))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut last = String::from("no address");
-        let mut connected = None;
-        for addr in addrs {
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => {
-                    connected = Some((tcp, addr));
-                    break;
-                }
-                Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
-                Err(_) => last = format!("no answer from {addr} within {timeout:?}"),
-            }
-        }
-        let (tcp, server) = connected.ok_or_else(|| unreachable(last))?;
-        let _ = tcp.set_nodelay(true);
-        let io = |e: std::io::Error| format!("socket: {e}");
-        let access = tcp.local_addr().map_err(io)?;
+        let (tcp, server) = open_control(&config).await?;
         let bind = match server {
             SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], config.udp_port)),
             SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], config.udp_port)),
@@ -210,22 +197,11 @@ impl Runner {
         let socket = UdpSocket::bind(bind)
             .await
             .map_err(|e| format!("cannot bind the media socket to {bind}: {e}"))?;
-        let port = socket.local_addr().map_err(io)?.port();
-        let mut locals = traversal::driver::local_addresses();
-        if !locals.contains(&access.ip()) {
-            locals.insert(0, access.ip());
-        }
-        let host_candidates = host_candidates(access.ip(), server.ip(), &locals, port);
-        tracing::info!(%server, %access, port, ?host_candidates, "connected to the server");
-        let mut client_config = client::Config::new(server, access, port);
-        client_config.local_addresses = locals;
-        client_config.keepalive_interval = config.keepalive;
-        client_config.register_timeout = timeout;
-        client_config.seed = random_u64();
+        let (client, host_candidates) = start_client(&config, &tcp, server, &socket)?;
         let now = Instant::now();
         Ok(Self {
-            register_deadline: now + timeout * 2,
-            client: Client::new(client_config),
+            register_deadline: now + config.connect_timeout * 2,
+            client,
             events,
             tcp,
             tcp_open: true,
@@ -236,6 +212,8 @@ impl Runner {
             host_candidates,
             name_registered: false,
             announced: false,
+            ever_announced: false,
+            lost: None,
             call: Call::Idle,
             frame_tick: None,
             stats_tick: None,
@@ -248,12 +226,76 @@ impl Runner {
         })
     }
 
+    /// After the server was lost: ends the call, then connects and registers again, with
+    /// back-off, until it works or the engine is shut down.
+    async fn reconnect(&mut self, reason: String, commands: &mut UnboundedReceiver<Command>) {
+        let now = Instant::now();
+        if self.call.id().is_some() {
+            self.end_call(now, EndReason::ServerError);
+        }
+        self.events
+            .send(Event::Error(format!("{reason}; connecting again")));
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.tcp.shutdown()).await;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    command = commands.recv() => match command {
+                        None | Some(Command::Shutdown) => {
+                            self.stopping = true;
+                            return;
+                        }
+                        Some(Command::Mute(m)) => self.muted = m,
+                        Some(Command::Volume(v)) => self.volume = v,
+                        Some(_) => self.events.send(Event::Error(
+                            "not connected to the server; connecting again".into(),
+                        )),
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(RECONNECT_MAX_BACKOFF);
+            let attempt = async {
+                let (tcp, server) = open_control(&self.config).await?;
+                let (client, host_candidates) =
+                    start_client(&self.config, &tcp, server, &self.socket)?;
+                Ok::<_, String>((tcp, server, client, host_candidates))
+            };
+            match attempt.await {
+                Ok((tcp, server, client, host_candidates)) => {
+                    tracing::info!(%server, "connected to the server again");
+                    self.tcp = tcp;
+                    self.tcp_open = true;
+                    self.tcp_out.clear();
+                    self.server = server;
+                    self.client = client;
+                    self.host_candidates = host_candidates;
+                    self.decoder = FrameDecoder::new();
+                    self.name_registered = false;
+                    self.announced = false;
+                    self.register_deadline = Instant::now() + self.config.connect_timeout * 2;
+                    return;
+                }
+                Err(e) => tracing::info!("server still unreachable: {e}"),
+            }
+        }
+    }
+
     /// Runs until shut down or stopped by an error; returns the error.
     async fn run(mut self, mut commands: UnboundedReceiver<Command>) -> Option<String> {
         let mut tcp_buf = vec![0u8; 16 * 1024];
         let mut udp_buf = vec![0u8; 2048];
         loop {
             self.flush().await;
+            if let Some(reason) = self.lost.take()
+                && self.fatal.is_none()
+                && !self.stopping
+            {
+                self.reconnect(reason, &mut commands).await;
+                continue;
+            }
             if self.stopping || self.fatal.is_some() {
                 break;
             }
@@ -281,11 +323,7 @@ impl Runner {
                     }
                 }
                 _ = tick(&mut self.frame_tick) => self.handle_frame(Instant::now()),
-                _ = tick(&mut self.stats_tick) => {
-                    if let Call::Up { media, .. } = &self.call {
-                        self.events.send(Event::Stats(media.report(Instant::now())));
-                    }
-                }
+                _ = tick(&mut self.stats_tick) => self.handle_second(Instant::now()),
                 () = sleep_until(deadline) => self.handle_timeout(Instant::now()),
             }
         }
@@ -408,12 +446,12 @@ impl Runner {
                 self.maybe_announce();
             }
             client::Event::Failed { reason } => {
-                let message = if self.announced {
-                    format!("lost the server: {reason}")
+                if self.ever_announced {
+                    tracing::warn!("lost the server: {reason}");
+                    self.lost = Some(format!("lost the server: {reason}"));
                 } else {
-                    format!("server unreachable: {reason}")
-                };
-                self.fail(message);
+                    self.fail(format!("server unreachable: {reason}"));
+                }
             }
             other => tracing::debug!(event = ?other, "traversal client"),
         }
@@ -427,6 +465,7 @@ impl Runner {
             && self.client.is_registered()
         {
             self.announced = true;
+            self.ever_announced = true;
             self.events.send(Event::Registered {
                 name: self.config.name.clone(),
                 mapped,
@@ -700,9 +739,25 @@ impl Runner {
         }
     }
 
+    /// Every second of a call: statistics, and the peer's silence.
+    fn handle_second(&mut self, now: Instant) {
+        let Call::Up { media, call_id, .. } = &self.call else {
+            return;
+        };
+        self.events.send(Event::Stats(media.report(now)));
+        if media.silent_for(now) >= PEER_SILENCE_TIMEOUT {
+            let call_id = *call_id;
+            tracing::warn!("nothing from the peer for {PEER_SILENCE_TIMEOUT:?}: hanging up");
+            self.send_tcp(&SignalOut::HangUp { call_id });
+            self.end_call(now, EndReason::PeerLost);
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         self.client.handle_timeout(now);
-        if !self.announced && now >= self.register_deadline {
+        if !self.announced && now >= self.register_deadline && self.ever_announced {
+            self.lost = Some("the server did not register us again".into());
+        } else if !self.announced && now >= self.register_deadline {
             let what = if self.client.is_registered() {
                 "the server did not confirm the name"
             } else {
@@ -863,6 +918,53 @@ impl Runner {
             report,
         });
     }
+}
+
+/// Resolves the server and opens the control connection.
+async fn open_control(config: &EngineConfig) -> Result<(TcpStream, SocketAddr), String> {
+    let timeout = config.connect_timeout;
+    let unreachable = |what: String| format!("server unreachable: {what}");
+    let addrs = tokio::time::timeout(timeout, traversal::driver::resolve(&config.server))
+        .await
+        .map_err(|_| unreachable(format!("resolving {} timed out", config.server)))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut last = String::from("no address");
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok((tcp, addr));
+            }
+            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
+            Err(_) => last = format!("no answer from {addr} within {timeout:?}"),
+        }
+    }
+    Err(unreachable(last))
+}
+
+/// A traversal client for the media socket over this control connection, and the host
+/// candidates.
+fn start_client(
+    config: &EngineConfig,
+    tcp: &TcpStream,
+    server: SocketAddr,
+    socket: &UdpSocket,
+) -> Result<(Client, Vec<SocketAddr>), String> {
+    let io = |e: std::io::Error| format!("socket: {e}");
+    let access = tcp.local_addr().map_err(io)?;
+    let port = socket.local_addr().map_err(io)?.port();
+    let mut locals = traversal::driver::local_addresses();
+    if !locals.contains(&access.ip()) {
+        locals.insert(0, access.ip());
+    }
+    let host_candidates = host_candidates(access.ip(), server.ip(), &locals, port);
+    tracing::info!(%server, %access, port, ?host_candidates, "connected to the server");
+    let mut client_config = client::Config::new(server, access, port);
+    client_config.local_addresses = locals;
+    client_config.keepalive_interval = config.keepalive;
+    client_config.register_timeout = config.connect_timeout;
+    client_config.seed = random_u64();
+    Ok((Client::new(client_config), host_candidates))
 }
 
 /// The host candidates: each local address of the server's family with the media port.

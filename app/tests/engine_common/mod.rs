@@ -59,6 +59,16 @@ impl Drop for FakeServer {
     }
 }
 
+impl FakeServer {
+    /// Stops the server and waits until its threads have let the port go.
+    pub(crate) fn stop(self) -> SocketAddr {
+        let addr = self.addr;
+        drop(self);
+        std::thread::sleep(Duration::from_millis(300));
+        addr
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -86,7 +96,12 @@ fn index_of(state: &State, name: &str) -> Option<u32> {
 
 impl FakeServer {
     pub(crate) fn start() -> Self {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// A server on `addr` (the address of one that stopped: a restart).
+    pub(crate) fn start_on(addr: SocketAddr) -> Self {
+        let udp = UdpSocket::bind(addr).unwrap();
         let addr = udp.local_addr().unwrap();
         let tcp = TcpListener::bind(addr).unwrap();
         tcp.set_nonblocking(true).unwrap();
