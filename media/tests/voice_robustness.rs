@@ -306,3 +306,43 @@ fn marker_and_timestamps_follow_rfc_7587() {
             .all(|p| p.payload_type == 111 && p.ssrc == s.ssrc())
     );
 }
+
+#[test]
+fn an_echo_of_our_own_stream_plays_back() {
+    // The server's echo service sends our packets back unchanged: same SSRC as ours.
+    let t0 = std::time::Instant::now();
+    let mut s =
+        VoiceSession::new(VoiceConfig::default(), t0, &mut StdRng::seed_from_u64(9)).unwrap();
+    let mut echo = media::voice::link::LossyLink::new(
+        LinkConfig {
+            delay: Duration::from_millis(40),
+            jitter: Duration::from_millis(5),
+            ..LinkConfig::default()
+        },
+        10,
+    );
+    let mut tone = media::tone::Tone::new(550.0, RATE, 0.5);
+    let mut frame = vec![0.0f32; 960];
+    let mut heard = Vec::new();
+    for k in 0..250u32 {
+        let now = t0 + Duration::from_millis(20) * k;
+        while let Some(d) = echo.receive(now) {
+            s.handle_datagram(now, &d);
+        }
+        tone.fill(&mut frame);
+        s.push_capture(now, &frame, &mut echo.transport(now));
+        if now >= s.poll_timeout() {
+            s.handle_timeout(now, &mut echo.transport(now));
+        }
+        s.pull_playout(now, &mut frame);
+        heard.extend_from_slice(&frame);
+    }
+    let stats = s.stats();
+    eprintln!("{stats:?}");
+    assert_eq!(stats.received.malformed, 0);
+    assert_eq!(stats.received.lost, 0);
+    assert!(stats.received.packets >= 240);
+    let tail = &heard[RATE as usize..];
+    assert!((dominant(tail, RATE) - 550.0).abs() <= 5.0);
+    assert_eq!(longest_gap_ms(tail, RATE, 0.05), 0.0);
+}
