@@ -359,6 +359,30 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops each UDP packet forwarded by `router` (a NAT or the internet) with probability
+    /// `probability` (0.0-1.0), both ways: `iptables -m statistic --mode random` (there is no
+    /// `tc netem` here).
+    pub fn drop_udp_randomly(&self, router: &Ns, probability: f64) -> io::Result<()> {
+        let p = format!("{:.4}", probability.clamp(0.0, 1.0));
+        self.iptables(
+            router,
+            &[
+                "-A",
+                "FORWARD",
+                "-p",
+                "udp",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )
+    }
+
     /// Waits up to `timeout` until something accepts UDP on `addr` inside `ns`, as shown by
     /// `ss` in that namespace.
     pub fn wait_udp_listen(&self, ns: &Ns, port: u16, timeout: Duration) -> io::Result<()> {
@@ -409,13 +433,26 @@ impl Drop for Lab {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
-        // Reap our own direct children so they do not linger as zombies.
+        // Reap our own direct children that were killed, so they do not linger as zombies
+        // (bounded: a child its owner already reaped answers ECHILD at once).
+        let deadline = Instant::now() + Duration::from_secs(2);
         for pid in &self.children {
-            if let Ok(pid) = i32::try_from(*pid) {
-                let _ = nix::sys::wait::waitpid(
-                    Pid::from_raw(pid),
+            let Ok(raw) = i32::try_from(*pid) else {
+                continue;
+            };
+            if !pids.contains(pid) {
+                continue;
+            }
+            while Instant::now() < deadline {
+                match nix::sys::wait::waitpid(
+                    Pid::from_raw(raw),
                     Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                );
+                ) {
+                    Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    _ => break,
+                }
             }
         }
         for ns in self.namespaces.iter().rev() {

@@ -456,3 +456,59 @@ fn nat_check_proxy_verdict() {
         assert_eq!(v4(tcp), proxy.ip, "TCP arrives from the proxy: {report}");
     }
 }
+
+#[test]
+fn lab_teardown_kills_its_processes_and_deletes_its_namespaces() {
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    let host = lab.public_host("t").unwrap();
+    let names: Vec<String> = lab.namespaces().iter().map(|ns| ns.name.clone()).collect();
+    let mut sleeper = lab.command(&host.ns, "sleep");
+    sleeper.arg("300");
+    let child = lab.spawn(&mut sleeper).unwrap();
+    let pid = child.id();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(lab);
+    // Killed (and reaped) by PID, namespaces gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} survived the lab"
+    );
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for name in names {
+        assert!(!list.contains(&name), "{name} survived the lab: {list}");
+    }
+    drop(child);
+}
+
+#[test]
+fn random_loss_on_the_internet_router_drops_some_udp() {
+    let Some((mut lab, _server, servers)) = lab_with_server(&[3478]) else {
+        return;
+    };
+    let client = lab.public_host("cli").unwrap();
+    // Everything dropped: no answer at all (and the probe says so rather than hanging).
+    lab.drop_udp_randomly(&lab.inet, 1.0).unwrap();
+    let mut cmd = lab.command(&client.ns, binary("stun-probe"));
+    cmd.args([
+        "--timeout-ms",
+        "600",
+        "--server",
+        &servers[0].addr.to_string(),
+    ]);
+    let out = output_within(&mut cmd, Duration::from_secs(10));
+    assert!(!out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["results"][0]["mapped"].is_null(), "{json}");
+}
