@@ -281,7 +281,10 @@ impl JitterBuffer {
                     if self.pending_jump == Some(u64::from(seq)) || self.next.is_none() {
                         self.counters.resyncs += 1;
                         self.reset_stream(ssrc);
-                        return self.push_resynced(arrival, seq, timestamp, payload);
+                        return match self.push(arrival, ssrc, seq, timestamp, payload) {
+                            PushOutcome::Stored => PushOutcome::Resynced,
+                            other => other,
+                        };
                     }
                     self.pending_jump = Some(u64::from(seq.wrapping_add(1)));
                     return PushOutcome::Discarded;
@@ -337,25 +340,6 @@ impl JitterBuffer {
             PushOutcome::Resynced
         } else {
             PushOutcome::Stored
-        }
-    }
-
-    fn push_resynced(
-        &mut self,
-        arrival: i64,
-        seq: u16,
-        timestamp: u32,
-        payload: &[u8],
-    ) -> PushOutcome {
-        match self.push(
-            arrival,
-            self.ssrc.unwrap_or_default(),
-            seq,
-            timestamp,
-            payload,
-        ) {
-            PushOutcome::Stored => PushOutcome::Resynced,
-            other => other,
         }
     }
 

@@ -289,6 +289,10 @@ impl VoiceSession {
                 return;
             }
             PushOutcome::Resynced => {
+                // A new stream: the decoder starts afresh too.
+                if let Err(e) = self.decoder.reset() {
+                    tracing::debug!("decoder reset failed: {e}");
+                }
                 tracing::debug!(
                     ssrc = packet.ssrc,
                     seq = packet.seq,
