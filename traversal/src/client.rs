@@ -251,6 +251,8 @@ pub struct Client {
     mapped: Option<SocketAddr>,
     verdict: Option<Verdict>,
     interval: Duration,
+    /// The server's idle expiry of mappings, from its welcome.
+    server_idle: Option<Duration>,
     next_keepalive: Option<Instant>,
     keepalive_pending: Option<TransactionId>,
     misses: u32,
@@ -282,6 +284,7 @@ impl Client {
             mapped: None,
             verdict: None,
             interval,
+            server_idle: None,
             next_keepalive: None,
             keepalive_pending: None,
             misses: 0,
@@ -376,7 +379,7 @@ impl Client {
                 key,
                 observed,
                 private_network,
-                ..
+                idle_timeout_s,
             } => {
                 if self.phase != Phase::Hello {
                     return;
@@ -389,6 +392,13 @@ impl Client {
                     self.fail("server sent a malformed key".into());
                     return;
                 };
+                // Keepalives must come well within the server's own idle expiry too.
+                let server_idle = Duration::from_secs(idle_timeout_s.max(1));
+                let cap = server_idle.mul_f64(KEEPALIVE_FRACTION);
+                if self.interval > cap {
+                    self.interval = cap;
+                }
+                self.server_idle = Some(server_idle);
                 self.user_index = user_index;
                 self.sequence_mask = crate::wire::sequence_mask(&key);
                 self.key = key;
@@ -922,6 +932,10 @@ impl Client {
     }
 
     fn set_interval(&mut self, now: Instant, interval: Duration) {
+        let cap = self
+            .server_idle
+            .map_or(interval, |idle| idle.mul_f64(KEEPALIVE_FRACTION));
+        let interval = interval.min(cap);
         self.interval = interval;
         if let Some(at) = self.next_keepalive {
             self.next_keepalive = Some(at.min(now + interval));

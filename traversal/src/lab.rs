@@ -108,6 +108,8 @@ pub struct Lab {
     pub dropped_at_nat: u64,
     /// Every datagram that reached the server from a client: source (after NAT) and bytes.
     pub server_received: Vec<(SocketAddr, Vec<u8>)>,
+    /// Hosts (by local address) whose outgoing UDP is dropped, as by a firewall.
+    pub udp_blocked: Vec<IpAddr>,
 }
 
 impl Lab {
@@ -133,6 +135,7 @@ impl Lab {
             server_sent: Vec::new(),
             dropped_at_nat: 0,
             server_received: Vec::new(),
+            udp_blocked: Vec::new(),
         }
     }
 
@@ -295,6 +298,9 @@ impl Lab {
     }
 
     fn route_from_client(&mut self, i: usize, t: client::Transmit) {
+        if self.udp_blocked.contains(&self.clients[i].host.local_ip) {
+            return;
+        }
         let local = match t.socket {
             Socket::Media => self.clients[i].media_addr(),
             Socket::Test => self.clients[i].test_addr(),

@@ -404,6 +404,42 @@ fn filtering_probe_from_the_alternate_port() {
 }
 
 #[test]
+fn blocked_udp_fails_the_registration_in_time() {
+    let mut lab = Lab::new(server::Config::default());
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    lab.udp_blocked.push(ip("192.168.1.10"));
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+        k.register_timeout = Duration::from_secs(3);
+    });
+    lab.run_for(Duration::from_secs(10));
+    let failures: Vec<_> = lab.clients[c]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Failed { reason } if reason.contains("no UDP answer")))
+        .collect();
+    assert_eq!(failures.len(), 1, "{:?}", lab.clients[c].events);
+    // Retransmitted with backoff, not flooded: 250 ms doubling to 2 s within 3 s.
+    assert!(lab.server_received.is_empty());
+}
+
+#[test]
+fn keepalive_interval_stays_inside_the_servers_idle_expiry() {
+    let config = server::Config {
+        idle_timeout: Duration::from_secs(10),
+        ..server::Config::default()
+    };
+    let mut lab = Lab::new(config);
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 300);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |_| {});
+    lab.run_for(Duration::from_secs(1));
+    assert!(lab.clients[c].client.keepalive_interval() <= Duration::from_secs(6));
+    lab.run_for(Duration::from_secs(60));
+    let index = lab.clients[c].client.user_index();
+    assert!(lab.server.mapping(index).is_some());
+    assert_eq!(lab.server.stats().mappings_expired, 0);
+}
+
+#[test]
 fn token_bucket_limits_p4_per_source() {
     let config = server::Config {
         bucket_burst: 4,
@@ -469,6 +505,8 @@ fn idle_mappings_expire_on_the_server() {
     lab.run_for(Duration::from_secs(5));
     let index = lab.clients[c].client.user_index();
     assert!(lab.server.mapping(index).is_some());
+    // The client falls silent (its UDP is cut off).
+    lab.udp_blocked.push(ip("192.168.1.10"));
     lab.run_for(Duration::from_secs(10));
     assert_eq!(lab.server.mapping(index), None);
     assert_eq!(lab.server.stats().mappings_expired, 1);
