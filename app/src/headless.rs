@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use media::audio::{SinkSpec, SourceSpec};
 
-use crate::engine::{CallReport, Command, Engine, EngineConfig, Event, MediaConfig};
+use crate::engine::{CallReport, Command, EndReason, Engine, EngineConfig, Event, MediaConfig};
 use crate::settings::{self, ServerAddr, Settings};
 
 /// How often the front end looks at its flags between events.
@@ -177,6 +177,10 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
         save_key(&path, &stored)?;
     }
 
+    // Audio that cannot open fails now, before anyone's phone rings.
+    input.open().map_err(|e| failed(format!("input: {e}")))?;
+    output.open().map_err(|e| failed(format!("output: {e}")))?;
+
     let advanced = &stored.advanced;
     let mut config = EngineConfig::new(server.to_string(), name, key);
     config.input = input;
@@ -319,6 +323,7 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
     let peer = args.peer;
     engine.send(Command::Call(peer.clone()));
     let placed = Instant::now();
+    let mut last_error = None;
     // Until connected.
     loop {
         if interrupted.load(Ordering::SeqCst) {
@@ -330,15 +335,25 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
             return Err(failed(format!("no answer from {peer}")));
         }
         match engine.next_event(POLL) {
+            Some(Event::Error(e)) => {
+                tracing::warn!("{e}");
+                last_error = Some(e);
+            }
             Some(Event::Ringing { .. }) => tracing::info!(peer, "ringing"),
             Some(Event::Connected { .. }) => break,
             Some(Event::Ended { reason, .. }) => {
-                return Err(failed(format!("call to {peer}: {}", reason.describe())));
+                let detail = match (&last_error, reason) {
+                    (Some(e), EndReason::LocalError) => format!(" ({e})"),
+                    _ => String::new(),
+                };
+                return Err(failed(format!(
+                    "call to {peer}: {}{detail}",
+                    reason.describe()
+                )));
             }
             Some(Event::Stopped { error }) => {
                 return Err(failed(error.unwrap_or_else(|| "the engine stopped".into())));
             }
-            Some(Event::Error(e)) => tracing::warn!("{e}"),
             _ => {}
         }
     }
