@@ -20,7 +20,9 @@
 //!    sees, so a changed mapping is noticed and registered again. Before each keepalive the
 //!    client may ask the server to probe the mapping (P7, `verify_mapping`): a probe that does
 //!    not arrive means the mapping was lost (idle expiry) and the client re-registers.
-//! 6. Mapping lifetime (RFC 5780 section 4.6 in spirit): from a second socket, register a test
+//! 6. Filtering (RFC 5780 section 4.4 in spirit, on request: [`Client::check_filtering`]):
+//!    the server probes the mapping from another port, to which the client never sent.
+//! 7. Mapping lifetime (RFC 5780 section 4.6 in spirit): from a second socket, register a test
 //!    mapping, stay silent for T, ask the server to probe it; grow T by doubling until a probe is
 //!    lost, then bisect. The keepalive interval becomes [`KEEPALIVE_FRACTION`] of the measured
 //!    lifetime, within [`KEEPALIVE_FLOOR`] and [`KEEPALIVE_CEILING`]
@@ -67,7 +69,8 @@ pub struct Config {
     pub local_addresses: Vec<IpAddr>,
     /// The media socket's local port.
     pub media_port: u16,
-    /// Keepalive interval; `None` for [`DEFAULT_KEEPALIVE`], then the measured one.
+    /// Keepalive interval; `None` for [`DEFAULT_KEEPALIVE`], then the measured one. Either
+    /// way it is kept under [`KEEPALIVE_FRACTION`] of the server's idle expiry.
     pub keepalive_interval: Option<Duration>,
     /// Measure the mapping lifetime with the second socket.
     pub measure_lifetime: bool,

@@ -18,6 +18,11 @@
 //!   private addresses, never multicast, broadcast or unspecified ones.
 //! - S11-S14: the mapping table, refreshed by each authenticated request (keepalive), with idle
 //!   expiry; probes through a mapping on request ([`ClientMessage::Probe`], the patent's P7).
+//! - A request may move a mapping to a new address only if its sequence number (masked in
+//!   the transaction id, see [`crate::wire::sequence_mask`]) is higher than any seen: replayed
+//!   requests are dropped and counted.
+//! - With `alternate_port`, a probe can leave from the driver's second socket (RFC 5780's
+//!   filtering test): [`Transmit::from_alternate`].
 //! - Plain RFC 8489 Binding Requests get a plain answer; drivers call
 //!   [`crate::stun::answer_plain_binding`] first, without locking the server.
 //!
