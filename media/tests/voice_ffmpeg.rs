@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use media::tone::Tone;
-use media::voice::{VoiceConfig, VoiceSession};
+use media::voice::{SendTo, VoiceConfig, VoiceSession};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use voice_common::{dominant, read_wav};
@@ -78,8 +78,11 @@ fn ffmpeg_decodes_our_rtp_stream_given_an_sdp() {
         std::thread::sleep(Duration::from_millis(50));
         udp_port_bound(port)
     });
-    let mut socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.connect(("127.0.0.1", port)).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut socket = SendTo {
+        socket: &socket,
+        peer: ([127, 0, 0, 1], port).into(),
+    };
     let start = Instant::now();
     let mut session =
         VoiceSession::new(config.clone(), start, &mut StdRng::seed_from_u64(3)).unwrap();

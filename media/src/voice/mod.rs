@@ -19,9 +19,9 @@
 //! - for each datagram from the socket that [`classify`] calls [`DatagramKind::Rtp`] or
 //!   [`DatagramKind::Rtcp`] (STUN goes to the traversal code): `handle_datagram(now, &bytes)`.
 //!
-//! A transport for a socket shared with STUN is a small wrapper that sends to the current peer
-//! address; on a path change the wrapper's address changes and the session carries on (the
-//! jitter buffer absorbs the step in delay).
+//! A socket shared with STUN sends through [`SendTo`] (socket and current peer address); on a
+//! path change the address changes and the session carries on (the jitter buffer absorbs the
+//! step in delay).
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ pub mod stats;
 pub use codec::{CodecConfig, FrameDuration};
 pub use jitter::JitterConfig;
 pub use rtp::{DatagramKind, classify};
-pub use session::{Transport, VoiceConfig, VoiceSession};
+pub use session::{SendTo, Transport, VoiceConfig, VoiceSession};
 pub use stats::{ReceiveStats, RemoteStats, SendStats, VoiceStats};
 
 /// Errors of the voice pipeline.

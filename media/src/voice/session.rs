@@ -31,6 +31,22 @@ impl Transport for std::net::UdpSocket {
     }
 }
 
+/// Sends to one peer address through a socket that may be shared (with STUN, say): on a path
+/// change, make the next one with the new address.
+#[derive(Debug, Clone, Copy)]
+pub struct SendTo<'a> {
+    /// The socket.
+    pub socket: &'a std::net::UdpSocket,
+    /// Where the media goes now.
+    pub peer: std::net::SocketAddr,
+}
+
+impl Transport for SendTo<'_> {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        self.socket.send_to(datagram, self.peer).map(|_| ())
+    }
+}
+
 /// A session's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoiceConfig {
