@@ -214,3 +214,26 @@ fn a_full_server_refuses_with_an_error() {
         first.close().await;
     });
 }
+
+#[test]
+fn sigterm_with_clients_still_registered_exits_cleanly() {
+    let mut server = Server::start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut driver = rt.block_on(async {
+        let mut d = Driver::connect(&server.addr.to_string(), Options::default())
+            .await
+            .unwrap();
+        d.wait_verdict().await.unwrap();
+        d
+    });
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    // The client notices the control connection closing.
+    let result = rt.block_on(driver.run_for(Duration::from_secs(3), |_| false));
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("closed the control connection"), "{err}");
+    assert!(!driver.client().is_registered());
+}
