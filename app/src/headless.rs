@@ -249,8 +249,13 @@ fn wait_registered(engine: &Engine, interrupted: &AtomicBool) -> Result<(), Fail
             )));
         }
         match engine.next_event(POLL) {
-            Some(Event::Registered { name, mapped }) => {
-                tracing::info!(name, %mapped, "registered");
+            Some(Event::Registered {
+                name,
+                mapped,
+                verdict,
+            }) => {
+                let verdict = verdict.map_or("unknown", |v| v.as_str());
+                tracing::info!(name, %mapped, verdict, "registered");
                 return Ok(());
             }
             Some(Event::Stopped { error }) => {

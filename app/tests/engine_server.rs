@@ -262,3 +262,52 @@ fn a_restarted_server_is_joined_again() {
     });
     drop(server);
 }
+
+#[test]
+fn with_no_direct_pair_the_call_stays_on_the_relay() {
+    let server = FakeServer::start();
+    server
+        .hide_candidates
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (wa, wb) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    let alice = engine(&server, "alice", 1, 440.0, &wa);
+    let bob = engine(&server, "bob", 2, 660.0, &wb);
+    registered(&alice);
+    registered(&bob);
+    alice.send(Command::Call("bob".into()));
+    wait(&bob, 5, |e| {
+        matches!(e, Event::Incoming { .. }).then_some(())
+    });
+    bob.send(Command::Accept);
+    wait(&alice, 5, |e| {
+        matches!(e, Event::Connected { .. }).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    bob.send(Command::HangUp);
+    let report_b = wait(&bob, 5, |e| match e {
+        Event::Ended { report, .. } => report.clone(),
+        _ => None,
+    });
+    let report_a = wait(&alice, 5, |e| match e {
+        Event::PathChanged { .. } => panic!("no direct path exists"),
+        Event::Ended { reason, report, .. } => {
+            assert_eq!(*reason, EndReason::HungUp);
+            report.clone()
+        }
+        _ => None,
+    });
+    for r in [&report_a, &report_b] {
+        assert_eq!(r.path, PathKind::Relay, "{r:?}");
+        assert_eq!(r.path_changes, 0, "{r:?}");
+        assert!(r.rtp.received > 100, "{r:?}");
+    }
+    drop(alice);
+    drop(bob);
+    let fa = tone_fraction(&WavSource::read_all(&wa).unwrap(), 660.0);
+    let fb = tone_fraction(&WavSource::read_all(&wb).unwrap(), 440.0);
+    assert!(
+        fa > 0.8 && fb > 0.8,
+        "relayed audio both ways: {fa:.2} {fb:.2}"
+    );
+}

@@ -130,6 +130,8 @@ pub enum Event {
         name: String,
         /// The media socket's mapped address.
         mapped: SocketAddr,
+        /// The NAT verdict of the traversal exchange (`public`, `proxy` or `nat`).
+        verdict: Option<traversal::control::Verdict>,
     },
     /// Someone calls: answer with [`Command::Accept`] or [`Command::Reject`].
     Incoming {

@@ -469,6 +469,7 @@ impl Runner {
             self.events.send(Event::Registered {
                 name: self.config.name.clone(),
                 mapped,
+                verdict: self.client.verdict(),
             });
         }
     }

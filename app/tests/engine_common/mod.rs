@@ -25,6 +25,7 @@ struct State {
     /// name -> public key (hex)
     names: HashMap<String, String>,
     calls: HashMap<u64, CallRec>,
+    hide_candidates: Arc<AtomicBool>,
 }
 
 struct Conn {
@@ -51,6 +52,8 @@ pub(crate) struct FakeServer {
     pub(crate) relayed: Arc<AtomicU64>,
     /// When false, relay frames are dropped (a test of the direct path).
     pub(crate) relay_on: Arc<AtomicBool>,
+    /// When true, `connected` carries only unreachable candidates: the call stays relayed.
+    pub(crate) hide_candidates: Arc<AtomicBool>,
 }
 
 impl Drop for FakeServer {
@@ -110,7 +113,11 @@ impl FakeServer {
         let stop = Arc::new(AtomicBool::new(false));
         let relayed = Arc::new(AtomicU64::new(0));
         let relay_on = Arc::new(AtomicBool::new(true));
-        let state = Arc::new(Mutex::new(State::default()));
+        let hide_candidates = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(State {
+            hide_candidates: hide_candidates.clone(),
+            ..State::default()
+        }));
         {
             let (state, stop, relayed, relay_on) = (
                 state.clone(),
@@ -142,6 +149,7 @@ impl FakeServer {
             stop,
             relayed,
             relay_on,
+            hide_candidates,
         }
     }
 }
@@ -401,13 +409,19 @@ fn handle(st: &mut State, index: u32, peer: SocketAddr, key: &[u8], challenge: &
                 return;
             };
             c.connected = true;
-            let c = c.clone();
+            let mut c = c.clone();
+            let mut callee_candidates = m["candidates"].clone();
+            if st.hide_candidates.load(Ordering::SeqCst) {
+                // Port 9 (discard) on loopback: nothing answers there.
+                callee_candidates = json!(["127.0.0.1:9"]);
+                c.caller_candidates = json!(["127.0.0.1:9"]);
+            }
             let secret = "0f0e0d0c0b0a09080706050403020100";
             send(
                 st,
                 c.caller,
                 json!({"type": "connected", "call_id": call_id,
-                "candidates": m["candidates"], "secret": secret, "channel": c.channel}),
+                "candidates": callee_candidates, "secret": secret, "channel": c.channel}),
             );
             send(
                 st,
