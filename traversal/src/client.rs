@@ -896,7 +896,16 @@ impl Client {
                 }
             }
         }
-        let max = self.config.lifetime_max.max(LIFETIME_FIRST_TRIAL);
+        // The server forgets a silent test mapping after its idle expiry: a longer silence
+        // would measure the server, not the NAT.
+        let server_cap = self
+            .server_idle
+            .map_or(Duration::MAX, |idle| idle.mul_f64(0.9));
+        let max = self
+            .config
+            .lifetime_max
+            .min(server_cap)
+            .max(LIFETIME_FIRST_TRIAL);
         let finished = match m.hi {
             None if m.lo >= max => true,
             None => {

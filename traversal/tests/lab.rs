@@ -423,6 +423,29 @@ fn blocked_udp_fails_the_registration_in_time() {
 }
 
 #[test]
+fn lifetime_measurement_stops_below_the_servers_idle_expiry() {
+    let config = server::Config {
+        idle_timeout: Duration::from_secs(20),
+        ..server::Config::default()
+    };
+    let mut lab = Lab::new(config);
+    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 600);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+        k.measure_lifetime = true;
+    });
+    assert!(lab.run_until(Duration::from_secs(600), |lab| {
+        lab.clients[c].client.mapping_lifetime().is_some()
+    }));
+    let measured = lab.clients[c].events.iter().find_map(|e| match e {
+        Event::LifetimeMeasured {
+            lifetime, at_least, ..
+        } => Some((*lifetime, *at_least)),
+        _ => None,
+    });
+    assert_eq!(measured, Some((Duration::from_secs(18), true)));
+}
+
+#[test]
 fn keepalive_interval_stays_inside_the_servers_idle_expiry() {
     let config = server::Config {
         idle_timeout: Duration::from_secs(10),
@@ -566,7 +589,11 @@ mod properties {
             symmetric in any::<bool>(),
             inbound_refreshes in any::<bool>(),
         ) {
-            let mut lab = Lab::new(server::Config::default());
+            // The server keeps silent mappings longer than any NAT timeout tried here.
+            let mut lab = Lab::new(server::Config {
+                idle_timeout: Duration::from_secs(600),
+                ..server::Config::default()
+            });
             let n = lab.add_nat(NatConfig {
                 kind: if symmetric { NatKind::Symmetric } else { NatKind::EndpointIndependent },
                 public_ip: ip("8.8.8.1"),
