@@ -48,5 +48,8 @@ fuzz_target!(|data: &[u8]| {
     // Still answers a plain Binding Request after all that.
     let request = traversal::stun::encode_binding_request(&[9; 12]);
     server.handle_udp(now, SocketAddr::from(([192, 0, 2, 1], 5000)), &request);
-    assert!(server.poll_transmit().is_some(), "no answer to a Binding Request");
+    assert!(
+        server.poll_transmit().is_some(),
+        "no answer to a Binding Request"
+    );
 });
