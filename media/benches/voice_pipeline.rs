@@ -14,6 +14,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use media::audio::StreamResampler;
+use media::voice::link::{LinkConfig, LossyLink};
 use media::voice::{CodecConfig, FrameDuration, Transport, VoiceConfig, VoiceSession};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -214,6 +215,60 @@ fn latency(frame: FrameDuration, offset: usize) -> (usize, usize) {
     )
 }
 
+/// Latencies in samples of bursts sent once a second through a link with `delay` and uniform
+/// `jitter`, after the jitter buffer has settled.
+fn latency_through_link(delay: Duration, jitter: Duration) -> Vec<usize> {
+    let frame = FrameDuration::Ms20;
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut a = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
+    let mut b = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
+    let mut link = LossyLink::new(
+        LinkConfig {
+            delay,
+            jitter,
+            ..LinkConfig::default()
+        },
+        12,
+    );
+    let n = frame.samples();
+    let total = 48_000 * 12;
+    let burst: Vec<f32> = (0..480)
+        .map(|_| 0.5 * (rng.random::<f32>() - 0.5))
+        .collect();
+    let mut input = vec![0.0f32; total];
+    let starts: Vec<usize> = (3..11).map(|s| s * 48_000 + s * 1_013).collect();
+    for &s in &starts {
+        input[s..s + burst.len()].copy_from_slice(&burst);
+    }
+    let mut output = vec![0.0f32; total];
+    for k in 0..total / n {
+        let now = t0 + frame.duration() * (k as u32 + 1);
+        a.push_capture(now, &input[k * n..(k + 1) * n], &mut link.transport(now));
+        while let Some(d) = link.receive(now) {
+            b.handle_datagram(now, &d);
+        }
+        b.pull_playout(now, &mut output[k * n..(k + 1) * n]);
+    }
+    starts
+        .iter()
+        .map(|&s| {
+            let mut best = (0usize, f32::MIN);
+            for lag in 0..24_000.min(total - s - burst.len()) {
+                let c: f32 = burst
+                    .iter()
+                    .zip(&output[s + lag..])
+                    .map(|(x, y)| x * y)
+                    .sum();
+                if c > best.1 {
+                    best = (lag, c);
+                }
+            }
+            best.0 + n
+        })
+        .collect()
+}
+
 fn ms(samples: usize) -> f64 {
     samples as f64 / 48.0
 }
@@ -261,6 +316,18 @@ fn main() {
             ms(lat[0]),
             ms(lat[lat.len() - 1]),
             ms(floor)
+        );
+    }
+    for jitter_ms in [0, 20, 60] {
+        let mut lat =
+            latency_through_link(Duration::from_millis(30), Duration::from_millis(jitter_ms));
+        lat.sort_unstable();
+        println!(
+            "20 ms frames through a 30 ms link with 0-{jitter_ms} ms jitter: latency {:.1} ms (min {:.1}, max {:.1}), of which beyond the link's 30 ms: {:.1} ms",
+            ms(lat[lat.len() / 2]),
+            ms(lat[0]),
+            ms(lat[lat.len() - 1]),
+            ms(lat[lat.len() / 2]) - 30.0
         );
     }
 }
