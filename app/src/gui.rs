@@ -8,10 +8,11 @@ const APP_NAME: &str = "Pinhole";
 
 /// Opens the main window and runs until it is closed.
 pub(crate) fn run() -> Result<(), eframe::Error> {
+    let started = std::time::Instant::now();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(APP_NAME)
-            .with_inner_size([420.0, 560.0])
+            .with_inner_size([460.0, 620.0])
             .with_min_inner_size([320.0, 400.0])
             .with_app_id("pinhole")
             .with_icon(icon()),
@@ -20,7 +21,7 @@ pub(crate) fn run() -> Result<(), eframe::Error> {
     eframe::run_native(
         APP_NAME,
         options,
-        Box::new(|_cc| Ok(Box::new(Window::new()))),
+        Box::new(move |cc| Ok(Box::new(Window::new(started, cc.egui_ctx.clone())))),
     )
 }
 
@@ -38,14 +39,24 @@ fn icon() -> egui::IconData {
 #[derive(Debug)]
 struct Window {
     app: Result<PinholeApp, String>,
+    /// When `run` was entered, until the first frame is drawn (then logged).
+    started: Option<std::time::Instant>,
 }
 
 impl Window {
-    fn new() -> Self {
+    fn new(started: std::time::Instant, ctx: egui::Context) -> Self {
+        // Devices are listed on a thread: cpal can take a while to probe them.
         let app = settings::default_path()
-            .map(|path| PinholeApp::new(path, DeviceList::default()))
+            .map(|path| {
+                PinholeApp::new(path, DeviceList::default())
+                    .with_repaint(ctx)
+                    .list_devices_in_background()
+            })
             .map_err(|err| err.to_string());
-        Self { app }
+        Self {
+            app,
+            started: Some(started),
+        }
     }
 }
 
@@ -58,6 +69,26 @@ impl eframe::App for Window {
                 ui.colored_label(ui.visuals().error_fg_color, err.as_str());
             }
         });
+        if let Some(started) = self.started.take() {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "first frame drawn"
+            );
+        }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        if let Ok(app) = &self.app {
+            let f = app.frame_stats();
+            tracing::info!(
+                frames = f.frames,
+                mean_us = f.mean().as_micros() as u64,
+                max_us = f.max.as_micros() as u64,
+                "frame time of the views"
+            );
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use pinhole::settings;
-use pinhole::ui::{DeviceList, PinholeApp, View};
+use pinhole::ui::{DeviceList, FakeEngine, PinholeApp, View};
 
 fn devices() -> DeviceList {
     DeviceList {
@@ -13,7 +13,11 @@ fn devices() -> DeviceList {
     }
 }
 
+/// The app on a fake engine and without device monitors: these tests are about the forms.
 fn harness(app: PinholeApp) -> Harness<'static, PinholeApp> {
+    let app = app
+        .with_engine(FakeEngine::new().starter())
+        .without_sounds();
     Harness::builder()
         .with_size([480.0, 640.0])
         .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app)
@@ -142,4 +146,55 @@ fn an_unreadable_settings_file_is_reported_and_kept_until_the_user_saves() {
             .is_some()
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "name = [\n");
+}
+
+#[test]
+fn test_connection_runs_the_nat_check_off_the_ui_thread_and_shows_the_verdict() {
+    let server = traversal::rendezvous::spawn(traversal::rendezvous::RendezvousConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let first = settings::Settings {
+        name: "bob".into(),
+        server: "127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    settings::save(&path, &first).unwrap();
+    let mut h = harness(PinholeApp::new(path, devices()));
+    h.run();
+    h.get_by_label("Settings").click();
+    h.run();
+    type_into(&mut h, "Server", &server.local_addr().to_string());
+    h.get_by_label("Test connection").click();
+    h.run();
+    // The frame that started it came back at once; the verdict arrives later (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h
+        .query_by_label_contains("Your address as the server sees it: 127.0.0.1:")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no verdict within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.run();
+    }
+    assert!(h.query_by_label_contains("Network: ").is_some());
+
+    // A server that does not answer: a clear message, and the UI kept drawing meanwhile.
+    type_into(&mut h, "Server", "127.0.0.1:9");
+    h.get_by_label("Test connection").click();
+    h.run();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.query_by_label_contains("Network check failed").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failure within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.run();
+    }
 }

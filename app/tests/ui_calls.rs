@@ -1,0 +1,357 @@
+//! Call flows of the desktop app against a fake engine (events injected, commands recorded),
+//! driven through the accessibility tree with `egui_kittest`: incoming calls accepted and
+//! rejected, the in-call view with its statistics, hang up (button and Esc) back to the main
+//! view, failed calls said in words, an unreachable server, contacts and recents persisted.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use media::audio::LevelMeter;
+use pinhole::engine::{CallReport, Command, EndReason, Event, PathKind, RtpReport};
+use pinhole::settings::{self, Settings};
+use pinhole::ui::{DeviceList, FakeEngine, Link, PinholeApp, View};
+use traversal::control::Verdict;
+
+const SERVER: &str = "127.0.0.1:3478";
+
+fn app(dir: &Path, fake: &FakeEngine) -> PinholeApp {
+    let path = dir.join("settings.toml");
+    if !path.exists() {
+        let s = Settings {
+            name: "alice".into(),
+            server: SERVER.into(),
+            ..Default::default()
+        };
+        settings::save(&path, &s).unwrap();
+    }
+    PinholeApp::new(path, DeviceList::default())
+        .with_engine(fake.starter())
+        .without_sounds()
+}
+
+fn harness(app: PinholeApp) -> Harness<'static, PinholeApp> {
+    Harness::builder()
+        .with_size([480.0, 640.0])
+        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app)
+}
+
+/// An app registered with the fake engine, on the main view.
+fn registered(dir: &Path, fake: &FakeEngine) -> Harness<'static, PinholeApp> {
+    let mut h = harness(app(dir, fake));
+    h.run();
+    assert_eq!(fake.started_with(), vec![SERVER.to_owned()]);
+    fake.push(Event::Registered {
+        name: "alice".into(),
+        mapped: "203.0.113.9:40000".parse().unwrap(),
+        verdict: Some(Verdict::Nat),
+    });
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert!(matches!(h.state().link(), Link::Registered { .. }));
+    h
+}
+
+fn connected(peer: &str) -> Event {
+    let input = LevelMeter::new();
+    input.update(&[0.5; 960]);
+    Event::Connected {
+        peer: peer.into(),
+        input_meter: input,
+        output_meter: LevelMeter::new(),
+    }
+}
+
+fn stats(peer: &str) -> Event {
+    Event::Stats(CallReport {
+        peer: peer.into(),
+        path: PathKind::Direct,
+        path_changes: 1,
+        setup_ms: Some(40),
+        duration_s: 3.0,
+        rtp: RtpReport {
+            sent: 150,
+            received: 148,
+            lost: 2,
+            jitter_ms: 1.5,
+        },
+        rtt_ms: Some(23.4),
+    })
+}
+
+#[test]
+fn main_view_shows_who_and_where_and_the_nat_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let h = registered(dir.path(), &fake);
+    h.get_by_label("You are alice");
+    h.get_by_label(&format!("Online: registered at {SERVER}"));
+    h.get_by_label("Network: Behind NAT: calls go through the router's mapping (nat)");
+    h.get_by_label("Your address as the server sees it: 203.0.113.9:40000");
+}
+
+#[test]
+fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+
+    fake.push(Event::Incoming { from: "bob".into() });
+    h.run();
+    assert_eq!(h.state().view(), View::Incoming);
+    h.get_by_label("Incoming call");
+    h.get_by_label("bob");
+    h.get_by_label("Accept").click();
+    h.run();
+    assert_eq!(fake.commands(), vec![Command::Accept]);
+
+    fake.push(connected("bob"));
+    h.run();
+    assert_eq!(h.state().view(), View::InCall);
+    h.get_by_label("In a call with");
+    h.get_by_label("Relayed through the server");
+    h.get_by_label("measuring…");
+
+    fake.push(stats("bob"));
+    h.run();
+    h.get_by_label("Direct");
+    h.get_by_label("23 ms");
+    h.get_by_label("1.5 ms");
+    h.get_by_label("1.3 % (2 of 150 packets)");
+    assert_eq!(h.state().call_stats().unwrap().rtp.received, 148);
+
+    // Mute and volume reach the engine.
+    h.get_by_label("Mute microphone").click();
+    h.run();
+    h.get_by_label("Unmute microphone");
+    assert!(fake.commands().contains(&Command::Mute(true)));
+
+    h.get_by_label("Hang up (Esc)").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert_eq!(fake.commands().last(), Some(&Command::HangUp));
+    h.get_by_label_contains("Call with bob ended after 0:0");
+    let recent = &h.state().book().recent[0];
+    assert_eq!((recent.name.as_str(), recent.outgoing), ("bob", false));
+
+    // The engine's own Ended for the call that was hung up changes nothing.
+    fake.push(Event::Ended {
+        reason: EndReason::HungUp,
+        peer: "bob".into(),
+        connected: true,
+        report: None,
+    });
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert_eq!(h.state().book().recent.len(), 1);
+}
+
+#[test]
+fn an_incoming_call_rejected_goes_back_to_main_and_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    fake.push(Event::Incoming { from: "bob".into() });
+    h.run();
+    h.get_by_label("Reject").click();
+    h.run();
+    assert_eq!(fake.commands(), vec![Command::Reject]);
+    assert_eq!(h.state().view(), View::Main);
+    h.get_by_label("You declined the call from bob.");
+    h.get_by_label("bob");
+    h.get_by_label_contains("incoming · declined");
+
+    // A caller who gives up before an answer: a missed call.
+    fake.push(Event::Incoming {
+        from: "carol".into(),
+    });
+    h.run();
+    assert_eq!(h.state().view(), View::Incoming);
+    fake.push(Event::Ended {
+        reason: EndReason::Cancelled,
+        peer: "carol".into(),
+        connected: false,
+        report: None,
+    });
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert_eq!(h.state().book().recent[0].outcome, "missed");
+}
+
+#[test]
+fn esc_hangs_up_a_call_we_placed_with_enter() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    h.get_by_label("Name to call").focus();
+    h.run();
+    h.get_by_label("Name to call").type_text("echo");
+    h.run();
+    h.key_press(egui::Key::Enter);
+    h.run();
+    assert_eq!(fake.commands(), vec![Command::Call("echo".into())]);
+    assert_eq!(h.state().view(), View::Calling);
+    h.get_by_label("Reaching them…");
+    fake.push(Event::Ringing {
+        peer: "echo".into(),
+    });
+    h.run();
+    h.get_by_label_contains("Ringing…");
+    fake.push(connected("echo"));
+    h.run();
+    assert_eq!(h.state().view(), View::InCall);
+    h.key_press(egui::Key::Escape);
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert_eq!(fake.commands().last(), Some(&Command::HangUp));
+    assert!(h.state().book().recent[0].outgoing);
+}
+
+/// Places a call to `peer` and ends it with `reason`; returns the notice shown.
+fn failed_call(
+    h: &mut Harness<'static, PinholeApp>,
+    fake: &FakeEngine,
+    peer: &str,
+    reason: EndReason,
+    error: Option<&str>,
+) -> String {
+    h.get_by_label("Name to call").focus();
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.key_press(egui::Key::Backspace);
+    h.get_by_label("Name to call").type_text(peer);
+    h.run();
+    h.get_by_label("Call").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Calling, "calling {peer}");
+    if let Some(error) = error {
+        fake.push(Event::Error(error.into()));
+    }
+    fake.push(Event::Ended {
+        reason,
+        peer: peer.into(),
+        connected: false,
+        report: None,
+    });
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    let notice = h.state().notice().unwrap().clone();
+    assert!(notice.failure);
+    h.get_by_label(&notice.text);
+    notice.text
+}
+
+#[test]
+fn a_failed_call_says_why_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    assert_eq!(
+        failed_call(&mut h, &fake, "bob", EndReason::Offline, None),
+        "bob is not online right now."
+    );
+    assert_eq!(
+        failed_call(&mut h, &fake, "carol", EndReason::Rejected, None),
+        "carol declined the call."
+    );
+    assert_eq!(
+        failed_call(&mut h, &fake, "dave", EndReason::NoAnswer, None),
+        "dave did not answer."
+    );
+    assert_eq!(
+        failed_call(&mut h, &fake, "erin", EndReason::Busy, None),
+        "erin is busy in another call."
+    );
+    let no_mic = failed_call(
+        &mut h,
+        &fake,
+        "frank",
+        EndReason::LocalError,
+        Some("audio: input device \"USB\": cannot open for capture: no such device"),
+    );
+    assert!(
+        no_mic.starts_with("No microphone could be opened"),
+        "{no_mic}"
+    );
+    let outcomes: Vec<&str> = h
+        .state()
+        .book()
+        .recent
+        .iter()
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["failed", "busy", "no answer", "declined", "offline"]
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_said_and_calls_explain_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = harness(app(dir.path(), &fake));
+    h.run();
+    h.get_by_label_contains("Connecting to 127.0.0.1:3478");
+    fake.push(Event::Stopped {
+        error: Some("cannot reach the server at 127.0.0.1:3478: Connection refused".into()),
+    });
+    h.run();
+    assert!(matches!(h.state().link(), Link::Failed { .. }));
+    h.get_by_label_contains("cannot be reached: Cannot reach the server");
+    h.get_by_label("Try again now");
+    h.get_by_label("Name to call").focus();
+    h.run();
+    h.get_by_label("Name to call").type_text("bob");
+    h.run();
+    h.get_by_label("Call").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert!(
+        fake.commands().is_empty(),
+        "no call sent to a stopped engine"
+    );
+    assert!(
+        h.state()
+            .notice()
+            .unwrap()
+            .text
+            .starts_with("Cannot call bob: The server 127.0.0.1:3478 cannot be reached")
+    );
+
+    // Try again now starts a new engine at once.
+    h.get_by_label("Try again now").click();
+    h.run();
+    assert_eq!(fake.started_with().len(), 2);
+}
+
+#[test]
+fn contacts_are_kept_and_a_click_calls_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    {
+        let mut h = registered(dir.path(), &fake);
+        h.get_by_label("Name to call").focus();
+        h.run();
+        h.get_by_label("Name to call").type_text("bob");
+        h.run();
+        h.get_by_label("Add contact").click();
+        h.run();
+        h.get_by_label("Call bob");
+    }
+    // A new app on the same settings directory still knows bob.
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    assert_eq!(h.state().book().contacts, vec!["bob".to_owned()]);
+    h.get_by_label("Call bob").click();
+    h.run();
+    assert_eq!(fake.commands(), vec![Command::Call("bob".into())]);
+    assert_eq!(h.state().view(), View::Calling);
+    h.get_by_label("Cancel").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    h.get_by_label("You cancelled the call to bob.");
+    assert!(dir.path().join("contacts.toml").exists());
+}
