@@ -1007,3 +1007,46 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_candidates_match_the_servers_family_and_scope() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let locals = [
+            ip("127.0.0.1"),
+            ip("192.168.1.20"),
+            ip("10.0.0.5"),
+            ip("::1"),
+            ip("fe80::1"),
+            ip("2001:db8::5"),
+        ];
+        let c = host_candidates(ip("192.168.1.20"), ip("203.0.113.7"), &locals, 5000);
+        assert_eq!(
+            c,
+            vec![
+                "192.168.1.20:5000".parse().unwrap(),
+                "10.0.0.5:5000".parse().unwrap()
+            ],
+            "IPv4 only, no loopback, the access address first"
+        );
+        let c = host_candidates(ip("127.0.0.1"), ip("127.0.0.1"), &locals, 5000);
+        assert_eq!(c[0], "127.0.0.1:5000".parse().unwrap());
+        assert!(c.len() <= MAX_CANDIDATES - 1);
+        let c = host_candidates(ip("2001:db8::5"), ip("2001:db8::1"), &locals, 7);
+        assert_eq!(c, vec!["[2001:db8::5]:7".parse().unwrap()], "no link-local");
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("é1"), None);
+    }
+}
