@@ -1,0 +1,167 @@
+//! The desktop app on the REAL engine, on 127.0.0.1: it registers, calls `echo` with Enter,
+//! reaches the in-call view with live statistics (packets received back, path, RTT), and Esc
+//! hangs up back to the main view. Audio is a tone in and nothing out (no sound card needed).
+//!
+//! The server is `pinhole-rendezvous` from the target directory when it has the call service
+//! (`--names-file` in its help), else the stand-in call server of `engine_common`.
+
+#![allow(clippy::unwrap_used)]
+
+mod engine_common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use media::audio::{SinkSpec, SourceSpec};
+use pinhole::settings::{self, Settings};
+use pinhole::ui::{DeviceList, Link, PinholeApp, View};
+
+enum Server {
+    Real(Child, SocketAddr),
+    Fake(engine_common::FakeServer),
+}
+
+impl Server {
+    fn start() -> Self {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_pinhole")).with_file_name("pinhole-rendezvous");
+        let has_calls = bin.exists()
+            && Command::new(&bin)
+                .arg("--help")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("names-file"));
+        if !has_calls {
+            return Server::Fake(engine_common::FakeServer::start());
+        }
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("tcp=").nth(1) {
+                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let addr = addr.trim_matches(|c| c == '"' || c == ',').parse().unwrap();
+        Server::Real(child, addr)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Server::Real(_, addr) => *addr,
+            Server::Fake(f) => f.addr,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Server::Real(child, _) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs frames until `done` holds, at most `secs` (then fails with `what`).
+fn run_until(
+    h: &mut Harness<'static, PinholeApp>,
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut(&Harness<'static, PinholeApp>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        h.run();
+        if done(h) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s; app: {:?}",
+            h.state()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn calling_echo_on_the_real_engine_reaches_the_call_view_with_statistics() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let s = Settings {
+        name: "alice".into(),
+        server: server.addr().to_string(),
+        ..Default::default()
+    };
+    settings::save(&path, &s).unwrap();
+    let app = PinholeApp::new(path.clone(), DeviceList::default())
+        .with_audio(SourceSpec::Tone { hz: 440.0 }, SinkSpec::Null)
+        .without_sounds();
+    let mut h = Harness::builder()
+        .with_size([480.0, 640.0])
+        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
+
+    run_until(&mut h, 15, "registered", |h| {
+        matches!(h.state().link(), Link::Registered { .. })
+    });
+    h.get_by_label(&format!("Online: registered at {}", server.addr()));
+    // The key that proves the name was created and saved on first start.
+    assert!(settings::load(&path).unwrap().unwrap().key.is_some());
+
+    h.get_by_label("Name to call").focus();
+    h.run();
+    h.get_by_label("Name to call").type_text("echo");
+    h.run();
+    h.key_press(egui::Key::Enter);
+    run_until(&mut h, 15, "in the call with figures", |h| {
+        h.state().view() == View::InCall
+            && h.state().call_stats().is_some_and(|s| s.rtp.received > 10)
+    });
+    h.get_by_label("In a call with");
+    h.get_by_label("echo");
+    h.get_by_label("Relayed through the server");
+    assert!(
+        h.query_by_label_contains("packets)").is_some(),
+        "loss shown"
+    );
+
+    // A few seconds of call: the UI keeps drawing; RTT arrives from RTCP.
+    let frames_before = h.state().frame_stats();
+    run_until(&mut h, 10, "round trip time", |h| {
+        h.state().call_stats().is_some_and(|s| s.rtt_ms.is_some())
+    });
+    let stats = h.state().call_stats().unwrap().clone();
+    assert!(stats.rtp.sent > 0 && stats.rtp.received > 0, "{stats:?}");
+    assert!(h.query_all_by_label_contains(" ms").count() >= 2, "RTT and jitter shown");
+    let frames = h.state().frame_stats();
+    eprintln!(
+        "frame time during the call: {} frames, mean {:?}, max {:?} (all frames: mean {:?})",
+        frames.frames - frames_before.frames,
+        (frames.total - frames_before.total)
+            / u32::try_from((frames.frames - frames_before.frames).max(1)).unwrap(),
+        frames.max,
+        frames.mean()
+    );
+
+    h.key_press(egui::Key::Escape);
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    h.get_by_label_contains("Call with echo ended after");
+    assert_eq!(h.state().book().recent[0].name, "echo");
+}
