@@ -355,3 +355,53 @@ fn contacts_are_kept_and_a_click_calls_them() {
     h.get_by_label("You cancelled the call to bob.");
     assert!(dir.path().join("contacts.toml").exists());
 }
+
+#[test]
+fn with_no_server_the_app_runs_its_own_and_the_engine_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let s = Settings {
+        name: "alice".into(),
+        ..Default::default()
+    };
+    settings::save(&path, &s).unwrap();
+    let fake = FakeEngine::new();
+    let mut h = harness(
+        PinholeApp::new(path, DeviceList::default())
+            .with_engine(fake.starter())
+            .without_sounds(),
+    );
+    h.run();
+    let addr = h.state().embedded_server().expect("embedded server runs");
+    assert!(addr.ip().is_loopback(), "this machine only: {addr}");
+    assert_eq!(fake.started_with(), vec![addr.to_string()]);
+    h.get_by_label("Server: built into this app (this machine only)");
+    // It answers the traversal exchange: the connection test against it gives a verdict.
+    h.get_by_label("Settings").click();
+    h.run();
+    h.get_by_label("Test connection").click();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h
+        .query_by_label_contains("Your address as the server sees it")
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no verdict in 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.run();
+    }
+
+    // "Reachable from the local network": the server moves to every interface and the
+    // engine starts again.
+    h.get_by_label("Advanced").click();
+    h.run();
+    h.get_by_label("reachable from the local network").click();
+    h.run();
+    h.get_by_label("Save").click();
+    h.run();
+    let lan = h.state().embedded_server().unwrap();
+    assert!(lan.ip().is_unspecified(), "{lan}");
+    let started = fake.started_with();
+    assert_eq!(started.len(), 2);
+    assert_eq!(started[1], format!("127.0.0.1:{}", lan.port()));
+    h.get_by_label("Server: built into this app (this machine and the local network)");
+}
