@@ -37,6 +37,7 @@
 //!   measured (RFC 5780 section 4.6 in spirit) and keepalives run at a fraction of it.
 
 pub mod addr;
+pub mod calls;
 pub mod channel;
 pub mod client;
 pub mod control;
