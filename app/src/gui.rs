@@ -41,6 +41,32 @@ struct Window {
     app: Result<PinholeApp, String>,
     /// When `run` was entered, until the first frame is drawn (then logged).
     started: Option<std::time::Instant>,
+    /// Frame times over the last few seconds, logged at debug level on target
+    /// `pinhole::frames` (for measuring; off by default).
+    period: FramePeriod,
+}
+
+#[derive(Debug)]
+struct FramePeriod {
+    since: std::time::Instant,
+    frames: u32,
+    cpu_total: f32,
+    cpu_max: f32,
+    show_before: pinhole::ui::FrameStats,
+}
+
+impl FramePeriod {
+    const LENGTH: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new(show_before: pinhole::ui::FrameStats) -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            frames: 0,
+            cpu_total: 0.0,
+            cpu_max: 0.0,
+            show_before,
+        }
+    }
 }
 
 impl Window {
@@ -56,12 +82,13 @@ impl Window {
         Self {
             app,
             started: Some(started),
+            period: FramePeriod::new(pinhole::ui::FrameStats::default()),
         }
     }
 }
 
 impl eframe::App for Window {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         egui::CentralPanel::default().show(ui, |ui| match &mut self.app {
             Ok(app) => app.show(ui),
             Err(err) => {
@@ -74,6 +101,38 @@ impl eframe::App for Window {
                 ms = started.elapsed().as_millis() as u64,
                 "first frame drawn"
             );
+        }
+        self.log_frame_times(frame);
+    }
+}
+
+impl Window {
+    /// eframe's CPU time of the previous frame (views, layout, tessellation) and the time in
+    /// `PinholeApp::show`, summed over a period and logged.
+    fn log_frame_times(&mut self, frame: &eframe::Frame) {
+        let p = &mut self.period;
+        if let Some(cpu) = frame.info().cpu_usage {
+            p.frames += 1;
+            p.cpu_total += cpu;
+            p.cpu_max = p.cpu_max.max(cpu);
+        }
+        if p.since.elapsed() < FramePeriod::LENGTH {
+            return;
+        }
+        if let Ok(app) = &self.app {
+            let now = app.frame_stats();
+            let frames = now.frames.saturating_sub(p.show_before.frames).max(1);
+            let show_mean = now.total.saturating_sub(p.show_before.total) / frames as u32;
+            tracing::debug!(
+                target: "pinhole::frames",
+                view = ?app.view(),
+                frames = p.frames,
+                cpu_mean_us = (p.cpu_total / p.frames.max(1) as f32 * 1e6) as u64,
+                cpu_max_us = (p.cpu_max * 1e6) as u64,
+                show_mean_us = show_mean.as_micros() as u64,
+                "frame times"
+            );
+            self.period = FramePeriod::new(now);
         }
     }
 }

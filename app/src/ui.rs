@@ -1057,10 +1057,14 @@ impl PinholeApp {
                 .add(
                     egui::TextEdit::singleline(&mut self.call_field)
                         .hint_text("a name, or echo to hear yourself")
-                        .desired_width(200.0),
+                        .desired_width((ui.available_width() - 150.0).max(120.0)),
                 )
                 .labelled_by(label.id);
             let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            // Typing a name works at once: the field takes the keyboard when nothing has it.
+            if !enter && ui.memory(|m| m.focused().is_none()) {
+                field.request_focus();
+            }
             let ready = !self.call_field.trim().is_empty();
             let clicked = ui.add_enabled(ready, egui::Button::new("Call")).clicked();
             if (enter || clicked) && ready {
@@ -1386,7 +1390,16 @@ impl PinholeApp {
             } else {
                 "Mute microphone"
             };
-            ui.toggle_value(&mut muted, text);
+            if ui
+                .add(
+                    egui::Button::new(text)
+                        .selected(muted)
+                        .min_size(egui::vec2(140.0, 32.0)),
+                )
+                .clicked()
+            {
+                muted = !muted;
+            }
             hang_up |= ui
                 .add(
                     egui::Button::new(RichText::new("Hang up (Esc)").color(Color32::WHITE))
@@ -1663,6 +1676,7 @@ fn ago(secs: u64) -> String {
         0..60 => "just now".into(),
         60..3600 => format!("{} min ago", secs / 60),
         3600..86_400 => format!("{} h ago", secs / 3600),
+        86_400..172_800 => "yesterday".into(),
         _ => format!("{} days ago", secs / 86_400),
     }
 }

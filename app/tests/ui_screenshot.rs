@@ -1,0 +1,160 @@
+//! Not a test that runs by default: it drives the REAL app window under a display (Xvfb) to take
+//! the README's screenshot and to measure start-up and frame times. It starts the stand-in call
+//! server, launches `pinhole` on a settings file pointing at it, types `echo` + Enter with
+//! `xdotool`, and captures the window with ImageMagick's `import`. Audio goes through whatever
+//! PulseAudio `PULSE_SERVER` names (a null sink; the test adds a sine source as microphone).
+//!
+//! ```text
+//! xvfb-run -a -s "-screen 0 1024x768x24" \
+//!   cargo test -p pinhole --test ui_screenshot -- --ignored --nocapture
+//! ```
+//!
+//! Writes `assets/screenshot.png` (main view and in-call view side by side) when
+//! `PINHOLE_WRITE_ASSETS=1`, else under the temporary directory; prints the figures.
+
+#![allow(clippy::unwrap_used)]
+
+mod engine_common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn xdotool(args: &[&str]) -> String {
+    let out = Command::new("xdotool").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn capture(window: &str, path: &Path) {
+    let status = Command::new("import")
+        .args(["-window", window])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+#[ignore = "needs a display (Xvfb), xdotool and ImageMagick; takes the README screenshot"]
+fn screenshot_and_figures_of_the_real_window() {
+    assert!(std::env::var_os("DISPLAY").is_some(), "run under xvfb-run");
+    let server = engine_common::FakeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!("server = \"{}\"\nname = \"alice\"\n", server.addr),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        dir.path().join("contacts.toml"),
+        format!(
+            "contacts = [\"bob\", \"carol\"]\n\
+             [[recent]]\nname = \"bob\"\noutgoing = true\noutcome = \"12:41\"\nwhen = {}\n\
+             [[recent]]\nname = \"carol\"\noutgoing = false\noutcome = \"missed\"\nwhen = {}\n",
+            now - 3 * 3600,
+            now - 26 * 3600
+        ),
+    )
+    .unwrap();
+
+    // With a PulseAudio of its own, the microphone is a tone so the meters move.
+    if std::env::var_os("PULSE_SERVER").is_some() {
+        let _ = Command::new("pactl")
+            .args([
+                "load-module",
+                "module-sine-source",
+                "source_name=sine",
+                "frequency=330",
+            ])
+            .status();
+        let _ = Command::new("pactl")
+            .args(["set-default-source", "sine"])
+            .status();
+    }
+    let spawned = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .env("PINHOLE_CONFIG", &settings)
+        .env("RUST_LOG", "warn,pinhole=info,pinhole::frames=debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("app: {line}");
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    let wait_line = |what: &str, secs: u64| -> (Instant, String) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, line) = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what:?} within {secs} s"));
+            if line.contains(what) {
+                return (at, line);
+            }
+        }
+    };
+    let (at, line) = wait_line("first frame drawn", 30);
+    eprintln!(
+        "FIGURE start-up: spawn to first frame {} ms ({line})",
+        (at - spawned).as_millis()
+    );
+
+    let window = xdotool(&["search", "--sync", "--name", "^Pinhole$"]);
+    let window = window.lines().last().unwrap().to_owned();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = if std::env::var_os("PINHOLE_WRITE_ASSETS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets")
+    } else {
+        dir.path().to_owned()
+    };
+    let main_png = dir.path().join("main.png");
+    capture(&window, &main_png);
+
+    xdotool(&["windowfocus", "--sync", &window]);
+    xdotool(&["type", "--delay", "60", "echo"]);
+    xdotool(&["key", "Return"]);
+    std::thread::sleep(Duration::from_secs(6));
+    let call_png = dir.path().join("call.png");
+    capture(&window, &call_png);
+
+    // Frame times while the call runs (the app logs them every 5 s).
+    // The first period may hold the call's start; the second is a steady call.
+    wait_line("view=InCall", 15);
+    let (_, line) = wait_line("view=InCall", 15);
+    eprintln!("FIGURE frame times during the call: {line}");
+
+    let shot = out.join("screenshot.png");
+    let status = Command::new("convert")
+        .arg(&main_png)
+        .arg(&call_png)
+        .args([
+            "-background",
+            "#202020",
+            "-splice",
+            "12x0",
+            "+append",
+            "-chop",
+            "12x0",
+        ])
+        .arg(&shot)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eprintln!("screenshot: {}", shot.display());
+    xdotool(&["key", "Escape"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.kill();
+    let _ = child.wait();
+}
