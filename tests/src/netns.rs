@@ -24,7 +24,7 @@
 //!   no `ip`, no netns support): callers skip the test.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +45,9 @@ pub struct Host {
     pub ns: Ns,
     /// Its address (public for hosts on the internet, private behind a NAT).
     pub ip: Ipv4Addr,
+    /// Its IPv6 address (2001:db8::/32), for hosts on the internet; `None` behind a NAT (the
+    /// lab's NATs are IPv4 only, as home routers' NATs are).
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// How a [`Nat`] maps.
@@ -119,7 +122,8 @@ impl Lab {
         };
         let setup = lab
             .basic_setup(&lab.inet.clone())
-            .and_then(|()| lab.sysctl(&lab.inet.clone(), "net.ipv4.ip_forward", "1"));
+            .and_then(|()| lab.sysctl(&lab.inet.clone(), "net.ipv4.ip_forward", "1"))
+            .and_then(|()| lab.sysctl(&lab.inet.clone(), "net.ipv6.conf.all.forwarding", "1"));
         if let Err(err) = setup {
             eprintln!("SKIP: cannot configure a network namespace here: {err}");
             return None;
@@ -141,6 +145,17 @@ impl Lab {
 
     fn basic_setup(&self, ns: &Ns) -> io::Result<()> {
         self.ip(ns, &["link", "set", "lo", "up"])?;
+        // No IPv6 duplicate address detection: addresses (link-local ones too, which neighbour
+        // discovery needs) are usable at once rather than after a second or two.
+        self.exec(
+            ns,
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        )?;
         Ok(())
     }
 
@@ -205,8 +220,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Next /30 on the internet: (router side, host side).
-    fn public_link(&mut self, server: bool) -> io::Result<(Ipv4Addr, Ipv4Addr, String)> {
+    /// Next /30 on the internet: (router side, host side, interface name, link number).
+    fn public_link(&mut self, server: bool) -> io::Result<(Ipv4Addr, Ipv4Addr, String, u32)> {
         let (counter, base) = if server {
             (&mut self.next_server_link, [198, 51, 100])
         } else {
@@ -220,22 +235,23 @@ impl Lab {
         let router = Ipv4Addr::new(base[0], base[1], base[2], (4 * i + 1) as u8);
         let host = Ipv4Addr::new(base[0], base[1], base[2], (4 * i + 2) as u8);
         let tag = if server { "s" } else { "p" };
-        Ok((router, host, format!("{tag}{i}")))
+        Ok((router, host, format!("{tag}{i}"), i))
     }
 
-    /// A host on the internet with its own public address (203.0.113.0/24).
+    /// A host on the internet with its own public address (203.0.113.0/24, and an IPv6 one in
+    /// 2001:db8:2::/48).
     pub fn public_host(&mut self, role: &str) -> io::Result<Host> {
         self.attach(role, false)
     }
 
-    /// A server on the internet (198.51.100.0/24).
+    /// A server on the internet (198.51.100.0/24, and IPv6 in 2001:db8:1::/48).
     pub fn server(&mut self, role: &str) -> io::Result<Host> {
         self.attach(role, true)
     }
 
     fn attach(&mut self, role: &str, server: bool) -> io::Result<Host> {
         let ns = self.namespace(role)?;
-        let (router, host, ifname) = self.public_link(server)?;
+        let (router, host, ifname, i) = self.public_link(server)?;
         let inet = self.inet.clone();
         self.link(
             &inet,
@@ -249,7 +265,45 @@ impl Lab {
             &ns,
             &["route", "add", "default", "via", &router.to_string()],
         )?;
-        Ok(Host { ns, ip: host })
+        // IPv6 on the same link: 2001:db8:{1 servers, 2 others}:{link}::/64, router ::1.
+        let net = if server { 1 } else { 2 };
+        let link = u16::try_from(i).map_err(io::Error::other)?;
+        let router6 = Ipv6Addr::new(0x2001, 0xdb8, net, link, 0, 0, 0, 1);
+        let host6 = Ipv6Addr::new(0x2001, 0xdb8, net, link, 0, 0, 0, 2);
+        // `nodad`: usable at once, not after duplicate address detection's second or two.
+        self.ip(
+            &inet,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{router6}/64"),
+                "dev",
+                &ifname,
+                "nodad",
+            ],
+        )?;
+        self.ip(
+            &ns,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{host6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        self.ip(
+            &ns,
+            &["-6", "route", "add", "default", "via", &router6.to_string()],
+        )?;
+        Ok(Host {
+            ns,
+            ip: host,
+            ip6: Some(host6),
+        })
     }
 
     /// Adds another address to a public host, routed to it by the internet (for a second
@@ -343,7 +397,7 @@ impl Lab {
             &ns,
             &["route", "add", "default", "via", &nat.lan_ip.to_string()],
         )?;
-        Ok(Host { ns, ip })
+        Ok(Host { ns, ip, ip6: None })
     }
 
     /// Sets the NAT's conntrack UDP timeouts (`nf_conntrack_udp_timeout` for a one-way flow,

@@ -512,3 +512,53 @@ fn random_loss_on_the_internet_router_drops_some_udp() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json["results"][0]["mapped"].is_null(), "{json}");
 }
+
+#[test]
+fn public_ipv6_client_sees_its_own_address() {
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    let server = lab.server("srv").unwrap();
+    let server6 = server.ip6.expect("servers have IPv6");
+    let rendezvous = Rendezvous::start_in(&lab, &server.ns, &format!("[{server6}]:3478"));
+    let client = lab.public_host("cli").unwrap();
+    let client6 = client.ip6.expect("public hosts have IPv6");
+    let mapped = probe(
+        &lab,
+        &client,
+        &format!("[{client6}]:40000"),
+        &[rendezvous.addr],
+    );
+    assert_eq!(mapped, vec![Some(SocketAddr::from((client6, 40000)))]);
+}
+
+#[test]
+fn nat_check_public_ipv6_client() {
+    if !nat_check_available() {
+        return;
+    }
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    let server = lab.server("srv").unwrap();
+    let server6 = server.ip6.expect("servers have IPv6");
+    let rendezvous = Rendezvous::start_in(&lab, &server.ns, &format!("[{server6}]:3478"));
+    let client = lab.public_host("cli").unwrap();
+    let client6 = client.ip6.expect("public hosts have IPv6");
+    let report = nat_check(&lab, &client, rendezvous.addr, &[], Duration::from_secs(15));
+    assert_eq!(report["verdict"], "public", "{report}");
+    assert_eq!(report["behind_nat"], false, "{report}");
+    assert_eq!(
+        mapped(&report).ip(),
+        std::net::IpAddr::V6(client6),
+        "{report}"
+    );
+    let locals: Vec<&str> = report["local_addresses"]
+        .as_array()
+        .expect("local_addresses")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(locals.contains(&client6.to_string().as_str()), "{report}");
+    assert!(locals.contains(&client.ip.to_string().as_str()), "{report}");
+}
