@@ -461,11 +461,12 @@ impl PinholeApp {
         let Some(mut saved) = self.saved.clone() else {
             return;
         };
-        if let Some(at) = self.retry_at {
-            if Instant::now() < at {
-                return;
-            }
-            self.retry_at = None;
+        match self.retry_at {
+            Some(at) if Instant::now() < at => return,
+            Some(_) => self.retry_at = None,
+            // Failed for good (a taken name): wait for "Try again now" or new settings.
+            None if matches!(self.link, Link::Failed { .. }) => return,
+            None => {}
         }
         let server = match self.server_target(&saved) {
             Ok(server) => server,
@@ -520,8 +521,9 @@ impl PinholeApp {
                 self.link = Link::Connecting { server };
             }
             Err(error) => {
+                // Trying again helps a server that is down, not a name someone else owns.
+                self.retry_at = retry_helps(&error).then(|| Instant::now() + RETRY_AFTER);
                 self.link = Link::Failed { server, error };
-                self.retry_at = Some(Instant::now() + RETRY_AFTER);
             }
         }
     }
@@ -671,7 +673,8 @@ impl PinholeApp {
             } => self.call_ended(reason, &peer, connected, report.as_ref()),
             Event::Error(message) => {
                 tracing::info!("engine: {message}");
-                if matches!(self.call, Call::Idle) {
+                // Before registration the reason arrives with `Stopped`; say it once, there.
+                if matches!(self.call, Call::Idle) && matches!(self.link, Link::Registered { .. }) {
                     self.notice = Some(Notice {
                         text: sentence(&message),
                         failure: true,
@@ -694,8 +697,9 @@ impl PinholeApp {
                     });
                     self.call = Call::Idle;
                 }
+                // Trying again helps a server that is down, not a name someone else owns.
+                self.retry_at = retry_helps(&error).then(|| Instant::now() + RETRY_AFTER);
                 self.link = Link::Failed { server, error };
-                self.retry_at = Some(Instant::now() + RETRY_AFTER);
             }
         }
     }
@@ -1117,8 +1121,7 @@ impl PinholeApp {
                         ui.label(format!("Trying again in {left} s."));
                     }
                     if ui.button("Try again now").clicked() {
-                        self.retry_at = None;
-                        self.engine = None;
+                        self.retry_at = Some(Instant::now());
                     }
                 });
             }
@@ -1641,12 +1644,39 @@ fn short_outcome(reason: EndReason) -> &'static str {
 }
 
 /// "the server at X cannot be reached: why", for a link that failed.
+/// Why the app is not connected to `server`, in words: `error` is the engine's reason.
 fn server_words(server: &str, error: &str) -> String {
-    if server.is_empty() {
-        sentence(error)
+    let server = if server.is_empty() {
+        "the server"
     } else {
-        format!("The server {server} cannot be reached: {}", sentence(error))
+        server
+    };
+    if error.contains("(name_taken)") || error.contains("(bad_signature)") {
+        format!(
+            "Your name is taken on {server}: someone else registered it first. Choose another \
+             name in Settings."
+        )
+    } else if error.contains("(bad_name)") {
+        format!("{server} does not accept your name. Choose another name in Settings.")
+    } else if error.contains("(already_online)") {
+        format!("Your name is in use on {server} by another Pinhole that is online.")
+    } else if error.contains("unknown variant `register`") || error.contains("(bad_frame)") {
+        format!(
+            "{server} has no call service (names and calls): set a server that has it in \
+             Settings."
+        )
+    } else if let Some(rest) = error.strip_prefix("server unreachable: ") {
+        format!("The server {server} cannot be reached: {}", sentence(rest))
+    } else {
+        format!("Not connected to {server}: {}", sentence(error))
     }
+}
+
+/// Whether reaching the server again later may work.
+fn retry_helps(error: &str) -> bool {
+    !["(name_taken)", "(bad_signature)", "(bad_name)"]
+        .iter()
+        .any(|code| error.contains(code))
 }
 
 /// Capitalised, with a full stop.

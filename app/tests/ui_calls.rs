@@ -296,7 +296,10 @@ fn an_unreachable_server_is_said_and_calls_explain_it() {
     h.run();
     h.get_by_label_contains("Connecting to 127.0.0.1:3478");
     fake.push(Event::Stopped {
-        error: Some("cannot reach the server at 127.0.0.1:3478: Connection refused".into()),
+        error: Some(
+            "server unreachable: cannot reach the server at 127.0.0.1:3478: Connection refused"
+                .into(),
+        ),
     });
     h.run();
     assert!(matches!(h.state().link(), Link::Failed { .. }));
@@ -404,4 +407,22 @@ fn with_no_server_the_app_runs_its_own_and_the_engine_uses_it() {
     assert_eq!(started.len(), 2);
     assert_eq!(started[1], format!("127.0.0.1:{}", lan.port()));
     h.get_by_label("Server: built into this app (this machine and the local network)");
+}
+
+#[test]
+fn a_taken_name_is_said_and_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = harness(app(dir.path(), &fake));
+    h.run();
+    fake.push(Event::Stopped {
+        error: Some("cannot register \"alice\": the name is taken (name_taken)".into()),
+    });
+    h.run();
+    h.get_by_label(
+        "Your name is taken on 127.0.0.1:3478: someone else registered it first. Choose another \
+         name in Settings.",
+    );
+    assert!(h.query_by_label_contains("Trying again in").is_none());
+    assert_eq!(fake.started_with().len(), 1);
 }
