@@ -121,14 +121,39 @@ impl Coturn {
     /// Starts `turnserver` with a temporary config on a free port of 127.0.0.1 and waits, at
     /// most 10 s, until it answers a Binding Request.
     pub fn start() -> Option<Self> {
+        let port = free_port();
+        let server = Self::launch(Command::new("turnserver"), [127, 0, 0, 1].into(), port)?;
+        stun_client::binding(
+            "127.0.0.1:0".parse().expect("address"),
+            server.addr,
+            std::time::Duration::from_secs(10),
+        )
+        .expect("turnserver answers STUN within 10 s");
+        Some(server)
+    }
+
+    /// Starts `turnserver` inside a lab namespace on `ip:port` and waits, at most 10 s, until
+    /// it listens there.
+    pub fn start_in(
+        lab: &netns::Lab,
+        ns: &netns::Ns,
+        ip: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Option<Self> {
+        let server = Self::launch(lab.command(ns, "turnserver"), ip, port)?;
+        lab.wait_udp_listen(ns, port, std::time::Duration::from_secs(10))
+            .expect("turnserver listens within 10 s");
+        Some(server)
+    }
+
+    fn launch(mut cmd: Command, ip: std::net::Ipv4Addr, port: u16) -> Option<Self> {
         if Command::new("turnserver").arg("--help").output().is_err() {
             eprintln!(
                 "SKIP: coturn's turnserver is not installed (scripts/packages/nat-tests.txt)"
             );
             return None;
         }
-        let port = free_port();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = std::net::SocketAddr::from((ip, port));
         let dir =
             std::env::temp_dir().join(format!("pinhole-coturn-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -136,14 +161,14 @@ impl Coturn {
         std::fs::write(
             &config,
             format!(
-                "listening-ip=127.0.0.1\nlistening-port={port}\nstun-only\nno-cli\nno-tls\n\
+                "listening-ip={ip}\nlistening-port={port}\nstun-only\nno-cli\nno-tls\n\
                  no-dtls\nrelay-threads=1\nno-stdout-log\nlog-file={}\npidfile={}\n",
                 dir.join("turnserver.log").display(),
                 dir.join("turnserver.pid").display()
             ),
         )
         .expect("write turnserver.conf");
-        let child = Command::new("turnserver")
+        let child = cmd
             .arg("-c")
             .arg(&config)
             .stdin(std::process::Stdio::null())
@@ -151,14 +176,7 @@ impl Coturn {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start turnserver");
-        let server = Self { child, dir, addr };
-        stun_client::binding(
-            "127.0.0.1:0".parse().expect("address"),
-            addr,
-            std::time::Duration::from_secs(10),
-        )
-        .expect("turnserver answers STUN within 10 s");
-        Some(server)
+        Some(Self { child, dir, addr })
     }
 }
 

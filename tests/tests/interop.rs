@@ -150,3 +150,40 @@ fn pinhole_nat_check_stun_works_against_coturn() {
     assert_ne!(mapped.port(), 0);
     assert_eq!(json["behind_nat"], false, "{stdout}");
 }
+
+/// `pinhole nat-check --stun` against coturn across a real NAT: the mapped address is the
+/// router's, and plain STUN is enough to say "behind NAT".
+#[test]
+fn pinhole_nat_check_stun_against_coturn_through_nat() {
+    let help = command("pinhole")
+        .args(["nat-check", "--help"])
+        .output()
+        .unwrap();
+    if !help.status.success() || !String::from_utf8_lossy(&help.stdout).contains("--stun") {
+        eprintln!("SKIP: `pinhole nat-check --stun` is not built yet");
+        return;
+    }
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    let server = lab.server("srv").unwrap();
+    let Some(coturn) = Coturn::start_in(&lab, &server.ns, server.ip, 3478) else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
+    let client = lab.host_behind(&mut nat, "cli").unwrap();
+    let mut cmd = lab.command(&client.ns, binary("pinhole"));
+    cmd.args(["nat-check", "--stun", &coturn.addr.to_string(), "--json"]);
+    let out = output_within(&mut cmd, Duration::from_secs(15));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nat-check --stun failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mapped: SocketAddr = json["mapped_address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(mapped.ip(), IpAddr::V4(nat.wan_ip), "{stdout}");
+    assert_eq!(json["behind_nat"], true, "{stdout}");
+    assert_eq!(json["verdict"], "nat", "{stdout}");
+}
