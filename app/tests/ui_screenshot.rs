@@ -9,8 +9,9 @@
 //!   cargo test -p pinhole --test ui_screenshot -- --ignored --nocapture
 //! ```
 //!
-//! Writes `assets/screenshot.png` (main view and in-call view side by side) when
-//! `PINHOLE_WRITE_ASSETS=1`, else under the temporary directory; prints the figures.
+//! Writes `assets/screenshot.png` (main, incoming and in-call views side by side) when
+//! `PINHOLE_WRITE_ASSETS=1`, else in `$PINHOLE_SHOT_DIR` (with the settings view) or a temporary
+//! directory; prints the figures.
 
 #![allow(clippy::unwrap_used)]
 
@@ -116,9 +117,12 @@ fn screenshot_and_figures_of_the_real_window() {
     std::thread::sleep(Duration::from_secs(3));
     let out = if std::env::var_os("PINHOLE_WRITE_ASSETS").is_some() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets")
+    } else if let Some(d) = std::env::var_os("PINHOLE_SHOT_DIR") {
+        d.into()
     } else {
         dir.path().to_owned()
     };
+    let views = std::env::var_os("PINHOLE_SHOT_DIR").map_or(dir.path().to_owned(), Into::into);
     let main_png = dir.path().join("main.png");
     capture(&window, &main_png);
 
@@ -135,9 +139,35 @@ fn screenshot_and_figures_of_the_real_window() {
     let (_, line) = wait_line("view=InCall", 15);
     eprintln!("FIGURE frame times during the call: {line}");
 
+    // Back on the main view, bob calls (the headless client): the incoming view rings.
+    xdotool(&["key", "Escape"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut bob = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .args(["call", "alice", "--server", &server.addr.to_string()])
+        .args(["--user", "bob", "--input", "tone:500", "--output", "null"])
+        .args(["--duration", "3", "--config"])
+        .arg(dir.path().join("bob.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let incoming_png = dir.path().join("incoming.png");
+    capture(&window, &incoming_png);
+    let _ = bob.kill();
+    let _ = bob.wait();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The settings view (for a look; not in the README).
+    xdotool(&["mousemove", "--window", &window, "420", "18", "click", "1"]);
+    std::thread::sleep(Duration::from_secs(2));
+    capture(&window, &views.join("settings-view.png"));
+
     let shot = out.join("screenshot.png");
     let status = Command::new("convert")
         .arg(&main_png)
+        .arg(&incoming_png)
         .arg(&call_png)
         .args([
             "-background",
@@ -153,8 +183,6 @@ fn screenshot_and_figures_of_the_real_window() {
         .unwrap();
     assert!(status.success());
     eprintln!("screenshot: {}", shot.display());
-    xdotool(&["key", "Escape"]);
-    std::thread::sleep(Duration::from_millis(500));
     let _ = child.kill();
     let _ = child.wait();
 }
