@@ -526,10 +526,27 @@ fn run(cmd: &mut Command) -> io::Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Drain both pipes on threads: a command with a lot to say cannot block on a full pipe.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(pipe) = stdout.as_mut() {
+            let _ = io::Read::read_to_end(pipe, &mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(pipe) = stderr.as_mut() {
+            let _ = io::Read::read_to_end(pipe, &mut buf);
+        }
+        buf
+    });
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -540,8 +557,12 @@ fn run(cmd: &mut Command) -> io::Result<Output> {
             ));
         }
         std::thread::sleep(Duration::from_millis(2));
-    }
-    let out = child.wait_with_output()?;
+    };
+    let out = Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{cmd:?} failed ({}): {}",
