@@ -685,7 +685,13 @@ impl PinholeApp {
             Event::Stopped { error } => {
                 self.engine = None;
                 let server = self.link_server();
-                let error = error.unwrap_or_else(|| "the call engine stopped".into());
+                let mut error = error.unwrap_or_else(|| "the call engine stopped".into());
+                // What the server said before it closed the connection is the better reason.
+                if matches!(self.link, Link::Connecting { .. })
+                    && let Some(said) = self.last_error.take()
+                {
+                    error = format!("{said}; {error}");
+                }
                 if !matches!(self.call, Call::Idle) {
                     let peer = self.call_peer().unwrap_or_default();
                     self.notice = Some(Notice {
