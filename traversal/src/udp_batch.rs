@@ -160,6 +160,18 @@ impl RecvBatch {
         Ok(received)
     }
 
+    /// Asks the kernel for a receive buffer of `bytes` (`SO_RCVBUF`; as root beyond
+    /// `net.core.rmem_max` with `SO_RCVBUFFORCE`) so that bursts wait there instead of being
+    /// dropped while the thread is busy. Returns the size the kernel granted (it doubles the
+    /// request for its bookkeeping).
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<usize> {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+        if setsockopt(&self.sock, sockopt::RcvBufForce, &bytes).is_err() {
+            setsockopt(&self.sock, sockopt::RcvBuf, &bytes)?;
+        }
+        Ok(getsockopt(&self.sock, sockopt::RcvBuf)?)
+    }
+
     /// Datagrams dropped so far because they were longer than [`DATAGRAM_CAPACITY`].
     pub fn truncated(&self) -> u64 {
         self.truncated
@@ -205,6 +217,16 @@ impl SendBatch {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Asks the kernel for a send buffer of `bytes` (`SO_SNDBUF`, or `SO_SNDBUFFORCE` as
+    /// root); returns the size granted.
+    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<usize> {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+        if setsockopt(&self.sock, sockopt::SndBufForce, &bytes).is_err() {
+            setsockopt(&self.sock, sockopt::SndBuf, &bytes)?;
+        }
+        Ok(getsockopt(&self.sock, sockopt::SndBuf)?)
     }
 
     /// How many datagrams wait for [`flush`](Self::flush).
@@ -532,6 +554,15 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, b"ok");
         assert_eq!(rx.truncated(), 1);
+    }
+
+    #[test]
+    fn buffers_can_grow() {
+        let (rx, tx, _) = pair("127.0.0.1:0", 8);
+        let before = rx.set_recv_buffer(4096).unwrap();
+        let after = rx.set_recv_buffer(1 << 20).unwrap();
+        assert!(after > before, "{before} -> {after}");
+        assert!(tx.set_send_buffer(1 << 20).unwrap() >= 4096);
     }
 
     #[test]
