@@ -556,6 +556,20 @@ impl PinholeApp {
         }
     }
 
+    /// The server "Test connection" checks: the form's, or the built-in one. Unlike
+    /// [`Self::server_target`] it never stops or moves the running built-in server (the form is
+    /// not saved yet).
+    fn test_target(&mut self, form: &Settings) -> Result<String, String> {
+        match form.server_addr() {
+            Ok(Some(addr)) => Ok(addr.to_string()),
+            Ok(None) => match &self.embedded {
+                Some((_, server)) => Ok(net::embedded_target(server).to_string()),
+                None => self.server_target(form),
+            },
+            Err(e) => Err(server_message(&e)),
+        }
+    }
+
     /// Stops the engine without waiting for it (its goodbye to the server runs on a thread).
     fn stop_engine(&mut self) {
         if let Some(engine) = self.engine.take() {
@@ -1012,7 +1026,7 @@ impl PinholeApp {
                 .clicked()
             {
                 let form = self.form.clone();
-                match self.server_target(&form) {
+                match self.test_target(&form) {
                     Ok(server) => self.start_nat_check(server),
                     Err(e) => self.nat = NatState::Done(Err(e)),
                 }
@@ -1254,6 +1268,10 @@ impl PinholeApp {
         });
         if accept {
             self.send(Command::Accept);
+            ui.ctx()
+                .send_viewport_cmd(egui::ViewportCommand::RequestUserAttention(
+                    egui::UserAttentionType::Reset,
+                ));
             if let Call::Incoming {
                 answered, ringer, ..
             } = &mut self.call

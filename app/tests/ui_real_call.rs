@@ -219,3 +219,56 @@ fn with_no_server_set_echo_works_on_the_built_in_server() {
     h.run();
     assert_eq!(h.state().view(), View::Main);
 }
+
+/// A server that accepts the connection and never answers: the window keeps drawing while the
+/// engine waits, and then says the server cannot be reached (and will try again).
+#[test]
+fn the_ui_keeps_drawing_while_a_server_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let s = Settings {
+        name: "alice".into(),
+        server: addr.to_string(),
+        ..Default::default()
+    };
+    settings::save(&path, &s).unwrap();
+    let app = PinholeApp::new(path, DeviceList::default())
+        .with_audio(SourceSpec::Silence, SinkSpec::Null)
+        .without_sounds();
+    let mut h = Harness::builder()
+        .with_size([480.0, 640.0])
+        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
+    h.run();
+    h.get_by_label_contains(&format!("Connecting to {addr}"));
+    let mut frames_while_waiting = 0u32;
+    run_until(&mut h, 20, "the connection given up", |h| {
+        let failed = matches!(h.state().link(), Link::Failed { .. });
+        if !failed {
+            frames_while_waiting += 1;
+        }
+        failed
+    });
+    assert!(!held.lock().unwrap().is_empty(), "the engine did connect");
+    assert!(
+        frames_while_waiting >= 20,
+        "only {frames_while_waiting} frames while the server did not answer"
+    );
+    let f = h.state().frame_stats();
+    eprintln!(
+        "frame time while the server timed out: {} frames, mean {:?}, max {:?}",
+        f.frames,
+        f.mean(),
+        f.max
+    );
+    h.get_by_label_contains(&format!("The server {addr} cannot be reached"));
+    h.get_by_label_contains("Trying again in");
+}
