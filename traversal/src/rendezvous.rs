@@ -11,14 +11,14 @@
 //! - `rendezvous-tcp`: a current-thread tokio runtime that accepts control connections (one
 //!   task each) and ticks the server's timer every second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::server::{self, ConnId, Server, Stats, TcpOutput};
 use crate::{stun, udp_batch};
@@ -193,7 +193,7 @@ struct Shared {
     server: Server,
     /// The alternate port's socket, for probes that test filtering (never read).
     alternate: Option<UdpSocket>,
-    conns: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>>,
+    conns: HashMap<ConnId, Outbox>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -201,6 +201,17 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     shared
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the server has to say on one control connection, waiting for its task. Kept inside
+/// [`Shared`] (no channel per connection: a tokio channel costs about a kilobyte even when
+/// idle).
+#[derive(Debug)]
+struct Outbox {
+    queue: VecDeque<Vec<u8>>,
+    /// Close after writing what is queued.
+    closing: bool,
+    wake: Arc<Notify>,
 }
 
 impl Shared {
@@ -218,21 +229,22 @@ impl Shared {
         while let Some(out) = self.server.poll_tcp() {
             match out {
                 TcpOutput::Send { conn, bytes } => {
-                    let full = match self.conns.get(&conn) {
-                        Some(tx) => tx.try_send(Some(bytes)).is_err(),
-                        None => false,
-                    };
-                    if full {
-                        // Dropping the sender ends the connection's task.
-                        tracing::debug!(conn, "control connection not reading: closed");
-                        self.conns.remove(&conn);
+                    if let Some(out) = self.conns.get_mut(&conn) {
+                        if out.queue.len() >= OUTBOX {
+                            tracing::debug!(conn, "control connection not reading: closed");
+                            out.queue.clear();
+                            out.closing = true;
+                        } else if !out.closing {
+                            out.queue.push_back(bytes);
+                        }
+                        out.wake.notify_one();
                     }
                 }
                 TcpOutput::Close { conn } => {
-                    if let Some(tx) = self.conns.remove(&conn) {
-                        // Queued after everything sent before; if the outbox is full the
-                        // sender is dropped, which closes the connection too.
-                        let _ = tx.try_send(None);
+                    if let Some(out) = self.conns.get_mut(&conn) {
+                        // After everything queued before.
+                        out.closing = true;
+                        out.wake.notify_one();
                     }
                 }
             }
@@ -294,8 +306,8 @@ fn serve_udp(
 const OUTBOX: usize = 32;
 
 /// One control connection, in one task: bytes in go to the server; the server's bytes come
-/// back through the channel registered in `Shared::conns`. The read buffer lives on the stack
-/// only while a read is handled, so an idle connection holds no buffer.
+/// back through its [`Outbox`] in `Shared::conns`. The read buffer lives on the stack only
+/// while a read is handled, so an idle connection holds no buffer.
 async fn serve_tcp(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -304,14 +316,21 @@ async fn serve_tcp(
     side_sender: Arc<UdpSocket>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (out_tx, mut out_rx) = mpsc::channel::<Option<Vec<u8>>>(OUTBOX);
+    let wake = Arc::new(Notify::new());
     {
         let mut s = lock(&shared);
-        s.conns.insert(conn, out_tx);
+        s.conns.insert(
+            conn,
+            Outbox {
+                queue: VecDeque::new(),
+                closing: false,
+                wake: wake.clone(),
+            },
+        );
         s.server.handle_tcp_open(Instant::now(), conn, peer);
         s.drain(|bytes, to| send_side(&side_sender, bytes, to));
     }
-    loop {
+    'serve: loop {
         tokio::select! {
             readable = stream.readable() => {
                 if readable.is_err() {
@@ -329,18 +348,24 @@ async fn serve_tcp(
                     Err(_) => break,
                 }
             }
-            out = out_rx.recv() => match out {
-                Some(Some(bytes)) => {
+            () = wake.notified() => {
+                let (queue, closing) = {
+                    let mut s = lock(&shared);
+                    match s.conns.get_mut(&conn) {
+                        Some(out) => (std::mem::take(&mut out.queue), out.closing),
+                        None => (VecDeque::new(), true),
+                    }
+                };
+                for bytes in queue {
                     if stream.write_all(&bytes).await.is_err() {
-                        break;
+                        break 'serve;
                     }
                 }
-                // The server closed this connection, or the outbox overflowed.
-                Some(None) | None => {
+                if closing {
                     let _ = stream.shutdown().await;
                     break;
                 }
-            },
+            }
         }
     }
     let mut s = lock(&shared);
