@@ -543,6 +543,13 @@ impl Runner {
                         "cannot register {:?}: {message} ({code})",
                         self.config.name
                     ));
+                } else if !self.name_registered {
+                    // Anything refused before the name is ours is the registration.
+                    self.fail(format!(
+                        "the server refused to register {:?}: {message} ({code}); does it \
+                         have the call service?",
+                        self.config.name
+                    ));
                 } else {
                     self.events
                         .send(Event::Error(format!("server: {message} ({code})")));
