@@ -61,7 +61,7 @@ pub enum NatKind {
     RandomFully,
 }
 
-/// A NAT router: WAN on the internet, a private /24 behind it.
+/// A NAT router: WAN on the internet, a private /24 behind it on a bridge (one LAN segment).
 #[derive(Debug, Clone)]
 pub struct Nat {
     /// The router's namespace.
@@ -344,6 +344,14 @@ impl Lab {
             rule.push("--random-fully");
         }
         self.iptables(&router.ns, &rule)?;
+        // The LAN is a bridge, so hosts behind one NAT share a segment and reach each other
+        // directly, as on a home network.
+        self.ip(&router.ns, &["link", "add", "br0", "type", "bridge"])?;
+        self.ip(
+            &router.ns,
+            &["addr", "add", &format!("{lan_ip}/24"), "dev", "br0"],
+        )?;
+        self.ip(&router.ns, &["link", "set", "br0", "up"])?;
         Ok(Nat {
             ns: router.ns,
             wan_ip: router.ip,
@@ -360,39 +368,16 @@ impl Lab {
         nat.hosts += 1;
         let ip = Ipv4Addr::new(10, nat.subnet, 0, nat.hosts + 1);
         let lan_if = format!("lan{}", nat.hosts);
-        let gateway_cidr = format!("{}/24", nat.lan_ip);
-        // The first host's link carries the gateway address; later ones share the /24 through
-        // a route each on the router (no bridge needed).
-        if nat.hosts == 1 {
-            self.link(
-                &nat.ns,
-                &lan_if,
-                &gateway_cidr,
-                &ns,
-                "eth0",
-                &format!("{ip}/24"),
-            )?;
-        } else {
-            self.ip(
-                &nat.ns,
-                &[
-                    "link", "add", &lan_if, "type", "veth", "peer", "name", "eth0", "netns",
-                    &ns.name,
-                ],
-            )?;
-            self.ip(&nat.ns, &["link", "set", &lan_if, "up"])?;
-            self.ip(&ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-            self.ip(&ns, &["link", "set", "eth0", "up"])?;
-            // The router answers ARP for its LAN address on this link too.
-            self.ip(
-                &nat.ns,
-                &["addr", "add", &format!("{}/32", nat.lan_ip), "dev", &lan_if],
-            )?;
-            self.ip(
-                &nat.ns,
-                &["route", "add", &format!("{ip}/32"), "dev", &lan_if],
-            )?;
-        }
+        self.ip(
+            &nat.ns,
+            &[
+                "link", "add", &lan_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+            ],
+        )?;
+        self.ip(&nat.ns, &["link", "set", &lan_if, "master", "br0"])?;
+        self.ip(&nat.ns, &["link", "set", &lan_if, "up"])?;
+        self.ip(&ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        self.ip(&ns, &["link", "set", "eth0", "up"])?;
         self.ip(
             &ns,
             &["route", "add", "default", "via", &nat.lan_ip.to_string()],

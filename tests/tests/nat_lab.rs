@@ -562,3 +562,18 @@ fn nat_check_public_ipv6_client() {
     assert!(locals.contains(&client6.to_string().as_str()), "{report}");
     assert!(locals.contains(&client.ip.to_string().as_str()), "{report}");
 }
+
+#[test]
+fn hosts_behind_one_nat_share_a_lan() {
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
+    let first = lab.host_behind(&mut nat, "c1").unwrap();
+    let second = lab.host_behind(&mut nat, "c2").unwrap();
+    // A server on the second host's private address: the first reaches it directly, without
+    // the NAT in between (it sees the first host's own private address).
+    let local = Rendezvous::start_in(&lab, &second.ns, &format!("{}:3478", second.ip));
+    let mapped = probe(&lab, &first, "0.0.0.0:40000", &[local.addr]);
+    assert_eq!(mapped, vec![Some(SocketAddr::from((first.ip, 40000)))]);
+}
