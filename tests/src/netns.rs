@@ -9,8 +9,22 @@
 //!
 //! [`Lab::new`] creates the "internet": a router namespace that every public host and every NAT's
 //! WAN side hangs off, each on its own /30 (servers from 198.51.100.0/24, others from
-//! 203.0.113.0/24; 192.0.2.0/24 is left for a test's own extra addresses). The internet routes
-//! only public addresses: private ones never leave their NAT, as on the real Internet.
+//! 203.0.113.0/24; 192.0.2.0/24 is left for a test's own extra addresses), with IPv6 beside
+//! (2001:db8:1::/48 for servers, 2001:db8:2::/48 for others, a /64 per link). The internet
+//! routes only public addresses: private ones never leave their NAT, as on the real Internet.
+//! Behind a NAT, hosts share one LAN segment (a bridge in the NAT's namespace), IPv4 only.
+//!
+//! ```no_run
+//! use pinhole_tests::netns::{Lab, NatKind};
+//! let Some(mut lab) = Lab::new() else { return Ok(()) }; // prints why it skips
+//! let server = lab.server("srv")?;
+//! let mut nat = lab.nat(NatKind::RandomFully)?;
+//! lab.set_udp_timeout(&nat, std::time::Duration::from_secs(5))?;
+//! let client = lab.host_behind(&mut nat, "cli")?;
+//! let mut child = lab.spawn(lab.command(&client.ns, "ping").args(["-c1", &server.ip.to_string()]))?;
+//! child.wait()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 //!
 //! Rules kept here (see `shared/DESIGN.md`, "Testing across real NAT"):
 //! - nothing is added to the root namespace: veth pairs are created inside lab namespaces
