@@ -28,63 +28,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::channel;
+pub use crate::control::{EndReason, ServerSignal};
 use crate::server::{ConnId, hex, unhex};
-
-/// Why a call ended, on the wire (snake_case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// Either side hung up.
-    HungUp,
-    /// The caller gave up before an answer.
-    Cancelled,
-    /// The callee declined.
-    Rejected,
-    /// The callee (or the caller) is in another call.
-    Busy,
-    /// No such name online.
-    Offline,
-    /// Not accepted within the ringing time.
-    NoAnswer,
-    /// The other side's control connection dropped or its mapping expired.
-    PeerLost,
-    /// The server could not go on with the call.
-    ServerError,
-    /// Too many calls for one client.
-    RelayLimit,
-}
-
-/// Call signalling from server to client, on the control connection (same framing and tagging
-/// as [`crate::control::ServerMessage`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerSignal {
-    /// The name is the client's.
-    Registered { name: String },
-    /// To the callee: someone calls, with the caller's candidates.
-    Incoming {
-        call_id: u64,
-        from: String,
-        candidates: Vec<SocketAddr>,
-    },
-    /// To the caller: the callee's phone rings.
-    Ringing { call_id: u64 },
-    /// To both: the call is up. `candidates` are the other side's; `secret` (hex, 16 bytes)
-    /// keys the connectivity checks; `channel` is the relay channel.
-    Connected {
-        call_id: u64,
-        candidates: Vec<SocketAddr>,
-        secret: String,
-        channel: u16,
-    },
-    /// The call is over.
-    Ended { call_id: u64, reason: EndReason },
-    /// Something the client sent was refused; `code` is a stable identifier.
-    Error { code: String, message: String },
-}
 
 /// The echo service's name: calls to it are answered by the server.
 pub const ECHO: &str = "echo";
@@ -362,6 +308,35 @@ impl Calls {
     /// Whether a name was bound since the last call (then the names file should be written).
     pub fn take_names_changed(&mut self) -> bool {
         std::mem::take(&mut self.names_changed)
+    }
+
+    /// Marks the name table as changed (a write of the names file failed: try again).
+    pub fn mark_names_changed(&mut self) {
+        self.names_changed = true;
+    }
+
+    /// Bytes held by the tables (entries with the hash tables' spare capacity, names, and
+    /// candidate lists), roughly.
+    pub fn memory_estimate(&self) -> usize {
+        use std::mem::size_of;
+        let names = self.names.capacity() * (size_of::<Box<str>>() + 32 + 1)
+            + self.names.keys().map(|n| n.len()).sum::<usize>();
+        let online = self.online.capacity() * (size_of::<Box<str>>() + size_of::<ConnId>() + 1)
+            + self.online.keys().map(|n| n.len()).sum::<usize>();
+        let clients = self.clients.capacity() * (size_of::<ConnId>() + size_of::<Client>() + 1)
+            + self
+                .clients
+                .values()
+                .map(|c| c.name.as_ref().map_or(0, |n| n.len()))
+                .sum::<usize>();
+        let calls = self.calls.capacity() * (size_of::<CallKey>() + size_of::<Call>() + 1)
+            + self
+                .calls
+                .values()
+                .map(|c| c.caller_candidates.capacity() * size_of::<SocketAddr>())
+                .sum::<usize>();
+        let routes = self.routes.capacity() * (size_of::<SocketAddr>() + size_of::<Route>() + 1);
+        names + online + clients + calls + routes
     }
 
     /// The name table, sorted by name.

@@ -84,6 +84,31 @@ pub enum ClientMessage {
     },
     /// Orderly goodbye: the server releases the registration.
     Bye,
+    /// Claims `name` for the Ed25519 key `public_key` (hex, 32 bytes): `signature` (hex, 64
+    /// bytes) over [`crate::calls::registration_message`] with the `challenge` of `Welcome`.
+    Register {
+        name: String,
+        public_key: String,
+        signature: String,
+    },
+    /// Places a call. `candidates`: the caller's host candidates and mapped address, at most
+    /// [`crate::calls::MAX_CANDIDATES`] (more are dropped).
+    Call {
+        call_id: u64,
+        to: String,
+        candidates: Vec<SocketAddr>,
+    },
+    /// Callee: the phone rings.
+    Ringing { call_id: u64 },
+    /// Callee accepts, with its own candidates.
+    Accept {
+        call_id: u64,
+        candidates: Vec<SocketAddr>,
+    },
+    /// Callee declines: `rejected` or `busy`.
+    Reject { call_id: u64, reason: EndReason },
+    /// Either side ends the call (the caller before an answer: a cancel).
+    HangUp { call_id: u64 },
 }
 
 /// Messages from server to client.
@@ -111,6 +136,72 @@ pub enum ServerMessage {
     ProbeFailed { nonce: u64, reason: String },
     /// Something the client sent was refused; `code` is a stable identifier.
     Error { code: String, message: String },
+}
+
+/// Why a call ended, on the wire (snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Either side hung up.
+    HungUp,
+    /// The caller gave up before an answer.
+    Cancelled,
+    /// The callee declined.
+    Rejected,
+    /// The callee (or the caller) is in another call.
+    Busy,
+    /// No such name online.
+    Offline,
+    /// Not accepted within the ringing time (30 s).
+    NoAnswer,
+    /// The other side's control connection dropped or its mapping expired.
+    PeerLost,
+    /// The server could not go on with the call.
+    ServerError,
+    /// Too many calls for one client.
+    RelayLimit,
+}
+
+/// Call signalling from server to client (docs/calls.md), on the control connection with the
+/// same framing and tagging as [`ServerMessage`], whose `Error` it shares. A separate enum
+/// because the traversal client matches every [`ServerMessage`] and has no use for these; the
+/// app reads both from the one stream. `Welcome` carries the registration `challenge` (hex, 32
+/// bytes) as an extra field (see [`encode_welcome`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerSignal {
+    /// The name is the client's.
+    Registered { name: String },
+    /// To the callee: someone calls, with the caller's candidates.
+    Incoming {
+        call_id: u64,
+        from: String,
+        candidates: Vec<SocketAddr>,
+    },
+    /// To the caller: the callee's phone rings.
+    Ringing { call_id: u64 },
+    /// To both: the call is up. `candidates` are the other side's; `secret` (hex, 16 bytes)
+    /// keys the connectivity checks; `channel` (0x4000-0x4FFF) is the relay channel.
+    Connected {
+        call_id: u64,
+        candidates: Vec<SocketAddr>,
+        secret: String,
+        channel: u16,
+    },
+    /// The call is over.
+    Ended { call_id: u64, reason: EndReason },
+    /// Something the client sent was refused; `code` is a stable identifier (`name_taken`,
+    /// `bad_signature`, `bad_name`, `server_full`, `not_registered`, `replaced`...).
+    Error { code: String, message: String },
+}
+
+/// Encodes `message` (a `Welcome`) as a frame with a `challenge` field added.
+pub fn encode_welcome(message: &ServerMessage, challenge: &str) -> Vec<u8> {
+    let mut value = serde_json::to_value(message).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("challenge".into(), challenge.into());
+    }
+    encode(&value)
 }
 
 /// Why bytes on the control connection are not a valid frame.
@@ -240,6 +331,35 @@ mod tests {
                 }
             }),
             Just(ClientMessage::Bye),
+            ("[a-z]{0,8}", "[0-9a-f]{0,8}", "[0-9a-f]{0,8}").prop_map(
+                |(name, public_key, signature)| ClientMessage::Register {
+                    name,
+                    public_key,
+                    signature,
+                }
+            ),
+            (
+                any::<u64>(),
+                ".{0,10}",
+                proptest::collection::vec(arb_addr(), 0..4)
+            )
+                .prop_map(|(call_id, to, candidates)| ClientMessage::Call {
+                    call_id,
+                    to,
+                    candidates
+                }),
+            any::<u64>().prop_map(|call_id| ClientMessage::Ringing { call_id }),
+            any::<u64>().prop_map(|call_id| ClientMessage::HangUp { call_id }),
+            any::<u64>().prop_map(|call_id| ClientMessage::Reject {
+                call_id,
+                reason: EndReason::Busy
+            }),
+            (any::<u64>(), proptest::collection::vec(arb_addr(), 0..4)).prop_map(
+                |(call_id, candidates)| ClientMessage::Accept {
+                    call_id,
+                    candidates
+                }
+            ),
         ]
     }
 
@@ -286,6 +406,44 @@ mod tests {
             &frame[4..],
             br#"{"type":"probe","nonce":5,"target":"main"}"#
         );
+    }
+
+    #[test]
+    fn call_messages_have_the_wire_form_of_the_design() {
+        let frame = encode(&ClientMessage::Reject {
+            call_id: 1,
+            reason: EndReason::Busy,
+        });
+        assert_eq!(
+            &frame[4..],
+            br#"{"type":"reject","call_id":1,"reason":"busy"}"#
+        );
+        let frame = encode(&ClientMessage::HangUp { call_id: 7 });
+        assert_eq!(&frame[4..], br#"{"type":"hang_up","call_id":7}"#);
+        let frame = encode(&ServerSignal::Ended {
+            call_id: 3,
+            reason: EndReason::NoAnswer,
+        });
+        assert_eq!(
+            &frame[4..],
+            br#"{"type":"ended","call_id":3,"reason":"no_answer"}"#
+        );
+        // Welcome with its challenge still decodes as a plain Welcome.
+        let welcome = ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            user_index: 3,
+            key: "00".into(),
+            observed: "127.0.0.1:5".parse().unwrap(),
+            private_network: false,
+            idle_timeout_s: 180,
+        };
+        let frame = encode_welcome(&welcome, "ab");
+        let mut d = FrameDecoder::new();
+        d.push(&frame).unwrap();
+        assert_eq!(d.next_message::<ServerMessage>().unwrap(), Some(welcome));
+        d.push(&frame).unwrap();
+        let value = d.next_message::<serde_json::Value>().unwrap().unwrap();
+        assert_eq!(value["challenge"], "ab");
     }
 
     #[test]

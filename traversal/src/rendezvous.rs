@@ -9,10 +9,12 @@
 //!   Binding Requests are answered without any lock; Pinhole messages lock the server once per
 //!   batch;
 //! - `rendezvous-tcp`: a current-thread tokio runtime that accepts control connections (one
-//!   task each) and ticks the server's timer every second.
+//!   task each) and ticks the server's timer every second, writing the names file (if any)
+//!   when a name was bound since the last tick, and once more on the way out.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,6 +34,8 @@ pub struct RendezvousConfig {
     pub server: server::Config,
     /// Datagrams per system call on the UDP path.
     pub batch: usize,
+    /// Where the name table is kept across restarts (`None`: in memory only).
+    pub names_file: Option<PathBuf>,
 }
 
 impl RendezvousConfig {
@@ -41,6 +45,7 @@ impl RendezvousConfig {
             listen,
             server: server::Config::default(),
             batch: 32,
+            names_file: None,
         }
     }
 }
@@ -108,8 +113,14 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let alternate_addr = alternate.local_addr()?;
     let mut server_config = config.server.clone();
     server_config.alternate_port = true;
+    let mut server = Server::new(server_config, secret);
+    if let Some(path) = &config.names_file {
+        let names = crate::calls::read_names_file(path)?;
+        tracing::info!(names = names.len(), path = %path.display(), "names loaded");
+        server.calls_mut().load_names(names);
+    }
     let shared = Arc::new(Mutex::new(Shared {
-        server: Server::new(server_config, secret),
+        server,
         alternate: Some(alternate),
         conns: HashMap::new(),
     }));
@@ -131,12 +142,16 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         .build()?;
     let tcp_thread = {
         let shared = shared.clone();
+        let names_file = config.names_file.clone();
         std::thread::Builder::new()
             .name("rendezvous-tcp".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(std_tcp) {
-                        Ok(tcp) => serve_tcp_listener(tcp, shared, side_sender, tcp_stopped).await,
+                        Ok(tcp) => {
+                            serve_tcp_listener(tcp, shared, side_sender, tcp_stopped, names_file)
+                                .await;
+                        }
                         Err(err) => tracing::error!("TCP listener: {err}"),
                     }
                 });
@@ -157,6 +172,7 @@ async fn serve_tcp_listener(
     shared: Arc<Mutex<Shared>>,
     side_sender: Arc<UdpSocket>,
     mut stopped: oneshot::Receiver<()>,
+    names_file: Option<PathBuf>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut next_conn: ConnId = 1;
@@ -175,15 +191,38 @@ async fn serve_tcp_listener(
                 }
             },
             _ = tick.tick() => {
-                let mut s = lock(&shared);
-                s.server.handle_timeout(Instant::now());
-                s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+                {
+                    let mut s = lock(&shared);
+                    s.server.handle_timeout(Instant::now());
+                    s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+                }
+                save_names(&shared, names_file.as_deref());
             }
             _ = &mut stopped => break,
         }
     }
+    save_names(&shared, names_file.as_deref());
     let stats = lock(&shared).server.stats();
     tracing::info!(?stats, "final counters");
+}
+
+/// Writes the names file when a name was bound since the last write (the table is copied
+/// under the lock, written outside it). A failed write is logged and tried again next time.
+fn save_names(shared: &Mutex<Shared>, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        return;
+    };
+    let names = {
+        let mut s = lock(shared);
+        if !s.server.calls_mut().take_names_changed() {
+            return;
+        }
+        s.server.calls().names_snapshot()
+    };
+    if let Err(err) = crate::calls::write_names_file(path, &names) {
+        tracing::warn!(path = %path.display(), "writing the names file: {err}");
+        lock(shared).server.calls_mut().mark_names_changed();
+    }
 }
 
 /// What the UDP thread and the TCP tasks share: the server and the write side of every control

@@ -26,6 +26,11 @@
 //! - Plain RFC 8489 Binding Requests get a plain answer; drivers call
 //!   [`crate::stun::answer_plain_binding`] first, without locking the server.
 //!
+//! - Names, calls, the relay and the echo service (docs/calls.md) are [`crate::calls::Calls`]:
+//!   the server hands it the call messages, each connection's challenge (sent in `Welcome`), the
+//!   media mapping of each registration, and relay frames (first byte 64-79), and sends what it
+//!   answers. A registration that closes, or whose mapping expires, ends its call.
+//!
 //! Memory is bounded: at most `max_registrations` registrations and as many TCP connections
 //! (pending ones are closed after [`HELLO_TIMEOUT`]), a fixed table of token buckets, and
 //! nothing is allocated for a datagram that fails to authenticate. [`Server::memory_estimate`]
@@ -36,6 +41,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::addr;
+use crate::calls::{CallStats, Calls, CallsConfig};
 use crate::control::{
     self, ClientMessage, FrameDecoder, MAX_LISTED_ADDRESSES, PROTOCOL_VERSION, ProbeTarget,
     ServerMessage, Verdict,
@@ -69,6 +75,8 @@ pub struct Config {
     pub bucket_rate: u32,
     /// The driver has a second UDP socket on another port for [`Transmit::from_alternate`].
     pub alternate_port: bool,
+    /// Names, calls and the relay.
+    pub calls: CallsConfig,
 }
 
 impl Default for Config {
@@ -80,6 +88,7 @@ impl Default for Config {
             bucket_burst: 12,
             bucket_rate: 4,
             alternate_port: false,
+            calls: CallsConfig::default(),
         }
     }
 }
@@ -122,6 +131,8 @@ pub struct Stats {
     pub probes_sent: u64,
     pub mappings_expired: u64,
     pub refused_full: u64,
+    /// Names, calls and relay counters (drops included).
+    pub calls: CallStats,
 }
 
 /// One registration: kept small (no heap) so that 100,000 of them stay well under 1 KiB each.
@@ -172,13 +183,19 @@ pub struct Server {
     transmits: VecDeque<Transmit>,
     tcp: VecDeque<TcpOutput>,
     stats: Stats,
+    calls: Calls,
 }
 
 impl Server {
     /// A server with no registrations. `secret` seeds user indexes and keys: give it 32 bytes
     /// from the operating system's random source (tests may give a constant).
     pub fn new(config: Config, secret: [u8; 32]) -> Self {
+        // The call router's seed: PRF blocks at counters the identities never reach.
+        let mut calls_secret = [0u8; 32];
+        calls_secret[..20].copy_from_slice(&prf(&secret, u64::MAX));
+        calls_secret[20..].copy_from_slice(&prf(&secret, u64::MAX - 1)[..12]);
         Server {
+            calls: Calls::new(config.calls.clone(), calls_secret),
             config,
             secret,
             counter: 0,
@@ -202,8 +219,19 @@ impl Server {
         Stats {
             registrations: self.registrations.len(),
             connections: self.connections.len(),
+            calls: self.calls.stats(),
             ..self.stats
         }
+    }
+
+    /// The call router (names, calls, relay).
+    pub fn calls(&self) -> &Calls {
+        &self.calls
+    }
+
+    /// The call router, to load or save the name table.
+    pub fn calls_mut(&mut self) -> &mut Calls {
+        &mut self.calls
     }
 
     /// Number of registrations.
@@ -229,7 +257,7 @@ impl Server {
             .values()
             .map(|c| c.decoder.capacity())
             .sum();
-        reg + conn + buffers
+        reg + conn + buffers + self.calls.memory_estimate()
     }
 
     /// Size of one registration entry and one connection entry, without hash table overhead.
@@ -274,7 +302,19 @@ impl Server {
             && let Some(index) = c.user_index
         {
             self.registrations.remove(&index);
+            self.calls.closed(conn);
+            self.drain_calls();
             tracing::debug!(user_index = index, "registration released");
+        }
+    }
+
+    /// Queues what the call router has to say.
+    fn drain_calls(&mut self) {
+        while let Some((conn, signal)) = self.calls.poll_signal() {
+            self.tcp.push_back(TcpOutput::Send {
+                conn,
+                bytes: control::encode(&signal),
+            });
         }
     }
 
@@ -362,17 +402,19 @@ impl Server {
                     c.user_index = Some(user_index);
                 }
                 tracing::debug!(user_index, %peer, %access, private_network, "registered");
-                self.send(
+                let challenge = self.calls.open(conn);
+                let welcome = ServerMessage::Welcome {
+                    version: PROTOCOL_VERSION,
+                    user_index,
+                    key: hex(&key),
+                    observed: peer,
+                    private_network,
+                    idle_timeout_s: self.config.idle_timeout.as_secs(),
+                };
+                self.tcp.push_back(TcpOutput::Send {
                     conn,
-                    &ServerMessage::Welcome {
-                        version: PROTOCOL_VERSION,
-                        user_index,
-                        key: hex(&key),
-                        observed: peer,
-                        private_network,
-                        idle_timeout_s: self.config.idle_timeout.as_secs(),
-                    },
-                );
+                    bytes: control::encode_welcome(&welcome, &challenge),
+                });
             }
             (ClientMessage::Addresses { addresses, port }, Some(index)) => {
                 if addresses.len() > MAX_LISTED_ADDRESSES {
@@ -415,6 +457,50 @@ impl Server {
                 Some(index),
             ) => {
                 self.probe(now, index, nonce, target, from_alternate_port);
+            }
+            (
+                ClientMessage::Register {
+                    name,
+                    public_key,
+                    signature,
+                },
+                Some(_),
+            ) => {
+                self.calls.register(conn, &name, &public_key, &signature);
+                self.drain_calls();
+            }
+            (
+                ClientMessage::Call {
+                    call_id,
+                    to,
+                    candidates,
+                },
+                Some(_),
+            ) => {
+                self.calls.call(now, conn, call_id, &to, candidates);
+                self.drain_calls();
+            }
+            (ClientMessage::Ringing { call_id }, Some(_)) => {
+                self.calls.ringing(conn, call_id);
+                self.drain_calls();
+            }
+            (
+                ClientMessage::Accept {
+                    call_id,
+                    candidates,
+                },
+                Some(_),
+            ) => {
+                self.calls.accept(conn, call_id, candidates);
+                self.drain_calls();
+            }
+            (ClientMessage::Reject { call_id, reason }, Some(_)) => {
+                self.calls.reject(conn, call_id, reason);
+                self.drain_calls();
+            }
+            (ClientMessage::HangUp { call_id }, Some(_)) => {
+                self.calls.hang_up(conn, call_id);
+                self.drain_calls();
             }
             (ClientMessage::Bye, _) => {
                 self.tcp.push_back(TcpOutput::Close { conn });
@@ -518,6 +604,17 @@ impl Server {
             });
             return;
         }
+        if crate::channel::classify(bytes) == crate::channel::Kind::ChannelData {
+            // Relay: one lookup by source address decides; the frame goes on unchanged.
+            if let Some(to) = self.calls.relay(now, from, bytes) {
+                self.transmits.push_back(Transmit {
+                    destination: to,
+                    contents: bytes.to_vec(),
+                    from_alternate: false,
+                });
+            }
+            return;
+        }
         let registrations = &self.registrations;
         let decoded = UdpMessage::decode(bytes, |index| registrations.get(&index).map(|r| r.key));
         let (tid, user_index, flags) = match decoded {
@@ -596,6 +693,10 @@ impl Server {
         });
         if changed {
             tracing::debug!(user_index, %from, test = flags.test_socket, "mapping");
+            if !flags.test_socket {
+                self.calls.set_mapped(conn, Some(from));
+                self.drain_calls();
+            }
             self.send(
                 conn,
                 &ServerMessage::UdpSeen {
@@ -711,6 +812,8 @@ impl Server {
             if r.mapped.is_some() && now.saturating_duration_since(r.last_seen) >= idle {
                 r.mapped = None;
                 self.stats.mappings_expired += 1;
+                // Its call (if any) ends: the relay has nowhere to send.
+                self.calls.set_mapped(r.conn, None);
             }
             if r.test_mapped.is_some() && now.saturating_duration_since(r.test_last_seen) >= idle {
                 r.test_mapped = None;
@@ -728,6 +831,8 @@ impl Server {
             self.tcp.push_back(TcpOutput::Close { conn });
             self.handle_tcp_closed(now, conn);
         }
+        self.calls.handle_timeout(now);
+        self.drain_calls();
     }
 
     /// When to call [`Server::handle_timeout`] next: the server is happy with a tick every

@@ -13,8 +13,9 @@ use traversal::rendezvous::{self, RendezvousConfig};
 use traversal::server;
 
 /// Pinhole's rendezvous server: NAT detection (the patent's exchange), registrations with
-/// keepalives and probes through the client's mapping, and plain STUN Binding answers for any
-/// STUN client.
+/// keepalives and probes through the client's mapping, names with keys, call signalling, a
+/// relay between the two parties of a call and an echo service, and plain STUN Binding answers
+/// for any STUN client.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -37,6 +38,11 @@ struct Args {
     /// Datagrams moved per system call on the UDP path (recvmmsg/sendmmsg), 1 to 64.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Keep the name table (each name and the public key it belongs to) in this file, so a
+    /// restart does not free every name. Written atomically when a name is bound. Without it
+    /// names live in memory only.
+    #[arg(long, value_name = "PATH")]
+    names_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             ..server::Config::default()
         },
         batch: args.batch,
+        names_file: args.names_file.clone(),
     };
     if config.server.allow_private_targets {
         tracing::warn!(

@@ -1,0 +1,372 @@
+//! Calls through the real `pinhole-rendezvous` binary on loopback: two scripted clients (raw
+//! control frames with the JSON of docs/calls.md, authenticated UDP keepalives) register names,
+//! call, connect, and exchange relay frames both ways; the echo service; a restart with
+//! `--names-file` keeps a name bound to its key; a dropped control connection ends the call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use traversal::calls::registration_message;
+use traversal::channel;
+use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
+use traversal::server::{hex, unhex};
+use traversal::wire::{self, Flags, UdpMessage};
+
+/// The server process; killed (by its pid) if a test fails before it stops it.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole-rendezvous"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting pinhole-rendezvous");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening udp=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no 'listening' line")
+            .parse()
+            .unwrap();
+        Server { child, addr }
+    }
+
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status:?}");
+                return;
+            }
+            assert!(Instant::now() < end, "server did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scripted client: the control connection and the media socket.
+struct Peer {
+    server: SocketAddr,
+    tcp: TcpStream,
+    decoder: FrameDecoder,
+    udp: UdpSocket,
+    user_index: u32,
+    key: Vec<u8>,
+    mask: u64,
+    sequence: u64,
+    challenge: Vec<u8>,
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+impl Peer {
+    /// Connects, says hello, and registers the media socket's mapping (no name yet).
+    fn connect(server: SocketAddr) -> Peer {
+        let tcp = TcpStream::connect(server).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let access = tcp.local_addr().unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut peer = Peer {
+            server,
+            tcp,
+            decoder: FrameDecoder::new(),
+            udp,
+            user_index: 0,
+            key: Vec::new(),
+            mask: 0,
+            sequence: 0,
+            challenge: Vec::new(),
+        };
+        peer.send(&json!({"type": "hello", "version": PROTOCOL_VERSION, "access": access}));
+        let welcome = peer.expect("welcome");
+        peer.user_index = u32::try_from(welcome["user_index"].as_u64().unwrap()).unwrap();
+        peer.key = unhex(welcome["key"].as_str().unwrap()).unwrap();
+        peer.mask = wire::sequence_mask(&peer.key);
+        peer.challenge = unhex(welcome["challenge"].as_str().expect("a challenge")).unwrap();
+        assert_eq!(peer.challenge.len(), 32);
+        peer.keepalive();
+        peer
+    }
+
+    /// Sends `Register` for `name`, signed with `key`, and returns the answer.
+    fn register(&mut self, name: &str, key: &SigningKey) -> Value {
+        let signature = key.sign(&registration_message(name, &self.challenge));
+        self.send(&json!({
+            "type": "register",
+            "name": name,
+            "public_key": hex(key.verifying_key().as_bytes()),
+            "signature": hex(&signature.to_bytes()),
+        }));
+        self.next(|m| m["type"] == "registered" || m["type"] == "error")
+    }
+
+    fn send(&mut self, message: &Value) {
+        self.tcp.write_all(&control::encode(message)).unwrap();
+    }
+
+    /// The next control message for which `want` holds (others are skipped).
+    fn next(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + WAIT;
+        loop {
+            while let Some(m) = self.decoder.next_message::<Value>().unwrap() {
+                if want(&m) {
+                    return m;
+                }
+            }
+            assert!(Instant::now() < end, "no such message within {WAIT:?}");
+            let mut buf = [0u8; 4096];
+            match self.tcp.read(&mut buf) {
+                Ok(0) => panic!("the server closed the control connection"),
+                Ok(n) => self.decoder.push(&buf[..n]).unwrap(),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn expect(&mut self, kind: &str) -> Value {
+        self.next(|m| m["type"] == kind)
+    }
+
+    /// An authenticated request from the media socket, until the server answers it.
+    fn keepalive(&mut self) {
+        for _ in 0..50 {
+            self.sequence += 1;
+            let request = UdpMessage::Request {
+                transaction_id: wire::sequenced_tid(self.mask, self.sequence, [1, 2, 3, 4]),
+                user_index: self.user_index,
+                flags: Flags::default(),
+            }
+            .encode(&self.key);
+            self.udp.send_to(&request, self.server).unwrap();
+            let end = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < end {
+                let mut buf = [0u8; 1500];
+                let Ok((n, _)) = self.udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                let key = self.key.clone();
+                let index = self.user_index;
+                if let Ok(UdpMessage::Answer { .. }) =
+                    UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key.as_slice()))
+                {
+                    return;
+                }
+            }
+        }
+        panic!("no answer to the keepalive");
+    }
+
+    fn relay_send(&self, channel: u16, payload: &[u8]) {
+        let frame = channel::encode(channel, payload).unwrap();
+        self.udp.send_to(&frame, self.server).unwrap();
+    }
+
+    /// The next relay frame within `wait`, from the server.
+    fn relay_recv(&self, wait: Duration) -> Option<Vec<u8>> {
+        let end = Instant::now() + wait;
+        while Instant::now() < end {
+            let mut buf = [0u8; 1500];
+            let Ok((n, from)) = self.udp.recv_from(&mut buf) else {
+                continue;
+            };
+            if from == self.server && channel::classify(&buf[..n]) == channel::Kind::ChannelData {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        None
+    }
+
+    fn mapped(&self) -> SocketAddr {
+        self.udp.local_addr().unwrap()
+    }
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+/// Alice calls bob; bob rings and accepts. Returns the channel.
+fn connect_call(alice: &mut Peer, bob: &mut Peer, call_id: u64) -> u16 {
+    alice.send(
+        &json!({"type": "call", "call_id": call_id, "to": "bob", "candidates": [alice.mapped()]}),
+    );
+    let incoming = bob.expect("incoming");
+    assert_eq!(incoming["call_id"], call_id);
+    assert_eq!(incoming["from"], "alice");
+    assert_eq!(incoming["candidates"], json!([alice.mapped()]));
+    bob.send(&json!({"type": "ringing", "call_id": call_id}));
+    assert_eq!(alice.expect("ringing")["call_id"], call_id);
+    bob.send(&json!({"type": "accept", "call_id": call_id, "candidates": [bob.mapped()]}));
+    let to_alice = alice.expect("connected");
+    let to_bob = bob.expect("connected");
+    assert_eq!(to_alice["candidates"], json!([bob.mapped()]));
+    assert_eq!(to_bob["candidates"], json!([alice.mapped()]));
+    assert_eq!(to_alice["secret"], to_bob["secret"]);
+    assert_eq!(to_alice["channel"], to_bob["channel"]);
+    assert_eq!(
+        unhex(to_alice["secret"].as_str().unwrap()).unwrap().len(),
+        16
+    );
+    let channel = u16::try_from(to_alice["channel"].as_u64().unwrap()).unwrap();
+    assert!(channel::is_valid_channel(channel));
+    channel
+}
+
+#[test]
+fn two_clients_call_and_the_relay_carries_frames_both_ways() {
+    let server = Server::start(&[]);
+    let mut alice = Peer::connect(server.addr);
+    let mut bob = Peer::connect(server.addr);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+    assert_eq!(bob.register("bob", &key(2))["type"], "registered");
+    // A name not online.
+    alice.send(&json!({"type": "call", "call_id": 1, "to": "nobody", "candidates": []}));
+    let ended = alice.expect("ended");
+    assert_eq!(
+        (ended["call_id"].as_u64(), ended["reason"].as_str()),
+        (Some(1), Some("offline"))
+    );
+
+    let channel = connect_call(&mut alice, &mut bob, 42);
+    let frame = channel::encode(channel, b"\x80from alice").unwrap();
+    alice.relay_send(channel, b"\x80from alice");
+    assert_eq!(bob.relay_recv(WAIT), Some(frame), "alice to bob");
+    let frame = channel::encode(channel, b"\x80from bob").unwrap();
+    bob.relay_send(channel, b"\x80from bob");
+    assert_eq!(alice.relay_recv(WAIT), Some(frame), "bob to alice");
+    // Another channel is not relayed.
+    let other = if channel == 0x4000 { 0x4001 } else { 0x4000 };
+    alice.relay_send(other, b"\x80wrong channel");
+    assert_eq!(bob.relay_recv(Duration::from_millis(300)), None);
+
+    // Bob hangs up: alice hears it, and the relay stops.
+    bob.send(&json!({"type": "hang_up", "call_id": 42}));
+    let ended = alice.expect("ended");
+    assert_eq!(
+        (ended["call_id"].as_u64(), ended["reason"].as_str()),
+        (Some(42), Some("hung_up"))
+    );
+    alice.relay_send(channel, b"\x80after the call");
+    assert_eq!(bob.relay_recv(Duration::from_millis(300)), None);
+}
+
+#[test]
+fn the_echo_service_returns_relay_frames() {
+    let server = Server::start(&[]);
+    let mut alice = Peer::connect(server.addr);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+    alice
+        .send(&json!({"type": "call", "call_id": 9, "to": "echo", "candidates": [alice.mapped()]}));
+    let connected = alice.expect("connected");
+    assert_eq!(connected["call_id"], 9);
+    assert_eq!(connected["candidates"], json!([]));
+    let channel = u16::try_from(connected["channel"].as_u64().unwrap()).unwrap();
+    for i in 0..5u8 {
+        let payload = [0x80, i, 1, 2, 3];
+        alice.relay_send(channel, &payload);
+        assert_eq!(
+            alice.relay_recv(WAIT),
+            Some(channel::encode(channel, &payload).unwrap())
+        );
+    }
+    alice.send(&json!({"type": "hang_up", "call_id": 9}));
+    // After the hang-up the client is free for another call.
+    alice.send(&json!({"type": "call", "call_id": 10, "to": "echo", "candidates": []}));
+    let again = alice.expect("connected");
+    assert_eq!(again["call_id"], 10);
+}
+
+#[test]
+fn a_dropped_control_connection_ends_the_call_with_peer_lost() {
+    let server = Server::start(&[]);
+    let mut alice = Peer::connect(server.addr);
+    let mut bob = Peer::connect(server.addr);
+    alice.register("alice", &key(1));
+    bob.register("bob", &key(2));
+    let channel = connect_call(&mut alice, &mut bob, 5);
+    drop(bob);
+    let ended = alice.expect("ended");
+    assert_eq!(
+        (ended["call_id"].as_u64(), ended["reason"].as_str()),
+        (Some(5), Some("peer_lost"))
+    );
+    alice.relay_send(channel, b"\x80anyone?");
+    assert_eq!(alice.relay_recv(Duration::from_millis(300)), None);
+}
+
+#[test]
+fn a_restart_with_a_names_file_keeps_each_name_bound_to_its_key() {
+    let dir = std::env::temp_dir().join(format!("pinhole-calls-server-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path: PathBuf = dir.join("names");
+    let file = path.to_str().unwrap();
+    let mut server = Server::start(&["--names-file", file]);
+    let mut alice = Peer::connect(server.addr);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+    let mut thief = Peer::connect(server.addr);
+    let refused = thief.register("alice", &key(9));
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("name_taken"))
+    );
+    drop(alice);
+    drop(thief);
+    server.terminate();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("alice "), "{text}");
+
+    let server = Server::start(&["--names-file", file]);
+    let mut thief = Peer::connect(server.addr);
+    let refused = thief.register("alice", &key(9));
+    assert_eq!(
+        refused["code"], "name_taken",
+        "the name survived the restart"
+    );
+    let mut alice = Peer::connect(server.addr);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+    // A bad signature is refused too.
+    thief.send(&json!({"type": "register", "name": "carol", "public_key": hex(key(1).verifying_key().as_bytes()), "signature": "00"}));
+    assert_eq!(thief.expect("error")["code"], "bad_signature");
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
