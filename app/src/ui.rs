@@ -1378,6 +1378,16 @@ impl PinholeApp {
                         .map_or("–".to_owned(), |s| format!("{:.1} ms", s.rtp.jitter_ms)),
                 );
                 ui.end_row();
+                ui.label("Time to first audio");
+                ui.label(
+                    stats
+                        .as_ref()
+                        .and_then(|s| s.setup_ms)
+                        .map_or("–".to_owned(), |ms| {
+                            format!("{ms} ms after placing the call")
+                        }),
+                );
+                ui.end_row();
                 ui.label("Loss");
                 ui.label(stats.as_ref().map_or("–".to_owned(), |s| {
                     let expected = s.rtp.received + s.rtp.lost;

@@ -119,6 +119,7 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
     h.get_by_label("Direct");
     h.get_by_label("23 ms");
     h.get_by_label("1.5 ms");
+    h.get_by_label("40 ms");
     h.get_by_label("1.3 % (2 of 150 packets)");
     assert_eq!(h.state().call_stats().unwrap().rtp.received, 148);
 
@@ -425,4 +426,30 @@ fn a_taken_name_is_said_and_not_retried() {
     );
     assert!(h.query_by_label_contains("Trying again in").is_none());
     assert_eq!(fake.started_with().len(), 1);
+}
+
+#[test]
+fn an_incoming_call_asks_for_attention_when_the_window_is_not_focused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .focused = Some(false);
+    fake.push(Event::Incoming { from: "bob".into() });
+    h.step();
+    let attention = egui::ViewportCommand::RequestUserAttention(egui::UserAttentionType::Critical);
+    let asked = |h: &Harness<'static, PinholeApp>| {
+        h.output()
+            .viewport_output
+            .get(&egui::ViewportId::ROOT)
+            .is_some_and(|v| v.commands.contains(&attention))
+    };
+    assert!(asked(&h), "attention requested");
+    assert_eq!(h.state().view(), View::Incoming);
+    // Once, not every frame.
+    h.step();
+    assert!(!asked(&h));
 }
