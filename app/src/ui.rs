@@ -1383,9 +1383,7 @@ impl PinholeApp {
                     stats
                         .as_ref()
                         .and_then(|s| s.setup_ms)
-                        .map_or("–".to_owned(), |ms| {
-                            format!("{ms} ms after placing the call")
-                        }),
+                        .map_or("–".to_owned(), |ms| format!("{ms} ms")),
                 );
                 ui.end_row();
                 ui.label("Loss");
