@@ -147,10 +147,13 @@ impl Bucket {
                     .unwrap_or(u64::MAX)
                     .min(limits.burst_us);
                 // rate tokens/s = rate/1000 thousandths per microsecond.
-                self.bytes_milli =
-                    (self.bytes_milli + us * limits.bytes_per_s / 1000).min(limits.bytes_cap_milli);
-                self.packets_milli = (self.packets_milli + us * limits.packets_per_s / 1000)
-                    .min(limits.packets_cap_milli);
+                let refill = |rate: u64| us.saturating_mul(rate) / 1000;
+                self.bytes_milli = (self.bytes_milli.saturating_add(refill(limits.bytes_per_s)))
+                    .min(limits.bytes_cap_milli);
+                self.packets_milli = (self
+                    .packets_milli
+                    .saturating_add(refill(limits.packets_per_s)))
+                .min(limits.packets_cap_milli);
             }
         }
         self.stamp = Some(now);
@@ -525,7 +528,7 @@ impl Calls {
             self.ended(conn, call_id, EndReason::Busy);
             return;
         }
-        let deadline = now + self.config.ring_timeout;
+        let deadline = now.checked_add(self.config.ring_timeout).unwrap_or(now);
         self.new_call(
             call_id,
             conn,
@@ -1435,6 +1438,115 @@ mod tests {
             Some(*key(1).verifying_key().as_bytes())
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Open(ConnId),
+        Register(ConnId, u8, u8),
+        Call(ConnId, u64, u8),
+        Ringing(ConnId, u64),
+        Accept(ConnId, u64),
+        Reject(ConnId, u64, bool),
+        HangUp(ConnId, u64),
+        Closed(ConnId),
+        Mapped(ConnId, Option<u16>),
+        Relay(u16, u16),
+        Wait(u16),
+    }
+
+    fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let conn = 1..5u64;
+        let id = 1..4u64;
+        prop_oneof![
+            conn.clone().prop_map(Op::Open),
+            (conn.clone(), 0..3u8, 0..3u8).prop_map(|(c, n, k)| Op::Register(c, n, k)),
+            (conn.clone(), id.clone(), 0..4u8).prop_map(|(c, i, n)| Op::Call(c, i, n)),
+            (conn.clone(), id.clone()).prop_map(|(c, i)| Op::Ringing(c, i)),
+            (conn.clone(), id.clone()).prop_map(|(c, i)| Op::Accept(c, i)),
+            (conn.clone(), id.clone(), any::<bool>()).prop_map(|(c, i, b)| Op::Reject(c, i, b)),
+            (conn.clone(), id).prop_map(|(c, i)| Op::HangUp(c, i)),
+            conn.clone().prop_map(Op::Closed),
+            (conn, proptest::option::of(0..4u16)).prop_map(|(c, p)| Op::Mapped(c, p)),
+            (0..6u16, 0..3u16).prop_map(|(p, ch)| Op::Relay(p, ch)),
+            (0..40_000u16).prop_map(Op::Wait),
+        ]
+    }
+
+    /// The tables agree with each other, and the relay only sends to a party of a live call.
+    fn check(calls: &Calls) {
+        assert!(calls.routes.len() <= 2 * calls.calls.len());
+        for route in calls.routes.values() {
+            let call = &calls.calls[&route.call];
+            assert_eq!(call.state, State::Connected);
+            let parties: Vec<_> = [Some(call.caller), call.callee]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| calls.clients.get(&p).and_then(|c| c.mapped))
+                .collect();
+            assert!(parties.contains(&route.to));
+            assert_eq!(route.channel, call.channel);
+        }
+        for (key, call) in &calls.calls {
+            for party in [Some(call.caller), call.callee].into_iter().flatten() {
+                assert_eq!(calls.clients[&party].call, Some(*key));
+            }
+        }
+        for (conn, c) in &calls.clients {
+            if let Some(key) = c.call {
+                let call = &calls.calls[&key];
+                assert!(call.caller == *conn || call.callee == Some(*conn));
+            }
+        }
+        for (name, conn) in &calls.online {
+            assert_eq!(calls.clients[conn].name.as_deref(), Some(&**name));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_sequence_keeps_the_tables_consistent(ops in proptest::collection::vec(arb_op(), 1..80)) {
+            let names = ["alice", "bob", "carol", "echo"];
+            let mut h = H::new();
+            let mut challenges: HashMap<ConnId, String> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Open(c) => {
+                        h.calls.closed(c);
+                        challenges.insert(c, h.calls.open(c));
+                    }
+                    Op::Register(c, n, k) => {
+                        let challenge = challenges.get(&c).cloned().unwrap_or_default();
+                        let challenge = if challenge.is_empty() { "00".into() } else { challenge };
+                        let (pk, sig) = sign(&key(k), names[usize::from(n)], &challenge);
+                        h.calls.register(c, names[usize::from(n)], &pk, &sig);
+                    }
+                    Op::Call(c, i, n) => h.calls.call(h.now, c, i, names[usize::from(n)], vec![addr(c)]),
+                    Op::Ringing(c, i) => h.calls.ringing(c, i),
+                    Op::Accept(c, i) => h.calls.accept(c, i, vec![addr(c)]),
+                    Op::Reject(c, i, busy) => h.calls.reject(c, i, if busy { EndReason::Busy } else { EndReason::Rejected }),
+                    Op::HangUp(c, i) => h.calls.hang_up(c, i),
+                    Op::Closed(c) => {
+                        h.calls.closed(c);
+                        challenges.remove(&c);
+                    }
+                    Op::Mapped(c, p) => h.calls.set_mapped(c, p.map(|p| addr(u64::from(p)))),
+                    Op::Relay(p, ch) => {
+                        let frame = channel::encode(channel::CHANNEL_MIN + ch, b"x").unwrap();
+                        let _ = h.calls.relay(h.now, addr(u64::from(p)), &frame);
+                    }
+                    Op::Wait(ms) => h.advance(Duration::from_millis(u64::from(ms))),
+                }
+                h.drain();
+                check(&h.calls);
+            }
+            for c in 1..5 {
+                h.calls.closed(c);
+            }
+            let s = h.calls.stats();
+            proptest::prop_assert_eq!((s.online, s.calls, s.routes), (0, 0, 0));
+        }
     }
 
     #[test]
