@@ -212,6 +212,7 @@ pub struct PinholeApp {
     link: Link,
     retry_at: Option<Instant>,
     embedded: Option<(bool, Rendezvous)>,
+    lan_hint: Option<String>,
     input_spec: Option<SourceSpec>,
     output_spec: Option<SinkSpec>,
     sounds: bool,
@@ -285,6 +286,7 @@ impl PinholeApp {
             link: Link::Off,
             retry_at: None,
             embedded: None,
+            lan_hint: None,
             input_spec: None,
             output_spec: None,
             sounds: true,
@@ -545,6 +547,13 @@ impl PinholeApp {
                     let server = net::start_embedded(lan)
                         .map_err(|e| format!("the built-in server could not start: {e}"))?;
                     tracing::info!(addr = %server.local_addr(), "built-in server listening");
+                    // Where other machines find it (asked once: it reads the interfaces).
+                    let port = server.local_addr().port();
+                    let shown: Vec<String> = net::lan_addresses()
+                        .iter()
+                        .map(|ip| SocketAddr::new(*ip, port).to_string())
+                        .collect();
+                    self.lan_hint = (lan && !shown.is_empty()).then(|| shown.join(" or "));
                     self.embedded = Some((lan, server));
                 }
                 self.embedded
@@ -1068,6 +1077,9 @@ impl PinholeApp {
                 "this machine only"
             };
             ui.label(format!("Server: built into this app ({reach})"));
+            if lan && let Some(hint) = &self.lan_hint {
+                ui.label(format!("Others on your network set their server to {hint}"));
+            }
         } else {
             ui.label(format!("Server: {server}"));
         }

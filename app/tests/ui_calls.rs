@@ -408,6 +408,13 @@ fn with_no_server_the_app_runs_its_own_and_the_engine_uses_it() {
     assert_eq!(started.len(), 2);
     assert_eq!(started[1], format!("127.0.0.1:{}", lan.port()));
     h.get_by_label("Server: built into this app (this machine and the local network)");
+    // And says where other machines find it.
+    if let Some(ip) = pinhole::ui::net::lan_addresses().first() {
+        h.get_by_label_contains(&format!(
+            "Others on your network set their server to {ip}:{}",
+            lan.port()
+        ));
+    }
 }
 
 #[test]

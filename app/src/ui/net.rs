@@ -110,3 +110,16 @@ pub fn embedded_target(server: &Rendezvous) -> SocketAddr {
         addr
     }
 }
+
+/// This machine's addresses other machines on the local network can reach (IPv4, not loopback
+/// or link-local), at most three.
+pub fn lan_addresses() -> Vec<IpAddr> {
+    traversal::driver::local_addresses()
+        .into_iter()
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+            IpAddr::V6(_) => false,
+        })
+        .take(3)
+        .collect()
+}
