@@ -19,7 +19,6 @@
 pub mod direct;
 pub mod media;
 mod run;
-pub mod signal;
 
 use std::fmt;
 use std::net::SocketAddr;

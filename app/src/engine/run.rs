@@ -11,13 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Interval, MissedTickBehavior};
+use traversal::calls::registration_message;
 use traversal::channel::{self, Kind};
 use traversal::client::{self, Client, Socket};
-use traversal::control::{self, FrameDecoder, ServerMessage};
+use traversal::control::{
+    self, ClientMessage, EndReason as WireReason, FrameDecoder, ServerMessage, ServerSignal,
+};
 use traversal::punch::{Punch, PunchConfig, PunchEvent};
 
 use super::media::{MediaCall, MediaPath, same_addr};
-use super::signal::{SignalIn, SignalOut, WireReason, registration_message};
 use super::{Command, EndReason, EngineConfig, Event, Notify};
 
 /// Most candidates offered in a call (docs/calls.md: at most 8, the mapped one included).
@@ -428,7 +430,7 @@ impl Runner {
         }
     }
 
-    fn send_tcp(&mut self, message: &SignalOut) {
+    fn send_tcp(&mut self, message: &ClientMessage) {
         self.tcp_out.extend(control::encode(message));
     }
 
@@ -494,7 +496,13 @@ impl Runner {
             if let Ok(message) = serde_json::from_value::<ServerMessage>(value.clone()) {
                 self.client.handle_tcp(now, &control::encode(&message));
             }
-            match serde_json::from_value::<SignalIn>(value) {
+            if value["type"] == "welcome" {
+                // The registration challenge rides on the traversal client's Welcome.
+                let challenge = value["challenge"].as_str().unwrap_or_default().to_owned();
+                self.handle_welcome(&challenge);
+                continue;
+            }
+            match serde_json::from_value::<ServerSignal>(value) {
                 Ok(message) => self.handle_server(now, message),
                 Err(e) => tracing::trace!("not a call message: {e}"),
             }
@@ -513,31 +521,35 @@ impl Runner {
         out
     }
 
-    fn handle_server(&mut self, now: Instant, message: SignalIn) {
+    /// Claims the name with the key over the connection's challenge.
+    fn handle_welcome(&mut self, challenge: &str) {
+        let Some(challenge) = unhex(challenge).filter(|c| !c.is_empty()) else {
+            self.fail(
+                "the server sent no registration challenge; does it have the call service?".into(),
+            );
+            return;
+        };
+        let name = self.config.name.clone();
+        let signature = self
+            .config
+            .key
+            .sign(&registration_message(&name, &challenge));
+        let public_key = hex(self.config.key.verifying_key().as_bytes());
+        self.send_tcp(&ClientMessage::Register {
+            name,
+            public_key,
+            signature: hex(&signature.to_bytes()),
+        });
+    }
+
+    fn handle_server(&mut self, now: Instant, message: ServerSignal) {
         match message {
-            SignalIn::Welcome { challenge, .. } => {
-                let Some(challenge) = unhex(&challenge) else {
-                    self.fail("the server sent a malformed challenge".into());
-                    return;
-                };
-                let name = self.config.name.clone();
-                let signature = self
-                    .config
-                    .key
-                    .sign(&registration_message(&name, &challenge));
-                let public_key = hex(self.config.key.verifying_key().as_bytes());
-                self.send_tcp(&SignalOut::Register {
-                    name,
-                    public_key,
-                    signature: hex(&signature.to_bytes()),
-                });
-            }
-            SignalIn::Registered { name } => {
+            ServerSignal::Registered { name } => {
                 tracing::info!(name, "name registered");
                 self.name_registered = true;
                 self.maybe_announce();
             }
-            SignalIn::Error { code, message } => {
+            ServerSignal::Error { code, message } => {
                 if !self.name_registered && FATAL_CODES.contains(&code.as_str()) {
                     self.fail(format!(
                         "cannot register {:?}: {message} ({code})",
@@ -555,13 +567,13 @@ impl Runner {
                         .send(Event::Error(format!("server: {message} ({code})")));
                 }
             }
-            SignalIn::Incoming {
+            ServerSignal::Incoming {
                 call_id,
                 from,
                 candidates,
             } => {
                 if !matches!(self.call, Call::Idle) {
-                    self.send_tcp(&SignalOut::Reject {
+                    self.send_tcp(&ClientMessage::Reject {
                         call_id,
                         reason: WireReason::Busy,
                     });
@@ -573,10 +585,10 @@ impl Runner {
                     peer: from.clone(),
                     placed: now,
                 };
-                self.send_tcp(&SignalOut::Ringing { call_id });
+                self.send_tcp(&ClientMessage::Ringing { call_id });
                 self.events.send(Event::Incoming { from });
             }
-            SignalIn::Ringing { call_id } => {
+            ServerSignal::Ringing { call_id } => {
                 if let Call::Placing {
                     call_id: id, peer, ..
                 } = &self.call
@@ -586,13 +598,13 @@ impl Runner {
                     self.events.send(Event::Ringing { peer });
                 }
             }
-            SignalIn::Connected {
+            ServerSignal::Connected {
                 call_id,
                 candidates,
                 secret,
                 channel,
             } => self.handle_connected(now, call_id, candidates, &secret, channel),
-            SignalIn::Ended { call_id, reason } => {
+            ServerSignal::Ended { call_id, reason } => {
                 if self.call.id() == Some(call_id) {
                     self.end_call(now, wire_reason(reason));
                 }
@@ -653,7 +665,7 @@ impl Runner {
             Ok(media) => Box::new(media),
             Err(e) => {
                 self.events.send(Event::Error(format!("audio: {e}")));
-                self.send_tcp(&SignalOut::HangUp { call_id });
+                self.send_tcp(&ClientMessage::HangUp { call_id });
                 self.end_call(now, EndReason::LocalError);
                 return;
             }
@@ -756,7 +768,7 @@ impl Runner {
         if media.silent_for(now) >= PEER_SILENCE_TIMEOUT {
             let call_id = *call_id;
             tracing::warn!("nothing from the peer for {PEER_SILENCE_TIMEOUT:?}: hanging up");
-            self.send_tcp(&SignalOut::HangUp { call_id });
+            self.send_tcp(&ClientMessage::HangUp { call_id });
             self.end_call(now, EndReason::PeerLost);
         }
     }
@@ -781,7 +793,7 @@ impl Runner {
                 call_id, deadline, ..
             } if now >= *deadline => {
                 let call_id = *call_id;
-                self.send_tcp(&SignalOut::HangUp { call_id });
+                self.send_tcp(&ClientMessage::HangUp { call_id });
                 self.end_call(now, EndReason::NoAnswer);
             }
             Call::Accepting { deadline, .. } if now >= *deadline => {
@@ -811,7 +823,7 @@ impl Runner {
                 let call_id = random_u64();
                 let candidates = self.candidates();
                 tracing::info!(call_id, peer, ?candidates, "placing a call");
-                self.send_tcp(&SignalOut::Call {
+                self.send_tcp(&ClientMessage::Call {
                     call_id,
                     to: peer.clone(),
                     candidates,
@@ -831,7 +843,7 @@ impl Runner {
                 } = std::mem::replace(&mut self.call, Call::Idle)
                 {
                     let candidates = self.candidates();
-                    self.send_tcp(&SignalOut::Accept {
+                    self.send_tcp(&ClientMessage::Accept {
                         call_id,
                         candidates,
                     });
@@ -847,7 +859,7 @@ impl Runner {
             }
             Command::Reject => {
                 if let Call::Ringing { call_id, .. } = self.call {
-                    self.send_tcp(&SignalOut::Reject {
+                    self.send_tcp(&ClientMessage::Reject {
                         call_id,
                         reason: WireReason::Rejected,
                     });
@@ -876,18 +888,18 @@ impl Runner {
         match self.call {
             Call::Idle => {}
             Call::Ringing { call_id, .. } => {
-                self.send_tcp(&SignalOut::Reject {
+                self.send_tcp(&ClientMessage::Reject {
                     call_id,
                     reason: WireReason::Rejected,
                 });
                 self.end_call(now, EndReason::Rejected);
             }
             Call::Placing { call_id, .. } => {
-                self.send_tcp(&SignalOut::HangUp { call_id });
+                self.send_tcp(&ClientMessage::HangUp { call_id });
                 self.end_call(now, EndReason::Cancelled);
             }
             Call::Accepting { call_id, .. } | Call::Up { call_id, .. } => {
-                self.send_tcp(&SignalOut::HangUp { call_id });
+                self.send_tcp(&ClientMessage::HangUp { call_id });
                 self.end_call(now, reason);
             }
         }

@@ -321,7 +321,7 @@ fn handle(st: &mut State, index: u32, peer: SocketAddr, key: &[u8], challenge: &
                 let pk: [u8; 32] = unhex(&public)?.try_into().ok()?;
                 let sig: [u8; 64] = unhex(m["signature"].as_str()?)?.try_into().ok()?;
                 let vk = VerifyingKey::from_bytes(&pk).ok()?;
-                let msg = pinhole::engine::signal::registration_message(&name, challenge);
+                let msg = traversal::calls::registration_message(&name, challenge);
                 vk.verify(&msg, &Signature::from_bytes(&sig)).ok()
             })()
             .is_some();
