@@ -1,6 +1,6 @@
 //! Not a test that runs by default: it drives the REAL app window under a display (Xvfb) to take
-//! the README's screenshot and to measure start-up and frame times. It starts the stand-in call
-//! server, launches `pinhole` on a settings file pointing at it, types `echo` + Enter with
+//! the README's screenshot and to measure start-up and frame times. It launches `pinhole` with
+//! no server set (so the app runs its built-in server), types `echo` + Enter with
 //! `xdotool`, and captures the window with ImageMagick's `import`. Audio goes through whatever
 //! PulseAudio `PULSE_SERVER` names (a null sink; the test adds a sine source as microphone).
 //!
@@ -14,8 +14,6 @@
 //! directory; prints the figures.
 
 #![allow(clippy::unwrap_used)]
-
-mod engine_common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -41,14 +39,9 @@ fn capture(window: &str, path: &Path) {
 #[ignore = "needs a display (Xvfb), xdotool and ImageMagick; takes the README screenshot"]
 fn screenshot_and_figures_of_the_real_window() {
     assert!(std::env::var_os("DISPLAY").is_some(), "run under xvfb-run");
-    let server = engine_common::FakeServer::start();
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("settings.toml");
-    std::fs::write(
-        &settings,
-        format!("server = \"{}\"\nname = \"alice\"\n", server.addr),
-    )
-    .unwrap();
+    std::fs::write(&settings, "name = \"alice\"\n").unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -106,6 +99,14 @@ fn screenshot_and_figures_of_the_real_window() {
             }
         }
     };
+    // The built-in server starts in the first frame (logged before it ends).
+    let (_, line) = wait_line("built-in server listening", 10);
+    let server = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
     let (at, line) = wait_line("first frame drawn", 30);
     eprintln!(
         "FIGURE start-up: spawn to first frame {} ms ({line})",
@@ -143,7 +144,7 @@ fn screenshot_and_figures_of_the_real_window() {
     xdotool(&["key", "Escape"]);
     std::thread::sleep(Duration::from_secs(1));
     let mut bob = Command::new(env!("CARGO_BIN_EXE_pinhole"))
-        .args(["call", "alice", "--server", &server.addr.to_string()])
+        .args(["call", "alice", "--server", &server])
         .args(["--user", "bob", "--input", "tone:500", "--output", "null"])
         .args(["--duration", "3", "--config"])
         .arg(dir.path().join("bob.toml"))
