@@ -6,6 +6,7 @@
 
 mod engine_common;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,11 @@ fn key(seed: u8) -> ed25519_dalek::SigningKey {
 }
 
 fn engine(server: &FakeServer, name: &str, seed: u8, tone: f64, wav: &Path) -> Engine {
-    let mut config = EngineConfig::new(server.addr.to_string(), name.into(), key(seed));
+    engine_at(server.addr, name, seed, tone, wav)
+}
+
+fn engine_at(server: SocketAddr, name: &str, seed: u8, tone: f64, wav: &Path) -> Engine {
+    let mut config = EngineConfig::new(server.to_string(), name.into(), key(seed));
     config.input = SourceSpec::Tone { hz: tone };
     config.output = SinkSpec::Wav {
         path: wav.to_owned(),
@@ -310,4 +315,53 @@ fn with_no_direct_pair_the_call_stays_on_the_relay() {
         fa > 0.8 && fb > 0.8,
         "relayed audio both ways: {fa:.2} {fb:.2}"
     );
+}
+
+/// The real server (in this process): a call goes direct on loopback, audio both ways; a third
+/// client calling someone in a call hears `busy`.
+#[test]
+fn the_real_server_connects_calls_and_says_busy() {
+    let server = traversal::rendezvous::spawn(traversal::rendezvous::RendezvousConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .unwrap();
+    let addr = server.local_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let (wa, wb) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    let alice = engine_at(addr, "alice", 1, 440.0, &wa);
+    let bob = engine_at(addr, "bob", 2, 660.0, &wb);
+    let carol = engine_at(addr, "carol", 3, 550.0, &dir.path().join("c.wav"));
+    registered(&alice);
+    registered(&bob);
+    registered(&carol);
+    alice.send(Command::Call("bob".into()));
+    wait(&bob, 5, |e| {
+        matches!(e, Event::Incoming { .. }).then_some(())
+    });
+    bob.send(Command::Accept);
+    wait(&alice, 5, |e| {
+        matches!(e, Event::Connected { .. }).then_some(())
+    });
+    carol.send(Command::Call("bob".into()));
+    let reason = wait(&carol, 5, |e| match e {
+        Event::Ended { reason, .. } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(reason, EndReason::Busy);
+    std::thread::sleep(Duration::from_secs(3));
+    bob.send(Command::HangUp);
+    let report = wait(&alice, 5, |e| match e {
+        Event::Ended { reason, report, .. } => {
+            assert_eq!(*reason, EndReason::HungUp);
+            report.clone()
+        }
+        _ => None,
+    });
+    assert_eq!(report.path, PathKind::Direct, "{report:?}");
+    assert!(report.rtp.received > 100, "{report:?}");
+    drop(alice);
+    drop(bob);
+    let fa = tone_fraction(&WavSource::read_all(&wa).unwrap(), 660.0);
+    let fb = tone_fraction(&WavSource::read_all(&wb).unwrap(), 440.0);
+    assert!(fa > 0.8 && fb > 0.8, "audio both ways: {fa:.2} {fb:.2}");
 }
