@@ -259,3 +259,108 @@ fn the_ui_keeps_drawing_while_a_server_times_out() {
     h.get_by_label_contains(&format!("The server {addr} cannot be reached"));
     h.get_by_label_contains("Trying again in");
 }
+
+/// A second engine (bob) on the app's built-in server; waits until it is registered.
+fn bob(server: SocketAddr) -> pinhole::engine::Engine {
+    let mut config = pinhole::engine::EngineConfig::new(
+        server.to_string(),
+        "bob".into(),
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+    );
+    config.input = SourceSpec::Tone { hz: 620.0 };
+    config.output = SinkSpec::Null;
+    let engine = pinhole::engine::Engine::start(config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "bob not registered in 10 s");
+        if let Some(pinhole::engine::Event::Registered { .. }) =
+            engine.next_event(Duration::from_millis(50))
+        {
+            return engine;
+        }
+    }
+}
+
+/// Waits (bounded) for bob's event that `pick` accepts.
+fn bob_waits(
+    engine: &pinhole::engine::Engine,
+    what: &str,
+    mut pick: impl FnMut(&pinhole::engine::Event) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "bob: no {what} in 10 s");
+        if let Some(e) = engine.next_event(Duration::from_millis(50))
+            && pick(&e)
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_real_incoming_call_rings_is_accepted_and_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let s = Settings {
+        name: "alice".into(),
+        ..Default::default()
+    };
+    settings::save(&path, &s).unwrap();
+    let app = PinholeApp::new(path, DeviceList::default())
+        .with_audio(SourceSpec::Tone { hz: 440.0 }, SinkSpec::Null)
+        .without_sounds();
+    let mut h = Harness::builder()
+        .with_size([480.0, 640.0])
+        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
+    run_until(&mut h, 15, "registered", |h| {
+        matches!(h.state().link(), Link::Registered { .. })
+    });
+    let bob = bob(h.state().embedded_server().unwrap());
+
+    // bob calls; alice accepts; the call view shows figures; bob hangs up.
+    assert!(bob.send(pinhole::engine::Command::Call("alice".into())));
+    run_until(&mut h, 10, "ringing", |h| {
+        h.state().view() == View::Incoming
+    });
+    h.get_by_label("bob");
+    bob_waits(&bob, "ringing", |e| {
+        matches!(e, pinhole::engine::Event::Ringing { .. })
+    });
+    h.get_by_label("Accept").click();
+    run_until(&mut h, 10, "in the call with figures", |h| {
+        h.state().view() == View::InCall
+            && h.state().call_stats().is_some_and(|s| s.rtp.received > 10)
+    });
+    bob.send(pinhole::engine::Command::HangUp);
+    run_until(&mut h, 10, "back on the main view", |h| {
+        h.state().view() == View::Main
+    });
+    h.get_by_label_contains("Call with bob ended after");
+
+    // bob calls again; alice rejects; bob hears why.
+    assert!(bob.send(pinhole::engine::Command::Call("alice".into())));
+    run_until(&mut h, 10, "ringing again", |h| {
+        h.state().view() == View::Incoming
+    });
+    h.get_by_label("Reject").click();
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    bob_waits(&bob, "the rejection", |e| {
+        matches!(
+            e,
+            pinhole::engine::Event::Ended {
+                reason: pinhole::engine::EndReason::Rejected,
+                ..
+            }
+        )
+    });
+    let outcomes: Vec<&str> = h
+        .state()
+        .book()
+        .recent
+        .iter()
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes.first(), Some(&"declined"));
+}
