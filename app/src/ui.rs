@@ -1657,6 +1657,9 @@ pub fn failure_text(reason: EndReason, peer: &str, detail: Option<&str>) -> Stri
         }
         EndReason::LocalError => {
             let detail = detail.unwrap_or("an audio device or the network failed");
+            // The device list that follows "available:" belongs in Settings, not here.
+            let detail = detail.trim_start_matches("audio: ");
+            let detail = detail.split("; available").next().unwrap_or(detail);
             let lower = detail.to_lowercase();
             if lower.contains("input") || lower.contains("capture") || lower.contains("microphone")
             {

@@ -364,3 +364,44 @@ fn a_real_incoming_call_rings_is_accepted_and_rejected() {
         .collect();
     assert_eq!(outcomes.first(), Some(&"declined"));
 }
+
+/// A microphone that does not exist: the call to `echo` fails and says so in words.
+#[test]
+fn a_missing_microphone_is_said_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let s = Settings {
+        name: "alice".into(),
+        ..Default::default()
+    };
+    settings::save(&path, &s).unwrap();
+    let app = PinholeApp::new(path, DeviceList::default())
+        .with_audio(
+            SourceSpec::Device {
+                name: Some("no such microphone".into()),
+            },
+            SinkSpec::Null,
+        )
+        .without_sounds();
+    let mut h = Harness::builder()
+        .with_size([480.0, 640.0])
+        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
+    run_until(&mut h, 15, "registered", |h| {
+        matches!(h.state().link(), Link::Registered { .. })
+    });
+    h.get_by_label("Name to call").focus();
+    h.run();
+    h.get_by_label("Name to call").type_text("echo");
+    h.run();
+    h.key_press(egui::Key::Enter);
+    run_until(&mut h, 15, "the call failed", |h| {
+        h.state().view() == View::Main && h.state().notice().is_some()
+    });
+    let notice = h.state().notice().unwrap().text.clone();
+    eprintln!("{notice}");
+    assert_eq!(
+        notice,
+        "No microphone could be opened (no audio input device named \"no such microphone\"). \
+         Pick another one in Settings."
+    );
+}
