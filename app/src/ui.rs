@@ -75,22 +75,25 @@ impl DeviceList {
     /// What cpal sees (names only, each once). Slow on some systems: call it off the UI
     /// thread ([`PinholeApp::list_devices_in_background`]).
     pub fn from_system() -> Self {
-        fn names(
-            list: Result<Vec<media::audio::DeviceInfo>, media::audio::AudioError>,
-        ) -> Vec<String> {
-            let mut out: Vec<String> = Vec::new();
-            for d in list.unwrap_or_default() {
-                if !out.contains(&d.name) {
-                    out.push(d.name);
-                }
-            }
-            out
-        }
         Self {
-            inputs: names(media::audio::input_devices()),
-            outputs: names(media::audio::output_devices()),
+            inputs: usable_names(&media::audio::input_devices().unwrap_or_default()),
+            outputs: usable_names(&media::audio::output_devices().unwrap_or_default()),
         }
     }
+}
+
+/// The names worth offering a person, each once: devices that report at least one stream
+/// configuration (ALSA lists plugins that cannot open on their own), without the system default
+/// (the picker's first entry) and ALSA's `null` (it discards everything).
+pub fn usable_names(list: &[media::audio::DeviceInfo]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in list {
+        let useless = d.configs.is_empty() || d.is_default || d.id == "null";
+        if !useless && !out.contains(&d.name) {
+            out.push(d.name.clone());
+        }
+    }
+    out
 }
 
 /// Where the app stands with its server.

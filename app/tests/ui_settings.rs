@@ -198,3 +198,57 @@ fn test_connection_runs_the_nat_check_off_the_ui_thread_and_shows_the_verdict() 
         h.run();
     }
 }
+
+#[test]
+fn device_pickers_offer_usable_devices_once_after_the_system_default() {
+    use media::audio::{DeviceInfo, SupportedConfig};
+    let config = SupportedConfig {
+        channels: 2,
+        min_rate: 8_000,
+        max_rate: 192_000,
+        sample_format: "i16".into(),
+    };
+    let device = |id: &str, name: &str, is_default: bool, configs: bool| DeviceInfo {
+        id: id.into(),
+        name: name.into(),
+        is_default,
+        configs: if configs {
+            vec![config.clone()]
+        } else {
+            vec![]
+        },
+    };
+    let list = [
+        device(
+            "default",
+            "Playback/recording through PulseAudio",
+            true,
+            true,
+        ),
+        device("null", "Discard all samples", false, true),
+        device("lavrate", "Rate Converter Plugin", false, false),
+        device("pulse", "PulseAudio Sound Server", false, true),
+        device("hw:CARD=USB,DEV=0", "USB headset", false, true),
+        device("plughw:CARD=USB,DEV=0", "USB headset", false, true),
+    ];
+    assert_eq!(
+        pinhole::ui::usable_names(&list),
+        ["PulseAudio Sound Server", "USB headset"]
+    );
+
+    // The picker: "System default" first, then those names.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    type_into(&mut h, "Your name", "alice");
+    h.get_by_label("Microphone").click();
+    h.run();
+    h.get_by_label("USB headset").click();
+    h.run();
+    h.get_by_label("Save and start").click();
+    h.run();
+    let saved = settings::load(&path).unwrap().unwrap();
+    assert_eq!(saved.input_device.as_deref(), Some("USB headset"));
+    assert_eq!(saved.output_device, None);
+}
