@@ -249,13 +249,8 @@ fn wait_registered(engine: &Engine, interrupted: &AtomicBool) -> Result<(), Fail
             )));
         }
         match engine.next_event(POLL) {
-            Some(Event::Registered {
-                name,
-                mapped,
-                verdict,
-            }) => {
-                let verdict = verdict.map_or("unknown", |v| v.as_str());
-                tracing::info!(name, %mapped, verdict, "registered");
+            Some(event @ Event::Registered { .. }) => {
+                log_registered(&event);
                 return Ok(());
             }
             Some(Event::Stopped { error }) => {
@@ -268,6 +263,19 @@ fn wait_registered(engine: &Engine, interrupted: &AtomicBool) -> Result<(), Fail
             }
             None => {}
         }
+    }
+}
+
+/// Logs a registration (also a new one after the server came back).
+fn log_registered(event: &Event) {
+    if let Event::Registered {
+        name,
+        mapped,
+        verdict,
+    } = event
+    {
+        let verdict = verdict.map_or("unknown", |v| v.as_str());
+        tracing::info!(name, %mapped, verdict, "registered");
     }
 }
 
@@ -417,6 +425,7 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
             return Ok(());
         }
         match engine.next_event(POLL) {
+            Some(event @ Event::Registered { .. }) => log_registered(&event),
             Some(Event::Incoming { from }) => {
                 tracing::info!(from, "incoming call: answering");
                 engine.send(Command::Accept);

@@ -30,6 +30,19 @@ enum Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Stops the server and starts a new one on the same address (the name table is lost).
+    fn restart(self) -> Self {
+        let addr: SocketAddr = self.addr().parse().unwrap();
+        drop(self);
+        // Let the stopped server's threads close the port.
+        std::thread::sleep(Duration::from_millis(300));
+        Self::start_on(addr)
+    }
+
+    fn start_on(listen: SocketAddr) -> Self {
         let bin = rendezvous_bin();
         let has_calls = bin.as_ref().is_some_and(|bin| {
             Command::new(bin)
@@ -40,7 +53,7 @@ impl Server {
         match bin {
             Some(bin) if has_calls => {
                 let mut child = Command::new(bin)
-                    .args(["--listen", "127.0.0.1:0"])
+                    .args(["--listen", &listen.to_string()])
                     .env("RUST_LOG", "info")
                     .stderr(Stdio::piped())
                     .stdout(Stdio::null())
@@ -49,7 +62,7 @@ impl Server {
                 let addr = listening_addr(&mut child);
                 Server::Real(child, addr)
             }
-            _ => Server::Fake(engine_common::FakeServer::start()),
+            _ => Server::Fake(engine_common::FakeServer::start_on(listen)),
         }
     }
 
@@ -152,7 +165,8 @@ impl Answerer {
             stderr: rx,
             log: Vec::new(),
         };
-        a.wait_log("registered", 10);
+        // The headless line, once name and media socket are both registered.
+        a.wait_log("verdict=", 10);
         a
     }
 
@@ -520,4 +534,39 @@ fn the_survivor_of_a_killed_peer_ends_the_call_with_a_reason() {
         1,
         "the call had connected: its report is printed: {ja:?}"
     );
+}
+
+#[test]
+fn answer_registers_again_after_a_server_restart() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Answerer::start(
+        &server,
+        &dir.path().join("bob.toml"),
+        "bob",
+        &["--calls", "1", "--input", "tone:660", "--output", "null"],
+    );
+    let server = server.restart();
+    bob.wait_log("connecting again", 10);
+    bob.wait_log("verdict=", 15);
+    let alice = pinhole(&dir.path().join("alice.toml"), "call")
+        .args(["bob", "--server", &server.addr(), "--user", "alice"])
+        .args([
+            "--input",
+            "tone:440",
+            "--output",
+            "null",
+            "--duration",
+            "1",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let a = finish(alice, 30);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = bob.finish(10);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(json_lines(&b)[0]["peer"], "alice");
 }
