@@ -246,3 +246,279 @@ pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> std::proc
         stderr: err_reader.join().unwrap_or_default(),
     }
 }
+
+/// A temporary directory for one test (configs, WAVs), removed when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh directory under the system's temp dir; `tag` is kept in its name.
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("pinhole-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self { path }
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A unique call name for this process: `tag` plus the PID and a counter (names are at most
+/// 32 characters of `[a-z0-9_-]`).
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{tag}{}x{n}", std::process::id())
+}
+
+/// A headless `pinhole call` or `pinhole answer` process, its stderr (the log) followed on a
+/// thread and its stdout (the JSON lines) collected; killed by PID when dropped.
+#[derive(Debug)]
+pub struct Headless {
+    child: Option<std::process::Child>,
+    log_rx: std::sync::mpsc::Receiver<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    /// Every log line read so far.
+    pub log: Vec<String>,
+}
+
+/// What a finished [`Headless`] process left.
+#[derive(Debug)]
+pub struct HeadlessOutput {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Its stdout (one JSON line per call with `--json`).
+    pub stdout: String,
+    /// Its whole log (stderr).
+    pub log: Vec<String>,
+    /// How long [`Headless::finish`] waited for it.
+    pub waited: std::time::Duration,
+}
+
+impl HeadlessOutput {
+    /// The JSON lines on stdout.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+
+    /// The one JSON line (panics, with the log, when there is not exactly one).
+    pub fn one_json(&self) -> serde_json::Value {
+        let lines = self.json();
+        assert_eq!(lines.len(), 1, "expected one JSON line: {self:#?}");
+        lines.into_iter().next().expect("one line")
+    }
+
+    /// The last log line (where the reason of a failure is).
+    pub fn last_log(&self) -> &str {
+        self.log.last().map(String::as_str).unwrap_or_default()
+    }
+}
+
+impl Headless {
+    /// Starts `cmd` (a `pinhole` command, perhaps inside a namespace, with its arguments),
+    /// logging at info.
+    pub fn spawn(mut cmd: Command) -> Self {
+        use std::io::{BufRead, BufReader, Read};
+        let mut child = cmd
+            .env("RUST_LOG", "warn,pinhole=info")
+            .env_remove("PINHOLE_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pinhole");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let (tx, log_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        Self {
+            child: Some(child),
+            log_rx,
+            stdout: Some(stdout),
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for a log line containing `needle`; true when it came.
+    pub fn wait_log(&mut self, needle: &str, timeout: std::time::Duration) -> bool {
+        if self.log.iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self
+                .log_rx
+                .recv_timeout(left.min(std::time::Duration::from_millis(100)))
+            {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.log.push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Like [`Headless::wait_log`] but panics, with the log, when the line does not come.
+    pub fn expect_log(&mut self, needle: &str, timeout: std::time::Duration) {
+        if !self.wait_log(needle, timeout) {
+            panic!(
+                "never logged {needle:?} within {timeout:?}: {:#?}",
+                self.log
+            );
+        }
+    }
+
+    /// The process id, to signal it.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for the process to exit; kills it and panics (with its log) if
+    /// it does not.
+    pub fn finish(mut self, timeout: std::time::Duration) -> HeadlessOutput {
+        let start = std::time::Instant::now();
+        let mut child = self.child.take().expect("not finished yet");
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.drain();
+                panic!("still running after {timeout:?}: {:#?}", self.log);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let waited = start.elapsed();
+        let stdout = self
+            .stdout
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        self.drain();
+        HeadlessOutput {
+            status,
+            stdout,
+            log: std::mem::take(&mut self.log),
+            waited,
+        }
+    }
+
+    /// Reads the rest of the log (the reader thread ends when the process's stderr closes).
+    fn drain(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            match self
+                .log_rx
+                .recv_timeout(std::time::Duration::from_millis(50))
+            {
+                Ok(line) => self.log.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+}
+
+impl Drop for Headless {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Arguments of `pinhole answer` (one call unless `calls` says otherwise is up to the caller).
+pub fn answer_args(
+    config: &std::path::Path,
+    server: &str,
+    user: &str,
+    input: &str,
+    output: &str,
+) -> Vec<String> {
+    [
+        "answer",
+        "--config",
+        &config.display().to_string(),
+        "--server",
+        server,
+        "--user",
+        user,
+        "--input",
+        input,
+        "--output",
+        output,
+        "--json",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Arguments of `pinhole call PEER ... --duration SECS`.
+pub fn call_args(
+    config: &std::path::Path,
+    server: &str,
+    user: &str,
+    peer: &str,
+    input: &str,
+    output: &str,
+    secs: f64,
+) -> Vec<String> {
+    [
+        "call",
+        peer,
+        "--config",
+        &config.display().to_string(),
+        "--server",
+        server,
+        "--user",
+        user,
+        "--input",
+        input,
+        "--output",
+        output,
+        "--duration",
+        &secs.to_string(),
+        "--json",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}

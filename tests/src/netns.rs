@@ -436,6 +436,34 @@ impl Lab {
         )
     }
 
+    /// Drops unsolicited UDP addressed to the NAT router itself on its WAN side, as a home
+    /// router's firewall does (`iptables -A INPUT -i eth0 -p udp -m conntrack --ctstate NEW
+    /// -j DROP`). Without it, a peer's hole-punching packet that reaches the router before the
+    /// host behind it has sent anything to that peer is accepted by the router's own stack and
+    /// conntrack confirms an entry for it; that entry then holds the tuple the host's own
+    /// outgoing packet would map to, so `MASQUERADE` picks another source port for it and the
+    /// hole never opens. Dropped in the filter table, the packet's conntrack entry is never
+    /// confirmed and the tuple stays free.
+    pub fn firewall_wan(&self, nat: &Nat) -> io::Result<()> {
+        self.iptables(
+            &nat.ns,
+            &[
+                "-A",
+                "INPUT",
+                "-i",
+                "eth0",
+                "-p",
+                "udp",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+                "-j",
+                "DROP",
+            ],
+        )
+    }
+
     /// Waits up to `timeout` until something accepts UDP on `addr` inside `ns`, as shown by
     /// `ss` in that namespace.
     pub fn wait_udp_listen(&self, ns: &Ns, port: u16, timeout: Duration) -> io::Result<()> {
