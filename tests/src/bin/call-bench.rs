@@ -1,0 +1,193 @@
+//! `call-bench`: call setup time of `pinhole call` / `pinhole answer` (the real binaries), on
+//! loopback and across the namespace NATs of `pinhole_tests::netns`, direct and relayed.
+//!
+//! Run by hand (root for the NAT topologies; without root they are skipped), never as a test:
+//!
+//! ```text
+//! cargo build --workspace --bins
+//! target/debug/call-bench --calls 20
+//! ```
+//!
+//! For each topology a callee runs `pinhole answer` (unlimited calls) and a caller runs
+//! `pinhole call --duration 1 --json` `--calls` times in a row; each caller's JSON line gives
+//! `setup_ms` (placing the call to the first media packet received), the path and the RTCP
+//! round trip. Printed: median and p95 of `setup_ms`, and the median `rtt_ms` of the media
+//! path for comparison (target: setup within one round trip plus 50 ms).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use pinhole_tests::netns::{Host, Lab, NatKind};
+use pinhole_tests::{Headless, Rendezvous, TempDir, answer_args, call_args, unique_name};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Calls per topology.
+    #[arg(long, default_value_t = 20)]
+    calls: usize,
+    /// Seconds each call talks.
+    #[arg(long, default_value_t = 1.0)]
+    duration: f64,
+}
+
+/// A workspace binary next to this one (target/<profile>/).
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("exe dir")?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built: cargo build --workspace --bins",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    setup: Vec<f64>,
+    rtt: Vec<f64>,
+    paths: Vec<String>,
+    failed: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs `calls` calls from `caller_cmd()` to a callee started by `callee_cmd`.
+fn run_calls(
+    args: &Args,
+    server: &str,
+    callee_cmd: &dyn Fn() -> std::process::Command,
+    caller_cmd: &dyn Fn() -> std::process::Command,
+) -> Result<Figures> {
+    let dir = TempDir::new("callbench");
+    let callee_name = unique_name("bcee");
+    let caller_name = unique_name("bcer");
+    let mut cmd = callee_cmd();
+    cmd.args(answer_args(
+        &dir.join("callee.toml"),
+        server,
+        &callee_name,
+        "tone:440",
+        "null",
+    ));
+    let mut callee = Headless::spawn(cmd);
+    if !callee.wait_log("registered", Duration::from_secs(10)) {
+        bail!("callee did not register: {:#?}", callee.log);
+    }
+    let mut figures = Figures::default();
+    for _ in 0..args.calls {
+        let mut cmd = caller_cmd();
+        cmd.args(call_args(
+            &dir.join("caller.toml"),
+            server,
+            &caller_name,
+            &callee_name,
+            "tone:660",
+            "null",
+            args.duration,
+        ));
+        let out = Headless::spawn(cmd).finish(Duration::from_secs_f64(args.duration + 30.0));
+        if !out.status.success() {
+            eprintln!("call failed: {}", out.last_log());
+            figures.failed += 1;
+            continue;
+        }
+        let json = out.one_json();
+        if let Some(s) = json["setup_ms"].as_f64() {
+            figures.setup.push(s);
+        }
+        if let Some(r) = json["rtt_ms"].as_f64() {
+            figures.rtt.push(r);
+        }
+        figures
+            .paths
+            .push(json["path"].as_str().unwrap_or("?").to_owned());
+    }
+    Ok(figures)
+}
+
+fn report(name: &str, mut f: Figures) {
+    f.setup.sort_by(f64::total_cmp);
+    f.rtt.sort_by(f64::total_cmp);
+    let direct = f.paths.iter().filter(|p| *p == "direct").count();
+    let relay = f.paths.iter().filter(|p| *p == "relay").count();
+    println!(
+        "| {name} | {} | {direct}/{relay} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
+        f.setup.len(),
+        percentile(&f.setup, 0.5),
+        percentile(&f.setup, 0.95),
+        f.setup.last().copied().unwrap_or(f64::NAN),
+        percentile(&f.rtt, 0.5),
+        f.failed,
+    );
+}
+
+/// Two clients each behind its own NAT of `kind` (WAN firewalled as home routers are).
+fn nat_topology(args: &Args, kind: NatKind) -> Result<Option<Figures>> {
+    let Some(mut lab) = Lab::new() else {
+        return Ok(None);
+    };
+    let server_host = lab.server("srv")?;
+    let mut nat_a = lab.nat(kind)?;
+    let mut nat_b = lab.nat(kind)?;
+    lab.firewall_wan(&nat_a)?;
+    lab.firewall_wan(&nat_b)?;
+    let a: Host = lab.host_behind(&mut nat_a, "cee")?;
+    let b: Host = lab.host_behind(&mut nat_b, "cer")?;
+    let mut cmd = lab.command(&server_host.ns, sibling("pinhole-rendezvous")?);
+    cmd.arg("--allow-private-targets");
+    let server = Rendezvous::start_command(cmd, &format!("{}:3478", server_host.ip));
+    let pinhole = sibling("pinhole")?;
+    let f = run_calls(
+        args,
+        &server.addr.to_string(),
+        &|| lab.command(&a.ns, &pinhole),
+        &|| lab.command(&b.ns, &pinhole),
+    )?;
+    drop(server);
+    Ok(Some(f))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    println!(
+        "{} calls per topology, {} s each; setup_ms from the caller's JSON line",
+        args.calls, args.duration
+    );
+    println!(
+        "| topology | calls | direct/relay | setup p50 (ms) | p95 (ms) | max (ms) | rtt p50 (ms) | failed |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    {
+        let server = Rendezvous::start_command(
+            std::process::Command::new(sibling("pinhole-rendezvous")?),
+            "127.0.0.1:0",
+        );
+        let pinhole = sibling("pinhole")?;
+        let f = run_calls(
+            &args,
+            &server.addr.to_string(),
+            &|| std::process::Command::new(&pinhole),
+            &|| std::process::Command::new(&pinhole),
+        )?;
+        report("loopback", f);
+    }
+    match nat_topology(&args, NatKind::Masquerade)? {
+        Some(f) => report("2x MASQUERADE NAT (direct)", f),
+        None => println!("| 2x MASQUERADE NAT | skipped (not root) |"),
+    }
+    match nat_topology(&args, NatKind::RandomFully)? {
+        Some(f) => report("2x --random-fully NAT (relay)", f),
+        None => println!("| 2x --random-fully NAT | skipped (not root) |"),
+    }
+    Ok(())
+}

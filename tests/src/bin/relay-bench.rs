@@ -1,0 +1,415 @@
+//! `relay-bench`: the relay of `pinhole-rendezvous` (ChannelData between the two parties of a
+//! connected call): CPU per relayed packet, the rate that gives on one core, and the delay the
+//! relay adds on loopback.
+//!
+//! Run by hand, never as a test (about 15 s; better with both cores to itself):
+//!
+//! ```text
+//! cargo build --release -p traversal --bin pinhole-rendezvous
+//! cargo build --release -p pinhole-tests --bin relay-bench
+//! chrt -f 10 target/release/relay-bench            # root for chrt; --pairs 200 --secs 5
+//! ```
+//!
+//! The server runs pinned to core 0 (`taskset -c 0`), the bench on core 1. The bench scripts
+//! `2 x --pairs` clients with the real control protocol (TCP Hello, the authenticated UDP
+//! keepalive from the client's own media socket, `Register` signed with an Ed25519 key, then
+//! `Call` / `Ringing` / `Accept`), so each pair is in a connected call with a relay channel.
+//! Then every client sends ChannelData frames (`traversal::channel`) on its call's channel to
+//! the server, which forwards them to the other party. The server caps each call direction at
+//! 100 packets/s (docs/calls.md), so the load is spread over many calls, each paced at
+//! `--pps` (default 90) per direction: what is measured is the server's CPU time (the sum over
+//! its threads of /proc/PID/task/*/schedstat) per forwarded packet, and from it the rate one
+//! core would forward (1 s / CPU per packet). The delay the relay adds is measured apart, with
+//! one call at 50 packets/s: send-to-receive time through the relay against the same sockets
+//! sending to each other directly; each frame carries its send time.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ed25519_dalek::{Signer, SigningKey};
+use pinhole_tests::Rendezvous;
+use serde_json::{Value, json};
+use traversal::calls::registration_message;
+use traversal::channel;
+use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
+use traversal::server::{hex, unhex};
+use traversal::wire::{self, Flags, UdpMessage};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Calls (pairs of clients) relayed at once.
+    #[arg(long, default_value_t = 200)]
+    pairs: usize,
+    /// Packets per second each client sends (the relay caps a call direction at 100).
+    #[arg(long, default_value_t = 90)]
+    pps: u32,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// RTP payload bytes per frame (a 20 ms Opus frame at 32 kb/s is about 80 + 12).
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// The server binary (default: pinhole-rendezvous next to this one).
+    #[arg(long)]
+    server: Option<PathBuf>,
+}
+
+/// A scripted client: its control connection and media socket.
+#[derive(Debug)]
+struct Client {
+    server: SocketAddr,
+    tcp: TcpStream,
+    decoder: FrameDecoder,
+    udp: UdpSocket,
+    user_index: u32,
+    key: Vec<u8>,
+    challenge: Vec<u8>,
+}
+
+impl Client {
+    fn connect(server: SocketAddr) -> Result<Self> {
+        let tcp = TcpStream::connect(server)?;
+        tcp.set_read_timeout(Some(Duration::from_millis(20)))?;
+        tcp.set_nodelay(true)?;
+        let access = tcp.local_addr()?;
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        udp.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let mut c = Self {
+            server,
+            tcp,
+            decoder: FrameDecoder::new(),
+            udp,
+            user_index: 0,
+            key: Vec::new(),
+            challenge: Vec::new(),
+        };
+        c.send(&json!({"type": "hello", "version": PROTOCOL_VERSION, "access": access}))?;
+        let welcome = c.expect("welcome")?;
+        c.user_index = welcome["user_index"]
+            .as_u64()
+            .and_then(|u| u32::try_from(u).ok())
+            .context("user_index")?;
+        c.key = welcome["key"].as_str().and_then(unhex).context("key")?;
+        c.challenge = welcome["challenge"]
+            .as_str()
+            .and_then(unhex)
+            .context("challenge")?;
+        c.keepalive()?;
+        Ok(c)
+    }
+
+    fn send(&mut self, message: &Value) -> Result<()> {
+        self.tcp.write_all(&control::encode(message))?;
+        Ok(())
+    }
+
+    fn expect(&mut self, kind: &str) -> Result<Value> {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            while let Some(m) = self.decoder.next_message::<Value>()? {
+                if m["type"] == kind {
+                    return Ok(m);
+                }
+                if m["type"] == "error" || m["type"] == "ended" {
+                    bail!("waiting for {kind}: {m}");
+                }
+            }
+            if Instant::now() > end {
+                bail!("no {kind} within 5 s");
+            }
+            let mut buf = [0u8; 4096];
+            match self.tcp.read(&mut buf) {
+                Ok(0) => bail!("the server closed the control connection"),
+                Ok(n) => self.decoder.push(&buf[..n])?,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The authenticated request from the media socket that registers its mapping.
+    fn keepalive(&mut self) -> Result<()> {
+        let mask = wire::sequence_mask(&self.key);
+        for sequence in 1..50u64 {
+            let request = UdpMessage::Request {
+                transaction_id: wire::sequenced_tid(mask, sequence, [1, 2, 3, 4]),
+                user_index: self.user_index,
+                flags: Flags::default(),
+            }
+            .encode(&self.key);
+            self.udp.send_to(&request, self.server)?;
+            let end = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < end {
+                let mut buf = [0u8; 1500];
+                let Ok((n, _)) = self.udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                let (key, index) = (self.key.clone(), self.user_index);
+                if let Ok(UdpMessage::Answer { .. }) =
+                    UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key.as_slice()))
+                {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("no answer to the keepalive")
+    }
+
+    fn register(&mut self, name: &str, seed: u64) -> Result<()> {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_be_bytes());
+        bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+        let key = SigningKey::from_bytes(&bytes);
+        let signature = key.sign(&registration_message(name, &self.challenge));
+        self.send(&json!({
+            "type": "register",
+            "name": name,
+            "public_key": hex(key.verifying_key().as_bytes()),
+            "signature": hex(&signature.to_bytes()),
+        }))?;
+        self.expect("registered")?;
+        Ok(())
+    }
+
+    fn mapped(&self) -> Result<SocketAddr> {
+        Ok(self.udp.local_addr()?)
+    }
+}
+
+/// A connected call: caller, callee, channel.
+#[derive(Debug)]
+struct Pair {
+    a: Client,
+    b: Client,
+    channel: u16,
+}
+
+fn connect_pair(server: SocketAddr, i: usize) -> Result<Pair> {
+    let pid = std::process::id();
+    let (na, nb) = (format!("rb{pid}a{i}"), format!("rb{pid}b{i}"));
+    let mut a = Client::connect(server)?;
+    let mut b = Client::connect(server)?;
+    a.register(&na, 2 * i as u64)?;
+    b.register(&nb, 2 * i as u64 + 1)?;
+    let call_id = 1_000 + i as u64;
+    let cand = a.mapped()?;
+    a.send(&json!({"type": "call", "call_id": call_id, "to": nb, "candidates": [cand]}))?;
+    b.expect("incoming")?;
+    b.send(&json!({"type": "ringing", "call_id": call_id}))?;
+    let cand = b.mapped()?;
+    b.send(&json!({"type": "accept", "call_id": call_id, "candidates": [cand]}))?;
+    let connected = a.expect("connected")?;
+    b.expect("connected")?;
+    let channel = connected["channel"]
+        .as_u64()
+        .and_then(|c| u16::try_from(c).ok())
+        .context("channel")?;
+    a.udp.set_nonblocking(true)?;
+    b.udp.set_nonblocking(true)?;
+    Ok(Pair { a, b, channel })
+}
+
+/// CPU time used so far by every thread of `pid`, from /proc/PID/task/*/schedstat.
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn frame(payload_len: usize, t0: Instant) -> Vec<u8> {
+    let mut p = vec![0u8; payload_len.max(16)];
+    p[0] = 0x80;
+    let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    p[8..16].copy_from_slice(&ns.to_be_bytes());
+    p
+}
+
+/// Drains `sock`; for each frame (ChannelData when `relayed`), pushes its one-way delay (µs).
+fn drain(sock: &UdpSocket, relayed: bool, t0: Instant, delays: &mut Vec<f64>) -> u64 {
+    let mut n = 0;
+    let mut buf = [0u8; 2048];
+    while let Ok(len) = sock.recv(&mut buf) {
+        let data = &buf[..len];
+        let payload = if relayed {
+            match channel::decode(data) {
+                Ok(cd) => cd.payload,
+                Err(_) => continue,
+            }
+        } else {
+            data
+        };
+        if payload.len() < 16 || payload[0] != 0x80 {
+            continue;
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&payload[8..16]);
+        let sent = u64::from_be_bytes(ts);
+        let now = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        delays.push(now.saturating_sub(sent) as f64 / 1_000.0);
+        n += 1;
+    }
+    n
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// One call at 50 packets/s for `secs`: delays through the relay, then directly.
+fn latency(pair: &Pair, secs: f64, payload: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    for relayed in [true, false] {
+        let mut delays = Vec::new();
+        let start = Instant::now();
+        let dest = if relayed {
+            pair.a.server
+        } else {
+            pair.b.mapped()?
+        };
+        while start.elapsed().as_secs_f64() < secs {
+            let p = frame(payload, t0);
+            let bytes = if relayed {
+                channel::encode(pair.channel, &p)?
+            } else {
+                p
+            };
+            pair.a.udp.send_to(&bytes, dest)?;
+            let until = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < until {
+                drain(&pair.b.udp, relayed, t0, &mut delays);
+                std::hint::spin_loop();
+            }
+        }
+        delays.sort_by(f64::total_cmp);
+        out.push(delays);
+    }
+    let direct = out.pop().unwrap_or_default();
+    let relayed = out.pop().unwrap_or_default();
+    Ok((relayed, direct))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let exe = std::env::current_exe()?;
+    let bin = match &args.server {
+        Some(b) => b.clone(),
+        None => exe.parent().context("exe dir")?.join("pinhole-rendezvous"),
+    };
+    if !bin.exists() {
+        bail!("{} is not built", bin.display());
+    }
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(&bin);
+    let server = Rendezvous::start_command(cmd, "127.0.0.1:0");
+    let mut cpus = nix::sched::CpuSet::new();
+    cpus.set(1)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
+    println!(
+        "server {} (pid {}) on core 0, bench on core 1",
+        bin.display(),
+        server.pid()
+    );
+
+    let setup = Instant::now();
+    let mut pairs = Vec::with_capacity(args.pairs);
+    for i in 0..args.pairs {
+        pairs.push(connect_pair(server.addr, i).with_context(|| format!("pair {i}"))?);
+    }
+    println!(
+        "{} calls connected in {:.1} s",
+        pairs.len(),
+        setup.elapsed().as_secs_f64()
+    );
+
+    // Added delay, one call, no load.
+    let (relayed, direct) = latency(&pairs[0], 3.0, args.payload)?;
+    println!(
+        "one call, 50 packets/s: relayed p50 {:.1} µs p99 {:.1} µs ({} frames); direct p50 {:.1} µs p99 {:.1} µs; added at p99 {:.1} µs",
+        pct(&relayed, 0.5),
+        pct(&relayed, 0.99),
+        relayed.len(),
+        pct(&direct, 0.5),
+        pct(&direct, 0.99),
+        pct(&relayed, 0.99) - pct(&direct, 0.99)
+    );
+
+    // Load: every client sends `pps` frames a second on its call's channel.
+    let t0 = Instant::now();
+    let cpu0 = cpu_ns(server.pid())?;
+    let mut sent = vec![0u64; pairs.len() * 2];
+    let mut received = 0u64;
+    let mut delays = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < args.secs {
+        let due = (start.elapsed().as_secs_f64() * f64::from(args.pps)) as u64 + 1;
+        for (i, pair) in pairs.iter().enumerate() {
+            for (j, from) in [&pair.a, &pair.b].into_iter().enumerate() {
+                let k = 2 * i + j;
+                while sent[k] < due {
+                    let bytes = channel::encode(pair.channel, &frame(args.payload, t0))?;
+                    match from.udp.send_to(&bytes, server.addr) {
+                        Ok(_) => sent[k] += 1,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        for pair in &pairs {
+            received += drain(&pair.a.udp, true, t0, &mut delays);
+            received += drain(&pair.b.udp, true, t0, &mut delays);
+        }
+    }
+    // Whatever is still in flight.
+    let tail = Instant::now();
+    while tail.elapsed() < Duration::from_millis(200) {
+        for pair in &pairs {
+            received += drain(&pair.a.udp, true, t0, &mut delays);
+            received += drain(&pair.b.udp, true, t0, &mut delays);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_ns(server.pid())?.saturating_sub(cpu0);
+    let total_sent: u64 = sent.iter().sum();
+    delays.sort_by(f64::total_cmp);
+    let us_per_packet = cpu as f64 / 1_000.0 / received.max(1) as f64;
+    println!(
+        "load: {} calls x 2 directions x {} packets/s, {} B payload, {:.1} s: sent {}, relayed {} ({:.2}% lost), {:.0} packets/s relayed",
+        pairs.len(),
+        args.pps,
+        args.payload,
+        elapsed,
+        total_sent,
+        received,
+        100.0 * (total_sent.saturating_sub(received)) as f64 / total_sent.max(1) as f64,
+        received as f64 / elapsed
+    );
+    println!(
+        "server CPU {:.1}% of one core, {:.2} µs per relayed packet -> {:.0} packets/s per core at 100%",
+        100.0 * cpu as f64 / 1e9 / elapsed,
+        us_per_packet,
+        1e6 / us_per_packet
+    );
+    println!(
+        "delay under load (send to receive, including the bench's sweep over {} sockets): p50 {:.0} µs p99 {:.0} µs",
+        pairs.len() * 2,
+        pct(&delays, 0.5),
+        pct(&delays, 0.99)
+    );
+    Ok(())
+}
