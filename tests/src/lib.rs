@@ -394,6 +394,34 @@ impl Headless {
         }
     }
 
+    /// Waits up to `timeout` for a log line containing `needle` among the lines from index
+    /// `from` of [`Headless::log`] on (lines logged after a point); true when it came.
+    pub fn wait_log_after(
+        &mut self,
+        needle: &str,
+        from: usize,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.log.iter().skip(from).any(|l| l.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self
+                .log_rx
+                .recv_timeout(left.min(std::time::Duration::from_millis(100)))
+            {
+                Ok(line) => self.log.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
     /// Like [`Headless::wait_log`] but panics, with the log, when the line does not come.
     pub fn expect_log(&mut self, needle: &str, timeout: std::time::Duration) {
         if !self.wait_log(needle, timeout) {

@@ -120,7 +120,7 @@ fn call_across(
     ))
     .args(["--calls", "1"]);
     let mut callee = Headless::spawn(cmd);
-    callee.expect_log("registered", Duration::from_secs(10));
+    callee.expect_log("headless: registered", Duration::from_secs(10));
 
     let mut cmd = lab.command(&caller_host.ns, binary("pinhole"));
     cmd.args(call_args(
