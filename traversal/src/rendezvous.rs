@@ -8,19 +8,25 @@
 //! - `udp`: the hot path, batched `recvmmsg`/`sendmmsg` ([`crate::udp_batch`]): plain STUN
 //!   Binding Requests are answered without any lock; Pinhole messages lock the server once per
 //!   batch;
-//! - `rendezvous-tcp`: a current-thread tokio runtime that accepts control connections (one
-//!   task each) and ticks the server's timer every second, writing the names file (if any)
-//!   when a name was bound since the last tick, and once more on the way out.
+//! - `rendezvous-tcp`: one `mio` poll loop for every control connection (no task, channel or
+//!   buffer per connection: a slab of small entries inside the shared state, one read buffer
+//!   for all): accepts, reads, writes what did not fit at first, and ticks the server's timer
+//!   every second, writing the names file (if any) when a name was bound since the last tick,
+//!   and once more on the way out.
+//!
+//! Whichever thread has the lock when the server says something on a control connection
+//! writes it to the socket at once (non-blocking); only what the socket does not take waits in
+//! the connection's queue (bounded) for writability.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Notify, oneshot};
+use mio::{Events, Interest, Poll, Token};
 
 use crate::server::{self, ConnId, Server, Stats, TcpOutput};
 use crate::{stun, udp_batch};
@@ -57,7 +63,8 @@ pub struct Rendezvous {
     alternate_addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
-    tcp_stop: Option<oneshot::Sender<()>>,
+    /// Wakes the TCP thread's poll (to see `stop`).
+    waker: mio::Waker,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -84,8 +91,8 @@ impl Rendezvous {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(tx) = self.tcp_stop.take() {
-            let _ = tx.send(());
+        if let Err(err) = self.waker.wake() {
+            tracing::error!("waking the TCP thread: {err}");
         }
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -119,13 +126,17 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         tracing::info!(names = names.len(), path = %path.display(), "names loaded");
         server.calls_mut().load_names(names);
     }
+    let poll = Poll::new()?;
+    let waker = mio::Waker::new(poll.registry(), WAKER)?;
     let shared = Arc::new(Mutex::new(Shared {
         server,
         alternate: Some(alternate),
-        conns: HashMap::new(),
+        conns: Conns::default(),
+        registry: poll.registry().try_clone()?,
     }));
     let std_tcp = std::net::TcpListener::bind(addr)?;
     std_tcp.set_nonblocking(true)?;
+    let listener = mio::net::TcpListener::from_std(std_tcp);
     let side_sender = Arc::new(udp.try_clone()?);
     let (rx, tx) = udp_batch::split(udp, config.batch)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -136,25 +147,21 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
             .name("udp".into())
             .spawn(move || serve_udp(rx, tx, &shared, &stop))?
     };
-    let (tcp_stop, tcp_stopped) = oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let tcp_thread = {
         let shared = shared.clone();
+        let stop = stop.clone();
         let names_file = config.names_file.clone();
         std::thread::Builder::new()
             .name("rendezvous-tcp".into())
             .spawn(move || {
-                runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(std_tcp) {
-                        Ok(tcp) => {
-                            serve_tcp_listener(tcp, shared, side_sender, tcp_stopped, names_file)
-                                .await;
-                        }
-                        Err(err) => tracing::error!("TCP listener: {err}"),
-                    }
-                });
+                serve_tcp(
+                    poll,
+                    listener,
+                    &shared,
+                    &side_sender,
+                    &stop,
+                    names_file.as_deref(),
+                );
             })?
     };
     Ok(Rendezvous {
@@ -162,48 +169,9 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         alternate_addr,
         shared,
         stop,
-        tcp_stop: Some(tcp_stop),
+        waker,
         threads: vec![udp_thread, tcp_thread],
     })
-}
-
-async fn serve_tcp_listener(
-    tcp: tokio::net::TcpListener,
-    shared: Arc<Mutex<Shared>>,
-    side_sender: Arc<UdpSocket>,
-    mut stopped: oneshot::Receiver<()>,
-    names_file: Option<PathBuf>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut next_conn: ConnId = 1;
-    loop {
-        tokio::select! {
-            accepted = tcp.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let conn = next_conn;
-                    next_conn += 1;
-                    tokio::spawn(serve_tcp(stream, peer, conn, shared.clone(), side_sender.clone()));
-                }
-                Err(err) => {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tracing::warn!("TCP accept: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = tick.tick() => {
-                {
-                    let mut s = lock(&shared);
-                    s.server.handle_timeout(Instant::now());
-                    s.drain(|bytes, to| send_side(&side_sender, bytes, to));
-                }
-                save_names(&shared, names_file.as_deref());
-            }
-            _ = &mut stopped => break,
-        }
-    }
-    save_names(&shared, names_file.as_deref());
-    let stats = lock(&shared).server.stats();
-    tracing::info!(?stats, "final counters");
 }
 
 /// Writes the names file when a name was bound since the last write (the table is copied
@@ -225,14 +193,16 @@ fn save_names(shared: &Mutex<Shared>, path: Option<&std::path::Path>) {
     }
 }
 
-/// What the UDP thread and the TCP tasks share: the server and the write side of every control
-/// connection.
+/// What the UDP thread and the TCP thread share: the server and every control connection.
 #[derive(Debug)]
 struct Shared {
     server: Server,
     /// The alternate port's socket, for probes that test filtering (never read).
     alternate: Option<UdpSocket>,
-    conns: HashMap<ConnId, Outbox>,
+    conns: Conns,
+    /// The TCP thread's poll registry: a connection whose writes would block asks for
+    /// writability, from whichever thread found out.
+    registry: mio::Registry,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -242,51 +212,208 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What the server has to say on one control connection, waiting for its task. Kept inside
-/// [`Shared`] (no channel per connection: a tokio channel costs about a kilobyte even when
-/// idle).
+/// One control connection: its socket and what the server has to say on it that the socket
+/// did not take yet. No task, no channel, no buffer while idle: about 56 bytes in [`Conns`].
 #[derive(Debug)]
-struct Outbox {
+struct Conn {
+    stream: mio::net::TcpStream,
+    id: ConnId,
+    /// Messages not written yet (only while the socket's buffer is full); the front one from
+    /// `written` on. Freed once empty.
     queue: VecDeque<Vec<u8>>,
+    written: usize,
     /// Close after writing what is queued.
     closing: bool,
-    wake: Arc<Notify>,
+    /// In [`Conns::touched`].
+    touched: bool,
+    /// Registered for writability (the queue is waiting on the socket).
+    want_write: bool,
+}
+
+/// Every control connection, in a slab: the poll token is the slot, and the server's
+/// [`ConnId`] is the slot in its low 32 bits with a count of accepted connections above, so
+/// an id is never reused.
+#[derive(Debug, Default)]
+struct Conns {
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Slots with new output, flushed at the end of [`Shared::drain`].
+    touched: Vec<usize>,
+    accepted: u64,
+}
+
+impl Conns {
+    fn vacant(&self) -> usize {
+        self.free.last().copied().unwrap_or(self.slots.len())
+    }
+
+    /// Stores `stream` in the slot [`Self::vacant`] named; returns its id.
+    fn insert(&mut self, stream: mio::net::TcpStream) -> ConnId {
+        let key = match self.free.pop() {
+            Some(key) => key,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.accepted += 1;
+        let id = (self.accepted << 32) | key as u64;
+        self.slots[key] = Some(Conn {
+            stream,
+            id,
+            queue: VecDeque::new(),
+            written: 0,
+            closing: false,
+            touched: false,
+            want_write: false,
+        });
+        id
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(key).and_then(Option::as_mut)
+    }
+
+    fn by_id(&mut self, id: ConnId) -> Option<(usize, &mut Conn)> {
+        let key = usize::try_from(id & u64::from(u32::MAX)).ok()?;
+        let conn = self.get_mut(key)?;
+        (conn.id == id).then_some((key, conn))
+    }
+
+    fn remove(&mut self, key: usize) -> Option<Conn> {
+        let conn = self.slots.get_mut(key)?.take()?;
+        self.free.push(key);
+        Some(conn)
+    }
 }
 
 impl Shared {
-    /// Hands every queued TCP output to its connection and every datagram to `send`.
+    /// Hands every queued datagram to `send` and writes every queued TCP output to its
+    /// connection (what the socket does not take waits in the connection's queue for
+    /// writability); closes the connections the server is done with.
     fn drain(&mut self, mut send: impl FnMut(&[u8], SocketAddr)) {
-        while let Some(t) = self.server.poll_transmit() {
-            if t.from_alternate {
-                if let Some(alternate) = &self.alternate {
-                    send_side(alternate, &t.contents, t.destination);
+        loop {
+            while let Some(t) = self.server.poll_transmit() {
+                if t.from_alternate {
+                    if let Some(alternate) = &self.alternate {
+                        send_side(alternate, &t.contents, t.destination);
+                    }
+                } else {
+                    send(&t.contents, t.destination);
                 }
-            } else {
-                send(&t.contents, t.destination);
+            }
+            while let Some(out) = self.server.poll_tcp() {
+                let (TcpOutput::Send { conn, .. } | TcpOutput::Close { conn }) = out;
+                let Some((key, c)) = self.conns.by_id(conn) else {
+                    continue;
+                };
+                match out {
+                    TcpOutput::Send { bytes, .. } => {
+                        if c.queue.len() >= OUTBOX {
+                            tracing::debug!(conn, "control connection not reading: closed");
+                            c.queue = VecDeque::new();
+                            c.written = 0;
+                            c.closing = true;
+                        } else if !c.closing {
+                            c.queue.push_back(bytes);
+                        }
+                    }
+                    // After everything queued before.
+                    TcpOutput::Close { .. } => c.closing = true,
+                }
+                if !c.touched {
+                    c.touched = true;
+                    self.conns.touched.push(key);
+                }
+            }
+            if self.conns.touched.is_empty() {
+                break;
+            }
+            // Flushing may close connections, and closing one may have the server say
+            // something on others (a call ends): go round again.
+            for key in std::mem::take(&mut self.conns.touched) {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.touched = false;
+                }
+                self.flush(key);
             }
         }
-        while let Some(out) = self.server.poll_tcp() {
-            match out {
-                TcpOutput::Send { conn, bytes } => {
-                    if let Some(out) = self.conns.get_mut(&conn) {
-                        if out.queue.len() >= OUTBOX {
-                            tracing::debug!(conn, "control connection not reading: closed");
-                            out.queue.clear();
-                            out.closing = true;
-                        } else if !out.closing {
-                            out.queue.push_back(bytes);
-                        }
-                        out.wake.notify_one();
+    }
+
+    /// Writes what connection `key` has queued, as far as the socket takes it.
+    fn flush(&mut self, key: usize) {
+        let Shared {
+            conns, registry, ..
+        } = self;
+        let Some(c) = conns.get_mut(key) else {
+            return;
+        };
+        let mut failed = false;
+        while let Some(front) = c.queue.front() {
+            match (&c.stream).write(&front[c.written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.written += n;
+                    if c.written >= front.len() {
+                        c.queue.pop_front();
+                        c.written = 0;
                     }
                 }
-                TcpOutput::Close { conn } => {
-                    if let Some(out) = self.conns.get_mut(&conn) {
-                        // After everything queued before.
-                        out.closing = true;
-                        out.wake.notify_one();
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if !c.want_write {
+                        c.want_write = true;
+                        if let Err(err) = registry.reregister(
+                            &mut c.stream,
+                            Token(key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        ) {
+                            tracing::debug!(conn = c.id, "poll registration: {err}");
+                            failed = true;
+                            break;
+                        }
                     }
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
                 }
             }
+        }
+        if failed {
+            self.close(key);
+            return;
+        }
+        // Idle again: no buffer held.
+        if c.queue.capacity() > 0 {
+            c.queue = VecDeque::new();
+        }
+        if c.want_write {
+            c.want_write = false;
+            if let Err(err) = registry.reregister(&mut c.stream, Token(key), Interest::READABLE) {
+                tracing::debug!(conn = c.id, "poll registration: {err}");
+            }
+        }
+        if c.closing {
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            self.close(key);
+        }
+    }
+
+    /// Forgets connection `key` (closing its socket) and tells the server.
+    fn close(&mut self, key: usize) {
+        let Some(mut c) = self.conns.remove(key) else {
+            return;
+        };
+        let _ = self.registry.deregister(&mut c.stream);
+        self.server.handle_tcp_closed(Instant::now(), c.id);
+        match c.stream.peer_addr() {
+            Ok(peer) => tracing::debug!(%peer, conn = c.id, "control connection closed"),
+            Err(_) => tracing::debug!(conn = c.id, "control connection closed"),
         }
     }
 }
@@ -344,72 +471,161 @@ fn serve_udp(
 /// answers is disconnected rather than allowed to grow the queue.
 const OUTBOX: usize = 32;
 
-/// One control connection, in one task: bytes in go to the server; the server's bytes come
-/// back through its [`Outbox`] in `Shared::conns`. The read buffer lives on the stack only
-/// while a read is handled, so an idle connection holds no buffer.
-async fn serve_tcp(
-    mut stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    conn: ConnId,
-    shared: Arc<Mutex<Shared>>,
-    side_sender: Arc<UdpSocket>,
+/// The listener's poll token (connections use their slot).
+const LISTENER: Token = Token(usize::MAX);
+/// The token of the waker that stops the TCP thread.
+const WAKER: Token = Token(usize::MAX - 1);
+/// Bytes read per system call, into one buffer for all connections.
+const READ_BUF: usize = 4096;
+/// Reads for one connection per turn; a connection with more to read waits for the others.
+const READS_PER_TURN: usize = 16;
+
+/// The TCP thread: accepts control connections, reads them (one buffer for all), writes what
+/// the server says when the socket had no room at first, and ticks the server's timer every
+/// second, writing the names file (if any) when a name was bound since the last tick.
+fn serve_tcp(
+    mut poll: Poll,
+    mut listener: mio::net::TcpListener,
+    shared: &Mutex<Shared>,
+    side_sender: &UdpSocket,
+    stop: &AtomicBool,
+    names_file: Option<&std::path::Path>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let wake = Arc::new(Notify::new());
+    if let Err(err) = poll
+        .registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
     {
-        let mut s = lock(&shared);
-        s.conns.insert(
-            conn,
-            Outbox {
-                queue: VecDeque::new(),
-                closing: false,
-                wake: wake.clone(),
-            },
-        );
-        s.server.handle_tcp_open(Instant::now(), conn, peer);
-        s.drain(|bytes, to| send_side(&side_sender, bytes, to));
+        tracing::error!("TCP listener: {err}");
+        return;
     }
-    'serve: loop {
-        tokio::select! {
-            readable = stream.readable() => {
-                if readable.is_err() {
-                    break;
-                }
-                let mut buf = [0u8; 4096];
-                match stream.try_read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let mut s = lock(&shared);
-                        s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
-                        s.drain(|bytes, to| send_side(&side_sender, bytes, to));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
-                }
+    let mut events = Events::with_capacity(256);
+    let mut buf = vec![0u8; READ_BUF];
+    // Connections that had more to read than one turn allows.
+    let mut again: Vec<usize> = Vec::new();
+    let mut next_tick = Instant::now();
+    let mut accept_paused_until: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next_tick {
+            {
+                let mut s = lock(shared);
+                s.server.handle_timeout(now);
+                s.drain(|bytes, to| send_side(side_sender, bytes, to));
             }
-            () = wake.notified() => {
-                let (queue, closing) = {
-                    let mut s = lock(&shared);
-                    match s.conns.get_mut(&conn) {
-                        Some(out) => (std::mem::take(&mut out.queue), out.closing),
-                        None => (VecDeque::new(), true),
-                    }
-                };
-                for bytes in queue {
-                    if stream.write_all(&bytes).await.is_err() {
-                        break 'serve;
+            save_names(shared, names_file);
+            next_tick += Duration::from_secs(1);
+            if next_tick <= now {
+                next_tick = now + Duration::from_secs(1);
+            }
+        }
+        if accept_paused_until.is_some_and(|t| now >= t) {
+            accept_paused_until = accept(&listener, shared, side_sender);
+        }
+        let deadline = accept_paused_until.map_or(next_tick, |t| t.min(next_tick));
+        let timeout = if again.is_empty() {
+            deadline.saturating_duration_since(now)
+        } else {
+            Duration::ZERO
+        };
+        if let Err(err) = poll.poll(&mut events, Some(timeout)) {
+            if err.kind() != ErrorKind::Interrupted {
+                tracing::warn!("TCP poll: {err}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
+        }
+        let retry = std::mem::take(&mut again);
+        for event in &events {
+            match event.token() {
+                LISTENER => {
+                    if accept_paused_until.is_none() {
+                        accept_paused_until = accept(&listener, shared, side_sender);
                     }
                 }
-                if closing {
-                    let _ = stream.shutdown().await;
-                    break;
+                WAKER => {}
+                Token(key) => {
+                    if event.is_writable() {
+                        let mut s = lock(shared);
+                        s.flush(key);
+                        s.drain(|bytes, to| send_side(side_sender, bytes, to));
+                    }
+                    if (event.is_readable() || event.is_read_closed() || event.is_error())
+                        && read(key, &mut buf, shared, side_sender)
+                    {
+                        again.push(key);
+                    }
                 }
             }
         }
+        for key in retry {
+            if !again.contains(&key) && read(key, &mut buf, shared, side_sender) {
+                again.push(key);
+            }
+        }
     }
-    let mut s = lock(&shared);
-    s.server.handle_tcp_closed(Instant::now(), conn);
-    s.conns.remove(&conn);
-    s.drain(|bytes, to| send_side(&side_sender, bytes, to));
-    tracing::debug!(%peer, conn, "control connection closed");
+    save_names(shared, names_file);
+    let stats = lock(shared).server.stats();
+    tracing::info!(?stats, "final counters");
+}
+
+/// Accepts every waiting connection. On an error (out of descriptors and the like) returns
+/// when to try again: a little later rather than spinning.
+fn accept(
+    listener: &mio::net::TcpListener,
+    shared: &Mutex<Shared>,
+    side_sender: &UdpSocket,
+) -> Option<Instant> {
+    loop {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let mut s = lock(shared);
+                let key = s.conns.vacant();
+                if let Err(err) = s
+                    .registry
+                    .register(&mut stream, Token(key), Interest::READABLE)
+                {
+                    tracing::warn!(%peer, "TCP poll registration: {err}");
+                    continue;
+                }
+                let conn = s.conns.insert(stream);
+                s.server.handle_tcp_open(Instant::now(), conn, peer);
+                s.drain(|bytes, to| send_side(side_sender, bytes, to));
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(err) => {
+                tracing::warn!("TCP accept: {err}");
+                return Some(Instant::now() + Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Reads what connection `key` has sent, a few buffers' worth, handing each to the server;
+/// closes it at the end of the stream or on an error. True if there may be more to read.
+fn read(key: usize, buf: &mut [u8], shared: &Mutex<Shared>, side_sender: &UdpSocket) -> bool {
+    let mut s = lock(shared);
+    for _ in 0..READS_PER_TURN {
+        let Some(c) = s.conns.get_mut(key) else {
+            return false;
+        };
+        let conn = c.id;
+        match (&c.stream).read(buf) {
+            Ok(0) => {}
+            Ok(n) => {
+                s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
+                s.drain(|bytes, to| send_side(side_sender, bytes, to));
+                continue;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => {}
+        }
+        // End of stream, or an error.
+        s.close(key);
+        s.drain(|bytes, to| send_side(side_sender, bytes, to));
+        return false;
+    }
+    true
 }
