@@ -30,6 +30,9 @@ struct Args {
     /// Seconds each call talks.
     #[arg(long, default_value_t = 1.0)]
     duration: f64,
+    /// Also run two `MASQUERADE` NATs without `Lab::firewall_wan` (bare Linux routers).
+    #[arg(long)]
+    bare: bool,
 }
 
 /// A workspace binary next to this one (target/<profile>/).
@@ -131,16 +134,19 @@ fn report(name: &str, mut f: Figures) {
     );
 }
 
-/// Two clients each behind its own NAT of `kind` (WAN firewalled as home routers are).
-fn nat_topology(args: &Args, kind: NatKind) -> Result<Option<Figures>> {
+/// Two clients each behind its own NAT of `kind` (WAN firewalled as home routers are, when
+/// `firewall`).
+fn nat_topology(args: &Args, kind: NatKind, firewall: bool) -> Result<Option<Figures>> {
     let Some(mut lab) = Lab::new() else {
         return Ok(None);
     };
     let server_host = lab.server("srv")?;
     let mut nat_a = lab.nat(kind)?;
     let mut nat_b = lab.nat(kind)?;
-    lab.firewall_wan(&nat_a)?;
-    lab.firewall_wan(&nat_b)?;
+    if firewall {
+        lab.firewall_wan(&nat_a)?;
+        lab.firewall_wan(&nat_b)?;
+    }
     let a: Host = lab.host_behind(&mut nat_a, "cee")?;
     let b: Host = lab.host_behind(&mut nat_b, "cer")?;
     let mut cmd = lab.command(&server_host.ns, sibling("pinhole-rendezvous")?);
@@ -181,13 +187,19 @@ fn main() -> Result<()> {
         )?;
         report("loopback", f);
     }
-    match nat_topology(&args, NatKind::Masquerade)? {
+    match nat_topology(&args, NatKind::Masquerade, true)? {
         Some(f) => report("2x MASQUERADE NAT (direct)", f),
         None => println!("| 2x MASQUERADE NAT | skipped (not root) |"),
     }
-    match nat_topology(&args, NatKind::RandomFully)? {
+    match nat_topology(&args, NatKind::RandomFully, true)? {
         Some(f) => report("2x --random-fully NAT (relay)", f),
         None => println!("| 2x --random-fully NAT | skipped (not root) |"),
+    }
+    if args.bare {
+        match nat_topology(&args, NatKind::Masquerade, false)? {
+            Some(f) => report("2x MASQUERADE NAT, no WAN firewall", f),
+            None => println!("| 2x MASQUERADE NAT, no WAN firewall | skipped (not root) |"),
+        }
     }
     Ok(())
 }
