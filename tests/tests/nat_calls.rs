@@ -23,9 +23,22 @@ const CALLER_HZ: f64 = 660.0;
 /// Fraction of the 100 ms windows of a WAV, after its first half second (setup), whose
 /// dominant frequency is `hz` (within 10 Hz) and that are not silent.
 fn tone_fraction(path: &Path, hz: f64) -> f64 {
+    tone_fraction_from(path, hz, 0.5)
+}
+
+/// Like [`tone_fraction`], from `from_s` seconds into the WAV on (negative: that many seconds
+/// before its end).
+fn tone_fraction_from(path: &Path, hz: f64, from_s: f64) -> f64 {
     let samples = WavSource::read_all(path).unwrap();
+    let from = if from_s >= 0.0 {
+        (from_s * f64::from(RATE)) as usize
+    } else {
+        samples
+            .len()
+            .saturating_sub((-from_s * f64::from(RATE)) as usize)
+    };
     let windows: Vec<&[f32]> = samples
-        .get(RATE as usize / 2..)
+        .get(from..)
         .unwrap_or(&[])
         .chunks_exact(4_800)
         .collect();
@@ -64,9 +77,11 @@ fn call_across(
     firewall: bool,
     udp_timeout: Option<Duration>,
     secs: f64,
+    block_direct_at: Option<Duration>,
 ) -> Option<CallResult> {
     let mut lab = Lab::new()?;
     let server_host = lab.server("srv").unwrap();
+    let mut wans = Vec::new();
     let (callee_host, caller_host): (Host, Host) = match topology {
         Topology::TwoNats(a, b) => {
             let mut nat_a = lab.nat(a).unwrap();
@@ -75,6 +90,7 @@ fn call_across(
                 lab.firewall_wan(&nat_a).unwrap();
                 lab.firewall_wan(&nat_b).unwrap();
             }
+            wans = vec![nat_a.wan_ip, nat_b.wan_ip];
             if let Some(t) = udp_timeout {
                 lab.set_udp_timeout(&nat_a, t).unwrap();
                 lab.set_udp_timeout(&nat_b, t).unwrap();
@@ -132,7 +148,35 @@ fn call_across(
         &format!("wav:{}", caller_wav.display()),
         secs,
     ));
-    let caller = Headless::spawn(cmd).finish(Duration::from_secs_f64(secs + 20.0));
+    let mut caller = Headless::spawn(cmd);
+    if let Some(at) = block_direct_at {
+        caller.expect_log(
+            "media path changed path=\"direct\"",
+            Duration::from_secs(10),
+        );
+        std::thread::sleep(at);
+        // The internet drops UDP between the two NATs: the direct pair dies, the server
+        // (and so the relay) stays reachable from both.
+        for (from, to) in [(wans[0], wans[1]), (wans[1], wans[0])] {
+            lab.iptables(
+                &lab.inet,
+                &[
+                    "-I",
+                    "FORWARD",
+                    "-p",
+                    "udp",
+                    "-s",
+                    &from.to_string(),
+                    "-d",
+                    &to.to_string(),
+                    "-j",
+                    "DROP",
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let caller = caller.finish(Duration::from_secs_f64(secs + 20.0));
     let callee = callee.finish(Duration::from_secs(10));
     assert!(caller.status.success(), "caller failed: {caller:#?}");
     assert!(callee.status.success(), "callee failed: {callee:#?}");
@@ -148,8 +192,11 @@ fn call_across(
         // 50 packets a second; most of the call's packets arrive.
         let expected = (secs * 50.0) as u64;
         assert!(sent + 10 >= expected, "sent {sent} of ~{expected}: {json}");
+        // With the direct pair cut mid-call, what was sent on it in the seconds before the
+        // switch to the relay is lost.
+        let share = if block_direct_at.is_some() { 5 } else { 8 };
         assert!(
-            received * 10 >= expected * 8,
+            received * 10 >= expected * share,
             "received {received} of ~{expected}: {json}"
         );
         assert!(json["setup_ms"].as_f64().is_some(), "{json}");
@@ -158,13 +205,23 @@ fn call_across(
     let caller_hears = tone_fraction(&caller_wav, CALLEE_HZ);
     let callee_hears = tone_fraction(&callee_wav, CALLER_HZ);
     eprintln!("caller hears 440 Hz in {caller_hears:.2}, callee hears 660 Hz in {callee_hears:.2}");
+    // With the direct pair cut mid-call, the seconds before the switch to the relay are lost
+    // (and concealed): less of the whole call, but all of its end, carries the tone.
+    let least = if block_direct_at.is_some() { 0.4 } else { 0.8 };
     assert!(
-        caller_hears >= 0.8,
+        caller_hears >= least,
         "caller hears the callee's tone in {caller_hears:.2} of the windows"
     );
     assert!(
-        callee_hears >= 0.8,
+        callee_hears >= least,
         "callee hears the caller's tone in {callee_hears:.2} of the windows"
+    );
+    let caller_end = tone_fraction_from(&caller_wav, CALLEE_HZ, -3.0);
+    let callee_end = tone_fraction_from(&callee_wav, CALLER_HZ, -3.0);
+    eprintln!("last 3 s: caller {caller_end:.2}, callee {callee_end:.2}");
+    assert!(
+        caller_end >= 0.8 && callee_end >= 0.8,
+        "the tones over the call's last 3 s: caller {caller_end:.2}, callee {callee_end:.2}"
     );
     drop(server);
     drop(lab);
@@ -189,6 +246,7 @@ fn both_behind_masquerade_go_direct() {
         true,
         None,
         5.0,
+        None,
     ) else {
         return;
     };
@@ -207,6 +265,7 @@ fn both_behind_random_fully_stay_on_the_relay() {
         true,
         None,
         5.0,
+        None,
     ) else {
         return;
     };
@@ -225,6 +284,7 @@ fn masquerade_to_random_fully_stays_on_the_relay() {
         true,
         None,
         5.0,
+        None,
     ) else {
         return;
     };
@@ -240,7 +300,13 @@ fn masquerade_to_random_fully_stays_on_the_relay() {
 
 #[test]
 fn two_clients_behind_one_nat_go_direct() {
-    let Some(r) = call_across(Topology::SameNat(NatKind::RandomFully), true, None, 5.0) else {
+    let Some(r) = call_across(
+        Topology::SameNat(NatKind::RandomFully),
+        true,
+        None,
+        5.0,
+        None,
+    ) else {
         return;
     };
     // Both on the NAT's LAN (a bridge): the host candidates reach each other without the NAT,
@@ -258,10 +324,31 @@ fn a_call_outlives_the_nats_udp_timeout() {
         true,
         Some(Duration::from_secs(4)),
         12.0,
+        None,
     ) else {
         return;
     };
     assert_eq!(path(&r.caller_json), "direct", "{:#?}", r.caller);
     assert_eq!(path(&r.callee_json), "direct", "{:#?}", r.callee);
     assert!(r.caller_json["duration_s"].as_f64().unwrap() >= 11.5);
+}
+
+#[test]
+fn a_direct_call_moves_to_the_relay_when_the_direct_pair_dies() {
+    // Two MASQUERADE NATs: direct at first; 2 s in, the internet drops UDP between the NATs
+    // (not to the server). The liveness checks fail, the media moves to the relay within a few
+    // seconds, and the call goes on to its end with audio both ways.
+    let Some(r) = call_across(
+        Topology::TwoNats(NatKind::Masquerade, NatKind::Masquerade),
+        true,
+        None,
+        10.0,
+        Some(Duration::from_secs(2)),
+    ) else {
+        return;
+    };
+    for (json, out) in [(&r.caller_json, &r.caller), (&r.callee_json, &r.callee)] {
+        assert_eq!(path(json), "relay", "{out:#?}");
+        assert!(json["path_changes"].as_u64().unwrap() >= 2, "{json}");
+    }
 }
