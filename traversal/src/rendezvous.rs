@@ -213,21 +213,27 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 /// One control connection: its socket and what the server has to say on it that the socket
-/// did not take yet. No task, no channel, no buffer while idle: about 56 bytes in [`Conns`].
+/// did not take yet. No task, no channel, no buffer while idle: 24 bytes in [`Conns`].
 #[derive(Debug)]
 struct Conn {
     stream: mio::net::TcpStream,
     id: ConnId,
-    /// Messages not written yet (only while the socket's buffer is full); the front one from
-    /// `written` on. Freed once empty.
-    queue: VecDeque<Vec<u8>>,
-    written: usize,
+    /// What the socket did not take yet; `None` (nothing allocated) once all is written.
+    out: Option<Box<Pending>>,
     /// Close after writing what is queued.
     closing: bool,
     /// In [`Conns::touched`].
     touched: bool,
     /// Registered for writability (the queue is waiting on the socket).
     want_write: bool,
+}
+
+/// Messages not written yet (only while the socket's buffer is full): the front one from
+/// `written` on.
+#[derive(Debug, Default)]
+struct Pending {
+    queue: VecDeque<Vec<u8>>,
+    written: usize,
 }
 
 /// Every control connection, in a slab: the poll token is the slot, and the server's
@@ -261,8 +267,7 @@ impl Conns {
         self.slots[key] = Some(Conn {
             stream,
             id,
-            queue: VecDeque::new(),
-            written: 0,
+            out: None,
             closing: false,
             touched: false,
             want_write: false,
@@ -309,13 +314,15 @@ impl Shared {
                 };
                 match out {
                     TcpOutput::Send { bytes, .. } => {
-                        if c.queue.len() >= OUTBOX {
+                        if c.out.as_ref().is_some_and(|o| o.queue.len() >= OUTBOX) {
                             tracing::debug!(conn, "control connection not reading: closed");
-                            c.queue = VecDeque::new();
-                            c.written = 0;
+                            c.out = None;
                             c.closing = true;
                         } else if !c.closing {
-                            c.queue.push_back(bytes);
+                            c.out
+                                .get_or_insert_with(Box::default)
+                                .queue
+                                .push_back(bytes);
                         }
                     }
                     // After everything queued before.
@@ -349,17 +356,19 @@ impl Shared {
             return;
         };
         let mut failed = false;
-        while let Some(front) = c.queue.front() {
-            match (&c.stream).write(&front[c.written..]) {
+        while let Some(out) = c.out.as_mut()
+            && let Some(front) = out.queue.front()
+        {
+            match (&c.stream).write(&front[out.written..]) {
                 Ok(0) => {
                     failed = true;
                     break;
                 }
                 Ok(n) => {
-                    c.written += n;
-                    if c.written >= front.len() {
-                        c.queue.pop_front();
-                        c.written = 0;
+                    out.written += n;
+                    if out.written >= front.len() {
+                        out.queue.pop_front();
+                        out.written = 0;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -389,9 +398,7 @@ impl Shared {
             return;
         }
         // Idle again: no buffer held.
-        if c.queue.capacity() > 0 {
-            c.queue = VecDeque::new();
-        }
+        c.out = None;
         if c.want_write {
             c.want_write = false;
             if let Err(err) = registry.reregister(&mut c.stream, Token(key), Interest::READABLE) {
