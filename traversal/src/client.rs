@@ -51,6 +51,15 @@ pub const KEEPALIVE_CEILING: Duration = Duration::from_secs(60);
 pub const LIFETIME_MAX: Duration = Duration::from_secs(240);
 /// First silence the lifetime measurement tries.
 pub const LIFETIME_FIRST_TRIAL: Duration = Duration::from_secs(1);
+/// Keepalive interval while the lifetime is being measured: half the longest silence known to
+/// survive (at least the first trial's), within the floor and the default.
+fn measuring_interval(known_to_survive: Duration) -> Duration {
+    known_to_survive
+        .max(LIFETIME_FIRST_TRIAL)
+        .mul_f64(0.5)
+        .clamp(KEEPALIVE_FLOOR, DEFAULT_KEEPALIVE)
+}
+
 /// Unanswered keepalives in a row that count as a lost mapping.
 pub const MAX_KEEPALIVE_MISSES: u32 = 3;
 /// First retransmission timeout of a registration request (then doubling, up to 2 s).
@@ -859,6 +868,14 @@ impl Client {
     }
 
     fn start_measuring(&mut self, now: Instant) {
+        // Nothing is known of the NAT's timeout yet: the media mapping must not go silent for
+        // longer than the first trial while the second socket measures.
+        if self.config.keepalive_interval.is_none() {
+            let safe = measuring_interval(Duration::ZERO);
+            if safe < self.interval {
+                self.set_interval(now, safe);
+            }
+        }
         self.measure = Some(Measure {
             lo: Duration::ZERO,
             hi: None,
@@ -888,13 +905,11 @@ impl Client {
             m.lo = m.trial;
         } else {
             m.hi = Some(m.trial);
-            // Until measured, keep alive well inside the bound just learnt.
-            if self.config.keepalive_interval.is_none() {
-                let safe = m.trial.mul_f64(0.5).max(KEEPALIVE_FLOOR);
-                if safe < self.interval {
-                    self.set_interval(now, safe);
-                }
-            }
+        }
+        // Until measured, keep the media mapping alive well inside the longest silence known
+        // to survive.
+        if self.config.keepalive_interval.is_none() {
+            self.set_interval(now, measuring_interval(m.lo));
         }
         // The server forgets a silent test mapping after its idle expiry: a longer silence
         // would measure the server, not the NAT.
