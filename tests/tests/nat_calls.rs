@@ -51,6 +51,20 @@ fn tone_fraction_from(path: &Path, hz: f64, from_s: f64) -> f64 {
     good as f64 / windows.len().max(1) as f64
 }
 
+/// A line per WAV for the test's output: one character per 100 ms window, `#` where the
+/// tone `hz` dominates, `.` where it does not (for diagnosis when a check fails).
+fn timeline(path: &Path, hz: f64) -> String {
+    let samples = WavSource::read_all(path).unwrap();
+    samples
+        .chunks_exact(4_800)
+        .map(|w| {
+            let tone = rms(w) > 0.05
+                && (dominant_frequency(w, RATE, 200.0, 2_000.0, 10.0) - hz).abs() <= 10.0;
+            if tone { '#' } else { '.' }
+        })
+        .collect()
+}
+
 /// Where the two clients live.
 enum Topology {
     /// Each behind its own NAT of the given kind (callee's, caller's).
@@ -202,6 +216,8 @@ fn call_across(
         assert!(json["setup_ms"].as_f64().is_some(), "{json}");
         assert!(json["duration_s"].as_f64().unwrap() >= secs - 0.5, "{json}");
     }
+    eprintln!("caller's WAV: {}", timeline(&caller_wav, CALLEE_HZ));
+    eprintln!("callee's WAV: {}", timeline(&callee_wav, CALLER_HZ));
     let caller_hears = tone_fraction(&caller_wav, CALLEE_HZ);
     let callee_hears = tone_fraction(&callee_wav, CALLER_HZ);
     eprintln!("caller hears 440 Hz in {caller_hears:.2}, callee hears 660 Hz in {callee_hears:.2}");
