@@ -33,6 +33,9 @@ const LEVEL_ALPHA: f64 = 0.05;
 const COOLDOWN_PULLS: u32 = 8;
 /// Length of a block of the running minimum transit time, in samples of arrival time (2 s).
 const MIN_BLOCK_SAMPLES: i64 = 2 * SAMPLE_RATE as i64;
+/// Packets beyond the target held while the one due is missing: past this, the missing ones
+/// are given up at once (an outage), not concealed one by one.
+const OUTAGE_SLACK: i64 = 5;
 /// A sequence number this far from the expected one starts a new stream (RFC 3550 A.1's
 /// `MAX_DROPOUT` idea, scaled to a voice stream).
 const MAX_JUMP: i64 = 1_000;
@@ -118,6 +121,8 @@ pub struct JitterCounters {
     pub missing: u64,
     /// Of those, recovered from the next packet's FEC.
     pub fec_recovered: u64,
+    /// Outages given up at once: missing packets jumped over because far newer ones were held.
+    pub fast_forwards: u64,
     /// Pulls with nothing to play (the buffer ran dry): concealed, playout held back.
     pub underruns: u64,
     /// Frames concealed on purpose to grow the delay.
@@ -410,8 +415,25 @@ impl JitterBuffer {
             self.level += 1.0 * LEVEL_ALPHA;
             return Playout::Conceal { samples };
         }
-        let delay = self.estimated_delay();
         let frame = samples as f64;
+        let mut next = next;
+        let target_packets = (self.target / frame).ceil() as i64;
+        if level > target_packets + OUTAGE_SLACK && !self.is_filled(next as usize % SLOTS, next) {
+            // After an outage (a dead path, a path switch): the packets at `next` never came,
+            // and what did come is far ahead. Waiting for the missing ones, or concealing each
+            // of them, would add the whole outage to the delay; they are lost: play on from
+            // the oldest packet held, counting what is jumped over as missing.
+            let mut first = next + 1;
+            while first < highest && !self.is_filled(first as usize % SLOTS, first) {
+                first += 1;
+            }
+            self.counters.missing += first - next;
+            self.counters.fast_forwards += 1;
+            next = first;
+            self.next = Some(first);
+            self.level = (highest - first + 1) as f64;
+        }
+        let delay = self.estimated_delay();
 
         if self.cooldown == 0 {
             let (a, b) = ((next as usize) % SLOTS, ((next + 1) as usize) % SLOTS);
@@ -505,6 +527,47 @@ mod tests {
         let want: Vec<_> = (0..6u16).map(|k| Some(base.wrapping_add(k))).collect();
         assert_eq!(got, want);
         assert_eq!(jb.packet_samples(), 960);
+    }
+
+    #[test]
+    fn an_outage_is_given_up_at_once_not_added_to_the_delay() {
+        let mut jb = JitterBuffer::new(JitterConfig::default(), F);
+        let f = F as i64;
+        // A clean stream: one packet in, one pulled, every 20 ms.
+        for k in 0..50u16 {
+            let t = i64::from(k) * f;
+            jb.push(t, 1, k, u32::from(k) * 960, &pkt(k));
+            assert_eq!(played(jb.pull(t + 10)), Some(k));
+        }
+        // 2.2 s of nothing (110 packets lost: a dead path before the switch to the relay).
+        for k in 50..160u16 {
+            let t = i64::from(k) * f;
+            assert!(matches!(jb.pull(t + 10), Playout::Conceal { .. }));
+        }
+        // Packets flow again: the buffer plays the new ones within a few frames instead of
+        // concealing the 110 lost ones first.
+        let mut first_played = None;
+        for k in 160..200u16 {
+            let t = i64::from(k) * f;
+            jb.push(t, 1, k, u32::from(k) * 960, &pkt(k));
+            if let Some(seq) = played(jb.pull(t + 10))
+                && first_played.is_none()
+            {
+                first_played = Some((k, seq));
+            }
+        }
+        let (at, seq) = first_played.expect("the stream plays again");
+        assert!(
+            at <= 168,
+            "first packet played {} frames after the outage",
+            at - 160
+        );
+        assert!(seq >= 160, "played {seq}, a packet from before the outage");
+        assert_eq!(jb.counters().fast_forwards, 1);
+        // And it settles near its target: the last packet pulled is the last one pushed, or
+        // close to it.
+        let last = played(jb.pull(200 * f + 10));
+        assert!(last.is_none_or(|s| s >= 195), "{last:?}");
     }
 
     #[test]
