@@ -139,9 +139,20 @@ fn finish(mut child: Child, secs: u64) -> Output {
 
 /// `pinhole answer` running, its stderr followed until it says it registered.
 struct Answerer {
-    child: Child,
+    /// Taken by `finish`; killed on drop otherwise.
+    child: Option<Child>,
     stderr: mpsc::Receiver<String>,
     log: Vec<String>,
+}
+
+/// An answerer a test no longer needs (or one left by a failed assertion) must not outlive it.
+impl Drop for Answerer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Answerer {
@@ -161,7 +172,7 @@ impl Answerer {
             }
         });
         let mut a = Answerer {
-            child,
+            child: Some(child),
             stderr: rx,
             log: Vec::new(),
         };
@@ -184,8 +195,8 @@ impl Answerer {
         panic!("answer never logged {needle:?}: {:#?}", self.log);
     }
 
-    fn finish(self, secs: u64) -> Output {
-        finish(self.child, secs)
+    fn finish(mut self, secs: u64) -> Output {
+        finish(self.child.take().expect("answer still running"), secs)
     }
 }
 
@@ -487,7 +498,7 @@ fn sigterm_hangs_up_cleanly() {
     assert!(tone_fraction(&wa, 660.0) > 0.7);
     // bob was told: its call ended and it reported it; then it is stopped the same way.
     bob.wait_log("call ended", 10);
-    kill(bob.child.id());
+    kill(bob.child.as_ref().unwrap().id());
     let b = bob.finish(10);
     assert!(b.status.success(), "{}", stderr(&b));
     let jb = json_lines(&b);
@@ -516,8 +527,9 @@ fn the_survivor_of_a_killed_peer_ends_the_call_with_a_reason() {
         .unwrap();
     bob.wait_log("connected", 15);
     std::thread::sleep(Duration::from_secs(1));
-    bob.child.kill().unwrap();
-    let _ = bob.child.wait();
+    let child = bob.child.as_mut().unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
     let killed = Instant::now();
     let a = finish(alice, 20);
     assert!(
