@@ -2,12 +2,10 @@
 //! other with different tones and each WAV carries the other's; the JSON lines agree; echo;
 //! reject, offline, a taken name, an unreachable server; SIGTERM hangs up cleanly.
 //!
-//! The server is `pinhole-rendezvous` from the target directory when it has the call service,
-//! else the stand-in of engine_common.
+//! The server is the real `pinhole-rendezvous` from the target directory (built by `cargo build
+//! --workspace --bins`, which the test command runs first).
 
 #![allow(clippy::unwrap_used)]
-
-mod engine_common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -22,10 +20,10 @@ use serde_json::Value;
 
 const RATE: u32 = 48_000;
 
-/// A server for the test: the real binary or the stand-in.
-enum Server {
-    Real(Child, SocketAddr),
-    Fake(engine_common::FakeServer),
+/// The real server binary, started for one test and killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
 }
 
 impl Server {
@@ -44,49 +42,38 @@ impl Server {
 
     fn start_on(listen: SocketAddr) -> Self {
         let bin = rendezvous_bin();
-        let has_calls = bin.as_ref().is_some_and(|bin| {
-            Command::new(bin)
-                .arg("--help")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("names-file"))
-        });
-        match bin {
-            Some(bin) if has_calls => {
-                let mut child = Command::new(bin)
-                    .args(["--listen", &listen.to_string()])
-                    .env("RUST_LOG", "info")
-                    .stderr(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                let addr = listening_addr(&mut child);
-                Server::Real(child, addr)
-            }
-            _ => Server::Fake(engine_common::FakeServer::start_on(listen)),
-        }
+        let mut child = Command::new(bin)
+            .args(["--listen", &listen.to_string()])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = listening_addr(&mut child);
+        Server { child, addr }
     }
 
     fn addr(&self) -> String {
-        match self {
-            Server::Real(_, addr) => addr.to_string(),
-            Server::Fake(f) => f.addr.to_string(),
-        }
+        self.addr.to_string()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Server::Real(child, _) = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-fn rendezvous_bin() -> Option<PathBuf> {
+fn rendezvous_bin() -> PathBuf {
     let pinhole = PathBuf::from(env!("CARGO_BIN_EXE_pinhole"));
     let bin = pinhole.with_file_name("pinhole-rendezvous");
-    bin.exists().then_some(bin)
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
 }
 
 /// Reads the server's log until "listening udp=... tcp=..." gives the address.

@@ -2,12 +2,10 @@
 //! reaches the in-call view with live statistics (packets received back, path, RTT), and Esc
 //! hangs up back to the main view. Audio is a tone in and nothing out (no sound card needed).
 //!
-//! The server is `pinhole-rendezvous` from the target directory when it has the call service
-//! (`--names-file` in its help), else the stand-in call server of `engine_common`.
+//! The server is the real `pinhole-rendezvous` from the target directory (built by `cargo build
+//! --workspace --bins`, which the test command runs first), or the one built into the app.
 
 #![allow(clippy::unwrap_used)]
-
-mod engine_common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -22,22 +20,20 @@ use media::audio::{SinkSpec, SourceSpec};
 use pinhole::settings::{self, Settings};
 use pinhole::ui::{DeviceList, Link, PinholeApp, View};
 
-enum Server {
-    Real(Child, SocketAddr),
-    Fake(engine_common::FakeServer),
+/// The real server binary, started for one test and killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
 }
 
 impl Server {
     fn start() -> Self {
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_pinhole")).with_file_name("pinhole-rendezvous");
-        let has_calls = bin.exists()
-            && Command::new(&bin)
-                .arg("--help")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("names-file"));
-        if !has_calls {
-            return Server::Fake(engine_common::FakeServer::start());
-        }
+        assert!(
+            bin.exists(),
+            "{} is not built: run `cargo build --workspace --bins` first",
+            bin.display()
+        );
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
@@ -57,23 +53,18 @@ impl Server {
         });
         let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let addr = addr.trim_matches(|c| c == '"' || c == ',').parse().unwrap();
-        Server::Real(child, addr)
+        Server { child, addr }
     }
 
     fn addr(&self) -> SocketAddr {
-        match self {
-            Server::Real(_, addr) => *addr,
-            Server::Fake(f) => f.addr,
-        }
+        self.addr
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Server::Real(child, _) = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
