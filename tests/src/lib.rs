@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 pub mod netns;
+pub mod prereq;
 pub mod stun_client;
 
 /// Path of a binary of this workspace, built in the same profile as the running test.
