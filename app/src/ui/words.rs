@@ -1,0 +1,496 @@
+//! Every sentence the app says, made from typed reasons: how a call ended ([`EndReason`]), why
+//! the engine stopped ([`StopReason`]), why the server was lost ([`ServerLoss`]), what went wrong
+//! on the way ([`Warning`]). Nothing here reads error text to decide what happened: a `detail`
+//! is shown as it is, for people.
+
+use std::time::Duration;
+
+use traversal::control::EndReason as Remote;
+
+use super::state::{Failure, Link};
+use crate::engine::{AudioSide, EndReason, ServerLoss, StopReason};
+
+/// What the main view says about a call that ended, and what the recent calls list keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// The notice.
+    pub text: String,
+    /// Whether the notice reports a failure (shown in the error colour).
+    pub failure: bool,
+    /// A few words for the recent calls list ("2:31", "declined", "missed"...).
+    pub outcome: String,
+}
+
+/// How a call with `peer` ended. `connected_for` is how long it was up (`None`: it never
+/// connected); `audio` the device problem the engine reported during the call, if any.
+pub fn ending(
+    reason: &EndReason,
+    peer: &str,
+    outgoing: bool,
+    connected_for: Option<Duration>,
+    audio: Option<&(AudioSide, String)>,
+) -> Ending {
+    let normal = matches!(
+        reason,
+        EndReason::HungUp | EndReason::Remote(Remote::HungUp)
+    );
+    if let Some(up) = connected_for {
+        let took = clock(up);
+        let text = if normal {
+            format!("Call with {peer} ended after {took}.")
+        } else {
+            format!(
+                "Call with {peer} ended after {took}: {}",
+                why(reason, peer, outgoing, audio)
+            )
+        };
+        return Ending {
+            text,
+            failure: !normal,
+            outcome: took,
+        };
+    }
+    if is_missed(reason, outgoing) {
+        return Ending {
+            text: format!("You missed a call from {peer}."),
+            failure: false,
+            outcome: "missed".into(),
+        };
+    }
+    let by_us = matches!(
+        reason,
+        EndReason::HungUp | EndReason::Cancelled | EndReason::Declined
+    );
+    Ending {
+        text: why(reason, peer, outgoing, audio),
+        failure: !by_us,
+        outcome: outcome(reason).into(),
+    }
+}
+
+/// An incoming call that ended before we answered because the caller gave up or the server
+/// stopped ringing.
+fn is_missed(reason: &EndReason, outgoing: bool) -> bool {
+    !outgoing
+        && matches!(
+            reason,
+            EndReason::Remote(Remote::Cancelled | Remote::NoAnswer)
+        )
+}
+
+/// Why a call ended, as one sentence.
+fn why(
+    reason: &EndReason,
+    peer: &str,
+    outgoing: bool,
+    audio: Option<&(AudioSide, String)>,
+) -> String {
+    match reason {
+        EndReason::HungUp => format!("Call with {peer} ended."),
+        EndReason::Cancelled if outgoing => cancelled_by_you(peer),
+        EndReason::Cancelled => format!("The call from {peer} was cancelled."),
+        EndReason::Declined => declined_by_you(peer),
+        EndReason::Remote(remote) => match remote {
+            Remote::HungUp => format!("{peer} hung up."),
+            Remote::Cancelled if outgoing => format!("The call to {peer} was cancelled."),
+            Remote::Cancelled => format!("{peer} gave up before you answered."),
+            Remote::Rejected => format!("{peer} declined the call."),
+            Remote::Busy => format!("{peer} is busy in another call."),
+            Remote::Offline => format!("{peer} is not online right now."),
+            Remote::NoAnswer if outgoing => format!("{peer} did not answer."),
+            Remote::NoAnswer => format!("You did not answer {peer} in time."),
+            Remote::PeerLost => format!("The connection to {peer} was lost."),
+            Remote::ServerError => "The server dropped the call.".into(),
+            Remote::RelayLimit => {
+                "The server would not carry the call (it relays one call per person).".into()
+            }
+        },
+        EndReason::ServerLost => {
+            format!("The server went away, and the call with {peer} needed it.")
+        }
+        EndReason::ServerUnreachable => {
+            format!("Cannot call {peer}: the server cannot be reached right now.")
+        }
+        EndReason::PeerSilent => {
+            format!("Nothing came from {peer} for 5 seconds: the connection was lost.")
+        }
+        EndReason::SelfCall => SELF_CALL.into(),
+        EndReason::Local => match audio {
+            Some((side, detail)) => audio_failed(side, detail),
+            None => "The call failed on this computer (an audio device or the network).".into(),
+        },
+    }
+}
+
+/// What calling your own name says.
+pub const SELF_CALL: &str = "That is you: call someone else, or echo to hear yourself.";
+
+/// A few words for the recent calls list.
+fn outcome(reason: &EndReason) -> &'static str {
+    match reason {
+        EndReason::HungUp | EndReason::Remote(Remote::HungUp) => "ended",
+        EndReason::Cancelled | EndReason::Remote(Remote::Cancelled) => "cancelled",
+        EndReason::Declined | EndReason::Remote(Remote::Rejected) => "declined",
+        EndReason::Remote(Remote::Busy) => "busy",
+        EndReason::Remote(Remote::Offline) => "offline",
+        EndReason::Remote(Remote::NoAnswer) => "no answer",
+        EndReason::Remote(Remote::PeerLost) | EndReason::PeerSilent => "connection lost",
+        EndReason::Remote(Remote::ServerError | Remote::RelayLimit) => "server error",
+        EndReason::ServerLost => "server lost",
+        EndReason::ServerUnreachable => "no server",
+        EndReason::SelfCall => "that is you",
+        EndReason::Local => "failed",
+    }
+}
+
+/// We gave up on a call before an answer.
+pub fn cancelled_by_you(peer: &str) -> String {
+    format!("You cancelled the call to {peer}.")
+}
+
+/// We rejected an incoming call.
+pub fn declined_by_you(peer: &str) -> String {
+    format!("You declined the call from {peer}.")
+}
+
+/// We hung up a call that was up for `took`.
+pub fn hung_up(peer: &str, took: Duration) -> String {
+    format!("Call with {peer} ended after {}.", clock(took))
+}
+
+/// Recent-list outcomes of what the user did.
+pub const OUTCOME_CANCELLED: &str = "cancelled";
+/// See [`OUTCOME_CANCELLED`].
+pub const OUTCOME_DECLINED: &str = "declined";
+/// See [`OUTCOME_CANCELLED`].
+pub const OUTCOME_HUNG_UP: &str = "hung up";
+/// See [`OUTCOME_CANCELLED`].
+pub const OUTCOME_FAILED: &str = "failed";
+
+/// The engine stopped during a call with `peer`; `why` is [`failed`]'s sentence.
+pub fn call_failed(peer: &str, why: &str) -> String {
+    format!("The call with {peer} failed: {why}")
+}
+
+/// An audio device that failed. Only the first clause of `detail` is shown: what follows
+/// (the list of devices present) belongs in Settings.
+pub fn audio_failed(side: &AudioSide, detail: &str) -> String {
+    let detail = detail.split("; ").next().unwrap_or(detail).trim();
+    match side {
+        AudioSide::Microphone => {
+            format!("No microphone could be opened ({detail}). Pick another one in Settings.")
+        }
+        AudioSide::Speaker => {
+            format!("No speaker could be opened ({detail}). Pick another one in Settings.")
+        }
+    }
+}
+
+/// The server refused something after registration; `message` is its text for people.
+pub fn refused(message: &str) -> String {
+    format!("The server refused: {}", sentence(message))
+}
+
+/// The engine is gone and a command could not be sent.
+pub const ENGINE_NOT_RUNNING: &str = "The call engine is not running.";
+
+// ----- the registration line -----
+
+/// While the engine reaches the server.
+pub fn connecting(server: &str) -> String {
+    format!("Connecting to {}…", shown(server))
+}
+
+/// Registered.
+pub fn online(server: &str) -> String {
+    format!("Online: registered at {}", shown(server))
+}
+
+/// The server was lost; the engine tries again in `left`.
+pub fn offline(reason: &ServerLoss, left: Duration) -> String {
+    let why = match reason {
+        ServerLoss::Closed => "it closed the connection".to_owned(),
+        ServerLoss::Unreachable { detail } => format!("cannot reach it: {}", detail.trim()),
+        ServerLoss::NotAnswering => "it stopped answering".to_owned(),
+    };
+    match whole_seconds(left) {
+        0 => format!("Lost the server ({why}); trying again now."),
+        n => format!("Lost the server ({why}); trying again in {n} s."),
+    }
+}
+
+/// Another device registered our name.
+pub fn replaced(name: &str) -> String {
+    format!("{name} signed in on another device.")
+}
+
+/// The label of the button that takes the name back after [`replaced`].
+pub const SIGN_IN_AGAIN: &str = "Sign in here again";
+
+/// When the app starts the engine again.
+pub fn retry_in(left: Duration) -> String {
+    format!("Trying again in {} s.", whole_seconds(left).max(1))
+}
+
+/// Why the app is not connected to `server`.
+pub fn failed(server: &str, failure: &Failure) -> String {
+    let server = shown(server);
+    match failure {
+        Failure::Stopped(None) => format!("Not connected to {server}: the call engine stopped."),
+        Failure::Stopped(Some(reason)) => stopped(server, reason),
+        Failure::Start(why) | Failure::Settings(why) => {
+            format!("Not connected to {server}: {}", sentence(why))
+        }
+    }
+}
+
+fn stopped(server: &str, reason: &StopReason) -> String {
+    match reason {
+        StopReason::Unreachable { detail } => {
+            format!(
+                "The server {server} cannot be reached: {}",
+                sentence(detail)
+            )
+        }
+        StopReason::NameTaken => format!(
+            "Your name is taken on {server}: someone else registered it first. Choose another \
+             name in Settings."
+        ),
+        StopReason::BadName => {
+            format!("{server} does not accept your name. Choose another name in Settings.")
+        }
+        StopReason::BadSignature => format!(
+            "{server} did not accept your key's signature for your name. Choose another name \
+             in Settings."
+        ),
+        StopReason::ServerFull => {
+            format!("{server} is full: it has no room for more people right now.")
+        }
+        StopReason::Incompatible { detail } => format!(
+            "{server} has no call service for this app ({}): set a server that has it in \
+             Settings.",
+            detail.trim()
+        ),
+        StopReason::Local { detail } => {
+            format!(
+                "Pinhole could not run on this computer: {}",
+                sentence(detail)
+            )
+        }
+    }
+}
+
+/// Why a call to `peer` is not placed now (the registration is not [`Link::Registered`]).
+pub fn cannot_call(peer: &str, link: &Link, name: &str) -> String {
+    match link {
+        Link::Off | Link::Connecting { .. } | Link::Registered { .. } => {
+            format!("Cannot call {peer} yet: still connecting to the server.")
+        }
+        Link::Offline { .. } => {
+            format!("Cannot call {peer} now: the server was lost and the app is reaching it again.")
+        }
+        Link::Replaced { .. } => format!(
+            "Cannot call {peer}: {} Press \"{SIGN_IN_AGAIN}\" first.",
+            replaced(name)
+        ),
+        Link::Failed {
+            server, failure, ..
+        } => format!("Cannot call {peer}: {}", failed(server, failure)),
+    }
+}
+
+/// A name that cannot be called.
+pub fn bad_name(peer: &str, why: &str) -> String {
+    format!("Cannot call {peer:?}: {why}.")
+}
+
+/// "the server" for an empty address.
+fn shown(server: &str) -> &str {
+    if server.is_empty() {
+        "the server"
+    } else {
+        server
+    }
+}
+
+/// Whole seconds, rounded up.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Capitalised, with a full stop.
+pub fn sentence(text: &str) -> String {
+    let mut s = text.trim().to_owned();
+    if let Some(first) = s.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    if !s.ends_with(['.', '!', '?']) {
+        s.push('.');
+    }
+    s
+}
+
+/// m:ss, or h:mm:ss.
+pub fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// How long ago, in words.
+pub fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => "just now".into(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86_400 => format!("{} h ago", secs / 3600),
+        86_400..172_800 => "yesterday".into(),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_connected(reason: EndReason, outgoing: bool) -> Ending {
+        ending(&reason, "bob", outgoing, None, None)
+    }
+
+    #[test]
+    fn every_end_reason_has_its_own_words() {
+        let reasons = [
+            EndReason::HungUp,
+            EndReason::Cancelled,
+            EndReason::Declined,
+            EndReason::Remote(Remote::HungUp),
+            EndReason::Remote(Remote::Cancelled),
+            EndReason::Remote(Remote::Rejected),
+            EndReason::Remote(Remote::Busy),
+            EndReason::Remote(Remote::Offline),
+            EndReason::Remote(Remote::NoAnswer),
+            EndReason::Remote(Remote::PeerLost),
+            EndReason::Remote(Remote::ServerError),
+            EndReason::Remote(Remote::RelayLimit),
+            EndReason::ServerLost,
+            EndReason::ServerUnreachable,
+            EndReason::PeerSilent,
+            EndReason::SelfCall,
+            EndReason::Local,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for reason in &reasons {
+            let text = not_connected(*reason, true).text;
+            assert!(text.ends_with('.'), "{reason:?}: {text}");
+            assert!(
+                seen.insert(text.clone()),
+                "{reason:?} says the same as another: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn calling_yourself_is_not_busy() {
+        let e = not_connected(EndReason::SelfCall, true);
+        assert_eq!(e.text, SELF_CALL);
+        assert_eq!(e.outcome, "that is you");
+        assert!(!e.text.contains("busy"));
+    }
+
+    #[test]
+    fn an_incoming_call_the_caller_gave_up_is_missed() {
+        for reason in [
+            EndReason::Remote(Remote::Cancelled),
+            EndReason::Remote(Remote::NoAnswer),
+        ] {
+            let e = not_connected(reason, false);
+            assert_eq!(e.text, "You missed a call from bob.");
+            assert_eq!(e.outcome, "missed");
+            assert!(!e.failure);
+        }
+        // Placed by us, the same reason is not a missed call.
+        assert_eq!(
+            not_connected(EndReason::Remote(Remote::NoAnswer), true).text,
+            "bob did not answer."
+        );
+    }
+
+    #[test]
+    fn a_connected_call_says_how_long_and_why_it_ended_abnormally() {
+        let up = Some(Duration::from_secs(83));
+        let e = ending(&EndReason::Remote(Remote::HungUp), "bob", true, up, None);
+        assert_eq!(e.text, "Call with bob ended after 1:23.");
+        assert!(!e.failure);
+        assert_eq!(e.outcome, "1:23");
+        let e = ending(&EndReason::PeerSilent, "bob", true, up, None);
+        assert!(e.failure);
+        assert!(
+            e.text
+                .starts_with("Call with bob ended after 1:23: Nothing came")
+        );
+    }
+
+    #[test]
+    fn a_failed_device_is_named_without_the_device_list() {
+        let audio = (
+            AudioSide::Microphone,
+            "no audio input device named \"USB\"; available: \"pulse\" (PulseAudio)".to_owned(),
+        );
+        let e = ending(&EndReason::Local, "echo", true, None, Some(&audio));
+        assert_eq!(
+            e.text,
+            "No microphone could be opened (no audio input device named \"USB\"). Pick another \
+             one in Settings."
+        );
+        let speaker = audio_failed(&AudioSide::Speaker, "device busy");
+        assert_eq!(
+            speaker,
+            "No speaker could be opened (device busy). Pick another one in Settings."
+        );
+    }
+
+    #[test]
+    fn the_registration_line_counts_down_in_whole_seconds() {
+        let loss = ServerLoss::NotAnswering;
+        assert_eq!(
+            offline(&loss, Duration::from_millis(2_100)),
+            "Lost the server (it stopped answering); trying again in 3 s."
+        );
+        assert_eq!(
+            offline(&loss, Duration::ZERO),
+            "Lost the server (it stopped answering); trying again now."
+        );
+        assert_eq!(retry_in(Duration::ZERO), "Trying again in 1 s.");
+        assert_eq!(replaced("bob"), "bob signed in on another device.");
+    }
+
+    #[test]
+    fn stop_reasons_say_what_to_do() {
+        let server = "s.example:3478";
+        let say = |r: StopReason| failed(server, &Failure::Stopped(Some(r)));
+        assert!(say(StopReason::NameTaken).starts_with("Your name is taken on s.example:3478"));
+        assert!(say(StopReason::BadName).contains("does not accept your name"));
+        assert!(say(StopReason::BadSignature).contains("signature"));
+        assert_eq!(
+            say(StopReason::Unreachable {
+                detail: "connection refused".into()
+            }),
+            "The server s.example:3478 cannot be reached: Connection refused."
+        );
+        assert_eq!(
+            failed("", &Failure::Stopped(None)),
+            "Not connected to the server: the call engine stopped."
+        );
+    }
+
+    #[test]
+    fn clock_and_ago() {
+        assert_eq!(clock(Duration::from_secs(59)), "0:59");
+        assert_eq!(clock(Duration::from_secs(3_723)), "1:02:03");
+        assert_eq!(ago(30), "just now");
+        assert_eq!(ago(7_200), "2 h ago");
+        assert_eq!(sentence("no route"), "No route.");
+    }
+}
