@@ -122,7 +122,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     server_config.alternate_port = true;
     let mut server = Server::new(server_config, secret);
     if let Some(path) = &config.names_file {
-        let names = crate::calls::read_names_file(path)?;
+        let names = crate::names_file::read(path)?;
         tracing::info!(names = names.len(), path = %path.display(), "names loaded");
         server.calls_mut().load_names(names);
     }
@@ -187,7 +187,7 @@ fn save_names(shared: &Mutex<Shared>, path: Option<&std::path::Path>) {
         }
         s.server.calls().names_snapshot()
     };
-    if let Err(err) = crate::calls::write_names_file(path, &names) {
+    if let Err(err) = crate::names_file::write(path, &names) {
         tracing::warn!(path = %path.display(), "writing the names file: {err}");
         lock(shared).server.calls_mut().mark_names_changed();
     }

@@ -371,7 +371,7 @@ fn call(
 fn first_direct(peer: &Peer) -> Option<(Duration, SocketAddr)> {
     peer.events.iter().find_map(|(t, e)| match e {
         PunchEvent::DirectPath(addr) => Some((*t, *addr)),
-        PunchEvent::DirectLost(_) => None,
+        PunchEvent::DirectLost(_) | PunchEvent::PeerHungUp => None,
     })
 }
 

@@ -15,7 +15,7 @@ use traversal::calls::registration_message;
 use traversal::channel::{self, Kind};
 use traversal::client::{self, Client, Socket};
 use traversal::control::{
-    self, ClientMessage, EndReason as WireReason, FrameDecoder, ServerMessage, ServerSignal,
+    self, ClientMessage, EndReason as WireReason, FrameDecoder, ServerMessage,
 };
 use traversal::punch::{Punch, PunchConfig, PunchEvent};
 
@@ -485,26 +485,25 @@ impl Runner {
             return;
         }
         loop {
-            let value = match self.decoder.next_message::<serde_json::Value>() {
-                Ok(Some(value)) => value,
+            let message = match self.decoder.next_message::<ServerMessage>() {
+                Ok(Some(message)) => message,
                 Ok(None) => return,
                 Err(e) => {
                     self.fail(format!("control connection: {e}"));
                     return;
                 }
             };
-            if let Ok(message) = serde_json::from_value::<ServerMessage>(value.clone()) {
-                self.client.handle_tcp(now, &control::encode(&message));
-            }
-            if value["type"] == "welcome" {
-                // The registration challenge rides on the traversal client's Welcome.
-                let challenge = value["challenge"].as_str().unwrap_or_default().to_owned();
-                self.handle_welcome(&challenge);
-                continue;
-            }
-            match serde_json::from_value::<ServerSignal>(value) {
-                Ok(message) => self.handle_server(now, message),
-                Err(e) => tracing::trace!("not a call message: {e}"),
+            match message {
+                ServerMessage::Welcome { ref challenge, .. } => {
+                    let challenge = challenge.clone();
+                    self.client.handle_message(now, message);
+                    self.handle_welcome(&challenge);
+                }
+                ServerMessage::UdpSeen { .. }
+                | ServerMessage::ProbeSent { .. }
+                | ServerMessage::ProbeFailed { .. }
+                | ServerMessage::Pong { .. } => self.client.handle_message(now, message),
+                other => self.handle_server(now, other),
             }
         }
     }
@@ -542,14 +541,14 @@ impl Runner {
         });
     }
 
-    fn handle_server(&mut self, now: Instant, message: ServerSignal) {
+    fn handle_server(&mut self, now: Instant, message: ServerMessage) {
         match message {
-            ServerSignal::Registered { name } => {
+            ServerMessage::Registered { name } => {
                 tracing::info!(name, "name registered");
                 self.name_registered = true;
                 self.maybe_announce();
             }
-            ServerSignal::Error { code, message } => {
+            ServerMessage::Error { code, message } => {
                 if !self.name_registered && FATAL_CODES.contains(&code.as_str()) {
                     self.fail(format!(
                         "cannot register {:?}: {message} ({code})",
@@ -567,7 +566,7 @@ impl Runner {
                         .send(Event::Error(format!("server: {message} ({code})")));
                 }
             }
-            ServerSignal::Incoming {
+            ServerMessage::Incoming {
                 call_id,
                 from,
                 candidates,
@@ -588,7 +587,7 @@ impl Runner {
                 self.send_tcp(&ClientMessage::Ringing { call_id });
                 self.events.send(Event::Incoming { from });
             }
-            ServerSignal::Ringing { call_id } => {
+            ServerMessage::Ringing { call_id } => {
                 if let Call::Placing {
                     call_id: id, peer, ..
                 } = &self.call
@@ -598,17 +597,18 @@ impl Runner {
                     self.events.send(Event::Ringing { peer });
                 }
             }
-            ServerSignal::Connected {
+            ServerMessage::Connected {
                 call_id,
                 candidates,
                 secret,
                 channel,
             } => self.handle_connected(now, call_id, candidates, &secret, channel),
-            ServerSignal::Ended { call_id, reason } => {
+            ServerMessage::Ended { call_id, reason } => {
                 if self.call.id() == Some(call_id) {
                     self.end_call(now, wire_reason(reason));
                 }
             }
+            _ => {}
         }
     }
 
@@ -716,6 +716,8 @@ impl Runner {
                 },
                 None,
             ),
+            // This interim loop ends calls through the server only.
+            PunchEvent::PeerHungUp => return,
         };
         if media.set_path(path) {
             self.events.send(Event::PathChanged {

@@ -2,6 +2,17 @@
 //!
 //! Listens on one port for both UDP and TCP (default 0.0.0.0:3478). The serving is
 //! [`traversal::rendezvous`]; this file holds the flags, the logging and the signals.
+//!
+//! Ready signal: once both sockets listen (and the alternate UDP port that answers filtering
+//! probes), the server prints ONE line of JSON on stdout and nothing else there:
+//!
+//! ```text
+//! {"event":"ready","udp":"127.0.0.1:41234","tcp":"127.0.0.1:41234","alternate":"127.0.0.1:41235"}
+//! ```
+//!
+//! A supervisor or a test reads that line instead of the log (stderr), whose wording may
+//! change; with `--listen HOST:0` it is the way to learn the port. Tests start the server
+//! through `pinhole_tests::Rendezvous`, which waits for it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,10 +28,16 @@ use traversal::server;
 /// relay between the two parties of a call and an echo service, and plain STUN Binding answers
 /// for any STUN client.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Ready signal: once it listens, the server prints one JSON line on stdout, \
+                  {\"event\":\"ready\",\"udp\":\"IP:PORT\",\"tcp\":\"IP:PORT\",\"alternate\":\"IP:PORT\"}, \
+                  and nothing else there (the log goes to stderr)."
+)]
 struct Args {
-    /// Address to listen on, for both UDP and TCP. Port 0 picks a free port (the log line
-    /// "listening udp=... tcp=..." says which).
+    /// Address to listen on, for both UDP and TCP. Port 0 picks a free port (the ready line on
+    /// stdout says which).
     #[arg(long, default_value = "0.0.0.0:3478")]
     listen: SocketAddr,
     /// Most registrations (and TCP control connections) held at once; more are refused with
@@ -47,11 +64,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+        .from_env_lossy();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
@@ -83,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         let addr = server.local_addr();
         tracing::info!(udp = %addr, tcp = %addr, "listening");
         tracing::info!(udp = %server.alternate_addr(), "alternate port for filtering probes");
+        say_ready(addr, server.alternate_addr());
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -90,4 +108,17 @@ fn main() -> anyhow::Result<()> {
         server.stop();
         anyhow::Ok(())
     })
+}
+
+/// Prints the ready line on stdout (see the crate docs). A closed stdout is no reason to stop
+/// serving, so a failed write is only logged.
+fn say_ready(addr: SocketAddr, alternate: SocketAddr) {
+    use std::io::Write;
+    // Socket addresses print without quotes or backslashes: no escaping needed.
+    let line =
+        format!(r#"{{"event":"ready","udp":"{addr}","tcp":"{addr}","alternate":"{alternate}"}}"#);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        tracing::warn!("ready line not written: {err}");
+    }
 }

@@ -25,11 +25,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::channel;
-pub use crate::control::{EndReason, ServerSignal};
+pub use crate::control::{EndReason, ServerMessage};
 use crate::server::{ConnId, hex, unhex};
 
 /// The echo service's name: calls to it are answered by the server.
@@ -241,7 +240,7 @@ pub struct Calls {
     calls: HashMap<CallKey, Call>,
     next_call: CallKey,
     routes: HashMap<SocketAddr, Route>,
-    out: VecDeque<(ConnId, ServerSignal)>,
+    out: VecDeque<(ConnId, ServerMessage)>,
     stats: CallStats,
 }
 
@@ -287,7 +286,7 @@ impl Calls {
     }
 
     /// The next message for a control connection.
-    pub fn poll_signal(&mut self) -> Option<(ConnId, ServerSignal)> {
+    pub fn poll_signal(&mut self) -> Option<(ConnId, ServerMessage)> {
         self.out.pop_front()
     }
 
@@ -483,7 +482,7 @@ impl Calls {
         }
         self.out.push_back((
             conn,
-            ServerSignal::Registered {
+            ServerMessage::Registered {
                 name: name.to_string(),
             },
         ));
@@ -538,7 +537,7 @@ impl Calls {
         );
         self.out.push_back((
             callee,
-            ServerSignal::Incoming {
+            ServerMessage::Incoming {
                 call_id,
                 from: from.to_string(),
                 candidates,
@@ -557,7 +556,7 @@ impl Calls {
             _ => return,
         };
         self.out
-            .push_back((caller, ServerSignal::Ringing { call_id }));
+            .push_back((caller, ServerMessage::Ringing { call_id }));
     }
 
     /// `Accept { call_id, candidates }` from the callee: both get `Connected`.
@@ -574,7 +573,7 @@ impl Calls {
         let (caller, channel, secret) = (call.caller, call.channel, hex(&call.secret));
         self.out.push_back((
             caller,
-            ServerSignal::Connected {
+            ServerMessage::Connected {
                 call_id,
                 candidates,
                 secret: secret.clone(),
@@ -583,7 +582,7 @@ impl Calls {
         ));
         self.out.push_back((
             conn,
-            ServerSignal::Connected {
+            ServerMessage::Connected {
                 call_id,
                 candidates: caller_candidates,
                 secret,
@@ -717,7 +716,7 @@ impl Calls {
                 (call.caller, call.id, call.channel, hex(&call.secret));
             self.out.push_back((
                 caller,
-                ServerSignal::Connected {
+                ServerMessage::Connected {
                     call_id,
                     candidates: Vec::new(),
                     secret,
@@ -826,7 +825,7 @@ impl Calls {
 
     fn ended(&mut self, conn: ConnId, call_id: u64, reason: EndReason) {
         self.out
-            .push_back((conn, ServerSignal::Ended { call_id, reason }));
+            .push_back((conn, ServerMessage::Ended { call_id, reason }));
     }
 
     fn refuse(&mut self, conn: ConnId, code: &str, message: &str) {
@@ -837,7 +836,7 @@ impl Calls {
     fn error(&mut self, conn: ConnId, code: &str, message: &str) {
         self.out.push_back((
             conn,
-            ServerSignal::Error {
+            ServerMessage::Error {
                 code: code.into(),
                 message: message.into(),
             },
@@ -859,14 +858,9 @@ impl Calls {
     }
 }
 
-/// Reads a names file: one `name public-key-hex` per line. Lines that do not parse are skipped
-/// (and logged); a missing file is an empty table.
-pub fn read_names_file(path: &Path) -> std::io::Result<Vec<(String, [u8; 32])>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+/// Parses the text of a names file: one `name public-key-hex` per line. Lines that do not
+/// parse are skipped (and logged with their number); blank lines are ignored.
+pub fn parse_names(text: &str) -> Vec<(String, [u8; 32])> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let mut parts = line.split_whitespace();
@@ -879,17 +873,14 @@ pub fn read_names_file(path: &Path) -> std::io::Result<Vec<(String, [u8; 32])>> 
         };
         match entry {
             Some(entry) => out.push(entry),
-            None => {
-                tracing::warn!(line = n + 1, path = %path.display(), "names file: line skipped")
-            }
+            None => tracing::warn!(line = n + 1, "names file: line skipped"),
         }
     }
-    Ok(out)
+    out
 }
 
-/// Writes a names file atomically: to a temporary file next to it, synced, then renamed over it.
-pub fn write_names_file(path: &Path, names: &[(String, [u8; 32])]) -> std::io::Result<()> {
-    use std::io::Write;
+/// The text of a names file for `names` (what [`parse_names`] reads back).
+pub fn format_names(names: &[(String, [u8; 32])]) -> String {
     let mut text = String::with_capacity(names.len() * 80);
     for (name, key) in names {
         text.push_str(name);
@@ -897,19 +888,14 @@ pub fn write_names_file(path: &Path, names: &[(String, [u8; 32])]) -> std::io::R
         text.push_str(&hex(key));
         text.push('\n');
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    text
 }
 
 #[cfg(test)]
 mod tests {
+    // A test's virtual clock starts at any instant; none is read again.
+    #![allow(clippy::disallowed_methods)]
+
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
@@ -946,7 +932,7 @@ mod tests {
             }
         }
 
-        fn drain(&mut self) -> Vec<(ConnId, ServerSignal)> {
+        fn drain(&mut self) -> Vec<(ConnId, ServerMessage)> {
             std::iter::from_fn(|| self.calls.poll_signal()).collect()
         }
 
@@ -956,7 +942,7 @@ mod tests {
             conn: ConnId,
             name: &str,
             key: &SigningKey,
-        ) -> Vec<(ConnId, ServerSignal)> {
+        ) -> Vec<(ConnId, ServerMessage)> {
             let challenge = self.calls.open(conn);
             let (pk, sig) = sign(key, name, &challenge);
             self.calls.register(conn, name, &pk, &sig);
@@ -977,30 +963,30 @@ mod tests {
             self.calls.accept(2, 77, vec![addr(2)]);
             let out = self.drain();
             match &out[..] {
-                [_, (1, ServerSignal::Connected { channel, .. }), (2, _)] => *channel,
+                [_, (1, ServerMessage::Connected { channel, .. }), (2, _)] => *channel,
                 other => panic!("{other:?}"),
             }
         }
     }
 
-    fn registered(name: &str) -> ServerSignal {
-        ServerSignal::Registered { name: name.into() }
+    fn registered(name: &str) -> ServerMessage {
+        ServerMessage::Registered { name: name.into() }
     }
 
-    fn ended(call_id: u64, reason: EndReason) -> ServerSignal {
-        ServerSignal::Ended { call_id, reason }
+    fn ended(call_id: u64, reason: EndReason) -> ServerMessage {
+        ServerMessage::Ended { call_id, reason }
     }
 
-    fn code(signal: &ServerSignal) -> &str {
+    fn code(signal: &ServerMessage) -> &str {
         match signal {
-            ServerSignal::Error { code, .. } => code,
+            ServerMessage::Error { code, .. } => code,
             other => panic!("not an error: {other:?}"),
         }
     }
 
     #[test]
     fn wire_form_matches_the_design() {
-        let frame = crate::control::encode(&ServerSignal::Ended {
+        let frame = crate::control::encode(&ServerMessage::Ended {
             call_id: 3,
             reason: EndReason::NoAnswer,
         });
@@ -1008,7 +994,7 @@ mod tests {
             &frame[4..],
             br#"{"type":"ended","call_id":3,"reason":"no_answer"}"#
         );
-        let frame = crate::control::encode(&ServerSignal::Connected {
+        let frame = crate::control::encode(&ServerMessage::Connected {
             call_id: 1,
             candidates: vec![addr(1)],
             secret: "00".into(),
@@ -1078,7 +1064,7 @@ mod tests {
         );
         assert!(
             out.iter().any(|(c, s)| *c == 2
-                && matches!(s, ServerSignal::Error { code, .. } if code == "replaced"))
+                && matches!(s, ServerMessage::Error { code, .. } if code == "replaced"))
         );
         assert_eq!(out.last(), Some(&(5, registered("bob"))));
         // Calls to bob now ring the new connection; the old one's close changes nothing.
@@ -1086,7 +1072,7 @@ mod tests {
         h.calls.call(h.now, 1, 78, "bob", vec![]);
         let out = h.drain();
         assert!(
-            matches!(&out[..], [(5, ServerSignal::Incoming { call_id: 78, from, .. })] if from == "alice"),
+            matches!(&out[..], [(5, ServerMessage::Incoming { call_id: 78, from, .. })] if from == "alice"),
             "{out:?}"
         );
         assert_eq!(h.calls.stats().online, 2);
@@ -1137,7 +1123,7 @@ mod tests {
             h.drain(),
             [(
                 2,
-                ServerSignal::Incoming {
+                ServerMessage::Incoming {
                     call_id: 77,
                     from: "alice".into(),
                     candidates: many[..MAX_CANDIDATES].to_vec(),
@@ -1147,7 +1133,7 @@ mod tests {
         h.calls.ringing(2, 77);
         h.calls.ringing(1, 77); // The caller cannot ring.
         h.calls.ringing(2, 99); // Another call id: nothing.
-        assert_eq!(h.drain(), [(1, ServerSignal::Ringing { call_id: 77 })]);
+        assert_eq!(h.drain(), [(1, ServerMessage::Ringing { call_id: 77 })]);
         h.calls.accept(1, 77, vec![]); // Only the callee accepts.
         assert!(h.drain().is_empty());
         h.calls.accept(2, 77, vec![addr(2)]);
@@ -1155,7 +1141,7 @@ mod tests {
         let [
             (
                 1,
-                ServerSignal::Connected {
+                ServerMessage::Connected {
                     call_id: 77,
                     candidates: to_alice,
                     secret: s1,
@@ -1164,7 +1150,7 @@ mod tests {
             ),
             (
                 2,
-                ServerSignal::Connected {
+                ServerMessage::Connected {
                     call_id: 77,
                     candidates: to_bob,
                     secret: s2,
@@ -1188,7 +1174,7 @@ mod tests {
         h.calls.call(h.now, 1, 78, "bob", vec![]);
         h.calls.accept(2, 78, vec![]);
         let out = h.drain();
-        assert!(matches!(&out[1].1, ServerSignal::Connected { secret, .. } if secret != s1));
+        assert!(matches!(&out[1].1, ServerMessage::Connected { secret, .. } if secret != s1));
     }
 
     #[test]
@@ -1373,7 +1359,7 @@ mod tests {
         let [
             (
                 1,
-                ServerSignal::Connected {
+                ServerMessage::Connected {
                     call_id: 4,
                     candidates,
                     secret,
@@ -1414,15 +1400,10 @@ mod tests {
         assert_eq!(h.join(4, "a", &key(1)), [(4, registered("a"))]);
         assert_eq!(h.calls.stats().names, 2);
 
-        let dir = std::env::temp_dir().join(format!("pinhole-names-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("names");
-        assert!(read_names_file(&path).unwrap().is_empty());
-        write_names_file(&path, &h.calls.names_snapshot()).unwrap();
-        let mut text = std::fs::read_to_string(&path).unwrap();
+        assert!(parse_names("").is_empty());
+        let mut text = format_names(&h.calls.names_snapshot());
         text.push_str("bad line\n\nEcho 00\n");
-        std::fs::write(&path, text).unwrap();
-        let names = read_names_file(&path).unwrap();
+        let names = parse_names(&text);
         assert_eq!(names, h.calls.names_snapshot());
         let mut fresh = Calls::new(
             CallsConfig {
@@ -1437,7 +1418,6 @@ mod tests {
             fresh.name_key("a"),
             Some(*key(1).verifying_key().as_bytes())
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[derive(Debug, Clone)]

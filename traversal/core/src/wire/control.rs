@@ -109,6 +109,9 @@ pub enum ClientMessage {
     Reject { call_id: u64, reason: EndReason },
     /// Either side ends the call (the caller before an answer: a cancel).
     HangUp { call_id: u64 },
+    /// Is the server there? Answered with [`ServerMessage::Pong`] at once: a client notices a
+    /// server that stopped answering without waiting for keepalives to go unanswered.
+    Ping { nonce: u64 },
 }
 
 /// Messages from server to client.
@@ -126,6 +129,11 @@ pub enum ServerMessage {
         private_network: bool,
         /// How long the server keeps a mapping with no UDP from it.
         idle_timeout_s: u64,
+        /// The registration challenge (hex, [`crate::calls::CHALLENGE_LEN`] bytes): a client
+        /// claims its name by signing it ([`ClientMessage::Register`]). Empty from a server
+        /// without the call service.
+        #[serde(default)]
+        challenge: String,
     },
     /// The server saw an authenticated UDP request from `mapped` (sent for the first one of a
     /// socket and whenever the address changes).
@@ -134,7 +142,30 @@ pub enum ServerMessage {
     ProbeSent { nonce: u64, to: SocketAddr },
     /// The server knows no mapping for the probe's target, or is rate-limiting probes.
     ProbeFailed { nonce: u64, reason: String },
-    /// Something the client sent was refused; `code` is a stable identifier.
+    /// Answer to [`ClientMessage::Ping`].
+    Pong { nonce: u64 },
+    /// Call signalling (docs/calls.md). The name is the client's.
+    Registered { name: String },
+    /// To the callee: someone calls, with the caller's candidates.
+    Incoming {
+        call_id: u64,
+        from: String,
+        candidates: Vec<SocketAddr>,
+    },
+    /// To the caller: the callee's phone rings.
+    Ringing { call_id: u64 },
+    /// To both: the call is up. `candidates` are the other side's; `secret` (hex, 16 bytes)
+    /// keys the connectivity checks; `channel` (0x4000-0x4FFF) is the relay channel.
+    Connected {
+        call_id: u64,
+        candidates: Vec<SocketAddr>,
+        secret: String,
+        channel: u16,
+    },
+    /// The call is over.
+    Ended { call_id: u64, reason: EndReason },
+    /// Something the client sent was refused; `code` is a stable identifier (`name_taken`,
+    /// `bad_signature`, `bad_name`, `server_full`, `not_registered`, `replaced`...).
     Error { code: String, message: String },
 }
 
@@ -160,48 +191,6 @@ pub enum EndReason {
     ServerError,
     /// Too many calls for one client.
     RelayLimit,
-}
-
-/// Call signalling from server to client (docs/calls.md), on the control connection with the
-/// same framing and tagging as [`ServerMessage`], whose `Error` it shares. A separate enum
-/// because the traversal client matches every [`ServerMessage`] and has no use for these; the
-/// app reads both from the one stream. `Welcome` carries the registration `challenge` (hex, 32
-/// bytes) as an extra field (see [`encode_welcome`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerSignal {
-    /// The name is the client's.
-    Registered { name: String },
-    /// To the callee: someone calls, with the caller's candidates.
-    Incoming {
-        call_id: u64,
-        from: String,
-        candidates: Vec<SocketAddr>,
-    },
-    /// To the caller: the callee's phone rings.
-    Ringing { call_id: u64 },
-    /// To both: the call is up. `candidates` are the other side's; `secret` (hex, 16 bytes)
-    /// keys the connectivity checks; `channel` (0x4000-0x4FFF) is the relay channel.
-    Connected {
-        call_id: u64,
-        candidates: Vec<SocketAddr>,
-        secret: String,
-        channel: u16,
-    },
-    /// The call is over.
-    Ended { call_id: u64, reason: EndReason },
-    /// Something the client sent was refused; `code` is a stable identifier (`name_taken`,
-    /// `bad_signature`, `bad_name`, `server_full`, `not_registered`, `replaced`...).
-    Error { code: String, message: String },
-}
-
-/// Encodes `message` (a `Welcome`) as a frame with a `challenge` field added.
-pub fn encode_welcome(message: &ServerMessage, challenge: &str) -> Vec<u8> {
-    let mut value = serde_json::to_value(message).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.insert("challenge".into(), challenge.into());
-    }
-    encode(&value)
 }
 
 /// Why bytes on the control connection are not a valid frame.
@@ -370,10 +359,11 @@ mod tests {
                 "[0-9a-f]{0,40}",
                 arb_addr(),
                 any::<bool>(),
-                any::<u64>()
+                any::<u64>(),
+                "[0-9a-f]{0,64}"
             )
                 .prop_map(
-                    |(user_index, key, observed, private_network, idle_timeout_s)| {
+                    |(user_index, key, observed, private_network, idle_timeout_s, challenge)| {
                         ServerMessage::Welcome {
                             version: PROTOCOL_VERSION,
                             user_index,
@@ -381,9 +371,25 @@ mod tests {
                             observed,
                             private_network,
                             idle_timeout_s,
+                            challenge,
                         }
                     }
                 ),
+            any::<u64>().prop_map(|nonce| ServerMessage::Pong { nonce }),
+            ("[a-z]{1,8}", any::<u64>()).prop_map(|(name, call_id)| {
+                if call_id % 2 == 0 {
+                    ServerMessage::Registered { name }
+                } else {
+                    ServerMessage::Ringing { call_id }
+                }
+            }),
+            (any::<u64>(), "[a-z]{1,8}", proptest::collection::vec(arb_addr(), 0..4)).prop_map(
+                |(call_id, from, candidates)| ServerMessage::Incoming {
+                    call_id,
+                    from,
+                    candidates
+                }
+            ),
             (arb_addr(), any::<bool>())
                 .prop_map(|(mapped, test)| ServerMessage::UdpSeen { mapped, test }),
             (any::<u64>(), arb_addr())
@@ -420,7 +426,7 @@ mod tests {
         );
         let frame = encode(&ClientMessage::HangUp { call_id: 7 });
         assert_eq!(&frame[4..], br#"{"type":"hang_up","call_id":7}"#);
-        let frame = encode(&ServerSignal::Ended {
+        let frame = encode(&ServerMessage::Ended {
             call_id: 3,
             reason: EndReason::NoAnswer,
         });
@@ -428,7 +434,8 @@ mod tests {
             &frame[4..],
             br#"{"type":"ended","call_id":3,"reason":"no_answer"}"#
         );
-        // Welcome with its challenge still decodes as a plain Welcome.
+        // The challenge is a field of Welcome; a Welcome without one (a server with no call
+        // service) decodes with an empty challenge.
         let welcome = ServerMessage::Welcome {
             version: PROTOCOL_VERSION,
             user_index: 3,
@@ -436,14 +443,21 @@ mod tests {
             observed: "127.0.0.1:5".parse().unwrap(),
             private_network: false,
             idle_timeout_s: 180,
+            challenge: "ab".into(),
         };
-        let frame = encode_welcome(&welcome, "ab");
+        let frame = encode(&welcome);
         let mut d = FrameDecoder::new();
         d.push(&frame).unwrap();
         assert_eq!(d.next_message::<ServerMessage>().unwrap(), Some(welcome));
-        d.push(&frame).unwrap();
-        let value = d.next_message::<serde_json::Value>().unwrap().unwrap();
-        assert_eq!(value["challenge"], "ab");
+        let bare = br#"{"type":"welcome","version":1,"user_index":3,"key":"00","observed":"127.0.0.1:5","private_network":false,"idle_timeout_s":180}"#;
+        d.push(&u32::try_from(bare.len()).unwrap().to_be_bytes()).unwrap();
+        d.push(bare).unwrap();
+        assert!(matches!(
+            d.next_message::<ServerMessage>().unwrap(),
+            Some(ServerMessage::Welcome { challenge, .. }) if challenge.is_empty()
+        ));
+        let frame = encode(&ClientMessage::Ping { nonce: 9 });
+        assert_eq!(&frame[4..], br#"{"type":"ping","nonce":9}"#);
     }
 
     #[test]

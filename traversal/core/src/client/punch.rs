@@ -21,7 +21,7 @@
 //! ```
 //! use std::net::SocketAddr;
 //! use std::time::{Duration, Instant};
-//! use traversal::punch::{Path, Punch, PunchConfig, PunchEvent};
+//! use traversal_core::punch::{Path, Punch, PunchConfig, PunchEvent};
 //!
 //! let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
 //! let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
@@ -59,6 +59,11 @@
 //! | --- | --- | --- |
 //! | check | Binding Request | CALL-ID, PUNCH-SENDER, PADDING, MESSAGE-INTEGRITY, FINGERPRINT |
 //! | answer | Binding Success Response | XOR-MAPPED-ADDRESS (the source seen), CALL-ID, MESSAGE-INTEGRITY, FINGERPRINT |
+//! | hang-up | Binding Indication | CALL-ID, PUNCH-SENDER, MESSAGE-INTEGRITY, FINGERPRINT |
+//!
+//! The hang-up ([`Punch::hang_up`]) goes to the peer over the direct path, [`BYE_COPIES`]
+//! times (an indication is not answered): it ends the call on the other side even when the
+//! server, which also carries the hang-up, is gone.
 //!
 //! MESSAGE-INTEGRITY is keyed with the call's secret (from `Connected`). CALL-ID and
 //! PUNCH-SENDER are comprehension-optional (RFC 8489 section 14). PUNCH-SENDER is a random
@@ -87,7 +92,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::addr;
-use crate::stun::{self, BINDING_REQUEST, BINDING_SUCCESS, Builder, Message, TransactionId};
+use crate::stun::{
+    self, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, Builder, Message, TransactionId,
+};
 
 /// CALL-ID: the call's `call_id` (big-endian u64). Comprehension-optional.
 pub const ATTR_CALL_ID: u16 = 0xC0F8;
@@ -99,6 +106,8 @@ pub const MAX_CANDIDATES: usize = 16;
 pub const MAX_TRANSACTIONS: usize = 1024;
 /// At most this many datagrams wait in [`Punch::poll_transmit`]; more are dropped and counted.
 pub const MAX_PENDING_TRANSMITS: usize = 256;
+/// A hang-up is sent this many times at once (indications are not answered or retransmitted).
+pub const BYE_COPIES: usize = 3;
 /// At most this many events wait in [`Punch::poll_event`]; the oldest go first.
 const MAX_PENDING_EVENTS: usize = 64;
 /// Checks are padded to at least this many bytes: more than the largest answer (20 header +
@@ -195,6 +204,8 @@ pub enum PunchEvent {
     /// The direct path to this address stopped answering: send media on the relay again
     /// (`path_changes` counted). Checks go on; a later [`PunchEvent::DirectPath`] may follow.
     DirectLost(SocketAddr),
+    /// The peer hung up over the direct path ([`Punch::hang_up`] on its side). The checks stop.
+    PeerHungUp,
 }
 
 /// Counters, for the call's statistics and for tests.
@@ -417,9 +428,47 @@ impl Punch {
         match message.kind {
             BINDING_REQUEST => self.handle_check(now, from, &message),
             BINDING_SUCCESS => self.handle_answer(now, from, &message),
+            BINDING_INDICATION => self.handle_bye(&message),
             _ => self.stats.ignored += 1,
         }
         true
+    }
+
+    /// Sends the hang-up to the peer on the direct path (and every address it was
+    /// authenticated from), then stops, as [`Punch::close`]. Nothing is sent on the relay path:
+    /// there the server carries the hang-up.
+    pub fn hang_up(&mut self) {
+        if self.closed {
+            return;
+        }
+        let direct = self.direct.is_some();
+        self.close();
+        if direct {
+            let mut id = [0u8; 12];
+            id[..8].copy_from_slice(&self.next_random().to_be_bytes());
+            let mut bye = Builder::new(BINDING_INDICATION, &id);
+            bye.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
+            bye.attribute(ATTR_PUNCH_SENDER, &self.sender_id);
+            if let Ok(bytes) = bye.finish_with_integrity(&self.key.0) {
+                let peers: Vec<SocketAddr> = self.peer_addrs.iter().copied().collect();
+                for to in peers {
+                    for _ in 0..BYE_COPIES {
+                        self.queue(to, bytes.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_bye(&mut self, message: &Message<'_>) {
+        match covered(message, ATTR_PUNCH_SENDER) {
+            Some(sender) if sender.len() == 8 && sender != self.sender_id => {
+                self.closed = true;
+                self.direct = None;
+                self.push_event(PunchEvent::PeerHungUp);
+            }
+            _ => self.stats.ignored += 1,
+        }
     }
 
     fn handle_check(&mut self, now: Instant, from: SocketAddr, message: &Message<'_>) {
@@ -697,6 +746,9 @@ fn checkable(addr: SocketAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    // A test's virtual clock starts at any instant; none is read again.
+    #![allow(clippy::disallowed_methods)]
+
     use super::*;
 
     fn pair(now: Instant) -> (Punch, Punch, SocketAddr, SocketAddr) {
@@ -850,5 +902,49 @@ mod tests {
             !debug.contains("topsecret") && !debug.contains("116, 111, 112"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn a_hang_up_on_the_direct_path_ends_the_call_on_the_other_side() {
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+        let now = Instant::now();
+        let secret = b"0123456789abcdef".to_vec();
+        let mut alice = Punch::new(PunchConfig::new(secret.clone(), 7, vec![b], 1), now);
+        let mut bob = Punch::new(PunchConfig::new(secret, 7, vec![a], 2), now);
+        for _ in 0..3 {
+            alice.handle_timeout(now);
+            bob.handle_timeout(now);
+            while let Some((_, bytes)) = alice.poll_transmit() {
+                bob.handle_datagram(now, a, &bytes);
+            }
+            while let Some((_, bytes)) = bob.poll_transmit() {
+                alice.handle_datagram(now, b, &bytes);
+            }
+        }
+        assert_eq!(alice.path(), Path::Direct(b));
+        while alice.poll_event().is_some() {}
+        while bob.poll_event().is_some() {}
+        // A forged hang-up (wrong key) changes nothing.
+        let mut eve = Punch::new(PunchConfig::new(b"fedcba9876543210".to_vec(), 7, vec![b], 3), now);
+        eve.direct = Some(Direct { addr: b, last_success: now, next_consent: now });
+        eve.peer_addrs.push_back(b);
+        eve.hang_up();
+        while let Some((_, bytes)) = eve.poll_transmit() {
+            assert!(bob.handle_datagram(now, a, &bytes));
+        }
+        assert_eq!(bob.poll_event(), None);
+        assert_eq!(bob.path(), Path::Direct(a));
+
+        alice.hang_up();
+        assert!(alice.is_closed());
+        let byes: Vec<_> = std::iter::from_fn(|| alice.poll_transmit()).collect();
+        assert_eq!(byes.len(), BYE_COPIES);
+        for (to, bytes) in byes {
+            assert_eq!(to, b);
+            assert!(bob.handle_datagram(now, a, &bytes));
+        }
+        assert_eq!(bob.poll_event(), Some(PunchEvent::PeerHungUp));
+        assert!(bob.is_closed());
     }
 }

@@ -383,7 +383,10 @@ impl Client {
         }
     }
 
-    fn handle_message(&mut self, now: Instant, message: ServerMessage) {
+    /// A message from the server, already decoded (for a caller that reads the control stream
+    /// itself, as [`crate::phone::Phone`] does; [`Client::handle_tcp`] decodes and calls this).
+    /// Call signalling is not the client's business and is ignored.
+    pub fn handle_message(&mut self, now: Instant, message: ServerMessage) {
         match message {
             ServerMessage::Welcome {
                 version,
@@ -392,6 +395,7 @@ impl Client {
                 observed,
                 private_network,
                 idle_timeout_s,
+                ..
             } => {
                 if self.phase != Phase::Hello {
                     return;
@@ -461,7 +465,13 @@ impl Client {
                     self.trial_done(now, false);
                 }
             }
-            ServerMessage::UdpSeen { .. } => {}
+            ServerMessage::UdpSeen { .. }
+            | ServerMessage::Pong { .. }
+            | ServerMessage::Registered { .. }
+            | ServerMessage::Incoming { .. }
+            | ServerMessage::Ringing { .. }
+            | ServerMessage::Connected { .. }
+            | ServerMessage::Ended { .. } => {}
             ServerMessage::Error { code, message } => {
                 if self.phase == Phase::Hello {
                     self.fail(format!("server refused: {message} ({code})"));

@@ -410,11 +410,9 @@ impl Server {
                     observed: peer,
                     private_network,
                     idle_timeout_s: self.config.idle_timeout.as_secs(),
+                    challenge,
                 };
-                self.tcp.push_back(TcpOutput::Send {
-                    conn,
-                    bytes: control::encode_welcome(&welcome, &challenge),
-                });
+                self.send(conn, &welcome);
             }
             (ClientMessage::Addresses { addresses, port }, Some(index)) => {
                 if addresses.len() > MAX_LISTED_ADDRESSES {
@@ -502,6 +500,7 @@ impl Server {
                 self.calls.hang_up(conn, call_id);
                 self.drain_calls();
             }
+            (ClientMessage::Ping { nonce }, _) => self.send(conn, &ServerMessage::Pong { nonce }),
             (ClientMessage::Bye, _) => {
                 self.tcp.push_back(TcpOutput::Close { conn });
                 self.handle_tcp_closed(now, conn);
