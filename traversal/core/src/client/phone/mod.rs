@@ -46,418 +46,19 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signer, SigningKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 
-use crate::calls::{MAX_CANDIDATES, registration_message};
+use crate::calls::MAX_CANDIDATES;
 use crate::channel::{self, Kind};
 use crate::client::{self, Client, Socket};
-use crate::control::{self, ClientMessage, FrameDecoder, ServerMessage, Verdict};
-use crate::punch::{Punch, PunchConfig, PunchEvent};
-use crate::server::{hex, unhex};
+use crate::control::{self, ClientMessage, FrameDecoder, ServerMessage};
+use crate::punch::{Punch, PunchEvent};
 
-/// How the phone runs.
-#[derive(Clone)]
-pub struct PhoneConfig {
-    /// Our name.
-    pub name: String,
-    /// The key that proves the name.
-    pub key: SigningKey,
-    /// Keepalive interval of the media mapping; `None`: the exchange's default.
-    pub keepalive: Option<Duration>,
-    /// From asking for a control connection to being registered, at most.
-    pub register_timeout: Duration,
-    /// A placed call unanswered for this long is given up (the server ends it at 30 s; this
-    /// bounds it when the server does not).
-    pub call_timeout: Duration,
-    /// An accepted call must be connected by the server within this time.
-    pub accept_timeout: Duration,
-    /// How long the server may take to answer a ping.
-    pub server_answer_timeout: Duration,
-    /// Interval of pings while registered.
-    pub ping_interval: Duration,
-    /// A connected call with nothing from the peer for this long has lost it.
-    pub peer_silence: Duration,
-    /// First wait before connecting again after a loss (after an immediate retry).
-    pub backoff_min: Duration,
-    /// Longest wait between attempts.
-    pub backoff_max: Duration,
-    /// Stop ([`StopReason::Unreachable`]) when the first connection fails, instead of retrying.
-    pub stop_if_first_connect_fails: bool,
-    /// Seeds call ids, transaction ids and the punch's sender id.
-    pub seed: u64,
-}
+mod signal;
+mod types;
 
-impl PhoneConfig {
-    /// The timings of `docs/calls.md` for `name` with `key`.
-    pub fn new(name: String, key: SigningKey, seed: u64) -> Self {
-        PhoneConfig {
-            name,
-            key,
-            keepalive: None,
-            register_timeout: Duration::from_secs(10),
-            call_timeout: Duration::from_secs(35),
-            accept_timeout: Duration::from_secs(10),
-            server_answer_timeout: Duration::from_secs(5),
-            ping_interval: Duration::from_secs(15),
-            peer_silence: Duration::from_secs(5),
-            backoff_min: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(5),
-            stop_if_first_connect_fails: true,
-            seed,
-        }
-    }
-}
-
-impl std::fmt::Debug for PhoneConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PhoneConfig")
-            .field("name", &self.name)
-            .field("key", &"<secret>")
-            .field("register_timeout", &self.register_timeout)
-            .field("call_timeout", &self.call_timeout)
-            .field("server_answer_timeout", &self.server_answer_timeout)
-            .field("peer_silence", &self.peer_silence)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What the driver learnt when the control connection it was asked for opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlConnected {
-    /// The server's address (TCP; its UDP is on the same address).
-    pub server: SocketAddr,
-    /// The connection's local address: the patent's "access IP" (S1).
-    pub access: SocketAddr,
-    /// Every local interface address.
-    pub local_addresses: Vec<IpAddr>,
-    /// The media socket's local port.
-    pub media_port: u16,
-}
-
-/// Something to do with the control connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TcpAction {
-    /// Open a control connection to the server (dropping any old one); answer with
-    /// [`Phone::handle_connected`] or [`Phone::handle_connect_failed`].
-    Connect,
-    /// Write these bytes.
-    Send(Vec<u8>),
-    /// Close the connection after writing what was queued before.
-    Close,
-}
-
-/// A datagram to send from the media socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where to.
-    pub destination: SocketAddr,
-    /// The bytes.
-    pub contents: Vec<u8>,
-}
-
-/// Where the media of the call goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaPath {
-    /// Straight to the peer at this address.
-    Direct(SocketAddr),
-    /// Through the server's relay, as ChannelData (RFC 8656 section 12.4) on `channel`.
-    Relay {
-        /// The server's UDP address.
-        server: SocketAddr,
-        /// The call's channel number (0x4000-0x4FFF).
-        channel: u16,
-    },
-}
-
-impl MediaPath {
-    /// Direct or relayed.
-    pub fn kind(&self) -> PathKind {
-        match self {
-            MediaPath::Direct(_) => PathKind::Direct,
-            MediaPath::Relay { .. } => PathKind::Relay,
-        }
-    }
-
-    /// The peer's address on a direct path.
-    pub fn remote(&self) -> Option<SocketAddr> {
-        match self {
-            MediaPath::Direct(addr) => Some(*addr),
-            MediaPath::Relay { .. } => None,
-        }
-    }
-}
-
-/// Direct or relayed, as reports and the GUI show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathKind {
-    /// Straight between the two clients.
-    Direct,
-    /// Through the server.
-    Relay,
-}
-
-impl PathKind {
-    /// `"direct"` or `"relay"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathKind::Direct => "direct",
-            PathKind::Relay => "relay",
-        }
-    }
-}
-
-/// The registration, as a front end shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Registration {
-    /// Reaching the server and registering (first time, or again after a loss).
-    Connecting,
-    /// Registered: calls can go out and come in.
-    Online {
-        /// Our name.
-        name: String,
-        /// The media socket's address as the server sees it.
-        mapped: SocketAddr,
-        /// The patent's verdict.
-        verdict: Option<Verdict>,
-    },
-    /// The server was lost; the phone connects again by itself at `retry_at`.
-    Offline {
-        /// Why.
-        reason: ServerLoss,
-        /// When the next attempt starts.
-        retry_at: Instant,
-    },
-    /// Another device registered our name: no retry until [`Phone::reconnect`].
-    Replaced,
-}
-
-/// Why the server was lost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerLoss {
-    /// The server closed the control connection (it stopped or restarted).
-    Closed,
-    /// Connecting or registering failed; `detail` says how, for people.
-    Unreachable {
-        /// The OS error, the timeout, or the step that failed.
-        detail: String,
-    },
-    /// The server stopped answering (no pong in time).
-    NotAnswering,
-}
-
-impl ServerLoss {
-    fn detail(&self) -> String {
-        match self {
-            ServerLoss::Closed => "the server closed the connection".into(),
-            ServerLoss::Unreachable { detail } => detail.clone(),
-            ServerLoss::NotAnswering => "the server stopped answering".into(),
-        }
-    }
-}
-
-/// Why the phone stopped for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// The first connection failed (with [`PhoneConfig::stop_if_first_connect_fails`]).
-    Unreachable {
-        /// What failed.
-        detail: String,
-    },
-    /// The name is registered with another key.
-    NameTaken,
-    /// The server refuses the name itself (characters, length, `echo`).
-    BadName,
-    /// The server did not accept our signature.
-    BadSignature,
-    /// The server has no room for more registrations.
-    ServerFull,
-    /// The server speaks another protocol version or has no call service.
-    Incompatible {
-        /// What the server said or lacks.
-        detail: String,
-    },
-    /// Something on this machine (socket, runtime).
-    Local {
-        /// What failed.
-        detail: String,
-    },
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StopReason::Unreachable { detail } => write!(f, "server unreachable: {detail}"),
-            StopReason::NameTaken => f.write_str("the name is registered with another key"),
-            StopReason::BadName => f.write_str("the server does not accept this name"),
-            StopReason::BadSignature => f.write_str("the server did not accept our signature"),
-            StopReason::ServerFull => f.write_str("the server has no room for more users"),
-            StopReason::Incompatible { detail } => write!(f, "incompatible server: {detail}"),
-            StopReason::Local { detail } => write!(f, "{detail}"),
-        }
-    }
-}
-
-/// How a call ended. [`EndReason::as_str`] names it in reports (`"end"` of the JSON line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndReason {
-    /// We hung up.
-    HungUp,
-    /// We gave up before an answer.
-    Cancelled,
-    /// We declined an incoming call.
-    Declined,
-    /// The server or the peer ended it, for this reason (`Remote(HungUp)`: the peer hung up).
-    Remote(control::EndReason),
-    /// The server went away while the call needed it.
-    ServerLost,
-    /// The call was placed while the server could not be reached.
-    ServerUnreachable,
-    /// Nothing came from the peer for [`PhoneConfig::peer_silence`].
-    PeerSilent,
-    /// We called our own name.
-    SelfCall,
-    /// An audio device or socket failed here.
-    Local,
-}
-
-impl EndReason {
-    /// The stable snake_case name for reports.
-    pub fn as_str(self) -> &'static str {
-        use control::EndReason as Wire;
-        match self {
-            EndReason::HungUp => "hung_up",
-            EndReason::Cancelled => "cancelled",
-            EndReason::Declined => "declined",
-            EndReason::Remote(Wire::HungUp) => "peer_hung_up",
-            EndReason::Remote(Wire::Cancelled) => "peer_cancelled",
-            EndReason::Remote(Wire::Rejected) => "rejected",
-            EndReason::Remote(Wire::Busy) => "busy",
-            EndReason::Remote(Wire::Offline) => "offline",
-            EndReason::Remote(Wire::NoAnswer) => "no_answer",
-            EndReason::Remote(Wire::PeerLost) | EndReason::PeerSilent => "peer_lost",
-            EndReason::Remote(Wire::ServerError) => "server_error",
-            EndReason::Remote(Wire::RelayLimit) => "relay_limit",
-            EndReason::ServerLost => "server_lost",
-            EndReason::ServerUnreachable => "server_unreachable",
-            EndReason::SelfCall => "self_call",
-            EndReason::Local => "local_error",
-        }
-    }
-
-    /// True when the call ended as calls do: one side hung up.
-    pub fn is_normal(self) -> bool {
-        matches!(
-            self,
-            EndReason::HungUp | EndReason::Remote(control::EndReason::HungUp)
-        )
-    }
-}
-
-impl Serialize for EndReason {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for EndReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use control::EndReason as Wire;
-        f.write_str(match self {
-            EndReason::HungUp => "we hung up",
-            EndReason::Cancelled => "we cancelled the call",
-            EndReason::Declined => "we declined the call",
-            EndReason::Remote(Wire::HungUp) => "the peer hung up",
-            EndReason::Remote(Wire::Cancelled) => "the caller cancelled",
-            EndReason::Remote(Wire::Rejected) => "the peer declined the call",
-            EndReason::Remote(Wire::Busy) => "the peer is busy in another call",
-            EndReason::Remote(Wire::Offline) => "the peer is offline (no such name is registered)",
-            EndReason::Remote(Wire::NoAnswer) => "no answer",
-            EndReason::Remote(Wire::PeerLost) => "the server lost the peer",
-            EndReason::Remote(Wire::ServerError) => "the server ended the call (server error)",
-            EndReason::Remote(Wire::RelayLimit) => "the server refused to relay the call",
-            EndReason::ServerLost => "the server was lost during the call",
-            EndReason::ServerUnreachable => "the server could not be reached",
-            EndReason::PeerSilent => "nothing more came from the peer",
-            EndReason::SelfCall => "that is our own name",
-            EndReason::Local => "the call failed on this machine",
-        })
-    }
-}
-
-/// A command that does not fit the phone's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    /// A call is in progress.
-    #[error("already in a call; hang up first")]
-    AlreadyInCall,
-    /// Nothing rings.
-    #[error("no incoming call to answer")]
-    NoCallToAccept,
-}
-
-/// What happened, for the front end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The registration changed.
-    Registration(Registration),
-    /// Someone calls: [`Phone::accept`] or [`Phone::reject`].
-    Incoming {
-        /// The caller's name.
-        from: String,
-    },
-    /// The peer's phone rings.
-    Ringing {
-        /// Whom we call.
-        peer: String,
-    },
-    /// The call is up: start the media on `path`.
-    Connected {
-        /// The other party.
-        peer: String,
-        /// Where media goes first (the relay).
-        path: MediaPath,
-        /// When the call was placed (caller) or accepted (callee): setup time counts from it.
-        setup_from: Instant,
-    },
-    /// The media moved between relay and direct.
-    PathChanged {
-        /// The path now.
-        path: MediaPath,
-    },
-    /// The call (placed, incoming or connected) is over.
-    Ended {
-        /// The other party.
-        peer: String,
-        /// Why.
-        reason: EndReason,
-        /// Whether it had connected.
-        connected: bool,
-    },
-    /// The server refused something after registration (`code` is stable).
-    Refused {
-        /// The server's code.
-        code: String,
-        /// For people.
-        message: String,
-    },
-    /// The phone stopped for good.
-    Stopped(StopReason),
-}
-
-/// What [`Phone::handle_datagram`] made of a datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Received<'a> {
-    /// RTP or RTCP of the call (unwrapped from a relay frame): for the media session.
-    Media(&'a [u8]),
-    /// A STUN message for the registration or the connectivity checks: handled.
-    Consumed,
-    /// Not for us (no call, unknown kind, wrong source or channel): dropped.
-    Dropped,
-}
+pub use types::*;
 
 /// The control connection and what runs over it.
 #[derive(Debug)]
@@ -477,10 +78,14 @@ struct Session {
 #[derive(Debug)]
 enum Link {
     /// Asked the driver for a control connection; it must answer by the deadline.
-    Connecting { deadline: Instant },
+    Connecting {
+        deadline: Instant,
+    },
     Up(Box<Session>),
     /// Waiting to connect again.
-    Waiting { retry_at: Instant },
+    Waiting {
+        retry_at: Instant,
+    },
     Replaced,
     Stopped,
 }
@@ -514,7 +119,10 @@ enum Call {
         deadline: Instant,
     },
     /// Someone calls us; waiting for the user.
-    Ringing { id: u64, peer: String },
+    Ringing {
+        id: u64,
+        peer: String,
+    },
     /// We accepted; waiting for `Connected`.
     Accepting {
         id: u64,
@@ -1035,9 +643,12 @@ impl Phone {
             self.finish(now, EndReason::ServerLost);
         }
         if !self.ever_online && self.config.stop_if_first_connect_fails {
-            self.stop(now, StopReason::Unreachable {
-                detail: reason.detail(),
-            });
+            self.stop(
+                now,
+                StopReason::Unreachable {
+                    detail: reason.detail(),
+                },
+            );
             return;
         }
         let retry_at = now + self.backoff;
@@ -1046,7 +657,10 @@ impl Phone {
             .min(self.config.backoff_max);
         self.link = Link::Waiting { retry_at };
         self.events
-            .push_back(Event::Registration(Registration::Offline { reason, retry_at }));
+            .push_back(Event::Registration(Registration::Offline {
+                reason,
+                retry_at,
+            }));
     }
 
     fn stop(&mut self, now: Instant, reason: StopReason) {
@@ -1062,7 +676,8 @@ impl Phone {
 
     fn send(&mut self, message: &ClientMessage) {
         if let Link::Up(_) = self.link {
-            self.tcp.push_back(TcpAction::Send(control::encode(message)));
+            self.tcp
+                .push_back(TcpAction::Send(control::encode(message)));
         }
     }
 
@@ -1107,192 +722,6 @@ impl Phone {
         }
         out.truncate(MAX_CANDIDATES);
         out
-    }
-
-    fn handle_message(&mut self, now: Instant, message: ServerMessage) {
-        let Link::Up(session) = &mut self.link else {
-            return;
-        };
-        match message {
-            ServerMessage::Welcome { ref challenge, .. } => {
-                let challenge = unhex(challenge).filter(|c| !c.is_empty());
-                session.client.handle_message(now, message);
-                match challenge {
-                    Some(challenge) => self.register_name(&challenge),
-                    None => self.stop(now, StopReason::Incompatible {
-                        detail: "the server has no call service (no registration challenge)"
-                            .into(),
-                    }),
-                }
-            }
-            ServerMessage::UdpSeen { .. }
-            | ServerMessage::ProbeSent { .. }
-            | ServerMessage::ProbeFailed { .. } => session.client.handle_message(now, message),
-            ServerMessage::Pong { nonce } => {
-                if session.ping.is_some_and(|(n, _)| n == nonce) {
-                    session.ping = None;
-                    session.next_ping = now + self.config.ping_interval;
-                }
-            }
-            ServerMessage::Registered { name } => {
-                tracing::info!(name, "name registered");
-                session.name_registered = true;
-                self.maybe_online(now);
-            }
-            ServerMessage::Error { code, message } => self.handle_error(now, code, message),
-            ServerMessage::Incoming {
-                call_id,
-                from,
-                candidates,
-            } => {
-                if !matches!(self.call, Call::Idle) {
-                    self.send(&ClientMessage::Reject {
-                        call_id,
-                        reason: control::EndReason::Busy,
-                    });
-                    return;
-                }
-                tracing::info!(call_id, from, ?candidates, "incoming call");
-                self.send(&ClientMessage::Ringing { call_id });
-                self.call = Call::Ringing {
-                    id: call_id,
-                    peer: from.clone(),
-                };
-                self.events.push_back(Event::Incoming { from });
-            }
-            ServerMessage::Ringing { call_id } => {
-                if let Call::Placing { id, peer, .. } = &self.call
-                    && *id == call_id
-                {
-                    let peer = peer.clone();
-                    self.events.push_back(Event::Ringing { peer });
-                }
-            }
-            ServerMessage::Connected {
-                call_id,
-                candidates,
-                secret,
-                channel,
-            } => self.handle_connected_call(now, call_id, candidates, &secret, channel),
-            ServerMessage::Ended { call_id, reason } => {
-                if self.call.id() != Some(call_id) {
-                    return;
-                }
-                // The server lost the peer's control connection, but a direct path that still
-                // carries media says the peer is there: the call goes on (peer silence ends it
-                // if the peer is really gone).
-                if reason == control::EndReason::PeerLost
-                    && let Call::Up(up) = &self.call
-                    && matches!(up.path, MediaPath::Direct(_))
-                {
-                    tracing::info!("the server lost the peer; the direct path goes on");
-                    return;
-                }
-                self.finish(now, EndReason::Remote(reason));
-            }
-        }
-    }
-
-    fn register_name(&mut self, challenge: &[u8]) {
-        let name = self.config.name.clone();
-        let signature = self.config.key.sign(&registration_message(&name, challenge));
-        let public_key = hex(self.config.key.verifying_key().as_bytes());
-        self.send(&ClientMessage::Register {
-            name,
-            public_key,
-            signature: hex(&signature.to_bytes()),
-        });
-    }
-
-    fn handle_error(&mut self, now: Instant, code: String, message: String) {
-        let Link::Up(session) = &self.link else {
-            return;
-        };
-        if !session.name_registered {
-            // Anything refused before the name is ours is the registration.
-            let reason = match code.as_str() {
-                "name_taken" => StopReason::NameTaken,
-                "bad_name" => StopReason::BadName,
-                "bad_signature" => StopReason::BadSignature,
-                "server_full" => StopReason::ServerFull,
-                _ => StopReason::Incompatible {
-                    detail: format!("{message} ({code})"),
-                },
-            };
-            self.stop(now, reason);
-            return;
-        }
-        if code == "replaced" {
-            tracing::warn!("our name was registered from another connection");
-            self.finish(now, EndReason::ServerLost);
-            self.send(&ClientMessage::Bye);
-            self.tcp.push_back(TcpAction::Close);
-            self.link = Link::Replaced;
-            self.events
-                .push_back(Event::Registration(Registration::Replaced));
-            return;
-        }
-        // A refusal of the call we are placing ends it.
-        if matches!(self.call, Call::Placing { .. }) && code == "not_registered" {
-            self.finish(now, EndReason::ServerLost);
-        }
-        self.events.push_back(Event::Refused { code, message });
-    }
-
-    fn handle_connected_call(
-        &mut self,
-        now: Instant,
-        call_id: u64,
-        candidates: Vec<SocketAddr>,
-        secret: &str,
-        channel: u16,
-    ) {
-        let (peer, setup_from) = match &self.call {
-            Call::Placing { id, peer, placed, .. } if *id == call_id => (peer.clone(), *placed),
-            Call::Accepting {
-                id, peer, accepted, ..
-            } if *id == call_id => (peer.clone(), *accepted),
-            _ => {
-                tracing::debug!(call_id, "Connected for no call of ours");
-                return;
-            }
-        };
-        let Link::Up(session) = &self.link else {
-            return;
-        };
-        let relay = session.server;
-        let punch = match unhex(secret) {
-            Some(secret) if !candidates.is_empty() => Some(Punch::new(
-                PunchConfig::new(secret, call_id, candidates.clone(), self.rng.next_u64()),
-                now,
-            )),
-            _ => None,
-        };
-        let path = MediaPath::Relay {
-            server: relay,
-            channel,
-        };
-        tracing::info!(call_id, peer, channel, ?candidates, "call connected");
-        self.call = Call::Up(Box::new(UpCall {
-            id: call_id,
-            peer: peer.clone(),
-            channel,
-            relay,
-            punch,
-            path,
-            last_heard: now,
-        }));
-        self.events.push_back(Event::Connected {
-            peer,
-            path,
-            setup_from,
-        });
-        if let Call::Up(up) = &mut self.call
-            && let Some(punch) = up.punch.as_mut()
-        {
-            punch.handle_timeout(now);
-        }
-        self.drain_punch(now);
     }
 
     fn maybe_online(&mut self, now: Instant) {

@@ -1,0 +1,411 @@
+//! The phone's public types: its settings, what it asks of the driver, what it tells the front
+//! end, and the reasons a call ends or the phone stops.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+
+use crate::control::{self, Verdict};
+
+/// How the phone runs.
+#[derive(Clone)]
+pub struct PhoneConfig {
+    /// Our name.
+    pub name: String,
+    /// The key that proves the name.
+    pub key: SigningKey,
+    /// Keepalive interval of the media mapping; `None`: the exchange's default.
+    pub keepalive: Option<Duration>,
+    /// From asking for a control connection to being registered, at most.
+    pub register_timeout: Duration,
+    /// A placed call unanswered for this long is given up (the server ends it at 30 s; this
+    /// bounds it when the server does not).
+    pub call_timeout: Duration,
+    /// An accepted call must be connected by the server within this time.
+    pub accept_timeout: Duration,
+    /// How long the server may take to answer a ping.
+    pub server_answer_timeout: Duration,
+    /// Interval of pings while registered.
+    pub ping_interval: Duration,
+    /// A connected call with nothing from the peer for this long has lost it.
+    pub peer_silence: Duration,
+    /// First wait before connecting again after a loss (after an immediate retry).
+    pub backoff_min: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// Stop ([`StopReason::Unreachable`]) when the first connection fails, instead of retrying.
+    pub stop_if_first_connect_fails: bool,
+    /// Seeds call ids, transaction ids and the punch's sender id.
+    pub seed: u64,
+}
+
+impl PhoneConfig {
+    /// The timings of `docs/calls.md` for `name` with `key`.
+    pub fn new(name: String, key: SigningKey, seed: u64) -> Self {
+        PhoneConfig {
+            name,
+            key,
+            keepalive: None,
+            register_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(35),
+            accept_timeout: Duration::from_secs(10),
+            server_answer_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(15),
+            peer_silence: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(5),
+            stop_if_first_connect_fails: true,
+            seed,
+        }
+    }
+}
+
+impl std::fmt::Debug for PhoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneConfig")
+            .field("name", &self.name)
+            .field("key", &"<secret>")
+            .field("register_timeout", &self.register_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("server_answer_timeout", &self.server_answer_timeout)
+            .field("peer_silence", &self.peer_silence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the driver learnt when the control connection it was asked for opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConnected {
+    /// The server's address (TCP; its UDP is on the same address).
+    pub server: SocketAddr,
+    /// The connection's local address: the patent's "access IP" (S1).
+    pub access: SocketAddr,
+    /// Every local interface address.
+    pub local_addresses: Vec<IpAddr>,
+    /// The media socket's local port.
+    pub media_port: u16,
+}
+
+/// Something to do with the control connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpAction {
+    /// Open a control connection to the server (dropping any old one); answer with
+    /// [`Phone::handle_connected`] or [`Phone::handle_connect_failed`].
+    Connect,
+    /// Write these bytes.
+    Send(Vec<u8>),
+    /// Close the connection after writing what was queued before.
+    Close,
+}
+
+/// A datagram to send from the media socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Where the media of the call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaPath {
+    /// Straight to the peer at this address.
+    Direct(SocketAddr),
+    /// Through the server's relay, as ChannelData (RFC 8656 section 12.4) on `channel`.
+    Relay {
+        /// The server's UDP address.
+        server: SocketAddr,
+        /// The call's channel number (0x4000-0x4FFF).
+        channel: u16,
+    },
+}
+
+impl MediaPath {
+    /// Direct or relayed.
+    pub fn kind(&self) -> PathKind {
+        match self {
+            MediaPath::Direct(_) => PathKind::Direct,
+            MediaPath::Relay { .. } => PathKind::Relay,
+        }
+    }
+
+    /// The peer's address on a direct path.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        match self {
+            MediaPath::Direct(addr) => Some(*addr),
+            MediaPath::Relay { .. } => None,
+        }
+    }
+}
+
+/// Direct or relayed, as reports and the GUI show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// Straight between the two clients.
+    Direct,
+    /// Through the server.
+    Relay,
+}
+
+impl PathKind {
+    /// `"direct"` or `"relay"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relay => "relay",
+        }
+    }
+}
+
+/// The registration, as a front end shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Reaching the server and registering (first time, or again after a loss).
+    Connecting,
+    /// Registered: calls can go out and come in.
+    Online {
+        /// Our name.
+        name: String,
+        /// The media socket's address as the server sees it.
+        mapped: SocketAddr,
+        /// The patent's verdict.
+        verdict: Option<Verdict>,
+    },
+    /// The server was lost; the phone connects again by itself at `retry_at`.
+    Offline {
+        /// Why.
+        reason: ServerLoss,
+        /// When the next attempt starts.
+        retry_at: Instant,
+    },
+    /// Another device registered our name: no retry until [`Phone::reconnect`].
+    Replaced,
+}
+
+/// Why the server was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLoss {
+    /// The server closed the control connection (it stopped or restarted).
+    Closed,
+    /// Connecting or registering failed; `detail` says how, for people.
+    Unreachable {
+        /// The OS error, the timeout, or the step that failed.
+        detail: String,
+    },
+    /// The server stopped answering (no pong in time).
+    NotAnswering,
+}
+
+impl ServerLoss {
+    pub(super) fn detail(&self) -> String {
+        match self {
+            ServerLoss::Closed => "the server closed the connection".into(),
+            ServerLoss::Unreachable { detail } => detail.clone(),
+            ServerLoss::NotAnswering => "the server stopped answering".into(),
+        }
+    }
+}
+
+/// Why the phone stopped for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The first connection failed (with [`PhoneConfig::stop_if_first_connect_fails`]).
+    Unreachable {
+        /// What failed.
+        detail: String,
+    },
+    /// The name is registered with another key.
+    NameTaken,
+    /// The server refuses the name itself (characters, length, `echo`).
+    BadName,
+    /// The server did not accept our signature.
+    BadSignature,
+    /// The server has no room for more registrations.
+    ServerFull,
+    /// The server speaks another protocol version or has no call service.
+    Incompatible {
+        /// What the server said or lacks.
+        detail: String,
+    },
+    /// Something on this machine (socket, runtime).
+    Local {
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Unreachable { detail } => write!(f, "server unreachable: {detail}"),
+            StopReason::NameTaken => f.write_str("the name is registered with another key"),
+            StopReason::BadName => f.write_str("the server does not accept this name"),
+            StopReason::BadSignature => f.write_str("the server did not accept our signature"),
+            StopReason::ServerFull => f.write_str("the server has no room for more users"),
+            StopReason::Incompatible { detail } => write!(f, "incompatible server: {detail}"),
+            StopReason::Local { detail } => write!(f, "{detail}"),
+        }
+    }
+}
+
+/// How a call ended. [`EndReason::as_str`] names it in reports (`"end"` of the JSON line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// We hung up.
+    HungUp,
+    /// We gave up before an answer.
+    Cancelled,
+    /// We declined an incoming call.
+    Declined,
+    /// The server or the peer ended it, for this reason (`Remote(HungUp)`: the peer hung up).
+    Remote(control::EndReason),
+    /// The server went away while the call needed it.
+    ServerLost,
+    /// The call was placed while the server could not be reached.
+    ServerUnreachable,
+    /// Nothing came from the peer for [`PhoneConfig::peer_silence`].
+    PeerSilent,
+    /// We called our own name.
+    SelfCall,
+    /// An audio device or socket failed here.
+    Local,
+}
+
+impl EndReason {
+    /// The stable snake_case name for reports.
+    pub fn as_str(self) -> &'static str {
+        use control::EndReason as Wire;
+        match self {
+            EndReason::HungUp => "hung_up",
+            EndReason::Cancelled => "cancelled",
+            EndReason::Declined => "declined",
+            EndReason::Remote(Wire::HungUp) => "peer_hung_up",
+            EndReason::Remote(Wire::Cancelled) => "peer_cancelled",
+            EndReason::Remote(Wire::Rejected) => "rejected",
+            EndReason::Remote(Wire::Busy) => "busy",
+            EndReason::Remote(Wire::Offline) => "offline",
+            EndReason::Remote(Wire::NoAnswer) => "no_answer",
+            EndReason::Remote(Wire::PeerLost) | EndReason::PeerSilent => "peer_lost",
+            EndReason::Remote(Wire::ServerError) => "server_error",
+            EndReason::Remote(Wire::RelayLimit) => "relay_limit",
+            EndReason::ServerLost => "server_lost",
+            EndReason::ServerUnreachable => "server_unreachable",
+            EndReason::SelfCall => "self_call",
+            EndReason::Local => "local_error",
+        }
+    }
+
+    /// True when the call ended as calls do: one side hung up.
+    pub fn is_normal(self) -> bool {
+        matches!(
+            self,
+            EndReason::HungUp | EndReason::Remote(control::EndReason::HungUp)
+        )
+    }
+}
+
+impl Serialize for EndReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use control::EndReason as Wire;
+        f.write_str(match self {
+            EndReason::HungUp => "we hung up",
+            EndReason::Cancelled => "we cancelled the call",
+            EndReason::Declined => "we declined the call",
+            EndReason::Remote(Wire::HungUp) => "the peer hung up",
+            EndReason::Remote(Wire::Cancelled) => "the caller cancelled",
+            EndReason::Remote(Wire::Rejected) => "the peer declined the call",
+            EndReason::Remote(Wire::Busy) => "the peer is busy in another call",
+            EndReason::Remote(Wire::Offline) => "the peer is offline (no such name is registered)",
+            EndReason::Remote(Wire::NoAnswer) => "no answer",
+            EndReason::Remote(Wire::PeerLost) => "the server lost the peer",
+            EndReason::Remote(Wire::ServerError) => "the server ended the call (server error)",
+            EndReason::Remote(Wire::RelayLimit) => "the server refused to relay the call",
+            EndReason::ServerLost => "the server was lost during the call",
+            EndReason::ServerUnreachable => "the server could not be reached",
+            EndReason::PeerSilent => "nothing more came from the peer",
+            EndReason::SelfCall => "that is our own name",
+            EndReason::Local => "the call failed on this machine",
+        })
+    }
+}
+
+/// A command that does not fit the phone's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A call is in progress.
+    #[error("already in a call; hang up first")]
+    AlreadyInCall,
+    /// Nothing rings.
+    #[error("no incoming call to answer")]
+    NoCallToAccept,
+}
+
+/// What happened, for the front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The registration changed.
+    Registration(Registration),
+    /// Someone calls: [`Phone::accept`] or [`Phone::reject`].
+    Incoming {
+        /// The caller's name.
+        from: String,
+    },
+    /// The peer's phone rings.
+    Ringing {
+        /// Whom we call.
+        peer: String,
+    },
+    /// The call is up: start the media on `path`.
+    Connected {
+        /// The other party.
+        peer: String,
+        /// Where media goes first (the relay).
+        path: MediaPath,
+        /// When the call was placed (caller) or accepted (callee): setup time counts from it.
+        setup_from: Instant,
+    },
+    /// The media moved between relay and direct.
+    PathChanged {
+        /// The path now.
+        path: MediaPath,
+    },
+    /// The call (placed, incoming or connected) is over.
+    Ended {
+        /// The other party.
+        peer: String,
+        /// Why.
+        reason: EndReason,
+        /// Whether it had connected.
+        connected: bool,
+    },
+    /// The server refused something after registration (`code` is stable).
+    Refused {
+        /// The server's code.
+        code: String,
+        /// For people.
+        message: String,
+    },
+    /// The phone stopped for good.
+    Stopped(StopReason),
+}
+
+/// What [`Phone::handle_datagram`] made of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// RTP or RTCP of the call (unwrapped from a relay frame): for the media session.
+    Media(&'a [u8]),
+    /// A STUN message for the registration or the connectivity checks: handled.
+    Consumed,
+    /// Not for us (no call, unknown kind, wrong source or channel): dropped.
+    Dropped,
+}
