@@ -1,0 +1,344 @@
+//! The one open path of [`DeviceSource`] and [`DeviceSink`], and what their media-thread halves
+//! do alike.
+//!
+//! Opening, in either direction: find the device ([`find_device`]), choose its configuration
+//! ([`choose_config`]), build the stream with a 20 ms buffer and, if the device refuses it, with
+//! its default one, start it, and hand the media thread its end of the ring buffer. A
+//! [`Half`] ([`Capture`](super::capture::Capture) or [`Playback`](super::playback::Playback))
+//! says which end its callback takes.
+//!
+//! [`DeviceSource`]: super::DeviceSource
+//! [`DeviceSink`]: super::DeviceSink
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cpal::traits::StreamTrait;
+use ringbuf::traits::Observer;
+use ringbuf::{HeapCons, HeapProd};
+
+use super::enumerate::find_device;
+use super::stream::{
+    STALLED, Shared, StreamHandle, StreamParts, choose_config, ring, stream_configs,
+};
+use super::{DeviceFormat, Direction};
+use crate::SAMPLE_RATE;
+use crate::audio::{AudioError, AudioEvent, AudioStats, LevelMeter};
+
+/// Reads (or writes) over which a queue's low-water mark is taken: about a second of 20 ms
+/// frames. A queue that stays above its target for a whole window holds latency that jitter does
+/// not need (the two clocks drift, or a stall has passed), and the excess is dropped; a queue
+/// that only swings up and down with bursty callbacks is left alone.
+pub(super) const LOW_WATER_WINDOW: u32 = 50;
+/// Excess tolerated above the target before trimming, at 48 kHz: 10 ms.
+pub(super) const LOW_WATER_SLACK: usize = SAMPLE_RATE as usize / 100;
+/// Callbacks that show a stream has started; before that the watchdog waits (a sound server can
+/// take seconds to connect a new stream, failing its first calls).
+pub(super) const CALLBACKS_TO_ARM: u64 = 20;
+/// Audio the media thread asks for (or gives) with no callback running before it calls the
+/// device stalled: 2 s.
+const STALL_SAMPLES: u64 = 2 * SAMPLE_RATE as u64;
+
+/// The media thread's half of one direction.
+pub(super) trait Half: Sized {
+    /// Which way its stream moves audio.
+    const DIRECTION: Direction;
+    /// Audio the ring buffer between the callback and the media thread holds.
+    const RING: Duration;
+    /// The end of the ring buffer the media thread keeps.
+    type End;
+
+    /// Builds the stream, giving its callback one end of the ring; returns the other end.
+    fn build(
+        parts: StreamParts<'_>,
+        ring: (HeapProd<f32>, HeapCons<f32>),
+    ) -> Result<(cpal::Stream, Self::End), cpal::Error>;
+
+    /// The half, once the stream runs at `rate` Hz with `channels` channels.
+    fn new(
+        end: Self::End,
+        channels: usize,
+        rate: u32,
+        shared: Arc<Shared>,
+    ) -> Result<Self, AudioError>;
+}
+
+/// An open device: its running stream and the media thread's half of it.
+#[derive(Debug)]
+pub(super) struct Endpoint<H> {
+    pub(super) half: H,
+    name: String,
+    rate: u32,
+    channels: u16,
+    shared: Arc<Shared>,
+    meter: LevelMeter,
+    /// The failure event has been handed out.
+    reported: bool,
+    _stream: StreamHandle,
+}
+
+impl<H: Half> Endpoint<H> {
+    /// Opens the device called `name` (id or name), or the system default, and starts it.
+    pub(super) fn open(name: Option<&str>, format: DeviceFormat) -> Result<Self, AudioError> {
+        let direction = H::DIRECTION;
+        let activity = direction.activity();
+        let (device, name) = find_device(direction, name)?;
+        let config = choose_config(&device, direction, &name, format)?;
+        let shared = Arc::new(Shared::default());
+        let meter = LevelMeter::new();
+        let mut attempts = stream_configs(&config).into_iter();
+        let (stream, end) = loop {
+            let Some(stream_config) = attempts.next() else {
+                return Err(open_error(&name, "cannot open", "no stream configuration"));
+            };
+            let parts = StreamParts {
+                device: &device,
+                config: &config,
+                stream_config,
+                shared: shared.clone(),
+                meter: meter.clone(),
+            };
+            match H::build(parts, ring(&config, H::RING)) {
+                Ok(built) => break built,
+                Err(e) if attempts.len() == 0 => {
+                    return Err(open_error(&name, &format!("cannot open for {activity}"), e));
+                }
+                Err(e) => tracing::debug!(device = %name, "{activity} with a fixed period: {e}"),
+            }
+        };
+        stream
+            .play()
+            .map_err(|e| open_error(&name, &format!("cannot start {activity}"), e))?;
+        let (rate, channels) = (config.sample_rate(), config.channels());
+        tracing::debug!(device = %name, rate, channels, format = %config.sample_format(), "{activity} started");
+        Ok(Self {
+            half: H::new(end, usize::from(channels), rate, shared.clone())?,
+            name,
+            rate,
+            channels,
+            shared,
+            meter,
+            reported: false,
+            _stream: StreamHandle(stream),
+        })
+    }
+}
+
+impl<H> Endpoint<H> {
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rate and channel count the device runs at.
+    pub(super) fn device_format(&self) -> (u32, u16) {
+        (self.rate, self.channels)
+    }
+
+    pub(super) fn stats(&self) -> AudioStats {
+        self.shared.stats()
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<AudioEvent> {
+        poll_failure(&self.shared, &mut self.reported, &self.name)
+    }
+
+    pub(super) fn meter(&self) -> LevelMeter {
+        self.meter.clone()
+    }
+}
+
+fn open_error(name: &str, what: &str, e: impl std::fmt::Display) -> AudioError {
+    AudioError::Device {
+        name: name.to_owned(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// The failure event, the first time it is asked for after the stream failed.
+fn poll_failure(shared: &Shared, reported: &mut bool, name: &str) -> Option<AudioEvent> {
+    if *reported || !shared.failed.load(Ordering::Acquire) {
+        return None;
+    }
+    *reported = true;
+    let reason = shared.failure_reason();
+    tracing::error!(device = %name, "audio device failed: {reason}; going on with silence");
+    Some(AudioEvent::DeviceFailed {
+        device: name.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Notices a stream whose data callbacks stopped without an error (the media thread's side).
+#[derive(Debug, Default)]
+pub(super) struct Watchdog {
+    last_callbacks: u64,
+    samples_since: u64,
+}
+
+impl Watchdog {
+    /// Called with the samples the media thread just asked for or gave.
+    pub(super) fn check(&mut self, shared: &Shared, samples: usize) {
+        let callbacks = shared.callbacks.load(Ordering::Relaxed);
+        if callbacks != self.last_callbacks {
+            self.last_callbacks = callbacks;
+            self.samples_since = 0;
+            return;
+        }
+        self.samples_since += samples as u64;
+        if callbacks >= CALLBACKS_TO_ARM
+            && self.samples_since > STALL_SAMPLES
+            && !shared.failed.load(Ordering::Acquire)
+        {
+            shared.fail(STALLED);
+        }
+    }
+}
+
+/// The low-water mark of a queue over a window of reads or writes (see [`LOW_WATER_WINDOW`]).
+#[derive(Debug)]
+pub(super) struct LowWater {
+    min: usize,
+    count: u32,
+}
+
+impl Default for LowWater {
+    fn default() -> Self {
+        Self {
+            min: usize::MAX,
+            count: 0,
+        }
+    }
+}
+
+impl LowWater {
+    /// Notes the queue's `level`; at the end of a window returns how much of it was never needed
+    /// above `target` (plus `slack`), if any.
+    pub(super) fn observe(&mut self, level: usize, target: usize, slack: usize) -> Option<usize> {
+        self.min = self.min.min(level);
+        self.count += 1;
+        if self.count < LOW_WATER_WINDOW {
+            return None;
+        }
+        let min = std::mem::replace(&mut self.min, usize::MAX);
+        self.count = 0;
+        (min > target + slack).then(|| min - target)
+    }
+
+    /// True right after [`LowWater::observe`] closed a window.
+    pub(super) fn window_ended(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The media thread's end of a ring buffer: debug-prints how much is queued.
+pub(super) struct Queue<T>(pub(super) T);
+
+impl<T: Observer> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} samples queued", self.0.occupied_len())
+    }
+}
+
+/// A work buffer allocated when the device is opened: debug-prints its length, not its samples.
+pub(super) struct Scratch(Vec<f32>);
+
+impl Scratch {
+    pub(super) fn new(len: usize) -> Self {
+        Self(vec![0.0; len])
+    }
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} samples", self.0.len())
+    }
+}
+
+impl Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cpal::ErrorKind;
+    use ringbuf::HeapRb;
+    use ringbuf::traits::Split;
+
+    use super::super::capture::Capture;
+    use super::*;
+
+    #[test]
+    fn device_failure_is_an_event_once_and_then_silence() {
+        let shared = Arc::new(Shared::default());
+        let (_prod, cons) = HeapRb::<f32>::new(4_800).split();
+        let mut capture = Capture::new(cons, 1, 48_000, shared.clone()).unwrap();
+        let mut reported = false;
+
+        // Xruns and passing backend errors are counted, not fatal.
+        shared.on_error(Direction::Input, ErrorKind::Xrun);
+        shared.on_error(Direction::Input, ErrorKind::BackendError);
+        shared.on_error(Direction::Input, ErrorKind::DeviceChanged);
+        assert_eq!(poll_failure(&shared, &mut reported, "mic"), None);
+        let stats = shared.stats();
+        assert_eq!(
+            (stats.overruns, stats.device_errors, stats.failed),
+            (1, 1, false)
+        );
+
+        shared.on_error(Direction::Input, ErrorKind::DeviceNotAvailable);
+        let event = poll_failure(&shared, &mut reported, "mic");
+        assert_eq!(
+            event,
+            Some(AudioEvent::DeviceFailed {
+                device: "mic".into(),
+                reason: "the device is no longer available".into()
+            })
+        );
+        assert_eq!(poll_failure(&shared, &mut reported, "mic"), None);
+        let mut frame = [1.0f32; 480];
+        for _ in 0..10 {
+            assert_eq!(capture.read(&mut frame).unwrap(), 0);
+        }
+        assert!(frame.iter().all(|&s| s == 0.0));
+        assert_eq!(
+            shared.stats().underruns,
+            0,
+            "a failed device is not underrunning"
+        );
+    }
+
+    #[test]
+    fn a_stream_whose_callbacks_stop_is_reported() {
+        let shared = Arc::new(Shared::default());
+        let mut watchdog = Watchdog::default();
+        // Not armed before the stream has started.
+        for _ in 0..500 {
+            watchdog.check(&shared, 960);
+        }
+        assert!(!shared.stats().failed);
+        shared.callbacks.store(CALLBACKS_TO_ARM, Ordering::Relaxed);
+        for _ in 0..100 {
+            watchdog.check(&shared, 960);
+        }
+        assert!(!shared.stats().failed, "2 s is allowed");
+        for _ in 0..10 {
+            watchdog.check(&shared, 960);
+        }
+        assert!(shared.stats().failed);
+        assert_eq!(
+            shared.failure_reason(),
+            "the device stopped delivering audio"
+        );
+    }
+}
