@@ -95,6 +95,44 @@ pub async fn resolve(server: &str) -> Result<Vec<SocketAddr>, DriverError> {
     Ok(addrs)
 }
 
+/// Resolves `server` and opens the TCP control connection to the first of its addresses that
+/// answers, trying EVERY address in the resolver's order, each within `timeout` (resolving also
+/// gets `timeout`). On failure the error is the last address's (refused, unreachable or timed
+/// out), so a name with a dead first address still reaches the server behind the second.
+/// Returns the connection and the address it reached.
+pub async fn connect_control(
+    server: &str,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), DriverError> {
+    let addrs = tokio::time::timeout(timeout, resolve(server))
+        .await
+        .map_err(|_| DriverError::Resolve(server.to_string(), "timed out".into()))??;
+    connect_any(server, &addrs, timeout).await
+}
+
+/// [`connect_control`] after resolving: each of `addrs` in turn, each within `timeout`.
+async fn connect_any(
+    server: &str,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), DriverError> {
+    let mut last_err = DriverError::Resolve(server.to_string(), "no addresses".to_string());
+    for &addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok((tcp, addr)),
+            Ok(Err(e)) => {
+                tracing::debug!("control connection to {addr}: {e}");
+                last_err = DriverError::Connect(addr, e);
+            }
+            Err(_) => {
+                tracing::debug!("control connection to {addr}: no answer within {timeout:?}");
+                last_err = DriverError::Timeout(addr, timeout);
+            }
+        }
+    }
+    Err(last_err)
+}
+
 /// Every local interface address, IPv4 and IPv6 (empty if the system will not say).
 pub fn local_addresses() -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = if_addrs::get_if_addrs()
@@ -135,19 +173,8 @@ impl Driver {
     /// Resolves `server`, connects the control connection, binds the sockets and starts the
     /// exchange. Fails within `options.timeout` when the server cannot be reached.
     pub async fn connect(server: &str, options: Options) -> Result<Self, DriverError> {
-        let addrs = tokio::time::timeout(options.timeout, resolve(server))
-            .await
-            .map_err(|_| DriverError::Resolve(server.to_string(), "timed out".into()))??;
-        let deadline = tokio::time::Instant::now() + options.timeout;
-        let mut last_err = None;
-        for addr in addrs {
-            match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => return Self::start(tcp, addr, options).await,
-                Ok(Err(e)) => last_err = Some(DriverError::Connect(addr, e)),
-                Err(_) => return Err(DriverError::Timeout(addr, options.timeout)),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| DriverError::Protocol("no server address".into())))
+        let (tcp, addr) = connect_control(server, options.timeout).await?;
+        Self::start(tcp, addr, options).await
     }
 
     async fn start(
@@ -418,5 +445,90 @@ pub async fn stun_binding(server: &str, timeout: Duration) -> Result<StunResult,
             return Err(DriverError::Timeout(server, timeout));
         }
         rto = (rto * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback address whose SYNs go unanswered: a listener with a backlog of 0 whose accept
+    /// queue is filled and never drained (Linux then drops further SYNs), so a connect to it
+    /// times out. Returns the listener and the fillers, to keep alive while the address is used.
+    async fn silent_address() -> (tokio::net::TcpListener, Vec<TcpStream>, SocketAddr) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => fillers.push(tcp),
+                Ok(Err(e)) => panic!("connect to the filling listener: {e}"),
+                Err(_) => return (listener, fillers, addr),
+            }
+        }
+        panic!("the listener with a full backlog still accepted 8 connections");
+    }
+
+    /// A loopback address nobody listens on (connects are refused at once).
+    fn refused_address() -> SocketAddr {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn connect_tries_every_address_past_one_that_times_out() {
+        let (_silent, _fillers, silent) = silent_address().await;
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let timeout = Duration::from_millis(300);
+
+        let started = Instant::now();
+        let (tcp, reached) = connect_any("test", &[silent, good_addr], timeout)
+            .await
+            .unwrap();
+        assert_eq!(reached, good_addr);
+        assert_eq!(tcp.peer_addr().unwrap(), good_addr);
+        assert!(
+            started.elapsed() >= timeout,
+            "the silent address was given its full timeout first"
+        );
+        let (accepted, _) = good.accept().await.unwrap();
+        assert_eq!(accepted.local_addr().unwrap(), good_addr);
+    }
+
+    #[tokio::test]
+    async fn connect_reports_the_last_addresss_error() {
+        let (_silent, _fillers, silent) = silent_address().await;
+        let refused = refused_address();
+        let timeout = Duration::from_millis(200);
+
+        match connect_any("test", &[refused, silent], timeout).await {
+            Err(DriverError::Timeout(addr, t)) => {
+                assert_eq!((addr, t), (silent, timeout));
+            }
+            other => panic!("expected the silent address's timeout, got {other:?}"),
+        }
+        match connect_any("test", &[silent, refused], timeout).await {
+            Err(DriverError::Connect(addr, _)) => assert_eq!(addr, refused),
+            other => panic!("expected the refused address's error, got {other:?}"),
+        }
+        match connect_any("test", &[], timeout).await {
+            Err(DriverError::Resolve(name, _)) => assert_eq!(name, "test"),
+            other => panic!("expected no address, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_control_resolves_a_name() {
+        // `localhost` may also resolve to ::1 (refused here), before or after 127.0.0.1.
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let name = format!("localhost:{}", good_addr.port());
+        let (_tcp, reached) = connect_control(&name, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(reached, good_addr);
     }
 }
