@@ -8,11 +8,13 @@ use std::time::Duration;
 use ringbuf::traits::{Consumer, Observer};
 use ringbuf::{HeapCons, HeapProd};
 
-use super::open::{Endpoint, Half, LOW_WATER_SLACK, LowWater, Queue, Scratch, Watchdog};
+use super::open::{
+    Endpoint, Half, LOW_WATER_SLACK, LowWater, Queue, Scratch, Watchdog, device_endpoint,
+};
 use super::stream::{Shared, StreamParts, build_input};
-use super::{CUSHION, DeviceFormat, Direction};
+use super::{CUSHION, Direction};
 use crate::SAMPLE_RATE;
-use crate::audio::{AudioError, AudioEvent, AudioStats, LevelMeter, Source};
+use crate::audio::AudioError;
 use crate::audio::{StreamResampler, downmix_interleaved};
 
 /// Audio capture holds between the callback and the reader (the ring, then the resampler's
@@ -151,50 +153,14 @@ fn backlog_samples(rate: u32, channels: usize) -> usize {
 #[derive(Debug)]
 pub struct DeviceSource(Endpoint<Capture>);
 
-impl DeviceSource {
-    /// Opens the input device called `name` (id or name, see [`input_devices`]), or the
-    /// system default, and starts capturing.
-    ///
-    /// [`input_devices`]: super::input_devices
-    pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
-        Self::open_with_format(name, DeviceFormat::default())
-    }
-
-    /// [`DeviceSource::open`], asking the device for a given rate and channel count.
-    pub fn open_with_format(name: Option<&str>, format: DeviceFormat) -> Result<Self, AudioError> {
-        Endpoint::open(name, format).map(Self)
-    }
-
-    /// The device's name as opened.
-    pub fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    /// The rate and channel count the device runs at (converted to 48 kHz mono on read).
-    pub fn device_format(&self) -> (u32, u16) {
-        self.0.device_format()
-    }
-}
-
-impl Source for DeviceSource {
+device_endpoint! {
+    DeviceSource: Source,
+    open: "Opens the input device called `name` (id or name, see \
+        [`input_devices`](super::input_devices)), or the system default, and starts capturing.",
+    format: "The rate and channel count the device runs at (converted to 48 kHz mono on \
+        read).",
     fn read(&mut self, frame: &mut [f32]) -> Result<usize, AudioError> {
         self.0.half.read(frame)
-    }
-
-    fn is_realtime(&self) -> bool {
-        true
-    }
-
-    fn stats(&self) -> AudioStats {
-        self.0.stats()
-    }
-
-    fn poll_event(&mut self) -> Option<AudioEvent> {
-        self.0.poll_event()
-    }
-
-    fn meter(&self) -> LevelMeter {
-        self.0.meter()
     }
 }
 

@@ -149,6 +149,72 @@ impl<H> Endpoint<H> {
     }
 }
 
+/// Writes what [`DeviceSource`] and [`DeviceSink`] have alike, each a newtype over an
+/// [`Endpoint`]: `open`, `open_with_format`, `name` and `device_format`, and the methods of
+/// their trait ([`Source`] or [`Sink`]) other than the one that moves audio, which is given.
+///
+/// [`DeviceSource`]: super::DeviceSource
+/// [`DeviceSink`]: super::DeviceSink
+/// [`Source`]: crate::audio::Source
+/// [`Sink`]: crate::audio::Sink
+macro_rules! device_endpoint {
+    (
+        $device:ident: $role:ident,
+        open: $open:literal,
+        format: $format:literal,
+        $($moves:tt)*
+    ) => {
+        impl $device {
+            #[doc = $open]
+            pub fn open(name: Option<&str>) -> Result<Self, $crate::audio::AudioError> {
+                Self::open_with_format(name, $crate::audio::DeviceFormat::default())
+            }
+
+            #[doc = concat!(
+                "[`", stringify!($device), "::open`], asking the device for a given rate and ",
+                "channel count."
+            )]
+            pub fn open_with_format(
+                name: Option<&str>,
+                format: $crate::audio::DeviceFormat,
+            ) -> Result<Self, $crate::audio::AudioError> {
+                $crate::audio::device::open::Endpoint::open(name, format).map(Self)
+            }
+
+            /// The device's name as opened.
+            pub fn name(&self) -> &str {
+                self.0.name()
+            }
+
+            #[doc = $format]
+            pub fn device_format(&self) -> (u32, u16) {
+                self.0.device_format()
+            }
+        }
+
+        impl $crate::audio::$role for $device {
+            $($moves)*
+
+            fn is_realtime(&self) -> bool {
+                true
+            }
+
+            fn stats(&self) -> $crate::audio::AudioStats {
+                self.0.stats()
+            }
+
+            fn poll_event(&mut self) -> Option<$crate::audio::AudioEvent> {
+                self.0.poll_event()
+            }
+
+            fn meter(&self) -> $crate::audio::LevelMeter {
+                self.0.meter()
+            }
+        }
+    };
+}
+pub(super) use device_endpoint;
+
 fn open_error(name: &str, what: &str, e: impl std::fmt::Display) -> AudioError {
     AudioError::Device {
         name: name.to_owned(),

@@ -10,13 +10,14 @@ use ringbuf::{HeapCons, HeapProd};
 
 use super::open::{
     CALLBACKS_TO_ARM, Endpoint, Half, LOW_WATER_SLACK, LowWater, Queue, Scratch, Watchdog,
+    device_endpoint,
 };
 use super::stream::{Shared, StreamParts, build_output};
-use super::{CUSHION, DeviceFormat, Direction};
+use super::{CUSHION, Direction};
 use crate::SAMPLE_RATE;
 use crate::audio::{
-    AudioError, AudioEvent, AudioStats, FRAME_20MS, LevelMeter, Sink, Source, StreamResampler,
-    ToneSource, upmix_to_interleaved,
+    AudioError, AudioEvent, FRAME_20MS, Sink, Source, StreamResampler, ToneSource,
+    upmix_to_interleaved,
 };
 
 /// Audio the playback ring buffer holds between the media thread and the callback.
@@ -127,50 +128,15 @@ impl Half for Playback {
 #[derive(Debug)]
 pub struct DeviceSink(Endpoint<Playback>);
 
-impl DeviceSink {
-    /// Opens the output device called `name` (id or name, see [`output_devices`]), or the
-    /// system default, and starts playing (silence until audio is written).
-    ///
-    /// [`output_devices`]: super::output_devices
-    pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
-        Self::open_with_format(name, DeviceFormat::default())
-    }
-
-    /// [`DeviceSink::open`], asking the device for a given rate and channel count.
-    pub fn open_with_format(name: Option<&str>, format: DeviceFormat) -> Result<Self, AudioError> {
-        Endpoint::open(name, format).map(Self)
-    }
-
-    /// The device's name as opened.
-    pub fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    /// The rate and channel count the device runs at (converted from 48 kHz mono on write).
-    pub fn device_format(&self) -> (u32, u16) {
-        self.0.device_format()
-    }
-}
-
-impl Sink for DeviceSink {
+device_endpoint! {
+    DeviceSink: Sink,
+    open: "Opens the output device called `name` (id or name, see \
+        [`output_devices`](super::output_devices)), or the system default, and starts playing \
+        (silence until audio is written).",
+    format: "The rate and channel count the device runs at (converted from 48 kHz mono on \
+        write).",
     fn write(&mut self, frame: &[f32]) -> Result<(), AudioError> {
         self.0.half.write(frame)
-    }
-
-    fn is_realtime(&self) -> bool {
-        true
-    }
-
-    fn stats(&self) -> AudioStats {
-        self.0.stats()
-    }
-
-    fn poll_event(&mut self) -> Option<AudioEvent> {
-        self.0.poll_event()
-    }
-
-    fn meter(&self) -> LevelMeter {
-        self.0.meter()
     }
 }
 

@@ -177,6 +177,12 @@ impl Shared {
         }
     }
 
+    /// Counts a data callback of `len` samples (all channels). Real-time: atomics only.
+    fn on_callback(&self, len: usize) {
+        self.callbacks.fetch_add(1, Ordering::Relaxed);
+        self.max_callback.fetch_max(len, Ordering::Relaxed);
+    }
+
     /// cpal's error callback: counts, flags a failure. No allocation, no logging.
     pub(super) fn on_error(&self, direction: Direction, kind: ErrorKind) {
         match kind {
@@ -208,6 +214,15 @@ impl Shared {
             .get(usize::from(self.failure.load(Ordering::Relaxed)))
             .map_or("the audio backend reported an error", |(_, text)| text)
     }
+}
+
+/// cpal's error callback for a stream in `direction`: [`Shared::on_error`].
+fn error_callback(
+    shared: &Arc<Shared>,
+    direction: Direction,
+) -> impl FnMut(cpal::Error) + Send + use<> {
+    let shared = shared.clone();
+    move |e| shared.on_error(direction, e.kind())
 }
 
 /// Keeps the cpal stream alive; cpal's stream type has no `Debug`.
@@ -263,21 +278,14 @@ where
     T: SizedSample,
     f32: FromSample<T>,
 {
-    let StreamParts {
-        device,
-        config,
-        stream_config,
-        shared,
-        meter,
-    } = parts;
-    let channels = usize::from(config.channels()).max(1);
-    let errors = shared.clone();
-    device.build_input_stream::<T, _, _>(
-        stream_config,
+    let channels = usize::from(parts.config.channels()).max(1);
+    let (shared, meter) = (parts.shared, parts.meter);
+    let on_error = error_callback(&shared, Direction::Input);
+    parts.device.build_input_stream::<T, _, _>(
+        parts.stream_config,
         move |data: &[T], _| {
             // Realtime: convert, copy, count. Whole frames only, so channels never slip.
-            shared.callbacks.fetch_add(1, Ordering::Relaxed);
-            shared.max_callback.fetch_max(data.len(), Ordering::Relaxed);
+            shared.on_callback(data.len());
             let room = prod.vacant_len() / channels * channels;
             let take = data.len().min(room);
             let (mut peak, mut sum) = (0.0f32, 0.0f32);
@@ -292,7 +300,7 @@ where
                 shared.overruns.fetch_add(1, Ordering::Relaxed);
             }
         },
-        move |e: cpal::Error| errors.on_error(Direction::Input, e.kind()),
+        on_error,
         Some(OPEN_TIMEOUT),
     )
 }
@@ -315,25 +323,18 @@ fn build_output_typed<T>(
 where
     T: SizedSample + FromSample<f32>,
 {
-    let StreamParts {
-        device,
-        config,
-        stream_config,
-        shared,
-        meter,
-    } = parts;
-    let channels = usize::from(config.channels()).max(1);
-    let cushion = CUSHION * config.sample_rate() as usize / SAMPLE_RATE as usize * channels;
+    let channels = usize::from(parts.config.channels()).max(1);
+    let cushion = CUSHION * parts.config.sample_rate() as usize / SAMPLE_RATE as usize * channels;
     let capacity = cons.capacity().get();
-    let errors = shared.clone();
+    let (shared, meter) = (parts.shared, parts.meter);
+    let on_error = error_callback(&shared, Direction::Output);
     let mut primed = false;
-    device.build_output_stream::<T, _, _>(
-        stream_config,
+    parts.device.build_output_stream::<T, _, _>(
+        parts.stream_config,
         move |data: &mut [T], _| {
             // Realtime: copy, convert, count. Silence until a cushion has built up, and again
             // after running dry, so a late writer gives one gap rather than many.
-            shared.callbacks.fetch_add(1, Ordering::Relaxed);
-            shared.max_callback.fetch_max(data.len(), Ordering::Relaxed);
+            shared.on_callback(data.len());
             if !primed {
                 if cons.occupied_len() < (data.len() + cushion).min(capacity / 2) {
                     data.fill(T::EQUILIBRIUM);
@@ -363,7 +364,7 @@ where
                 }
             }
         },
-        move |e: cpal::Error| errors.on_error(Direction::Output, e.kind()),
+        on_error,
         Some(OPEN_TIMEOUT),
     )
 }
