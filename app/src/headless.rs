@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use media::audio::{SinkSpec, SourceSpec};
 
-use crate::engine::{CallReport, Command, EndReason, Engine, EngineConfig, Event, MediaConfig};
+use crate::engine::{
+    CallReport, Command, EndReason, Engine, EngineConfig, Event, MediaConfig, Registration,
+    StopReason,
+};
 use crate::settings::{self, ServerAddr, Settings};
 
 /// How often the front end looks at its flags between events.
@@ -249,14 +252,12 @@ fn wait_registered(engine: &Engine, interrupted: &AtomicBool) -> Result<(), Fail
             )));
         }
         match engine.next_event(POLL) {
-            Some(event @ Event::Registered { .. }) => {
-                log_registered(&event);
+            Some(Event::Registration(registration @ Registration::Online { .. })) => {
+                log_registration(&registration);
                 return Ok(());
             }
-            Some(Event::Stopped { error }) => {
-                return Err(failed(error.unwrap_or_else(|| "the engine stopped".into())));
-            }
-            Some(Event::Error(e)) => tracing::warn!("{e}"),
+            Some(Event::Stopped { reason }) => return Err(stopped(reason)),
+            Some(Event::Warning(w)) => tracing::warn!("{w}"),
             Some(_) => {}
             None if engine.is_stopped() => {
                 return Err(failed("the engine stopped"));
@@ -266,17 +267,30 @@ fn wait_registered(engine: &Engine, interrupted: &AtomicBool) -> Result<(), Fail
     }
 }
 
-/// Logs a registration (also a new one after the server came back).
-fn log_registered(event: &Event) {
-    if let Event::Registered {
-        name,
-        mapped,
-        verdict,
-    } = event
-    {
-        let verdict = verdict.map_or("unknown", |v| v.as_str());
-        tracing::info!(name, %mapped, verdict, "registered");
+/// Logs a change of the registration (also a new one after the server came back).
+fn log_registration(registration: &Registration) {
+    match registration {
+        Registration::Online {
+            name,
+            mapped,
+            verdict,
+        } => {
+            let verdict = verdict.map_or("unknown", |v| v.as_str());
+            tracing::info!(name, %mapped, verdict, "registered");
+        }
+        Registration::Offline { reason, .. } => {
+            tracing::warn!(?reason, "lost the server; connecting again");
+        }
+        Registration::Replaced => {
+            tracing::warn!("the name was registered from another device");
+        }
+        Registration::Connecting => tracing::debug!("connecting to the server"),
     }
+}
+
+/// The failure for an engine that stopped.
+fn stopped(reason: Option<StopReason>) -> Failure {
+    failed(reason.map_or_else(|| "the engine stopped".into(), |r| r.to_string()))
 }
 
 fn print_report(report: &CallReport, json: bool) {
@@ -336,7 +350,7 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
     let peer = args.peer;
     engine.send(Command::Call(peer.clone()));
     let placed = Instant::now();
-    let mut last_error = None;
+    let mut last_warning = None;
     // Until connected.
     loop {
         if interrupted.load(Ordering::SeqCst) {
@@ -348,25 +362,21 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
             return Err(failed(format!("no answer from {peer}")));
         }
         match engine.next_event(POLL) {
-            Some(Event::Error(e)) => {
-                tracing::warn!("{e}");
-                last_error = Some(e);
+            Some(Event::Warning(w)) => {
+                tracing::warn!("{w}");
+                last_warning = Some(w);
             }
             Some(Event::Ringing { .. }) => tracing::info!(peer, "ringing"),
             Some(Event::Connected { .. }) => break,
             Some(Event::Ended { reason, .. }) => {
-                let detail = match (&last_error, reason) {
-                    (Some(e), EndReason::LocalError) => format!(" ({e})"),
+                let detail = match (&last_warning, reason) {
+                    (Some(w), EndReason::Local) => format!(" ({w})"),
                     _ => String::new(),
                 };
-                return Err(failed(format!(
-                    "call to {peer}: {}{detail}",
-                    reason.describe()
-                )));
+                return Err(failed(format!("call to {peer}: {reason}{detail}")));
             }
-            Some(Event::Stopped { error }) => {
-                return Err(failed(error.unwrap_or_else(|| "the engine stopped".into())));
-            }
+            Some(Event::Registration(r)) => log_registration(&r),
+            Some(Event::Stopped { reason }) => return Err(stopped(reason)),
             _ => {}
         }
     }
@@ -392,16 +402,15 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
                 return if reason.is_normal() {
                     Ok(())
                 } else {
-                    Err(failed(format!("call with {peer}: {}", reason.describe())))
+                    Err(failed(format!("call with {peer}: {reason}")))
                 };
             }
             Some(Event::PathChanged { path, remote }) => {
                 tracing::info!(path = path.as_str(), ?remote, "media path changed");
             }
-            Some(Event::Stopped { error }) => {
-                return Err(failed(error.unwrap_or_else(|| "the engine stopped".into())));
-            }
-            Some(Event::Error(e)) => tracing::warn!("{e}"),
+            Some(Event::Registration(r)) => log_registration(&r),
+            Some(Event::Stopped { reason }) => return Err(stopped(reason)),
+            Some(Event::Warning(w)) => tracing::warn!("{w}"),
             _ => {}
         }
     }
@@ -425,7 +434,7 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
             return Ok(());
         }
         match engine.next_event(POLL) {
-            Some(event @ Event::Registered { .. }) => log_registered(&event),
+            Some(Event::Registration(r)) => log_registration(&r),
             Some(Event::Incoming { from }) => {
                 tracing::info!(from, "incoming call: answering");
                 engine.send(Command::Accept);
@@ -448,17 +457,23 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
                     Some(report) => {
                         print_report(&report, args.common.json);
                         answered += 1;
+                        if !reason.is_normal() {
+                            tracing::warn!(peer, "the call ended: {reason}");
+                        }
                         if args.calls.is_some_and(|n| answered >= n) {
-                            return Ok(());
+                            // The exit status says whether the last call ended as calls do.
+                            return if reason.is_normal() {
+                                Ok(())
+                            } else {
+                                Err(failed(format!("call with {peer}: {reason}")))
+                            };
                         }
                     }
-                    None => tracing::warn!(peer, "missed call: {}", reason.describe()),
+                    None => tracing::warn!(peer, "missed call: {reason}"),
                 }
             }
-            Some(Event::Stopped { error }) => {
-                return Err(failed(error.unwrap_or_else(|| "the engine stopped".into())));
-            }
-            Some(Event::Error(e)) => tracing::warn!("{e}"),
+            Some(Event::Stopped { reason }) => return Err(stopped(reason)),
+            Some(Event::Warning(w)) => tracing::warn!("{w}"),
             _ => {}
         }
     }

@@ -30,8 +30,12 @@ use egui::{Color32, RichText};
 use media::audio::{LevelMeter, SinkSpec, SourceSpec};
 use traversal::rendezvous::Rendezvous;
 
-use crate::engine::{CallReport, Command, EndReason, EngineConfig, Event, MediaConfig, PathKind};
+use crate::engine::{
+    CallReport, Command, EndReason, EngineConfig, Event, MediaConfig, PathKind, Registration,
+    StopReason,
+};
 use crate::settings::{self, AddrError, Settings};
+use traversal::control::EndReason as WireReason;
 
 pub use backend::{CallEngine, FakeEngine, StartEngine, real_engine};
 use contacts::Book;
@@ -618,11 +622,11 @@ impl PinholeApp {
 
     fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Registered {
+            Event::Registration(Registration::Online {
                 name,
                 mapped,
                 verdict,
-            } => {
+            }) => {
                 let server = self.link_server();
                 self.link = Link::Registered {
                     name,
@@ -697,7 +701,11 @@ impl PinholeApp {
                 connected,
                 report,
             } => self.call_ended(reason, &peer, connected, report.as_ref()),
-            Event::Error(message) => {
+            // Interim (the view state's reducer replaces this): other registration changes
+            // and the mute state are not shown yet.
+            Event::Registration(_) | Event::Muted(_) => {}
+            Event::Warning(warning) => {
+                let message = warning.to_string();
                 tracing::info!("engine: {message}");
                 // Before registration the reason arrives with `Stopped`; say it once, there.
                 if matches!(self.call, Call::Idle) && matches!(self.link, Link::Registered { .. }) {
@@ -708,10 +716,18 @@ impl PinholeApp {
                 }
                 self.last_error = Some(message);
             }
-            Event::Stopped { error } => {
+            Event::Stopped { reason } => {
                 self.engine = None;
                 let server = self.link_server();
-                let mut error = error.unwrap_or_else(|| "the call engine stopped".into());
+                let mut error = reason.map_or_else(
+                    || "the call engine stopped".into(),
+                    |r| match r {
+                        StopReason::NameTaken => "cannot register (name_taken)".to_string(),
+                        StopReason::BadName => "cannot register (bad_name)".to_string(),
+                        StopReason::BadSignature => "cannot register (bad_signature)".to_string(),
+                        other => other.to_string(),
+                    },
+                );
                 // What the server said before it closed the connection is the better reason.
                 if matches!(self.link, Link::Connecting { .. })
                     && let Some(said) = self.last_error.take()
@@ -788,7 +804,9 @@ impl PinholeApp {
         } else {
             let words = failure_text(reason, peer, self.last_error.as_deref());
             let outcome = match reason {
-                EndReason::NoAnswer | EndReason::Cancelled if !outgoing => "missed".to_owned(),
+                EndReason::Remote(WireReason::NoAnswer | WireReason::Cancelled) if !outgoing => {
+                    "missed".to_owned()
+                }
                 r => short_outcome(r).to_owned(),
             };
             (words, true, outcome)
@@ -1647,18 +1665,31 @@ impl Drop for PinholeApp {
 /// line (it tells which device failed).
 pub fn failure_text(reason: EndReason, peer: &str, detail: Option<&str>) -> String {
     match reason {
-        EndReason::HungUp => format!("Call with {peer} ended."),
-        EndReason::Cancelled => format!("The call with {peer} was cancelled."),
-        EndReason::Rejected => format!("{peer} declined the call."),
-        EndReason::Busy => format!("{peer} is busy in another call."),
-        EndReason::Offline => format!("{peer} is not online right now."),
-        EndReason::NoAnswer => format!("{peer} did not answer."),
-        EndReason::PeerLost => format!("The connection to {peer} was lost."),
-        EndReason::ServerError => "The server dropped the call.".to_owned(),
-        EndReason::RelayLimit => {
+        EndReason::HungUp | EndReason::Remote(WireReason::HungUp) => {
+            format!("Call with {peer} ended.")
+        }
+        EndReason::Cancelled | EndReason::Remote(WireReason::Cancelled) => {
+            format!("The call with {peer} was cancelled.")
+        }
+        EndReason::Declined | EndReason::Remote(WireReason::Rejected) => {
+            format!("{peer} declined the call.")
+        }
+        EndReason::Remote(WireReason::Busy) => format!("{peer} is busy in another call."),
+        EndReason::Remote(WireReason::Offline) => format!("{peer} is not online right now."),
+        EndReason::Remote(WireReason::NoAnswer) => format!("{peer} did not answer."),
+        EndReason::Remote(WireReason::PeerLost) | EndReason::PeerSilent => {
+            format!("The connection to {peer} was lost.")
+        }
+        EndReason::Remote(WireReason::ServerError)
+        | EndReason::ServerLost
+        | EndReason::ServerUnreachable => "The server dropped the call.".to_owned(),
+        EndReason::Remote(WireReason::RelayLimit) => {
             "The server would not carry the call (it relays one call per person).".to_owned()
         }
-        EndReason::LocalError => {
+        EndReason::SelfCall => {
+            "That is you: call someone else, or echo to hear yourself.".to_owned()
+        }
+        EndReason::Local => {
             let detail = detail.unwrap_or("an audio device or the network failed");
             // The device list that follows "available:" belongs in Settings, not here.
             let detail = detail.trim_start_matches("audio: ");
@@ -1681,15 +1712,18 @@ pub fn failure_text(reason: EndReason, peer: &str, detail: Option<&str>) -> Stri
 
 fn short_outcome(reason: EndReason) -> &'static str {
     match reason {
-        EndReason::HungUp => "ended",
-        EndReason::Cancelled => "cancelled",
-        EndReason::Rejected => "declined",
-        EndReason::Busy => "busy",
-        EndReason::Offline => "offline",
-        EndReason::NoAnswer => "no answer",
-        EndReason::PeerLost => "connection lost",
-        EndReason::ServerError | EndReason::RelayLimit => "server error",
-        EndReason::LocalError => "failed",
+        EndReason::HungUp | EndReason::Remote(WireReason::HungUp) => "ended",
+        EndReason::Cancelled | EndReason::Remote(WireReason::Cancelled) => "cancelled",
+        EndReason::Declined | EndReason::Remote(WireReason::Rejected) => "declined",
+        EndReason::Remote(WireReason::Busy) => "busy",
+        EndReason::Remote(WireReason::Offline) => "offline",
+        EndReason::Remote(WireReason::NoAnswer) => "no answer",
+        EndReason::Remote(WireReason::PeerLost) | EndReason::PeerSilent => "connection lost",
+        EndReason::Remote(WireReason::ServerError | WireReason::RelayLimit)
+        | EndReason::ServerLost
+        | EndReason::ServerUnreachable => "server error",
+        EndReason::SelfCall => "your own name",
+        EndReason::Local => "failed",
     }
 }
 

@@ -23,49 +23,7 @@ use media::voice::{CodecConfig, DatagramKind, FrameDuration, VoiceConfig, VoiceS
 use serde::Serialize;
 use traversal::channel::{self, Kind};
 
-/// Where the media we send goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaPath {
-    /// Straight to the peer at this address.
-    Direct(SocketAddr),
-    /// Through the server's relay, as ChannelData on `channel`.
-    Relay {
-        /// The server's UDP address.
-        server: SocketAddr,
-        /// The call's channel number (0x4000-0x4FFF).
-        channel: u16,
-    },
-}
-
-impl MediaPath {
-    /// Direct or relayed.
-    pub fn kind(&self) -> PathKind {
-        match self {
-            MediaPath::Direct(_) => PathKind::Direct,
-            MediaPath::Relay { .. } => PathKind::Relay,
-        }
-    }
-}
-
-/// Direct or relayed, as reports and the GUI show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathKind {
-    /// Straight between the two clients.
-    Direct,
-    /// Through the server.
-    Relay,
-}
-
-impl PathKind {
-    /// `"direct"` or `"relay"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathKind::Direct => "direct",
-            PathKind::Relay => "relay",
-        }
-    }
-}
+pub use traversal::phone::{EndReason, MediaPath, PathKind};
 
 /// Settings of the media of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +89,10 @@ pub struct CallReport {
     pub rtp: RtpReport,
     /// Round-trip time from RTCP, once known.
     pub rtt_ms: Option<f64>,
+    /// How the call ended (`"hung_up"`, `"peer_hung_up"`, `"server_lost"`...); set in the
+    /// report of [`super::Event::Ended`], absent while the call goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<EndReason>,
 }
 
 /// One call's media: session, audio ends, path, counters.
@@ -362,7 +324,9 @@ impl MediaCall {
         }
     }
 
-    fn handle_media(&mut self, now: Instant, datagram: &[u8]) {
+    /// RTP or RTCP of this call, already told apart from everything else on the media socket
+    /// (by the phone: [`traversal::phone::Received::Media`]).
+    pub fn handle_media(&mut self, now: Instant, datagram: &[u8]) {
         let kind = self.session.handle_datagram(now, datagram);
         if matches!(kind, DatagramKind::Rtp | DatagramKind::Rtcp) {
             self.last_media = now;
@@ -394,6 +358,7 @@ impl MediaCall {
                 jitter_ms: round3(stats.received.jitter.as_secs_f64() * 1000.0),
             },
             rtt_ms: stats.rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
+            end: None,
         }
     }
 

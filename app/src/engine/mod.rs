@@ -1,19 +1,23 @@
-//! The call engine: it owns the media socket and the clock, and drives the sans-IO parts (the
-//! traversal [`Client`](traversal::client::Client): registration and keepalive; call
-//! signalling; [`Punch`](traversal::punch::Punch): connectivity checks; a voice session) with
-//! audio from a source to a sink. See docs/calls.md, "The client engine".
+//! The call engine: a thin driver of the sans-IO [`Phone`](traversal::phone::Phone). It owns
+//! the control connection, the media socket, the clock and the audio devices; the phone owns
+//! every protocol decision (registration, signalling, punching, reconnects). See
+//! docs/ARCHITECTURE.md, "The life of a call".
 //!
 //! It runs on a thread of its own with a tokio runtime. Front ends (the GUI, `pinhole call` and
 //! `pinhole answer`) talk to it through channels: [`Command`]s in, [`Event`]s out.
 //!
 //! ```text
-//!   Engine::start(config) -> thread: connect, register (name + key), then loop:
-//!     select { control connection | media socket | timers (client, punch, 20 ms frame, 1 s stats)
-//!              | commands }
-//!     -> drain the client's and punch's outputs; events to the front end
+//!   Engine::start(config) -> thread: loop {
+//!     select { command | control connection bytes | media socket | connect result
+//!              | audio devices opened | 20 ms frame | 1 s stats | phone.poll_timeout() }
+//!     -> feed the phone; drain its outputs: TCP actions, datagrams, events
+//!   }
 //! ```
 //!
-//! - [`media`]: one call's media loop (frame tick, demultiplexing, relay framing, path switch).
+//! Audio devices open on a blocking thread (up to seconds for a sound server), so
+//! keepalives, checks and signalling never stop for them.
+//!
+//! - [`media`]: one call's media (frame tick, voice session, path).
 //! - [`direct`]: a call without a server, to explicit addresses (tests, the media loop alone).
 
 pub mod direct;
@@ -21,7 +25,6 @@ pub mod media;
 mod run;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,7 +32,8 @@ use std::time::Duration;
 use ::media::audio::{LevelMeter, SinkSpec, SourceSpec};
 
 pub use direct::{DirectCall, run_direct};
-pub use media::{CallReport, MediaCall, MediaConfig, MediaPath, PathKind, RtpReport};
+pub use media::{CallReport, MediaCall, MediaConfig, RtpReport};
+pub use traversal::phone::{EndReason, MediaPath, PathKind, Registration, ServerLoss, StopReason};
 
 /// What a front end asks of the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,96 +46,74 @@ pub enum Command {
     Reject,
     /// End the call (before an answer: cancel it).
     HangUp,
-    /// Send silence instead of the input (true) or the input again (false).
+    /// Send silence instead of the input (true) or the input again (false). Every call starts
+    /// unmuted.
     Mute(bool),
     /// Output volume, 0.0 to 2.0 (1.0: unchanged).
     Volume(f32),
+    /// Connect and register again now (after [`Registration::Replaced`], or to skip the wait).
+    Reconnect,
     /// End any call, say goodbye to the server, stop the engine.
     Shutdown,
 }
 
-/// Why a call ended, for people and for reports.
+/// Which audio device failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndReason {
-    /// One side hung up after the call connected.
-    HungUp,
-    /// The caller gave up before an answer.
-    Cancelled,
-    /// The callee declined.
-    Rejected,
-    /// The callee is in another call.
-    Busy,
-    /// No such name online.
-    Offline,
-    /// Nobody answered in time.
-    NoAnswer,
-    /// The other side vanished (its connection dropped, its keepalives stopped).
-    PeerLost,
-    /// The server failed or dropped the call.
-    ServerError,
-    /// The server refused to relay another call for this client.
-    RelayLimit,
-    /// Something on this machine failed (audio device, socket).
-    LocalError,
+pub enum AudioSide {
+    /// The input.
+    Microphone,
+    /// The output.
+    Speaker,
 }
 
-impl EndReason {
-    /// The stable snake_case name (as on the wire and in JSON).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::HungUp => "hung_up",
-            EndReason::Cancelled => "cancelled",
-            EndReason::Rejected => "rejected",
-            EndReason::Busy => "busy",
-            EndReason::Offline => "offline",
-            EndReason::NoAnswer => "no_answer",
-            EndReason::PeerLost => "peer_lost",
-            EndReason::ServerError => "server_error",
-            EndReason::RelayLimit => "relay_limit",
-            EndReason::LocalError => "local_error",
-        }
-    }
-
-    /// In words a person understands.
-    pub fn describe(self) -> &'static str {
-        match self {
-            EndReason::HungUp => "the call ended",
-            EndReason::Cancelled => "the call was cancelled",
-            EndReason::Rejected => "the call was rejected",
-            EndReason::Busy => "the peer is busy in another call",
-            EndReason::Offline => "the peer is offline (no such name is registered)",
-            EndReason::NoAnswer => "no answer",
-            EndReason::PeerLost => "the connection to the peer was lost",
-            EndReason::ServerError => "the server ended the call (server error)",
-            EndReason::RelayLimit => "the server refused to relay the call (relay limit)",
-            EndReason::LocalError => "the call failed on this machine",
-        }
-    }
-
-    /// True for an end that is part of a normal call (someone hung up).
-    pub fn is_normal(self) -> bool {
-        matches!(self, EndReason::HungUp)
-    }
+/// Something failed that does not stop the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// An audio device could not be opened or failed in a call (the call ends with
+    /// [`EndReason::Local`] when it could not be opened).
+    Audio {
+        /// Which device.
+        side: AudioSide,
+        /// The error, for people.
+        detail: String,
+    },
+    /// A call was placed while another is in progress.
+    AlreadyInCall,
+    /// Accept or Reject with nothing ringing.
+    NoCallToAccept,
+    /// The server refused something after registration.
+    Refused {
+        /// Its stable code.
+        code: String,
+        /// For people.
+        message: String,
+    },
 }
 
-impl fmt::Display for EndReason {
+impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.describe())
+        match self {
+            Warning::Audio { side, detail } => {
+                let side = match side {
+                    AudioSide::Microphone => "microphone",
+                    AudioSide::Speaker => "speaker",
+                };
+                write!(f, "{side}: {detail}")
+            }
+            Warning::AlreadyInCall => f.write_str("already in a call; hang up first"),
+            Warning::NoCallToAccept => f.write_str("no incoming call to answer"),
+            Warning::Refused { code, message } => {
+                write!(f, "the server refused: {message} ({code})")
+            }
+        }
     }
 }
 
 /// What the engine tells a front end.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// Registered with the server under `name`; the server sees the media socket at `mapped`.
-    Registered {
-        /// Our name.
-        name: String,
-        /// The media socket's mapped address.
-        mapped: SocketAddr,
-        /// The NAT verdict of the traversal exchange (`public`, `proxy` or `nat`).
-        verdict: Option<traversal::control::Verdict>,
-    },
+    /// The registration changed: the only source of the "online" line.
+    Registration(Registration),
     /// Someone calls: answer with [`Command::Accept`] or [`Command::Reject`].
     Incoming {
         /// The caller's name.
@@ -142,7 +124,7 @@ pub enum Event {
         /// Whom we call.
         peer: String,
     },
-    /// The call is up: media flows (on the relay first).
+    /// The call is up: media flows (on the relay first), unmuted.
     Connected {
         /// The other party.
         peer: String,
@@ -151,6 +133,8 @@ pub enum Event {
         /// Level of what we play (for a meter).
         output_meter: LevelMeter,
     },
+    /// The microphone's mute state: after [`Command::Mute`], and `false` when a call starts.
+    Muted(bool),
     /// The call's figures, every second while connected.
     Stats(CallReport),
     /// The media moved between relay and direct.
@@ -158,7 +142,7 @@ pub enum Event {
         /// The path now.
         path: PathKind,
         /// The peer's address on a direct path.
-        remote: Option<SocketAddr>,
+        remote: Option<std::net::SocketAddr>,
     },
     /// The call (placed, incoming or connected) is over.
     Ended {
@@ -168,16 +152,16 @@ pub enum Event {
         peer: String,
         /// Whether the call had connected.
         connected: bool,
-        /// The figures, for a call that connected.
+        /// The figures (with `end` set), for a call whose media had started.
         report: Option<CallReport>,
     },
-    /// Something went wrong that does not stop the engine (one line).
-    Error(String),
-    /// The engine stopped: after [`Command::Shutdown`] (`error: None`) or because it cannot
-    /// go on (the server is unreachable, the name is taken...).
+    /// Something failed that does not stop the engine.
+    Warning(Warning),
+    /// The engine stopped: after [`Command::Shutdown`] (`reason: None`) or because it cannot
+    /// go on.
     Stopped {
         /// Why, when it was not asked to.
-        error: Option<String>,
+        reason: Option<StopReason>,
     },
 }
 
@@ -248,7 +232,7 @@ impl fmt::Debug for EngineConfig {
     }
 }
 
-/// Why the engine could not do what it was asked.
+/// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// A source or sink could not be opened or run.
