@@ -43,18 +43,18 @@
 //! - Every state a front end shows comes from an [`Event`]: it never has to guess.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::calls::MAX_CANDIDATES;
 use crate::channel::{self, Kind};
 use crate::client::{self, Client, Socket};
 use crate::control::{self, ClientMessage, FrameDecoder, ServerMessage};
 use crate::punch::{Punch, PunchEvent};
 
+mod link;
 mod signal;
 mod types;
 
@@ -284,7 +284,7 @@ impl Phone {
             locals.insert(0, info.access.ip());
         }
         let host_candidates =
-            host_candidates(info.access.ip(), info.server.ip(), &locals, info.media_port);
+            link::host_candidates(info.access.ip(), info.server.ip(), &locals, info.media_port);
         let mut config = client::Config::new(info.server, info.access, info.media_port);
         config.local_addresses = locals;
         config.keepalive_interval = self.config.keepalive;
@@ -618,75 +618,11 @@ impl Phone {
         });
     }
 
-    fn connect(&mut self, now: Instant) {
-        self.link = Link::Connecting {
-            deadline: now + self.config.register_timeout,
-        };
-        self.tcp.push_back(TcpAction::Connect);
-        self.events
-            .push_back(Event::Registration(Registration::Connecting));
-    }
-
-    /// The control connection is gone or useless: calls that need it end, and the phone
-    /// connects again after the back-off (or stops, when it never got online).
-    fn lose_server(&mut self, now: Instant, reason: ServerLoss) {
-        tracing::warn!(?reason, "lost the server");
-        if matches!(self.link, Link::Up(_)) {
-            self.tcp.push_back(TcpAction::Close);
-        }
-        let keep = match &self.call {
-            Call::Idle | Call::Waiting { .. } => true,
-            Call::Up(up) => matches!(up.path, MediaPath::Direct(_)),
-            _ => false,
-        };
-        if !keep {
-            self.finish(now, EndReason::ServerLost);
-        }
-        if !self.ever_online && self.config.stop_if_first_connect_fails {
-            self.stop(
-                now,
-                StopReason::Unreachable {
-                    detail: reason.detail(),
-                },
-            );
-            return;
-        }
-        let retry_at = now + self.backoff;
-        self.backoff = (self.backoff * 2)
-            .max(self.config.backoff_min)
-            .min(self.config.backoff_max);
-        self.link = Link::Waiting { retry_at };
-        self.events
-            .push_back(Event::Registration(Registration::Offline {
-                reason,
-                retry_at,
-            }));
-    }
-
-    fn stop(&mut self, now: Instant, reason: StopReason) {
-        tracing::warn!(%reason, "the phone stops");
-        if matches!(self.link, Link::Up(_)) {
-            self.tcp.push_back(TcpAction::Close);
-        }
-        // Nothing reaches the server any more: a call in progress ends here.
-        self.finish(now, EndReason::ServerLost);
-        self.link = Link::Stopped;
-        self.events.push_back(Event::Stopped(reason));
-    }
-
     fn send(&mut self, message: &ClientMessage) {
         if let Link::Up(_) = self.link {
             self.tcp
                 .push_back(TcpAction::Send(control::encode(message)));
         }
-    }
-
-    fn ping(&mut self, now: Instant) {
-        let nonce = self.rng.next_u64();
-        if let Link::Up(session) = &mut self.link {
-            session.ping = Some((nonce, now + self.config.server_answer_timeout));
-        }
-        self.send(&ClientMessage::Ping { nonce });
     }
 
     fn place(&mut self, now: Instant, id: u64, peer: String, placed: Instant) {
@@ -706,94 +642,6 @@ impl Phone {
             placed,
             deadline: now + self.config.call_timeout,
         };
-    }
-
-    /// Our candidates: host addresses, then the mapped one.
-    fn candidates(&self) -> Vec<SocketAddr> {
-        let Link::Up(session) = &self.link else {
-            return Vec::new();
-        };
-        let mut out = session.host_candidates.clone();
-        if let Some(mapped) = session.client.mapped()
-            && !out.contains(&mapped)
-        {
-            out.truncate(MAX_CANDIDATES - 1);
-            out.push(mapped);
-        }
-        out.truncate(MAX_CANDIDATES);
-        out
-    }
-
-    fn maybe_online(&mut self, now: Instant) {
-        let Link::Up(session) = &mut self.link else {
-            return;
-        };
-        if session.online || !session.name_registered || !session.client.is_registered() {
-            return;
-        }
-        let Some(mapped) = session.client.mapped() else {
-            return;
-        };
-        session.online = true;
-        session.next_ping = now + self.config.ping_interval;
-        self.ever_online = true;
-        self.backoff = Duration::ZERO;
-        let registration = Registration::Online {
-            name: self.config.name.clone(),
-            mapped,
-            verdict: session.client.verdict(),
-        };
-        self.events.push_back(Event::Registration(registration));
-        if let Call::Waiting { .. } = self.call
-            && let Call::Waiting {
-                id, peer, placed, ..
-            } = std::mem::replace(&mut self.call, Call::Idle)
-        {
-            self.place(now, id, peer, placed);
-        }
-    }
-
-    /// Moves what the exchange client queued out, and acts on its events.
-    fn drain_exchange(&mut self, now: Instant) {
-        loop {
-            let Link::Up(session) = &mut self.link else {
-                return;
-            };
-            while let Some(bytes) = session.client.poll_tcp() {
-                self.tcp.push_back(TcpAction::Send(bytes));
-            }
-            while let Some(t) = session.client.poll_transmit() {
-                if t.socket == Socket::Media {
-                    self.transmits.push_back(Transmit {
-                        destination: t.destination,
-                        contents: t.contents,
-                    });
-                }
-            }
-            let Some(event) = session.client.poll_event() else {
-                return;
-            };
-            match event {
-                client::Event::Registered { mapped, .. } => {
-                    tracing::debug!(%mapped, "media socket registered");
-                    if session.online {
-                        let registration = Registration::Online {
-                            name: self.config.name.clone(),
-                            mapped,
-                            verdict: session.client.verdict(),
-                        };
-                        self.events.push_back(Event::Registration(registration));
-                    } else {
-                        self.maybe_online(now);
-                    }
-                }
-                client::Event::Failed { reason } => {
-                    self.lose_server(now, ServerLoss::Unreachable { detail: reason });
-                    return;
-                }
-                other => tracing::debug!(event = ?other, "exchange"),
-            }
-        }
     }
 
     /// Moves what the punch queued out, and acts on its events.
@@ -840,60 +688,9 @@ impl Phone {
     }
 }
 
-/// The host candidates: each local address of the server's family with the media port.
-/// Loopback only when the server is on loopback (a test on one machine).
-fn host_candidates(
-    access: IpAddr,
-    server: IpAddr,
-    locals: &[IpAddr],
-    port: u16,
-) -> Vec<SocketAddr> {
-    let mut out = vec![SocketAddr::new(access, port)];
-    for ip in locals {
-        let usable = ip.is_ipv4() == server.is_ipv4()
-            && !ip.is_unspecified()
-            && !ip.is_multicast()
-            && (server.is_loopback() || !ip.is_loopback())
-            && !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
-        let candidate = SocketAddr::new(*ip, port);
-        if usable && !out.contains(&candidate) {
-            out.push(candidate);
-        }
-    }
-    out.truncate(MAX_CANDIDATES - 1);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_candidates_match_the_servers_family_and_scope() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let locals = [
-            ip("127.0.0.1"),
-            ip("192.168.1.20"),
-            ip("10.0.0.5"),
-            ip("::1"),
-            ip("fe80::1"),
-            ip("2001:db8::5"),
-        ];
-        let c = host_candidates(ip("192.168.1.20"), ip("203.0.113.7"), &locals, 5000);
-        assert_eq!(
-            c,
-            vec![
-                "192.168.1.20:5000".parse().unwrap(),
-                "10.0.0.5:5000".parse().unwrap()
-            ],
-            "IPv4 only, no loopback, the access address first"
-        );
-        let c = host_candidates(ip("127.0.0.1"), ip("127.0.0.1"), &locals, 5000);
-        assert_eq!(c[0], "127.0.0.1:5000".parse().unwrap());
-        assert!(c.len() < MAX_CANDIDATES);
-        let c = host_candidates(ip("2001:db8::5"), ip("2001:db8::1"), &locals, 7);
-        assert_eq!(c, vec!["[2001:db8::5]:7".parse().unwrap()], "no link-local");
-    }
 
     #[test]
     fn end_reasons_have_stable_names() {

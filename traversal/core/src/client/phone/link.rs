@@ -1,0 +1,223 @@
+//! The phone's control connection: connecting, registering (the exchange and the name),
+//! pings, losing the server and connecting again with back-off.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::types::{Event, Registration, ServerLoss, StopReason, TcpAction, Transmit};
+use super::{Call, EndReason, Link, MediaPath, Phone};
+use crate::calls::MAX_CANDIDATES;
+use crate::client::{self, Socket};
+use crate::control::ClientMessage;
+
+impl Phone {
+    pub(super) fn connect(&mut self, now: Instant) {
+        self.link = Link::Connecting {
+            deadline: now + self.config.register_timeout,
+        };
+        self.tcp.push_back(TcpAction::Connect);
+        self.events
+            .push_back(Event::Registration(Registration::Connecting));
+    }
+
+    /// The control connection is gone or useless: calls that need it end, and the phone
+    /// connects again after the back-off (or stops, when it never got online).
+    pub(super) fn lose_server(&mut self, now: Instant, reason: ServerLoss) {
+        tracing::warn!(?reason, "lost the server");
+        if matches!(self.link, Link::Up(_)) {
+            self.tcp.push_back(TcpAction::Close);
+        }
+        let keep = match &self.call {
+            Call::Idle | Call::Waiting { .. } => true,
+            Call::Up(up) => matches!(up.path, MediaPath::Direct(_)),
+            _ => false,
+        };
+        if !keep {
+            self.finish(now, EndReason::ServerLost);
+        }
+        if !self.ever_online && self.config.stop_if_first_connect_fails {
+            self.stop(
+                now,
+                StopReason::Unreachable {
+                    detail: reason.detail(),
+                },
+            );
+            return;
+        }
+        let retry_at = now + self.backoff;
+        self.backoff = (self.backoff * 2)
+            .max(self.config.backoff_min)
+            .min(self.config.backoff_max);
+        self.link = Link::Waiting { retry_at };
+        self.events
+            .push_back(Event::Registration(Registration::Offline {
+                reason,
+                retry_at,
+            }));
+    }
+
+    pub(super) fn stop(&mut self, now: Instant, reason: StopReason) {
+        tracing::warn!(%reason, "the phone stops");
+        if matches!(self.link, Link::Up(_)) {
+            self.tcp.push_back(TcpAction::Close);
+        }
+        // Nothing reaches the server any more: a call in progress ends here.
+        self.finish(now, EndReason::ServerLost);
+        self.link = Link::Stopped;
+        self.events.push_back(Event::Stopped(reason));
+    }
+
+    pub(super) fn ping(&mut self, now: Instant) {
+        let nonce = self.rng.next_u64();
+        if let Link::Up(session) = &mut self.link {
+            session.ping = Some((nonce, now + self.config.server_answer_timeout));
+        }
+        self.send(&ClientMessage::Ping { nonce });
+    }
+
+    /// Our candidates: host addresses, then the mapped one.
+    pub(super) fn candidates(&self) -> Vec<SocketAddr> {
+        let Link::Up(session) = &self.link else {
+            return Vec::new();
+        };
+        let mut out = session.host_candidates.clone();
+        if let Some(mapped) = session.client.mapped()
+            && !out.contains(&mapped)
+        {
+            out.truncate(MAX_CANDIDATES - 1);
+            out.push(mapped);
+        }
+        out.truncate(MAX_CANDIDATES);
+        out
+    }
+
+    pub(super) fn maybe_online(&mut self, now: Instant) {
+        let Link::Up(session) = &mut self.link else {
+            return;
+        };
+        if session.online || !session.name_registered || !session.client.is_registered() {
+            return;
+        }
+        let Some(mapped) = session.client.mapped() else {
+            return;
+        };
+        session.online = true;
+        session.next_ping = now + self.config.ping_interval;
+        self.ever_online = true;
+        self.backoff = Duration::ZERO;
+        let registration = Registration::Online {
+            name: self.config.name.clone(),
+            mapped,
+            verdict: session.client.verdict(),
+        };
+        self.events.push_back(Event::Registration(registration));
+        if let Call::Waiting { .. } = self.call
+            && let Call::Waiting {
+                id, peer, placed, ..
+            } = std::mem::replace(&mut self.call, Call::Idle)
+        {
+            self.place(now, id, peer, placed);
+        }
+    }
+
+    /// Moves what the exchange client queued out, and acts on its events.
+    pub(super) fn drain_exchange(&mut self, now: Instant) {
+        loop {
+            let Link::Up(session) = &mut self.link else {
+                return;
+            };
+            while let Some(bytes) = session.client.poll_tcp() {
+                self.tcp.push_back(TcpAction::Send(bytes));
+            }
+            while let Some(t) = session.client.poll_transmit() {
+                if t.socket == Socket::Media {
+                    self.transmits.push_back(Transmit {
+                        destination: t.destination,
+                        contents: t.contents,
+                    });
+                }
+            }
+            let Some(event) = session.client.poll_event() else {
+                return;
+            };
+            match event {
+                client::Event::Registered { mapped, .. } => {
+                    tracing::debug!(%mapped, "media socket registered");
+                    if session.online {
+                        let registration = Registration::Online {
+                            name: self.config.name.clone(),
+                            mapped,
+                            verdict: session.client.verdict(),
+                        };
+                        self.events.push_back(Event::Registration(registration));
+                    } else {
+                        self.maybe_online(now);
+                    }
+                }
+                client::Event::Failed { reason } => {
+                    self.lose_server(now, ServerLoss::Unreachable { detail: reason });
+                    return;
+                }
+                other => tracing::debug!(event = ?other, "exchange"),
+            }
+        }
+    }
+}
+
+/// The host candidates: each local address of the server's family with the media port.
+/// Loopback only when the server is on loopback (a test on one machine).
+pub(super) fn host_candidates(
+    access: IpAddr,
+    server: IpAddr,
+    locals: &[IpAddr],
+    port: u16,
+) -> Vec<SocketAddr> {
+    let mut out = vec![SocketAddr::new(access, port)];
+    for ip in locals {
+        let usable = ip.is_ipv4() == server.is_ipv4()
+            && !ip.is_unspecified()
+            && !ip.is_multicast()
+            && (server.is_loopback() || !ip.is_loopback())
+            && !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        let candidate = SocketAddr::new(*ip, port);
+        if usable && !out.contains(&candidate) {
+            out.push(candidate);
+        }
+    }
+    out.truncate(MAX_CANDIDATES - 1);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_candidates_match_the_servers_family_and_scope() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let locals = [
+            ip("127.0.0.1"),
+            ip("192.168.1.20"),
+            ip("10.0.0.5"),
+            ip("::1"),
+            ip("fe80::1"),
+            ip("2001:db8::5"),
+        ];
+        let c = host_candidates(ip("192.168.1.20"), ip("203.0.113.7"), &locals, 5000);
+        assert_eq!(
+            c,
+            vec![
+                "192.168.1.20:5000".parse().unwrap(),
+                "10.0.0.5:5000".parse().unwrap()
+            ],
+            "IPv4 only, no loopback, the access address first"
+        );
+        let c = host_candidates(ip("127.0.0.1"), ip("127.0.0.1"), &locals, 5000);
+        assert_eq!(c[0], "127.0.0.1:5000".parse().unwrap());
+        assert!(c.len() < MAX_CANDIDATES);
+        let c = host_candidates(ip("2001:db8::5"), ip("2001:db8::1"), &locals, 7);
+        assert_eq!(c, vec!["[2001:db8::5]:7".parse().unwrap()], "no link-local");
+    }
+}
