@@ -1,28 +1,35 @@
 //! Call flows of the desktop app against a fake engine (events injected, commands recorded),
 //! driven through the accessibility tree with `egui_kittest`: incoming calls accepted and
 //! rejected, the in-call view with its statistics, hang up (button and Esc) back to the main
-//! view, failed calls said in words, an unreachable server, contacts and recents persisted.
+//! view, failed calls said in words, an unreachable server, a lost server that comes back,
+//! another device taking the name, mute across calls, contacts and recents persisted.
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use media::audio::LevelMeter;
-use pinhole::engine::{CallReport, Command, EndReason, Event, PathKind, RtpReport};
+use pinhole::engine::{
+    AudioSide, CallReport, Command, EndReason, Event, PathKind, Registration, RtpReport,
+    ServerLoss, StopReason, Warning,
+};
 use pinhole::settings::{self, Settings};
 use pinhole::ui::{DeviceList, FakeEngine, Link, PinholeApp, View};
-use traversal::control::Verdict;
+use traversal::control::{EndReason as Remote, Verdict};
 
 const SERVER: &str = "127.0.0.1:3478";
 
-fn app(dir: &Path, fake: &FakeEngine) -> PinholeApp {
+/// The app as alice at `server` (empty: the built-in one), on the fake engine. The settings
+/// are written on first use of `dir`.
+fn app_at(dir: &Path, fake: &FakeEngine, server: &str) -> PinholeApp {
     let path = dir.join("settings.toml");
     if !path.exists() {
         let s = Settings {
             name: "alice".into(),
-            server: SERVER.into(),
+            server: server.into(),
             ..Default::default()
         };
         settings::save(&path, &s).unwrap();
@@ -30,6 +37,10 @@ fn app(dir: &Path, fake: &FakeEngine) -> PinholeApp {
     PinholeApp::new(path, DeviceList::default())
         .with_engine(fake.starter())
         .without_sounds()
+}
+
+fn app(dir: &Path, fake: &FakeEngine) -> PinholeApp {
+    app_at(dir, fake, SERVER)
 }
 
 fn harness(app: PinholeApp) -> Harness<'static, PinholeApp> {
@@ -43,15 +54,28 @@ fn registered(dir: &Path, fake: &FakeEngine) -> Harness<'static, PinholeApp> {
     let mut h = harness(app(dir, fake));
     h.run();
     assert_eq!(fake.started_with(), vec![SERVER.to_owned()]);
-    fake.push(Event::Registered {
-        name: "alice".into(),
-        mapped: "203.0.113.9:40000".parse().unwrap(),
-        verdict: Some(Verdict::Nat),
-    });
+    fake.push(online());
     h.run();
     assert_eq!(h.state().view(), View::Main);
     assert!(matches!(h.state().link(), Link::Registered { .. }));
     h
+}
+
+fn online() -> Event {
+    Event::Registration(Registration::Online {
+        name: "alice".into(),
+        mapped: "203.0.113.9:40000".parse().unwrap(),
+        verdict: Some(Verdict::Nat),
+    })
+}
+
+fn ended(peer: &str, reason: EndReason, connected: bool) -> Event {
+    Event::Ended {
+        reason,
+        peer: peer.into(),
+        connected,
+        report: None,
+    }
 }
 
 fn connected(peer: &str) -> Event {
@@ -78,6 +102,7 @@ fn stats(peer: &str) -> Event {
             jitter_ms: 1.5,
         },
         rtt_ms: Some(23.4),
+        end: None,
     })
 }
 
@@ -103,8 +128,7 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
     assert_eq!(h.state().view(), View::Incoming);
     h.get_by_label("Incoming call");
     h.get_by_label("bob");
-    h.get_by_label("Accept").click();
-    h.run();
+    click(&mut h, "Accept");
     assert_eq!(fake.commands(), vec![Command::Accept]);
 
     fake.push(connected("bob"));
@@ -123,14 +147,15 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
     h.get_by_label("1.3 % (2 of 150 packets)");
     assert_eq!(h.state().call_stats().unwrap().rtp.received, 148);
 
-    // Mute and volume reach the engine.
-    h.get_by_label("Mute microphone").click();
+    // Mute reaches the engine; the button says what the engine answers.
+    click(&mut h, "Mute microphone");
+    assert!(fake.commands().contains(&Command::Mute(true)));
+    h.get_by_label("Mute microphone");
+    fake.push(Event::Muted(true));
     h.run();
     h.get_by_label("Unmute microphone");
-    assert!(fake.commands().contains(&Command::Mute(true)));
 
-    h.get_by_label("Hang up (Esc)").click();
-    h.run();
+    click(&mut h, "Hang up (Esc)");
     assert_eq!(h.state().view(), View::Main);
     assert_eq!(fake.commands().last(), Some(&Command::HangUp));
     h.get_by_label_contains("Call with bob ended after 0:0");
@@ -138,12 +163,7 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
     assert_eq!((recent.name.as_str(), recent.outgoing), ("bob", false));
 
     // The engine's own Ended for the call that was hung up changes nothing.
-    fake.push(Event::Ended {
-        reason: EndReason::HungUp,
-        peer: "bob".into(),
-        connected: true,
-        report: None,
-    });
+    fake.push(ended("bob", EndReason::HungUp, true));
     h.run();
     assert_eq!(h.state().view(), View::Main);
     assert_eq!(h.state().book().recent.len(), 1);
@@ -156,8 +176,7 @@ fn an_incoming_call_rejected_goes_back_to_main_and_is_remembered() {
     let mut h = registered(dir.path(), &fake);
     fake.push(Event::Incoming { from: "bob".into() });
     h.run();
-    h.get_by_label("Reject").click();
-    h.run();
+    click(&mut h, "Reject");
     assert_eq!(fake.commands(), vec![Command::Reject]);
     assert_eq!(h.state().view(), View::Main);
     h.get_by_label("You declined the call from bob.");
@@ -170,15 +189,11 @@ fn an_incoming_call_rejected_goes_back_to_main_and_is_remembered() {
     });
     h.run();
     assert_eq!(h.state().view(), View::Incoming);
-    fake.push(Event::Ended {
-        reason: EndReason::Cancelled,
-        peer: "carol".into(),
-        connected: false,
-        report: None,
-    });
+    fake.push(ended("carol", EndReason::Remote(Remote::Cancelled), false));
     h.run();
     assert_eq!(h.state().view(), View::Main);
     assert_eq!(h.state().book().recent[0].outcome, "missed");
+    h.get_by_label("You missed a call from carol.");
 }
 
 #[test]
@@ -186,10 +201,7 @@ fn esc_hangs_up_a_call_we_placed_with_enter() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeEngine::new();
     let mut h = registered(dir.path(), &fake);
-    h.get_by_label("Name to call").focus();
-    h.run();
-    h.get_by_label("Name to call").type_text("echo");
-    h.run();
+    type_name(&mut h, "echo");
     h.key_press(egui::Key::Enter);
     h.run();
     assert_eq!(fake.commands(), vec![Command::Call("echo".into())]);
@@ -210,32 +222,43 @@ fn esc_hangs_up_a_call_we_placed_with_enter() {
     assert!(h.state().book().recent[0].outgoing);
 }
 
-/// Places a call to `peer` and ends it with `reason`; returns the notice shown.
+/// Replaces what the call field holds with `name`.
+fn type_name(h: &mut Harness<'static, PinholeApp>, name: &str) {
+    h.get_by_label("Name to call").focus();
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.key_press(egui::Key::Backspace);
+    h.get_by_label("Name to call").type_text(name);
+    h.run();
+}
+
+/// Clicks what is labelled `label` and runs the frames that follow.
+fn click(h: &mut Harness<'static, PinholeApp>, label: &str) {
+    h.get_by_label(label).click();
+    h.run();
+}
+
+/// Types `peer` into the call field and presses Call.
+fn call(h: &mut Harness<'static, PinholeApp>, peer: &str) {
+    type_name(h, peer);
+    click(h, "Call");
+}
+
+/// Places a call to `peer` and ends it with `reason` (after `warning`); returns the notice
+/// shown.
 fn failed_call(
     h: &mut Harness<'static, PinholeApp>,
     fake: &FakeEngine,
     peer: &str,
     reason: EndReason,
-    error: Option<&str>,
+    warning: Option<Warning>,
 ) -> String {
-    h.get_by_label("Name to call").focus();
-    h.run();
-    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    h.key_press(egui::Key::Backspace);
-    h.get_by_label("Name to call").type_text(peer);
-    h.run();
-    h.get_by_label("Call").click();
-    h.run();
+    call(h, peer);
     assert_eq!(h.state().view(), View::Calling, "calling {peer}");
-    if let Some(error) = error {
-        fake.push(Event::Error(error.into()));
+    if let Some(warning) = warning {
+        fake.push(Event::Warning(warning));
     }
-    fake.push(Event::Ended {
-        reason,
-        peer: peer.into(),
-        connected: false,
-        report: None,
-    });
+    fake.push(ended(peer, reason, false));
     h.run();
     assert_eq!(h.state().view(), View::Main);
     let notice = h.state().notice().unwrap().clone();
@@ -250,31 +273,53 @@ fn a_failed_call_says_why_in_words() {
     let fake = FakeEngine::new();
     let mut h = registered(dir.path(), &fake);
     assert_eq!(
-        failed_call(&mut h, &fake, "bob", EndReason::Offline, None),
+        failed_call(
+            &mut h,
+            &fake,
+            "bob",
+            EndReason::Remote(Remote::Offline),
+            None
+        ),
         "bob is not online right now."
     );
     assert_eq!(
-        failed_call(&mut h, &fake, "carol", EndReason::Rejected, None),
+        failed_call(
+            &mut h,
+            &fake,
+            "carol",
+            EndReason::Remote(Remote::Rejected),
+            None
+        ),
         "carol declined the call."
     );
     assert_eq!(
-        failed_call(&mut h, &fake, "dave", EndReason::NoAnswer, None),
+        failed_call(
+            &mut h,
+            &fake,
+            "dave",
+            EndReason::Remote(Remote::NoAnswer),
+            None
+        ),
         "dave did not answer."
     );
     assert_eq!(
-        failed_call(&mut h, &fake, "erin", EndReason::Busy, None),
+        failed_call(&mut h, &fake, "erin", EndReason::Remote(Remote::Busy), None),
         "erin is busy in another call."
     );
     let no_mic = failed_call(
         &mut h,
         &fake,
         "frank",
-        EndReason::LocalError,
-        Some("audio: input device \"USB\": cannot open for capture: no such device"),
+        EndReason::Local,
+        Some(Warning::Audio {
+            side: AudioSide::Microphone,
+            detail: "input device \"USB\": cannot open for capture".into(),
+        }),
     );
-    assert!(
-        no_mic.starts_with("No microphone could be opened"),
-        "{no_mic}"
+    assert_eq!(
+        no_mic,
+        "No microphone could be opened (input device \"USB\": cannot open for capture). Pick \
+         another one in Settings."
     );
     let outcomes: Vec<&str> = h
         .state()
@@ -297,21 +342,15 @@ fn an_unreachable_server_is_said_and_calls_explain_it() {
     h.run();
     h.get_by_label_contains("Connecting to 127.0.0.1:3478");
     fake.push(Event::Stopped {
-        error: Some(
-            "server unreachable: cannot reach the server at 127.0.0.1:3478: Connection refused"
-                .into(),
-        ),
+        reason: Some(StopReason::Unreachable {
+            detail: "cannot reach the server at 127.0.0.1:3478: Connection refused".into(),
+        }),
     });
     h.run();
     assert!(matches!(h.state().link(), Link::Failed { .. }));
     h.get_by_label_contains("cannot be reached: Cannot reach the server");
     h.get_by_label("Try again now");
-    h.get_by_label("Name to call").focus();
-    h.run();
-    h.get_by_label("Name to call").type_text("bob");
-    h.run();
-    h.get_by_label("Call").click();
-    h.run();
+    call(&mut h, "bob");
     assert_eq!(h.state().view(), View::Main);
     assert!(
         fake.commands().is_empty(),
@@ -326,8 +365,7 @@ fn an_unreachable_server_is_said_and_calls_explain_it() {
     );
 
     // Try again now starts a new engine at once.
-    h.get_by_label("Try again now").click();
-    h.run();
+    click(&mut h, "Try again now");
     assert_eq!(fake.started_with().len(), 2);
 }
 
@@ -337,24 +375,18 @@ fn contacts_are_kept_and_a_click_calls_them() {
     let fake = FakeEngine::new();
     {
         let mut h = registered(dir.path(), &fake);
-        h.get_by_label("Name to call").focus();
-        h.run();
-        h.get_by_label("Name to call").type_text("bob");
-        h.run();
-        h.get_by_label("Add contact").click();
-        h.run();
+        type_name(&mut h, "bob");
+        click(&mut h, "Add contact");
         h.get_by_label("Call bob");
     }
     // A new app on the same settings directory still knows bob.
     let fake = FakeEngine::new();
     let mut h = registered(dir.path(), &fake);
     assert_eq!(h.state().book().contacts, vec!["bob".to_owned()]);
-    h.get_by_label("Call bob").click();
-    h.run();
+    click(&mut h, "Call bob");
     assert_eq!(fake.commands(), vec![Command::Call("bob".into())]);
     assert_eq!(h.state().view(), View::Calling);
-    h.get_by_label("Cancel").click();
-    h.run();
+    click(&mut h, "Cancel");
     assert_eq!(h.state().view(), View::Main);
     h.get_by_label("You cancelled the call to bob.");
     assert!(dir.path().join("contacts.toml").exists());
@@ -363,26 +395,15 @@ fn contacts_are_kept_and_a_click_calls_them() {
 #[test]
 fn with_no_server_the_app_runs_its_own_and_the_engine_uses_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let s = Settings {
-        name: "alice".into(),
-        ..Default::default()
-    };
-    settings::save(&path, &s).unwrap();
     let fake = FakeEngine::new();
-    let mut h = harness(
-        PinholeApp::new(path, DeviceList::default())
-            .with_engine(fake.starter())
-            .without_sounds(),
-    );
+    let mut h = harness(app_at(dir.path(), &fake, ""));
     h.run();
     let addr = h.state().embedded_server().expect("embedded server runs");
     assert!(addr.ip().is_loopback(), "this machine only: {addr}");
     assert_eq!(fake.started_with(), vec![addr.to_string()]);
     h.get_by_label("Server: built into this app (this machine only)");
     // It answers the traversal exchange: the connection test against it gives a verdict.
-    h.get_by_label("Settings").click();
-    h.run();
+    click(&mut h, "Settings");
     h.get_by_label("Test connection").click();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while h
@@ -396,12 +417,9 @@ fn with_no_server_the_app_runs_its_own_and_the_engine_uses_it() {
 
     // "Reachable from the local network": the server moves to every interface and the
     // engine starts again.
-    h.get_by_label("Advanced").click();
-    h.run();
-    h.get_by_label("reachable from the local network").click();
-    h.run();
-    h.get_by_label("Save").click();
-    h.run();
+    click(&mut h, "Advanced");
+    click(&mut h, "reachable from the local network");
+    click(&mut h, "Save");
     let lan = h.state().embedded_server().unwrap();
     assert!(lan.ip().is_unspecified(), "{lan}");
     let started = fake.started_with();
@@ -424,7 +442,7 @@ fn a_taken_name_is_said_and_not_retried() {
     let mut h = harness(app(dir.path(), &fake));
     h.run();
     fake.push(Event::Stopped {
-        error: Some("cannot register \"alice\": the name is taken (name_taken)".into()),
+        reason: Some(StopReason::NameTaken),
     });
     h.run();
     h.get_by_label(
@@ -459,4 +477,115 @@ fn an_incoming_call_asks_for_attention_when_the_window_is_not_focused() {
     // Once, not every frame.
     h.step();
     assert!(!asked(&h));
+}
+
+#[test]
+fn a_lost_server_is_said_until_it_comes_back_and_then_the_words_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    h.get_by_label(&format!("Online: registered at {SERVER}"));
+    fake.push(Event::Registration(Registration::Offline {
+        reason: ServerLoss::Closed,
+        retry_at: Instant::now() + Duration::from_secs(3),
+    }));
+    h.run();
+    assert!(matches!(h.state().link(), Link::Offline { .. }));
+    h.get_by_label_contains("Lost the server (it closed the connection); trying again in ");
+    assert!(h.query_by_label_contains("Online").is_none());
+    // The engine reconnects by itself: the app starts no other.
+    fake.push(Event::Registration(Registration::Connecting));
+    h.run();
+    h.get_by_label_contains("Connecting to 127.0.0.1:3478");
+    fake.push(online());
+    h.run();
+    h.get_by_label(&format!("Online: registered at {SERVER}"));
+    assert!(h.query_by_label_contains("Lost the server").is_none());
+    assert!(h.state().notice().is_none(), "{:?}", h.state().notice());
+    assert_eq!(fake.started_with().len(), 1);
+}
+
+#[test]
+fn another_device_with_our_name_is_said_and_sign_in_again_asks_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    fake.push(Event::Registration(Registration::Replaced));
+    h.run();
+    assert!(matches!(h.state().link(), Link::Replaced { .. }));
+    h.get_by_label("alice signed in on another device.");
+    assert!(h.query_by_label_contains("Online").is_none());
+    // No automatic retry: no new engine, no countdown, nothing sent.
+    h.run();
+    assert!(h.query_by_label_contains("Trying again").is_none());
+    assert_eq!(fake.started_with().len(), 1);
+    assert!(fake.commands().is_empty());
+    // A call is not placed, and says why.
+    call(&mut h, "bob");
+    assert_eq!(h.state().view(), View::Main);
+    assert!(fake.commands().is_empty());
+    h.get_by_label_contains("Cannot call bob: alice signed in on another device.");
+
+    click(&mut h, "Sign in here again");
+    assert_eq!(fake.commands(), vec![Command::Reconnect]);
+    assert_eq!(fake.started_with().len(), 1, "the same engine reconnects");
+    fake.push(Event::Registration(Registration::Connecting));
+    fake.push(online());
+    h.run();
+    h.get_by_label(&format!("Online: registered at {SERVER}"));
+    assert!(
+        h.query_by_label_contains("signed in on another device")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_call_that_ended_muted_is_followed_by_an_unmuted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    call(&mut h, "bob");
+    fake.push(connected("bob"));
+    fake.push(Event::Muted(false));
+    h.run();
+    click(&mut h, "Mute microphone");
+    fake.push(Event::Muted(true));
+    h.run();
+    h.get_by_label("Unmute microphone");
+    // bob hangs up while we are muted.
+    fake.push(ended("bob", EndReason::Remote(Remote::HungUp), true));
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    h.get_by_label_contains("Call with bob ended after 0:0");
+
+    call(&mut h, "carol");
+    fake.push(connected("carol"));
+    h.run();
+    assert_eq!(h.state().view(), View::InCall);
+    h.get_by_label("Mute microphone");
+    assert!(h.query_by_label("Unmute microphone").is_none());
+    assert_eq!(
+        fake.commands(),
+        vec![
+            Command::Call("bob".into()),
+            Command::Mute(true),
+            Command::Call("carol".into())
+        ],
+        "nothing about mute sent for the second call"
+    );
+}
+
+#[test]
+fn calling_yourself_says_so_and_not_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = registered(dir.path(), &fake);
+    call(&mut h, "alice");
+    assert_eq!(fake.commands(), vec![Command::Call("alice".into())]);
+    fake.push(ended("alice", EndReason::SelfCall, false));
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    h.get_by_label("That is you: call someone else, or echo to hear yourself.");
+    assert!(h.query_by_label_contains("busy").is_none());
+    assert_eq!(h.state().book().recent[0].outcome, "that is you");
 }

@@ -23,6 +23,12 @@ fn harness(app: PinholeApp) -> Harness<'static, PinholeApp> {
         .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app)
 }
 
+/// Clicks what is labelled `label` and runs the frames that follow.
+fn click(h: &mut Harness<'static, PinholeApp>, label: &str) {
+    h.get_by_label(label).click();
+    h.run();
+}
+
 /// Replaces the text of the field labelled `label` (egui's text edit selects nothing on focus,
 /// so clear it first with the keyboard).
 fn type_into(h: &mut Harness<'static, PinholeApp>, label: &str, text: &str) {
@@ -46,8 +52,7 @@ fn first_run_setup_saves_settings_and_shows_the_main_view() {
 
     type_into(&mut h, "Server", "rendezvous.example.org:4000");
     type_into(&mut h, "Your name", "alice");
-    h.get_by_label("Save and start").click();
-    h.run();
+    click(&mut h, "Save and start");
 
     assert_eq!(h.state().view(), View::Main);
     h.get_by_label("You are alice");
@@ -70,8 +75,7 @@ fn an_invalid_server_address_shows_the_message_and_is_not_saved() {
 
     h.get_by_label("The port must be a number from 1 to 65535, not \"99999\"");
     // The button is disabled: clicking it does nothing.
-    h.get_by_label("Save and start").click();
-    h.run();
+    click(&mut h, "Save and start");
     assert_eq!(h.state().view(), View::Setup);
     assert!(!path.exists(), "nothing saved");
 
@@ -81,8 +85,7 @@ fn an_invalid_server_address_shows_the_message_and_is_not_saved() {
     // Fixing it clears the message and saving works.
     type_into(&mut h, "Server", "203.0.113.7");
     assert!(h.query_by_label_contains("not a host name").is_none());
-    h.get_by_label("Save and start").click();
-    h.run();
+    click(&mut h, "Save and start");
     assert_eq!(h.state().view(), View::Main);
     assert_eq!(
         settings::load(&path).unwrap().unwrap().server,
@@ -105,26 +108,20 @@ fn settings_view_edits_advanced_fields_and_cancel_keeps_the_saved_ones() {
     h.get_by_label("Server: built into this app (this machine only)");
 
     // Cancel throws edits away.
-    h.get_by_label("Settings").click();
-    h.run();
+    click(&mut h, "Settings");
     type_into(&mut h, "Your name", "mallory");
-    h.get_by_label("Cancel").click();
-    h.run();
+    click(&mut h, "Cancel");
     h.get_by_label("You are bob");
 
     // Advanced: a bad bitrate blocks saving; a good one is saved.
-    h.get_by_label("Settings").click();
-    h.run();
-    h.get_by_label("Advanced").click();
-    h.run();
+    click(&mut h, "Settings");
+    click(&mut h, "Advanced");
     type_into(&mut h, "Bitrate (kbit/s)", "900");
     h.get_by_label("bitrate is a number from 6 to 510 kbit/s");
     type_into(&mut h, "Bitrate (kbit/s)", "24");
     type_into(&mut h, "Keepalive (s)", "10");
-    h.get_by_label("10 ms").click();
-    h.run();
-    h.get_by_label("Save").click();
-    h.run();
+    click(&mut h, "10 ms");
+    click(&mut h, "Save");
     assert_eq!(h.state().view(), View::Main);
     let saved = settings::load(&path).unwrap().unwrap();
     assert_eq!(saved.name, "bob");
@@ -164,11 +161,9 @@ fn test_connection_runs_the_nat_check_off_the_ui_thread_and_shows_the_verdict() 
     settings::save(&path, &first).unwrap();
     let mut h = harness(PinholeApp::new(path, devices()));
     h.run();
-    h.get_by_label("Settings").click();
-    h.run();
+    click(&mut h, "Settings");
     type_into(&mut h, "Server", &server.local_addr().to_string());
-    h.get_by_label("Test connection").click();
-    h.run();
+    click(&mut h, "Test connection");
     // The frame that started it came back at once; the verdict arrives later (bounded).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while h
@@ -186,8 +181,7 @@ fn test_connection_runs_the_nat_check_off_the_ui_thread_and_shows_the_verdict() 
 
     // A server that does not answer: a clear message, and the UI kept drawing meanwhile.
     type_into(&mut h, "Server", "127.0.0.1:9");
-    h.get_by_label("Test connection").click();
-    h.run();
+    click(&mut h, "Test connection");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while h.query_by_label_contains("Network check failed").is_none() {
         assert!(
@@ -242,12 +236,9 @@ fn device_pickers_offer_usable_devices_once_after_the_system_default() {
     let mut h = harness(PinholeApp::new(path.clone(), devices()));
     h.run();
     type_into(&mut h, "Your name", "alice");
-    h.get_by_label("Microphone").click();
-    h.run();
-    h.get_by_label("USB headset").click();
-    h.run();
-    h.get_by_label("Save and start").click();
-    h.run();
+    click(&mut h, "Microphone");
+    click(&mut h, "USB headset");
+    click(&mut h, "Save and start");
     let saved = settings::load(&path).unwrap().unwrap();
     assert_eq!(saved.input_device.as_deref(), Some("USB headset"));
     assert_eq!(saved.output_device, None);

@@ -191,6 +191,9 @@ pub struct Notice {
     pub text: String,
     /// Whether it reports a failure.
     pub failure: bool,
+    /// It says why a call was not placed with the server as it was: registering again makes
+    /// it untrue, so it goes then.
+    about_link: bool,
 }
 
 impl Notice {
@@ -198,6 +201,7 @@ impl Notice {
         Self {
             text,
             failure: true,
+            about_link: false,
         }
     }
 
@@ -205,6 +209,7 @@ impl Notice {
         Self {
             text,
             failure: false,
+            about_link: false,
         }
     }
 }
@@ -426,6 +431,9 @@ impl AppState {
                 verdict,
             } => {
                 self.name.clone_from(&name);
+                if self.notice.as_ref().is_some_and(|n| n.about_link) {
+                    self.notice = None;
+                }
                 effects.push(Effect::Registered {
                     server: server.clone(),
                     mapped,
@@ -479,6 +487,7 @@ impl AppState {
         self.notice = Some(Notice {
             text: ending.text,
             failure: ending.failure,
+            about_link: false,
         });
         effects.push(Effect::Record {
             peer: peer.to_owned(),
@@ -565,9 +574,11 @@ impl AppState {
             return;
         }
         if !matches!(self.link, Link::Registered { .. }) {
-            self.notice = Some(Notice::failure(words::cannot_call(
-                peer, &self.link, &self.name,
-            )));
+            let text = words::cannot_call(peer, &self.link, &self.name);
+            self.notice = Some(Notice {
+                about_link: true,
+                ..Notice::failure(text)
+            });
             return;
         }
         // Not `end_call`: the engine's `Ended` of a call the user just ended may still come.

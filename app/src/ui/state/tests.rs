@@ -111,6 +111,10 @@ fn a_lost_server_is_said_until_registration_comes_back() {
     assert!(matches!(s.link, Link::Connecting { .. }));
     s.apply(online(), now);
     assert!(matches!(&s.link, Link::Registered { server, .. } if server == SERVER));
+    assert!(
+        s.notice.is_none(),
+        "the words about the lost server go with it"
+    );
 }
 
 #[test]

@@ -1,0 +1,151 @@
+//! A call we placed (reaching them, ringing, Cancel) and a call that is up (figures, meters,
+//! volume, mute as the engine reports it, Hang up).
+
+use std::time::{Duration, Instant};
+
+use egui::RichText;
+
+use super::state::{Action, Call};
+use super::widgets::{METER_REPAINT, STOP, big_button, meter_bar, who, working};
+use super::{PinholeApp, words};
+use crate::engine::{CallReport, PathKind};
+
+impl PinholeApp {
+    pub(super) fn calling_ui(&mut self, ui: &mut egui::Ui) {
+        let Call::Placing {
+            peer,
+            ringing,
+            since,
+        } = &self.state.call
+        else {
+            return;
+        };
+        let status = if *ringing {
+            format!("Ringing… {}", words::clock(since.elapsed()))
+        } else {
+            "Reaching them…".into()
+        };
+        let peer = peer.clone();
+        ui.vertical_centered(|ui| {
+            ui.add_space(24.0);
+            who(ui, "Calling", &peer);
+            ui.add_space(8.0);
+            ui.horizontal(|ui| {
+                working(ui);
+                ui.label(status);
+            });
+            ui.add_space(24.0);
+        });
+        ui.ctx().request_repaint_after(Duration::from_millis(500));
+        let esc = ui.input(|i| i.key_pressed(egui::Key::Escape));
+        let cancel = ui
+            .vertical_centered(|ui| big_button(ui, "Cancel", STOP, egui::vec2(120.0, 36.0)))
+            .inner;
+        if cancel || esc {
+            self.act(Action::HangUp);
+        }
+    }
+
+    pub(super) fn in_call_ui(&mut self, ui: &mut egui::Ui) {
+        let Call::Up(up) = &self.state.call else {
+            return;
+        };
+        let peer = up.peer.clone();
+        let elapsed = Instant::now().saturating_duration_since(up.since);
+        let path = match (up.path, up.remote) {
+            (PathKind::Direct, Some(remote)) => format!("Direct to {remote}"),
+            (PathKind::Direct, None) => "Direct".to_owned(),
+            (PathKind::Relay, _) => "Relayed through the server".to_owned(),
+        };
+        let stats = up.stats.clone();
+        let (input, output) = (up.input.clone(), up.output.clone());
+        let mut actions = Vec::new();
+
+        ui.vertical_centered(|ui| {
+            ui.add_space(12.0);
+            who(ui, "In a call with", &peer);
+            ui.label(RichText::new(words::clock(elapsed)).size(22.0).monospace());
+        });
+        ui.add_space(8.0);
+        egui::Grid::new("call-stats")
+            .num_columns(2)
+            .spacing([16.0, 4.0])
+            .show(ui, |ui| {
+                for (name, value) in figures(&path, stats.as_ref()) {
+                    ui.label(name);
+                    ui.label(value);
+                    ui.end_row();
+                }
+                let label = ui.label("Microphone");
+                meter_bar(ui, &input, label.id);
+                ui.end_row();
+                let label = ui.label("Speaker");
+                meter_bar(ui, &output, label.id);
+                ui.end_row();
+                let label = ui.label("Volume");
+                let mut volume = self.state.volume;
+                ui.add(
+                    egui::Slider::new(&mut volume, 0.0..=2.0)
+                        .custom_formatter(|v, _| format!("{:.0} %", v * 100.0)),
+                )
+                .labelled_by(label.id);
+                ui.end_row();
+                if (volume - self.state.volume).abs() > f32::EPSILON {
+                    actions.push(Action::Volume(volume));
+                }
+            });
+        ui.add_space(8.0);
+        // The button shows what the engine says (Event::Muted), and asks for the other state.
+        let muted = self.state.muted;
+        let mut hang_up = ui.input(|i| i.key_pressed(egui::Key::Escape));
+        ui.horizontal(|ui| {
+            let text = if muted {
+                "Unmute microphone"
+            } else {
+                "Mute microphone"
+            };
+            let button = egui::Button::new(text)
+                .selected(muted)
+                .min_size(egui::vec2(140.0, 32.0));
+            if ui.add(button).clicked() {
+                actions.push(Action::Mute(!muted));
+            }
+            hang_up |= big_button(ui, "Hang up (Esc)", STOP, egui::vec2(120.0, 32.0));
+        });
+        if hang_up {
+            actions.push(Action::HangUp);
+        }
+        ui.ctx().request_repaint_after(METER_REPAINT);
+        for action in actions {
+            self.act(action);
+        }
+    }
+}
+
+/// The call's figures as (name, value) rows.
+fn figures(path: &str, stats: Option<&CallReport>) -> [(&'static str, String); 5] {
+    let dash = || "–".to_owned();
+    let rtt = stats
+        .and_then(|s| s.rtt_ms)
+        .map_or("measuring…".to_owned(), |ms| format!("{ms:.0} ms"));
+    let jitter = stats.map_or_else(dash, |s| format!("{:.1} ms", s.rtp.jitter_ms));
+    let setup = stats
+        .and_then(|s| s.setup_ms)
+        .map_or_else(dash, |ms| format!("{ms} ms"));
+    let loss = stats.map_or_else(dash, |s| {
+        let expected = s.rtp.received + s.rtp.lost;
+        let pct = if expected == 0 {
+            0.0
+        } else {
+            100.0 * s.rtp.lost as f64 / expected as f64
+        };
+        format!("{pct:.1} % ({} of {expected} packets)", s.rtp.lost)
+    });
+    [
+        ("Path", path.to_owned()),
+        ("Round trip", rtt),
+        ("Jitter", jitter),
+        ("Time to first audio", setup),
+        ("Loss", loss),
+    ]
+}

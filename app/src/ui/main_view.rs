@@ -1,0 +1,231 @@
+//! The main view: who you are, the registration line (from the engine's
+//! `Event::Registration` only), the network verdict, a field to call a name, the last call's
+//! outcome, contacts and recent calls.
+
+use std::time::{Duration, Instant};
+
+use egui::RichText;
+
+use super::driver::NatState;
+use super::state::{Action, Link};
+use super::widgets::{GOOD, error_line, working};
+use super::{PinholeApp, View, words};
+
+impl PinholeApp {
+    pub(super) fn main_ui(&mut self, ui: &mut egui::Ui) {
+        let (name, server, lan) = self
+            .saved
+            .as_ref()
+            .map(|s| {
+                let lan = s.advanced.embedded_server_lan;
+                (s.name.clone(), s.server.clone(), lan)
+            })
+            .unwrap_or_default();
+        ui.horizontal(|ui| {
+            ui.heading(format!("You are {name}"));
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui.button("Settings").clicked() {
+                    self.reset_form();
+                    self.test_sound_result = None;
+                    self.view = View::Settings;
+                }
+            });
+        });
+        if server.is_empty() {
+            let reach = if lan {
+                "this machine and the local network"
+            } else {
+                "this machine only"
+            };
+            ui.label(format!("Server: built into this app ({reach})"));
+            if lan && let Some(hint) = &self.lan_hint {
+                ui.label(format!("Others on your network set their server to {hint}"));
+            }
+        } else {
+            ui.label(format!("Server: {server}"));
+        }
+        self.link_ui(ui);
+        self.nat_ui(ui);
+        ui.separator();
+
+        self.call_field_ui(ui);
+        if let Some(notice) = &self.state.notice {
+            if notice.failure {
+                ui.colored_label(ui.visuals().error_fg_color, &notice.text);
+            } else {
+                ui.label(&notice.text);
+            }
+        }
+        if let Some(e) = &self.book_error {
+            error_line(ui, e);
+        }
+        ui.separator();
+        self.contacts_ui(ui);
+    }
+
+    /// The registration line: what the engine last said, nothing else.
+    fn link_ui(&mut self, ui: &mut egui::Ui) {
+        let now = Instant::now();
+        let mut action = None;
+        match &self.state.link {
+            Link::Off => {}
+            Link::Connecting { server } => {
+                ui.horizontal(|ui| {
+                    working(ui);
+                    ui.label(words::connecting(server));
+                });
+            }
+            Link::Registered { server, .. } => {
+                ui.label(RichText::new(words::online(server)).color(GOOD));
+            }
+            Link::Offline {
+                reason, retry_at, ..
+            } => {
+                error_line(
+                    ui,
+                    &words::offline(reason, retry_at.saturating_duration_since(now)),
+                );
+                ui.ctx().request_repaint_after(Duration::from_millis(500));
+            }
+            Link::Replaced { .. } => {
+                error_line(ui, &words::replaced(&self.state.name));
+                if ui.button(words::SIGN_IN_AGAIN).clicked() {
+                    action = Some(Action::Reconnect);
+                }
+            }
+            Link::Failed {
+                server,
+                failure,
+                retry_at,
+            } => {
+                error_line(ui, &words::failed(server, failure));
+                ui.horizontal(|ui| {
+                    if let Some(at) = retry_at {
+                        ui.label(words::retry_in(at.saturating_duration_since(now)));
+                    }
+                    if ui.button("Try again now").clicked() {
+                        action = Some(Action::TryAgainNow);
+                    }
+                });
+            }
+        }
+        if let Some(action) = action {
+            self.act(action);
+        }
+    }
+
+    pub(super) fn nat_ui(&self, ui: &mut egui::Ui) {
+        match &self.nat {
+            NatState::Idle => {}
+            NatState::Running(_) => {
+                ui.horizontal(|ui| {
+                    working(ui);
+                    ui.label("Checking your network…");
+                });
+            }
+            NatState::Done(Ok(report)) => {
+                ui.label(format!(
+                    "Network: {} ({})",
+                    report.describe(),
+                    report.verdict
+                ));
+                ui.label(format!(
+                    "Your address as the server sees it: {}",
+                    report.mapped
+                ));
+            }
+            NatState::Done(Err(e)) => {
+                error_line(ui, &format!("Network check failed: {e}"));
+            }
+        }
+    }
+
+    fn call_field_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let label = ui.label("Name to call");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.call_field)
+                        .hint_text("a name, or echo to hear yourself")
+                        .desired_width((ui.available_width() - 150.0).max(120.0)),
+                )
+                .labelled_by(label.id);
+            let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            // Typing a name works at once: the field takes the keyboard when nothing has it.
+            if !enter && ui.memory(|m| m.focused().is_none()) {
+                field.request_focus();
+            }
+            let peer = self.call_field.trim().to_owned();
+            let ready = !peer.is_empty();
+            let clicked = ui.add_enabled(ready, egui::Button::new("Call")).clicked();
+            if (enter || clicked) && ready {
+                self.act(Action::Call(peer.clone()));
+            }
+            if ui
+                .add_enabled(ready, egui::Button::new("Add contact"))
+                .clicked()
+            {
+                self.book.add_contact(&peer);
+                self.save_book();
+            }
+        });
+    }
+
+    fn contacts_ui(&mut self, ui: &mut egui::Ui) {
+        let mut call = None;
+        let mut remove = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.strong("Contacts");
+            if self.book.contacts.is_empty() {
+                ui.weak("Nobody yet: type a name above and press Add contact.");
+            }
+            for name in &self.book.contacts {
+                ui.horizontal(|ui| {
+                    if ui.button(format!("Call {name}")).clicked() {
+                        call = Some(name.clone());
+                    }
+                    if ui
+                        .small_button("remove")
+                        .on_hover_text("Remove from contacts")
+                        .clicked()
+                    {
+                        remove = Some(name.clone());
+                    }
+                });
+            }
+            ui.add_space(8.0);
+            ui.strong("Recent calls");
+            if self.book.recent.is_empty() {
+                ui.weak("No calls yet.");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            for (i, r) in self.book.recent.iter().enumerate() {
+                ui.push_id(i, |ui| {
+                    ui.horizontal(|ui| {
+                        if ui
+                            .add(egui::Button::new(&r.name).frame(false))
+                            .on_hover_text(format!("Call {}", r.name))
+                            .clicked()
+                        {
+                            call = Some(r.name.clone());
+                        }
+                        let way = if r.outgoing { "outgoing" } else { "incoming" };
+                        let ago = words::ago(now.saturating_sub(r.when));
+                        ui.weak(format!("{way} · {} · {ago}", r.outcome));
+                    });
+                });
+            }
+        });
+        if let Some(name) = remove {
+            self.book.remove_contact(&name);
+            self.save_book();
+        }
+        if let Some(name) = call {
+            self.call_field.clone_from(&name);
+            self.act(Action::Call(name));
+        }
+    }
+}

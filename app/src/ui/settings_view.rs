@@ -1,0 +1,300 @@
+//! Settings: the basic fields (server, name, devices) shared with setup, the device and
+//! connection tests, and the advanced fields. Nothing is applied until Save.
+
+use std::sync::Arc;
+
+use super::driver::NatState;
+use super::sound::{self, InputMonitor, MonitorState};
+use super::widgets::{METER_REPAINT, error_line, meter_bar, server_message, working};
+use super::{PinholeApp, View};
+use crate::settings;
+
+impl PinholeApp {
+    pub(super) fn settings_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Settings");
+        self.file_error_ui(ui);
+        let basic_ok = self.basic_fields(ui);
+        ui.add_space(6.0);
+        self.device_tests_ui(ui);
+        ui.add_space(6.0);
+        self.connection_test_ui(ui, basic_ok);
+        let advanced_ok = self.advanced_fields(ui);
+        ui.add_space(8.0);
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(basic_ok && advanced_ok, egui::Button::new("Save"))
+                .clicked()
+            {
+                self.save();
+            }
+            if ui.button("Cancel").clicked() {
+                self.reset_form();
+                self.view = View::Main;
+            }
+        });
+    }
+
+    pub(super) fn file_error_ui(&self, ui: &mut egui::Ui) {
+        if let Some(err) = &self.file_error {
+            ui.colored_label(ui.visuals().error_fg_color, err);
+        }
+    }
+
+    /// The chosen input's live level, and a test sound on the chosen output.
+    fn device_tests_ui(&mut self, ui: &mut egui::Ui) {
+        if self.sounds {
+            let wanted = self.form.input_device.clone();
+            if self.monitor.as_ref().is_none_or(|m| m.device != wanted) {
+                let wake = self.wake.clone().unwrap_or_else(|| Arc::new(|| {}));
+                self.monitor = Some(InputMonitor::start(wanted, wake));
+            }
+        }
+        ui.horizontal(|ui| {
+            let label = ui.label("Microphone level");
+            match self.monitor.as_mut().map(|m| m.state().clone()) {
+                Some(MonitorState::Running(meter)) => {
+                    meter_bar(ui, &meter, label.id);
+                    ui.ctx().request_repaint_after(METER_REPAINT);
+                }
+                Some(MonitorState::Opening) => working(ui),
+                Some(MonitorState::Failed(e)) => error_line(ui, &format!("No microphone: {e}")),
+                None => {
+                    ui.label("off").labelled_by(label.id);
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            let playing = self.test_sound.is_some();
+            if ui
+                .add_enabled(!playing, egui::Button::new("Play test sound"))
+                .clicked()
+            {
+                let wake = self.wake.clone().unwrap_or_else(|| Arc::new(|| {}));
+                self.test_sound_result = None;
+                self.test_sound = Some(sound::play_test_sound(
+                    self.form.output_device.clone(),
+                    wake,
+                ));
+            }
+            if let Some(rx) = &self.test_sound
+                && let Ok(result) = rx.try_recv()
+            {
+                self.test_sound_result = Some(result);
+                self.test_sound = None;
+            }
+            if self.test_sound.is_some() {
+                working(ui);
+                ui.label("Playing a 440 Hz tone…");
+            } else {
+                match &self.test_sound_result {
+                    Some(Ok(())) => {
+                        ui.label("Played: did you hear it?");
+                    }
+                    Some(Err(e)) => error_line(ui, &format!("No sound: {e}")),
+                    None => {}
+                }
+            }
+        });
+    }
+
+    fn connection_test_ui(&mut self, ui: &mut egui::Ui, valid: bool) {
+        ui.horizontal(|ui| {
+            let running = matches!(self.nat, NatState::Running(_));
+            if ui
+                .add_enabled(valid && !running, egui::Button::new("Test connection"))
+                .clicked()
+            {
+                let form = self.form.clone();
+                match self.test_target(&form) {
+                    Ok(server) => self.start_nat_check(server),
+                    Err(e) => self.nat = NatState::Done(Err(e)),
+                }
+            }
+        });
+        self.nat_ui(ui);
+    }
+
+    /// Server, name and devices. Returns whether they are valid; each problem is shown under
+    /// its field as the user types.
+    pub(super) fn basic_fields(&mut self, ui: &mut egui::Ui) -> bool {
+        let mut valid = true;
+        egui::Grid::new("basic")
+            .num_columns(2)
+            .spacing([12.0, 6.0])
+            .show(ui, |ui| {
+                let label = ui.label("Server");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.form.server)
+                        .hint_text("empty: built-in server")
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id);
+                ui.end_row();
+                let server = self
+                    .form
+                    .server_addr()
+                    .map(|_| ())
+                    .map_err(|e| server_message(&e));
+                valid &= problem_row(ui, server);
+
+                let label = ui.label("Your name");
+                ui.add(egui::TextEdit::singleline(&mut self.form.name).desired_width(220.0))
+                    .labelled_by(label.id);
+                ui.end_row();
+                valid &= problem_row(ui, settings::validate_name(&self.form.name));
+
+                let label = ui.label("Microphone");
+                let inputs = &self.devices.inputs;
+                device_picker(ui, label.id, &mut self.form.input_device, inputs);
+                ui.end_row();
+                let label = ui.label("Speaker");
+                let outputs = &self.devices.outputs;
+                device_picker(ui, label.id, &mut self.form.output_device, outputs);
+                ui.end_row();
+            });
+        valid
+    }
+
+    fn advanced_fields(&mut self, ui: &mut egui::Ui) -> bool {
+        let mut valid = true;
+        egui::CollapsingHeader::new("Advanced").show(ui, |ui| {
+            egui::Grid::new("advanced")
+                .num_columns(2)
+                .spacing([12.0, 6.0])
+                .show(ui, |ui| {
+                    ui.label("Frame length");
+                    ui.horizontal(|ui| {
+                        for ms in settings::FRAME_MS_CHOICES {
+                            let frame = &mut self.form.advanced.frame_ms;
+                            ui.radio_value(frame, ms, format!("{ms} ms"));
+                        }
+                    });
+                    ui.end_row();
+
+                    text_row(ui, "Bitrate (kbit/s)", &mut self.bitrate_text, "");
+                    let bitrate = parse_bitrate(&self.bitrate_text);
+                    if let Ok(bps) = bitrate {
+                        self.form.advanced.bitrate_bps = bps;
+                    }
+                    valid &= problem_row(ui, bitrate.map(|_| ()));
+
+                    let keepalive_text = &mut self.keepalive_text;
+                    text_row(ui, "Keepalive (s)", keepalive_text, "empty: measured");
+                    let keepalive = parse_keepalive(&self.keepalive_text);
+                    if let Ok(k) = keepalive {
+                        self.form.advanced.keepalive_s = k;
+                    }
+                    valid &= problem_row(ui, keepalive.map(|_| ()));
+
+                    let label = ui.label("UDP port");
+                    ui.add(
+                        egui::DragValue::new(&mut self.form.advanced.udp_port)
+                            .range(0..=65535)
+                            .custom_formatter(|v, _| {
+                                if v == 0.0 {
+                                    "any".into()
+                                } else {
+                                    format!("{v}")
+                                }
+                            }),
+                    )
+                    .labelled_by(label.id);
+                    ui.end_row();
+
+                    ui.label("Built-in server");
+                    ui.checkbox(
+                        &mut self.form.advanced.embedded_server_lan,
+                        "reachable from the local network",
+                    );
+                    ui.end_row();
+                });
+        });
+        valid
+    }
+}
+
+/// The bitrate field, in kbit/s as typed, to bit/s.
+fn parse_bitrate(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(k) if settings::BITRATE_RANGE.contains(&k.saturating_mul(1000)) => Ok(k * 1000),
+        _ => Err("bitrate is a number from 6 to 510 kbit/s".into()),
+    }
+}
+
+/// The keepalive field: empty means measured.
+fn parse_keepalive(text: &str) -> Result<Option<u32>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(k) if settings::KEEPALIVE_RANGE.contains(&k) => Ok(Some(k)),
+        _ => Err("keepalive is empty (measured) or 1 to 300 seconds".into()),
+    }
+}
+
+/// A labelled one-line text field, as a grid row.
+fn text_row(ui: &mut egui::Ui, label: &str, text: &mut String, hint: &str) {
+    let label = ui.label(label);
+    ui.add(egui::TextEdit::singleline(text).hint_text(hint))
+        .labelled_by(label.id);
+    ui.end_row();
+}
+
+/// The problem with the field above, as a grid row of its own; whether there is none.
+fn problem_row(ui: &mut egui::Ui, check: Result<(), String>) -> bool {
+    match check {
+        Ok(()) => true,
+        Err(problem) => {
+            ui.label("");
+            error_line(ui, &problem);
+            ui.end_row();
+            false
+        }
+    }
+}
+
+fn device_picker(
+    ui: &mut egui::Ui,
+    label: egui::Id,
+    choice: &mut Option<String>,
+    names: &[String],
+) {
+    let shown = choice.clone().unwrap_or_else(|| "System default".into());
+    egui::ComboBox::from_id_salt(label)
+        .selected_text(shown)
+        .width(220.0)
+        .show_ui(ui, |ui| {
+            ui.selectable_value(choice, None, "System default");
+            for name in names {
+                ui.selectable_value(choice, Some(name.clone()), name);
+            }
+            // A saved device that is not present now stays selectable, marked missing.
+            if let Some(current) = choice.clone()
+                && !names.contains(&current)
+            {
+                ui.selectable_value(
+                    choice,
+                    Some(current.clone()),
+                    format!("{current} (missing)"),
+                );
+            }
+        })
+        .response
+        .labelled_by(label);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advanced_numbers_are_checked_as_typed() {
+        assert_eq!(parse_bitrate(" 24 "), Ok(24_000));
+        assert!(parse_bitrate("900").is_err());
+        assert!(parse_bitrate("2x").is_err());
+        assert_eq!(parse_keepalive(""), Ok(None));
+        assert_eq!(parse_keepalive("10"), Ok(Some(10)));
+        assert!(parse_keepalive("0").is_err());
+    }
+}

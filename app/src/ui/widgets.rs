@@ -1,0 +1,77 @@
+//! Small pieces the views share: a level meter, a "working" mark, an error line.
+
+use std::time::Duration;
+
+use egui::{Color32, RichText};
+use media::audio::LevelMeter;
+
+use crate::settings::AddrError;
+
+/// Meters and timers repaint this often while they move (20 Hz).
+pub(super) const METER_REPAINT: Duration = Duration::from_millis(50);
+/// Green for "online" and "accept".
+pub(super) const GOOD: Color32 = Color32::from_rgb(60, 170, 90);
+/// Red for "hang up" and "reject".
+pub(super) const STOP: Color32 = Color32::from_rgb(190, 50, 50);
+
+/// A level meter: the peak on a dB scale (-60 dBFS empty, 0 dBFS full).
+pub(super) fn meter_bar(ui: &mut egui::Ui, meter: &LevelMeter, label: egui::Id) {
+    let peak = meter.peak().max(1e-6);
+    let db = 20.0 * peak.log10();
+    let fill = ((db + 60.0) / 60.0).clamp(0.0, 1.0);
+    let color = if db > -3.0 {
+        Color32::from_rgb(200, 60, 50)
+    } else {
+        GOOD
+    };
+    ui.add(
+        egui::ProgressBar::new(fill)
+            .desired_width(200.0)
+            .desired_height(10.0)
+            .fill(color),
+    )
+    .labelled_by(label);
+}
+
+/// A small "working" mark that moves without asking for an immediate repaint (egui's spinner
+/// repaints every frame; this one four times a second).
+pub(super) fn working(ui: &mut egui::Ui) {
+    let phase = (ui.input(|i| i.time) * 4.0) as usize % 4;
+    ui.label(RichText::new("·".repeat(phase % 3 + 1)).monospace());
+    ui.ctx().request_repaint_after(Duration::from_millis(250));
+}
+
+/// A problem, small and in the error colour.
+pub(super) fn error_line(ui: &mut egui::Ui, text: &str) {
+    ui.label(
+        RichText::new(text)
+            .color(ui.visuals().error_fg_color)
+            .small(),
+    );
+}
+
+/// A big button with white text on `fill`.
+pub(super) fn big_button(ui: &mut egui::Ui, text: &str, fill: Color32, size: egui::Vec2) -> bool {
+    ui.add(
+        egui::Button::new(RichText::new(text).color(Color32::WHITE))
+            .fill(fill)
+            .min_size(size),
+    )
+    .clicked()
+}
+
+/// A name in large type under a small line saying what is going on.
+pub(super) fn who(ui: &mut egui::Ui, what: &str, name: &str) {
+    ui.label(what);
+    ui.heading(RichText::new(name).size(28.0));
+}
+
+/// The server field's message: the empty field is valid (built-in server), so only real
+/// problems reach here.
+pub(super) fn server_message(err: &AddrError) -> String {
+    let mut msg = err.to_string();
+    if let Some(first) = msg.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    msg
+}
