@@ -32,6 +32,9 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use crate::addr;
 use crate::control::{
     self, ClientMessage, FrameDecoder, PROTOCOL_VERSION, ProbeTarget, ServerMessage, Verdict,
@@ -251,7 +254,8 @@ struct Measure {
 #[derive(Debug)]
 pub struct Client {
     config: Config,
-    rng: u64,
+    /// Nonces and the random part of transaction ids.
+    rng: StdRng,
     /// Last request sequence number, and its mask (see [`crate::wire::sequence_mask`]).
     sequence: u64,
     sequence_mask: u64,
@@ -285,7 +289,8 @@ impl Client {
     pub fn new(config: Config) -> Self {
         let interval = config.keepalive_interval.unwrap_or(DEFAULT_KEEPALIVE);
         let mut client = Client {
-            rng: config.seed ^ 0x9e37_79b9_7f4a_7c15,
+            // Not the very stream a `Punch` given the same seed would draw.
+            rng: StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
             sequence: 0,
             sequence_mask: 0,
             decoder: FrameDecoder::new(),
@@ -639,7 +644,7 @@ impl Client {
         if self.phase != Phase::Registered || self.filter_probe.is_some() {
             return;
         }
-        let nonce = self.next_random();
+        let nonce = self.rng.next_u64();
         self.filter_probe = Some((nonce, now + PROBE_CONFIRM_WAIT));
         self.send_tcp(&ClientMessage::Probe {
             nonce,
@@ -732,7 +737,7 @@ impl Client {
                     }
                 }
                 MeasureStage::Silent { until } if now >= until => {
-                    let nonce = self.next_random();
+                    let nonce = self.rng.next_u64();
                     self.send_tcp(&ClientMessage::Probe {
                         nonce,
                         target: ProbeTarget::Test,
@@ -843,7 +848,7 @@ impl Client {
             }
             return;
         }
-        let nonce = self.next_random();
+        let nonce = self.rng.next_u64();
         self.main_probe = Some(PendingProbe {
             nonce,
             deadline: now + PROBE_CONFIRM_WAIT,
@@ -1009,19 +1014,10 @@ impl Client {
         self.events.push_back(Event::Failed { reason });
     }
 
-    /// SplitMix64.
-    fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     /// A request transaction id: the next sequence number (masked) and 4 random bytes.
     fn new_tid(&mut self) -> TransactionId {
         self.sequence += 1;
-        let r = self.next_random().to_be_bytes();
-        crate::wire::sequenced_tid(self.sequence_mask, self.sequence, [r[0], r[1], r[2], r[3]])
+        let r = self.rng.next_u32().to_be_bytes();
+        crate::wire::sequenced_tid(self.sequence_mask, self.sequence, r)
     }
 }

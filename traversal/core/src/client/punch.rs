@@ -91,6 +91,9 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use crate::addr;
 use crate::stun::{
     self, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, Builder, Message, TransactionId,
@@ -273,7 +276,8 @@ pub struct Punch {
     key: Secret,
     call_id: u64,
     sender_id: [u8; 8],
-    rng: u64,
+    /// Transaction ids and the sender id: unique, not secret (answers are authenticated).
+    rng: StdRng,
     check_interval: Duration,
     fast_phase: Duration,
     slow_interval: Duration,
@@ -305,7 +309,7 @@ impl Punch {
             key: Secret(config.secret),
             call_id: config.call_id,
             sender_id: [0; 8],
-            rng: config.seed,
+            rng: StdRng::seed_from_u64(config.seed),
             check_interval: config.check_interval,
             fast_phase: config.fast_phase,
             slow_interval: config.slow_interval,
@@ -326,7 +330,7 @@ impl Punch {
             events: VecDeque::new(),
             stats: PunchStats::default(),
         };
-        punch.sender_id = punch.next_random().to_be_bytes();
+        punch.sender_id = punch.rng.next_u64().to_be_bytes();
         for addr in config.remote_candidates {
             punch.add_remote_candidate(addr);
         }
@@ -445,7 +449,7 @@ impl Punch {
         self.close();
         if direct {
             let mut id = [0u8; 12];
-            id[..8].copy_from_slice(&self.next_random().to_be_bytes());
+            self.rng.fill_bytes(&mut id);
             let mut bye = Builder::new(BINDING_INDICATION, &id);
             bye.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
             bye.attribute(ATTR_PUNCH_SENDER, &self.sender_id);
@@ -646,8 +650,7 @@ impl Punch {
 
     fn send_check(&mut self, now: Instant, to: SocketAddr) {
         let mut id = [0u8; 12];
-        id[..8].copy_from_slice(&self.next_random().to_be_bytes());
-        id[8..].copy_from_slice(&self.next_random().to_be_bytes()[..4]);
+        self.rng.fill_bytes(&mut id);
         let mut check = Builder::new(BINDING_REQUEST, &id);
         check.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
         check.attribute(ATTR_PUNCH_SENDER, &self.sender_id);
@@ -693,15 +696,6 @@ impl Punch {
             self.peer_addrs.pop_front();
         }
         self.peer_addrs.push_back(addr);
-    }
-
-    /// SplitMix64: transaction ids need to be unique, not secret (answers are authenticated).
-    fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -926,8 +920,15 @@ mod tests {
         while alice.poll_event().is_some() {}
         while bob.poll_event().is_some() {}
         // A forged hang-up (wrong key) changes nothing.
-        let mut eve = Punch::new(PunchConfig::new(b"fedcba9876543210".to_vec(), 7, vec![b], 3), now);
-        eve.direct = Some(Direct { addr: b, last_success: now, next_consent: now });
+        let mut eve = Punch::new(
+            PunchConfig::new(b"fedcba9876543210".to_vec(), 7, vec![b], 3),
+            now,
+        );
+        eve.direct = Some(Direct {
+            addr: b,
+            last_success: now,
+            next_consent: now,
+        });
         eve.peer_addrs.push_back(b);
         eve.hang_up();
         while let Some((_, bytes)) = eve.poll_transmit() {

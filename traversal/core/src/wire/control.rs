@@ -383,13 +383,16 @@ mod tests {
                     ServerMessage::Ringing { call_id }
                 }
             }),
-            (any::<u64>(), "[a-z]{1,8}", proptest::collection::vec(arb_addr(), 0..4)).prop_map(
-                |(call_id, from, candidates)| ServerMessage::Incoming {
+            (
+                any::<u64>(),
+                "[a-z]{1,8}",
+                proptest::collection::vec(arb_addr(), 0..4)
+            )
+                .prop_map(|(call_id, from, candidates)| ServerMessage::Incoming {
                     call_id,
                     from,
                     candidates
-                }
-            ),
+                }),
             (arb_addr(), any::<bool>())
                 .prop_map(|(mapped, test)| ServerMessage::UdpSeen { mapped, test }),
             (any::<u64>(), arb_addr())
@@ -450,7 +453,8 @@ mod tests {
         d.push(&frame).unwrap();
         assert_eq!(d.next_message::<ServerMessage>().unwrap(), Some(welcome));
         let bare = br#"{"type":"welcome","version":1,"user_index":3,"key":"00","observed":"127.0.0.1:5","private_network":false,"idle_timeout_s":180}"#;
-        d.push(&u32::try_from(bare.len()).unwrap().to_be_bytes()).unwrap();
+        d.push(&u32::try_from(bare.len()).unwrap().to_be_bytes())
+            .unwrap();
         d.push(bare).unwrap();
         assert!(matches!(
             d.next_message::<ServerMessage>().unwrap(),

@@ -10,6 +10,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use hmac::{KeyInit, Mac};
+
 /// The magic cookie, RFC 8489 section 5.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// Length of the fixed header, RFC 8489 section 5.
@@ -159,13 +161,10 @@ impl<'a> Message<'a> {
         {
             return Err(IntegrityError::Malformed);
         }
-        let expected = integrity(&self.raw[..offset], key);
-        // Constant-time comparison: no early exit on the first differing byte.
-        let diff = expected
-            .iter()
-            .zip(&value[..INTEGRITY_LEN])
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff != 0 {
+        // The MAC's own comparison, in constant time.
+        let verified = integrity_mac(&self.raw[..offset], key)
+            .is_some_and(|mac| mac.verify_slice(&value[..INTEGRITY_LEN]).is_ok());
+        if !verified {
             return Err(IntegrityError::Mismatch);
         }
         if let Some(fp_offset) = self.offset_of(ATTR_FINGERPRINT) {
@@ -320,7 +319,10 @@ impl Builder {
     pub fn finish_with_integrity(mut self, key: &[u8]) -> Result<Vec<u8>, DecodeError> {
         let offset = self.buf.len();
         self.set_length(offset + 4 + INTEGRITY_LEN);
-        let mac = integrity(&self.buf, key);
+        let mut mac = [0u8; INTEGRITY_LEN];
+        if let Some(m) = integrity_mac(&self.buf, key) {
+            mac.copy_from_slice(&m.finalize().into_bytes());
+        }
         self.attribute(ATTR_MESSAGE_INTEGRITY, &mac);
         self.finish()
     }
@@ -343,59 +345,29 @@ impl Builder {
     }
 }
 
-/// HMAC-SHA1 of `prefix` (the message up to MESSAGE-INTEGRITY, with the header length already
-/// counting it), RFC 8489 section 14.5.
-fn integrity(prefix: &[u8], key: &[u8]) -> [u8; INTEGRITY_LEN] {
-    use hmac::{KeyInit, Mac};
-    let mut out = [0u8; INTEGRITY_LEN];
-    // HMAC accepts keys of any length, so this never fails.
-    if let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(key) {
-        // The length field must count the MESSAGE-INTEGRITY attribute itself.
-        let len = u16::try_from(prefix.len() + 4 + INTEGRITY_LEN - HEADER_LEN).unwrap_or(0);
-        mac.update(&prefix[..2]);
-        mac.update(&len.to_be_bytes());
-        mac.update(&prefix[4..]);
-        out.copy_from_slice(&mac.finalize().into_bytes());
-    }
-    out
+/// The HMAC-SHA1 of `prefix` (the message up to MESSAGE-INTEGRITY, with the header length
+/// counting it), RFC 8489 section 14.5, ready to finalize or verify.
+/// (HMAC takes a key of any length, so this is never `None`.)
+fn integrity_mac(prefix: &[u8], key: &[u8]) -> Option<hmac::Hmac<sha1::Sha1>> {
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).ok()?;
+    // The length field must count the MESSAGE-INTEGRITY attribute itself.
+    let len = u16::try_from(prefix.len() + 4 + INTEGRITY_LEN - HEADER_LEN).unwrap_or(0);
+    mac.update(&prefix[..2]);
+    mac.update(&len.to_be_bytes());
+    mac.update(&prefix[4..]);
+    Some(mac)
 }
 
-/// FINGERPRINT value of `prefix` (the message up to FINGERPRINT), RFC 8489 section 14.7.
+/// FINGERPRINT value of `prefix` (the message up to FINGERPRINT), RFC 8489 section 14.7: the
+/// CRC-32 of ISO 3309, xor 0x5354554e.
 fn fingerprint(prefix: &[u8]) -> u32 {
     let len = u16::try_from(prefix.len() + 8 - HEADER_LEN).unwrap_or(0);
-    let mut crc = crc32_update(0xffff_ffff, &prefix[..2]);
-    crc = crc32_update(crc, &len.to_be_bytes());
-    crc = crc32_update(crc, &prefix[4..]);
-    !crc ^ FINGERPRINT_XOR
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&prefix[..2]);
+    crc.update(&len.to_be_bytes());
+    crc.update(&prefix[4..]);
+    crc.finalize() ^ FINGERPRINT_XOR
 }
-
-/// CRC-32 (ISO 3309, reflected polynomial 0xEDB88320), table-driven.
-fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        crc = CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
 
 /// True when `bytes` decode as a Binding Request carrying no Pinhole attribute: the plain
 /// RFC 8489 request any STUN client sends. The server answers these without touching state.

@@ -1,0 +1,286 @@
+//! UDP: authenticated requests and keepalives (S11-S14) with their answers, the P4
+//! acknowledgements to listed addresses (S6), probes through a mapping (P7), relay frames.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::{BUCKETS, KEY_LEN, Server, Transmit, normalize};
+use crate::control::{ProbeTarget, ServerMessage};
+use crate::stun;
+use crate::wire::{Flags, UdpMessage};
+
+impl Server {
+    /// Sends a probe (the patent's P7) through a user's mapping and tells the client over TCP.
+    /// This is the server-to-client path that call invitations and relay traffic will use.
+    /// `from_alternate` sends it from the alternate port instead (RFC 5780's filtering test:
+    /// does the client's NAT or firewall let in what comes from a port it never sent to?).
+    pub fn probe(
+        &mut self,
+        now: Instant,
+        user_index: u32,
+        nonce: u64,
+        target: ProbeTarget,
+        from_alternate: bool,
+    ) {
+        let alternate_port = self.config.alternate_port;
+        let Some(r) = self.registrations.get_mut(&user_index) else {
+            return;
+        };
+        let conn = r.conn;
+        if from_alternate && !alternate_port {
+            self.send(
+                conn,
+                &ServerMessage::ProbeFailed {
+                    nonce,
+                    reason: "this server has no alternate port".into(),
+                },
+            );
+            return;
+        }
+        let (to, slot) = match (target, from_alternate) {
+            (ProbeTarget::Main, false) => (r.mapped, 0),
+            (ProbeTarget::Test, false) => (r.test_mapped, 1),
+            (ProbeTarget::Main, true) => (r.mapped, 2),
+            (ProbeTarget::Test, true) => (r.test_mapped, 2),
+        };
+        let reply = match to {
+            Some(to) if r.probes[slot].take(now, &self.probe_rate, 1) => {
+                let tid = derive_tid(&r.key, nonce);
+                let contents = UdpMessage::Probe {
+                    transaction_id: tid,
+                    user_index,
+                    nonce,
+                }
+                .encode(&r.key);
+                self.transmits.push_back(Transmit {
+                    destination: to,
+                    contents,
+                    from_alternate,
+                });
+                self.stats.probes_sent += 1;
+                ServerMessage::ProbeSent { nonce, to }
+            }
+            Some(_) => {
+                self.stats.rate_limited += 1;
+                ServerMessage::ProbeFailed {
+                    nonce,
+                    reason: "probes too close together".into(),
+                }
+            }
+            None => ServerMessage::ProbeFailed {
+                nonce,
+                reason: "no mapping known".into(),
+            },
+        };
+        self.send(conn, &reply);
+    }
+
+    /// A datagram arrived from `from`. Plain Binding Requests are answered here too, but the
+    /// driver's hot path answers them with [`stun::answer_plain_binding`] first.
+    pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let from = normalize(from);
+        let mut plain = [0u8; 44];
+        if let Some(n) = stun::answer_plain_binding(bytes, from, &mut plain) {
+            self.transmits.push_back(Transmit {
+                destination: from,
+                contents: plain[..n].to_vec(),
+                from_alternate: false,
+            });
+            return;
+        }
+        if crate::channel::classify(bytes) == crate::channel::Kind::ChannelData {
+            // Relay: one lookup by source address decides; the frame goes on unchanged.
+            if let Some(to) = self.calls.relay(now, from, bytes) {
+                self.transmits.push_back(Transmit {
+                    destination: to,
+                    contents: bytes.to_vec(),
+                    from_alternate: false,
+                });
+            }
+            return;
+        }
+        let registrations = &self.registrations;
+        let decoded = UdpMessage::decode(bytes, |index| registrations.get(&index).map(|r| r.key));
+        let (tid, user_index, flags) = match decoded {
+            Ok(UdpMessage::Request {
+                transaction_id,
+                user_index,
+                flags,
+            }) => (transaction_id, user_index, flags),
+            Ok(_) => {
+                self.stats.udp_malformed += 1;
+                return;
+            }
+            Err(crate::wire::WireError::UnknownUser(_)) => {
+                self.stats.udp_unknown_user += 1;
+                return;
+            }
+            Err(crate::wire::WireError::Integrity(_)) => {
+                self.stats.udp_auth_failed += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.udp_malformed += 1;
+                return;
+            }
+        };
+        let Some(r) = self.registrations.get_mut(&user_index) else {
+            return;
+        };
+        let answer = UdpMessage::Answer {
+            transaction_id: tid,
+            user_index,
+            mapped: from,
+            flags: Flags {
+                test_socket: flags.test_socket,
+                to_listed: false,
+            },
+        }
+        .encode(&r.key);
+        if answer.len() > bytes.len() {
+            self.stats.udp_too_small += 1;
+            return;
+        }
+        // Replay protection (see `wire::sequence_mask`): an old request may only repeat what
+        // the server already knows; from another address it is dropped.
+        let sequence = crate::wire::tid_sequence(r.sequence_mask, &tid);
+        let slot = usize::from(flags.test_socket);
+        let current = if flags.test_socket {
+            r.test_mapped
+        } else {
+            r.mapped
+        };
+        let first = r.last_sequence[slot] == 0 && current.is_none();
+        if sequence <= r.last_sequence[slot] && current != Some(from) && !first {
+            self.stats.udp_replayed += 1;
+            return;
+        }
+        r.last_sequence[slot] = r.last_sequence[slot].max(sequence);
+        let conn = r.conn;
+        let changed = if flags.test_socket {
+            let changed = r.test_mapped != Some(from);
+            r.test_mapped = Some(from);
+            r.test_last_seen = now;
+            changed
+        } else {
+            let changed = r.mapped != Some(from);
+            r.mapped = Some(from);
+            r.last_seen = now;
+            r.last_request_len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+            r.last_request_tid = tid;
+            changed
+        };
+        self.transmits.push_back(Transmit {
+            destination: from,
+            contents: answer,
+            from_alternate: false,
+        });
+        if changed {
+            tracing::debug!(user_index, %from, test = flags.test_socket, "mapping");
+            if !flags.test_socket {
+                self.calls.set_mapped(conn, Some(from));
+                self.drain_calls();
+            }
+            self.send(
+                conn,
+                &ServerMessage::UdpSeen {
+                    mapped: from,
+                    test: flags.test_socket,
+                },
+            );
+        }
+        if !flags.test_socket {
+            self.send_p4(now, user_index);
+        }
+    }
+
+    /// P4 to the listed addresses: once per registration, when both the list (TCP) and the
+    /// observed address (UDP) are known.
+    pub(super) fn send_p4(&mut self, now: Instant, user_index: u32) {
+        let Some(r) = self.registrations.get(&user_index) else {
+            return;
+        };
+        let Some(observed) = r.mapped else {
+            return;
+        };
+        if r.p4_done || !r.listed_known {
+            return;
+        }
+        let key = r.key;
+        let listed = r.listed;
+        let tid = r.last_request_tid;
+        let limit = usize::from(r.last_request_len);
+        if let Some(r) = self.registrations.get_mut(&user_index) {
+            r.p4_done = true;
+        }
+        for to in listed.into_iter().flatten() {
+            if to == observed {
+                continue;
+            }
+            if !self.take_token(now, observed.ip()) {
+                self.stats.rate_limited += 1;
+                continue;
+            }
+            let contents = UdpMessage::Answer {
+                transaction_id: tid,
+                user_index,
+                mapped: observed,
+                flags: Flags {
+                    test_socket: false,
+                    to_listed: true,
+                },
+            }
+            .encode(&key);
+            if contents.len() > limit {
+                self.stats.p4_refused += 1;
+                continue;
+            }
+            self.stats.p4_sent += 1;
+            self.transmits.push_back(Transmit {
+                destination: to,
+                contents,
+                from_alternate: false,
+            });
+        }
+    }
+
+    /// A token of `source`'s P4 bucket (sources hash into a fixed table; collisions share).
+    fn take_token(&mut self, now: Instant, source: IpAddr) -> bool {
+        let slot = (self.hash_ip(source) % BUCKETS as u64) as usize;
+        self.buckets[slot].take(now, &self.p4_rate, 1)
+    }
+
+    fn hash_ip(&self, ip: IpAddr) -> u64 {
+        let bytes = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        // FNV-1a, salted from the secret so that collisions cannot be chosen from outside.
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ self.salt;
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+}
+
+/// HMAC-SHA1(secret, counter): 20 pseudo-random bytes.
+fn prf(secret: &[u8; 32], counter: u64) -> [u8; 20] {
+    use hmac::{KeyInit, Mac};
+    let mut out = [0u8; 20];
+    if let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret) {
+        mac.update(&counter.to_be_bytes());
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+fn derive_tid(key: &[u8; KEY_LEN], nonce: u64) -> stun::TransactionId {
+    let mut secret = [0u8; 32];
+    secret[..KEY_LEN].copy_from_slice(key);
+    let block = prf(&secret, nonce);
+    let mut tid = [0u8; 12];
+    tid.copy_from_slice(&block[..12]);
+    tid
+}
