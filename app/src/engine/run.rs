@@ -367,9 +367,13 @@ impl Driver {
         self.control = None;
         let server = self.config.server.clone();
         let timeout = self.config.connect_timeout;
-        self.connecting = Some(tokio::spawn(
-            async move { open_control(&server, timeout).await },
-        ));
+        self.connecting = Some(tokio::spawn(async move {
+            let (tcp, addr) = traversal::driver::connect_control(&server, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = tcp.set_nodelay(true);
+            Ok((tcp, addr))
+        }));
     }
 
     fn handle_connect(
@@ -508,12 +512,19 @@ impl Driver {
         let second = Duration::from_secs(1);
         let mut stats = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        self.events.send(Event::Muted(false));
         self.events.send(Event::Connected {
             peer: opening.peer,
             input_meter: call.input_meter(),
             output_meter: call.output_meter(),
         });
+        self.events.send(Event::Muted(false));
+        if let MediaPath::Direct(remote) = path {
+            // The checks found the direct path while the devices were opening.
+            self.events.send(Event::PathChanged {
+                path: path.kind(),
+                remote: Some(remote),
+            });
+        }
         self.media = Some(Media {
             call,
             frame,
@@ -521,26 +532,6 @@ impl Driver {
             audio_error_reported: false,
         });
     }
-}
-
-/// Resolves the server and opens the control connection, trying every address it resolves to.
-async fn open_control(server: &str, timeout: Duration) -> Result<(TcpStream, SocketAddr), String> {
-    let addrs = tokio::time::timeout(timeout, traversal::driver::resolve(server))
-        .await
-        .map_err(|_| format!("resolving {server} timed out"))?
-        .map_err(|e| e.to_string())?;
-    let mut last = String::from("no address");
-    for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                let _ = tcp.set_nodelay(true);
-                return Ok((tcp, addr));
-            }
-            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
-            Err(_) => last = format!("no answer from {addr} within {timeout:?}"),
-        }
-    }
-    Err(last)
 }
 
 async fn read_control(control: &mut Option<Control>, buf: &mut [u8]) -> std::io::Result<usize> {
