@@ -169,11 +169,12 @@ pub struct PinholeApp {
 
 impl std::fmt::Debug for PinholeApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PinholeApp")
-            .field("path", &self.path)
-            .field("view", &self.view())
-            .field("state", &self.state)
-            .finish_non_exhaustive()
+        let view = self.view();
+        write!(
+            f,
+            "PinholeApp {{ view: {view:?}, state: {:?}, .. }}",
+            self.state
+        )
     }
 }
 

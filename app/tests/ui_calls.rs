@@ -69,13 +69,36 @@ fn online() -> Event {
     })
 }
 
+/// The end of a call; one that connected comes with its figures, as from the engine.
 fn ended(peer: &str, reason: EndReason, connected: bool) -> Event {
+    let report = connected.then(|| CallReport {
+        end: Some(reason),
+        ..report(peer)
+    });
     Event::Ended {
         reason,
         peer: peer.into(),
         connected,
-        report: None,
+        report,
     }
+}
+
+/// A fresh app registered with a fake engine, on the main view (with the directory that
+/// holds its settings).
+fn registered_app() -> (tempfile::TempDir, FakeEngine, Harness<'static, PinholeApp>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let h = registered(dir.path(), &fake);
+    (dir, fake, h)
+}
+
+/// A fresh app whose fake engine has started and said nothing yet.
+fn started_app() -> (tempfile::TempDir, FakeEngine, Harness<'static, PinholeApp>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEngine::new();
+    let mut h = harness(app(dir.path(), &fake));
+    h.run();
+    (dir, fake, h)
 }
 
 fn connected(peer: &str) -> Event {
@@ -89,7 +112,12 @@ fn connected(peer: &str) -> Event {
 }
 
 fn stats(peer: &str) -> Event {
-    Event::Stats(CallReport {
+    Event::Stats(report(peer))
+}
+
+/// Three seconds of a direct call.
+fn report(peer: &str) -> CallReport {
+    CallReport {
         peer: peer.into(),
         path: PathKind::Direct,
         path_changes: 1,
@@ -103,14 +131,12 @@ fn stats(peer: &str) -> Event {
         },
         rtt_ms: Some(23.4),
         end: None,
-    })
+    }
 }
 
 #[test]
 fn main_view_shows_who_and_where_and_the_nat_verdict() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let h = registered(dir.path(), &fake);
+    let (_dir, _fake, h) = registered_app();
     h.get_by_label("You are alice");
     h.get_by_label(&format!("Online: registered at {SERVER}"));
     h.get_by_label("Network: Behind NAT: calls go through the router's mapping (nat)");
@@ -119,9 +145,7 @@ fn main_view_shows_who_and_where_and_the_nat_verdict() {
 
 #[test]
 fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
 
     fake.push(Event::Incoming { from: "bob".into() });
     h.run();
@@ -171,9 +195,7 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
 
 #[test]
 fn an_incoming_call_rejected_goes_back_to_main_and_is_remembered() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     fake.push(Event::Incoming { from: "bob".into() });
     h.run();
     click(&mut h, "Reject");
@@ -198,9 +220,7 @@ fn an_incoming_call_rejected_goes_back_to_main_and_is_remembered() {
 
 #[test]
 fn esc_hangs_up_a_call_we_placed_with_enter() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     type_name(&mut h, "echo");
     h.key_press(egui::Key::Enter);
     h.run();
@@ -269,9 +289,7 @@ fn failed_call(
 
 #[test]
 fn a_failed_call_says_why_in_words() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     assert_eq!(
         failed_call(
             &mut h,
@@ -336,10 +354,7 @@ fn a_failed_call_says_why_in_words() {
 
 #[test]
 fn an_unreachable_server_is_said_and_calls_explain_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = harness(app(dir.path(), &fake));
-    h.run();
+    let (_dir, fake, mut h) = started_app();
     h.get_by_label_contains("Connecting to 127.0.0.1:3478");
     fake.push(Event::Stopped {
         reason: Some(StopReason::Unreachable {
@@ -437,10 +452,7 @@ fn with_no_server_the_app_runs_its_own_and_the_engine_uses_it() {
 
 #[test]
 fn a_taken_name_is_said_and_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = harness(app(dir.path(), &fake));
-    h.run();
+    let (_dir, fake, mut h) = started_app();
     fake.push(Event::Stopped {
         reason: Some(StopReason::NameTaken),
     });
@@ -455,9 +467,7 @@ fn a_taken_name_is_said_and_not_retried() {
 
 #[test]
 fn an_incoming_call_asks_for_attention_when_the_window_is_not_focused() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     h.input_mut()
         .viewports
         .entry(egui::ViewportId::ROOT)
@@ -481,9 +491,7 @@ fn an_incoming_call_asks_for_attention_when_the_window_is_not_focused() {
 
 #[test]
 fn a_lost_server_is_said_until_it_comes_back_and_then_the_words_go() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     h.get_by_label(&format!("Online: registered at {SERVER}"));
     fake.push(Event::Registration(Registration::Offline {
         reason: ServerLoss::Closed,
@@ -507,9 +515,7 @@ fn a_lost_server_is_said_until_it_comes_back_and_then_the_words_go() {
 
 #[test]
 fn another_device_with_our_name_is_said_and_sign_in_again_asks_the_engine() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     fake.push(Event::Registration(Registration::Replaced));
     h.run();
     assert!(matches!(h.state().link(), Link::Replaced { .. }));
@@ -541,9 +547,7 @@ fn another_device_with_our_name_is_said_and_sign_in_again_asks_the_engine() {
 
 #[test]
 fn a_call_that_ended_muted_is_followed_by_an_unmuted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     call(&mut h, "bob");
     fake.push(connected("bob"));
     fake.push(Event::Muted(false));
@@ -577,9 +581,7 @@ fn a_call_that_ended_muted_is_followed_by_an_unmuted_one() {
 
 #[test]
 fn calling_yourself_says_so_and_not_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeEngine::new();
-    let mut h = registered(dir.path(), &fake);
+    let (_dir, fake, mut h) = registered_app();
     call(&mut h, "alice");
     assert_eq!(fake.commands(), vec![Command::Call("alice".into())]);
     fake.push(ended("alice", EndReason::SelfCall, false));

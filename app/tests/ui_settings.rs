@@ -23,6 +23,19 @@ fn harness(app: PinholeApp) -> Harness<'static, PinholeApp> {
         .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app)
 }
 
+/// The app on its first run (no settings file yet), and where it will save them.
+fn first_run() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Harness<'static, PinholeApp>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    (dir, path, h)
+}
+
 /// Clicks what is labelled `label` and runs the frames that follow.
 fn click(h: &mut Harness<'static, PinholeApp>, label: &str) {
     h.get_by_label(label).click();
@@ -43,10 +56,7 @@ fn type_into(h: &mut Harness<'static, PinholeApp>, label: &str, text: &str) {
 
 #[test]
 fn first_run_setup_saves_settings_and_shows_the_main_view() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let mut h = harness(PinholeApp::new(path.clone(), devices()));
-    h.run();
+    let (_dir, path, mut h) = first_run();
     assert_eq!(h.state().view(), View::Setup);
     h.get_by_label("Welcome to Pinhole");
 
@@ -66,10 +76,7 @@ fn first_run_setup_saves_settings_and_shows_the_main_view() {
 
 #[test]
 fn an_invalid_server_address_shows_the_message_and_is_not_saved() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let mut h = harness(PinholeApp::new(path.clone(), devices()));
-    h.run();
+    let (_dir, path, mut h) = first_run();
     type_into(&mut h, "Your name", "alice");
     type_into(&mut h, "Server", "example.org:99999");
 
@@ -231,10 +238,7 @@ fn device_pickers_offer_usable_devices_once_after_the_system_default() {
     );
 
     // The picker: "System default" first, then those names.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let mut h = harness(PinholeApp::new(path.clone(), devices()));
-    h.run();
+    let (_dir, path, mut h) = first_run();
     type_into(&mut h, "Your name", "alice");
     click(&mut h, "Microphone");
     click(&mut h, "USB headset");

@@ -56,6 +56,19 @@ fn registered(now: Instant) -> AppState {
     s
 }
 
+/// Registered now, and when that is.
+fn registered_now() -> (AppState, Instant) {
+    let now = Instant::now();
+    (registered(now), now)
+}
+
+/// In a call with bob that we placed, and when it connected.
+fn in_call_with_bob() -> (AppState, Instant) {
+    let (mut s, now) = registered_now();
+    in_call(&mut s, "bob", now);
+    (s, now)
+}
+
 /// `s` in a call with `peer` that we placed.
 fn in_call(s: &mut AppState, peer: &str, now: Instant) {
     let effects = s.act(Action::Call(peer.into()), now);
@@ -88,8 +101,7 @@ fn recorded(effects: &[Effect]) -> Vec<(String, bool, String)> {
 
 #[test]
 fn a_lost_server_is_said_until_registration_comes_back() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     let retry_at = now + Duration::from_secs(2);
     s.apply(
         Event::Registration(Registration::Offline {
@@ -119,9 +131,7 @@ fn a_lost_server_is_said_until_registration_comes_back() {
 
 #[test]
 fn a_call_on_a_direct_path_goes_on_while_the_server_is_lost() {
-    let now = Instant::now();
-    let mut s = registered(now);
-    in_call(&mut s, "bob", now);
+    let (mut s, now) = in_call_with_bob();
     s.apply(
         Event::Registration(Registration::Offline {
             reason: ServerLoss::NotAnswering,
@@ -135,8 +145,7 @@ fn a_call_on_a_direct_path_goes_on_while_the_server_is_lost() {
 
 #[test]
 fn replaced_waits_for_the_user_to_sign_in_again() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     s.apply(Event::Registration(Registration::Replaced), now);
     assert!(matches!(&s.link, Link::Replaced { server } if server == SERVER));
     assert!(!s.engine_due(now + Duration::from_secs(3600)), "no retry");
@@ -217,9 +226,7 @@ fn a_settings_problem_is_not_retried_but_a_failed_start_is() {
 
 #[test]
 fn mute_follows_the_engine_and_is_off_at_the_start_of_every_call() {
-    let now = Instant::now();
-    let mut s = registered(now);
-    in_call(&mut s, "bob", now);
+    let (mut s, now) = in_call_with_bob();
     assert!(!s.muted);
     // The click asks; the engine's answer changes the state.
     assert_eq!(
@@ -254,8 +261,7 @@ fn mute_follows_the_engine_and_is_off_at_the_start_of_every_call() {
 
 #[test]
 fn calling_yourself_has_its_own_words() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     s.act(Action::Call("alice".into()), now);
     let effects = s.apply(ended("alice", EndReason::SelfCall, false), now);
     assert_eq!(notice(&s), words::SELF_CALL);
@@ -269,8 +275,7 @@ fn calling_yourself_has_its_own_words() {
 
 #[test]
 fn an_incoming_call_the_caller_cancels_is_missed() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     s.apply(
         Event::Incoming {
             from: "carol".into(),
@@ -291,8 +296,7 @@ fn an_incoming_call_the_caller_cancels_is_missed() {
 
 #[test]
 fn accept_is_sent_once_and_reject_is_recorded_at_once() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     s.apply(Event::Incoming { from: "bob".into() }, now);
     assert_eq!(s.act(Action::Accept, now), [Effect::Send(Command::Accept)]);
     assert!(s.act(Action::Accept, now).is_empty());
@@ -319,9 +323,7 @@ fn accept_is_sent_once_and_reject_is_recorded_at_once() {
 
 #[test]
 fn the_end_of_a_call_the_user_hung_up_does_not_end_the_next_one() {
-    let now = Instant::now();
-    let mut s = registered(now);
-    in_call(&mut s, "bob", now);
+    let (mut s, now) = in_call_with_bob();
     let later = now + Duration::from_secs(65);
     let effects = s.act(Action::HangUp, later);
     assert_eq!(effects[0], Effect::Send(Command::HangUp));
@@ -352,8 +354,7 @@ fn the_end_of_a_call_the_user_hung_up_does_not_end_the_next_one() {
 
 #[test]
 fn cancelling_a_placed_call_says_so() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     s.act(Action::Call("bob".into()), now);
     let effects = s.act(Action::HangUp, now);
     assert_eq!(
@@ -366,9 +367,7 @@ fn cancelling_a_placed_call_says_so() {
 
 #[test]
 fn a_connected_call_ended_by_the_peer_says_how_long() {
-    let now = Instant::now();
-    let mut s = registered(now);
-    in_call(&mut s, "bob", now);
+    let (mut s, now) = in_call_with_bob();
     let effects = s.apply(
         ended("bob", EndReason::Remote(Remote::HungUp), true),
         now + Duration::from_secs(3),
@@ -379,8 +378,7 @@ fn a_connected_call_ended_by_the_peer_says_how_long() {
 
 #[test]
 fn a_failed_device_explains_the_local_end() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     s.act(Action::Call("echo".into()), now);
     s.apply(
         Event::Warning(Warning::Audio {
@@ -404,9 +402,7 @@ fn a_failed_device_explains_the_local_end() {
 
 #[test]
 fn the_engine_stopping_in_a_call_fails_the_call_and_the_link() {
-    let now = Instant::now();
-    let mut s = registered(now);
-    in_call(&mut s, "bob", now);
+    let (mut s, now) = in_call_with_bob();
     let effects = s.apply(
         Event::Stopped {
             reason: Some(StopReason::Local {
@@ -445,9 +441,7 @@ fn calls_are_placed_only_when_registered_and_to_valid_names() {
 
 #[test]
 fn figures_and_path_reach_the_call_in_progress() {
-    let now = Instant::now();
-    let mut s = registered(now);
-    in_call(&mut s, "bob", now);
+    let (mut s, now) = in_call_with_bob();
     let remote = SocketAddr::from(([198, 51, 100, 2], 5000));
     s.apply(
         Event::PathChanged {
@@ -466,8 +460,7 @@ fn figures_and_path_reach_the_call_in_progress() {
 
 #[test]
 fn warnings_outside_a_call_are_said_and_races_are_not() {
-    let now = Instant::now();
-    let mut s = registered(now);
+    let (mut s, now) = registered_now();
     s.apply(
         Event::Warning(Warning::Refused {
             code: "bad_frame".into(),
