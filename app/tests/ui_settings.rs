@@ -1,6 +1,8 @@
 //! The settings flows of the desktop app, driven through its accessibility tree with
 //! `egui_kittest` (no window, no GPU).
 
+#![allow(clippy::unwrap_used)]
+
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use pinhole::settings;
