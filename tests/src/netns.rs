@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! use pinhole_tests::netns::{Lab, NatKind};
-//! let Some(mut lab) = Lab::new() else { return Ok(()) }; // prints why it skips
+//! let Some(mut lab) = Lab::new() else { return Ok(()) }; // prereq::missing said why
 //! let server = lab.server("srv")?;
 //! let mut nat = lab.nat(NatKind::RandomFully)?;
 //! lab.set_udp_timeout(&nat, std::time::Duration::from_secs(5))?;
@@ -34,8 +34,8 @@
 //!   parallel;
 //! - [`Lab`] tears everything down on drop: every process still running in its namespaces is
 //!   killed by PID (`ip netns pids`), then the namespaces are deleted (which deletes their veths);
-//! - [`Lab::new`] returns `None`, after printing why, where namespaces cannot be made (not root,
-//!   no `ip`, no netns support): callers skip the test.
+//! - [`Lab::new`] returns `None` where namespaces cannot be made (not root, no `ip`, no netns
+//!   support), after [`crate::prereq::missing`]: a failure under `./dev test`, a SKIP by hand.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -105,11 +105,12 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Creates an empty internet (one router namespace). Returns `None`, after printing the
-    /// reason on stderr, when this machine cannot make network namespaces for us.
+    /// Creates an empty internet (one router namespace). Returns `None`, after
+    /// [`crate::prereq::missing`] (which panics under `./dev test`), when this machine cannot
+    /// make network namespaces for us.
     pub fn new() -> Option<Self> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: the NAT lab needs root (network namespaces, iptables)");
+            crate::prereq::missing("the NAT lab needs root (network namespaces, iptables)");
             return None;
         }
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +121,9 @@ impl Lab {
         match run(Command::new("ip").args(["netns", "add", &inet.name])) {
             Ok(_) => {}
             Err(err) => {
-                eprintln!("SKIP: cannot create a network namespace here (`ip netns add`): {err}");
+                crate::prereq::missing(format!(
+                    "cannot create a network namespace here (`ip netns add`): {err}"
+                ));
                 return None;
             }
         }
@@ -139,7 +142,7 @@ impl Lab {
             .and_then(|()| lab.sysctl(&lab.inet.clone(), "net.ipv4.ip_forward", "1"))
             .and_then(|()| lab.sysctl(&lab.inet.clone(), "net.ipv6.conf.all.forwarding", "1"));
         if let Err(err) = setup {
-            eprintln!("SKIP: cannot configure a network namespace here: {err}");
+            crate::prereq::missing(format!("cannot configure a network namespace here: {err}"));
             return None;
         }
         Some(lab)
@@ -344,20 +347,11 @@ impl Lab {
         self.next_subnet = self.next_subnet.wrapping_add(1);
         let lan_ip = Ipv4Addr::new(10, subnet, 0, 1);
         self.sysctl(&router.ns, "net.ipv4.ip_forward", "1")?;
-        let mut rule = vec![
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-o",
-            "eth0",
-            "-j",
-            "MASQUERADE",
-        ];
-        if kind == NatKind::RandomFully {
-            rule.push("--random-fully");
-        }
-        self.iptables(&router.ns, &rule)?;
+        let extra: &[&str] = match kind {
+            NatKind::Masquerade => &[],
+            NatKind::RandomFully => &["--random-fully"],
+        };
+        self.masquerade(&router.ns, &[], extra)?;
         // The LAN is a bridge, so hosts behind one NAT share a segment and reach each other
         // directly, as on a home network.
         self.ip(&router.ns, &["link", "add", "br0", "type", "bridge"])?;
@@ -374,6 +368,17 @@ impl Lab {
             subnet,
             hosts: 0,
         })
+    }
+
+    /// Masquerades what `router` forwards out of its `eth0`: `iptables -t nat -A POSTROUTING
+    /// -o eth0 MATCH... -j MASQUERADE OPTIONS...` (`MATCH` such as `-p tcp`, `OPTIONS` such as
+    /// `--random-fully`).
+    pub fn masquerade(&self, router: &Ns, matches: &[&str], options: &[&str]) -> io::Result<()> {
+        let mut rule = vec!["-t", "nat", "-A", "POSTROUTING", "-o", "eth0"];
+        rule.extend(matches);
+        rule.extend(["-j", "MASQUERADE"]);
+        rule.extend(options);
+        self.iptables(router, &rule)
     }
 
     /// A host behind `nat`, on its private /24, with the NAT as default gateway.

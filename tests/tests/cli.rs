@@ -29,6 +29,10 @@ fn rendezvous_help_explains_listen() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("--listen"), "help: {stdout}");
+    assert!(
+        stdout.contains(r#"{"event":"ready""#),
+        "help documents the ready line: {stdout}"
+    );
 }
 
 #[test]
@@ -44,8 +48,11 @@ fn rendezvous_rejects_a_bad_listen_address() {
 
 #[test]
 fn rendezvous_listens_on_udp_and_tcp() {
+    // Rendezvous::start waits for the ready line on stdout, which gives the addresses.
     let server = Rendezvous::start("127.0.0.1:0");
     assert!(server.addr.ip().is_loopback());
+    assert_ne!(server.addr.port(), 0);
+    assert_ne!(server.alternate.port(), server.addr.port());
     // The same port takes TCP connections too.
     TcpStream::connect_timeout(&server.addr, Duration::from_secs(5)).unwrap();
 }

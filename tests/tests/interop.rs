@@ -1,19 +1,48 @@
 //! Interop with a third-party STUN implementation: coturn (Debian's `coturn` package, listed in
-//! scripts/packages/nat-tests.txt). Each test skips with a message when coturn is missing.
+//! scripts/packages/nat-tests.txt). Without coturn (or root, for the lab) the tests fail under
+//! `./dev test` and skip by hand (`pinhole_tests::prereq`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use pinhole_tests::netns::{Lab, NatKind};
-use pinhole_tests::{Coturn, Rendezvous, binary, command, output_within, stun_client};
+use pinhole_tests::netns::{Host, Lab, Nat, NatKind};
+use pinhole_tests::{Coturn, Place, Rendezvous, command, output_within, prereq, stun_client};
 
 fn have_stunclient() -> bool {
     if Command::new("turnutils_stunclient").output().is_err() {
-        eprintln!("SKIP: coturn's turnutils_stunclient is not installed");
+        prereq::missing("coturn's turnutils_stunclient is not installed");
         return false;
     }
     true
+}
+
+/// A lab with a server host on its internet and a client behind a NAT of `kind`.
+fn lab_behind(kind: NatKind) -> Option<(Lab, Host, Nat, Host)> {
+    let mut lab = Lab::new()?;
+    let server = lab.server("srv").unwrap();
+    let mut nat = lab.nat(kind).unwrap();
+    let client = lab.host_behind(&mut nat, "cli").unwrap();
+    Some((lab, server, nat, client))
+}
+
+/// `pinhole nat-check --stun SERVER --json` at `place`: its JSON report (it must succeed) and
+/// the mapped address in it.
+fn nat_check_stun(place: Place<'_>, server: SocketAddr) -> (serde_json::Value, SocketAddr) {
+    let mut cmd = place.command("pinhole");
+    cmd.args(["nat-check", "--stun", &server.to_string(), "--json"]);
+    let out = output_within(&mut cmd, Duration::from_secs(15));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nat-check --stun failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mapped = json["mapped_address"].as_str().unwrap().parse().unwrap();
+    (json, mapped)
 }
 
 /// The addresses in turnutils_stunclient's "UDP reflexive addr: IP:PORT" lines.
@@ -54,13 +83,10 @@ fn turnutils_stunclient_through_nat_reports_the_nat_mapping() {
     if !have_stunclient() {
         return;
     }
-    let Some(mut lab) = Lab::new() else {
+    let Some((lab, server_host, nat, client)) = lab_behind(NatKind::RandomFully) else {
         return;
     };
-    let server_host = lab.server("srv").unwrap();
     let server = Rendezvous::start_in(&lab, &server_host.ns, &format!("{}:3478", server_host.ip));
-    let mut nat = lab.nat(NatKind::RandomFully).unwrap();
-    let client = lab.host_behind(&mut nat, "cli").unwrap();
     let out = output_within(
         lab.command(&client.ns, "turnutils_stunclient")
             .args(["-p", "3478"])
@@ -106,7 +132,7 @@ fn stun_probe_gets_its_address_from_coturn() {
     assert_eq!(mapped, vec![Some(socket.local_addr().unwrap())]);
     // And the probe binary says the same.
     let out = output_within(
-        Command::new(binary("stun-probe")).args([
+        command("stun-probe").args([
             "--bind",
             "127.0.0.1:40123",
             "--server",
@@ -119,71 +145,30 @@ fn stun_probe_gets_its_address_from_coturn() {
     assert_eq!(json["results"][0]["mapped"], "127.0.0.1:40123");
 }
 
-/// `pinhole nat-check --stun` against coturn, once that subcommand exists.
+/// `pinhole nat-check --stun` against coturn.
 #[test]
 fn pinhole_nat_check_stun_works_against_coturn() {
-    let help = command("pinhole")
-        .args(["nat-check", "--help"])
-        .output()
-        .unwrap();
-    let help_text = String::from_utf8_lossy(&help.stdout);
-    if !help.status.success() || !help_text.contains("--stun") {
-        eprintln!("SKIP: `pinhole nat-check --stun` is not built yet");
-        return;
-    }
     let Some(coturn) = Coturn::start() else {
         return;
     };
-    let out = output_within(
-        command("pinhole").args(["nat-check", "--stun", &coturn.addr.to_string(), "--json"]),
-        Duration::from_secs(15),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "nat-check --stun failed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let mapped: SocketAddr = json["mapped_address"].as_str().unwrap().parse().unwrap();
-    assert_eq!(mapped.ip(), IpAddr::from([127, 0, 0, 1]), "{stdout}");
+    let (json, mapped) = nat_check_stun(Place::Local, coturn.addr);
+    assert_eq!(mapped.ip(), IpAddr::from([127, 0, 0, 1]), "{json}");
     assert_ne!(mapped.port(), 0);
-    assert_eq!(json["behind_nat"], false, "{stdout}");
+    assert_eq!(json["behind_nat"], false, "{json}");
 }
 
 /// `pinhole nat-check --stun` against coturn across a real NAT: the mapped address is the
 /// router's, and plain STUN is enough to say "behind NAT".
 #[test]
 fn pinhole_nat_check_stun_against_coturn_through_nat() {
-    let help = command("pinhole")
-        .args(["nat-check", "--help"])
-        .output()
-        .unwrap();
-    if !help.status.success() || !String::from_utf8_lossy(&help.stdout).contains("--stun") {
-        eprintln!("SKIP: `pinhole nat-check --stun` is not built yet");
-        return;
-    }
-    let Some(mut lab) = Lab::new() else {
+    let Some((lab, server, nat, client)) = lab_behind(NatKind::Masquerade) else {
         return;
     };
-    let server = lab.server("srv").unwrap();
     let Some(coturn) = Coturn::start_in(&lab, &server.ns, server.ip, 3478) else {
         return;
     };
-    let mut nat = lab.nat(NatKind::Masquerade).unwrap();
-    let client = lab.host_behind(&mut nat, "cli").unwrap();
-    let mut cmd = lab.command(&client.ns, binary("pinhole"));
-    cmd.args(["nat-check", "--stun", &coturn.addr.to_string(), "--json"]);
-    let out = output_within(&mut cmd, Duration::from_secs(15));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "nat-check --stun failed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let mapped: SocketAddr = json["mapped_address"].as_str().unwrap().parse().unwrap();
-    assert_eq!(mapped.ip(), IpAddr::V4(nat.wan_ip), "{stdout}");
-    assert_eq!(json["behind_nat"], true, "{stdout}");
-    assert_eq!(json["verdict"], "nat", "{stdout}");
+    let (json, mapped) = nat_check_stun(Place::In(&lab, &client.ns), coturn.addr);
+    assert_eq!(mapped.ip(), IpAddr::V4(nat.wan_ip), "{json}");
+    assert_eq!(json["behind_nat"], true, "{json}");
+    assert_eq!(json["verdict"], "nat", "{json}");
 }

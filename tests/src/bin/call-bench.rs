@@ -14,13 +14,12 @@
 //! round trip. Printed: median and p95 of `setup_ms`, and the median `rtt_ms` of the media
 //! path for comparison (target: setup within one round trip plus 50 ms).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
-use pinhole_tests::netns::{Host, Lab, NatKind};
-use pinhole_tests::{Headless, Rendezvous, TempDir, answer_args, call_args, unique_name};
+use pinhole_tests::netns::{Lab, NatKind};
+use pinhole_tests::{Party, Place, Rendezvous, TempDir};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -33,19 +32,6 @@ struct Args {
     /// Also run two `MASQUERADE` NATs without `Lab::firewall_wan` (bare Linux routers).
     #[arg(long)]
     bare: bool,
-}
-
-/// A workspace binary next to this one (target/<profile>/).
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.parent().context("exe dir")?.join(name);
-    if !path.exists() {
-        bail!(
-            "{} is not built: cargo build --workspace --bins",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 #[derive(Debug, Default)]
@@ -64,41 +50,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Runs `calls` calls from `caller_cmd()` to a callee started by `callee_cmd`.
+/// Runs `calls` calls from a caller at `caller_at` to a callee answering at `callee_at`.
 fn run_calls(
     args: &Args,
     server: &str,
-    callee_cmd: &dyn Fn() -> std::process::Command,
-    caller_cmd: &dyn Fn() -> std::process::Command,
+    callee_at: Place<'_>,
+    caller_at: Place<'_>,
 ) -> Result<Figures> {
     let dir = TempDir::new("callbench");
-    let callee_name = unique_name("bcee");
-    let caller_name = unique_name("bcer");
-    let mut cmd = callee_cmd();
-    cmd.args(answer_args(
-        &dir.join("callee.toml"),
-        server,
-        &callee_name,
-        "tone:440",
-        "null",
-    ));
-    let mut callee = Headless::spawn(cmd);
-    if !callee.wait_log("registered", Duration::from_secs(10)) {
-        bail!("callee did not register: {:#?}", callee.log);
+    let callee = Party {
+        input: "tone:440".into(),
+        ..Party::silent(&dir, "bcee")
+    };
+    let caller = Party {
+        input: "tone:660".into(),
+        ..Party::silent(&dir, "bcer")
+    };
+    let mut cmd = callee_at.command("pinhole");
+    cmd.args(callee.answer_args(server));
+    let mut answer = pinhole_tests::Headless::spawn(cmd);
+    if !answer.wait_log("registered", Duration::from_secs(10)) {
+        bail!("callee did not register: {:#?}", answer.log);
     }
     let mut figures = Figures::default();
     for _ in 0..args.calls {
-        let mut cmd = caller_cmd();
-        cmd.args(call_args(
-            &dir.join("caller.toml"),
-            server,
-            &caller_name,
-            &callee_name,
-            "tone:660",
-            "null",
-            args.duration,
-        ));
-        let out = Headless::spawn(cmd).finish(Duration::from_secs_f64(args.duration + 30.0));
+        let out = caller
+            .call(caller_at, server, &callee.name, args.duration)
+            .finish(Duration::from_secs_f64(args.duration + 30.0));
         if !out.status.success() {
             eprintln!("call failed: {}", out.last_log());
             figures.failed += 1;
@@ -147,17 +125,19 @@ fn nat_topology(args: &Args, kind: NatKind, firewall: bool) -> Result<Option<Fig
         lab.firewall_wan(&nat_a)?;
         lab.firewall_wan(&nat_b)?;
     }
-    let a: Host = lab.host_behind(&mut nat_a, "cee")?;
-    let b: Host = lab.host_behind(&mut nat_b, "cer")?;
-    let mut cmd = lab.command(&server_host.ns, sibling("pinhole-rendezvous")?);
-    cmd.arg("--allow-private-targets");
-    let server = Rendezvous::start_command(cmd, &format!("{}:3478", server_host.ip));
-    let pinhole = sibling("pinhole")?;
+    let a = lab.host_behind(&mut nat_a, "cee")?;
+    let b = lab.host_behind(&mut nat_b, "cer")?;
+    let server = Rendezvous::start_at(
+        Place::In(&lab, &server_host.ns),
+        &format!("{}:3478", server_host.ip),
+        &["--allow-private-targets"],
+    );
+    let server_addr = server.addr.to_string();
     let f = run_calls(
         args,
-        &server.addr.to_string(),
-        &|| lab.command(&a.ns, &pinhole),
-        &|| lab.command(&b.ns, &pinhole),
+        &server_addr,
+        Place::In(&lab, &a.ns),
+        Place::In(&lab, &b.ns),
     )?;
     drop(server);
     Ok(Some(f))
@@ -174,17 +154,8 @@ fn main() -> Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     {
-        let server = Rendezvous::start_command(
-            std::process::Command::new(sibling("pinhole-rendezvous")?),
-            "127.0.0.1:0",
-        );
-        let pinhole = sibling("pinhole")?;
-        let f = run_calls(
-            &args,
-            &server.addr.to_string(),
-            &|| std::process::Command::new(&pinhole),
-            &|| std::process::Command::new(&pinhole),
-        )?;
+        let server = Rendezvous::start("127.0.0.1:0");
+        let f = run_calls(&args, &server.addr.to_string(), Place::Local, Place::Local)?;
         report("loopback", f);
     }
     match nat_topology(&args, NatKind::Masquerade, true)? {

@@ -23,21 +23,18 @@
 //! one call at 50 packets/s: send-to-receive time through the relay against the same sockets
 //! sending to each other directly; each frame carries its send time.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use pinhole_tests::Rendezvous;
-use serde_json::{Value, json};
-use traversal::calls::registration_message;
+use pinhole_tests::scripted::Client;
+use serde_json::json;
 use traversal::channel;
-use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
-use traversal::server::{hex, unhex};
-use traversal::wire::{self, Flags, UdpMessage};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -58,128 +55,6 @@ struct Args {
     server: Option<PathBuf>,
 }
 
-/// A scripted client: its control connection and media socket.
-#[derive(Debug)]
-struct Client {
-    server: SocketAddr,
-    tcp: TcpStream,
-    decoder: FrameDecoder,
-    udp: UdpSocket,
-    user_index: u32,
-    key: Vec<u8>,
-    challenge: Vec<u8>,
-}
-
-impl Client {
-    fn connect(server: SocketAddr) -> Result<Self> {
-        let tcp = TcpStream::connect(server)?;
-        tcp.set_read_timeout(Some(Duration::from_millis(20)))?;
-        tcp.set_nodelay(true)?;
-        let access = tcp.local_addr()?;
-        let udp = UdpSocket::bind("127.0.0.1:0")?;
-        udp.set_read_timeout(Some(Duration::from_millis(20)))?;
-        let mut c = Self {
-            server,
-            tcp,
-            decoder: FrameDecoder::new(),
-            udp,
-            user_index: 0,
-            key: Vec::new(),
-            challenge: Vec::new(),
-        };
-        c.send(&json!({"type": "hello", "version": PROTOCOL_VERSION, "access": access}))?;
-        let welcome = c.expect("welcome")?;
-        c.user_index = welcome["user_index"]
-            .as_u64()
-            .and_then(|u| u32::try_from(u).ok())
-            .context("user_index")?;
-        c.key = welcome["key"].as_str().and_then(unhex).context("key")?;
-        c.challenge = welcome["challenge"]
-            .as_str()
-            .and_then(unhex)
-            .context("challenge")?;
-        c.keepalive()?;
-        Ok(c)
-    }
-
-    fn send(&mut self, message: &Value) -> Result<()> {
-        self.tcp.write_all(&control::encode(message))?;
-        Ok(())
-    }
-
-    fn expect(&mut self, kind: &str) -> Result<Value> {
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            while let Some(m) = self.decoder.next_message::<Value>()? {
-                if m["type"] == kind {
-                    return Ok(m);
-                }
-                if m["type"] == "error" || m["type"] == "ended" {
-                    bail!("waiting for {kind}: {m}");
-                }
-            }
-            if Instant::now() > end {
-                bail!("no {kind} within 5 s");
-            }
-            let mut buf = [0u8; 4096];
-            match self.tcp.read(&mut buf) {
-                Ok(0) => bail!("the server closed the control connection"),
-                Ok(n) => self.decoder.push(&buf[..n])?,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// The authenticated request from the media socket that registers its mapping.
-    fn keepalive(&mut self) -> Result<()> {
-        let mask = wire::sequence_mask(&self.key);
-        for sequence in 1..50u64 {
-            let request = UdpMessage::Request {
-                transaction_id: wire::sequenced_tid(mask, sequence, [1, 2, 3, 4]),
-                user_index: self.user_index,
-                flags: Flags::default(),
-            }
-            .encode(&self.key);
-            self.udp.send_to(&request, self.server)?;
-            let end = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < end {
-                let mut buf = [0u8; 1500];
-                let Ok((n, _)) = self.udp.recv_from(&mut buf) else {
-                    continue;
-                };
-                let (key, index) = (self.key.clone(), self.user_index);
-                if let Ok(UdpMessage::Answer { .. }) =
-                    UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key.as_slice()))
-                {
-                    return Ok(());
-                }
-            }
-        }
-        bail!("no answer to the keepalive")
-    }
-
-    fn register(&mut self, name: &str, seed: u64) -> Result<()> {
-        let mut bytes = [0u8; 32];
-        bytes[..8].copy_from_slice(&seed.to_be_bytes());
-        bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
-        let key = SigningKey::from_bytes(&bytes);
-        let signature = key.sign(&registration_message(name, &self.challenge));
-        self.send(&json!({
-            "type": "register",
-            "name": name,
-            "public_key": hex(key.verifying_key().as_bytes()),
-            "signature": hex(&signature.to_bytes()),
-        }))?;
-        self.expect("registered")?;
-        Ok(())
-    }
-
-    fn mapped(&self) -> Result<SocketAddr> {
-        Ok(self.udp.local_addr()?)
-    }
-}
-
 /// A connected call: caller, callee, channel.
 #[derive(Debug)]
 struct Pair {
@@ -188,13 +63,21 @@ struct Pair {
     channel: u16,
 }
 
+/// A key of its own for each client of this run.
+fn signing_key(seed: u64) -> SigningKey {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_be_bytes());
+    bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    SigningKey::from_bytes(&bytes)
+}
+
 fn connect_pair(server: SocketAddr, i: usize) -> Result<Pair> {
     let pid = std::process::id();
     let (na, nb) = (format!("rb{pid}a{i}"), format!("rb{pid}b{i}"));
     let mut a = Client::connect(server)?;
     let mut b = Client::connect(server)?;
-    a.register(&na, 2 * i as u64)?;
-    b.register(&nb, 2 * i as u64 + 1)?;
+    a.register(&na, &signing_key(2 * i as u64))?;
+    b.register(&nb, &signing_key(2 * i as u64 + 1))?;
     let call_id = 1_000 + i as u64;
     let cand = a.mapped()?;
     a.send(&json!({"type": "call", "call_id": call_id, "to": nb, "candidates": [cand]}))?;

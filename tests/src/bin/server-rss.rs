@@ -18,14 +18,15 @@
 //! /proc/PID/status and prints the growth since startup per registered client. Raises its own
 //! RLIMIT_NOFILE (the server inherits it). The server is ended by its pid with SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+use pinhole_tests::Rendezvous;
 use traversal::control::{self, ClientMessage, FrameDecoder, ServerMessage};
 use traversal::wire::{self, Flags, UdpMessage};
 
@@ -79,65 +80,11 @@ fn memory(pid: u32) -> anyhow::Result<Mem> {
     })
 }
 
-/// The release server, ended by its pid when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(binary: &str) -> anyhow::Result<Server> {
-        let mut child = Command::new(binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--max-registrations",
-                "1000000",
-                "--idle-timeout",
-                "3600",
-            ])
-            .env("RUST_LOG", "warn,pinhole_rendezvous=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {binary}"))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening udp=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                } else if !line.contains("alternate port") {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(WAIT)
-            .context("no 'listening' line from the server")?
-            .parse()?;
-        Ok(Server { child, addr })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let end = Instant::now() + WAIT;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The release server with room for every client, killed by its pid when dropped.
+fn start_server(binary: &str) -> Rendezvous {
+    let mut cmd = Command::new(binary);
+    cmd.args(["--max-registrations", "1000000", "--idle-timeout", "3600"]);
+    Rendezvous::start_command(cmd, "127.0.0.1:0")
 }
 
 /// A TCP connection from `local` (bound before connecting).
@@ -249,8 +196,8 @@ fn main() -> anyhow::Result<()> {
     let most = checkpoints.last().copied().unwrap_or(0);
     let binary = std::env::var("PINHOLE_RENDEZVOUS")
         .unwrap_or_else(|_| "target/release/pinhole-rendezvous".to_string());
-    let server = Server::start(&binary)?;
-    let pid = server.child.id();
+    let server = start_server(&binary);
+    let pid = server.pid();
     std::thread::sleep(Duration::from_millis(500));
     let base = memory(pid)?;
     println!(

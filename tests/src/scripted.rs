@@ -1,0 +1,151 @@
+//! A client scripted with the raw control protocol (docs/calls.md), for tests and benches that
+//! drive `pinhole-rendezvous` step by step: TCP `hello`, the authenticated UDP keepalive from
+//! its own media socket, `register` signed with an Ed25519 key, then whatever call signalling
+//! the caller sends.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use traversal::calls::registration_message;
+use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
+use traversal::server::{hex, unhex};
+use traversal::wire::{self, Flags, UdpMessage};
+
+/// How long [`Client::expect`] waits.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A scripted client: its control connection and its media socket on 127.0.0.1.
+#[derive(Debug)]
+pub struct Client {
+    /// The server (TCP and UDP).
+    pub server: SocketAddr,
+    tcp: TcpStream,
+    decoder: FrameDecoder,
+    /// The media socket, registered with the server by the keepalive.
+    pub udp: UdpSocket,
+    /// The server's index for this client.
+    pub user_index: u32,
+    key: Vec<u8>,
+    challenge: Vec<u8>,
+}
+
+impl Client {
+    /// Connects, says hello, and registers the media socket's mapping (no name yet).
+    pub fn connect(server: SocketAddr) -> Result<Self> {
+        let tcp = TcpStream::connect(server)?;
+        tcp.set_read_timeout(Some(Duration::from_millis(20)))?;
+        tcp.set_nodelay(true)?;
+        let access = tcp.local_addr()?;
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        udp.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let mut c = Self {
+            server,
+            tcp,
+            decoder: FrameDecoder::new(),
+            udp,
+            user_index: 0,
+            key: Vec::new(),
+            challenge: Vec::new(),
+        };
+        c.send(&json!({"type": "hello", "version": PROTOCOL_VERSION, "access": access}))?;
+        let welcome = c.expect("welcome")?;
+        c.user_index = welcome["user_index"]
+            .as_u64()
+            .and_then(|u| u32::try_from(u).ok())
+            .context("user_index")?;
+        c.key = welcome["key"].as_str().and_then(unhex).context("key")?;
+        c.challenge = welcome["challenge"]
+            .as_str()
+            .and_then(unhex)
+            .context("challenge")?;
+        c.keepalive()?;
+        Ok(c)
+    }
+
+    /// Sends one control message.
+    pub fn send(&mut self, message: &Value) -> Result<()> {
+        self.tcp.write_all(&control::encode(message))?;
+        Ok(())
+    }
+
+    /// Waits (5 s) for the next control message of type `kind`, skipping others; an `error`
+    /// or `ended` message on the way is an error.
+    pub fn expect(&mut self, kind: &str) -> Result<Value> {
+        self.expect_within(kind, WAIT)
+    }
+
+    /// Like [`Client::expect`], waiting at most `wait`.
+    pub fn expect_within(&mut self, kind: &str, wait: Duration) -> Result<Value> {
+        let end = Instant::now() + wait;
+        loop {
+            while let Some(m) = self.decoder.next_message::<Value>()? {
+                if m["type"] == kind {
+                    return Ok(m);
+                }
+                if m["type"] == "error" || m["type"] == "ended" {
+                    bail!("waiting for {kind}: {m}");
+                }
+            }
+            if Instant::now() > end {
+                bail!("no {kind} within {wait:?}");
+            }
+            let mut buf = [0u8; 4096];
+            match self.tcp.read(&mut buf) {
+                Ok(0) => bail!("the server closed the control connection"),
+                Ok(n) => self.decoder.push(&buf[..n])?,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The authenticated request from the media socket that registers its mapping.
+    pub fn keepalive(&mut self) -> Result<()> {
+        let mask = wire::sequence_mask(&self.key);
+        for sequence in 1..50u64 {
+            let request = UdpMessage::Request {
+                transaction_id: wire::sequenced_tid(mask, sequence, [1, 2, 3, 4]),
+                user_index: self.user_index,
+                flags: Flags::default(),
+            }
+            .encode(&self.key);
+            self.udp.send_to(&request, self.server)?;
+            let end = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < end {
+                let mut buf = [0u8; 1500];
+                let Ok((n, _)) = self.udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                let (key, index) = (self.key.as_slice(), self.user_index);
+                if let Ok(UdpMessage::Answer { .. }) =
+                    UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key))
+                {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("no answer to the keepalive")
+    }
+
+    /// Binds `name` to `key` (signing the server's challenge).
+    pub fn register(&mut self, name: &str, key: &SigningKey) -> Result<()> {
+        let signature = key.sign(&registration_message(name, &self.challenge));
+        self.send(&json!({
+            "type": "register",
+            "name": name,
+            "public_key": hex(key.verifying_key().as_bytes()),
+            "signature": hex(&signature.to_bytes()),
+        }))?;
+        self.expect("registered")?;
+        Ok(())
+    }
+
+    /// The media socket's address (its candidate on loopback).
+    pub fn mapped(&self) -> Result<SocketAddr> {
+        Ok(self.udp.local_addr()?)
+    }
+}
