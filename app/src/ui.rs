@@ -185,10 +185,7 @@ impl PinholeApp {
     pub fn new(path: PathBuf, devices: DeviceList) -> Self {
         let (saved, file_error) = match settings::load(&path) {
             Ok(saved) => (saved, None),
-            Err(err) => (
-                None,
-                Some(format!("Your settings could not be read: {err}")),
-            ),
+            Err(err) => (None, Some(words::settings_unreadable(&err))),
         };
         let form = saved.clone().unwrap_or_default();
         let view = if saved.is_some() {
@@ -447,7 +444,7 @@ impl PinholeApp {
                     self.stop_engine();
                 }
             }
-            Err(err) => self.file_error = Some(format!("Settings not saved: {err}")),
+            Err(err) => self.file_error = Some(words::settings_not_saved(&err)),
         }
     }
 }

@@ -171,6 +171,15 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
     h.get_by_label("1.3 % (2 of 150 packets)");
     assert_eq!(h.state().call_stats().unwrap().rtp.received, 148);
 
+    // A device that fails in the call is said while the call goes on.
+    fake.push(Event::Warning(Warning::Audio {
+        side: AudioSide::Speaker,
+        detail: "device unplugged".into(),
+    }));
+    h.run();
+    assert_eq!(h.state().view(), View::InCall);
+    h.get_by_label("The speaker failed (device unplugged): you cannot hear them.");
+
     // Mute reaches the engine; the button says what the engine answers.
     click(&mut h, "Mute microphone");
     assert!(fake.commands().contains(&Command::Mute(true)));

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use egui::RichText;
 
 use super::state::{Action, Call};
-use super::widgets::{METER_REPAINT, STOP, big_button, meter_bar, who, working};
+use super::widgets::{METER_REPAINT, STOP, big_button, error_line, meter_bar, who, working};
 use super::{PinholeApp, words};
-use crate::engine::{CallReport, PathKind};
+use crate::engine::CallReport;
 
 impl PinholeApp {
     pub(super) fn calling_ui(&mut self, ui: &mut egui::Ui) {
@@ -20,11 +20,7 @@ impl PinholeApp {
         else {
             return;
         };
-        let status = if *ringing {
-            format!("Ringing… {}", words::clock(since.elapsed()))
-        } else {
-            "Reaching them…".into()
-        };
+        let status = words::placing(ringing.then(|| since.elapsed()));
         let peer = peer.clone();
         ui.vertical_centered(|ui| {
             ui.add_space(24.0);
@@ -52,11 +48,7 @@ impl PinholeApp {
         };
         let peer = up.peer.clone();
         let elapsed = Instant::now().saturating_duration_since(up.since);
-        let path = match (up.path, up.remote) {
-            (PathKind::Direct, Some(remote)) => format!("Direct to {remote}"),
-            (PathKind::Direct, None) => "Direct".to_owned(),
-            (PathKind::Relay, _) => "Relayed through the server".to_owned(),
-        };
+        let path = words::path(up.path, up.remote);
         let stats = up.stats.clone();
         let (input, output) = (up.input.clone(), up.output.clone());
         let mut actions = Vec::new();
@@ -94,6 +86,9 @@ impl PinholeApp {
                     actions.push(Action::Volume(volume));
                 }
             });
+        if let Some((side, detail)) = self.state.audio_problem() {
+            error_line(ui, &words::audio_failed_in_call(side, detail));
+        }
         ui.add_space(8.0);
         // The button shows what the engine says (Event::Muted), and asks for the other state.
         let muted = self.state.muted;

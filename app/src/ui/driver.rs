@@ -12,7 +12,7 @@ use media::audio::{SinkSpec, SourceSpec};
 use super::net::{self, NatReport};
 use super::state::{Effect, Failure};
 use super::widgets::server_message;
-use super::{PinholeApp, View};
+use super::{PinholeApp, View, words};
 use crate::engine::{Command, EngineConfig, MediaConfig};
 use crate::settings::{self, Settings};
 
@@ -50,7 +50,7 @@ impl PinholeApp {
             Ok((key, created)) => {
                 if created {
                     if let Err(e) = settings::save(&self.path, &saved) {
-                        self.file_error = Some(format!("Your key could not be saved: {e}"));
+                        self.file_error = Some(words::key_not_saved(&e));
                     }
                     self.saved = Some(saved.clone());
                 }

@@ -31,18 +31,12 @@ impl PinholeApp {
                 }
             });
         });
-        if server.is_empty() {
-            let reach = if lan {
-                "this machine and the local network"
-            } else {
-                "this machine only"
-            };
-            ui.label(format!("Server: built into this app ({reach})"));
-            if lan && let Some(hint) = &self.lan_hint {
-                ui.label(format!("Others on your network set their server to {hint}"));
-            }
-        } else {
-            ui.label(format!("Server: {server}"));
+        ui.label(words::server_line(&server, lan));
+        if server.is_empty()
+            && lan
+            && let Some(hint) = &self.lan_hint
+        {
+            ui.label(words::lan_hint(hint));
         }
         self.link_ui(ui);
         self.nat_ui(ui);
@@ -124,19 +118,11 @@ impl PinholeApp {
                 });
             }
             NatState::Done(Ok(report)) => {
-                ui.label(format!(
-                    "Network: {} ({})",
-                    report.describe(),
-                    report.verdict
-                ));
-                ui.label(format!(
-                    "Your address as the server sees it: {}",
-                    report.mapped
-                ));
+                for line in words::nat_found(report) {
+                    ui.label(line);
+                }
             }
-            NatState::Done(Err(e)) => {
-                error_line(ui, &format!("Network check failed: {e}"));
-            }
+            NatState::Done(Err(e)) => error_line(ui, &words::nat_failed(e)),
         }
     }
 

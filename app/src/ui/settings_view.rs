@@ -6,19 +6,19 @@ use std::sync::Arc;
 use super::driver::NatState;
 use super::sound::{self, InputMonitor, MonitorState};
 use super::widgets::{METER_REPAINT, error_line, meter_bar, server_message, working};
-use super::{PinholeApp, View};
+use super::{PinholeApp, View, words};
 use crate::settings;
 
 impl PinholeApp {
     pub(super) fn settings_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Settings");
         self.file_error_ui(ui);
-        let basic_ok = self.basic_fields(ui);
+        let basic_ok = self.basic_fields_ui(ui);
         ui.add_space(6.0);
         self.device_tests_ui(ui);
         ui.add_space(6.0);
         self.connection_test_ui(ui, basic_ok);
-        let advanced_ok = self.advanced_fields(ui);
+        let advanced_ok = self.advanced_fields_ui(ui);
         ui.add_space(8.0);
         ui.horizontal(|ui| {
             if ui
@@ -57,7 +57,7 @@ impl PinholeApp {
                     ui.ctx().request_repaint_after(METER_REPAINT);
                 }
                 Some(MonitorState::Opening) => working(ui),
-                Some(MonitorState::Failed(e)) => error_line(ui, &format!("No microphone: {e}")),
+                Some(MonitorState::Failed(e)) => error_line(ui, &words::no_microphone(&e)),
                 None => {
                     ui.label("off").labelled_by(label.id);
                 }
@@ -87,10 +87,10 @@ impl PinholeApp {
                 ui.label("Playing a 440 Hz tone…");
             } else {
                 match &self.test_sound_result {
-                    Some(Ok(())) => {
-                        ui.label("Played: did you hear it?");
+                    Some(result @ Ok(())) => {
+                        ui.label(words::test_sound(result));
                     }
-                    Some(Err(e)) => error_line(ui, &format!("No sound: {e}")),
+                    Some(result @ Err(_)) => error_line(ui, &words::test_sound(result)),
                     None => {}
                 }
             }
@@ -116,7 +116,7 @@ impl PinholeApp {
 
     /// Server, name and devices. Returns whether they are valid; each problem is shown under
     /// its field as the user types.
-    pub(super) fn basic_fields(&mut self, ui: &mut egui::Ui) -> bool {
+    pub(super) fn basic_fields_ui(&mut self, ui: &mut egui::Ui) -> bool {
         let mut valid = true;
         egui::Grid::new("basic")
             .num_columns(2)
@@ -155,7 +155,7 @@ impl PinholeApp {
         valid
     }
 
-    fn advanced_fields(&mut self, ui: &mut egui::Ui) -> bool {
+    fn advanced_fields_ui(&mut self, ui: &mut egui::Ui) -> bool {
         let mut valid = true;
         egui::CollapsingHeader::new("Advanced").show(ui, |ui| {
             egui::Grid::new("advanced")

@@ -12,7 +12,7 @@ impl PinholeApp {
         );
         ui.add_space(8.0);
         self.file_error_ui(ui);
-        let valid = self.basic_fields(ui);
+        let valid = self.basic_fields_ui(ui);
         ui.add_space(8.0);
         if ui
             .add_enabled(valid, egui::Button::new("Save and start"))

@@ -322,6 +322,12 @@ impl AppState {
         self.end_call();
     }
 
+    /// A device problem the engine reported during the call in progress (the call may go on
+    /// without that device).
+    pub fn audio_problem(&self) -> Option<&(AudioSide, String)> {
+        self.audio_problem.as_ref()
+    }
+
     /// A command could not reach the engine.
     pub fn engine_missing(&mut self) {
         self.notice = Some(Notice::failure(words::ENGINE_NOT_RUNNING.into()));

@@ -3,12 +3,14 @@
 //! on the way ([`Warning`]). Nothing here reads error text to decide what happened: a `detail`
 //! is shown as it is, for people.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use traversal::control::EndReason as Remote;
 
+use super::net::NatReport;
 use super::state::{Failure, Link};
-use crate::engine::{AudioSide, EndReason, ServerLoss, StopReason};
+use crate::engine::{AudioSide, EndReason, PathKind, ServerLoss, StopReason};
 
 /// What the main view says about a call that ended, and what the recent calls list keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +188,15 @@ pub fn audio_failed(side: &AudioSide, detail: &str) -> String {
     }
 }
 
+/// An audio device that failed during a call that goes on.
+pub fn audio_failed_in_call(side: &AudioSide, detail: &str) -> String {
+    let detail = detail.split("; ").next().unwrap_or(detail).trim();
+    match side {
+        AudioSide::Microphone => format!("The microphone failed ({detail}): they cannot hear you."),
+        AudioSide::Speaker => format!("The speaker failed ({detail}): you cannot hear them."),
+    }
+}
+
 /// The server refused something after registration; `message` is its text for people.
 pub fn refused(message: &str) -> String {
     format!("The server refused: {}", sentence(message))
@@ -193,6 +204,83 @@ pub fn refused(message: &str) -> String {
 
 /// The engine is gone and a command could not be sent.
 pub const ENGINE_NOT_RUNNING: &str = "The call engine is not running.";
+
+// ----- the main view's status lines -----
+
+/// Which server the app uses: `server` as set, or the built-in one (`lan`: reachable from the
+/// local network).
+pub fn server_line(server: &str, lan: bool) -> String {
+    match (server.is_empty(), lan) {
+        (false, _) => format!("Server: {server}"),
+        (true, false) => "Server: built into this app (this machine only)".into(),
+        (true, true) => "Server: built into this app (this machine and the local network)".into(),
+    }
+}
+
+/// Where other machines find the built-in server.
+pub fn lan_hint(addresses: &str) -> String {
+    format!("Others on your network set their server to {addresses}")
+}
+
+/// The NAT check's verdict, and the address the server saw.
+pub fn nat_found(report: &NatReport) -> [String; 2] {
+    [
+        format!("Network: {} ({})", report.describe(), report.verdict),
+        format!("Your address as the server sees it: {}", report.mapped),
+    ]
+}
+
+/// The NAT check did not finish.
+pub fn nat_failed(why: &str) -> String {
+    format!("Network check failed: {why}")
+}
+
+/// The media path of the call in progress.
+pub fn path(path: PathKind, remote: Option<SocketAddr>) -> String {
+    match (path, remote) {
+        (PathKind::Direct, Some(remote)) => format!("Direct to {remote}"),
+        (PathKind::Direct, None) => "Direct".to_owned(),
+        (PathKind::Relay, _) => "Relayed through the server".to_owned(),
+    }
+}
+
+/// A placed call: ringing for `ringing`, or not yet.
+pub fn placing(ringing: Option<Duration>) -> String {
+    match ringing {
+        Some(d) => format!("Ringing… {}", clock(d)),
+        None => "Reaching them…".into(),
+    }
+}
+
+// ----- settings -----
+
+/// The settings file could not be read at start.
+pub fn settings_unreadable(err: &dyn std::fmt::Display) -> String {
+    format!("Your settings could not be read: {err}")
+}
+
+/// The settings file could not be written.
+pub fn settings_not_saved(err: &dyn std::fmt::Display) -> String {
+    format!("Settings not saved: {err}")
+}
+
+/// The key made on the first start could not be written.
+pub fn key_not_saved(err: &dyn std::fmt::Display) -> String {
+    format!("Your key could not be saved: {err}")
+}
+
+/// The microphone monitor could not open the device.
+pub fn no_microphone(why: &str) -> String {
+    format!("No microphone: {why}")
+}
+
+/// The test sound: played, or why not.
+pub fn test_sound(result: &Result<(), String>) -> String {
+    match result {
+        Ok(()) => "Played: did you hear it?".into(),
+        Err(why) => format!("No sound: {why}"),
+    }
+}
 
 // ----- the registration line -----
 

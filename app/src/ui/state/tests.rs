@@ -474,3 +474,23 @@ fn warnings_outside_a_call_are_said_and_races_are_not() {
     s.apply(Event::Warning(Warning::AlreadyInCall), now);
     assert!(s.notice.is_none());
 }
+
+#[test]
+fn a_device_that_fails_in_a_call_is_said_while_the_call_goes_on() {
+    let (mut s, now) = in_call_with_bob();
+    s.apply(
+        Event::Warning(Warning::Audio {
+            side: AudioSide::Speaker,
+            detail: "device unplugged".into(),
+        }),
+        now,
+    );
+    assert!(matches!(s.call, Call::Up(_)));
+    assert!(s.notice.is_none());
+    assert_eq!(
+        s.audio_problem(),
+        Some(&(AudioSide::Speaker, "device unplugged".to_owned()))
+    );
+    s.apply(ended("bob", EndReason::Remote(Remote::HungUp), true), now);
+    assert!(s.audio_problem().is_none(), "the next call starts clean");
+}
