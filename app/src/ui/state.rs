@@ -478,11 +478,15 @@ impl AppState {
         let Some(outgoing) = self.call.outgoing() else {
             return;
         };
-        let connected_for = connected.then(|| match (report, &self.call) {
-            (Some(r), _) => Duration::from_secs_f64(r.duration_s.max(0.0)),
-            (None, Call::Up(up)) => now.saturating_duration_since(up.since),
-            (None, _) => Duration::ZERO,
-        });
+        // Up for the user only once media flowed (Event::Connected): a call the server
+        // connected whose audio never opened did not connect for them.
+        let connected_for = match (&self.call, report) {
+            (Call::Up(_), Some(r)) if connected => {
+                Some(Duration::from_secs_f64(r.duration_s.max(0.0)))
+            }
+            (Call::Up(up), None) if connected => Some(now.saturating_duration_since(up.since)),
+            _ => None,
+        };
         let ending = words::ending(
             reason,
             peer,

@@ -387,7 +387,8 @@ fn a_failed_device_explains_the_local_end() {
         }),
         now,
     );
-    let effects = s.apply(ended("echo", EndReason::Local, false), now);
+    // The server had connected the call, but no media flowed: not a call that was up.
+    let effects = s.apply(ended("echo", EndReason::Local, true), now);
     assert_eq!(
         notice(&s),
         "No microphone could be opened (no audio input device named \"x\"). Pick another one in \
