@@ -21,6 +21,14 @@ fn nat_check(args: &[&str]) -> Output {
         .expect("running pinhole nat-check")
 }
 
+/// `nat-check --server SERVER --json EXTRA...`: its report (it must succeed).
+fn report(server: &rendezvous::Rendezvous, extra: &[&str]) -> serde_json::Value {
+    let addr = server.local_addr().to_string();
+    json(&nat_check(
+        &[&["--server", &addr, "--json"], extra].concat(),
+    ))
+}
+
 fn json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -40,8 +48,7 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn json_gives_the_verdict_and_mapped_address() {
     let server = server();
-    let addr = server.local_addr().to_string();
-    let v = json(&nat_check(&["--server", &addr, "--json"]));
+    let v = report(&server, &[]);
     assert_eq!(v["verdict"], "public");
     assert_eq!(v["behind_nat"], false);
     let mapped: SocketAddr = v["mapped_address"].as_str().unwrap().parse().unwrap();
@@ -79,17 +86,7 @@ fn human_report_names_the_verdict() {
 
 #[test]
 fn hold_keeps_the_mapping_reachable() {
-    let server = server();
-    let addr = server.local_addr().to_string();
-    let v = json(&nat_check(&[
-        "--server",
-        &addr,
-        "--json",
-        "--hold",
-        "2",
-        "--keepalive-interval",
-        "0.5",
-    ]));
+    let v = report(&server(), &["--hold", "2", "--keepalive-interval", "0.5"]);
     assert_eq!(v["reachable_at_end"], true);
     assert_eq!(v["mapping_lost"], false);
     assert_eq!(v["reregistrations"], 0);
@@ -99,16 +96,7 @@ fn hold_keeps_the_mapping_reachable() {
 
 #[test]
 fn measure_lifetime_reports_the_bound_on_an_unnatted_path() {
-    let server = server();
-    let addr = server.local_addr().to_string();
-    let v = json(&nat_check(&[
-        "--server",
-        &addr,
-        "--json",
-        "--measure-lifetime",
-        "--lifetime-max",
-        "2",
-    ]));
+    let v = report(&server(), &["--measure-lifetime", "--lifetime-max", "2"]);
     // No NAT on loopback: the mapping outlives the longest silence tried.
     assert_eq!(v["mapping_lifetime_s"], 2.0);
     assert_eq!(v["mapping_lifetime_at_least"], true);

@@ -2,16 +2,14 @@
 //! reaches the in-call view with live statistics (packets received back, path, RTT), and Esc
 //! hangs up back to the main view. Audio is a tone in and nothing out (no sound card needed).
 //!
-//! The server is the real `pinhole-rendezvous` from the target directory (built by `cargo build
-//! --workspace --bins`, which the test command runs first), or the one built into the app.
+//! The server is the real `pinhole-rendezvous` through `pinhole_tests::Rendezvous` (built by
+//! `cargo build --workspace --bins`, which the test command runs first), or the one built into
+//! the app.
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
@@ -19,62 +17,56 @@ use egui_kittest::kittest::Queryable;
 use media::audio::{SinkSpec, SourceSpec};
 use pinhole::settings::{self, Settings};
 use pinhole::ui::{DeviceList, Link, PinholeApp, View};
+use pinhole_tests::{Rendezvous, TempDir};
 
-/// The real server binary, started for one test and killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+type App = Harness<'static, PinholeApp>;
+
+/// The app, named alice, on the real engine with `server` (`None`: the one built into the
+/// app), sending `input` and playing nothing; its settings file in a fresh directory.
+fn app(server: Option<SocketAddr>, input: SourceSpec) -> (App, PathBuf, TempDir) {
+    let dir = TempDir::new("ui-real");
+    let path = dir.join("settings.toml");
+    let s = Settings {
+        name: "alice".into(),
+        server: server.map(|s| s.to_string()).unwrap_or_default(),
+        ..Default::default()
+    };
+    settings::save(&path, &s).unwrap();
+    let app = PinholeApp::new(path.clone(), DeviceList::default())
+        .with_audio(input, SinkSpec::Null)
+        .without_sounds();
+    let h = Harness::builder()
+        .with_size([480.0, 640.0])
+        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
+    (h, path, dir)
 }
 
-impl Server {
-    fn start() -> Self {
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_pinhole")).with_file_name("pinhole-rendezvous");
-        assert!(
-            bin.exists(),
-            "{} is not built: run `cargo build --workspace --bins` first",
-            bin.display()
-        );
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("tcp=").nth(1) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        let addr = addr.trim_matches(|c| c == '"' || c == ',').parse().unwrap();
-        Server { child, addr }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
+/// Runs frames until the app is registered.
+fn registered(h: &mut App) {
+    run_until(h, 15, "registered", |h| {
+        matches!(h.state().link(), Link::Registered { .. })
+    });
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Types `name` into "Name to call" and presses Enter.
+fn call_by_typing(h: &mut App, name: &str) {
+    h.get_by_label("Name to call").focus();
+    h.run();
+    h.get_by_label("Name to call").type_text(name);
+    h.run();
+    h.key_press(egui::Key::Enter);
+}
+
+/// Runs frames until the call view shows packets received.
+fn in_call_with_figures(h: &mut App) {
+    run_until(h, 15, "in the call with figures", |h| {
+        h.state().view() == View::InCall
+            && h.state().call_stats().is_some_and(|s| s.rtp.received > 10)
+    });
 }
 
 /// Runs frames until `done` holds, at most `secs` (then fails with `what`).
-fn run_until(
-    h: &mut Harness<'static, PinholeApp>,
-    secs: u64,
-    what: &str,
-    mut done: impl FnMut(&Harness<'static, PinholeApp>) -> bool,
-) {
+fn run_until(h: &mut App, secs: u64, what: &str, mut done: impl FnMut(&App) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         h.run();
@@ -92,38 +84,15 @@ fn run_until(
 
 #[test]
 fn calling_echo_on_the_real_engine_reaches_the_call_view_with_statistics() {
-    let server = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let s = Settings {
-        name: "alice".into(),
-        server: server.addr().to_string(),
-        ..Default::default()
-    };
-    settings::save(&path, &s).unwrap();
-    let app = PinholeApp::new(path.clone(), DeviceList::default())
-        .with_audio(SourceSpec::Tone { hz: 440.0 }, SinkSpec::Null)
-        .without_sounds();
-    let mut h = Harness::builder()
-        .with_size([480.0, 640.0])
-        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
-
-    run_until(&mut h, 15, "registered", |h| {
-        matches!(h.state().link(), Link::Registered { .. })
-    });
-    h.get_by_label(&format!("Online: registered at {}", server.addr()));
+    let server = Rendezvous::start("127.0.0.1:0");
+    let (mut h, path, _dir) = app(Some(server.addr), SourceSpec::Tone { hz: 440.0 });
+    registered(&mut h);
+    h.get_by_label(&format!("Online: registered at {}", server.addr));
     // The key that proves the name was created and saved on first start.
     assert!(settings::load(&path).unwrap().unwrap().key.is_some());
 
-    h.get_by_label("Name to call").focus();
-    h.run();
-    h.get_by_label("Name to call").type_text("echo");
-    h.run();
-    h.key_press(egui::Key::Enter);
-    run_until(&mut h, 15, "in the call with figures", |h| {
-        h.state().view() == View::InCall
-            && h.state().call_stats().is_some_and(|s| s.rtp.received > 10)
-    });
+    call_by_typing(&mut h, "echo");
+    in_call_with_figures(&mut h);
     h.get_by_label("In a call with");
     h.get_by_label("echo");
     h.get_by_label("Relayed through the server");
@@ -163,35 +132,14 @@ fn calling_echo_on_the_real_engine_reaches_the_call_view_with_statistics() {
 /// The embedded default: no server set, the app runs one inside itself and `echo` answers.
 #[test]
 fn with_no_server_set_echo_works_on_the_built_in_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let s = Settings {
-        name: "alice".into(),
-        ..Default::default()
-    };
-    settings::save(&path, &s).unwrap();
-    let app = PinholeApp::new(path, DeviceList::default())
-        .with_audio(SourceSpec::Tone { hz: 440.0 }, SinkSpec::Null)
-        .without_sounds();
-    let mut h = Harness::builder()
-        .with_size([480.0, 640.0])
-        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
-    run_until(&mut h, 15, "registered with the built-in server", |h| {
-        matches!(h.state().link(), Link::Registered { .. })
-    });
+    let (mut h, _, _dir) = app(None, SourceSpec::Tone { hz: 440.0 });
+    registered(&mut h);
     let embedded = h.state().embedded_server().expect("built-in server runs");
     assert!(embedded.ip().is_loopback());
     h.get_by_label("Server: built into this app (this machine only)");
     h.get_by_label(&format!("Online: registered at {embedded}"));
-    h.get_by_label("Name to call").focus();
-    h.run();
-    h.get_by_label("Name to call").type_text("echo");
-    h.run();
-    h.key_press(egui::Key::Enter);
-    run_until(&mut h, 15, "in the call with figures", |h| {
-        h.state().view() == View::InCall
-            && h.state().call_stats().is_some_and(|s| s.rtp.received > 10)
-    });
+    call_by_typing(&mut h, "echo");
+    in_call_with_figures(&mut h);
     h.get_by_label("Relayed through the server");
     h.key_press(egui::Key::Escape);
     h.run();
@@ -211,20 +159,7 @@ fn the_ui_keeps_drawing_while_a_server_times_out() {
             keep.lock().unwrap().push(stream);
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let s = Settings {
-        name: "alice".into(),
-        server: addr.to_string(),
-        ..Default::default()
-    };
-    settings::save(&path, &s).unwrap();
-    let app = PinholeApp::new(path, DeviceList::default())
-        .with_audio(SourceSpec::Silence, SinkSpec::Null)
-        .without_sounds();
-    let mut h = Harness::builder()
-        .with_size([480.0, 640.0])
-        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
+    let (mut h, _, _dir) = app(Some(addr), SourceSpec::Silence);
     h.run();
     h.get_by_label_contains(&format!("Connecting to {addr}"));
     let mut frames_while_waiting = 0u32;
@@ -264,8 +199,9 @@ fn bob(server: SocketAddr) -> pinhole::engine::Engine {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         assert!(Instant::now() < deadline, "bob not registered in 10 s");
-        if let Some(pinhole::engine::Event::Registered { .. }) =
-            engine.next_event(Duration::from_millis(50))
+        if let Some(pinhole::engine::Event::Registration(
+            pinhole::engine::Registration::Online { .. },
+        )) = engine.next_event(Duration::from_millis(50))
         {
             return engine;
         }
@@ -291,22 +227,8 @@ fn bob_waits(
 
 #[test]
 fn a_real_incoming_call_rings_is_accepted_and_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let s = Settings {
-        name: "alice".into(),
-        ..Default::default()
-    };
-    settings::save(&path, &s).unwrap();
-    let app = PinholeApp::new(path, DeviceList::default())
-        .with_audio(SourceSpec::Tone { hz: 440.0 }, SinkSpec::Null)
-        .without_sounds();
-    let mut h = Harness::builder()
-        .with_size([480.0, 640.0])
-        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
-    run_until(&mut h, 15, "registered", |h| {
-        matches!(h.state().link(), Link::Registered { .. })
-    });
+    let (mut h, _, _dir) = app(None, SourceSpec::Tone { hz: 440.0 });
+    registered(&mut h);
     let bob = bob(h.state().embedded_server().unwrap());
 
     // bob calls; alice accepts; the call view shows figures; bob hangs up.
@@ -319,10 +241,7 @@ fn a_real_incoming_call_rings_is_accepted_and_rejected() {
         matches!(e, pinhole::engine::Event::Ringing { .. })
     });
     h.get_by_label("Accept").click();
-    run_until(&mut h, 10, "in the call with figures", |h| {
-        h.state().view() == View::InCall
-            && h.state().call_stats().is_some_and(|s| s.rtp.received > 10)
-    });
+    in_call_with_figures(&mut h);
     bob.send(pinhole::engine::Command::HangUp);
     run_until(&mut h, 10, "back on the main view", |h| {
         h.state().view() == View::Main
@@ -341,50 +260,26 @@ fn a_real_incoming_call_rings_is_accepted_and_rejected() {
         matches!(
             e,
             pinhole::engine::Event::Ended {
-                reason: pinhole::engine::EndReason::Rejected,
+                reason: pinhole::engine::EndReason::Remote(
+                    traversal::control::EndReason::Rejected
+                ),
                 ..
             }
         )
     });
-    let outcomes: Vec<&str> = h
-        .state()
-        .book()
-        .recent
-        .iter()
-        .map(|r| r.outcome.as_str())
-        .collect();
-    assert_eq!(outcomes.first(), Some(&"declined"));
+    let last = h.state().book().recent.first().map(|r| r.outcome.clone());
+    assert_eq!(last.as_deref(), Some("declined"));
 }
 
 /// A microphone that does not exist: the call to `echo` fails and says so in words.
 #[test]
 fn a_missing_microphone_is_said_in_words() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let s = Settings {
-        name: "alice".into(),
-        ..Default::default()
+    let microphone = SourceSpec::Device {
+        name: Some("no such microphone".into()),
     };
-    settings::save(&path, &s).unwrap();
-    let app = PinholeApp::new(path, DeviceList::default())
-        .with_audio(
-            SourceSpec::Device {
-                name: Some("no such microphone".into()),
-            },
-            SinkSpec::Null,
-        )
-        .without_sounds();
-    let mut h = Harness::builder()
-        .with_size([480.0, 640.0])
-        .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app);
-    run_until(&mut h, 15, "registered", |h| {
-        matches!(h.state().link(), Link::Registered { .. })
-    });
-    h.get_by_label("Name to call").focus();
-    h.run();
-    h.get_by_label("Name to call").type_text("echo");
-    h.run();
-    h.key_press(egui::Key::Enter);
+    let (mut h, _, _dir) = app(None, microphone);
+    registered(&mut h);
+    call_by_typing(&mut h, "echo");
     run_until(&mut h, 15, "the call failed", |h| {
         h.state().view() == View::Main && h.state().notice().is_some()
     });

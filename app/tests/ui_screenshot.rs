@@ -15,11 +15,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use pinhole_tests::{Headless, Party, Place, TempDir, prereq};
 
 fn xdotool(args: &[&str]) -> String {
     let out = Command::new("xdotool").args(args).output().unwrap();
@@ -35,19 +35,42 @@ fn capture(window: &str, path: &Path) {
     assert!(status.success());
 }
 
+/// Waits for the app's log line containing `what` logged after index `from` of its log: when it
+/// came, the line, and the index after it.
+fn wait_line(app: &mut Headless, what: &str, from: usize, secs: u64) -> (Instant, String, usize) {
+    let line = app.wait_line_after(what, from, Duration::from_secs(secs));
+    let line = line.unwrap_or_else(|| panic!("no {what:?} within {secs} s: {:#?}", app.log));
+    let at = app
+        .log
+        .iter()
+        .skip(from)
+        .position(|l| *l == line)
+        .map_or(from, |i| from + i + 1);
+    (Instant::now(), line, at)
+}
+
 #[test]
 #[ignore = "needs a display (Xvfb), xdotool and ImageMagick; takes the README screenshot"]
 fn screenshot_and_figures_of_the_real_window() {
-    assert!(std::env::var_os("DISPLAY").is_some(), "run under xvfb-run");
-    let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("settings.toml");
+    if std::env::var_os("DISPLAY").is_none() {
+        return prereq::missing("no display: run under xvfb-run (scripts/packages/base.txt)");
+    }
+    for tool in ["xdotool", "import"] {
+        if Command::new(tool).arg("-version").output().is_err() {
+            return prereq::missing(format!(
+                "{tool} is missing (scripts/packages/gui-tools.txt)"
+            ));
+        }
+    }
+    let dir = TempDir::new("screenshot");
+    let settings = dir.join("settings.toml");
     std::fs::write(&settings, "name = \"alice\"\n").unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     std::fs::write(
-        dir.path().join("contacts.toml"),
+        dir.join("contacts.toml"),
         format!(
             "contacts = [\"bob\", \"carol\"]\n\
              [[recent]]\nname = \"bob\"\noutgoing = true\noutcome = \"12:41\"\nwhen = {}\n\
@@ -73,41 +96,19 @@ fn screenshot_and_figures_of_the_real_window() {
             .status();
     }
     let spawned = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole"))
-        .env("PINHOLE_CONFIG", &settings)
-        .env("RUST_LOG", "warn,pinhole=info,pinhole::frames=debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("app: {line}");
-            let _ = tx.send((Instant::now(), line));
-        }
-    });
-    let wait_line = |what: &str, secs: u64| -> (Instant, String) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (at, line) = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what:?} within {secs} s"));
-            if line.contains(what) {
-                return (at, line);
-            }
-        }
-    };
+    let mut app = Command::new(env!("CARGO_BIN_EXE_pinhole"));
+    app.env("PINHOLE_CONFIG", &settings)
+        .env("RUST_LOG", "warn,pinhole=info,pinhole::frames=debug");
+    let mut app = Headless::spawn_as_is(app);
     // The built-in server starts in the first frame (logged before it ends).
-    let (_, line) = wait_line("built-in server listening", 10);
+    let (_, line, _) = wait_line(&mut app, "built-in server listening", 0, 10);
     let server = line
         .split("addr=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap()
         .to_owned();
-    let (at, line) = wait_line("first frame drawn", 30);
+    let (at, line, _) = wait_line(&mut app, "first frame drawn", 0, 30);
     eprintln!(
         "FIGURE start-up: spawn to first frame {} ms ({line})",
         (at - spawned).as_millis()
@@ -121,43 +122,38 @@ fn screenshot_and_figures_of_the_real_window() {
     } else if let Some(d) = std::env::var_os("PINHOLE_SHOT_DIR") {
         d.into()
     } else {
-        dir.path().to_owned()
+        dir.path.clone()
     };
-    let views = std::env::var_os("PINHOLE_SHOT_DIR").map_or(dir.path().to_owned(), Into::into);
-    let main_png = dir.path().join("main.png");
+    let views = std::env::var_os("PINHOLE_SHOT_DIR").map_or(dir.path.clone(), Into::into);
+    let main_png = dir.join("main.png");
     capture(&window, &main_png);
 
     xdotool(&["windowfocus", "--sync", &window]);
     xdotool(&["type", "--delay", "60", "echo"]);
     xdotool(&["key", "Return"]);
     std::thread::sleep(Duration::from_secs(6));
-    let call_png = dir.path().join("call.png");
+    let call_png = dir.join("call.png");
     capture(&window, &call_png);
 
     // Frame times while the call runs (the app logs them every 5 s).
     // The first period may hold the call's start; the second is a steady call.
-    wait_line("view=InCall", 15);
-    let (_, line) = wait_line("view=InCall", 15);
+    let (_, _, from) = wait_line(&mut app, "view=InCall", 0, 15);
+    let (_, line, _) = wait_line(&mut app, "view=InCall", from, 15);
     eprintln!("FIGURE frame times during the call: {line}");
 
     // Back on the main view, bob calls (the headless client): the incoming view rings.
     xdotool(&["key", "Escape"]);
     std::thread::sleep(Duration::from_secs(1));
-    let mut bob = Command::new(env!("CARGO_BIN_EXE_pinhole"))
-        .args(["call", "alice", "--server", &server])
-        .args(["--user", "bob", "--input", "tone:500", "--output", "null"])
-        .args(["--duration", "3", "--config"])
-        .arg(dir.path().join("bob.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let bob = Party {
+        name: "bob".into(),
+        input: "tone:500".into(),
+        ..Party::silent(&dir, "bob")
+    };
+    let bob = bob.call(Place::Local, &server, "alice", 3.0);
     std::thread::sleep(Duration::from_secs(3));
-    let incoming_png = dir.path().join("incoming.png");
+    let incoming_png = dir.join("incoming.png");
     capture(&window, &incoming_png);
-    let _ = bob.kill();
-    let _ = bob.wait();
+    drop(bob);
     std::thread::sleep(Duration::from_secs(2));
 
     // The settings view (for a look; not in the README).
@@ -184,6 +180,4 @@ fn screenshot_and_figures_of_the_real_window() {
         .unwrap();
     assert!(status.success());
     eprintln!("screenshot: {}", shot.display());
-    let _ = child.kill();
-    let _ = child.wait();
 }
