@@ -86,6 +86,8 @@ type AudioResult = Result<Audio, (AudioSide, String)>;
 struct Opening {
     peer: String,
     setup_from: Instant,
+    /// The path the call started on (the relay).
+    path: MediaPath,
     task: JoinHandle<AudioResult>,
 }
 
@@ -103,6 +105,8 @@ struct Driver {
     phone: Phone,
     socket: Option<UdpSocket>,
     control: Option<Control>,
+    /// The writer of the last control connection closed, still writing out.
+    closing: Option<JoinHandle<()>>,
     connecting: Option<JoinHandle<Result<(TcpStream, SocketAddr), String>>>,
     opening: Option<Opening>,
     media: Option<Media>,
@@ -128,6 +132,7 @@ impl Driver {
             phone,
             socket: None,
             control: None,
+            closing: None,
             connecting: None,
             opening: None,
             media: None,
@@ -204,7 +209,7 @@ impl Driver {
                         }
                     }
                     // The writer task finishes what is queued, then shuts the stream down.
-                    TcpAction::Close => self.control = None,
+                    TcpAction::Close => self.close_control(),
                 }
             }
             if let Some(socket) = &self.socket {
@@ -232,8 +237,10 @@ impl Driver {
             phone::Event::Incoming { from } => self.events.send(Event::Incoming { from }),
             phone::Event::Ringing { peer } => self.events.send(Event::Ringing { peer }),
             phone::Event::Connected {
-                peer, setup_from, ..
-            } => self.open_audio(peer, setup_from),
+                peer,
+                path,
+                setup_from,
+            } => self.open_audio(peer, path, setup_from),
             phone::Event::PathChanged { path } => {
                 if let Some(media) = &mut self.media
                     && media.call.set_path(path)
@@ -327,14 +334,22 @@ impl Driver {
         self.stop = Some(None);
     }
 
-    /// Writes out the goodbye the phone queued, briefly, before the sockets close.
+    /// Stops reading the control connection; its writer finishes what is queued (the last
+    /// words to the server: a hang-up, a goodbye), then shuts the stream down.
+    fn close_control(&mut self) {
+        if let Some(control) = self.control.take() {
+            self.closing = Some(control.writer_task);
+        }
+    }
+
+    /// Writes out what the phone queued last, briefly, before the runtime (and with it the
+    /// writer task) goes away.
     async fn goodbye(&mut self) {
         self.flush(Instant::now());
-        let task = match self.control.take() {
-            Some(control) => control.writer_task,
-            None => return,
-        };
-        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, task).await;
+        self.close_control();
+        if let Some(task) = self.closing.take() {
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, task).await;
+        }
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, len: usize, buf: &[u8]) {
@@ -364,7 +379,7 @@ impl Driver {
     /// Opens a control connection (and, the first time, the media socket of its family) in a
     /// task: the loop goes on meanwhile.
     fn start_connect(&mut self) {
-        self.control = None;
+        self.close_control();
         let server = self.config.server.clone();
         let timeout = self.config.connect_timeout;
         self.connecting = Some(tokio::spawn(async move {
@@ -447,7 +462,7 @@ impl Driver {
 
     /// The call is up: its audio devices open on a blocking thread (a sound server may take
     /// seconds), and the media starts when they are.
-    fn open_audio(&mut self, peer: String, setup_from: Instant) {
+    fn open_audio(&mut self, peer: String, path: MediaPath, setup_from: Instant) {
         let input = self.config.input.clone();
         let output = self.config.output.clone();
         let task = tokio::task::spawn_blocking(move || -> AudioResult {
@@ -462,6 +477,7 @@ impl Driver {
         self.opening = Some(Opening {
             peer,
             setup_from,
+            path,
             task,
         });
     }
@@ -470,6 +486,7 @@ impl Driver {
         let Some(opening) = self.opening.take() else {
             return;
         };
+        // The phone's path now: the checks may have found the direct one meanwhile.
         let Some(path) = self.phone.media_path() else {
             return;
         };
@@ -484,7 +501,7 @@ impl Driver {
                 self.config.media,
                 source,
                 sink,
-                path,
+                opening.path,
                 opening.setup_from,
                 now,
             )
@@ -504,9 +521,6 @@ impl Driver {
         self.muted = false;
         call.set_muted(false);
         call.set_volume(self.volume);
-        if let MediaPath::Relay { server, channel } = path {
-            call.set_relay(server, channel);
-        }
         let mut frame = tokio::time::interval(call.frame_period());
         frame.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let second = Duration::from_secs(1);
@@ -518,11 +532,11 @@ impl Driver {
             output_meter: call.output_meter(),
         });
         self.events.send(Event::Muted(false));
-        if let MediaPath::Direct(remote) = path {
+        if call.set_path(path) {
             // The checks found the direct path while the devices were opening.
             self.events.send(Event::PathChanged {
                 path: path.kind(),
-                remote: Some(remote),
+                remote: path.remote(),
             });
         }
         self.media = Some(Media {

@@ -238,16 +238,40 @@ pub enum StopReason {
     },
 }
 
+impl StopReason {
+    /// The stable snake_case name (the server's code where it gave one).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::Unreachable { .. } => "server_unreachable",
+            StopReason::NameTaken => "name_taken",
+            StopReason::BadName => "bad_name",
+            StopReason::BadSignature => "bad_signature",
+            StopReason::ServerFull => "server_full",
+            StopReason::Incompatible { .. } => "incompatible_server",
+            StopReason::Local { .. } => "local_error",
+        }
+    }
+}
+
+/// In words, with the stable name in parentheses: `the name is registered with another key
+/// (name_taken)`.
 impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = self.as_str();
         match self {
-            StopReason::Unreachable { detail } => write!(f, "server unreachable: {detail}"),
-            StopReason::NameTaken => f.write_str("the name is registered with another key"),
-            StopReason::BadName => f.write_str("the server does not accept this name"),
-            StopReason::BadSignature => f.write_str("the server did not accept our signature"),
-            StopReason::ServerFull => f.write_str("the server has no room for more users"),
-            StopReason::Incompatible { detail } => write!(f, "incompatible server: {detail}"),
-            StopReason::Local { detail } => write!(f, "{detail}"),
+            StopReason::Unreachable { detail } => {
+                write!(f, "server unreachable: {detail} ({code})")
+            }
+            StopReason::NameTaken => write!(f, "the name is registered with another key ({code})"),
+            StopReason::BadName => write!(f, "the server does not accept this name ({code})"),
+            StopReason::BadSignature => {
+                write!(f, "the server did not accept our signature ({code})")
+            }
+            StopReason::ServerFull => write!(f, "the server has no room for more users ({code})"),
+            StopReason::Incompatible { detail } => {
+                write!(f, "incompatible server: {detail} ({code})")
+            }
+            StopReason::Local { detail } => write!(f, "{detail} ({code})"),
         }
     }
 }
@@ -314,10 +338,11 @@ impl Serialize for EndReason {
     }
 }
 
+/// In words, with the stable name in parentheses: `the peer declined the call (rejected)`.
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use control::EndReason as Wire;
-        f.write_str(match self {
+        let words = match self {
             EndReason::HungUp => "we hung up",
             EndReason::Cancelled => "we cancelled the call",
             EndReason::Declined => "we declined the call",
@@ -335,7 +360,8 @@ impl std::fmt::Display for EndReason {
             EndReason::PeerSilent => "nothing more came from the peer",
             EndReason::SelfCall => "that is our own name",
             EndReason::Local => "the call failed on this machine",
-        })
+        };
+        write!(f, "{words} ({})", self.as_str())
     }
 }
 
