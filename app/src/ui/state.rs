@@ -2,7 +2,7 @@
 //! and its call, changed only by the engine's [`Event`]s ([`AppState::apply`]) and by what the
 //! user does ([`AppState::act`]). Both return [`Effect`]s for the caller to carry out (commands
 //! to the engine, a call to remember, a NAT check to start), so every transition is a plain
-//! function of (state, input, `now`), unit tested in [`tests`].
+//! function of (state, input, `now`), unit tested beside it (`state/tests.rs`).
 //!
 //! ```text
 //!   engine Event --apply(event, now)--> AppState --> Effects (Send, Record, Registered, EngineStopped)
