@@ -1,7 +1,7 @@
-//! Every sentence the app says, made from typed reasons: how a call ended ([`EndReason`]), why
-//! the engine stopped ([`StopReason`]), why the server was lost ([`ServerLoss`]), what went wrong
-//! on the way ([`Warning`](crate::engine::Warning)). Nothing here reads error text to decide what happened: a `detail`
-//! is shown as it is, for people.
+//! Every sentence the app says, made from typed reasons: how a call ended ([`EndReason`]),
+//! why the engine stopped ([`StopReason`]), why the server was lost ([`ServerLoss`]), what went
+//! wrong on the way ([`Warning`](crate::engine::Warning)). Nothing here reads error text to
+//! decide what happened: a `detail` is only shown, for people.
 
 use std::net::SocketAddr;
 use std::time::Duration;
