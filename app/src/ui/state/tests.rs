@@ -130,8 +130,9 @@ fn a_lost_server_is_said_until_registration_comes_back() {
 }
 
 #[test]
-fn a_call_on_a_direct_path_goes_on_while_the_server_is_lost() {
+fn a_call_goes_on_through_a_lost_server_and_a_failed_device() {
     let (mut s, now) = in_call_with_bob();
+    // On a direct path the call does not need the server.
     s.apply(
         Event::Registration(Registration::Offline {
             reason: ServerLoss::NotAnswering,
@@ -141,6 +142,15 @@ fn a_call_on_a_direct_path_goes_on_while_the_server_is_lost() {
     );
     assert!(matches!(s.call, Call::Up(_)));
     assert!(matches!(s.link, Link::Offline { .. }));
+    // A device that fails is kept for the call view to say, not as the notice.
+    let unplugged = (AudioSide::Speaker, "device unplugged".to_owned());
+    let (side, detail) = unplugged.clone();
+    s.apply(Event::Warning(Warning::Audio { side, detail }), now);
+    assert!(matches!(s.call, Call::Up(_)));
+    assert!(s.notice.is_none());
+    assert_eq!(s.audio_problem(), Some(&unplugged));
+    s.apply(ended("bob", EndReason::Remote(Remote::HungUp), true), now);
+    assert!(s.audio_problem().is_none(), "the next call starts clean");
 }
 
 #[test]
@@ -474,24 +484,4 @@ fn warnings_outside_a_call_are_said_and_races_are_not() {
     s.apply(Event::Warning(Warning::NoCallToAccept), now);
     s.apply(Event::Warning(Warning::AlreadyInCall), now);
     assert!(s.notice.is_none());
-}
-
-#[test]
-fn a_device_that_fails_in_a_call_is_said_while_the_call_goes_on() {
-    let (mut s, now) = in_call_with_bob();
-    s.apply(
-        Event::Warning(Warning::Audio {
-            side: AudioSide::Speaker,
-            detail: "device unplugged".into(),
-        }),
-        now,
-    );
-    assert!(matches!(s.call, Call::Up(_)));
-    assert!(s.notice.is_none());
-    assert_eq!(
-        s.audio_problem(),
-        Some(&(AudioSide::Speaker, "device unplugged".to_owned()))
-    );
-    s.apply(ended("bob", EndReason::Remote(Remote::HungUp), true), now);
-    assert!(s.audio_problem().is_none(), "the next call starts clean");
 }
