@@ -199,9 +199,9 @@ fn bob(server: SocketAddr) -> pinhole::engine::Engine {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         assert!(Instant::now() < deadline, "bob not registered in 10 s");
-        if let Some(pinhole::engine::Event::Registration(
-            pinhole::engine::Registration::Online { .. },
-        )) = engine.next_event(Duration::from_millis(50))
+        if let Some(pinhole::engine::Event::Registration(pinhole::engine::Registration::Online {
+            ..
+        })) = engine.next_event(Duration::from_millis(50))
         {
             return engine;
         }
@@ -260,9 +260,7 @@ fn a_real_incoming_call_rings_is_accepted_and_rejected() {
         matches!(
             e,
             pinhole::engine::Event::Ended {
-                reason: pinhole::engine::EndReason::Remote(
-                    traversal::control::EndReason::Rejected
-                ),
+                reason: pinhole::engine::EndReason::Remote(traversal::control::EndReason::Rejected),
                 ..
             }
         )

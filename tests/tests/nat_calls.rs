@@ -17,14 +17,26 @@ use pinhole_tests::{Headless, HeadlessOutput, Party, Place, Rendezvous, TempDir}
 
 use NatKind::{Masquerade, RandomFully};
 
+/// Where one client lives.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    /// On the internet, with a public address of its own.
+    Public,
+    /// Behind its own NAT of that kind.
+    Nat(NatKind),
+}
+
 /// Where the two clients live.
 #[derive(Debug, Clone, Copy)]
 enum Topology {
-    /// Each behind its own NAT of the given kind (callee's, caller's).
-    TwoNats(NatKind, NatKind),
+    /// Each on its own (callee's side, caller's side).
+    Apart(Side, Side),
     /// Both behind one NAT of that kind, on its LAN.
     SameNat(NatKind),
 }
+
+use Side::{Nat, Public};
+use Topology::{Apart, SameNat};
 
 /// A lab with a server on its internet and two parties behind NATs, their WAN sides
 /// firewalled as home routers' are.
@@ -33,7 +45,7 @@ struct CallLab {
     server: Rendezvous,
     callee_host: Host,
     caller_host: Host,
-    /// The NATs' WAN addresses (one for a shared NAT).
+    /// The NATs' WAN addresses (one for a shared NAT, none for public clients).
     wans: Vec<Ipv4Addr>,
     callee: Party,
     caller: Party,
@@ -46,20 +58,29 @@ impl CallLab {
     fn new(topology: Topology, udp_timeout: Option<Duration>) -> Option<Self> {
         let mut lab = Lab::new()?;
         let server_host = lab.server("srv").unwrap();
-        let kinds = match topology {
-            Topology::TwoNats(a, b) => vec![a, b],
-            Topology::SameNat(kind) => vec![kind],
-        };
-        let mut nats: Vec<_> = kinds.into_iter().map(|k| lab.nat(k).unwrap()).collect();
-        for nat in &nats {
-            lab.firewall_wan(nat).unwrap();
-            if let Some(t) = udp_timeout {
-                lab.set_udp_timeout(nat, t).unwrap();
+        let mut wans = Vec::new();
+        let mut host = |side: Side, role: &str| match side {
+            Public => lab.public_host(role).unwrap(),
+            Nat(kind) => {
+                let mut nat = lab.nat(kind).unwrap();
+                lab.firewall_wan(&nat).unwrap();
+                if let Some(t) = udp_timeout {
+                    lab.set_udp_timeout(&nat, t).unwrap();
+                }
+                wans.push(nat.wan_ip);
+                lab.host_behind(&mut nat, role).unwrap()
             }
-        }
-        let wans = nats.iter().map(|n| n.wan_ip).collect();
-        let callee_host = lab.host_behind(&mut nats[0], "cee").unwrap();
-        let caller_host = lab.host_behind(nats.last_mut().unwrap(), "cer").unwrap();
+        };
+        let (callee_host, caller_host) = match topology {
+            Apart(callee, caller) => (host(callee, "cee"), host(caller, "cer")),
+            SameNat(kind) => {
+                let mut nat = lab.nat(kind).unwrap();
+                lab.firewall_wan(&nat).unwrap();
+                wans.push(nat.wan_ip);
+                let callee = lab.host_behind(&mut nat, "cee").unwrap();
+                (callee, lab.host_behind(&mut nat, "cer").unwrap())
+            }
+        };
         // The lab's "public" addresses are documentation ranges, which the server treats as
         // private for P4: allow them.
         let server = Rendezvous::start_at(
@@ -230,26 +251,36 @@ macro_rules! nat_cell {
     };
 }
 
+// Nothing in the way: each side's checks reach the other's own address.
+nat_cell!(public_to_public_goes_direct: Apart(Public, Public) => "direct");
+// One public side: the NATed side's checks open its router towards the public address, and
+// the public side's checks to the NATed side's mapped address (endpoint-independent) come in.
+nat_cell!(public_callee_masquerade_caller_goes_direct: Apart(Public, Nat(Masquerade)) => "direct");
+nat_cell!(masquerade_callee_public_caller_goes_direct: Apart(Nat(Masquerade), Public) => "direct");
+// A --random-fully side reaches a public one from a fresh port: the public side sees checks
+// from an address it was never told (a peer-reflexive candidate).
+nat_cell!(public_callee_random_fully_caller_goes_direct: Apart(Public, Nat(RandomFully)) => "direct");
+nat_cell!(random_fully_callee_public_caller_goes_direct: Apart(Nat(RandomFully), Public) => "direct");
 // Endpoint-independent mapping on both sides: each side's mapped address (the one the server
 // saw) is the one its peer's checks reach, so the simultaneous checks open both routers.
-nat_cell!(masquerade_to_masquerade_goes_direct: Topology::TwoNats(Masquerade, Masquerade) => "direct");
+nat_cell!(masquerade_to_masquerade_goes_direct: Apart(Nat(Masquerade), Nat(Masquerade)) => "direct");
 // A new random port per destination on both sides: the addresses the server saw are not the
 // ones the peer's checks come from or could reach, so no pair answers.
-nat_cell!(random_fully_to_random_fully_stays_on_the_relay: Topology::TwoNats(RandomFully, RandomFully) => "relay");
+nat_cell!(random_fully_to_random_fully_stays_on_the_relay: Apart(Nat(RandomFully), Nat(RandomFully)) => "relay");
 // The MASQUERADE side keeps one public port for every destination, but conntrack only lets in
 // replies to flows it started; the --random-fully side's checks leave from fresh ports the
 // other's checks never targeted. No pair answers both ways, either way round.
-nat_cell!(masquerade_callee_random_fully_caller_stays_on_the_relay: Topology::TwoNats(Masquerade, RandomFully) => "relay");
-nat_cell!(random_fully_callee_masquerade_caller_stays_on_the_relay: Topology::TwoNats(RandomFully, Masquerade) => "relay");
+nat_cell!(masquerade_callee_random_fully_caller_stays_on_the_relay: Apart(Nat(Masquerade), Nat(RandomFully)) => "relay");
+nat_cell!(random_fully_callee_masquerade_caller_stays_on_the_relay: Apart(Nat(RandomFully), Nat(Masquerade)) => "relay");
 // Both on one NAT's LAN (a bridge): the host candidates reach each other without the NAT.
-nat_cell!(two_clients_behind_one_masquerade_go_direct: Topology::SameNat(Masquerade) => "direct");
-nat_cell!(two_clients_behind_one_random_fully_go_direct: Topology::SameNat(RandomFully) => "direct");
+nat_cell!(two_clients_behind_one_masquerade_go_direct: SameNat(Masquerade) => "direct");
+nat_cell!(two_clients_behind_one_random_fully_go_direct: SameNat(RandomFully) => "direct");
 
 #[test]
 fn a_call_outlives_the_nats_udp_timeout() {
     // 4 s conntrack UDP timeout on both NATs, a 12 s call: the media (and the keepalives to
     // the server) must keep both the direct pair and the registration mappings open.
-    let topology = Topology::TwoNats(Masquerade, Masquerade);
+    let topology = Apart(Nat(Masquerade), Nat(Masquerade));
     let Some(reports) = call_across(topology, Some(Duration::from_secs(4)), 12.0, None) else {
         return;
     };
@@ -263,7 +294,7 @@ fn a_direct_call_moves_to_the_relay_when_the_direct_pair_dies() {
     // Two MASQUERADE NATs: direct once connected; 2 s in, the internet drops UDP between the
     // NATs (not to the server). The liveness checks fail, the media moves to the relay, and
     // the call goes on to its end with audio both ways.
-    let topology = Topology::TwoNats(Masquerade, Masquerade);
+    let topology = Apart(Nat(Masquerade), Nat(Masquerade));
     let Some(reports) = call_across(topology, None, 10.0, Some(Duration::from_secs(2))) else {
         return;
     };
@@ -280,7 +311,7 @@ fn a_direct_call_moves_to_the_relay_when_the_direct_pair_dies() {
 #[test]
 #[ignore = "enabled with the sans-IO phone (issue 10)"]
 fn a_direct_call_survives_the_server_and_both_register_again() {
-    let Some(mut lab) = CallLab::new(Topology::TwoNats(Masquerade, Masquerade), None) else {
+    let Some(mut lab) = CallLab::new(Apart(Nat(Masquerade), Nat(Masquerade)), None) else {
         return;
     };
     let secs = 12.0;
