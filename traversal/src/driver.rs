@@ -263,14 +263,7 @@ impl Driver {
             let tcp_closed = self.tcp_closed;
             tokio::select! {
                 read = self.tcp.read(&mut tcp_buf), if !tcp_closed => {
-                    let now = Instant::now();
-                    match read {
-                        Ok(0) | Err(_) => {
-                            self.tcp_closed = true;
-                            self.client.handle_tcp_closed(now);
-                        }
-                        Ok(n) => self.client.handle_tcp(now, &tcp_buf[..n]),
-                    }
+                    self.handle_tcp_read(read, &tcp_buf);
                 }
                 received = self.media.recv_from(&mut media_buf) => {
                     // ICMP errors from earlier sends surface here on Linux: not fatal.
@@ -341,6 +334,18 @@ impl Driver {
                     }
                 }
                 Ok(Ok(DriverEvent::Datagram { .. })) => {}
+            }
+        }
+    }
+
+    /// Hands what the control connection read to the client: bytes, or the end (EOF, error).
+    fn handle_tcp_read(&mut self, read: std::io::Result<usize>, buf: &[u8]) {
+        let now = Instant::now();
+        match read.ok().and_then(|n| buf.get(..n)) {
+            Some(bytes) if !bytes.is_empty() => self.client.handle_tcp(now, bytes),
+            _ => {
+                self.tcp_closed = true;
+                self.client.handle_tcp_closed(now);
             }
         }
     }

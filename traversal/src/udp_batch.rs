@@ -165,11 +165,8 @@ impl RecvBatch {
     /// dropped while the thread is busy. Returns the size the kernel granted (it doubles the
     /// request for its bookkeeping).
     pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<usize> {
-        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-        if setsockopt(&self.sock, sockopt::RcvBufForce, &bytes).is_err() {
-            setsockopt(&self.sock, sockopt::RcvBuf, &bytes)?;
-        }
-        Ok(getsockopt(&self.sock, sockopt::RcvBuf)?)
+        use nix::sys::socket::sockopt::{RcvBuf, RcvBufForce};
+        set_buffer(&self.sock, RcvBufForce, RcvBuf, bytes)
     }
 
     /// Datagrams dropped so far because they were longer than [`DATAGRAM_CAPACITY`].
@@ -222,11 +219,8 @@ impl SendBatch {
     /// Asks the kernel for a send buffer of `bytes` (`SO_SNDBUF`, or `SO_SNDBUFFORCE` as
     /// root); returns the size granted.
     pub fn set_send_buffer(&self, bytes: usize) -> io::Result<usize> {
-        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-        if setsockopt(&self.sock, sockopt::SndBufForce, &bytes).is_err() {
-            setsockopt(&self.sock, sockopt::SndBuf, &bytes)?;
-        }
-        Ok(getsockopt(&self.sock, sockopt::SndBuf)?)
+        use nix::sys::socket::sockopt::{SndBuf, SndBufForce};
+        set_buffer(&self.sock, SndBufForce, SndBuf, bytes)
     }
 
     /// How many datagrams wait for [`flush`](Self::flush).
@@ -310,6 +304,20 @@ impl SendBatch {
             _ => Ok(to),
         }
     }
+}
+
+/// Sets a socket buffer size with `force` (beyond the system's maximum, as root), else with
+/// `plain`; returns the size the kernel granted.
+fn set_buffer<F, P>(sock: &UdpSocket, force: F, plain: P, bytes: usize) -> io::Result<usize>
+where
+    F: nix::sys::socket::SetSockOpt<Val = usize>,
+    P: nix::sys::socket::SetSockOpt<Val = usize> + nix::sys::socket::GetSockOpt<Val = usize> + Copy,
+{
+    use nix::sys::socket::{getsockopt, setsockopt};
+    if setsockopt(sock, force, &bytes).is_err() {
+        setsockopt(sock, plain, &bytes)?;
+    }
+    Ok(getsockopt(sock, plain)?)
 }
 
 /// An address the kernel reported, with IPv4-mapped IPv6 turned into plain IPv4.

@@ -745,21 +745,22 @@ mod tests {
 
     use super::*;
 
-    fn pair(now: Instant) -> (Punch, Punch, SocketAddr, SocketAddr) {
+    /// Both sides of call 7, at `a` and `b`, and the first check `a` sent to `b`.
+    fn pair(now: Instant) -> (Punch, Punch, SocketAddr, SocketAddr, Vec<u8>) {
         let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
-        let pa = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![b], 1), now);
+        let mut pa = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![b], 1), now);
         let pb = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![a], 2), now);
-        (pa, pb, a, b)
+        pa.handle_timeout(now);
+        let (to, check) = pa.poll_transmit().unwrap();
+        assert_eq!(to, b);
+        (pa, pb, a, b, check)
     }
 
     #[test]
     fn check_and_answer_select_the_path() {
         let now = Instant::now();
-        let (mut pa, mut pb, a, b) = pair(now);
-        pa.handle_timeout(now);
-        let (to, check) = pa.poll_transmit().unwrap();
-        assert_eq!(to, b);
+        let (mut pa, mut pb, a, b, check) = pair(now);
         assert!(check.len() >= CHECK_LEN);
         assert!(is_punch_message(&check));
         assert!(!is_punch_message(&stun::encode_binding_request(&[1; 12])));
@@ -784,16 +785,13 @@ mod tests {
     #[test]
     fn answer_from_another_address_does_not_count() {
         let now = Instant::now();
-        let (mut pa, mut pb, a, b) = pair(now);
-        pa.handle_timeout(now);
-        let (_, check) = pa.poll_transmit().unwrap();
+        let (mut pa, mut pb, a, _, check) = pair(now);
         pb.handle_datagram(now, a, &check);
         let (_, answer) = pb.poll_transmit().unwrap();
         let elsewhere: SocketAddr = "203.0.113.9:5000".parse().unwrap();
         assert!(pa.handle_datagram(now, elsewhere, &answer));
         assert_eq!(pa.path(), Path::Relay);
         assert_eq!(pa.stats().rejected_unmatched, 1);
-        let _ = b;
     }
 
     #[test]

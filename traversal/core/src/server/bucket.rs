@@ -166,28 +166,20 @@ mod tests {
         let frames = Rate::over(2, Duration::from_secs(1));
         let now = Instant::now();
         let (mut b, mut f) = (TokenBucket::FULL, TokenBucket::FULL);
-        assert!(TokenBucket::take_both(
-            now,
-            (&mut b, &bytes, 600),
-            (&mut f, &frames, 1)
-        ));
-        // Not enough bytes: no frame is taken either.
-        assert!(!TokenBucket::take_both(
-            now,
-            (&mut b, &bytes, 600),
-            (&mut f, &frames, 1)
-        ));
-        assert!(TokenBucket::take_both(
-            now,
-            (&mut b, &bytes, 400),
-            (&mut f, &frames, 1)
-        ));
-        // Bytes back after a second, but frames are the limit in between.
-        assert!(!TokenBucket::take_both(
-            now,
-            (&mut b, &bytes, 1),
-            (&mut f, &frames, 1)
-        ));
+        let mut frame = |t: Instant, len: u32| {
+            TokenBucket::take_both(t, (&mut b, &bytes, len), (&mut f, &frames, 1))
+        };
+        assert!(frame(now, 600));
+        // Not enough bytes: no frame is taken either, so one is left for a smaller one.
+        assert!(!frame(now, 600));
+        assert!(frame(now, 400));
+        // No frame left, even for no bytes.
+        assert!(!frame(now, 0));
+        // Half a second later: one frame and 500 bytes are back.
+        let later = now + Duration::from_millis(500);
+        assert!(!frame(later, 501));
+        assert!(frame(later, 500));
+        assert!(!frame(later, 0));
     }
 
     #[test]

@@ -290,6 +290,15 @@ mod tests {
         (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port))
     }
 
+    /// A call id, a name matching `name` and up to 3 candidates.
+    fn arb_call(name: &'static str) -> impl Strategy<Value = (u64, String, Vec<SocketAddr>)> {
+        (
+            any::<u64>(),
+            name,
+            proptest::collection::vec(arb_addr(), 0..4),
+        )
+    }
+
     fn arb_client() -> impl Strategy<Value = ClientMessage> {
         prop_oneof![
             (any::<u32>(), arb_addr())
@@ -327,16 +336,11 @@ mod tests {
                     signature,
                 }
             ),
-            (
-                any::<u64>(),
-                ".{0,10}",
-                proptest::collection::vec(arb_addr(), 0..4)
-            )
-                .prop_map(|(call_id, to, candidates)| ClientMessage::Call {
-                    call_id,
-                    to,
-                    candidates
-                }),
+            arb_call(".{0,10}").prop_map(|(call_id, to, candidates)| ClientMessage::Call {
+                call_id,
+                to,
+                candidates
+            }),
             any::<u64>().prop_map(|call_id| ClientMessage::Ringing { call_id }),
             any::<u64>().prop_map(|call_id| ClientMessage::HangUp { call_id }),
             any::<u64>().prop_map(|call_id| ClientMessage::Reject {
@@ -383,16 +387,13 @@ mod tests {
                     ServerMessage::Ringing { call_id }
                 }
             }),
-            (
-                any::<u64>(),
-                "[a-z]{1,8}",
-                proptest::collection::vec(arb_addr(), 0..4)
-            )
-                .prop_map(|(call_id, from, candidates)| ServerMessage::Incoming {
+            arb_call("[a-z]{1,8}").prop_map(|(call_id, from, candidates)| {
+                ServerMessage::Incoming {
                     call_id,
                     from,
-                    candidates
-                }),
+                    candidates,
+                }
+            }),
             (arb_addr(), any::<bool>())
                 .prop_map(|(mapped, test)| ServerMessage::UdpSeen { mapped, test }),
             (any::<u64>(), arb_addr())

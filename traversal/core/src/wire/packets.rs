@@ -321,14 +321,19 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn answers_are_never_bigger_than_requests() {
-        let request = UdpMessage::Request {
+    /// A request of user 7, sealed with `key`.
+    fn request_of_user_7(key: &[u8]) -> Vec<u8> {
+        UdpMessage::Request {
             transaction_id: [1; 12],
             user_index: 7,
             flags: Flags::default(),
         }
-        .encode(b"k");
+        .encode(key)
+    }
+
+    #[test]
+    fn answers_are_never_bigger_than_requests() {
+        let request = request_of_user_7(b"k");
         let answer = UdpMessage::Answer {
             transaction_id: [1; 12],
             user_index: 7,
@@ -358,12 +363,7 @@ mod tests {
 
     #[test]
     fn wrong_key_or_unknown_user_is_refused() {
-        let bytes = UdpMessage::Request {
-            transaction_id: [1; 12],
-            user_index: 7,
-            flags: Flags::default(),
-        }
-        .encode(b"right");
+        let bytes = request_of_user_7(b"right");
         assert!(matches!(
             UdpMessage::decode(&bytes, |_| Some(b"wrong")),
             Err(WireError::Integrity(IntegrityError::Mismatch))

@@ -198,11 +198,6 @@ impl Calls {
         self.out.pop_front()
     }
 
-    /// The key a name is bound to.
-    pub fn name_key(&self, name: &str) -> Option<[u8; 32]> {
-        self.names.key(name)
-    }
-
     /// Adds names (from the names file) to the table, up to its cap; invalid names are skipped.
     pub fn load_names(&mut self, entries: impl IntoIterator<Item = (String, [u8; 32])>) {
         self.names.load(entries);

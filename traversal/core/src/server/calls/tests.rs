@@ -54,15 +54,21 @@ impl H {
         self.calls.handle_timeout(self.now);
     }
 
-    /// 1 calls 2 ("bob"), 2 accepts: returns the channel.
-    fn connect(&mut self) -> u16 {
+    /// 1 ("alice") calls 2 ("bob"), both registered: call `call_id` rings (signals drained).
+    fn ring(&mut self, call_id: u64) {
         self.join(1, "alice", &key(1));
         self.join(2, "bob", &key(2));
-        self.calls.call(self.now, 1, 77, "bob", vec![addr(1)]);
+        self.calls.call(self.now, 1, call_id, "bob", vec![addr(1)]);
+        self.drain();
+    }
+
+    /// 1 calls 2 ("bob"), 2 accepts: returns the channel.
+    fn connect(&mut self) -> u16 {
+        self.ring(77);
         self.calls.accept(2, 77, vec![addr(2)]);
         let out = self.drain();
         match &out[..] {
-            [_, (1, ServerMessage::Connected { channel, .. }), (2, _)] => *channel,
+            [(1, ServerMessage::Connected { channel, .. }), (2, _)] => *channel,
             other => panic!("{other:?}"),
         }
     }
@@ -110,7 +116,7 @@ fn a_name_is_first_come_and_bound_to_its_key() {
     let mut h = H::new();
     assert_eq!(h.join(1, "alice", &key(1)), [(1, registered("alice"))]);
     assert_eq!(
-        h.calls.name_key("alice"),
+        h.calls.names.key("alice"),
         Some(*key(1).verifying_key().as_bytes())
     );
     // Another key: refused, and the name stays with the first.
@@ -133,7 +139,7 @@ fn a_name_is_first_come_and_bound_to_its_key() {
         out.iter()
             .all(|(c, s)| *c == 3 && code(s) == "bad_signature")
     );
-    assert_eq!(h.calls.name_key("carol"), None);
+    assert_eq!(h.calls.names.key("carol"), None);
     // Bad names, and the reserved echo.
     for name in ["", "echo", "ECHO", "a b", "x/y", &"n".repeat(33)] {
         let (pk, sig) = sign(&key(3), name, &challenge);
@@ -316,10 +322,7 @@ fn reject_busy_cancel_and_hang_up_from_either_side() {
 #[test]
 fn ringing_ends_with_no_answer_after_30_s() {
     let mut h = H::new();
-    h.join(1, "alice", &key(1));
-    h.join(2, "bob", &key(2));
-    h.calls.call(h.now, 1, 5, "bob", vec![]);
-    h.drain();
+    h.ring(5);
     h.advance(Duration::from_secs(29));
     assert!(h.drain().is_empty());
     h.advance(Duration::from_secs(1));
@@ -401,9 +404,7 @@ fn the_relay_forwards_only_between_the_parties_on_the_channel_of_a_live_call() {
 #[test]
 fn a_ringing_call_relays_nothing() {
     let mut h = H::new();
-    h.join(1, "alice", &key(1));
-    h.join(2, "bob", &key(2));
-    h.calls.call(h.now, 1, 1, "bob", vec![]);
+    h.ring(1);
     for ch in channel::CHANNEL_MIN..=channel::CHANNEL_MAX {
         let frame = channel::encode(ch, b"x").unwrap();
         assert_eq!(h.calls.relay(h.now, addr(1), &frame), None);
@@ -514,7 +515,7 @@ fn the_name_table_is_bounded_and_round_trips_through_its_file() {
     fresh.load_names(names);
     assert_eq!(fresh.stats().names, 1);
     assert_eq!(
-        fresh.name_key("a"),
+        fresh.names.key("a"),
         Some(*key(1).verifying_key().as_bytes())
     );
 }

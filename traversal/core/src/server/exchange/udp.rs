@@ -127,16 +127,7 @@ impl Server {
         let Some(r) = self.registrations.get_mut(&user_index) else {
             return;
         };
-        let answer = UdpMessage::Answer {
-            transaction_id: tid,
-            user_index,
-            mapped: from,
-            flags: Flags {
-                test_socket: flags.test_socket,
-                to_listed: false,
-            },
-        }
-        .encode(&r.key);
+        let answer = answer(&r.key, tid, user_index, from, flags.test_socket, false);
         if answer.len() > bytes.len() {
             self.stats.udp_too_small += 1;
             return;
@@ -221,16 +212,7 @@ impl Server {
                 self.stats.rate_limited += 1;
                 continue;
             }
-            let contents = UdpMessage::Answer {
-                transaction_id: tid,
-                user_index,
-                mapped: observed,
-                flags: Flags {
-                    test_socket: false,
-                    to_listed: true,
-                },
-            }
-            .encode(&key);
+            let contents = answer(&key, tid, user_index, observed, false, true);
             if contents.len() > limit {
                 self.stats.p4_refused += 1;
                 continue;
@@ -263,6 +245,28 @@ impl Server {
         }
         h
     }
+}
+
+/// The answer to a request (`to_listed`: the P4 acknowledgement to a listed address), sealed
+/// with the registration's key.
+fn answer(
+    key: &[u8],
+    transaction_id: stun::TransactionId,
+    user_index: u32,
+    mapped: SocketAddr,
+    test_socket: bool,
+    to_listed: bool,
+) -> Vec<u8> {
+    UdpMessage::Answer {
+        transaction_id,
+        user_index,
+        mapped,
+        flags: Flags {
+            test_socket,
+            to_listed,
+        },
+    }
+    .encode(key)
 }
 
 /// HMAC-SHA1(secret, counter): 20 pseudo-random bytes.
