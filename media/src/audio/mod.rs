@@ -155,8 +155,10 @@ pub trait Source: Send + std::fmt::Debug {
 
     /// `true` for a device, paced by its hardware clock: read it once per frame period and it
     /// returns what arrived. `false` for files, tones and silence: they return a full frame at
-    /// every call, and the caller paces them with its own clock.
-    fn is_realtime(&self) -> bool;
+    /// every call, and the caller paces them with its own clock. The default is `false`.
+    fn is_realtime(&self) -> bool {
+        false
+    }
 
     /// `true` once a finite source (a WAV file) has nothing more to give.
     fn is_finished(&self) -> bool {
@@ -186,8 +188,10 @@ pub trait Sink: Send + std::fmt::Debug {
     fn write(&mut self, frame: &[f32]) -> Result<(), AudioError>;
 
     /// `true` for a device, paced by its hardware clock; `false` for a file or null sink, which
-    /// take whatever they are given at once.
-    fn is_realtime(&self) -> bool;
+    /// take whatever they are given at once. The default is `false`.
+    fn is_realtime(&self) -> bool {
+        false
+    }
 
     /// Flushes and closes what needs it (a WAV file's header). Dropping a sink does this too,
     /// ignoring errors; call it to see them. Writing after `finish` is an error for a file.

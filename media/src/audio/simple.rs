@@ -31,25 +31,19 @@ impl Source for ToneSource {
         Ok(frame.len())
     }
 
-    fn is_realtime(&self) -> bool {
-        false
-    }
-
     fn meter(&self) -> LevelMeter {
         self.meter.clone()
     }
 }
 
 /// `silence`: endless zeros. Not paced.
-#[derive(Debug, Default)]
-pub struct SilenceSource {
-    meter: LevelMeter,
-}
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SilenceSource;
 
 impl SilenceSource {
     /// Silence.
     pub fn new() -> Self {
-        Self::default()
+        Self
     }
 }
 
@@ -59,12 +53,9 @@ impl Source for SilenceSource {
         Ok(frame.len())
     }
 
-    fn is_realtime(&self) -> bool {
-        false
-    }
-
+    /// A meter that stays at zero.
     fn meter(&self) -> LevelMeter {
-        self.meter.clone()
+        LevelMeter::new()
     }
 }
 
@@ -92,10 +83,6 @@ impl Sink for NullSink {
         self.meter.update(frame);
         self.samples += frame.len() as u64;
         Ok(())
-    }
-
-    fn is_realtime(&self) -> bool {
-        false
     }
 
     fn meter(&self) -> LevelMeter {

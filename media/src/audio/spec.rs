@@ -76,6 +76,39 @@ fn device_name(
     }
 }
 
+/// The forms sources and sinks share.
+enum Common {
+    /// `wav:PATH`.
+    Wav(PathBuf),
+    /// `device` or `device:NAME`.
+    Device(Option<String>),
+}
+
+/// `wav:PATH` or `device[:NAME]`; anything else is an error that lists `forms`.
+fn parse_common(kind: &'static str, s: &str, forms: &str) -> Result<Common, AudioError> {
+    match split(s) {
+        ("wav", rest) => Ok(Common::Wav(wav_path(kind, s, rest)?)),
+        ("device", rest) => Ok(Common::Device(device_name(kind, s, rest)?)),
+        _ => Err(bad(kind, s, forms)),
+    }
+}
+
+/// `HEAD:REST` as `(HEAD, Some(REST))`, `HEAD` alone as `(HEAD, None)`.
+fn split(s: &str) -> (&str, Option<&str>) {
+    match s.split_once(':') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (s, None),
+    }
+}
+
+/// `device` or `device:NAME`, as both kinds of spec print it.
+fn fmt_device(f: &mut fmt::Formatter<'_>, name: Option<&str>) -> fmt::Result {
+    match name {
+        None => f.write_str("device"),
+        Some(name) => write!(f, "device:{name}"),
+    }
+}
+
 fn wav_path(kind: &'static str, spec: &str, rest: Option<&str>) -> Result<PathBuf, AudioError> {
     match rest {
         Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
@@ -87,61 +120,50 @@ impl FromStr for SourceSpec {
     type Err = AudioError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (head, rest) = match s.split_once(':') {
-            Some((head, rest)) => (head, Some(rest)),
-            None => (s, None),
-        };
-        match head {
-            "tone" => {
-                let Some(hz) = rest else {
-                    return Err(bad("source", s, "tone needs a frequency, as in tone:440"));
-                };
-                let hz: f64 = hz.trim().parse().map_err(|_| {
-                    bad(
-                        "source",
-                        s,
-                        format!("tone frequency {hz:?} is not a number"),
-                    )
-                })?;
-                if !hz.is_finite() || !(1.0..=MAX_TONE_HZ).contains(&hz) {
-                    return Err(bad(
-                        "source",
-                        s,
-                        format!("tone frequency must be between 1 and {MAX_TONE_HZ} Hz"),
-                    ));
-                }
-                Ok(SourceSpec::Tone { hz })
-            }
-            "wav" => Ok(SourceSpec::Wav {
-                path: wav_path("source", s, rest)?,
+        match split(s) {
+            ("tone", rest) => parse_tone(s, rest),
+            ("silence", None) => Ok(SourceSpec::Silence),
+            _ => Ok(match parse_common("source", s, SOURCE_FORMS)? {
+                Common::Wav(path) => SourceSpec::Wav { path },
+                Common::Device(name) => SourceSpec::Device { name },
             }),
-            "silence" if rest.is_none() => Ok(SourceSpec::Silence),
-            "device" => Ok(SourceSpec::Device {
-                name: device_name("source", s, rest)?,
-            }),
-            _ => Err(bad("source", s, SOURCE_FORMS)),
         }
     }
+}
+
+/// `tone:HZ`.
+fn parse_tone(s: &str, rest: Option<&str>) -> Result<SourceSpec, AudioError> {
+    let Some(hz) = rest else {
+        return Err(bad("source", s, "tone needs a frequency, as in tone:440"));
+    };
+    let hz: f64 = hz.trim().parse().map_err(|_| {
+        bad(
+            "source",
+            s,
+            format!("tone frequency {hz:?} is not a number"),
+        )
+    })?;
+    if !hz.is_finite() || !(1.0..=MAX_TONE_HZ).contains(&hz) {
+        return Err(bad(
+            "source",
+            s,
+            format!("tone frequency must be between 1 and {MAX_TONE_HZ} Hz"),
+        ));
+    }
+    Ok(SourceSpec::Tone { hz })
 }
 
 impl FromStr for SinkSpec {
     type Err = AudioError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (head, rest) = match s.split_once(':') {
-            Some((head, rest)) => (head, Some(rest)),
-            None => (s, None),
-        };
-        match head {
-            "wav" => Ok(SinkSpec::Wav {
-                path: wav_path("sink", s, rest)?,
-            }),
-            "null" if rest.is_none() => Ok(SinkSpec::Null),
-            "device" => Ok(SinkSpec::Device {
-                name: device_name("sink", s, rest)?,
-            }),
-            _ => Err(bad("sink", s, SINK_FORMS)),
+        if s == "null" {
+            return Ok(SinkSpec::Null);
         }
+        Ok(match parse_common("sink", s, SINK_FORMS)? {
+            Common::Wav(path) => SinkSpec::Wav { path },
+            Common::Device(name) => SinkSpec::Device { name },
+        })
     }
 }
 
@@ -151,8 +173,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Tone { hz } => write!(f, "tone:{hz}"),
             SourceSpec::Wav { path } => write!(f, "wav:{}", path.display()),
             SourceSpec::Silence => f.write_str("silence"),
-            SourceSpec::Device { name: None } => f.write_str("device"),
-            SourceSpec::Device { name: Some(name) } => write!(f, "device:{name}"),
+            SourceSpec::Device { name } => fmt_device(f, name.as_deref()),
         }
     }
 }
@@ -162,8 +183,7 @@ impl fmt::Display for SinkSpec {
         match self {
             SinkSpec::Wav { path } => write!(f, "wav:{}", path.display()),
             SinkSpec::Null => f.write_str("null"),
-            SinkSpec::Device { name: None } => f.write_str("device"),
-            SinkSpec::Device { name: Some(name) } => write!(f, "device:{name}"),
+            SinkSpec::Device { name } => fmt_device(f, name.as_deref()),
         }
     }
 }

@@ -176,10 +176,6 @@ impl Source for WavSource {
         Ok(n)
     }
 
-    fn is_realtime(&self) -> bool {
-        false
-    }
-
     fn is_finished(&self) -> bool {
         self.eof && self.resampler.available() == 0
     }
@@ -254,10 +250,6 @@ impl Sink for WavSink {
             writer.flush().map_err(|e| wav_error(&self.path, e))?;
         }
         Ok(())
-    }
-
-    fn is_realtime(&self) -> bool {
-        false
     }
 
     fn finish(&mut self) -> Result<(), AudioError> {

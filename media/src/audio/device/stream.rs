@@ -225,11 +225,9 @@ fn error_callback(
     move |e| shared.on_error(direction, e.kind())
 }
 
-/// Keeps the cpal stream alive; cpal's stream type has no `Debug`.
-pub(super) struct StreamHandle(
-    #[allow(dead_code, reason = "held for its Drop, which stops the stream")]
-    pub(super)  cpal::Stream,
-);
+/// Keeps the cpal stream alive: dropping it stops the stream. cpal's stream type has no `Debug`.
+#[allow(dead_code, reason = "the stream is held, never read")]
+pub(super) struct StreamHandle(pub(super) cpal::Stream);
 
 impl std::fmt::Debug for StreamHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
