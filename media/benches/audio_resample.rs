@@ -6,24 +6,19 @@
 //! `cargo bench -p media --bench audio_resample` prints the figures; it asserts nothing. Time is
 //! the thread's CPU time (`/proc/thread-self/schedstat`), so other load does not inflate it.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use media::audio::{StreamResampler, downmix_interleaved, upmix_to_interleaved};
 use media::tone::Tone;
 
+use common::cpu_time;
+
 const FRAME: Duration = Duration::from_millis(20);
 /// Seconds of audio per measurement.
 const SECONDS: usize = 120;
-
-/// This thread's CPU time so far; wall time where the file is missing.
-fn cpu_now(wall: Instant) -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map(Duration::from_nanos)
-        .unwrap_or_else(|| wall.elapsed())
-}
 
 fn report(name: &str, frames: usize, spent: Duration) {
     let per_frame = spent.as_secs_f64() / frames as f64;
@@ -45,62 +40,61 @@ fn tone_second(rate: u32, channels: usize) -> Vec<f32> {
     out
 }
 
+type BenchResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs `frame` for frames 0, 1, 2... of [`SECONDS`] of audio and reports the CPU time per frame.
+fn measure(name: &str, mut frame: impl FnMut(usize) -> BenchResult) -> BenchResult {
+    let frames = SECONDS * 50;
+    let wall = Instant::now();
+    let start = cpu_time(wall);
+    for k in 0..frames {
+        frame(k)?;
+    }
+    report(name, frames, cpu_time(wall) - start);
+    Ok(())
+}
+
 /// Device at `rate` with `channels` -> 48 kHz mono, fed in device periods of 20 ms.
-fn capture(rate: u32, channels: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn capture(rate: u32, channels: usize) -> BenchResult {
     let input = tone_second(rate, channels);
     let period = rate as usize / 50 * channels;
     let mut mono = vec![0.0f32; rate as usize / 50];
     let mut out = vec![0.0f32; 960];
     let mut resampler = StreamResampler::new(rate, 48_000, 48_000)?;
-    let frames = SECONDS * 50;
-    let wall = Instant::now();
-    let start = cpu_now(wall);
-    for piece in input.chunks_exact(period).cycle().take(frames) {
-        let n = downmix_interleaved(black_box(piece), channels, &mut mono);
-        resampler.push(&mono[..n])?;
-        resampler.pop(&mut out);
-        black_box(&out);
-    }
-    let spent = cpu_now(wall) - start;
-    report(
-        &format!(
-            "capture  {:.1} kHz x{channels} -> 48 kHz mono",
-            f64::from(rate) / 1e3
-        ),
-        frames,
-        spent,
-    );
-    Ok(())
+    let khz = f64::from(rate) / 1e3;
+    measure(
+        &format!("capture  {khz:.1} kHz x{channels} -> 48 kHz mono"),
+        |k| {
+            let piece = &input[k % 50 * period..][..period];
+            let n = downmix_interleaved(black_box(piece), channels, &mut mono);
+            resampler.push(&mono[..n])?;
+            resampler.pop(&mut out);
+            black_box(&out);
+            Ok(())
+        },
+    )
 }
 
 /// 48 kHz mono -> device at `rate` with `channels`, written in 20 ms frames.
-fn playback(rate: u32, channels: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn playback(rate: u32, channels: usize) -> BenchResult {
     let input = tone_second(48_000, 1);
     let mut mono = vec![0.0f32; rate as usize / 25];
     let mut interleaved = vec![0.0f32; mono.len() * channels];
     let mut resampler = StreamResampler::new(48_000, rate, rate as usize)?;
-    let frames = SECONDS * 50;
-    let wall = Instant::now();
-    let start = cpu_now(wall);
-    for frame in input.chunks_exact(960).cycle().take(frames) {
-        resampler.push(black_box(frame))?;
-        let n = resampler.pop(&mut mono);
-        upmix_to_interleaved(&mono[..n], channels, &mut interleaved);
-        black_box(&interleaved);
-    }
-    let spent = cpu_now(wall) - start;
-    report(
-        &format!(
-            "playback 48 kHz mono -> {:.1} kHz x{channels}",
-            f64::from(rate) / 1e3
-        ),
-        frames,
-        spent,
-    );
-    Ok(())
+    let khz = f64::from(rate) / 1e3;
+    measure(
+        &format!("playback 48 kHz mono -> {khz:.1} kHz x{channels}"),
+        |k| {
+            resampler.push(black_box(&input[k % 50 * 960..][..960]))?;
+            let n = resampler.pop(&mut mono);
+            upmix_to_interleaved(&mono[..n], channels, &mut interleaved);
+            black_box(&interleaved);
+            Ok(())
+        },
+    )
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> BenchResult {
     // `cargo test --benches` runs this without `--bench`: keep that quick.
     if !std::env::args().any(|a| a == "--bench") {
         println!("audio_resample: run with `cargo bench` for figures");

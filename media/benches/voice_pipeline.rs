@@ -10,6 +10,8 @@
 //!   encoder's look-ahead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,8 @@ use media::voice::link::{LinkConfig, LossyLink};
 use media::voice::{CodecConfig, FrameDuration, Transport, VoiceConfig, VoiceSession};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+
+use common::cpu_time;
 
 /// Collects datagrams in reused buffers.
 struct Outbox {
@@ -45,16 +49,6 @@ impl Transport for Outbox {
         self.len += 1;
         Ok(())
     }
-}
-
-/// This thread's CPU time (Linux `/proc/thread-self/schedstat`: nanoseconds on a CPU), so that
-/// other load on the machine does not count; wall time where that file is missing.
-fn cpu_time(wall_start: Instant) -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map(Duration::from_nanos)
-        .unwrap_or_else(|| wall_start.elapsed())
 }
 
 fn config(frame: FrameDuration) -> VoiceConfig {
@@ -115,59 +109,89 @@ impl Device {
     }
 }
 
+/// One end of the CPU measurement: its session, its 44.1 kHz device and what it sends.
+struct End {
+    session: VoiceSession,
+    device: Device,
+    outbox: Outbox,
+}
+
+impl End {
+    fn new(frame: FrameDuration, t0: Instant, rng: &mut StdRng) -> Self {
+        Self {
+            session: VoiceSession::new(config(frame), t0, rng).unwrap(),
+            device: Device::new(frame),
+            outbox: Outbox::new(),
+        }
+    }
+}
+
+/// One frame one way: `from` captures `chunk` (through its device if `resample`), `to` takes
+/// what it sent and plays a frame (into `out`, or through its device).
+fn one_way(
+    from: &mut End,
+    to: &mut End,
+    now: Instant,
+    chunk: &[f32],
+    resample: bool,
+    out: &mut [f32],
+) {
+    if resample {
+        from.device
+            .capture(&mut from.session, now, chunk, &mut from.outbox);
+    } else {
+        from.session.push_capture(now, chunk, &mut from.outbox);
+    }
+    for d in &from.outbox.bufs[..from.outbox.len] {
+        to.session.handle_datagram(now, d);
+    }
+    from.outbox.len = 0;
+    if resample {
+        to.device.play(&mut to.session, now);
+    } else {
+        to.session.pull_playout(now, out);
+    }
+}
+
 /// Runs `frames` frames of speech-like audio through one or both directions, with or without
 /// a 44.1 kHz device's resampling at each end; returns the CPU time per frame.
 fn cpu_per_frame(frame: FrameDuration, both: bool, resample: bool, frames: u32) -> Duration {
     let t0 = Instant::now();
     let mut rng = StdRng::seed_from_u64(7);
-    let mut a = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
-    let mut b = VoiceSession::new(config(frame), t0, &mut rng).unwrap();
+    let mut a = End::new(frame, t0, &mut rng);
+    let mut b = End::new(frame, t0, &mut rng);
     let n = frame.samples();
     // A tone with noise, so the codec has work like speech's.
     let input: Vec<f32> = (0..n * 50)
         .map(|i| 0.3 * (i as f32 * 0.057).sin() + 0.05 * (rng.random::<f32>() - 0.5))
         .collect();
     let mut out = vec![0.0f32; n];
-    let (mut ab, mut ba) = (Outbox::new(), Outbox::new());
-    let (mut dev_a, mut dev_b) = (Device::new(frame), Device::new(frame));
     let wall = Instant::now();
     let start = cpu_time(wall);
     for k in 0..frames {
         let now = t0 + frame.duration() * k;
         let chunk = &input[(k as usize % 50) * n..][..n];
-        if resample {
-            dev_a.capture(&mut a, now, chunk, &mut ab);
-        } else {
-            a.push_capture(now, chunk, &mut ab);
-        }
-        for d in &ab.bufs[..ab.len] {
-            b.handle_datagram(now, d);
-        }
-        ab.len = 0;
-        if resample {
-            dev_b.play(&mut b, now);
-        } else {
-            b.pull_playout(now, &mut out);
-        }
+        one_way(&mut a, &mut b, now, chunk, resample, &mut out);
         if both {
-            if resample {
-                dev_b.capture(&mut b, now, chunk, &mut ba);
-            } else {
-                b.push_capture(now, chunk, &mut ba);
-            }
-            for d in &ba.bufs[..ba.len] {
-                a.handle_datagram(now, d);
-            }
-            ba.len = 0;
-            if resample {
-                dev_a.play(&mut a, now);
-            } else {
-                a.pull_playout(now, &mut out);
-            }
+            one_way(&mut b, &mut a, now, chunk, resample, &mut out);
         }
         std::hint::black_box(&out);
     }
     (cpu_time(wall) - start) / frames
+}
+
+/// Where `burst` is found in `output`, at most `max_lag` samples on: the lag of the largest
+/// cross-correlation.
+fn best_lag(burst: &[f32], output: &[f32], max_lag: usize) -> usize {
+    let lags = max_lag.min(output.len().saturating_sub(burst.len()));
+    let mut best = (0usize, f32::MIN);
+    for lag in 0..lags {
+        let c: f32 = burst.iter().zip(&output[lag..]).map(|(x, y)| x * y).sum();
+        if c > best.1 {
+            best = (lag, c);
+        }
+    }
+    best.0
 }
 
 /// Latency in samples of a burst at `offset` samples into the stream.
@@ -197,20 +221,10 @@ fn latency(frame: FrameDuration, offset: usize) -> (usize, usize) {
         b.pull_playout(now, &mut output[k * n..(k + 1) * n]);
     }
     // Cross-correlate the burst against the output.
-    let mut best = (0usize, f32::MIN);
-    for lag in 0..(total - offset - burst.len()).min(9_600) {
-        let c: f32 = burst
-            .iter()
-            .zip(&output[offset + lag..])
-            .map(|(x, y)| x * y)
-            .sum();
-        if c > best.1 {
-            best = (lag, c);
-        }
-    }
+    let lag = best_lag(&burst, &output[offset..], 9_600);
     let lookahead = a.encoder_lookahead().unwrap();
     (
-        best.0 + n,
+        lag + n,
         (lookahead.as_secs_f64() * 48_000.0).round() as usize,
     )
 }
@@ -252,20 +266,7 @@ fn latency_through_link(delay: Duration, jitter: Duration) -> Vec<usize> {
     }
     starts
         .iter()
-        .map(|&s| {
-            let mut best = (0usize, f32::MIN);
-            for lag in 0..24_000.min(total - s - burst.len()) {
-                let c: f32 = burst
-                    .iter()
-                    .zip(&output[s + lag..])
-                    .map(|(x, y)| x * y)
-                    .sum();
-                if c > best.1 {
-                    best = (lag, c);
-                }
-            }
-            best.0 + n
-        })
+        .map(|&s| best_lag(&burst, &output[s..], 24_000) + n)
         .collect()
 }
 
