@@ -4,7 +4,7 @@
 //! 2 s, and its meter read zero most of the time. Here the test loads a sine source into the
 //! running PulseAudio (`pactl`), makes it this process's default input (`PULSE_SOURCE`, in a
 //! child process) and checks capture is continuous once the first block has come. With no
-//! PulseAudio the test says so and passes.
+//! PulseAudio the test fails under `./dev test`, and skips with a message by hand.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 
 use media::analysis::dominant_frequency;
 use media::audio::{DeviceSource, Source};
+use pinhole_tests::prereq::missing;
 
 const CHILD: &str = "PINHOLE_TEST_BURSTY_CHILD";
 const HZ: f64 = 330.0;
-
-fn skip(why: impl std::fmt::Display) {
-    eprintln!("SKIPPED: {why}; run under `./dev test` (PulseAudio) for the real test");
-}
 
 /// Unloads the module when dropped, whatever the test's outcome.
 struct Module(String);
@@ -38,8 +35,8 @@ fn capture_from_a_source_that_posts_2s_blocks_is_continuous() {
     }
     match Command::new("pactl").arg("info").output() {
         Ok(out) if out.status.success() => {}
-        Ok(_) => return skip("no PulseAudio server answers pactl"),
-        Err(e) => return skip(format!("pactl: {e}")),
+        Ok(_) => return missing("no PulseAudio server answers pactl"),
+        Err(e) => return missing(format!("pactl: {e}")),
     }
     let name = format!("pinhole_test_sine_{}", std::process::id());
     let loaded = Command::new("pactl")
@@ -72,7 +69,7 @@ fn capture_from_a_source_that_posts_2s_blocks_is_continuous() {
 fn child() {
     let mut source = match DeviceSource::open(None) {
         Ok(s) => s,
-        Err(e) => return skip(e),
+        Err(e) => return missing(format!("no usable audio device ({e})")),
     };
     let mut frame = vec![0.0f32; 960];
     let start = Instant::now();

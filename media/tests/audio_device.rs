@@ -1,6 +1,6 @@
 //! cpal for real: the default input and output devices move audio. Under `./dev test` a
 //! PulseAudio null sink provides them (what is played comes back on capture through its monitor);
-//! with no audio server or sound card the tests say so and pass.
+//! with no audio server or sound card they fail there, and skip with a message by hand.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Mutex, MutexGuard};
@@ -11,6 +11,7 @@ use media::audio::{
     AudioError, DeviceFormat, DeviceSink, DeviceSource, Sink, SinkSpec, Source, SourceSpec,
     ToneSource, input_devices, output_devices,
 };
+use pinhole_tests::prereq::missing;
 
 /// One test at a time on the devices: two tests playing into the same null sink would hear
 /// each other.
@@ -22,8 +23,10 @@ fn devices_lock() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// No sound server or card: fails under `./dev test`, skips with a message by hand.
+#[track_caller]
 fn skip(why: impl std::fmt::Display) {
-    eprintln!("SKIPPED: no usable audio device ({why}); run under `./dev test` for the real test");
+    missing(format!("no usable audio device ({why})"));
 }
 
 #[test]
@@ -132,7 +135,6 @@ fn loopback(input: DeviceFormat, output: DeviceFormat) {
         source.stats(),
         sink.stats()
     );
-    assert!(elapsed < Duration::from_secs(10));
     // Round trip (playback buffer, sound server, capture buffer): where the tone starts.
     if let Some(onset) = captured.iter().position(|s| s.abs() > 0.1) {
         eprintln!(

@@ -1,26 +1,24 @@
 //! Playback as a call drives it: a `DeviceSink` opened and written at once with 20 ms frames
 //! paced by a 20 ms timer (no warm-up), as the engine's media loop does. What is played must be
 //! heard from early on and without gaps. Under `./dev test` the PulseAudio null sink's monitor
-//! (the default input) hears what the default output plays; with no audio device at all the test
-//! says so and passes.
+//! (the default input) hears what the default output plays; with no audio device the test fails
+//! there, and skips with a message by hand.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use media::analysis::goertzel_power;
+use media::analysis::{gaps, tone_amplitude};
 use media::audio::{DeviceSink, DeviceSource, Sink, Source, ToneSource};
+use pinhole_tests::prereq::missing;
 
+/// No sound server or card: fails under `./dev test`, skips with a message by hand.
+#[track_caller]
 fn skip(why: impl std::fmt::Display) {
-    eprintln!("SKIPPED: no usable audio device ({why}); run under `./dev test` for the real test");
+    missing(format!("no usable audio device ({why})"));
 }
 
 const FRAME: usize = 960;
 const HZ: f64 = 440.0;
-
-/// Amplitude of `HZ` in a 10 ms block (a full-scale sine reads 1.0).
-fn tone_level(block: &[f32]) -> f64 {
-    2.0 * goertzel_power(block, 48_000, HZ).max(0.0).sqrt()
-}
 
 #[test]
 fn a_sink_written_at_once_by_a_20ms_timer_plays_from_early_on_without_gaps() {
@@ -78,24 +76,18 @@ fn a_sink_written_at_once_by_a_20ms_timer_plays_from_early_on_without_gaps() {
         }
     }
     let stats = sink.stats();
-    let levels: Vec<f64> = captured.chunks(480).map(tone_level).collect();
+    // The tone's amplitude in each 10 ms block; a block with more than 0.1 of it hears it.
+    let levels: Vec<f64> = captured
+        .chunks(480)
+        .map(|block| tone_amplitude(block, 48_000, HZ))
+        .collect();
     let on: Vec<bool> = levels.iter().map(|&l| l > 0.1).collect();
     let onset = on.iter().position(|&o| o).map(|i| i * 10);
-    let end = on.iter().rposition(|&o| o).unwrap_or(0);
-    let mut gaps = Vec::new();
-    if let Some(first) = on.iter().position(|&o| o) {
-        let mut run = 0;
-        for (i, &o) in on.iter().enumerate().take(end + 1).skip(first) {
-            if o {
-                if run > 0 {
-                    gaps.push(((i - run) * 10, run * 10));
-                }
-                run = 0;
-            } else {
-                run += 1;
-            }
-        }
-    }
+    // (at ms, ms long)
+    let gaps: Vec<(usize, usize)> = gaps(&on)
+        .into_iter()
+        .map(|g| (g.start * 10, g.len() * 10))
+        .collect();
     eprintln!(
         "first callback by {first_callback:?} ms; tone heard from {onset:?} ms (loopback \
          latency included); gaps (at ms, ms long) {gaps:?}; playback {stats:?}; meter peak \

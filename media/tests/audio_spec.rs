@@ -2,95 +2,32 @@
 //! opening them fails.
 #![allow(clippy::unwrap_used)]
 
+use std::fmt::{Debug, Display};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use media::audio::{AudioError, SinkSpec, Source, SourceSpec};
+use pinhole_tests::TempDir;
 
-#[test]
-fn good_sources_parse() {
-    let cases = [
-        ("tone:440", SourceSpec::Tone { hz: 440.0 }),
-        ("tone:1000.5", SourceSpec::Tone { hz: 1000.5 }),
-        (
-            "wav:/tmp/in put.wav",
-            SourceSpec::Wav {
-                path: PathBuf::from("/tmp/in put.wav"),
-            },
-        ),
-        (
-            "wav:C:dir/x.wav",
-            SourceSpec::Wav {
-                path: PathBuf::from("C:dir/x.wav"),
-            },
-        ),
-        ("silence", SourceSpec::Silence),
-        ("device", SourceSpec::Device { name: None }),
-        (
-            "device:hw:CARD=PCH,DEV=0",
-            SourceSpec::Device {
-                name: Some("hw:CARD=PCH,DEV=0".into()),
-            },
-        ),
-    ];
+/// Each text parses to what it says, and prints back to a string that parses the same.
+fn assert_parse<T>(cases: &[(&str, T)])
+where
+    T: FromStr<Err = AudioError> + Display + PartialEq + Debug,
+{
     for (text, want) in cases {
-        let got: SourceSpec = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
-        assert_eq!(got, want, "{text}");
-        // Display gives back a string that parses to the same thing.
-        assert_eq!(got.to_string().parse::<SourceSpec>().unwrap(), want);
+        let got: T = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(&got, want, "{text}");
+        assert_eq!(&got.to_string().parse::<T>().unwrap(), want, "{text}");
     }
 }
 
-#[test]
-fn good_sinks_parse() {
-    let cases = [
-        (
-            "wav:out.wav",
-            SinkSpec::Wav {
-                path: PathBuf::from("out.wav"),
-            },
-        ),
-        ("null", SinkSpec::Null),
-        ("device", SinkSpec::Device { name: None }),
-        (
-            "device:pulse",
-            SinkSpec::Device {
-                name: Some("pulse".into()),
-            },
-        ),
-    ];
-    for (text, want) in cases {
-        let got: SinkSpec = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
-        assert_eq!(got, want, "{text}");
-        assert_eq!(got.to_string().parse::<SinkSpec>().unwrap(), want);
-    }
-}
-
-#[test]
-fn bad_sources_say_why() {
-    let cases = [
-        ("", "expected tone:HZ"),
-        ("mic", "expected tone:HZ"),
-        ("tone", "needs a frequency"),
-        ("tone:", "not a number"),
-        ("tone:abc", "not a number"),
-        ("tone:0", "between 1 and"),
-        ("tone:-5", "between 1 and"),
-        ("tone:30000", "between 1 and"),
-        ("tone:NaN", "between 1 and"),
-        ("tone:inf", "between 1 and"),
-        ("wav", "needs a path"),
-        ("wav:", "needs a path"),
-        ("silence:5", "expected tone:HZ"),
-        ("device:", "device name is empty"),
-        ("device: ", "device name is empty"),
-        ("null", "expected tone:HZ"),
-        ("TONE:440", "expected tone:HZ"),
-    ];
+/// Each text is refused with a one-line `BadSpec` of `kind` whose message has the fragment.
+fn assert_refused<T: FromStr<Err = AudioError> + Debug>(kind: &str, cases: &[(&str, &str)]) {
     for (text, fragment) in cases {
-        let err = text.parse::<SourceSpec>().expect_err(text);
+        let err = text.parse::<T>().expect_err(text);
         let message = err.to_string();
         assert!(
-            matches!(err, AudioError::BadSpec { kind: "source", .. }),
+            matches!(&err, AudioError::BadSpec { kind: k, .. } if *k == kind),
             "{text}: {err:?}"
         );
         assert!(message.contains(fragment), "{text}: {message}");
@@ -99,25 +36,71 @@ fn bad_sources_say_why() {
 }
 
 #[test]
-fn bad_sinks_say_why() {
-    let cases = [
-        ("", "expected wav:PATH"),
-        ("speaker", "expected wav:PATH"),
-        ("wav", "needs a path"),
-        ("null:x", "expected wav:PATH"),
-        ("tone:440", "expected wav:PATH"),
-        ("silence", "expected wav:PATH"),
-        ("device:", "device name is empty"),
-    ];
-    for (text, fragment) in cases {
-        let err = text.parse::<SinkSpec>().expect_err(text);
-        let message = err.to_string();
-        assert!(
-            matches!(err, AudioError::BadSpec { kind: "sink", .. }),
-            "{text}: {err:?}"
-        );
-        assert!(message.contains(fragment), "{text}: {message}");
+fn good_specs_parse() {
+    assert_parse(&[
+        ("tone:440", SourceSpec::Tone { hz: 440.0 }),
+        ("tone:1000.5", SourceSpec::Tone { hz: 1000.5 }),
+        ("silence", SourceSpec::Silence),
+    ]);
+    assert_parse(&[("null", SinkSpec::Null)]);
+    // The forms sources and sinks share.
+    for text in ["wav:/tmp/in put.wav", "wav:C:dir/x.wav", "wav:out.wav"] {
+        let path = PathBuf::from(text.trim_start_matches("wav:"));
+        let path2 = path.clone();
+        assert_parse(&[(text, SourceSpec::Wav { path })]);
+        assert_parse(&[(text, SinkSpec::Wav { path: path2 })]);
     }
+    for (text, name) in [
+        ("device", None),
+        ("device:hw:CARD=PCH,DEV=0", Some("hw:CARD=PCH,DEV=0")),
+        ("device:pulse", Some("pulse")),
+    ] {
+        let name = name.map(String::from);
+        let name2 = name.clone();
+        assert_parse(&[(text, SourceSpec::Device { name })]);
+        assert_parse(&[(text, SinkSpec::Device { name: name2 })]);
+    }
+}
+
+#[test]
+fn bad_specs_say_why() {
+    assert_refused::<SourceSpec>(
+        "source",
+        &[
+            ("", "expected tone:HZ"),
+            ("mic", "expected tone:HZ"),
+            ("tone", "needs a frequency"),
+            ("tone:", "not a number"),
+            ("tone:abc", "not a number"),
+            ("tone:0", "between 1 and"),
+            ("tone:-5", "between 1 and"),
+            ("tone:30000", "between 1 and"),
+            ("tone:NaN", "between 1 and"),
+            ("tone:inf", "between 1 and"),
+            ("silence:5", "expected tone:HZ"),
+            ("null", "expected tone:HZ"),
+            ("TONE:440", "expected tone:HZ"),
+        ],
+    );
+    assert_refused::<SinkSpec>(
+        "sink",
+        &[
+            ("", "expected wav:PATH"),
+            ("speaker", "expected wav:PATH"),
+            ("null:x", "expected wav:PATH"),
+            ("tone:440", "expected wav:PATH"),
+            ("silence", "expected wav:PATH"),
+        ],
+    );
+    // The forms both take, refused alike.
+    let shared = [
+        ("wav", "needs a path"),
+        ("wav:", "needs a path"),
+        ("device:", "device name is empty"),
+        ("device: ", "device name is empty"),
+    ];
+    assert_refused::<SourceSpec>("source", &shared);
+    assert_refused::<SinkSpec>("sink", &shared);
 }
 
 #[test]
@@ -134,8 +117,7 @@ fn opening_what_is_not_there_is_a_clear_error() {
     assert!(matches!(err, AudioError::Wav { .. }), "{err:?}");
 
     // A file that is not a WAV.
-    let dir = std::env::temp_dir().join(format!("pinhole-audio-spec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("audio-spec");
     let junk = dir.join("junk.wav");
     std::fs::write(&junk, b"this is not a RIFF file at all").unwrap();
     let err = SourceSpec::Wav { path: junk }.open().unwrap_err();
@@ -143,7 +125,7 @@ fn opening_what_is_not_there_is_a_clear_error() {
 
     // WAV headers that are valid but absurd are refused, not allocated for.
     for (channels, rate, what) in [(200, 48_000, "channels"), (1, 10, "sample rate")] {
-        let odd = dir.join(format!("odd-{channels}-{rate}.wav"));
+        let odd = dir.join(&format!("odd-{channels}-{rate}.wav"));
         let spec = hound::WavSpec {
             channels,
             sample_rate: rate,
@@ -158,7 +140,6 @@ fn opening_what_is_not_there_is_a_clear_error() {
         let err = SourceSpec::Wav { path: odd }.open().unwrap_err();
         assert!(err.to_string().contains(what), "{err}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

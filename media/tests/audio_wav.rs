@@ -3,19 +3,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::f64::consts::TAU;
-use std::path::PathBuf;
+use std::path::Path;
 
 use media::analysis::{dominant_frequency, goertzel_power, rms};
 use media::audio::{Sink, SinkSpec, Source, SourceSpec, WavSink, WavSource};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pinhole-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use pinhole_tests::TempDir;
 
 /// Writes `seconds` of a `hz` tone, in phase on every channel.
-fn write_tone(path: &PathBuf, spec: hound::WavSpec, hz: f64, seconds: f64) {
+fn write_tone(path: &Path, spec: hound::WavSpec, hz: f64, seconds: f64) {
     let mut writer = hound::WavWriter::create(path, spec).unwrap();
     let n = (f64::from(spec.sample_rate) * seconds) as usize;
     for i in 0..n {
@@ -35,7 +30,7 @@ fn write_tone(path: &PathBuf, spec: hound::WavSpec, hz: f64, seconds: f64) {
 
 #[test]
 fn stereo_44k1_file_reads_as_48k_mono_with_the_same_tone() {
-    let dir = temp_dir("wav-44k1");
+    let dir = TempDir::new("wav-44k1");
     let formats = [
         (44_100, 2, 16, hound::SampleFormat::Int),
         (44_100, 2, 32, hound::SampleFormat::Float),
@@ -45,7 +40,7 @@ fn stereo_44k1_file_reads_as_48k_mono_with_the_same_tone() {
         (8_000, 1, 8, hound::SampleFormat::Int),
     ];
     for (rate, channels, bits, format) in formats {
-        let path = dir.join(format!("tone-{rate}-{channels}-{bits}.wav"));
+        let path = dir.join(&format!("tone-{rate}-{channels}-{bits}.wav"));
         let spec = hound::WavSpec {
             channels,
             sample_rate: rate,
@@ -83,12 +78,11 @@ fn stereo_44k1_file_reads_as_48k_mono_with_the_same_tone() {
         assert_eq!(source.read(&mut frame).unwrap(), 0);
         assert!(frame.iter().all(|&s| s == 0.0));
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn round_trip_44k1_stereo_to_48k_mono_file() {
-    let dir = temp_dir("wav-roundtrip");
+    let dir = TempDir::new("wav-roundtrip");
     let input = dir.join("in.wav");
     let output = dir.join("out.wav");
     let spec = hound::WavSpec {
@@ -134,12 +128,11 @@ fn round_trip_44k1_stereo_to_48k_mono_file() {
     let on = goertzel_power(&audio, 48_000, 697.0);
     let off = goertzel_power(&audio, 48_000, 1_209.0);
     assert!(on > 1_000.0 * off, "{on} vs {off}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn a_dropped_sink_leaves_a_valid_file() {
-    let dir = temp_dir("wav-drop");
+    let dir = TempDir::new("wav-drop");
     let path = dir.join("dropped.wav");
     {
         let mut sink = WavSink::create(&path).unwrap();
@@ -155,12 +148,11 @@ fn a_dropped_sink_leaves_a_valid_file() {
     assert_eq!(audio.len(), 25 * 960);
     let f = dominant_frequency(&audio, 48_000, 100.0, 2_000.0, 5.0);
     assert!((f - 440.0).abs() <= 5.0, "{f}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn a_sink_killed_without_drop_leaves_a_valid_file_up_to_the_last_second() {
-    let dir = temp_dir("wav-kill");
+    let dir = TempDir::new("wav-kill");
     let path = dir.join("killed.wav");
     let mut sink = WavSink::create(&path).unwrap();
     let frame = [0.25f32; 960];
@@ -175,5 +167,4 @@ fn a_sink_killed_without_drop_leaves_a_valid_file_up_to_the_last_second() {
     let audio = WavSource::read_all(&path).unwrap();
     assert!(audio.len() >= 96_000);
     assert!(audio.iter().all(|&s| (s - 0.25).abs() < 0.001));
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -6,16 +6,14 @@ mod voice_common;
 
 use std::time::Duration;
 
+use media::analysis::tone_fraction;
 use media::voice::link::LinkConfig;
 use media::voice::{CodecConfig, FrameDuration, VoiceConfig};
-use voice_common::{Call, CallSetup, RATE, dominant, longest_gap_ms, share_with_tone};
+use voice_common::{Call, CallSetup, RATE, dominant, longest_gap_ms};
 
+/// A 30 ms link with `jitter_ms` of jitter.
 fn link(jitter_ms: u64) -> LinkConfig {
-    LinkConfig {
-        delay: Duration::from_millis(30),
-        jitter: Duration::from_millis(jitter_ms),
-        ..LinkConfig::default()
-    }
+    voice_common::link(30, jitter_ms)
 }
 
 #[test]
@@ -64,7 +62,7 @@ fn target_delay_follows_the_jitter() {
     assert!(settled.jitter_buffer_target <= Duration::from_millis(40));
     assert!(settled.jitter_buffer_delay <= Duration::from_millis(60));
     let heard = &call.b.heard[RATE as usize / 2..];
-    assert!(share_with_tone(heard, RATE, setup.tone_a) > 0.9);
+    assert!(tone_fraction(heard, setup.tone_a) > 0.9);
     // Frames dropped to bring the delay down are cross-faded: no clicks. A 440 Hz tone at 0.5
     // moves at most 0.029 a sample; a hard cut could jump by up to 1.
     let after = &call.b.heard[21 * RATE as usize..];
@@ -148,6 +146,6 @@ fn ends_with_different_frame_sizes_understand_each_other() {
         );
         assert!((f - hz).abs() <= 5.0, "{label}: {f} Hz");
         assert!(gap <= 40.0, "{label}: gap {gap} ms");
-        assert!(share_with_tone(heard, RATE, hz) > 0.95, "{label}");
+        assert!(tone_fraction(heard, hz) > 0.95, "{label}");
     }
 }

@@ -1,6 +1,6 @@
 //! Interop: ffmpeg, given an SDP file, receives Pinhole's RTP over UDP on 127.0.0.1 and decodes
-//! it into a WAV with the right tone. Skipped, with a message, when ffmpeg is not installed
-//! (scripts/packages/media.txt installs it).
+//! it into a WAV with the right tone, and the other way round. Without ffmpeg the tests fail
+//! under `./dev test` and skip with a message by hand ([`missing`]).
 #![allow(clippy::unwrap_used)]
 
 mod voice_common;
@@ -11,23 +11,18 @@ use std::time::{Duration, Instant};
 
 use media::tone::Tone;
 use media::voice::{SendTo, VoiceConfig, VoiceSession};
+use pinhole_tests::TempDir;
+use pinhole_tests::prereq::missing;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use voice_common::{dominant, read_wav};
 
 #[test]
 fn ffmpeg_decodes_our_rtp_stream_given_an_sdp() {
-    if Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("SKIPPED: ffmpeg is not installed (run scripts/setup)");
-        return;
+    if !ffmpeg_installed() {
+        return missing("ffmpeg is not installed (scripts/packages/media.txt lists it)");
     }
-    let dir = std::env::temp_dir().join(format!("pinhole-voice-ffmpeg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("voice-ffmpeg");
     // A free even port for ffmpeg (RTP on P; it also binds P+1 for RTCP).
     let port = (0..50)
         .find_map(|_| {
@@ -139,14 +134,8 @@ fn ffmpeg_decodes_our_rtp_stream_given_an_sdp() {
 
 #[test]
 fn pinhole_decodes_ffmpegs_rtp_stream() {
-    if Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("SKIPPED: ffmpeg is not installed (run scripts/setup)");
-        return;
+    if !ffmpeg_installed() {
+        return missing("ffmpeg is not installed (scripts/packages/media.txt lists it)");
     }
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = socket.local_addr().unwrap().port();
@@ -200,6 +189,15 @@ fn pinhole_decodes_ffmpegs_rtp_stream() {
     eprintln!("decoded {f} Hz at rms {level}");
     assert!((f - 660.0).abs() <= 5.0, "dominant {f} Hz");
     assert!(level > 0.05, "rms {level}");
+}
+
+/// Whether `ffmpeg` runs.
+fn ffmpeg_installed() -> bool {
+    Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Whether some socket is bound to UDP `port` on this host (Linux: `/proc/net/udp`).

@@ -6,26 +6,22 @@ mod voice_common;
 
 use std::time::Duration;
 
+use media::analysis::tone_fraction;
 use media::voice::link::LinkConfig;
-use voice_common::{Call, CallSetup, RATE, dominant, longest_gap_ms, share_with_tone, write_wav};
+use voice_common::{Call, CallSetup, RATE, dominant, longest_gap_ms, write_wav};
 
 /// Runs a 20 s call over `link` and checks what each end heard. Opus' concealment keeps a
 /// tone going for about a frame and then fades, and FEC recovers single losses, so a gap of
 /// near-silence means consecutive frames were missing: `max_gap_ms` bounds it.
 fn call_through(name: &str, link: LinkConfig, seed: u64, max_gap_ms: f64) {
-    let setup = CallSetup {
-        link,
-        seed,
-        ..CallSetup::default()
-    };
-    let mut call = Call::new(&setup);
-    call.run(Duration::from_secs(20));
+    let setup = CallSetup::over(link, seed);
+    let call = Call::started(&setup, Duration::from_secs(20));
     for (end, heard_hz, label) in [(&call.b, setup.tone_a, "b"), (&call.a, setup.tone_b, "a")] {
         // Skip the start (nothing has arrived yet) and check the rest.
         let heard = &end.heard[RATE as usize / 2..];
         let path = write_wav(&format!("{name}-{label}"), heard);
         let f = dominant(heard, RATE);
-        let share = share_with_tone(heard, RATE, heard_hz);
+        let share = tone_fraction(heard, heard_hz);
         let gap = longest_gap_ms(heard, RATE, 0.05);
         let s = end.session.stats();
         eprintln!(

@@ -6,26 +6,23 @@ mod voice_common;
 
 use std::time::Duration;
 
+use media::analysis::tone_fraction;
 use media::voice::link::LinkConfig;
 use media::voice::{VoiceConfig, VoiceSession};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use voice_common::{Call, CallSetup, RATE, dominant, longest_gap_ms, share_with_tone};
+use voice_common::{Call, CallSetup, RATE, dominant, link, longest_gap_ms};
 
 #[test]
 fn duplicates_are_counted_and_dropped() {
-    let setup = CallSetup {
-        link: LinkConfig {
-            delay: Duration::from_millis(20),
-            jitter: Duration::from_millis(10),
+    let setup = CallSetup::over(
+        LinkConfig {
             duplicate: 0.05,
-            ..LinkConfig::default()
+            ..link(20, 10)
         },
-        seed: 21,
-        ..CallSetup::default()
-    };
-    let mut call = Call::new(&setup);
-    call.run(Duration::from_secs(10));
+        21,
+    );
+    let call = Call::started(&setup, Duration::from_secs(10));
     let s = call.b.session.stats().received;
     // RTCP datagrams are duplicated too; the buffer only sees RTP.
     let dup_rtp = call.ab.stats().duplicated;
@@ -45,18 +42,15 @@ fn duplicates_are_counted_and_dropped() {
 
 #[test]
 fn late_packets_are_counted_and_concealed() {
-    let setup = CallSetup {
-        link: LinkConfig {
-            delay: Duration::from_millis(20),
+    let setup = CallSetup::over(
+        LinkConfig {
             reorder: 0.01,
             reorder_delay: Duration::from_millis(400),
-            ..LinkConfig::default()
+            ..link(20, 0)
         },
-        seed: 22,
-        ..CallSetup::default()
-    };
-    let mut call = Call::new(&setup);
-    call.run(Duration::from_secs(20));
+        22,
+    );
+    let call = Call::started(&setup, Duration::from_secs(20));
     let s = call.b.session.stats();
     let held = call.ab.stats().reordered;
     eprintln!(
@@ -70,20 +64,12 @@ fn late_packets_are_counted_and_concealed() {
     );
     // Each was recovered from the next packet's FEC.
     assert!(s.received.fec_recovered + 2 >= s.received.late);
-    assert!(share_with_tone(&call.b.heard[RATE as usize / 2..], RATE, setup.tone_a) > 0.95);
+    assert!(tone_fraction(&call.b.heard[RATE as usize / 2..], setup.tone_a) > 0.95);
 }
 
 #[test]
 fn malformed_datagrams_are_counted_and_ignored() {
-    let mut call = Call::new(&CallSetup {
-        link: LinkConfig {
-            delay: Duration::from_millis(10),
-            ..LinkConfig::default()
-        },
-        seed: 23,
-        ..CallSetup::default()
-    });
-    call.run(Duration::from_secs(2));
+    let mut call = Call::started(&CallSetup::over(link(10, 0), 23), Duration::from_secs(2));
     let mut rng_bytes = StdRng::seed_from_u64(99);
     let mut garbage: Vec<Vec<u8>> = vec![
         vec![],
@@ -125,24 +111,10 @@ fn malformed_datagrams_are_counted_and_ignored() {
 
 #[test]
 fn a_new_sender_and_path_changes_resync_without_stalling() {
-    let setup = CallSetup {
-        link: LinkConfig {
-            delay: Duration::from_millis(20),
-            jitter: Duration::from_millis(5),
-            ..LinkConfig::default()
-        },
-        seed: 24,
-        ..CallSetup::default()
-    };
-    let mut call = Call::new(&setup);
-    call.run(Duration::from_secs(5));
+    let setup = CallSetup::over(link(20, 5), 24);
+    let mut call = Call::started(&setup, Duration::from_secs(5));
     // Path change to a relay: 60 ms longer, then back to the direct path.
-    let relay = LinkConfig {
-        delay: Duration::from_millis(80),
-        jitter: Duration::from_millis(10),
-        ..LinkConfig::default()
-    };
-    call.ab.set_config(relay);
+    call.ab.set_config(link(80, 10));
     call.run(Duration::from_secs(10));
     let on_relay = call.b.session.stats().jitter_buffer_delay;
     call.ab.set_config(setup.link);
@@ -162,7 +134,7 @@ fn a_new_sender_and_path_changes_resync_without_stalling() {
     let heard = &call.b.heard[RATE as usize / 2..];
     let gap = longest_gap_ms(heard, RATE, 0.05);
     assert!(gap <= 60.0, "gap {gap} ms");
-    assert!(share_with_tone(heard, RATE, setup.tone_a) > 0.95);
+    assert!(tone_fraction(heard, setup.tone_a) > 0.95);
     // The last two seconds are the new stream.
     let tail = &call.b.heard[call.b.heard.len() - 2 * RATE as usize..];
     assert!((dominant(tail, RATE) - setup.tone_a).abs() <= 5.0);
@@ -192,18 +164,15 @@ impl rand::TryRng for Chosen {
 
 #[test]
 fn sequence_and_timestamp_wrap_mid_call() {
-    let setup = CallSetup {
-        link: LinkConfig {
-            delay: Duration::from_millis(25),
-            jitter: Duration::from_millis(20),
+    let setup = CallSetup::over(
+        LinkConfig {
             loss: 0.05,
             reorder: 0.02,
             reorder_delay: Duration::from_millis(15),
-            ..LinkConfig::default()
+            ..link(25, 20)
         },
-        seed: 25,
-        ..CallSetup::default()
-    };
+        25,
+    );
     let mut call = Call::new(&setup);
     // The sequence number wraps after 1 s, the timestamp after 2 s.
     let mut chosen = Chosen(vec![0x1234_5678, 65_536 - 50, u32::MAX - 2 * 48_000]);
@@ -221,23 +190,14 @@ fn sequence_and_timestamp_wrap_mid_call() {
         link.lost
     );
     let heard = &call.b.heard[RATE as usize / 2..];
-    assert!(share_with_tone(heard, RATE, setup.tone_a) > 0.95);
+    assert!(tone_fraction(heard, setup.tone_a) > 0.95);
     assert!(longest_gap_ms(heard, RATE, 0.05) <= 40.0);
 }
 
 #[test]
 fn a_muted_pause_restarts_as_a_talkspurt() {
-    let setup = CallSetup {
-        link: LinkConfig {
-            delay: Duration::from_millis(30),
-            jitter: Duration::from_millis(10),
-            ..LinkConfig::default()
-        },
-        seed: 26,
-        ..CallSetup::default()
-    };
-    let mut call = Call::new(&setup);
-    call.run(Duration::from_secs(3));
+    let setup = CallSetup::over(link(30, 10), 26);
+    let mut call = Call::started(&setup, Duration::from_secs(3));
     let before = call.b.session.stats();
     call.a.muted = true;
     call.run(Duration::from_secs(2));
@@ -313,14 +273,7 @@ fn an_echo_of_our_own_stream_plays_back() {
     let t0 = std::time::Instant::now();
     let mut s =
         VoiceSession::new(VoiceConfig::default(), t0, &mut StdRng::seed_from_u64(9)).unwrap();
-    let mut echo = media::voice::link::LossyLink::new(
-        LinkConfig {
-            delay: Duration::from_millis(40),
-            jitter: Duration::from_millis(5),
-            ..LinkConfig::default()
-        },
-        10,
-    );
+    let mut echo = media::voice::link::LossyLink::new(link(40, 5), 10);
     let mut tone = media::tone::Tone::new(550.0, RATE, 0.5);
     let mut frame = vec![0.0f32; 960];
     let mut heard = Vec::new();

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use media::analysis::{dominant_frequency, rms};
+use media::analysis::{dominant_frequency, longest_silence};
 use media::tone::Tone;
 use media::voice::link::{LinkConfig, LossyLink};
 use media::voice::{VoiceConfig, VoiceSession, VoiceStats};
@@ -70,7 +70,34 @@ impl Default for CallSetup {
     }
 }
 
+/// A link that delays by `delay_ms` plus up to `jitter_ms`, and does nothing else wrong.
+pub fn link(delay_ms: u64, jitter_ms: u64) -> LinkConfig {
+    LinkConfig {
+        delay: Duration::from_millis(delay_ms),
+        jitter: Duration::from_millis(jitter_ms),
+        ..LinkConfig::default()
+    }
+}
+
+impl CallSetup {
+    /// The default call (440 Hz from a, 660 Hz from b, recorded) over `link`, seeded.
+    pub fn over(link: LinkConfig, seed: u64) -> Self {
+        Self {
+            link,
+            seed,
+            ..Self::default()
+        }
+    }
+}
+
 impl Call {
+    /// The call `setup` describes, run for `duration` of virtual time.
+    pub fn started(setup: &CallSetup, duration: Duration) -> Self {
+        let mut call = Self::new(setup);
+        call.run(duration);
+        call
+    }
+
     pub fn new(setup: &CallSetup) -> Self {
         let t0 = Instant::now();
         let mut rng = StdRng::seed_from_u64(setup.seed);
@@ -212,32 +239,11 @@ pub fn read_wav(path: &std::path::Path) -> (Vec<f32>, u32) {
 
 /// The longest run of near-silence (5 ms windows with RMS below `threshold`), in milliseconds.
 pub fn longest_gap_ms(samples: &[f32], rate: u32, threshold: f32) -> f64 {
-    let win = rate as usize / 200;
-    let mut longest = 0usize;
-    let mut run = 0usize;
-    for w in samples.chunks(win) {
-        if rms(w) < threshold {
-            run += 1;
-            longest = longest.max(run);
-        } else {
-            run = 0;
-        }
-    }
-    (longest * win) as f64 * 1_000.0 / f64::from(rate)
+    let window = Duration::from_millis(5);
+    longest_silence(samples, rate, window, threshold).as_secs_f64() * 1_000.0
 }
 
 /// The dominant frequency between 100 Hz and 2 kHz, to 5 Hz.
 pub fn dominant(samples: &[f32], rate: u32) -> f64 {
     dominant_frequency(samples, rate, 100.0, 2_000.0, 5.0)
-}
-
-/// The share of 100 ms windows whose dominant frequency is within 10 Hz of `hz`.
-pub fn share_with_tone(samples: &[f32], rate: u32, hz: f64) -> f64 {
-    let win = rate as usize / 10;
-    let windows: Vec<_> = samples.chunks_exact(win).collect();
-    let good = windows
-        .iter()
-        .filter(|w| (dominant_frequency(w, rate, hz - 200.0, hz + 200.0, 10.0) - hz).abs() <= 10.0)
-        .count();
-    good as f64 / windows.len().max(1) as f64
 }
