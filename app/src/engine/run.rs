@@ -251,11 +251,7 @@ impl Driver {
                     });
                 }
             }
-            phone::Event::Ended {
-                peer,
-                reason,
-                connected,
-            } => {
+            phone::Event::Ended { peer, reason, .. } => {
                 self.opening = None;
                 let report = self.media.take().map(|mut media| {
                     let mut report = media.call.report(now);
@@ -270,6 +266,8 @@ impl Driver {
                     }
                     report
                 });
+                // Connected for the front end means the media had started (it saw `Connected`).
+                let connected = report.is_some();
                 self.events.send(Event::Ended {
                     reason,
                     peer,
