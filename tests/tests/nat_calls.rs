@@ -309,7 +309,6 @@ fn a_direct_call_moves_to_the_relay_when_the_direct_pair_dies() {
 /// up); both register again by themselves once the server is back on the same address, and a
 /// second call works.
 #[test]
-#[ignore = "enabled with the sans-IO phone (issue 10)"]
 fn a_direct_call_survives_the_server_and_both_register_again() {
     let Some(mut lab) = CallLab::new(Apart(Nat(Masquerade), Nat(Masquerade)), None) else {
         return;
