@@ -29,7 +29,7 @@
 //!    ([`DEFAULT_KEEPALIVE`] until measured).
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -42,26 +42,15 @@ use crate::control::{
 use crate::stun::TransactionId;
 use crate::wire::{Flags, UdpMessage};
 
-/// Keepalive interval until the lifetime is measured (or when it is not).
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
-/// Fraction of the measured lifetime used as the keepalive interval.
-pub const KEEPALIVE_FRACTION: f64 = 0.6;
-/// Shortest keepalive interval chosen from a measurement.
-pub const KEEPALIVE_FLOOR: Duration = Duration::from_secs(1);
-/// Longest keepalive interval chosen from a measurement.
-pub const KEEPALIVE_CEILING: Duration = Duration::from_secs(60);
-/// Longest silence the lifetime measurement tries by default.
-pub const LIFETIME_MAX: Duration = Duration::from_secs(240);
-/// First silence the lifetime measurement tries.
-pub const LIFETIME_FIRST_TRIAL: Duration = Duration::from_secs(1);
-/// Keepalive interval while the lifetime is being measured: half the longest silence known to
-/// survive (at least the first trial's), within the floor and the default.
-fn measuring_interval(known_to_survive: Duration) -> Duration {
-    known_to_survive
-        .max(LIFETIME_FIRST_TRIAL)
-        .mul_f64(0.5)
-        .clamp(KEEPALIVE_FLOOR, DEFAULT_KEEPALIVE)
-}
+mod lifetime;
+mod types;
+
+pub use lifetime::{
+    DEFAULT_KEEPALIVE, KEEPALIVE_CEILING, KEEPALIVE_FLOOR, KEEPALIVE_FRACTION,
+    LIFETIME_FIRST_TRIAL, LIFETIME_MAX,
+};
+use lifetime::{Measure, MeasureStage};
+pub use types::*;
 
 /// Unanswered keepalives in a row that count as a lost mapping.
 pub const MAX_KEEPALIVE_MISSES: u32 = 3;
@@ -69,130 +58,6 @@ pub const MAX_KEEPALIVE_MISSES: u32 = 3;
 const RTO: Duration = Duration::from_millis(250);
 /// How long to wait for the server to confirm a probe request over TCP.
 const PROBE_CONFIRM_WAIT: Duration = Duration::from_secs(3);
-
-/// Client settings, discovered by the driver.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The server's UDP address (same as its TCP address).
-    pub server: SocketAddr,
-    /// The local address of the TCP connection: the patent's access IP.
-    pub access: SocketAddr,
-    /// Every local interface address, IPv4 and IPv6.
-    pub local_addresses: Vec<IpAddr>,
-    /// The media socket's local port.
-    pub media_port: u16,
-    /// Keepalive interval; `None` for [`DEFAULT_KEEPALIVE`], then the measured one. Either
-    /// way it is kept under [`KEEPALIVE_FRACTION`] of the server's idle expiry.
-    pub keepalive_interval: Option<Duration>,
-    /// Measure the mapping lifetime with the second socket.
-    pub measure_lifetime: bool,
-    /// Ask the server for a probe through the mapping before each keepalive.
-    pub verify_mapping: bool,
-    /// Give up the first registration after this long without an answer.
-    pub register_timeout: Duration,
-    /// How long a probe may take to arrive after the server says it sent it.
-    pub probe_wait: Duration,
-    /// Longest silence the lifetime measurement tries (default [`LIFETIME_MAX`]).
-    pub lifetime_max: Duration,
-    /// Seeds transaction ids and nonces; give it a random value.
-    pub seed: u64,
-}
-
-impl Config {
-    /// Defaults for everything but the addresses.
-    pub fn new(server: SocketAddr, access: SocketAddr, media_port: u16) -> Self {
-        Config {
-            server,
-            access,
-            local_addresses: Vec::new(),
-            media_port,
-            keepalive_interval: None,
-            measure_lifetime: false,
-            verify_mapping: true,
-            register_timeout: Duration::from_secs(5),
-            probe_wait: Duration::from_secs(1),
-            lifetime_max: LIFETIME_MAX,
-            seed: 0x5eed,
-        }
-    }
-}
-
-/// Which of the client's UDP sockets a datagram is for or from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Socket {
-    /// The media socket: its mapping is the one kept alive and used for calls.
-    Media,
-    /// The second socket, used only to measure the mapping lifetime.
-    Test,
-}
-
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub socket: Socket,
-    pub destination: SocketAddr,
-    pub contents: Vec<u8>,
-}
-
-/// Why the client believes its mapping is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LostReason {
-    /// A probe through the mapping did not arrive.
-    ProbeNotReceived,
-    /// Several keepalives in a row went unanswered.
-    KeepalivesUnanswered,
-}
-
-/// What happened, for the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// S3: the server's first acknowledgement.
-    Welcomed {
-        user_index: u32,
-        private_network: bool,
-        observed: SocketAddr,
-    },
-    /// The media socket is registered (again) and the server saw it at `mapped`.
-    Registered { user_index: u32, mapped: SocketAddr },
-    /// S8/S10: the verdict (also after a re-registration).
-    Verdict {
-        verdict: Verdict,
-        mapped: SocketAddr,
-    },
-    /// A keepalive answer showed another mapped address.
-    MappingChanged { old: SocketAddr, new: SocketAddr },
-    /// The mapping was lost; the client registers again.
-    MappingLost { reason: LostReason },
-    /// Answer to [`Client::check_reachability`]: did the server's probe arrive?
-    Reachability { reachable: bool },
-    /// Answer to [`Client::check_filtering`]: `Some(true)` when a probe from another server
-    /// port did not arrive (the NAT or a firewall filters by remote port), `Some(false)` when
-    /// it did, `None` when the server cannot send from another port.
-    Filtering { filtered: Option<bool> },
-    /// The lifetime measurement finished.
-    LifetimeMeasured {
-        /// The longest silence the mapping survived.
-        lifetime: Duration,
-        /// True when the mapping survived the longest silence tried
-        /// ([`Config::lifetime_max`]): the lifetime is at least that.
-        at_least: bool,
-        /// The keepalive interval now in use.
-        keepalive_interval: Duration,
-    },
-    /// The exchange failed; the client is of no further use.
-    Failed { reason: String },
-}
-
-/// Counters for reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Stats {
-    pub keepalives_sent: u64,
-    pub keepalive_answers: u64,
-    pub reregistrations: u64,
-    pub mappings_lost: u64,
-    pub mapping_changes: u64,
-    pub probes_received: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -223,31 +88,6 @@ struct PendingProbe {
     deadline: Instant,
     verify: bool,
     check: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum MeasureStage {
-    Refresh {
-        tid: TransactionId,
-        sent: Instant,
-        attempts: u32,
-    },
-    Silent {
-        until: Instant,
-    },
-    Probing {
-        nonce: u64,
-        deadline: Instant,
-    },
-    Done,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Measure {
-    lo: Duration,
-    hi: Option<Duration>,
-    trial: Duration,
-    stage: MeasureStage,
 }
 
 /// The client state machine.
@@ -879,108 +719,6 @@ impl Client {
             } else {
                 self.lost(now, LostReason::ProbeNotReceived);
             }
-        }
-    }
-
-    fn start_measuring(&mut self, now: Instant) {
-        // Nothing is known of the NAT's timeout yet: the media mapping must not go silent for
-        // longer than the first trial while the second socket measures.
-        if self.config.keepalive_interval.is_none() {
-            let safe = measuring_interval(Duration::ZERO);
-            if safe < self.interval {
-                self.set_interval(now, safe);
-            }
-        }
-        self.measure = Some(Measure {
-            lo: Duration::ZERO,
-            hi: None,
-            trial: LIFETIME_FIRST_TRIAL,
-            stage: MeasureStage::Done,
-        });
-        self.start_trial(now);
-    }
-
-    fn start_trial(&mut self, now: Instant) {
-        let tid = self.new_tid();
-        self.send_request(Socket::Test, tid, true);
-        if let Some(m) = self.measure.as_mut() {
-            m.stage = MeasureStage::Refresh {
-                tid,
-                sent: now,
-                attempts: 0,
-            };
-        }
-    }
-
-    fn trial_done(&mut self, now: Instant, survived: bool) {
-        let Some(mut m) = self.measure else {
-            return;
-        };
-        if survived {
-            m.lo = m.trial;
-        } else {
-            m.hi = Some(m.trial);
-        }
-        // Until measured, keep the media mapping alive well inside the longest silence known
-        // to survive.
-        if self.config.keepalive_interval.is_none() {
-            self.set_interval(now, measuring_interval(m.lo));
-        }
-        // The server forgets a silent test mapping after its idle expiry: a longer silence
-        // would measure the server, not the NAT.
-        let server_cap = self
-            .server_idle
-            .map_or(Duration::MAX, |idle| idle.mul_f64(0.9));
-        let max = self
-            .config
-            .lifetime_max
-            .min(server_cap)
-            .max(LIFETIME_FIRST_TRIAL);
-        let finished = match m.hi {
-            None if m.lo >= max => true,
-            None => {
-                m.trial = (m.trial * 2).min(max);
-                false
-            }
-            Some(hi) => {
-                let tolerance = (m.lo / 8).max(Duration::from_millis(500));
-                if hi.saturating_sub(m.lo) <= tolerance {
-                    true
-                } else {
-                    m.trial = (m.lo + hi) / 2;
-                    false
-                }
-            }
-        };
-        if finished {
-            m.stage = MeasureStage::Done;
-            self.measure = Some(m);
-            self.lifetime = Some(m.lo);
-            if self.config.keepalive_interval.is_none() {
-                let interval =
-                    m.lo.mul_f64(KEEPALIVE_FRACTION)
-                        .clamp(KEEPALIVE_FLOOR, KEEPALIVE_CEILING);
-                self.set_interval(now, interval);
-            }
-            self.events.push_back(Event::LifetimeMeasured {
-                lifetime: m.lo,
-                at_least: m.hi.is_none(),
-                keepalive_interval: self.interval,
-            });
-        } else {
-            self.measure = Some(m);
-            self.start_trial(now);
-        }
-    }
-
-    fn set_interval(&mut self, now: Instant, interval: Duration) {
-        let cap = self
-            .server_idle
-            .map_or(interval, |idle| idle.mul_f64(KEEPALIVE_FRACTION));
-        let interval = interval.min(cap);
-        self.interval = interval;
-        if let Some(at) = self.next_keepalive {
-            self.next_keepalive = Some(at.min(now + interval));
         }
     }
 
