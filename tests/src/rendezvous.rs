@@ -78,7 +78,10 @@ impl Rendezvous {
     /// Spawns the stored command on `listen` and waits for its ready line.
     fn launch(&mut self, listen: &str) -> Result<(), String> {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).args(["--listen", listen]);
+        // Logging at info unless the command says otherwise (its own RUST_LOG wins).
+        cmd.args(&self.args)
+            .args(["--listen", listen])
+            .env("RUST_LOG", "info");
         for (key, value) in &self.envs {
             match value {
                 Some(value) => cmd.env(key, value),
@@ -86,7 +89,6 @@ impl Rendezvous {
             };
         }
         let mut child = cmd
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

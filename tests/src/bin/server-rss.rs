@@ -83,7 +83,8 @@ fn memory(pid: u32) -> anyhow::Result<Mem> {
 /// The release server with room for every client, killed by its pid when dropped.
 fn start_server(binary: &str) -> Rendezvous {
     let mut cmd = Command::new(binary);
-    cmd.args(["--max-registrations", "1000000", "--idle-timeout", "3600"]);
+    cmd.args(["--max-registrations", "1000000", "--idle-timeout", "3600"])
+        .env("RUST_LOG", "warn");
     Rendezvous::start_command(cmd, "127.0.0.1:0")
 }
 
