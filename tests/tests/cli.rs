@@ -3,7 +3,7 @@
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use pinhole_tests::{Rendezvous, command};
+use pinhole_tests::{Rendezvous, command, signal};
 use traversal::stun;
 
 #[test]
@@ -94,11 +94,7 @@ fn rendezvous_answers_stun_binding_with_the_mapped_address_and_survives_junk() {
 #[test]
 fn rendezvous_shuts_down_cleanly_on_sigterm() {
     let mut server = Rendezvous::start("127.0.0.1:0");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(server.pid(), nix::sys::signal::Signal::SIGTERM);
     let exit = server
         .wait_exit(Duration::from_secs(5))
         .expect("exits within 5 s of SIGTERM");
