@@ -58,7 +58,9 @@ pub(crate) struct NatCheckArgs {
     filtering: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// What `pinhole nat-check` found; the measurements that were not made stay `None` (left out
+/// of the JSON).
+#[derive(Debug, Default, Serialize)]
 struct Report {
     mode: &'static str,
     server: String,
@@ -210,21 +212,8 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         mapped_address: mapped.to_string(),
         user_index: Some(client.user_index()),
         elapsed_ms,
-        limited: None,
-        note: None,
         observed_tcp,
-        filtered: None,
-        hold_s: None,
-        keepalives_sent: None,
-        keepalive_answers: None,
-        mapping_lost: None,
-        reregistrations: None,
-        mapping_changes: None,
-        reachable_at_end: None,
-        final_mapped_address: None,
-        mapping_lifetime_s: None,
-        mapping_lifetime_at_least: None,
-        keepalive_interval_s: None,
+        ..Report::default()
     };
 
     if args.filtering || verdict != traversal::control::Verdict::Nat {
@@ -353,19 +342,7 @@ async fn check_stun(server: &str, timeout: Duration, start: Instant) -> Result<R
             "plain STUN: verdict from comparing the mapped address with the local addresses; \
              a proxy cannot be told from a public address, and nothing is kept alive",
         ),
-        observed_tcp: None,
-        filtered: None,
-        hold_s: None,
-        keepalives_sent: None,
-        keepalive_answers: None,
-        mapping_lost: None,
-        reregistrations: None,
-        mapping_changes: None,
-        reachable_at_end: None,
-        final_mapped_address: None,
-        mapping_lifetime_s: None,
-        mapping_lifetime_at_least: None,
-        keepalive_interval_s: None,
+        ..Report::default()
     })
 }
 

@@ -405,39 +405,62 @@ mod tests {
         ]
     }
 
+    /// The JSON of a message's frame (after the length prefix).
+    fn json<M: Serialize>(message: &M) -> String {
+        String::from_utf8(encode(message)[4..].to_vec()).unwrap()
+    }
+
     #[test]
     fn wire_form_is_tagged_snake_case() {
-        let frame = encode(&ClientMessage::Probe {
+        let probe = ClientMessage::Probe {
             nonce: 5,
             target: ProbeTarget::Main,
             from_alternate_port: false,
-        });
+        };
         assert_eq!(
-            &frame[4..],
-            br#"{"type":"probe","nonce":5,"target":"main"}"#
+            json(&probe),
+            r#"{"type":"probe","nonce":5,"target":"main"}"#
         );
     }
 
     #[test]
     fn call_messages_have_the_wire_form_of_the_design() {
-        let frame = encode(&ClientMessage::Reject {
-            call_id: 1,
-            reason: EndReason::Busy,
-        });
-        assert_eq!(
-            &frame[4..],
-            br#"{"type":"reject","call_id":1,"reason":"busy"}"#
-        );
-        let frame = encode(&ClientMessage::HangUp { call_id: 7 });
-        assert_eq!(&frame[4..], br#"{"type":"hang_up","call_id":7}"#);
-        let frame = encode(&ServerMessage::Ended {
-            call_id: 3,
-            reason: EndReason::NoAnswer,
-        });
-        assert_eq!(
-            &frame[4..],
-            br#"{"type":"ended","call_id":3,"reason":"no_answer"}"#
-        );
+        let wire = [
+            (
+                json(&ClientMessage::Reject {
+                    call_id: 1,
+                    reason: EndReason::Busy,
+                }),
+                r#"{"type":"reject","call_id":1,"reason":"busy"}"#,
+            ),
+            (
+                json(&ClientMessage::HangUp { call_id: 7 }),
+                r#"{"type":"hang_up","call_id":7}"#,
+            ),
+            (
+                json(&ServerMessage::Ended {
+                    call_id: 3,
+                    reason: EndReason::NoAnswer,
+                }),
+                r#"{"type":"ended","call_id":3,"reason":"no_answer"}"#,
+            ),
+            (
+                json(&ServerMessage::Connected {
+                    call_id: 1,
+                    candidates: vec!["203.0.113.1:40001".parse().unwrap()],
+                    secret: "00".into(),
+                    channel: 0x4001,
+                }),
+                r#"{"type":"connected","call_id":1,"candidates":["203.0.113.1:40001"],"secret":"00","channel":16385}"#,
+            ),
+            (
+                json(&ClientMessage::Ping { nonce: 9 }),
+                r#"{"type":"ping","nonce":9}"#,
+            ),
+        ];
+        for (got, design) in wire {
+            assert_eq!(got, design);
+        }
         // The challenge is a field of Welcome; a Welcome without one (a server with no call
         // service) decodes with an empty challenge.
         let welcome = ServerMessage::Welcome {
@@ -461,8 +484,6 @@ mod tests {
             d.next_message::<ServerMessage>().unwrap(),
             Some(ServerMessage::Welcome { challenge, .. }) if challenge.is_empty()
         ));
-        let frame = encode(&ClientMessage::Ping { nonce: 9 });
-        assert_eq!(&frame[4..], br#"{"type":"ping","nonce":9}"#);
     }
 
     #[test]

@@ -154,41 +154,28 @@ impl UdpMessage {
 
     /// Encodes and seals the message with `key`. Requests are padded to [`REQUEST_LEN`].
     pub fn encode(&self, key: &[u8]) -> Vec<u8> {
-        let b = match *self {
-            UdpMessage::Request {
-                transaction_id,
-                user_index,
-                flags,
-            } => {
-                let mut b = Builder::new(stun::BINDING_REQUEST, &transaction_id);
-                b.attribute(ATTR_USER_INDEX, &user_index.to_be_bytes());
+        let kind = match self {
+            UdpMessage::Request { .. } => stun::BINDING_REQUEST,
+            UdpMessage::Answer { .. } => stun::BINDING_SUCCESS,
+            UdpMessage::Probe { .. } => stun::BINDING_INDICATION,
+        };
+        let mut b = Builder::new(kind, &self.transaction_id());
+        if let UdpMessage::Answer { mapped, .. } = *self {
+            b.xor_mapped_address(mapped);
+        }
+        b.attribute(ATTR_USER_INDEX, &self.user_index().to_be_bytes());
+        match *self {
+            UdpMessage::Request { flags, .. } => {
                 b.attribute(ATTR_PINHOLE_FLAGS, &flags.to_bits().to_be_bytes());
                 b.pad_to(REQUEST_LEN, TRAILER_LEN);
-                b
             }
-            UdpMessage::Answer {
-                transaction_id,
-                user_index,
-                mapped,
-                flags,
-            } => {
-                let mut b = Builder::new(stun::BINDING_SUCCESS, &transaction_id);
-                b.xor_mapped_address(mapped);
-                b.attribute(ATTR_USER_INDEX, &user_index.to_be_bytes());
+            UdpMessage::Answer { flags, .. } => {
                 b.attribute(ATTR_PINHOLE_FLAGS, &flags.to_bits().to_be_bytes());
-                b
             }
-            UdpMessage::Probe {
-                transaction_id,
-                user_index,
-                nonce,
-            } => {
-                let mut b = Builder::new(stun::BINDING_INDICATION, &transaction_id);
-                b.attribute(ATTR_USER_INDEX, &user_index.to_be_bytes());
+            UdpMessage::Probe { nonce, .. } => {
                 b.attribute(ATTR_PROBE_NONCE, &nonce.to_be_bytes());
-                b
             }
-        };
+        }
         // Our messages are a few dozen bytes: far below the limit, so this cannot fail.
         b.finish_with_integrity(key).unwrap_or_default()
     }
@@ -319,6 +306,47 @@ mod tests {
                 }
             }),
         ]
+    }
+
+    #[test]
+    fn the_wire_bytes_do_not_change() {
+        // Pinned: clients and servers of other versions, and the fuzz corpus, read these.
+        let tid = [9; 12];
+        let request = UdpMessage::Request {
+            transaction_id: tid,
+            user_index: 0x0102_0304,
+            flags: Flags {
+                test_socket: true,
+                to_listed: false,
+            },
+        };
+        let answer = UdpMessage::Answer {
+            transaction_id: tid,
+            user_index: 5,
+            mapped: "[2001:db8::1]:3478".parse().unwrap(),
+            flags: Flags {
+                test_socket: false,
+                to_listed: true,
+            },
+        };
+        let probe = UdpMessage::Probe {
+            transaction_id: tid,
+            user_index: 6,
+            nonce: 0x1122_3344_5566_7788,
+        };
+        let pinned = [
+            "0001004c2112a442090909090909090909090909c0f0000401020304c0f1000400000001002600180000\
+             0000000000000000000000000000000000000000000000080014a7a587637acdb8c7aeab79e637f9fbf9\
+             1cb92fee80280004557109bc",
+            "010100482112a4420909090909090909090909090020001400022c840113a9fa09090909090909090909\
+             0908c0f0000400000005c0f1000400000002000800140328aa2e06cfc095ad960f09eb5c9cf8310d65c6\
+             80280004c6b78533",
+            "001100342112a442090909090909090909090909c0f0000400000006c0f2000811223344556677880008\
+             0014f95a07fc16d75949cb0dad5f1c1338e545aa4d7f802800041c6e53e8",
+        ];
+        for (m, pinned) in [request, answer, probe].iter().zip(pinned) {
+            assert_eq!(crate::server::hex(&m.encode(b"key")), pinned, "{m:?}");
+        }
     }
 
     /// A request of user 7, sealed with `key`.
