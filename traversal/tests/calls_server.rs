@@ -219,6 +219,21 @@ impl Peer {
     fn mapped(&self) -> SocketAddr {
         self.udp.local_addr().unwrap()
     }
+
+    /// Waits for `ended` and returns its call id and reason.
+    fn expect_ended(&mut self) -> (u64, String) {
+        let ended = self.expect("ended");
+        (
+            ended["call_id"].as_u64().unwrap(),
+            ended["reason"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Whether a relay frame from this client on `channel` reaches `to` (within 300 ms).
+    fn relays_to(&self, to: &Peer, channel: u16) -> bool {
+        self.relay_send(channel, b"\x80anyone there?");
+        to.relay_recv(Duration::from_millis(300)).is_some()
+    }
 }
 
 fn key(seed: u8) -> SigningKey {
@@ -261,11 +276,7 @@ fn two_clients_call_and_the_relay_carries_frames_both_ways() {
     assert_eq!(bob.register("bob", &key(2))["type"], "registered");
     // A name not online.
     alice.send(&json!({"type": "call", "call_id": 1, "to": "nobody", "candidates": []}));
-    let ended = alice.expect("ended");
-    assert_eq!(
-        (ended["call_id"].as_u64(), ended["reason"].as_str()),
-        (Some(1), Some("offline"))
-    );
+    assert_eq!(alice.expect_ended(), (1, "offline".into()));
 
     let channel = connect_call(&mut alice, &mut bob, 42);
     let frame = channel::encode(channel, b"\x80from alice").unwrap();
@@ -276,18 +287,12 @@ fn two_clients_call_and_the_relay_carries_frames_both_ways() {
     assert_eq!(alice.relay_recv(WAIT), Some(frame), "bob to alice");
     // Another channel is not relayed.
     let other = if channel == 0x4000 { 0x4001 } else { 0x4000 };
-    alice.relay_send(other, b"\x80wrong channel");
-    assert_eq!(bob.relay_recv(Duration::from_millis(300)), None);
+    assert!(!alice.relays_to(&bob, other));
 
     // Bob hangs up: alice hears it, and the relay stops.
     bob.send(&json!({"type": "hang_up", "call_id": 42}));
-    let ended = alice.expect("ended");
-    assert_eq!(
-        (ended["call_id"].as_u64(), ended["reason"].as_str()),
-        (Some(42), Some("hung_up"))
-    );
-    alice.relay_send(channel, b"\x80after the call");
-    assert_eq!(bob.relay_recv(Duration::from_millis(300)), None);
+    assert_eq!(alice.expect_ended(), (42, "hung_up".into()));
+    assert!(!alice.relays_to(&bob, channel));
 }
 
 #[test]
@@ -325,13 +330,8 @@ fn a_dropped_control_connection_ends_the_call_with_peer_lost() {
     bob.register("bob", &key(2));
     let channel = connect_call(&mut alice, &mut bob, 5);
     drop(bob);
-    let ended = alice.expect("ended");
-    assert_eq!(
-        (ended["call_id"].as_u64(), ended["reason"].as_str()),
-        (Some(5), Some("peer_lost"))
-    );
-    alice.relay_send(channel, b"\x80anyone?");
-    assert_eq!(alice.relay_recv(Duration::from_millis(300)), None);
+    assert_eq!(alice.expect_ended(), (5, "peer_lost".into()));
+    assert!(!alice.relays_to(&alice, channel));
 }
 
 #[test]
