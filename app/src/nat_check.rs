@@ -220,18 +220,12 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         // RFC 5780's filtering test: a probe from the server's other port, to which we never
         // sent anything.
         driver.client_mut().check_filtering(Instant::now());
-        let mut filtered = None;
-        driver
-            .run_for(timeout, |e| match e {
-                Event::Filtering { filtered: f } => {
-                    filtered = *f;
-                    true
-                }
-                _ => false,
-            })
-            .await
-            .map_err(|e| format!("{server}: {e}"))?;
-        report.filtered = filtered;
+        report.filtered = wait_for(&mut driver, &server, timeout, |e| match e {
+            Event::Filtering { filtered } => Some(*filtered),
+            _ => None,
+        })
+        .await?
+        .flatten();
     }
 
     let mut lifetime = None;
@@ -250,26 +244,22 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
             } else {
                 hold_end
             };
-            let mut measured_now = false;
-            driver
-                .run_for(until.saturating_duration_since(now), |e| match e {
-                    Event::LifetimeMeasured {
-                        lifetime: l,
-                        at_least,
-                        ..
-                    } => {
-                        lifetime = Some((*l, *at_least));
-                        measured_now = true;
-                        true
-                    }
-                    Event::MappingLost { .. } => {
-                        lost_events += 1;
-                        false
-                    }
-                    _ => false,
-                })
-                .await
-                .map_err(|e| format!("{server}: {e}"))?;
+            let wait = until.saturating_duration_since(now);
+            let measured = wait_for(&mut driver, &server, wait, |e| match e {
+                Event::LifetimeMeasured {
+                    lifetime, at_least, ..
+                } => Some((*lifetime, *at_least)),
+                Event::MappingLost { .. } => {
+                    lost_events += 1;
+                    None
+                }
+                _ => None,
+            })
+            .await?;
+            let measured_now = measured.is_some();
+            if measured_now {
+                lifetime = measured;
+            }
             if !measured_now
                 && args.measure_lifetime
                 && lifetime.is_none()
@@ -283,22 +273,16 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         if hold.is_some() {
             // The end of the hold: does the server still reach us through the mapping?
             driver.client_mut().check_reachability(Instant::now());
-            let mut reachable = None;
-            driver
-                .run_for(timeout, |e| match e {
-                    Event::Reachability { reachable: r } => {
-                        reachable = Some(*r);
-                        true
-                    }
-                    Event::MappingLost { .. } => {
-                        lost_events += 1;
-                        false
-                    }
-                    _ => false,
-                })
-                .await
-                .map_err(|e| format!("{server}: {e}"))?;
-            let reachable = reachable.unwrap_or(false);
+            let reachable = wait_for(&mut driver, &server, timeout, |e| match e {
+                Event::Reachability { reachable } => Some(*reachable),
+                Event::MappingLost { .. } => {
+                    lost_events += 1;
+                    None
+                }
+                _ => None,
+            })
+            .await?
+            .unwrap_or(false);
             let stats = driver.client().stats();
             report.hold_s = hold.map(|d| d.as_secs_f64());
             report.keepalives_sent = Some(stats.keepalives_sent);
@@ -344,6 +328,24 @@ async fn check_stun(server: &str, timeout: Duration, start: Instant) -> Result<R
         ),
         ..Report::default()
     })
+}
+
+/// Runs the driver for at most `wait`, until `pick` finds what it waits for in an event.
+async fn wait_for<T>(
+    driver: &mut Driver,
+    server: &str,
+    wait: Duration,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> Result<Option<T>, String> {
+    let mut found = None;
+    driver
+        .run_for(wait, |e| {
+            found = pick(e);
+            found.is_some()
+        })
+        .await
+        .map_err(|e| format!("{server}: {e}"))?;
+    Ok(found)
 }
 
 fn print_human(r: &Report) {
