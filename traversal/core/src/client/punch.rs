@@ -116,8 +116,6 @@ const MAX_PENDING_EVENTS: usize = 64;
 /// Checks are padded to at least this many bytes: more than the largest answer (20 header +
 /// 24 IPv6 XOR-MAPPED-ADDRESS + 12 CALL-ID + 24 MESSAGE-INTEGRITY + 8 FINGERPRINT = 88).
 pub const CHECK_LEN: usize = 96;
-/// Bytes that MESSAGE-INTEGRITY and FINGERPRINT add at the end of a message.
-const TRAILER_LEN: usize = 4 + stun::INTEGRITY_LEN + 8;
 
 /// Settings of one call's checks. [`PunchConfig::new`] gives the timings of `docs/calls.md`.
 #[derive(Clone)]
@@ -654,7 +652,7 @@ impl Punch {
         let mut check = Builder::new(BINDING_REQUEST, &id);
         check.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
         check.attribute(ATTR_PUNCH_SENDER, &self.sender_id);
-        check.pad_to(CHECK_LEN, TRAILER_LEN);
+        check.pad_to(CHECK_LEN, stun::TRAILER_LEN);
         let Ok(bytes) = check.finish_with_integrity(&self.key.0) else {
             return;
         };

@@ -15,7 +15,9 @@
 
 use std::net::SocketAddr;
 
-use crate::stun::{self, Builder, DecodeError, IntegrityError, Message, TransactionId};
+use crate::stun::{
+    self, Builder, DecodeError, IntegrityError, Message, TRAILER_LEN, TransactionId,
+};
 
 /// USER-INDEX: the patent's 4-byte user index, assigned by the server (big-endian u32).
 pub const ATTR_USER_INDEX: u16 = 0xC0F0;
@@ -28,8 +30,6 @@ pub const ATTR_PROBE_NONCE: u16 = 0xC0F2;
 /// (20 header + 24 IPv6 XOR-MAPPED-ADDRESS + 8 USER-INDEX + 8 FLAGS + 24 MI + 8 FP = 92).
 /// The request itself is 20 + 8 + 8 + 24 + 8 = 68 bytes before padding.
 pub const REQUEST_LEN: usize = 96;
-/// Bytes that MESSAGE-INTEGRITY and FINGERPRINT add at the end of a message.
-const TRAILER_LEN: usize = 4 + stun::INTEGRITY_LEN + 8;
 
 /// Replay protection: the client's requests carry a sequence number in the first 8 bytes of
 /// the transaction id (covered by MESSAGE-INTEGRITY), XORed with a mask derived from the key

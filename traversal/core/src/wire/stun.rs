@@ -38,6 +38,9 @@ pub const ATTR_PADDING: u16 = 0x0026;
 const FINGERPRINT_XOR: u32 = 0x5354_554e;
 /// Length of an HMAC-SHA1 value.
 pub const INTEGRITY_LEN: usize = 20;
+/// Bytes that MESSAGE-INTEGRITY and FINGERPRINT add at the end of a sealed message
+/// ([`Builder::finish_with_integrity`]).
+pub const TRAILER_LEN: usize = 4 + INTEGRITY_LEN + 8;
 
 /// A STUN transaction id: 96 bits chosen by the requester.
 pub type TransactionId = [u8; 12];
@@ -532,7 +535,7 @@ mod tests {
         let mut b = Builder::new(BINDING_SUCCESS, &id);
         b.attribute(0x8022, b"test vector");
         b.xor_mapped_address("192.0.2.1:32853".parse().unwrap());
-        b.pad_to(100, 32);
+        b.pad_to(100, TRAILER_LEN);
         let bytes = b.finish_with_integrity(b"key").unwrap();
         assert!(bytes.len() >= 100, "{}", bytes.len());
         let message = Message::decode(&bytes).unwrap();
