@@ -10,9 +10,7 @@
 //! See `traversal-core`'s crate documentation for the protocol, its layers and the design
 //! choices beyond the patent.
 
-pub use traversal_core::{
-    addr, calls, channel, client, control, lab, phone, punch, server, stun, wire,
-};
+pub use traversal_core::{addr, calls, channel, client, control, phone, punch, server, stun, wire};
 
 pub mod driver;
 pub mod names_file;

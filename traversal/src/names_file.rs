@@ -38,7 +38,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("names");
         assert!(read(&path).unwrap().is_empty());
-        let names = vec![("alice".to_string(), [1u8; 32]), ("bob".to_string(), [2u8; 32])];
+        let names = vec![
+            ("alice".to_string(), [1u8; 32]),
+            ("bob".to_string(), [2u8; 32]),
+        ];
         write(&path, &names).unwrap();
         assert_eq!(read(&path).unwrap(), names);
         std::fs::remove_dir_all(&dir).unwrap();
