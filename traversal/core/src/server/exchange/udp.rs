@@ -4,7 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::{BUCKETS, KEY_LEN, Server, Transmit, normalize};
+use rand::Rng;
+
+use super::{BUCKETS, Server, Transmit, normalize};
 use crate::control::{ProbeTarget, ServerMessage};
 use crate::stun;
 use crate::wire::{Flags, UdpMessage};
@@ -45,7 +47,8 @@ impl Server {
         };
         let reply = match to {
             Some(to) if r.probes[slot].take(now, &self.probe_rate, 1) => {
-                let tid = derive_tid(&r.key, nonce);
+                let mut tid = [0u8; 12];
+                self.rng.fill_bytes(&mut tid);
                 let contents = UdpMessage::Probe {
                     transaction_id: tid,
                     user_index,
@@ -267,24 +270,4 @@ fn answer(
         },
     }
     .encode(key)
-}
-
-/// HMAC-SHA1(secret, counter): 20 pseudo-random bytes.
-fn prf(secret: &[u8; 32], counter: u64) -> [u8; 20] {
-    use hmac::{KeyInit, Mac};
-    let mut out = [0u8; 20];
-    if let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret) {
-        mac.update(&counter.to_be_bytes());
-        out.copy_from_slice(&mac.finalize().into_bytes());
-    }
-    out
-}
-
-fn derive_tid(key: &[u8; KEY_LEN], nonce: u64) -> stun::TransactionId {
-    let mut secret = [0u8; 32];
-    secret[..KEY_LEN].copy_from_slice(key);
-    let block = prf(&secret, nonce);
-    let mut tid = [0u8; 12];
-    tid.copy_from_slice(&block[..12]);
-    tid
 }
