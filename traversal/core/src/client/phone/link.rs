@@ -29,9 +29,24 @@ impl Phone {
         if matches!(self.link, Link::Up(_)) {
             self.tcp.push_back(TcpAction::Close);
         }
-        let keep = match &self.call {
+        let grace = self.config.relay_grace;
+        let keep = match &mut self.call {
             Call::Idle | Call::Waiting { .. } => true,
-            Call::Up(up) => matches!(up.path, MediaPath::Direct(_)),
+            Call::Up(up) => match up.path {
+                MediaPath::Direct(_) => true,
+                // On the relay, but the peer's checks reach us: the direct path is moments
+                // away (the other side may have it already). Wait for it, briefly.
+                MediaPath::Relay { .. }
+                    if up
+                        .punch
+                        .as_ref()
+                        .is_some_and(|p| !p.is_closed() && p.stats().checks_received > 0) =>
+                {
+                    up.relay_orphaned_until.get_or_insert(now + grace);
+                    true
+                }
+                MediaPath::Relay { .. } => false,
+            },
             _ => false,
         };
         if !keep {

@@ -29,8 +29,9 @@
 //!
 //! - A call outlives the control connection when its media does not need the server: on a
 //!   direct path it goes on while the phone reconnects behind it, and a hang-up reaches the
-//!   peer over the media path ([`Punch::hang_up`]). A call on the relay, or not yet up, ends
-//!   with [`EndReason::ServerLost`]. A call placed while the server is unreachable ends with
+//!   peer over the media path ([`Punch::hang_up`]). A call on the relay ends with
+//!   [`EndReason::ServerLost`], unless the peer's checks already reach us: then the direct
+//!   path gets [`PhoneConfig::relay_grace`] to come up. A call not yet up ends at once. A call placed while the server is unreachable ends with
 //!   [`EndReason::ServerUnreachable`] within [`PhoneConfig::server_answer_timeout`] twice over.
 //! - The server must answer a [`ClientMessage::Ping`] within
 //!   [`PhoneConfig::server_answer_timeout`]; a ping goes every [`PhoneConfig::ping_interval`]
@@ -99,6 +100,9 @@ struct UpCall {
     punch: Option<Punch>,
     path: MediaPath,
     last_heard: Instant,
+    /// The server was lost while the media was on its relay: the call ends at this instant
+    /// unless the checks find the direct path first.
+    relay_orphaned_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -264,6 +268,7 @@ impl Phone {
             Call::Up(up) => {
                 at(up.punch.as_ref().and_then(Punch::poll_timeout));
                 at(Some(up.last_heard + self.config.peer_silence));
+                at(up.relay_orphaned_until);
             }
             Call::Idle | Call::Ringing { .. } => {}
         }
@@ -441,7 +446,12 @@ impl Phone {
                 if let Some(punch) = up.punch.as_mut() {
                     punch.handle_timeout(now);
                 }
-                if now.saturating_duration_since(up.last_heard) >= self.config.peer_silence {
+                if up.relay_orphaned_until.is_some_and(|t| now >= t)
+                    && matches!(up.path, MediaPath::Relay { .. })
+                {
+                    tracing::warn!("no direct path before the grace ran out; no server to relay");
+                    self.finish(now, EndReason::ServerLost);
+                } else if now.saturating_duration_since(up.last_heard) >= self.config.peer_silence {
                     let id = up.id;
                     tracing::warn!("nothing from the peer for {:?}", self.config.peer_silence);
                     self.send(&ClientMessage::HangUp { call_id: id });
@@ -659,13 +669,17 @@ impl Phone {
             });
         }
         let mut hung_up = false;
+        let mut direct_lost = false;
         while let Some(event) = punch.poll_event() {
             let path = match event {
                 PunchEvent::DirectPath(addr) => MediaPath::Direct(addr),
-                PunchEvent::DirectLost(_) => MediaPath::Relay {
-                    server: up.relay,
-                    channel: up.channel,
-                },
+                PunchEvent::DirectLost(_) => {
+                    direct_lost = true;
+                    MediaPath::Relay {
+                        server: up.relay,
+                        channel: up.channel,
+                    }
+                }
                 PunchEvent::PeerHungUp => {
                     hung_up = true;
                     break;
@@ -681,7 +695,7 @@ impl Phone {
         if hung_up {
             self.send(&ClientMessage::HangUp { call_id: id });
             self.finish(now, EndReason::Remote(control::EndReason::HungUp));
-        } else if !server_there && on_relay {
+        } else if !server_there && on_relay && direct_lost {
             // Back on the relay with no server: nothing carries the media any more.
             self.finish(now, EndReason::ServerLost);
         }

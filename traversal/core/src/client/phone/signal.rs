@@ -194,6 +194,7 @@ impl Phone {
             punch,
             path,
             last_heard: now,
+            relay_orphaned_until: None,
         }));
         self.events.push_back(Event::Connected {
             peer,

@@ -31,6 +31,10 @@ pub struct PhoneConfig {
     pub ping_interval: Duration,
     /// A connected call with nothing from the peer for this long has lost it.
     pub peer_silence: Duration,
+    /// When the server is lost while the media is on its relay but the peer's connectivity
+    /// checks already reach us, the call waits this long for the direct path before it ends
+    /// with [`EndReason::ServerLost`].
+    pub relay_grace: Duration,
     /// First wait before connecting again after a loss (after an immediate retry).
     pub backoff_min: Duration,
     /// Longest wait between attempts.
@@ -54,6 +58,7 @@ impl PhoneConfig {
             server_answer_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(15),
             peer_silence: Duration::from_secs(5),
+            relay_grace: Duration::from_secs(3),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(5),
             stop_if_first_connect_fails: true,
