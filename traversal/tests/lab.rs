@@ -6,12 +6,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use traversal::client::{Event, LostReason};
+use traversal::client::{self, Event, LostReason};
 use traversal::control::Verdict;
-use traversal::lab::{Host, Lab, NatConfig, NatKind};
 use traversal::server;
 use traversal::stun;
 use traversal::wire::{Flags, UdpMessage};
+use traversal_sim::lab::{Host, Lab};
+use traversal_sim::{NatConfig, NatKind};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -22,13 +23,15 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn nat(lab: &mut Lab, kind: NatKind, public: &str, timeout_s: u64) -> usize {
-    lab.add_nat(NatConfig {
-        kind,
-        public_ip: ip(public),
-        timeout: Duration::from_secs(timeout_s),
-        inbound_refreshes: true,
-        port_dependent_filtering: false,
-    })
+    lab.add_nat(NatConfig::new(kind, ip(public)).with_timeout(Duration::from_secs(timeout_s)))
+}
+
+/// A host on the internet; `tcp_observed` is where its control connection seems to come from.
+fn public(local: &str, interfaces: &[&str], tcp_observed: &str) -> Host {
+    Host {
+        interfaces: interfaces.iter().map(|s| ip(s)).collect(),
+        ..Host::public(ip(local), sa(tcp_observed))
+    }
 }
 
 fn natted(local: &str, nat: usize, public: &str, tcp_port: u16) -> Host {
@@ -39,6 +42,35 @@ fn natted(local: &str, nat: usize, public: &str, tcp_port: u16) -> Host {
         tcp_observed: SocketAddr::new(ip(public), tcp_port),
         media_port: 5000,
     }
+}
+
+/// A lab with `config` and one client at 192.168.1.10 behind a NAT of `kind` at 8.8.8.1 whose
+/// mappings die after `timeout_s`; `tweak` adjusts the client. Returns the lab, the NAT and the
+/// client.
+fn one_client(
+    config: server::Config,
+    kind: NatKind,
+    timeout_s: u64,
+    tweak: impl FnOnce(&mut client::Config),
+) -> (Lab, usize, usize) {
+    let mut lab = Lab::new(config);
+    let n = nat(&mut lab, kind, "8.8.8.1", timeout_s);
+    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), tweak);
+    (lab, n, c)
+}
+
+/// Asks client `i` whether the server reaches it and runs 2 s; returns every answer it has had.
+fn reachability(lab: &mut Lab, i: usize) -> Vec<bool> {
+    lab.clients[i].client.check_reachability(lab.now);
+    lab.run_for(Duration::from_secs(2));
+    lab.clients[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Reachability { reachable } => Some(*reachable),
+            _ => None,
+        })
+        .collect()
 }
 
 fn verdict_of(lab: &Lab, i: usize) -> Option<(Verdict, SocketAddr)> {
@@ -55,17 +87,8 @@ fn count(lab: &Lab, i: usize, f: impl Fn(&Event) -> bool) -> usize {
 #[test]
 fn public_client_gets_public_verdict() {
     let mut lab = Lab::new(server::Config::default());
-    let c = lab.add_client(
-        Host {
-            local_ip: ip("7.7.7.7"),
-            interfaces: vec![],
-            nat: None,
-            // The access address: the lab uses port 40000 + index for it.
-            tcp_observed: sa("7.7.7.7:40000"),
-            media_port: 5000,
-        },
-        |_| {},
-    );
+    // The access address: the lab uses port 40000 + index for it.
+    let c = lab.add_client(public("7.7.7.7", &[], "7.7.7.7:40000"), |_| {});
     lab.run_for(Duration::from_secs(1));
     assert_eq!(
         verdict_of(&lab, c),
@@ -78,16 +101,7 @@ fn public_client_gets_public_verdict() {
 fn proxied_client_gets_proxy_verdict() {
     // TCP arrives from a proxy's address; UDP from the client's own public address.
     let mut lab = Lab::new(server::Config::default());
-    let c = lab.add_client(
-        Host {
-            local_ip: ip("7.7.7.7"),
-            interfaces: vec![ip("10.0.0.5")],
-            nat: None,
-            tcp_observed: sa("9.9.9.9:50000"),
-            media_port: 5000,
-        },
-        |_| {},
-    );
+    let c = lab.add_client(public("7.7.7.7", &["10.0.0.5"], "9.9.9.9:50000"), |_| {});
     lab.run_for(Duration::from_secs(1));
     assert!(lab.clients[c].client.private_network());
     assert_eq!(
@@ -99,7 +113,7 @@ fn proxied_client_gets_proxy_verdict() {
 #[test]
 fn natted_client_gets_nat_verdict_and_p4_skips_private_addresses() {
     let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let n = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 30);
     let mut host = natted("192.168.1.10", n, "8.8.8.1", 33000);
     host.interfaces.extend([
         ip("127.0.0.1"),
@@ -114,7 +128,7 @@ fn natted_client_gets_nat_verdict_and_p4_skips_private_addresses() {
     assert_eq!(mapped.ip(), ip("8.8.8.1"));
     // The server sent only to the observed mapping: nothing to the private, loopback,
     // multicast, link-local or unspecified addresses the client listed.
-    for (to, _) in &lab.server_sent {
+    for (to, _) in &lab.server.sent {
         assert_eq!(*to, mapped, "server sent to {to}");
     }
 }
@@ -122,7 +136,7 @@ fn natted_client_gets_nat_verdict_and_p4_skips_private_addresses() {
 #[test]
 fn p4_goes_once_to_public_listed_addresses_and_never_grows() {
     let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let n = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 30);
     let mut host = natted("192.168.1.10", n, "8.8.8.1", 33000);
     // Five public addresses listed: at most three get the P4.
     host.interfaces
@@ -133,7 +147,8 @@ fn p4_goes_once_to_public_listed_addresses_and_never_grows() {
     lab.run_for(Duration::from_secs(10));
     let mapped = verdict_of(&lab, c).unwrap().1;
     let to_listed: Vec<_> = lab
-        .server_sent
+        .server
+        .sent
         .iter()
         .filter(|(to, _)| *to != mapped)
         .collect();
@@ -147,7 +162,7 @@ fn p4_goes_once_to_public_listed_addresses_and_never_grows() {
 #[test]
 fn two_masqueraded_clients_are_told_apart() {
     let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let n = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 30);
     let a = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |_| {});
     let b = lab.add_client(natted("192.168.1.11", n, "8.8.8.1", 33001), |_| {});
     lab.run_for(Duration::from_secs(1));
@@ -164,22 +179,14 @@ fn two_masqueraded_clients_are_told_apart() {
     assert_eq!(lab.server.mapping(ia), Some(ma));
     assert_eq!(lab.server.mapping(ib), Some(mb));
     // Each is reachable through its own mapping.
-    lab.clients[a].client.check_reachability(lab.now);
-    lab.clients[b].client.check_reachability(lab.now);
-    lab.run_for(Duration::from_secs(2));
     for i in [a, b] {
-        assert_eq!(
-            count(&lab, i, |e| *e == Event::Reachability { reachable: true }),
-            1
-        );
+        assert_eq!(reachability(&mut lab, i), [true]);
     }
 }
 
 #[test]
 fn keepalives_hold_the_mapping() {
-    let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::Symmetric, "8.8.8.1", 20);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+    let (mut lab, _, c) = one_client(server::Config::default(), NatKind::Symmetric, 20, |k| {
         k.keepalive_interval = Some(Duration::from_secs(10));
     });
     lab.run_for(Duration::from_secs(120));
@@ -187,29 +194,17 @@ fn keepalives_hold_the_mapping() {
     assert!(client.stats().keepalives_sent >= 10, "{:?}", client.stats());
     assert_eq!(client.stats().mappings_lost, 0);
     assert_eq!(client.stats().reregistrations, 0);
-    lab.clients[c].client.check_reachability(lab.now);
-    lab.run_for(Duration::from_secs(2));
-    assert_eq!(
-        count(&lab, c, |e| *e == Event::Reachability { reachable: true }),
-        1
-    );
+    assert_eq!(reachability(&mut lab, c), [true]);
 }
 
 #[test]
 fn idle_expiry_is_noticed_and_the_client_registers_again() {
-    let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::Symmetric, "8.8.8.1", 20);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+    let (mut lab, _, c) = one_client(server::Config::default(), NatKind::Symmetric, 20, |k| {
         // Longer than the NAT's timeout: the mapping dies between keepalives.
         k.keepalive_interval = Some(Duration::from_secs(30));
     });
     lab.run_for(Duration::from_secs(25));
-    lab.clients[c].client.check_reachability(lab.now);
-    lab.run_for(Duration::from_secs(2));
-    assert_eq!(
-        count(&lab, c, |e| *e == Event::Reachability { reachable: false }),
-        1
-    );
+    assert_eq!(reachability(&mut lab, c), [false]);
     lab.run_for(Duration::from_secs(10));
     assert!(
         count(&lab, c, |e| *e
@@ -228,9 +223,7 @@ fn idle_expiry_is_noticed_and_the_client_registers_again() {
 
 #[test]
 fn changed_mapping_is_seen_in_a_keepalive_answer() {
-    let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 60);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+    let (mut lab, n, c) = one_client(server::Config::default(), NatKind::FullCone, 60, |k| {
         k.keepalive_interval = Some(Duration::from_secs(5));
         k.verify_mapping = false;
     });
@@ -258,11 +251,14 @@ fn changed_mapping_is_seen_in_a_keepalive_answer() {
 #[test]
 fn lifetime_measurement_finds_the_nat_timeout() {
     for timeout_s in [5u64, 30, 90] {
-        let mut lab = Lab::new(server::Config::default());
-        let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", timeout_s);
-        let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
-            k.measure_lifetime = true;
-        });
+        let (mut lab, _, c) = one_client(
+            server::Config::default(),
+            NatKind::FullCone,
+            timeout_s,
+            |k| {
+                k.measure_lifetime = true;
+            },
+        );
         let done = lab.run_until(Duration::from_secs(1200), |lab| {
             lab.clients[c].client.mapping_lifetime().is_some()
         });
@@ -294,9 +290,7 @@ fn lifetime_measurement_finds_the_nat_timeout() {
 
 #[test]
 fn forged_user_index_without_the_key_is_dropped() {
-    let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |_| {});
+    let (mut lab, _, c) = one_client(server::Config::default(), NatKind::FullCone, 30, |_| {});
     lab.run_for(Duration::from_secs(1));
     let index = lab.clients[c].client.user_index();
     let mapped = lab.server.mapping(index).unwrap();
@@ -312,7 +306,7 @@ fn forged_user_index_without_the_key_is_dropped() {
     }
     assert_eq!(lab.server.mapping(index), Some(mapped));
     assert_eq!(lab.server.stats().udp_auth_failed, 2);
-    assert!(!lab.server_sent.iter().any(|(to, _)| *to == attacker));
+    assert!(!lab.server.sent.iter().any(|(to, _)| *to == attacker));
     // Unknown indexes and junk are counted too; a plain Binding still gets its answer.
     let forged = UdpMessage::Request {
         transaction_id: [9; 12],
@@ -325,21 +319,19 @@ fn forged_user_index_without_the_key_is_dropped() {
     assert_eq!(lab.server.stats().udp_unknown_user, 1);
     assert_eq!(lab.server.stats().udp_malformed, 1);
     lab.inject_to_server(attacker, &stun::encode_binding_request(&[1; 12]));
-    assert_eq!(lab.server_sent.last(), Some(&(attacker, 32)));
+    assert_eq!(lab.server.sent.last(), Some(&(attacker, 32)));
 }
 
 #[test]
 fn replayed_requests_cannot_move_the_mapping() {
-    let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+    let (mut lab, _, c) = one_client(server::Config::default(), NatKind::FullCone, 30, |k| {
         k.keepalive_interval = Some(Duration::from_secs(2));
     });
     lab.run_for(Duration::from_secs(7));
     let index = lab.clients[c].client.user_index();
     let mapped = lab.server.mapping(index).unwrap();
     // An on-path attacker replays every request it saw, from its own address.
-    let captured: Vec<Vec<u8>> = lab.server_received.iter().map(|(_, b)| b.clone()).collect();
+    let captured: Vec<Vec<u8>> = lab.server.received.iter().map(|(_, b)| b.clone()).collect();
     assert!(captured.len() >= 3);
     for bytes in &captured {
         lab.inject_to_server(sa("6.6.6.6:4444"), bytes);
@@ -347,7 +339,8 @@ fn replayed_requests_cannot_move_the_mapping() {
     assert_eq!(lab.server.mapping(index), Some(mapped));
     assert_eq!(lab.server.stats().udp_replayed, captured.len() as u64);
     assert!(
-        !lab.server_sent
+        !lab.server
+            .sent
             .iter()
             .any(|(to, _)| to.ip() == ip("6.6.6.6"))
     );
@@ -360,26 +353,11 @@ fn replayed_requests_cannot_move_the_mapping() {
 #[test]
 fn filtering_probe_from_the_alternate_port() {
     let mut lab = Lab::new(server::Config::default());
-    let open = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
-    let strict = lab.add_nat(NatConfig {
-        kind: NatKind::EndpointIndependent,
-        public_ip: ip("8.8.8.2"),
-        timeout: Duration::from_secs(30),
-        inbound_refreshes: true,
-        port_dependent_filtering: true,
-    });
+    let open = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 30);
+    let strict = nat(&mut lab, NatKind::PortRestricted, "8.8.8.2", 30);
     let a = lab.add_client(natted("192.168.1.10", open, "8.8.8.1", 33000), |_| {});
     let b = lab.add_client(natted("192.168.2.10", strict, "8.8.8.2", 33000), |_| {});
-    let p = lab.add_client(
-        Host {
-            local_ip: ip("7.7.7.7"),
-            interfaces: vec![],
-            nat: None,
-            tcp_observed: sa("7.7.7.7:40002"),
-            media_port: 5000,
-        },
-        |_| {},
-    );
+    let p = lab.add_client(public("7.7.7.7", &[], "7.7.7.7:40002"), |_| {});
     lab.run_for(Duration::from_secs(1));
     for i in [a, b, p] {
         lab.clients[i].client.check_filtering(lab.now);
@@ -395,18 +373,13 @@ fn filtering_probe_from_the_alternate_port() {
     assert_eq!(filtering(b), Some(Some(true)));
     assert_eq!(filtering(p), Some(Some(false)));
     // The strict NAT still lets in what comes from the main port.
-    lab.clients[b].client.check_reachability(lab.now);
-    lab.run_for(Duration::from_secs(2));
-    assert_eq!(
-        count(&lab, b, |e| *e == Event::Reachability { reachable: true }),
-        1
-    );
+    assert_eq!(reachability(&mut lab, b), [true]);
 }
 
 #[test]
 fn blocked_udp_fails_the_registration_in_time() {
     let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let n = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 30);
     lab.udp_blocked.push(ip("192.168.1.10"));
     let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
         k.register_timeout = Duration::from_secs(3);
@@ -419,7 +392,7 @@ fn blocked_udp_fails_the_registration_in_time() {
         .collect();
     assert_eq!(failures.len(), 1, "{:?}", lab.clients[c].events);
     // Retransmitted with backoff, not flooded: 250 ms doubling to 2 s within 3 s.
-    assert!(lab.server_received.is_empty());
+    assert!(lab.server.received.is_empty());
 }
 
 #[test]
@@ -428,9 +401,7 @@ fn lifetime_measurement_stops_below_the_servers_idle_expiry() {
         idle_timeout: Duration::from_secs(20),
         ..server::Config::default()
     };
-    let mut lab = Lab::new(config);
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 600);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+    let (mut lab, _, c) = one_client(config, NatKind::FullCone, 600, |k| {
         k.measure_lifetime = true;
     });
     assert!(lab.run_until(Duration::from_secs(600), |lab| {
@@ -451,9 +422,7 @@ fn keepalive_interval_stays_inside_the_servers_idle_expiry() {
         idle_timeout: Duration::from_secs(10),
         ..server::Config::default()
     };
-    let mut lab = Lab::new(config);
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 300);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |_| {});
+    let (mut lab, _, c) = one_client(config, NatKind::FullCone, 300, |_| {});
     lab.run_for(Duration::from_secs(1));
     assert!(lab.clients[c].client.keepalive_interval() <= Duration::from_secs(6));
     lab.run_for(Duration::from_secs(60));
@@ -470,7 +439,7 @@ fn token_bucket_limits_p4_per_source() {
         ..server::Config::default()
     };
     let mut lab = Lab::new(config);
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let n = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 30);
     // Many clients behind one address, each listing three public addresses: the bucket for
     // that source lets only a burst of P4s through.
     for i in 0..5u16 {
@@ -481,7 +450,8 @@ fn token_bucket_limits_p4_per_source() {
     }
     lab.run_for(Duration::from_millis(500));
     let to_listed = lab
-        .server_sent
+        .server
+        .sent
         .iter()
         .filter(|(to, _)| to.ip().to_string().starts_with("11."))
         .count();
@@ -496,7 +466,7 @@ fn registrations_are_capped_and_released() {
         ..server::Config::default()
     };
     let mut lab = Lab::new(config);
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 30);
+    let n = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 30);
     for i in 0..4u16 {
         lab.add_client(
             natted(&format!("192.168.1.{}", 10 + i), n, "8.8.8.1", 33000 + i),
@@ -519,9 +489,7 @@ fn idle_mappings_expire_on_the_server() {
         idle_timeout: Duration::from_secs(10),
         ..server::Config::default()
     };
-    let mut lab = Lab::new(config);
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 300);
-    let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
+    let (mut lab, _, c) = one_client(config, NatKind::FullCone, 300, |k| {
         k.keepalive_interval = Some(Duration::from_secs(60));
         k.verify_mapping = false;
     });
@@ -538,7 +506,7 @@ fn idle_mappings_expire_on_the_server() {
 #[test]
 fn memory_per_registration_is_small() {
     let mut lab = Lab::new(server::Config::default());
-    let n = nat(&mut lab, NatKind::EndpointIndependent, "8.8.8.1", 300);
+    let n = nat(&mut lab, NatKind::FullCone, "8.8.8.1", 300);
     for i in 0..1000u16 {
         lab.add_client(
             natted(
@@ -560,13 +528,7 @@ fn memory_per_registration_is_small() {
 fn ipv6_client_without_nat_is_public() {
     let mut lab = Lab::new(server::Config::default());
     let c = lab.add_client(
-        Host {
-            local_ip: ip("2a00:1450::7"),
-            interfaces: vec![ip("192.168.1.10")],
-            nat: None,
-            tcp_observed: sa("[2a00:1450::7]:40000"),
-            media_port: 5000,
-        },
+        public("2a00:1450::7", &["192.168.1.10"], "[2a00:1450::7]:40000"),
         |_| {},
     );
     lab.run_for(Duration::from_secs(1));
@@ -594,12 +556,10 @@ mod properties {
                 idle_timeout: Duration::from_secs(600),
                 ..server::Config::default()
             });
+            let kind = if symmetric { NatKind::Symmetric } else { NatKind::FullCone };
             let n = lab.add_nat(NatConfig {
-                kind: if symmetric { NatKind::Symmetric } else { NatKind::EndpointIndependent },
-                public_ip: ip("8.8.8.1"),
-                timeout: Duration::from_millis(timeout_ms),
                 inbound_refreshes,
-                port_dependent_filtering: symmetric,
+                ..NatConfig::new(kind, ip("8.8.8.1")).with_timeout(Duration::from_millis(timeout_ms))
             });
             let c = lab.add_client(natted("192.168.1.10", n, "8.8.8.1", 33000), |k| {
                 k.measure_lifetime = true;
@@ -626,29 +586,14 @@ mod properties {
         ) {
             let mut lab = Lab::new(server::Config::default());
             let n = nat(&mut lab, NatKind::Symmetric, "8.8.8.1", 30);
-            let public = format!("7.7.7.{host}");
+            let public_ip = format!("7.7.7.{host}");
+            // The lab's access address is local_ip:40000 for the first client.
+            let public_host = |observed: &str| Host { media_port: port, ..public(&public_ip, &[], observed) };
             let (spec, expected) = match topology {
-                0 => (Host {
-                    local_ip: ip(&public),
-                    interfaces: vec![],
-                    nat: None,
-                    tcp_observed: sa("7.7.7.7:1"), // replaced below
-                    media_port: port,
-                }, Verdict::Public),
-                1 => (Host {
-                    local_ip: ip(&public),
-                    interfaces: vec![],
-                    nat: None,
-                    tcp_observed: sa("9.9.9.9:50000"),
-                    media_port: port,
-                }, Verdict::Proxy),
+                0 => (public_host(&format!("{public_ip}:40000")), Verdict::Public),
+                1 => (public_host("9.9.9.9:50000"), Verdict::Proxy),
                 _ => (natted(&format!("10.0.0.{host}"), n, "8.8.8.1", 40000), Verdict::Nat),
             };
-            let mut spec = spec;
-            if topology == 0 {
-                // The lab's access address is local_ip:40000 for the first client.
-                spec.tcp_observed = SocketAddr::new(spec.local_ip, 40000);
-            }
             let c = lab.add_client(spec, |_| {});
             lab.run_for(Duration::from_secs(1));
             let (verdict, mapped) = verdict_of(&lab, c).unwrap();
@@ -656,7 +601,7 @@ mod properties {
             if expected == Verdict::Nat {
                 prop_assert_eq!(mapped.ip(), ip("8.8.8.1"));
             } else {
-                prop_assert_eq!(mapped, SocketAddr::new(ip(&public), port));
+                prop_assert_eq!(mapped, SocketAddr::new(ip(&public_ip), port));
             }
         }
     }

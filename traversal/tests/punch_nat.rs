@@ -1,72 +1,30 @@
-//! Two `Punch` instances through a small simulated network with NATs, in virtual time.
+//! Two `Punch` instances on the simulated network of `traversal-sim`, in virtual time.
 //!
 //! The network: hosts on LANs behind NATs, public hosts (the rendezvous server), fixed delays
-//! (15 ms across the internet, 1 ms on a LAN). A NAT maps UDP like Linux:
-//! - `EndpointIndependent`: one external port per internal socket whatever the destination,
-//!   keeping the internal port when it can (`MASQUERADE`);
-//! - `Symmetric`: a new external port per internal socket and destination
-//!   (`MASQUERADE --random-fully`).
+//! (15 ms across the internet, 1 ms on a LAN). The NATs map UDP like Linux:
+//! - port-restricted (`MASQUERADE`): one external port per internal socket whatever the
+//!   destination, keeping the internal port when it can; filtering by address and port
+//!   (conntrack: an inbound datagram passes only when the mapping sent to exactly that address
+//!   and port);
+//! - symmetric (`MASQUERADE --random-fully`): a new external port per internal socket and
+//!   destination;
+//! - full cone where a test says so: anything that reaches a mapping gets in.
 //!
-//! Filtering is address-and-port dependent (Linux conntrack: an inbound datagram passes only
-//! when the mapping sent to exactly that address and port) unless a test asks for
-//! endpoint-independent filtering ("full cone"). No hairpinning: a datagram from inside to the
-//! NAT's own public address is dropped, as Linux does without extra rules. Mappings do not
-//! expire within these short tests.
+//! No hairpinning: a datagram from inside to the NAT's own public address is dropped, as Linux
+//! does without extra rules. Mappings do not expire within these short tests.
 
 #![allow(clippy::unwrap_used)]
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use traversal::punch::{ATTR_CALL_ID, ATTR_PUNCH_SENDER, Path, Punch, PunchConfig, PunchEvent};
 use traversal::stun::{BINDING_REQUEST, BINDING_SUCCESS, Builder};
+use traversal_sim::{Arrival, HostId, NatConfig, NatKind, Net};
 
 const WAN_DELAY: Duration = Duration::from_millis(15);
-const LAN_DELAY: Duration = Duration::from_millis(1);
 const SECRET: &[u8] = b"0123456789abcdef";
 const CALL_ID: u64 = 0x1234_5678_9abc_def0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mapping {
-    EndpointIndependent,
-    Symmetric,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Filtering {
-    EndpointIndependent,
-    AddressAndPortDependent,
-}
-
-#[derive(Debug)]
-struct NatMapping {
-    internal: SocketAddr,
-    /// Symmetric NATs: the one destination of this mapping.
-    destination: Option<SocketAddr>,
-    external_port: u16,
-    /// Destinations this mapping sent to (what the filter lets back in).
-    sent_to: Vec<SocketAddr>,
-}
-
-#[derive(Debug)]
-struct Nat {
-    mapping: Mapping,
-    filtering: Filtering,
-    public_ip: IpAddr,
-    next_port: u16,
-    mappings: Vec<NatMapping>,
-}
-
-#[derive(Debug)]
-struct Host {
-    addr: SocketAddr,
-    /// The NAT in front (and so the LAN); `None`: on the public internet.
-    nat: Option<usize>,
-    /// Index into `Net::peers` when a `Punch` runs on this host.
-    peer: Option<usize>,
-}
 
 #[derive(Debug)]
 struct Peer {
@@ -76,222 +34,112 @@ struct Peer {
     events: Vec<(Duration, PunchEvent)>,
 }
 
-/// A datagram in flight: when it arrives, order of sending, destination host, source seen, bytes.
-type InFlight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
-
+/// A socket on a host of the net, and the punch running there, if any.
 #[derive(Debug)]
-struct Net {
-    start: Instant,
-    now: Instant,
-    nats: Vec<Nat>,
-    hosts: Vec<Host>,
-    peers: Vec<Peer>,
-    queue: BinaryHeap<InFlight>,
-    seq: u64,
-    /// Drop every datagram (the path between the peers dies).
-    cut: bool,
-    /// Drop this percentage of datagrams, chosen by a seeded generator.
-    loss_percent: u64,
-    rng: u64,
-    /// Datagrams delivered to each host.
-    delivered: Vec<u64>,
-    dropped: u64,
+struct Endpoint {
+    host: HostId,
+    addr: SocketAddr,
+    peer: Option<usize>,
 }
 
-impl Net {
+/// The net, the sockets on it and the punches.
+#[derive(Debug)]
+struct World {
+    net: Net,
+    endpoints: Vec<Endpoint>,
+    peers: Vec<Peer>,
+}
+
+impl World {
     fn new() -> Self {
-        let start = Instant::now();
-        Net {
-            start,
-            now: start,
-            nats: Vec::new(),
-            hosts: Vec::new(),
+        let mut net = Net::new(0x5eed);
+        net.wan_delay = WAN_DELAY;
+        World {
+            net,
+            endpoints: Vec::new(),
             peers: Vec::new(),
-            queue: BinaryHeap::new(),
-            seq: 0,
-            cut: false,
-            loss_percent: 0,
-            rng: 0x5eed,
-            delivered: Vec::new(),
-            dropped: 0,
         }
+    }
+
+    /// Two LANs behind NATs of these kinds, one host on each: A at 192.168.1.10:5000 and B
+    /// at `b`.
+    fn two_lans(a: NatKind, b: NatKind, b_addr: &str) -> (World, usize, usize) {
+        let mut net = World::new();
+        let na = net.add_nat(a, "203.0.113.1");
+        let nb = net.add_nat(b, "198.51.100.1");
+        let ha = net.add_host("192.168.1.10:5000", Some(na));
+        let hb = net.add_host(b_addr, Some(nb));
+        (net, ha, hb)
     }
 
     fn elapsed(&self) -> Duration {
-        self.now - self.start
+        self.net.elapsed()
     }
 
-    fn add_nat(&mut self, mapping: Mapping, filtering: Filtering, public_ip: &str) -> usize {
-        self.nats.push(Nat {
-            mapping,
-            filtering,
-            public_ip: public_ip.parse().unwrap(),
-            next_port: 40000,
-            mappings: Vec::new(),
-        });
-        self.nats.len() - 1
+    fn add_nat(&mut self, kind: NatKind, public_ip: &str) -> usize {
+        self.net.add_nat(NatConfig {
+            preserve_ports: true,
+            first_port: 40007,
+            port_step: 7,
+            ..NatConfig::new(kind, public_ip.parse().unwrap())
+        })
     }
 
     fn add_host(&mut self, addr: &str, nat: Option<usize>) -> usize {
-        self.hosts.push(Host {
-            addr: addr.parse().unwrap(),
-            nat,
+        let addr: SocketAddr = addr.parse().unwrap();
+        let host = self.net.add_host(vec![addr.ip()], nat);
+        self.endpoints.push(Endpoint {
+            host,
+            addr,
             peer: None,
         });
-        self.delivered.push(0);
-        self.hosts.len() - 1
+        self.endpoints.len() - 1
     }
 
-    /// The external address `host` gets toward `destination` (creating the mapping), as the
+    fn addr(&self, e: usize) -> SocketAddr {
+        self.endpoints[e].addr
+    }
+
+    fn delivered(&self, e: usize) -> u64 {
+        self.net.delivered(self.endpoints[e].host)
+    }
+
+    /// Cuts every link (or mends them).
+    fn cut(&mut self, cut: bool) {
+        for e in &self.endpoints {
+            self.net.link_mut(e.host).up = !cut;
+        }
+    }
+
+    /// The external address `e` gets toward `destination` (creating the mapping), as the
     /// rendezvous server reports it after registration.
-    fn mapped_address(&mut self, host: usize, destination: SocketAddr) -> SocketAddr {
-        let h = &self.hosts[host];
-        let internal = h.addr;
-        match h.nat {
-            None => internal,
-            Some(n) => self.translate_out(n, internal, destination),
-        }
+    fn mapped_address(&mut self, e: usize, destination: SocketAddr) -> SocketAddr {
+        let (host, addr) = (self.endpoints[e].host, self.endpoints[e].addr);
+        self.net.translate(host, addr, destination)
     }
 
-    fn translate_out(
-        &mut self,
-        n: usize,
-        internal: SocketAddr,
-        destination: SocketAddr,
-    ) -> SocketAddr {
-        let nat = &mut self.nats[n];
-        let key = match nat.mapping {
-            Mapping::EndpointIndependent => None,
-            Mapping::Symmetric => Some(destination),
-        };
-        let i = match nat
-            .mappings
-            .iter()
-            .position(|m| m.internal == internal && m.destination == key)
-        {
-            Some(i) => i,
-            None => {
-                // MASQUERADE keeps the source port when it is free; --random-fully never does.
-                let preserved = nat.mapping == Mapping::EndpointIndependent
-                    && !nat
-                        .mappings
-                        .iter()
-                        .any(|m| m.external_port == internal.port());
-                let external_port = if preserved {
-                    internal.port()
-                } else {
-                    nat.next_port += 7;
-                    nat.next_port
-                };
-                nat.mappings.push(NatMapping {
-                    internal,
-                    destination: key,
-                    external_port,
-                    sent_to: Vec::new(),
-                });
-                nat.mappings.len() - 1
-            }
-        };
-        let m = &mut nat.mappings[i];
-        if !m.sent_to.contains(&destination) {
-            m.sent_to.push(destination);
-        }
-        SocketAddr::new(nat.public_ip, m.external_port)
+    fn send(&mut self, from: usize, to: SocketAddr, bytes: Vec<u8>) {
+        let (host, addr) = (self.endpoints[from].host, self.endpoints[from].addr);
+        self.net.send_udp(host, addr, to, bytes);
     }
 
-    /// Routes a datagram from `from_host` to `to`, or drops it.
-    fn send(&mut self, from_host: usize, to: SocketAddr, bytes: Vec<u8>) {
-        if self.cut || self.lost() {
-            self.dropped += 1;
-            return;
-        }
-        let src = self.hosts[from_host].addr;
-        let lan = self.hosts[from_host].nat;
-        // Same LAN (or both public): straight there.
-        if let Some(dst) = self.hosts.iter().position(|h| h.addr == to && h.nat == lan) {
-            let delay = if lan.is_some() { LAN_DELAY } else { WAN_DELAY };
-            return self.enqueue(delay, dst, src, bytes);
-        }
-        let src = match lan {
-            None => src,
-            Some(n) => {
-                if self.nats[n].public_ip == to.ip() {
-                    // No hairpinning.
-                    self.dropped += 1;
-                    return;
-                }
-                self.translate_out(n, src, to)
-            }
-        };
-        // Across the internet: a public host, or a NAT's public address.
-        if let Some(dst) = self
-            .hosts
-            .iter()
-            .position(|h| h.addr == to && h.nat.is_none())
-        {
-            return self.enqueue(WAN_DELAY, dst, src, bytes);
-        }
-        let Some(n) = self.nats.iter().position(|nat| nat.public_ip == to.ip()) else {
-            // A private address of another LAN: unroutable.
-            self.dropped += 1;
-            return;
-        };
-        let nat = &self.nats[n];
-        let inbound = nat.mappings.iter().find(|m| {
-            m.external_port == to.port()
-                && match nat.filtering {
-                    Filtering::EndpointIndependent => true,
-                    Filtering::AddressAndPortDependent => m.sent_to.contains(&src),
-                }
-        });
-        let Some(internal) = inbound.map(|m| m.internal) else {
-            self.dropped += 1;
-            return;
-        };
-        match self
-            .hosts
-            .iter()
-            .position(|h| h.addr == internal && h.nat == Some(n))
-        {
-            Some(dst) => self.enqueue(WAN_DELAY, dst, src, bytes),
-            None => self.dropped += 1,
-        }
-    }
-
-    fn lost(&mut self) -> bool {
-        if self.loss_percent == 0 {
-            return false;
-        }
-        // xorshift64
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % 100 < self.loss_percent
-    }
-
-    fn enqueue(&mut self, delay: Duration, dst: usize, src: SocketAddr, bytes: Vec<u8>) {
-        self.seq += 1;
-        self.queue
-            .push(Reverse((self.now + delay, self.seq, dst, src, bytes)));
-    }
-
-    fn start_call(&mut self, host: usize, remote_candidates: Vec<SocketAddr>, seed: u64) -> usize {
+    fn start_call(&mut self, e: usize, remote_candidates: Vec<SocketAddr>, seed: u64) -> usize {
         let config = PunchConfig::new(SECRET.to_vec(), CALL_ID, remote_candidates, seed);
-        let punch = Punch::new(config, self.now);
+        let punch = Punch::new(config, self.net.now());
         self.peers.push(Peer {
-            host,
+            host: e,
             punch,
             events: Vec::new(),
         });
-        self.hosts[host].peer = Some(self.peers.len() - 1);
+        self.endpoints[e].peer = Some(self.peers.len() - 1);
         self.peers.len() - 1
     }
 
     fn flush(&mut self) {
         for p in 0..self.peers.len() {
             while let Some((to, bytes)) = self.peers[p].punch.poll_transmit() {
-                let host = self.peers[p].host;
-                self.send(host, to, bytes);
+                let e = self.peers[p].host;
+                self.send(e, to, bytes);
             }
             let elapsed = self.elapsed();
             while let Some(event) = self.peers[p].punch.poll_event() {
@@ -302,16 +150,15 @@ impl Net {
 
     /// Runs the network and the peers until `elapsed() == until`.
     fn run_until(&mut self, until: Duration) {
-        let until = self.start + until;
+        let until = self.net.now() - self.net.elapsed() + until;
         loop {
             self.flush();
-            let next_packet = self.queue.peek().map(|Reverse(p)| p.0);
             let next_timer = self
                 .peers
                 .iter()
                 .filter_map(|p| p.punch.poll_timeout())
                 .min();
-            let next = match (next_packet, next_timer) {
+            let next = match (self.net.next_arrival(), next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => match a.or(b) {
                     Some(t) => t,
@@ -321,29 +168,34 @@ impl Net {
             if next > until {
                 break;
             }
-            self.now = self.now.max(next);
-            while self.queue.peek().is_some_and(|Reverse(p)| p.0 <= self.now) {
-                let Some(Reverse((_, _, dst, src, bytes))) = self.queue.pop() else {
-                    break;
+            self.net.advance_to(next);
+            let now = self.net.now();
+            while let Some(arrival) = self.net.pop_due() {
+                let Arrival::Udp {
+                    host,
+                    to,
+                    from,
+                    bytes,
+                } = arrival
+                else {
+                    continue;
                 };
-                self.delivered[dst] += 1;
-                if let Some(p) = self.hosts[dst].peer {
-                    let now = self.now;
-                    self.peers[p].punch.handle_datagram(now, src, &bytes);
+                let peer = self
+                    .endpoints
+                    .iter()
+                    .find(|e| e.host == host && e.addr == to)
+                    .and_then(|e| e.peer);
+                if let Some(p) = peer {
+                    self.peers[p].punch.handle_datagram(now, from, &bytes);
                 }
             }
-            for p in 0..self.peers.len() {
-                if self.peers[p]
-                    .punch
-                    .poll_timeout()
-                    .is_some_and(|t| t <= self.now)
-                {
-                    let now = self.now;
-                    self.peers[p].punch.handle_timeout(now);
+            for p in &mut self.peers {
+                if p.punch.poll_timeout().is_some_and(|t| t <= now) {
+                    p.punch.handle_timeout(now);
                 }
             }
         }
-        self.now = self.now.max(until);
+        self.net.advance_to(until);
         self.flush();
     }
 }
@@ -353,16 +205,16 @@ const SERVER: &str = "192.0.2.1:3478";
 /// Sets up a call between a client on `host_a` and one on `host_b` with the candidates the
 /// signalling would give: each side's host address and its mapped address at the server.
 fn call(
-    net: &mut Net,
+    net: &mut World,
     host_a: usize,
     host_b: usize,
 ) -> (usize, usize, [SocketAddr; 2], [SocketAddr; 2]) {
     let server: SocketAddr = SERVER.parse().unwrap();
-    if !net.hosts.iter().any(|h| h.addr == server) {
+    if !net.endpoints.iter().any(|e| e.addr == server) {
         net.add_host(SERVER, None);
     }
-    let a = [net.hosts[host_a].addr, net.mapped_address(host_a, server)];
-    let b = [net.hosts[host_b].addr, net.mapped_address(host_b, server)];
+    let a = [net.addr(host_a), net.mapped_address(host_a, server)];
+    let b = [net.addr(host_b), net.mapped_address(host_b, server)];
     let pa = net.start_call(host_a, b.to_vec(), 1);
     let pb = net.start_call(host_b, a.to_vec(), 2);
     (pa, pb, a, b)
@@ -380,19 +232,11 @@ fn first_direct(peer: &Peer) -> Option<(Duration, SocketAddr)> {
 /// within a few round trips.
 #[test]
 fn endpoint_independent_nats_go_direct() {
-    let mut net = Net::new();
-    let na = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
+    let (mut net, ha, hb) = World::two_lans(
+        NatKind::PortRestricted,
+        NatKind::PortRestricted,
+        "192.168.1.10:5000",
     );
-    let nb = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "198.51.100.1",
-    );
-    let ha = net.add_host("192.168.1.10:5000", Some(na));
-    let hb = net.add_host("192.168.1.10:5000", Some(nb));
     let (pa, pb, a, b) = call(&mut net, ha, hb);
     net.run_until(Duration::from_millis(300));
     let (ta, via_a) = first_direct(&net.peers[pa]).expect("A went direct");
@@ -426,19 +270,8 @@ fn endpoint_independent_nats_go_direct() {
 /// checks go on, backed off to one per candidate per second.
 #[test]
 fn symmetric_nats_stay_on_relay() {
-    let mut net = Net::new();
-    let na = net.add_nat(
-        Mapping::Symmetric,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
-    );
-    let nb = net.add_nat(
-        Mapping::Symmetric,
-        Filtering::AddressAndPortDependent,
-        "198.51.100.1",
-    );
-    let ha = net.add_host("192.168.1.10:5000", Some(na));
-    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (mut net, ha, hb) =
+        World::two_lans(NatKind::Symmetric, NatKind::Symmetric, "10.0.0.7:6000");
     let (pa, pb, _, _) = call(&mut net, ha, hb);
     net.run_until(Duration::from_secs(2));
     let fast = net.peers[pa].punch.stats().checks_sent;
@@ -458,7 +291,7 @@ fn symmetric_nats_stay_on_relay() {
         (15..=17).contains(&slow),
         "{slow} checks in the 8 s after the fast phase"
     );
-    assert_eq!(net.delivered[ha], 0);
+    assert_eq!(net.delivered(ha), 0);
 }
 
 /// One symmetric NAT (A) and one endpoint-independent NAT (B), both filtering by address and
@@ -467,19 +300,8 @@ fn symmetric_nats_stay_on_relay() {
 /// cone" B, see the next test, it goes direct.)
 #[test]
 fn symmetric_and_endpoint_independent_with_port_filtering_stay_on_relay() {
-    let mut net = Net::new();
-    let na = net.add_nat(
-        Mapping::Symmetric,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
-    );
-    let nb = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "198.51.100.1",
-    );
-    let ha = net.add_host("192.168.1.10:5000", Some(na));
-    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (mut net, ha, hb) =
+        World::two_lans(NatKind::Symmetric, NatKind::PortRestricted, "10.0.0.7:6000");
     let (pa, pb, _, _) = call(&mut net, ha, hb);
     net.run_until(Duration::from_secs(5));
     for p in [pa, pb] {
@@ -495,19 +317,7 @@ fn symmetric_and_endpoint_independent_with_port_filtering_stay_on_relay() {
 /// A's peer-reflexive address.
 #[test]
 fn symmetric_and_full_cone_go_direct_over_a_peer_reflexive_address() {
-    let mut net = Net::new();
-    let na = net.add_nat(
-        Mapping::Symmetric,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
-    );
-    let nb = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::EndpointIndependent,
-        "198.51.100.1",
-    );
-    let ha = net.add_host("192.168.1.10:5000", Some(na));
-    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let (mut net, ha, hb) = World::two_lans(NatKind::Symmetric, NatKind::FullCone, "10.0.0.7:6000");
     let (pa, pb, a, b) = call(&mut net, ha, hb);
     net.run_until(Duration::from_millis(300));
     let (_, via_a) = first_direct(&net.peers[pa]).expect("A went direct");
@@ -521,12 +331,8 @@ fn symmetric_and_full_cone_go_direct_over_a_peer_reflexive_address() {
 /// Two clients behind the same NAT (no hairpinning): direct over their host candidates.
 #[test]
 fn same_lan_goes_direct_over_host_candidates() {
-    let mut net = Net::new();
-    let n = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
-    );
+    let mut net = World::new();
+    let n = net.add_nat(NatKind::PortRestricted, "203.0.113.1");
     let ha = net.add_host("192.168.1.10:5000", Some(n));
     let hb = net.add_host("192.168.1.11:5000", Some(n));
     let (pa, pb, a, b) = call(&mut net, ha, hb);
@@ -541,25 +347,17 @@ fn same_lan_goes_direct_over_host_candidates() {
 /// it is taken again within the 2 s recheck interval.
 #[test]
 fn lost_direct_path_falls_back_to_relay_and_comes_back() {
-    let mut net = Net::new();
-    let na = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
+    let (mut net, ha, hb) = World::two_lans(
+        NatKind::PortRestricted,
+        NatKind::PortRestricted,
+        "10.0.0.7:6000",
     );
-    let nb = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "198.51.100.1",
-    );
-    let ha = net.add_host("192.168.1.10:5000", Some(na));
-    let hb = net.add_host("10.0.0.7:6000", Some(nb));
     let (pa, pb, a, b) = call(&mut net, ha, hb);
     net.run_until(Duration::from_secs(5));
     assert_eq!(net.peers[pa].punch.path(), Path::Direct(b[1]));
     let cut_at = Duration::from_millis(5_500);
     net.run_until(cut_at);
-    net.cut = true;
+    net.cut(true);
     net.run_until(Duration::from_secs(12));
     for (p, addr) in [(pa, b[1]), (pb, a[1])] {
         let peer = &net.peers[p];
@@ -582,7 +380,7 @@ fn lost_direct_path_falls_back_to_relay_and_comes_back() {
     let rechecks = net.peers[pa].punch.stats().checks_sent - before;
     assert_eq!(rechecks, 4, "2 candidates, twice in 4 s");
     let back_at = net.elapsed();
-    net.cut = false;
+    net.cut(false);
     net.run_until(Duration::from_secs(20));
     for (p, addr) in [(pa, b[1]), (pb, a[1])] {
         let peer = &net.peers[p];
@@ -603,17 +401,13 @@ fn lost_direct_path_falls_back_to_relay_and_comes_back() {
 /// it answers, checks back (triggered check) and both go direct.
 #[test]
 fn triggered_checks_find_the_path_without_candidates() {
-    let mut net = Net::new();
-    let nb = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "198.51.100.1",
-    );
+    let mut net = World::new();
+    let nb = net.add_nat(NatKind::PortRestricted, "198.51.100.1");
     let ha = net.add_host("203.0.113.5:5000", None);
     let hb = net.add_host("10.0.0.7:6000", Some(nb));
     let server: SocketAddr = SERVER.parse().unwrap();
     net.add_host(SERVER, None);
-    let a = net.hosts[ha].addr;
+    let a = net.addr(ha);
     let b = net.mapped_address(hb, server);
     // A (public) learns nothing of B; B has A's address.
     let pa = net.start_call(ha, vec![], 1);
@@ -630,11 +424,11 @@ fn triggered_checks_find_the_path_without_candidates() {
 /// A candidate added late is checked at once.
 #[test]
 fn late_candidate_is_checked() {
-    let mut net = Net::new();
+    let mut net = World::new();
     let ha = net.add_host("203.0.113.5:5000", None);
     let hb = net.add_host("198.51.100.6:6000", None);
-    let a = net.hosts[ha].addr;
-    let b = net.hosts[hb].addr;
+    let a = net.addr(ha);
+    let b = net.addr(hb);
     let pa = net.start_call(ha, vec![], 1);
     let pb = net.start_call(hb, vec![], 2);
     net.run_until(Duration::from_secs(3));
@@ -648,19 +442,11 @@ fn late_candidate_is_checked() {
 /// After `close` nothing more is sent, even when checks arrive.
 #[test]
 fn close_stops_everything() {
-    let mut net = Net::new();
-    let na = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
+    let (mut net, ha, hb) = World::two_lans(
+        NatKind::PortRestricted,
+        NatKind::PortRestricted,
+        "10.0.0.7:6000",
     );
-    let nb = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "198.51.100.1",
-    );
-    let ha = net.add_host("192.168.1.10:5000", Some(na));
-    let hb = net.add_host("10.0.0.7:6000", Some(nb));
     let (pa, pb, _, b) = call(&mut net, ha, hb);
     net.run_until(Duration::from_secs(1));
     net.peers[pa].punch.close();
@@ -688,13 +474,13 @@ fn forged_check(key: &[u8], call_id: u64, id: u8) -> Vec<u8> {
 /// path change.
 #[test]
 fn forged_checks_are_ignored() {
-    let mut net = Net::new();
+    let mut net = World::new();
     let ha = net.add_host("203.0.113.5:5000", None);
     let attacker = net.add_host("192.0.2.66:666", None);
     // The peer never shows up.
     let pa = net.start_call(ha, vec!["198.51.100.200:6000".parse().unwrap()], 1);
     net.run_until(Duration::from_millis(500));
-    let target = net.hosts[ha].addr;
+    let target = net.addr(ha);
     let mut forged = vec![
         forged_check(b"wrong secret", CALL_ID, 1),
         forged_check(SECRET, CALL_ID ^ 1, 2),
@@ -738,13 +524,10 @@ fn forged_checks_are_ignored() {
     assert_eq!(stats.responses_sent, 0);
     assert!(net.peers[pa].events.is_empty());
     assert_eq!(net.peers[pa].punch.path(), Path::Relay);
-    assert!(
-        !net.peers[pa]
-            .punch
-            .is_peer_address(net.hosts[attacker].addr)
-    );
+    assert!(!net.peers[pa].punch.is_peer_address(net.addr(attacker)));
     assert_eq!(
-        net.delivered[attacker], 0,
+        net.delivered(attacker),
+        0,
         "nothing was sent to the attacker"
     );
 }
@@ -753,20 +536,14 @@ fn forged_checks_are_ignored() {
 /// a missed consent check is retried every 200 ms, so losing a few does not lose the path.
 #[test]
 fn lossy_direct_path_is_kept() {
-    let mut net = Net::new();
-    net.loss_percent = 10;
-    let na = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "203.0.113.1",
+    let (mut net, ha, hb) = World::two_lans(
+        NatKind::PortRestricted,
+        NatKind::PortRestricted,
+        "10.0.0.7:6000",
     );
-    let nb = net.add_nat(
-        Mapping::EndpointIndependent,
-        Filtering::AddressAndPortDependent,
-        "198.51.100.1",
-    );
-    let ha = net.add_host("192.168.1.10:5000", Some(na));
-    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    for e in [ha, hb] {
+        net.net.link_mut(net.endpoints[e].host).loss = 0.05;
+    }
     let (pa, pb, a, b) = call(&mut net, ha, hb);
     net.run_until(Duration::from_secs(180));
     for (p, addr) in [(pa, b[1]), (pb, a[1])] {
@@ -777,5 +554,5 @@ fn lossy_direct_path_is_kept() {
         assert!(t <= Duration::from_millis(300), "{t:?}");
         assert_eq!(peer.punch.path(), Path::Direct(addr));
     }
-    assert!(net.dropped > 0);
+    assert!(net.net.stats().udp_dropped() > 0);
 }

@@ -24,7 +24,7 @@
 //!   Neither reads a clock or a random source: seeds and secrets come from the driver.
 //!   This crate cannot reach a clock, a random source, a socket or a file: it depends on no
 //!   I/O crate, and its `clippy.toml` disallows the std ones.
-//! - tests: [`lab`] runs clients and a server through simulated NATs in virtual time.
+//! - tests: the `traversal-sim` crate runs these machines on a simulated network in virtual time.
 //!
 //! The I/O (tokio and mio drivers, the `pinhole-rendezvous` binary) is in the `traversal`
 //! crate, which re-exports these modules under the same names.
@@ -43,7 +43,6 @@
 //!   measured (RFC 5780 section 4.6 in spirit) and keepalives run at a fraction of it.
 
 pub mod client;
-pub mod lab;
 pub mod server;
 pub mod wire;
 
