@@ -1,0 +1,1004 @@
+//! `Phone`s against the real sans-IO `Server` (its `calls` service inside), on the simulated
+//! network of `traversal-sim`, in virtual time: registration, every way a call starts and
+//! ends, the server lost, killed, restarted or silent, and media on the direct and relayed
+//! paths. Each test runs in milliseconds of wall time.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use traversal::channel;
+use traversal::control::{EndReason as Wire, Verdict};
+use traversal::phone::{
+    ControlConnected, EndReason, Event, MediaPath, PathKind, Phone, PhoneConfig, Received,
+    Registration, ServerLoss, StopReason, TcpAction,
+};
+use traversal::server::{self, Server};
+use traversal_sim::{Arrival, ConnId, End, HostId, NatConfig, NatKind, Net, ServerNode, TcpEvent};
+
+const SERVER: &str = "5.5.5.5:3478";
+const MEDIA_PORT: u16 = 5000;
+/// One RTP packet every 20 ms while a handset talks.
+const PACKET_TIME: Duration = Duration::from_millis(20);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Where a phone sits.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// On the internet at this address.
+    Public(&'static str),
+    /// At this private address behind a NAT of this kind with this public address.
+    Behind(NatKind, &'static str, &'static str),
+}
+
+/// A phone on a host, with what it said and what it heard.
+#[derive(Debug)]
+struct Handset {
+    phone: Phone,
+    host: HostId,
+    media: SocketAddr,
+    /// The control connection and its local address.
+    conn: Option<(ConnId, SocketAddr)>,
+    connects: u16,
+    events: Vec<(Instant, Event)>,
+    /// Bytes written on the control connection.
+    tcp_bytes: usize,
+    /// Sends an RTP packet every 20 ms while a call is connected.
+    talking: bool,
+    next_packet: Instant,
+    rtp_seq: u16,
+    /// Media received: when, and over which path kind it came.
+    heard: Vec<(Instant, Vec<u8>)>,
+}
+
+/// The net, the server and the phones.
+#[derive(Debug)]
+struct World {
+    net: Net,
+    /// The server process, while it runs.
+    server: Option<ServerNode>,
+    server_host: HostId,
+    server_addr: SocketAddr,
+    /// The server takes nothing in any more (hung), but its connections stay open.
+    frozen: bool,
+    phones: Vec<Handset>,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut net = Net::new(1);
+        net.wan_delay = Duration::from_millis(10);
+        let server_addr: SocketAddr = SERVER.parse().unwrap();
+        let server_host = net.add_host(vec![server_addr.ip()], None);
+        let mut world = World {
+            net,
+            server: None,
+            server_host,
+            server_addr,
+            frozen: false,
+            phones: Vec::new(),
+        };
+        world.start_server();
+        world
+    }
+
+    fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    /// A (new) server process on the server's address: no names, no registrations.
+    fn start_server(&mut self) {
+        let seed = u8::try_from(self.phones.len()).unwrap() + 1;
+        let server = Server::new(server::Config::default(), [seed; 32]);
+        let node = ServerNode::start(&mut self.net, self.server_host, self.server_addr, server);
+        self.server = Some(node);
+        self.frozen = false;
+    }
+
+    /// The server process dies: its connections close at the phones' end.
+    fn kill_server(&mut self) {
+        self.net.kill_listener(self.server_addr);
+        self.server = None;
+    }
+
+    /// A phone named `name` with key `key` at `place`, with `tweak` applied to its config.
+    fn add(
+        &mut self,
+        name: &str,
+        key: u8,
+        place: Place,
+        tweak: impl FnOnce(&mut PhoneConfig),
+    ) -> usize {
+        let (local, nat) = match place {
+            Place::Public(ip) => (ip, None),
+            Place::Behind(kind, local, public) => {
+                let config = NatConfig::new(kind, public.parse().unwrap()).with_timeout(secs(60));
+                (local, Some(self.net.add_nat(config)))
+            }
+        };
+        let ip: IpAddr = local.parse().unwrap();
+        let host = self.net.add_host(vec![ip], nat);
+        let seed = 100 + self.phones.len() as u64;
+        let mut config = PhoneConfig::new(name.into(), SigningKey::from_bytes(&[key; 32]), seed);
+        tweak(&mut config);
+        let now = self.now();
+        self.phones.push(Handset {
+            phone: Phone::new(config, now),
+            host,
+            media: SocketAddr::new(ip, MEDIA_PORT),
+            conn: None,
+            connects: 0,
+            events: Vec::new(),
+            tcp_bytes: 0,
+            talking: true,
+            next_packet: now,
+            rtp_seq: 0,
+            heard: Vec::new(),
+        });
+        self.pump();
+        self.phones.len() - 1
+    }
+
+    fn phone(&mut self, name: &str, place: Place) -> usize {
+        let key = name.bytes().next().unwrap();
+        self.add(name, key, place, |_| {})
+    }
+
+    /// Two phones behind port-restricted NATs (a direct path opens), or symmetric ones (the
+    /// call stays on the relay), registered.
+    fn pair(kind: NatKind) -> (World, usize, usize) {
+        let mut w = World::new();
+        let a = w.phone("alice", Place::Behind(kind, "192.168.1.10", "203.0.113.1"));
+        let b = w.phone("bob", Place::Behind(kind, "10.0.0.7", "198.51.100.1"));
+        w.run(secs(2));
+        assert!(w.online(a) && w.online(b), "{:?}", w.events(a));
+        (w, a, b)
+    }
+
+    /// Runs `f` on phone `i` now, then delivers what it queued.
+    fn with<R>(&mut self, i: usize, f: impl FnOnce(&mut Phone, Instant) -> R) -> R {
+        let now = self.now();
+        let r = f(&mut self.phones[i].phone, now);
+        self.pump();
+        r
+    }
+
+    fn call(&mut self, i: usize, peer: &str) {
+        self.with(i, |p, now| p.call(now, peer)).unwrap();
+    }
+
+    /// `a` calls `b`, `b` answers when it rings: both connected.
+    fn connect(&mut self, a: usize, b: usize) {
+        let name = self.phones[b].phone_name();
+        self.call(a, &name);
+        assert!(self.run_until(secs(2), |w| {
+            w.has(b, |e| matches!(e, Event::Incoming { .. }))
+        }));
+        self.with(b, |p, now| p.accept(now)).unwrap();
+        assert!(self.run_until(secs(2), |w| w.connected(a) && w.connected(b)));
+    }
+
+    fn online(&self, i: usize) -> bool {
+        self.phones[i].phone.is_online()
+    }
+
+    fn connected(&self, i: usize) -> bool {
+        self.phones[i].phone.media_path().is_some()
+    }
+
+    fn events(&self, i: usize) -> Vec<Event> {
+        self.phones[i]
+            .events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    fn has(&self, i: usize, f: impl Fn(&Event) -> bool) -> bool {
+        self.phones[i].events.iter().any(|(_, e)| f(e))
+    }
+
+    fn count(&self, i: usize, f: impl Fn(&Event) -> bool) -> usize {
+        self.phones[i].events.iter().filter(|(_, e)| f(e)).count()
+    }
+
+    /// How the last call of phone `i` ended, and when.
+    fn ended(&self, i: usize) -> Option<(Instant, EndReason, bool)> {
+        self.phones[i]
+            .events
+            .iter()
+            .rev()
+            .find_map(|(t, e)| match e {
+                Event::Ended {
+                    reason, connected, ..
+                } => Some((*t, *reason, *connected)),
+                _ => None,
+            })
+    }
+
+    fn end_reason(&self, i: usize) -> Option<EndReason> {
+        self.ended(i).map(|(_, r, _)| r)
+    }
+
+    /// Media packets phone `i` heard since `since`.
+    fn heard_since(&self, i: usize, since: Instant) -> usize {
+        self.phones[i]
+            .heard
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .count()
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now() + d;
+        self.run_to(end);
+    }
+
+    /// Runs until `done` holds (checked every 10 ms) or `limit` passes; returns whether it held.
+    fn run_until(&mut self, limit: Duration, done: impl Fn(&World) -> bool) -> bool {
+        let end = self.now() + limit;
+        while self.now() < end {
+            if done(self) {
+                return true;
+            }
+            let step = (self.now() + Duration::from_millis(10)).min(end);
+            self.run_to(step);
+        }
+        done(self)
+    }
+
+    fn run_to(&mut self, end: Instant) {
+        loop {
+            self.pump();
+            let mut next = self.net.next_arrival();
+            let mut at = |t: Option<Instant>| {
+                if let Some(t) = t {
+                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                }
+            };
+            if !self.frozen {
+                at(self.server.as_ref().map(ServerNode::poll_timeout));
+            }
+            for h in &self.phones {
+                at(h.phone.poll_timeout());
+                if h.talking && h.phone.media_path().is_some() {
+                    at(Some(h.next_packet));
+                }
+            }
+            let Some(next) = next.filter(|t| *t <= end) else {
+                self.net.advance_to(end);
+                self.pump();
+                return;
+            };
+            self.net.advance_to(next);
+            let now = self.now();
+            if let Some(server) = self.server.as_mut()
+                && !self.frozen
+            {
+                server.handle_timeout(now);
+            }
+            for i in 0..self.phones.len() {
+                let h = &mut self.phones[i];
+                if h.phone.poll_timeout().is_some_and(|t| t <= now) {
+                    h.phone.handle_timeout(now);
+                }
+                if h.talking && h.next_packet <= now {
+                    h.next_packet = now + PACKET_TIME;
+                    self.send_media(i);
+                }
+            }
+        }
+    }
+
+    /// One RTP packet from phone `i` along its media path.
+    fn send_media(&mut self, i: usize) {
+        let h = &mut self.phones[i];
+        let Some(path) = h.phone.media_path() else {
+            return;
+        };
+        h.rtp_seq = h.rtp_seq.wrapping_add(1);
+        let mut rtp = vec![0x80, 0x00];
+        rtp.extend_from_slice(&h.rtp_seq.to_be_bytes());
+        rtp.extend_from_slice(&[0; 8]);
+        rtp.extend_from_slice(&[i as u8; 40]);
+        let (to, bytes) = match path {
+            MediaPath::Direct(addr) => (addr, rtp),
+            MediaPath::Relay { server, channel } => {
+                (server, channel::encode(channel, &rtp).unwrap())
+            }
+        };
+        let (host, media) = (h.host, h.media);
+        self.net.send_udp(host, media, to, bytes);
+    }
+
+    /// Moves everything queued and due until nothing moves.
+    fn pump(&mut self) {
+        loop {
+            let mut progress = false;
+            let now = self.now();
+            for i in 0..self.phones.len() {
+                while let Some(action) = self.phones[i].phone.poll_tcp() {
+                    progress = true;
+                    self.tcp_action(i, action);
+                }
+                let h = &mut self.phones[i];
+                while let Some(t) = h.phone.poll_transmit() {
+                    progress = true;
+                    self.net
+                        .send_udp(h.host, h.media, t.destination, t.contents);
+                }
+                while let Some(e) = h.phone.poll_event() {
+                    progress = true;
+                    h.events.push((now, e));
+                }
+            }
+            if let Some(server) = self.server.as_mut() {
+                progress |= server.drain(&mut self.net);
+            }
+            while let Some(arrival) = self.net.pop_due() {
+                progress = true;
+                self.deliver(arrival);
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn tcp_action(&mut self, i: usize, action: TcpAction) {
+        let h = &mut self.phones[i];
+        match action {
+            TcpAction::Connect => {
+                if let Some((conn, _)) = h.conn.take() {
+                    self.net.tcp_close(conn, End::Connector);
+                }
+                h.connects += 1;
+                let local = SocketAddr::new(h.media.ip(), 40000 + h.connects);
+                let conn = self.net.tcp_connect(h.host, local, self.server_addr, None);
+                h.conn = Some((conn, local));
+            }
+            TcpAction::Send(bytes) => {
+                if let Some((conn, _)) = h.conn {
+                    h.tcp_bytes += bytes.len();
+                    self.net.tcp_send(conn, End::Connector, bytes);
+                }
+            }
+            TcpAction::Close => {
+                if let Some((conn, _)) = h.conn.take() {
+                    self.net.tcp_close(conn, End::Connector);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, arrival: Arrival) {
+        let now = self.now();
+        match arrival {
+            Arrival::Udp { host, .. } | Arrival::Tcp { host, .. } if host == self.server_host => {
+                if let Some(server) = self.server.as_mut()
+                    && !self.frozen
+                {
+                    server.handle(now, arrival);
+                }
+            }
+            Arrival::Udp {
+                host, from, bytes, ..
+            } => {
+                let Some(h) = self.phones.iter_mut().find(|h| h.host == host) else {
+                    return;
+                };
+                if let Received::Media(m) = h.phone.handle_datagram(now, from, &bytes) {
+                    h.heard.push((now, m.to_vec()));
+                }
+            }
+            Arrival::Tcp { conn, event, .. } => {
+                let server = self.server_addr;
+                let Some(h) = self
+                    .phones
+                    .iter_mut()
+                    .find(|h| h.conn.is_some_and(|(c, _)| c == conn))
+                else {
+                    return;
+                };
+                let local = h.conn.map(|(_, l)| l).unwrap();
+                match event {
+                    TcpEvent::Connected => h.phone.handle_connected(
+                        now,
+                        ControlConnected {
+                            server,
+                            access: local,
+                            local_addresses: vec![local.ip()],
+                            media_port: MEDIA_PORT,
+                        },
+                    ),
+                    TcpEvent::Refused => {
+                        h.conn = None;
+                        h.phone
+                            .handle_connect_failed(now, "connection refused".into());
+                    }
+                    TcpEvent::Data(bytes) => h.phone.handle_tcp(now, &bytes),
+                    TcpEvent::Closed => {
+                        h.conn = None;
+                        h.phone.handle_tcp_closed(now);
+                    }
+                    TcpEvent::Accepted { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Phone `i`'s control connection breaks (a reset both ways).
+    fn break_control(&mut self, i: usize) {
+        let (conn, _) = self.phones[i].conn.take().unwrap();
+        self.net.tcp_close(conn, End::Connector);
+        let now = self.now();
+        self.phones[i].phone.handle_tcp_closed(now);
+        self.pump();
+    }
+}
+
+trait Name {
+    fn phone_name(&self) -> String;
+}
+
+impl Name for Handset {
+    fn phone_name(&self) -> String {
+        self.events
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::Registration(Registration::Online { name, .. }) => Some(name.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+}
+
+fn is_online_event(e: &Event) -> bool {
+    matches!(e, Event::Registration(Registration::Online { .. }))
+}
+
+fn is_offline_event(e: &Event) -> bool {
+    matches!(e, Event::Registration(Registration::Offline { .. }))
+}
+
+fn path_kind(w: &World, i: usize) -> Option<PathKind> {
+    w.phones[i].phone.media_path().map(|p| p.kind())
+}
+
+// ---- registration ----
+
+#[test]
+fn registers_behind_a_nat_and_in_public_with_mapped_address_and_verdict() {
+    let mut w = World::new();
+    let natted = w.phone(
+        "alice",
+        Place::Behind(NatKind::PortRestricted, "192.168.1.10", "203.0.113.1"),
+    );
+    let public = w.phone("bob", Place::Public("7.7.7.7"));
+    w.run(secs(3));
+    let online = |i: usize| {
+        w.events(i).into_iter().find_map(|e| match e {
+            Event::Registration(Registration::Online {
+                name,
+                mapped,
+                verdict,
+            }) => Some((name, mapped, verdict)),
+            _ => None,
+        })
+    };
+    let (name, mapped, verdict) = online(natted).unwrap();
+    assert_eq!(name, "alice");
+    assert_eq!(mapped.ip(), "203.0.113.1".parse::<IpAddr>().unwrap());
+    assert_eq!(verdict, Some(Verdict::Nat));
+    let (name, mapped, verdict) = online(public).unwrap();
+    assert_eq!(name, "bob");
+    assert_eq!(mapped, "7.7.7.7:5000".parse().unwrap());
+    assert_eq!(verdict, Some(Verdict::Public));
+    for i in [natted, public] {
+        assert_eq!(
+            w.events(i)[0],
+            Event::Registration(Registration::Connecting)
+        );
+        assert_eq!(w.count(i, is_online_event), 1, "{:?}", w.events(i));
+    }
+}
+
+// ---- calls ----
+
+#[test]
+fn call_rings_connects_goes_direct_carries_media_and_hangs_up() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.call(a, "bob");
+    w.run(Duration::from_millis(200));
+    assert!(w.has(a, |e| *e == Event::Ringing { peer: "bob".into() }));
+    assert!(w.has(b, |e| *e
+        == Event::Incoming {
+            from: "alice".into()
+        }));
+    assert!(!w.connected(a) && !w.connected(b));
+    w.with(b, |p, now| p.accept(now)).unwrap();
+    w.run(Duration::from_millis(200));
+    for (i, peer) in [(a, "bob"), (b, "alice")] {
+        assert!(
+            w.has(i, |e| matches!(e, Event::Connected { peer: p, path: MediaPath::Relay { .. }, .. } if p == peer)),
+            "{:?}",
+            w.events(i)
+        );
+    }
+    assert!(
+        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
+            && path_kind(w, b) == Some(PathKind::Direct))
+    );
+    for i in [a, b] {
+        assert!(w.has(i, |e| matches!(
+            e,
+            Event::PathChanged {
+                path: MediaPath::Direct(_)
+            }
+        )));
+    }
+    let since = w.now();
+    w.run(secs(1));
+    assert!(w.heard_since(a, since) >= 45, "{}", w.heard_since(a, since));
+    assert!(w.heard_since(b, since) >= 45, "{}", w.heard_since(b, since));
+    assert_eq!(w.phones[a].heard.last().unwrap().1[0], 0x80);
+    w.with(a, |p, now| p.hang_up(now));
+    w.run(Duration::from_millis(200));
+    assert_eq!(
+        w.ended(a).map(|e| (e.1, e.2)),
+        Some((EndReason::HungUp, true))
+    );
+    assert_eq!(
+        w.ended(b).map(|e| (e.1, e.2)),
+        Some((EndReason::Remote(Wire::HungUp), true))
+    );
+    assert!(!w.connected(a) && !w.connected(b));
+    // Both stay registered for the next call.
+    assert!(w.online(a) && w.online(b));
+}
+
+#[test]
+fn call_between_symmetric_nats_carries_media_over_the_relay() {
+    let (mut w, a, b) = World::pair(NatKind::Symmetric);
+    w.connect(a, b);
+    let since = w.now();
+    w.run(secs(3));
+    for i in [a, b] {
+        assert_eq!(path_kind(&w, i), Some(PathKind::Relay));
+        assert!(
+            w.heard_since(i, since) >= 140,
+            "{}",
+            w.heard_since(i, since)
+        );
+    }
+}
+
+/// The callee declines, or the caller gives up while it rings: each side's reason.
+#[test]
+fn declined_and_cancelled_calls_end_on_both_sides() {
+    type Act = fn(&mut World, usize, usize);
+    let cases: [(&str, Act, EndReason, EndReason); 2] = [
+        (
+            "reject",
+            |w, _, b| w.with(b, |p, now| p.reject(now)).unwrap(),
+            EndReason::Remote(Wire::Rejected),
+            EndReason::Declined,
+        ),
+        (
+            "cancel",
+            |w, a, _| w.with(a, |p, now| p.hang_up(now)),
+            EndReason::Cancelled,
+            EndReason::Remote(Wire::Cancelled),
+        ),
+    ];
+    for (what, act, caller, callee) in cases {
+        let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+        w.call(a, "bob");
+        assert!(w.run_until(secs(1), |w| {
+            w.has(a, |e| matches!(e, Event::Ringing { .. }))
+        }));
+        act(&mut w, a, b);
+        w.run(Duration::from_millis(300));
+        assert_eq!(
+            w.ended(a).map(|e| (e.1, e.2)),
+            Some((caller, false)),
+            "{what}"
+        );
+        assert_eq!(
+            w.ended(b).map(|e| (e.1, e.2)),
+            Some((callee, false)),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn busy_peer_offline_peer_and_no_answer() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    let c = w.phone("carol", Place::Public("7.7.7.7"));
+    w.run(secs(1));
+    // Busy: bob is in a call with alice.
+    w.connect(a, b);
+    w.call(c, "bob");
+    w.run(Duration::from_millis(300));
+    assert_eq!(w.end_reason(c), Some(EndReason::Remote(Wire::Busy)));
+    assert!(w.connected(a) && w.connected(b), "the call goes on");
+    // Offline: nobody has that name.
+    w.call(c, "nobody");
+    w.run(Duration::from_millis(300));
+    assert_eq!(w.end_reason(c), Some(EndReason::Remote(Wire::Offline)));
+    // No answer: alice rings for 30 s.
+    w.with(a, |p, now| p.hang_up(now));
+    w.run(Duration::from_millis(300));
+    let placed = w.now();
+    w.call(c, "alice");
+    assert!(w.run_until(
+        secs(40),
+        |w| w.has(a, |e| matches!(e, Event::Incoming { .. }))
+            && w.end_reason(c) == Some(EndReason::Remote(Wire::NoAnswer))
+    ));
+    let (at, _, connected) = w.ended(c).unwrap();
+    assert!(!connected);
+    let after = at - placed;
+    assert!(after >= secs(30) && after <= secs(31), "{after:?}");
+    let (_, callee, _) = w.ended(a).unwrap();
+    assert_eq!(callee, EndReason::Remote(Wire::NoAnswer));
+}
+
+#[test]
+fn calling_yourself_ends_at_once_and_sends_nothing() {
+    let (mut w, a, _) = World::pair(NatKind::PortRestricted);
+    let before = w.phones[a].tcp_bytes;
+    w.call(a, "alice");
+    assert_eq!(w.end_reason(a), Some(EndReason::SelfCall));
+    assert_eq!(w.phones[a].tcp_bytes, before);
+    assert!(!w.connected(a));
+}
+
+// ---- the peer or the name lost ----
+
+#[test]
+fn peer_losing_its_control_connection_ends_a_relayed_call() {
+    let (mut w, a, b) = World::pair(NatKind::Symmetric);
+    w.connect(a, b);
+    w.break_control(b);
+    w.run(Duration::from_millis(200));
+    assert_eq!(w.end_reason(a), Some(EndReason::Remote(Wire::PeerLost)));
+    assert_eq!(w.end_reason(b), Some(EndReason::ServerLost));
+    // Bob reconnects by himself; alice never went offline.
+    assert!(w.run_until(secs(3), |w| w.online(b)));
+    assert_eq!(w.count(a, is_offline_event), 0);
+}
+
+#[test]
+fn the_same_name_from_another_phone_takes_over_until_reconnect() {
+    let mut w = World::new();
+    let old = w.add("alice", 1, Place::Public("7.7.7.7"), |_| {});
+    w.run(secs(2));
+    assert!(w.online(old));
+    let new = w.add("alice", 1, Place::Public("7.7.7.8"), |_| {});
+    w.run(secs(2));
+    assert!(w.online(new));
+    assert!(w.has(old, |e| *e == Event::Registration(Registration::Replaced)));
+    let seen = w.phones[old].events.len();
+    w.run(secs(60));
+    assert!(!w.online(old));
+    assert_eq!(
+        w.phones[old].events.len(),
+        seen,
+        "{:?}",
+        &w.events(old)[seen..]
+    );
+    assert!(w.online(new));
+    // Until the user says so; then the old phone takes the name back.
+    w.with(old, |p, now| p.reconnect(now));
+    assert!(w.run_until(secs(3), |w| w.online(old)));
+    w.run(secs(1));
+    assert!(w.has(new, |e| *e == Event::Registration(Registration::Replaced)));
+    assert!(!w.online(new));
+}
+
+#[test]
+fn name_taken_by_another_key_stops_the_phone() {
+    let mut w = World::new();
+    let first = w.add("alice", 1, Place::Public("7.7.7.7"), |_| {});
+    w.run(secs(2));
+    let second = w.add("alice", 2, Place::Public("7.7.7.8"), |_| {});
+    w.run(secs(5));
+    assert!(w.online(first));
+    assert!(
+        w.has(second, |e| *e == Event::Stopped(StopReason::NameTaken)),
+        "{:?}",
+        w.events(second)
+    );
+    assert!(w.phones[second].phone.is_stopped());
+    assert_eq!(w.phones[second].connects, 1, "no retry");
+}
+
+// ---- the server lost ----
+
+#[test]
+fn server_killed_mid_call_on_a_direct_path_leaves_the_call_up() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.connect(a, b);
+    assert!(
+        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
+            && path_kind(w, b) == Some(PathKind::Direct))
+    );
+    w.kill_server();
+    w.run(secs(1));
+    for i in [a, b] {
+        assert!(
+            w.has(i, |e| matches!(
+                e,
+                Event::Registration(Registration::Offline {
+                    reason: ServerLoss::Closed,
+                    ..
+                })
+            )),
+            "{:?}",
+            w.events(i)
+        );
+        assert_eq!(w.ended(i), None, "{:?}", w.events(i));
+    }
+    // Media goes on both ways while the phones try to reconnect.
+    let since = w.now();
+    w.run(secs(10));
+    for i in [a, b] {
+        assert!(w.connected(i));
+        assert!(
+            w.heard_since(i, since) >= 450,
+            "{}",
+            w.heard_since(i, since)
+        );
+    }
+    // A new server on the same address: both back online, the call still up.
+    w.start_server();
+    assert!(w.run_until(secs(10), |w| w.online(a) && w.online(b)));
+    assert!(w.connected(a) && w.connected(b));
+    // The hang-up reaches the peer over the direct path (the new server knows no call).
+    w.with(a, |p, now| p.hang_up(now));
+    w.run(secs(1));
+    assert_eq!(w.end_reason(a), Some(EndReason::HungUp));
+    assert_eq!(w.end_reason(b), Some(EndReason::Remote(Wire::HungUp)));
+}
+
+#[test]
+fn server_killed_mid_call_on_the_relay_ends_it_on_both_sides() {
+    let (mut w, a, b) = World::pair(NatKind::Symmetric);
+    w.connect(a, b);
+    w.kill_server();
+    w.run(secs(1));
+    for i in [a, b] {
+        assert_eq!(
+            w.ended(i).map(|e| (e.1, e.2)),
+            Some((EndReason::ServerLost, true))
+        );
+        assert!(!w.connected(i));
+    }
+}
+
+#[test]
+fn call_placed_while_the_server_is_down_fails_in_seconds() {
+    let (mut w, a, _) = World::pair(NatKind::PortRestricted);
+    w.kill_server();
+    w.run(secs(1));
+    let placed = w.now();
+    w.call(a, "bob");
+    assert!(w.run_until(secs(15), |w| w.ended(a).is_some()));
+    let (at, reason, _) = w.ended(a).unwrap();
+    assert_eq!(reason, EndReason::ServerUnreachable);
+    assert!(at - placed <= secs(10), "{:?}", at - placed);
+}
+
+#[test]
+fn phones_register_again_by_themselves_after_a_restart_and_call() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.kill_server();
+    w.run(secs(20));
+    let attempts = w.phones[a].connects;
+    // Back-off: from 0.5 s doubling to 5 s, so about 6 attempts in 20 s, not hundreds.
+    assert!((4..=10).contains(&attempts), "{attempts} attempts");
+    w.start_server();
+    assert!(w.run_until(secs(10), |w| w.online(a) && w.online(b)));
+    for i in [a, b] {
+        assert_eq!(w.count(i, is_online_event), 2, "{:?}", w.events(i));
+    }
+    w.connect(a, b);
+    w.with(b, |p, now| p.hang_up(now));
+    w.run(secs(1));
+    assert_eq!(w.end_reason(a), Some(EndReason::Remote(Wire::HungUp)));
+}
+
+#[test]
+fn server_that_stops_answering_is_noticed_by_its_pings() {
+    let (mut w, a, _) = World::pair(NatKind::PortRestricted);
+    let frozen_at = w.now();
+    w.frozen = true;
+    assert!(w.run_until(secs(30), |w| w.has(a, is_offline_event)));
+    let (at, reason) = w.phones[a]
+        .events
+        .iter()
+        .find_map(|(t, e)| match e {
+            Event::Registration(Registration::Offline { reason, .. }) => Some((*t, reason.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reason, ServerLoss::NotAnswering);
+    // A ping every 15 s, answered within 5 s.
+    assert!(at - frozen_at <= secs(21), "{:?}", at - frozen_at);
+}
+
+#[test]
+fn first_connection_failing_stops_or_retries_as_configured() {
+    for stop in [true, false] {
+        let mut w = World::new();
+        w.kill_server();
+        let a = w.add("alice", 1, Place::Public("7.7.7.7"), |c| {
+            c.stop_if_first_connect_fails = stop;
+        });
+        w.run(secs(5));
+        let stopped = w.events(a).into_iter().find_map(|e| match e {
+            Event::Stopped(StopReason::Unreachable { detail }) => Some(detail),
+            _ => None,
+        });
+        if stop {
+            assert!(stopped.is_some(), "{:?}", w.events(a));
+            assert_eq!(w.phones[a].connects, 1);
+        } else {
+            assert_eq!(stopped, None);
+            assert!(w.phones[a].connects >= 3, "{}", w.phones[a].connects);
+            w.start_server();
+            assert!(w.run_until(secs(10), |w| w.online(a)));
+        }
+    }
+}
+
+#[test]
+fn peer_falling_silent_on_a_direct_path_ends_the_call() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.connect(a, b);
+    assert!(w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)));
+    w.run(secs(1));
+    let silent_from = w.now();
+    w.phones[b].talking = false;
+    assert!(w.run_until(secs(10), |w| w.ended(a).is_some()));
+    let (at, reason, connected) = w.ended(a).unwrap();
+    assert_eq!((reason, connected), (EndReason::PeerSilent, true));
+    let after = at - silent_from;
+    assert!(after >= secs(5) && after <= secs(6), "{after:?}");
+}
+
+#[test]
+fn peer_losing_its_control_connection_keeps_a_direct_call() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.connect(a, b);
+    assert!(
+        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
+            && path_kind(w, b) == Some(PathKind::Direct))
+    );
+    w.break_control(b);
+    // The server ends the call for alice (peer_lost), but the direct path says bob is there.
+    assert!(w.run_until(secs(3), |w| w.online(b)));
+    let since = w.now();
+    w.run(secs(6));
+    for i in [a, b] {
+        assert_eq!(w.ended(i), None, "{:?}", w.events(i));
+        assert!(
+            w.heard_since(i, since) >= 250,
+            "{}",
+            w.heard_since(i, since)
+        );
+    }
+    // The hang-up reaches bob over the direct path (the server forgot the call).
+    w.with(a, |p, now| p.hang_up(now));
+    w.run(secs(1));
+    assert_eq!(w.end_reason(b), Some(EndReason::Remote(Wire::HungUp)));
+}
+
+#[test]
+fn hang_up_reaches_the_peer_over_the_direct_path_while_the_server_is_down() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.connect(a, b);
+    assert!(w.run_until(secs(2), |w| path_kind(w, b) == Some(PathKind::Direct)));
+    w.kill_server();
+    w.run(secs(2));
+    w.with(b, |p, now| p.hang_up(now));
+    w.run(secs(1));
+    assert_eq!(w.end_reason(b), Some(EndReason::HungUp));
+    assert_eq!(w.end_reason(a), Some(EndReason::Remote(Wire::HungUp)));
+}
+
+#[test]
+fn direct_path_lost_while_the_server_is_down_ends_the_call() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.connect(a, b);
+    assert!(
+        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
+            && path_kind(w, b) == Some(PathKind::Direct))
+    );
+    w.kill_server();
+    w.run(secs(1));
+    for i in [a, b] {
+        let host = w.phones[i].host;
+        w.net.link_mut(host).up = false;
+    }
+    w.run(secs(10));
+    for i in [a, b] {
+        assert_eq!(
+            w.end_reason(i),
+            Some(EndReason::ServerLost),
+            "{:?}",
+            w.events(i)
+        );
+    }
+}
+
+#[test]
+fn call_placed_before_the_first_registration_goes_out_once_online() {
+    let mut w = World::new();
+    let b = w.phone("bob", Place::Public("7.7.7.8"));
+    w.run(secs(1));
+    let a = w.phone("alice", Place::Public("7.7.7.7"));
+    w.call(a, "bob");
+    assert!(w.run_until(secs(3), |w| {
+        w.has(b, |e| matches!(e, Event::Incoming { .. }))
+            && w.has(a, |e| *e == Event::Ringing { peer: "bob".into() })
+    }));
+}
+
+#[test]
+fn calls_crossing_each_other_both_end() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.call(a, "bob");
+    w.call(b, "alice");
+    w.run(secs(40));
+    for i in [a, b] {
+        assert!(!w.connected(i));
+        assert_eq!(
+            w.count(i, |e| matches!(e, Event::Ended { .. })),
+            1,
+            "{:?}",
+            w.events(i)
+        );
+    }
+    // Both can call again.
+    w.connect(a, b);
+}
+
+#[test]
+fn shutting_down_mid_call_tells_the_peer_and_frees_the_registration() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.connect(a, b);
+    let before = w.server.as_ref().unwrap().registrations();
+    w.with(a, |p, now| p.shut_down(now));
+    w.run(secs(1));
+    assert!(w.phones[a].phone.is_stopped());
+    assert_eq!(w.end_reason(a), Some(EndReason::HungUp));
+    assert_eq!(w.end_reason(b), Some(EndReason::Remote(Wire::HungUp)));
+    assert_eq!(w.server.as_ref().unwrap().registrations(), before - 1);
+    w.run(secs(30));
+    assert_eq!(w.phones[a].connects, 1, "no reconnect after shut_down");
+}
+
+#[test]
+fn accepted_call_the_server_never_connects_ends() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.call(a, "bob");
+    assert!(w.run_until(secs(2), |w| {
+        w.has(b, |e| matches!(e, Event::Incoming { .. }))
+    }));
+    w.frozen = true;
+    let accepted = w.now();
+    w.with(b, |p, now| p.accept(now)).unwrap();
+    assert!(w.run_until(secs(30), |w| w.ended(a).is_some() && w.ended(b).is_some()));
+    let (at, reason, connected) = w.ended(b).unwrap();
+    assert_eq!((reason, connected), (EndReason::ServerLost, false));
+    assert!(at - accepted <= secs(11), "{:?}", at - accepted);
+    assert_eq!(w.end_reason(a), Some(EndReason::ServerLost));
+}
