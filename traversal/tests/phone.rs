@@ -940,6 +940,37 @@ fn direct_path_lost_while_the_server_is_down_ends_the_call() {
 }
 
 #[test]
+fn media_from_a_stranger_is_not_the_peers() {
+    let mut w = World::new();
+    let a = w.phone("alice", Place::Public("7.7.7.7"));
+    let b = w.phone("bob", Place::Public("7.7.7.8"));
+    let stranger = w.net.add_host(vec!["6.6.6.6".parse().unwrap()], None);
+    w.run(secs(2));
+    w.connect(a, b);
+    assert!(w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)));
+    let mut rtp = vec![0x80, 0x00, 0, 1];
+    rtp.extend_from_slice(&[0xee; 48]);
+    let from: SocketAddr = "6.6.6.6:5000".parse().unwrap();
+    let to = w.phones[a].media;
+    // Bob falls silent; a stranger sends RTP-looking datagrams to alice all along.
+    w.phones[b].talking = false;
+    for _ in 0..400 {
+        w.net.send_udp(stranger, from, to, rtp.clone());
+        w.run(PACKET_TIME);
+    }
+    assert!(
+        !w.phones[a].heard.iter().any(|(_, m)| m[4] == 0xee),
+        "a stranger's datagram was taken for the call's media"
+    );
+    assert_eq!(
+        w.end_reason(a),
+        Some(EndReason::PeerSilent),
+        "{:?}",
+        w.events(a)
+    );
+}
+
+#[test]
 fn call_placed_before_the_first_registration_goes_out_once_online() {
     let mut w = World::new();
     let b = w.phone("bob", Place::Public("7.7.7.8"));

@@ -389,8 +389,10 @@ impl Phone {
                 },
                 _ => Received::Dropped,
             },
+            // Direct RTP only from an address the punch authenticated as the peer's: anyone
+            // else's would be played, and would hide the peer's silence.
             Kind::Rtp => match &mut self.call {
-                Call::Up(up) => {
+                Call::Up(up) if up.punch.as_ref().is_some_and(|p| p.is_peer_address(from)) => {
                     up.last_heard = now;
                     Received::Media(bytes)
                 }
