@@ -34,6 +34,8 @@ enum Place {
     Public(&'static str),
     /// At this private address behind a NAT of this kind with this public address.
     Behind(NatKind, &'static str, &'static str),
+    /// At this private address on the same LAN as that phone.
+    NextTo(usize, &'static str),
 }
 
 /// A phone on a host, with what it said and what it heard.
@@ -120,6 +122,7 @@ impl World {
                 let config = NatConfig::new(kind, public.parse().unwrap()).with_timeout(secs(60));
                 (local, Some(self.net.add_nat(config)))
             }
+            Place::NextTo(phone, local) => (local, self.net.host(self.phones[phone].host).nat),
         };
         let ip: IpAddr = local.parse().unwrap();
         let host = self.net.add_host(vec![ip], nat);
@@ -152,9 +155,14 @@ impl World {
     /// Two phones behind port-restricted NATs (a direct path opens), or symmetric ones (the
     /// call stays on the relay), registered.
     fn pair(kind: NatKind) -> (World, usize, usize) {
+        World::pair_of(kind, kind)
+    }
+
+    /// Alice behind a NAT of kind `a`, bob behind one of kind `b`, registered.
+    fn pair_of(a: NatKind, b: NatKind) -> (World, usize, usize) {
         let mut w = World::new();
-        let a = w.phone("alice", Place::Behind(kind, "192.168.1.10", "203.0.113.1"));
-        let b = w.phone("bob", Place::Behind(kind, "10.0.0.7", "198.51.100.1"));
+        let a = w.phone("alice", Place::Behind(a, "192.168.1.10", "203.0.113.1"));
+        let b = w.phone("bob", Place::Behind(b, "10.0.0.7", "198.51.100.1"));
         w.run(secs(2));
         assert!(w.online(a) && w.online(b), "{:?}", w.events(a));
         (w, a, b)
@@ -509,6 +517,58 @@ fn registers_behind_a_nat_and_in_public_with_mapped_address_and_verdict() {
 }
 
 // ---- calls ----
+
+/// The path a call settles on for each pair of NATs (iroh's patchbay matrix, in virtual time):
+/// direct wherever hole punching can work, the relay elsewhere, media both ways on either.
+#[test]
+fn path_by_nat_pair() {
+    use NatKind::{FullCone, PortRestricted, RestrictedCone, Symmetric};
+    let cases = [
+        (PortRestricted, PortRestricted, PathKind::Direct),
+        (RestrictedCone, PortRestricted, PathKind::Direct),
+        (FullCone, Symmetric, PathKind::Direct),
+        (Symmetric, FullCone, PathKind::Direct),
+        // Bob's NAT lets in alice's fresh port: it filters by address only.
+        (Symmetric, RestrictedCone, PathKind::Direct),
+        (Symmetric, PortRestricted, PathKind::Relay),
+        (Symmetric, Symmetric, PathKind::Relay),
+    ];
+    for (ka, kb, expected) in cases {
+        let (mut w, a, b) = World::pair_of(ka, kb);
+        w.connect(a, b);
+        w.run(secs(3));
+        let since = w.now();
+        w.run(secs(2));
+        for i in [a, b] {
+            assert_eq!(path_kind(&w, i), Some(expected), "{ka:?} / {kb:?}");
+            assert!(
+                w.heard_since(i, since) >= 90,
+                "{ka:?} / {kb:?}: {}",
+                w.heard_since(i, since)
+            );
+        }
+    }
+}
+
+#[test]
+fn phones_on_one_lan_go_direct_over_their_host_addresses() {
+    let mut w = World::new();
+    let a = w.phone(
+        "alice",
+        Place::Behind(NatKind::PortRestricted, "192.168.1.10", "203.0.113.1"),
+    );
+    let b = w.phone("bob", Place::NextTo(a, "192.168.1.11"));
+    w.run(secs(2));
+    w.connect(a, b);
+    assert!(w.run_until(secs(2), |w| w.connected(a)
+        && w.connected(b)
+        && path_kind(w, a) == Some(PathKind::Direct)
+        && path_kind(w, b) == Some(PathKind::Direct)));
+    assert_eq!(
+        w.phones[a].phone.media_path(),
+        Some(MediaPath::Direct("192.168.1.11:5000".parse().unwrap()))
+    );
+}
 
 #[test]
 fn call_rings_connects_goes_direct_carries_media_and_hangs_up() {
