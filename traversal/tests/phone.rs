@@ -233,6 +233,25 @@ impl World {
         self.ended(i).map(|(_, r, _)| r)
     }
 
+    /// Runs until both phones' media go direct (2 s at most); returns whether they did.
+    fn both_direct(&mut self, a: usize, b: usize) -> bool {
+        self.run_until(secs(2), |w| {
+            [a, b].map(|i| path_kind(w, i)) == [Some(PathKind::Direct); 2]
+        })
+    }
+
+    /// Runs for `d` and asserts that phones `a` and `b`, connected, each heard at least `min`
+    /// media packets meanwhile.
+    fn assert_media(&mut self, [a, b]: [usize; 2], d: Duration, min: usize) {
+        let since = self.now();
+        self.run(d);
+        for i in [a, b] {
+            let heard = self.heard_since(i, since);
+            assert!(self.connected(i), "phone {i}: {:?}", self.events(i));
+            assert!(heard >= min, "phone {i} heard {heard} packets in {d:?}");
+        }
+    }
+
     /// Media packets phone `i` heard since `since`.
     fn heard_since(&self, i: usize, since: Instant) -> usize {
         self.phones[i]
@@ -537,15 +556,9 @@ fn path_by_nat_pair() {
         let (mut w, a, b) = World::pair_of(ka, kb);
         w.connect(a, b);
         w.run(secs(3));
-        let since = w.now();
-        w.run(secs(2));
+        w.assert_media([a, b], secs(2), 90);
         for i in [a, b] {
             assert_eq!(path_kind(&w, i), Some(expected), "{ka:?} / {kb:?}");
-            assert!(
-                w.heard_since(i, since) >= 90,
-                "{ka:?} / {kb:?}: {}",
-                w.heard_since(i, since)
-            );
         }
     }
 }
@@ -560,10 +573,7 @@ fn phones_on_one_lan_go_direct_over_their_host_addresses() {
     let b = w.phone("bob", Place::NextTo(a, "192.168.1.11"));
     w.run(secs(2));
     w.connect(a, b);
-    assert!(w.run_until(secs(2), |w| w.connected(a)
-        && w.connected(b)
-        && path_kind(w, a) == Some(PathKind::Direct)
-        && path_kind(w, b) == Some(PathKind::Direct)));
+    assert!(w.both_direct(a, b));
     assert_eq!(
         w.phones[a].phone.media_path(),
         Some(MediaPath::Direct("192.168.1.11:5000".parse().unwrap()))
@@ -590,10 +600,7 @@ fn call_rings_connects_goes_direct_carries_media_and_hangs_up() {
             w.events(i)
         );
     }
-    assert!(
-        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
-            && path_kind(w, b) == Some(PathKind::Direct))
-    );
+    assert!(w.both_direct(a, b));
     for i in [a, b] {
         assert!(w.has(i, |e| matches!(
             e,
@@ -602,10 +609,7 @@ fn call_rings_connects_goes_direct_carries_media_and_hangs_up() {
             }
         )));
     }
-    let since = w.now();
-    w.run(secs(1));
-    assert!(w.heard_since(a, since) >= 45, "{}", w.heard_since(a, since));
-    assert!(w.heard_since(b, since) >= 45, "{}", w.heard_since(b, since));
+    w.assert_media([a, b], secs(1), 45);
     assert_eq!(w.phones[a].heard.last().unwrap().1[0], 0x80);
     w.with(a, |p, now| p.hang_up(now));
     w.run(Duration::from_millis(200));
@@ -620,22 +624,6 @@ fn call_rings_connects_goes_direct_carries_media_and_hangs_up() {
     assert!(!w.connected(a) && !w.connected(b));
     // Both stay registered for the next call.
     assert!(w.online(a) && w.online(b));
-}
-
-#[test]
-fn call_between_symmetric_nats_carries_media_over_the_relay() {
-    let (mut w, a, b) = World::pair(NatKind::Symmetric);
-    w.connect(a, b);
-    let since = w.now();
-    w.run(secs(3));
-    for i in [a, b] {
-        assert_eq!(path_kind(&w, i), Some(PathKind::Relay));
-        assert!(
-            w.heard_since(i, since) >= 140,
-            "{}",
-            w.heard_since(i, since)
-        );
-    }
 }
 
 /// The callee declines, or the caller gives up while it rings: each side's reason.
@@ -786,10 +774,7 @@ fn name_taken_by_another_key_stops_the_phone() {
 fn server_killed_mid_call_on_a_direct_path_leaves_the_call_up() {
     let (mut w, a, b) = World::pair(NatKind::PortRestricted);
     w.connect(a, b);
-    assert!(
-        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
-            && path_kind(w, b) == Some(PathKind::Direct))
-    );
+    assert!(w.both_direct(a, b));
     w.kill_server();
     w.run(secs(1));
     for i in [a, b] {
@@ -807,16 +792,7 @@ fn server_killed_mid_call_on_a_direct_path_leaves_the_call_up() {
         assert_eq!(w.ended(i), None, "{:?}", w.events(i));
     }
     // Media goes on both ways while the phones try to reconnect.
-    let since = w.now();
-    w.run(secs(10));
-    for i in [a, b] {
-        assert!(w.connected(i));
-        assert!(
-            w.heard_since(i, since) >= 450,
-            "{}",
-            w.heard_since(i, since)
-        );
-    }
+    w.assert_media([a, b], secs(10), 450);
     // A new server on the same address: both back online, the call still up.
     w.start_server();
     assert!(w.run_until(secs(10), |w| w.online(a) && w.online(b)));
@@ -938,23 +914,11 @@ fn peer_falling_silent_on_a_direct_path_ends_the_call() {
 fn peer_losing_its_control_connection_keeps_a_direct_call() {
     let (mut w, a, b) = World::pair(NatKind::PortRestricted);
     w.connect(a, b);
-    assert!(
-        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
-            && path_kind(w, b) == Some(PathKind::Direct))
-    );
+    assert!(w.both_direct(a, b));
     w.break_control(b);
     // The server ends the call for alice (peer_lost), but the direct path says bob is there.
     assert!(w.run_until(secs(3), |w| w.online(b)));
-    let since = w.now();
-    w.run(secs(6));
-    for i in [a, b] {
-        assert_eq!(w.ended(i), None, "{:?}", w.events(i));
-        assert!(
-            w.heard_since(i, since) >= 250,
-            "{}",
-            w.heard_since(i, since)
-        );
-    }
+    w.assert_media([a, b], secs(6), 250);
     // The hang-up reaches bob over the direct path (the server forgot the call).
     w.with(a, |p, now| p.hang_up(now));
     w.run(secs(1));
@@ -978,10 +942,7 @@ fn hang_up_reaches_the_peer_over_the_direct_path_while_the_server_is_down() {
 fn direct_path_lost_while_the_server_is_down_ends_the_call() {
     let (mut w, a, b) = World::pair(NatKind::PortRestricted);
     w.connect(a, b);
-    assert!(
-        w.run_until(secs(2), |w| path_kind(w, a) == Some(PathKind::Direct)
-            && path_kind(w, b) == Some(PathKind::Direct))
-    );
+    assert!(w.both_direct(a, b));
     w.kill_server();
     w.run(secs(1));
     for i in [a, b] {
