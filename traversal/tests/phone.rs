@@ -1054,3 +1054,65 @@ fn accepted_call_the_server_never_connects_ends() {
     assert!(at - accepted <= secs(11), "{:?}", at - accepted);
     assert_eq!(w.end_reason(a), Some(EndReason::ServerLost));
 }
+
+#[test]
+fn reconnects_back_off_from_half_a_second_doubling_to_five() {
+    let (mut w, a, _) = World::pair(NatKind::PortRestricted);
+    w.kill_server();
+    w.run(secs(30));
+    let waits: Vec<Duration> = w.phones[a]
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Registration(Registration::Offline { retry_at, .. }) => Some(*retry_at - *t),
+            _ => None,
+        })
+        .collect();
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|m| Duration::from_millis(*m))
+            .collect::<Vec<_>>()
+    };
+    assert!(waits.len() >= 8, "{waits:?}");
+    assert_eq!(
+        waits[..8],
+        ms(&[0, 500, 1000, 2000, 4000, 5000, 5000, 5000])[..]
+    );
+    // reconnect() skips the wait.
+    let before = w.phones[a].connects;
+    w.with(a, |p, now| p.reconnect(now));
+    assert_eq!(w.phones[a].connects, before + 1);
+}
+
+#[test]
+fn ringing_call_ends_when_the_server_dies_and_calls_while_replaced_fail_at_once() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.call(a, "bob");
+    assert!(w.run_until(secs(2), |w| {
+        w.has(b, |e| matches!(e, Event::Incoming { .. }))
+    }));
+    w.kill_server();
+    w.run(secs(1));
+    assert_eq!(
+        w.ended(b).map(|e| (e.1, e.2)),
+        Some((EndReason::ServerLost, false))
+    );
+    assert_eq!(
+        w.ended(a).map(|e| (e.1, e.2)),
+        Some((EndReason::ServerLost, false))
+    );
+    assert_eq!(
+        w.with(b, |p, now| p.accept(now)),
+        Err(traversal::phone::CommandError::NoCallToAccept)
+    );
+    // Alice's name taken over on a new server: calling ends at once.
+    w.start_server();
+    assert!(w.run_until(secs(10), |w| w.online(a)));
+    let other = w.add("alice", b'a', Place::Public("7.7.7.9"), |_| {});
+    assert!(w.run_until(secs(3), |w| w.online(other)));
+    assert!(w.has(a, |e| *e == Event::Registration(Registration::Replaced)));
+    let sent = w.phones[a].tcp_bytes;
+    w.call(a, "bob");
+    assert_eq!(w.end_reason(a), Some(EndReason::ServerUnreachable));
+    assert_eq!(w.phones[a].tcp_bytes, sent);
+}
