@@ -229,6 +229,16 @@ impl World {
             })
     }
 
+    /// Asserts that the last call of phone `i` ended for `reason`.
+    fn assert_ended(&self, i: usize, reason: EndReason) {
+        assert_eq!(
+            self.end_reason(i),
+            Some(reason),
+            "phone {i}: {:?}",
+            self.events(i)
+        );
+    }
+
     fn end_reason(&self, i: usize) -> Option<EndReason> {
         self.ended(i).map(|(_, r, _)| r)
     }
@@ -674,12 +684,12 @@ fn busy_peer_offline_peer_and_no_answer() {
     w.connect(a, b);
     w.call(c, "bob");
     w.run(Duration::from_millis(300));
-    assert_eq!(w.end_reason(c), Some(EndReason::Remote(Wire::Busy)));
+    w.assert_ended(c, EndReason::Remote(Wire::Busy));
     assert!(w.connected(a) && w.connected(b), "the call goes on");
     // Offline: nobody has that name.
     w.call(c, "nobody");
     w.run(Duration::from_millis(300));
-    assert_eq!(w.end_reason(c), Some(EndReason::Remote(Wire::Offline)));
+    w.assert_ended(c, EndReason::Remote(Wire::Offline));
     // No answer: alice rings for 30 s.
     w.with(a, |p, now| p.hang_up(now));
     w.run(Duration::from_millis(300));
@@ -703,7 +713,7 @@ fn calling_yourself_ends_at_once_and_sends_nothing() {
     let (mut w, a, _) = World::pair(NatKind::PortRestricted);
     let before = w.phones[a].tcp_bytes;
     w.call(a, "alice");
-    assert_eq!(w.end_reason(a), Some(EndReason::SelfCall));
+    w.assert_ended(a, EndReason::SelfCall);
     assert_eq!(w.phones[a].tcp_bytes, before);
     assert!(!w.connected(a));
 }
@@ -716,8 +726,8 @@ fn peer_losing_its_control_connection_ends_a_relayed_call() {
     w.connect(a, b);
     w.break_control(b);
     w.run(Duration::from_millis(200));
-    assert_eq!(w.end_reason(a), Some(EndReason::Remote(Wire::PeerLost)));
-    assert_eq!(w.end_reason(b), Some(EndReason::ServerLost));
+    w.assert_ended(a, EndReason::Remote(Wire::PeerLost));
+    w.assert_ended(b, EndReason::ServerLost);
     // Bob reconnects by himself; alice never went offline.
     assert!(w.run_until(secs(3), |w| w.online(b)));
     assert_eq!(w.count(a, is_offline_event), 0);
@@ -800,8 +810,8 @@ fn server_killed_mid_call_on_a_direct_path_leaves_the_call_up() {
     // The hang-up reaches the peer over the direct path (the new server knows no call).
     w.with(a, |p, now| p.hang_up(now));
     w.run(secs(1));
-    assert_eq!(w.end_reason(a), Some(EndReason::HungUp));
-    assert_eq!(w.end_reason(b), Some(EndReason::Remote(Wire::HungUp)));
+    w.assert_ended(a, EndReason::HungUp);
+    w.assert_ended(b, EndReason::Remote(Wire::HungUp));
 }
 
 #[test]
@@ -848,7 +858,7 @@ fn phones_register_again_by_themselves_after_a_restart_and_call() {
     w.connect(a, b);
     w.with(b, |p, now| p.hang_up(now));
     w.run(secs(1));
-    assert_eq!(w.end_reason(a), Some(EndReason::Remote(Wire::HungUp)));
+    w.assert_ended(a, EndReason::Remote(Wire::HungUp));
 }
 
 #[test]
@@ -922,7 +932,7 @@ fn peer_losing_its_control_connection_keeps_a_direct_call() {
     // The hang-up reaches bob over the direct path (the server forgot the call).
     w.with(a, |p, now| p.hang_up(now));
     w.run(secs(1));
-    assert_eq!(w.end_reason(b), Some(EndReason::Remote(Wire::HungUp)));
+    w.assert_ended(b, EndReason::Remote(Wire::HungUp));
 }
 
 #[test]
@@ -934,8 +944,8 @@ fn hang_up_reaches_the_peer_over_the_direct_path_while_the_server_is_down() {
     w.run(secs(2));
     w.with(b, |p, now| p.hang_up(now));
     w.run(secs(1));
-    assert_eq!(w.end_reason(b), Some(EndReason::HungUp));
-    assert_eq!(w.end_reason(a), Some(EndReason::Remote(Wire::HungUp)));
+    w.assert_ended(b, EndReason::HungUp);
+    w.assert_ended(a, EndReason::Remote(Wire::HungUp));
 }
 
 #[test]
@@ -951,12 +961,7 @@ fn direct_path_lost_while_the_server_is_down_ends_the_call() {
     }
     w.run(secs(10));
     for i in [a, b] {
-        assert_eq!(
-            w.end_reason(i),
-            Some(EndReason::ServerLost),
-            "{:?}",
-            w.events(i)
-        );
+        w.assert_ended(i, EndReason::ServerLost);
     }
 }
 
@@ -983,12 +988,7 @@ fn media_from_a_stranger_is_not_the_peers() {
         !w.phones[a].heard.iter().any(|(_, m)| m[4] == 0xee),
         "a stranger's datagram was taken for the call's media"
     );
-    assert_eq!(
-        w.end_reason(a),
-        Some(EndReason::PeerSilent),
-        "{:?}",
-        w.events(a)
-    );
+    w.assert_ended(a, EndReason::PeerSilent);
 }
 
 #[test]
@@ -1031,8 +1031,8 @@ fn shutting_down_mid_call_tells_the_peer_and_frees_the_registration() {
     w.with(a, |p, now| p.shut_down(now));
     w.run(secs(1));
     assert!(w.phones[a].phone.is_stopped());
-    assert_eq!(w.end_reason(a), Some(EndReason::HungUp));
-    assert_eq!(w.end_reason(b), Some(EndReason::Remote(Wire::HungUp)));
+    w.assert_ended(a, EndReason::HungUp);
+    w.assert_ended(b, EndReason::Remote(Wire::HungUp));
     assert_eq!(w.server.as_ref().unwrap().registrations(), before - 1);
     w.run(secs(30));
     assert_eq!(w.phones[a].connects, 1, "no reconnect after shut_down");
@@ -1052,7 +1052,7 @@ fn accepted_call_the_server_never_connects_ends() {
     let (at, reason, connected) = w.ended(b).unwrap();
     assert_eq!((reason, connected), (EndReason::ServerLost, false));
     assert!(at - accepted <= secs(11), "{:?}", at - accepted);
-    assert_eq!(w.end_reason(a), Some(EndReason::ServerLost));
+    w.assert_ended(a, EndReason::ServerLost);
 }
 
 #[test]
@@ -1113,6 +1113,6 @@ fn ringing_call_ends_when_the_server_dies_and_calls_while_replaced_fail_at_once(
     assert!(w.has(a, |e| *e == Event::Registration(Registration::Replaced)));
     let sent = w.phones[a].tcp_bytes;
     w.call(a, "bob");
-    assert_eq!(w.end_reason(a), Some(EndReason::ServerUnreachable));
+    w.assert_ended(a, EndReason::ServerUnreachable);
     assert_eq!(w.phones[a].tcp_bytes, sent);
 }
