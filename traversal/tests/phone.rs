@@ -229,6 +229,14 @@ impl World {
             })
     }
 
+    /// Phone `i` hangs up: within a second its call ends `HungUp` and `peer`'s `Remote(HungUp)`.
+    fn hang_up(&mut self, i: usize, peer: usize) {
+        self.with(i, |p, now| p.hang_up(now));
+        self.run(secs(1));
+        self.assert_ended(i, EndReason::HungUp);
+        self.assert_ended(peer, EndReason::Remote(Wire::HungUp));
+    }
+
     /// Asserts that the last call of phone `i` ended for `reason`.
     fn assert_ended(&self, i: usize, reason: EndReason) {
         assert_eq!(
@@ -808,10 +816,7 @@ fn server_killed_mid_call_on_a_direct_path_leaves_the_call_up() {
     assert!(w.run_until(secs(10), |w| w.online(a) && w.online(b)));
     assert!(w.connected(a) && w.connected(b));
     // The hang-up reaches the peer over the direct path (the new server knows no call).
-    w.with(a, |p, now| p.hang_up(now));
-    w.run(secs(1));
-    w.assert_ended(a, EndReason::HungUp);
-    w.assert_ended(b, EndReason::Remote(Wire::HungUp));
+    w.hang_up(a, b);
 }
 
 #[test]
@@ -856,9 +861,7 @@ fn phones_register_again_by_themselves_after_a_restart_and_call() {
         assert_eq!(w.count(i, is_online_event), 2, "{:?}", w.events(i));
     }
     w.connect(a, b);
-    w.with(b, |p, now| p.hang_up(now));
-    w.run(secs(1));
-    w.assert_ended(a, EndReason::Remote(Wire::HungUp));
+    w.hang_up(b, a);
 }
 
 #[test]
@@ -930,9 +933,7 @@ fn peer_losing_its_control_connection_keeps_a_direct_call() {
     assert!(w.run_until(secs(3), |w| w.online(b)));
     w.assert_media([a, b], secs(6), 250);
     // The hang-up reaches bob over the direct path (the server forgot the call).
-    w.with(a, |p, now| p.hang_up(now));
-    w.run(secs(1));
-    w.assert_ended(b, EndReason::Remote(Wire::HungUp));
+    w.hang_up(a, b);
 }
 
 #[test]
@@ -942,10 +943,7 @@ fn hang_up_reaches_the_peer_over_the_direct_path_while_the_server_is_down() {
     assert!(w.run_until(secs(2), |w| path_kind(w, b) == Some(PathKind::Direct)));
     w.kill_server();
     w.run(secs(2));
-    w.with(b, |p, now| p.hang_up(now));
-    w.run(secs(1));
-    w.assert_ended(b, EndReason::HungUp);
-    w.assert_ended(a, EndReason::Remote(Wire::HungUp));
+    w.hang_up(b, a);
 }
 
 #[test]
