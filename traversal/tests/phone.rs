@@ -158,6 +158,14 @@ impl World {
         World::pair_of(kind, kind)
     }
 
+    /// Alice and bob behind port-restricted NATs, in a call gone direct.
+    fn direct_call() -> (World, usize, usize) {
+        let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+        w.connect(a, b);
+        assert!(w.both_direct(a, b));
+        (w, a, b)
+    }
+
     /// Alice behind a NAT of kind `a`, bob behind one of kind `b`, registered.
     fn pair_of(a: NatKind, b: NatKind) -> (World, usize, usize) {
         let mut w = World::new();
@@ -790,9 +798,7 @@ fn name_taken_by_another_key_stops_the_phone() {
 
 #[test]
 fn server_killed_mid_call_on_a_direct_path_leaves_the_call_up() {
-    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
-    w.connect(a, b);
-    assert!(w.both_direct(a, b));
+    let (mut w, a, b) = World::direct_call();
     w.kill_server();
     w.run(secs(1));
     for i in [a, b] {
@@ -925,9 +931,7 @@ fn peer_falling_silent_on_a_direct_path_ends_the_call() {
 
 #[test]
 fn peer_losing_its_control_connection_keeps_a_direct_call() {
-    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
-    w.connect(a, b);
-    assert!(w.both_direct(a, b));
+    let (mut w, a, b) = World::direct_call();
     w.break_control(b);
     // The server ends the call for alice (peer_lost), but the direct path says bob is there.
     assert!(w.run_until(secs(3), |w| w.online(b)));
@@ -948,9 +952,7 @@ fn hang_up_reaches_the_peer_over_the_direct_path_while_the_server_is_down() {
 
 #[test]
 fn direct_path_lost_while_the_server_is_down_ends_the_call() {
-    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
-    w.connect(a, b);
-    assert!(w.both_direct(a, b));
+    let (mut w, a, b) = World::direct_call();
     w.kill_server();
     w.run(secs(1));
     for i in [a, b] {
