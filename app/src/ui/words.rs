@@ -298,7 +298,8 @@ pub fn online(server: &str) -> String {
 pub fn offline(reason: &ServerLoss, left: Duration) -> String {
     let why = match reason {
         ServerLoss::Closed => "it closed the connection".to_owned(),
-        ServerLoss::Unreachable { detail } => format!("cannot reach it: {}", detail.trim()),
+        // The detail names the server and the step that failed.
+        ServerLoss::Unreachable { detail } => detail.trim().to_owned(),
         ServerLoss::NotAnswering => "it stopped answering".to_owned(),
     };
     match whole_seconds(left) {
