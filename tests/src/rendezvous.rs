@@ -179,6 +179,14 @@ impl Rendezvous {
         None
     }
 
+    /// Asks the server to stop (SIGTERM) and waits up to 5 s for it to exit; panics, with its
+    /// log, when it does not.
+    pub fn terminate(&mut self) -> ExitStatus {
+        crate::signal(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no exit within 5 s of SIGTERM; log: {:#?}", self.log()))
+    }
+
     /// Its log (stderr) so far, across restarts.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()

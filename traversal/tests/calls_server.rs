@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
+use pinhole_tests::{Place, Rendezvous};
 use serde_json::{Value, json};
 use traversal::calls::registration_message;
 use traversal::channel;
@@ -19,61 +19,9 @@ use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
 use traversal::server::{hex, unhex};
 use traversal::wire::{self, Flags, UdpMessage};
 
-/// The server process; killed (by its pid) if a test fails before it stops it.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole-rendezvous"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting pinhole-rendezvous");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening udp=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("no 'listening' line")
-            .parse()
-            .unwrap();
-        Server { child, addr }
-    }
-
-    fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status:?}");
-                return;
-            }
-            assert!(Instant::now() < end, "server did not exit on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The real server on loopback with `extra` flags, from its ready line; killed when dropped.
+fn start_server(extra: &[&str]) -> Rendezvous {
+    Rendezvous::start_at(Place::Local, "127.0.0.1:0", extra)
 }
 
 /// A scripted client: the control connection and the media socket.
@@ -269,7 +217,7 @@ fn connect_call(alice: &mut Peer, bob: &mut Peer, call_id: u64) -> u16 {
 
 #[test]
 fn two_clients_call_and_the_relay_carries_frames_both_ways() {
-    let server = Server::start(&[]);
+    let server = start_server(&[]);
     let mut alice = Peer::connect(server.addr);
     let mut bob = Peer::connect(server.addr);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
@@ -297,7 +245,7 @@ fn two_clients_call_and_the_relay_carries_frames_both_ways() {
 
 #[test]
 fn the_echo_service_returns_relay_frames() {
-    let server = Server::start(&[]);
+    let server = start_server(&[]);
     let mut alice = Peer::connect(server.addr);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
     alice
@@ -323,7 +271,7 @@ fn the_echo_service_returns_relay_frames() {
 
 #[test]
 fn a_dropped_control_connection_ends_the_call_with_peer_lost() {
-    let server = Server::start(&[]);
+    let server = start_server(&[]);
     let mut alice = Peer::connect(server.addr);
     let mut bob = Peer::connect(server.addr);
     alice.register("alice", &key(1));
@@ -340,7 +288,7 @@ fn a_restart_with_a_names_file_keeps_each_name_bound_to_its_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let path: PathBuf = dir.join("names");
     let file = path.to_str().unwrap();
-    let mut server = Server::start(&["--names-file", file]);
+    let mut server = start_server(&["--names-file", file]);
     let mut alice = Peer::connect(server.addr);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
     let mut thief = Peer::connect(server.addr);
@@ -351,11 +299,12 @@ fn a_restart_with_a_names_file_keeps_each_name_bound_to_its_key() {
     );
     drop(alice);
     drop(thief);
-    server.terminate();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.starts_with("alice "), "{text}");
 
-    let server = Server::start(&["--names-file", file]);
+    let server = start_server(&["--names-file", file]);
     let mut thief = Peer::connect(server.addr);
     let refused = thief.register("alice", &key(9));
     assert_eq!(

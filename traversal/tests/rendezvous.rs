@@ -3,71 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pinhole_tests::{Place, Rendezvous};
 use traversal::client::Event;
 use traversal::control::Verdict;
 use traversal::driver::{Driver, Options};
 use traversal::stun;
 use traversal::wire::{Flags, UdpMessage};
 
-/// The server process; killed (by its pid) if a test fails before it stops it.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole-rendezvous"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting pinhole-rendezvous");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening udp=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("no 'listening' line")
-            .parse()
-            .unwrap();
-        Server { child, addr }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "server did not exit on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The real server on loopback with `extra` flags, from its ready line; killed when dropped.
+fn start_server(extra: &[&str]) -> Rendezvous {
+    Rendezvous::start_at(Place::Local, "127.0.0.1:0", extra)
 }
 
 fn binding(socket: &UdpSocket, server: SocketAddr, tid: [u8; 12]) -> Option<SocketAddr> {
@@ -84,7 +33,7 @@ fn binding(socket: &UdpSocket, server: SocketAddr, tid: [u8; 12]) -> Option<Sock
 
 #[test]
 fn plain_stun_binding_is_answered_and_junk_is_survived() {
-    let server = Server::start(&[]);
+    let server = start_server(&[]);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -117,7 +66,7 @@ fn plain_stun_binding_is_answered_and_junk_is_survived() {
 
 #[test]
 fn the_exchange_runs_against_the_binary_and_sigterm_stops_it() {
-    let mut server = Server::start(&["--idle-timeout", "30"]);
+    let mut server = start_server(&["--idle-timeout", "30"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,7 +148,7 @@ fn help_explains_every_flag() {
 
 #[test]
 fn a_full_server_refuses_with_an_error() {
-    let server = Server::start(&["--max-registrations", "1"]);
+    let server = start_server(&["--max-registrations", "1"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,7 +166,7 @@ fn a_full_server_refuses_with_an_error() {
 
 #[test]
 fn sigterm_with_clients_still_registered_exits_cleanly() {
-    let mut server = Server::start(&[]);
+    let mut server = start_server(&[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
