@@ -154,9 +154,13 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
     if let Some(stun) = &args.stun {
         return check_stun(stun, timeout, start).await;
     }
-    let Some(server) = args.server.clone() else {
-        return Err("give --server HOST:PORT or --stun HOST:PORT".into());
+    let Some(server) = args.server.as_deref() else {
+        return Err("give --server HOST[:PORT] or --stun HOST:PORT".into());
     };
+    // The port defaults to 3478, as in Settings and `pinhole call`.
+    let server = pinhole::settings::ServerAddr::parse(server)
+        .map_err(|e| format!("--server: {e}"))?
+        .to_string();
     let keepalive_interval = args
         .keepalive_interval
         .map(|v| secs(v, "--keepalive-interval"))

@@ -46,7 +46,7 @@ pub struct Advanced {
     pub frame_ms: u32,
     /// Opus bitrate in bits per second.
     pub bitrate_bps: u32,
-    /// Keepalive interval in seconds; `None`: measured from the router's mapping lifetime.
+    /// Keepalive interval in seconds; `None`: the default, every 15 s (within the server's idle timeout).
     pub keepalive_s: Option<u32>,
     /// Local UDP port for media; 0 lets the system choose.
     pub udp_port: u16,

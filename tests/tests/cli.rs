@@ -47,6 +47,28 @@ fn rendezvous_rejects_a_bad_listen_address() {
 }
 
 #[test]
+fn rendezvous_names_itself_and_refuses_a_names_file_it_could_not_write() {
+    let out = command("pinhole-rendezvous")
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("pinhole-rendezvous "),
+        "{out:?}"
+    );
+    // Every name would be lost: the server says why and does not start.
+    let missing = std::env::temp_dir().join(format!("pinhole-no-dir-{}", std::process::id()));
+    let out = command("pinhole-rendezvous")
+        .args(["--listen", "127.0.0.1:0", "--names-file"])
+        .arg(missing.join("names"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not exist"), "stderr: {stderr}");
+}
+
+#[test]
 fn rendezvous_listens_on_udp_and_tcp() {
     // Rendezvous::start waits for the ready line on stdout, which gives the addresses.
     let server = Rendezvous::start("127.0.0.1:0");

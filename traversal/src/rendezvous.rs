@@ -122,6 +122,19 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     server_config.alternate_port = true;
     let mut server = Server::new(server_config, secret);
     if let Some(path) = &config.names_file {
+        // Names are written next to the file (atomically, through a temporary file): a
+        // directory that is not there would lose every name, so refuse to start.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "the names file's directory {} does not exist",
+                    dir.display()
+                ),
+            ));
+        }
         let names = crate::names_file::read(path)?;
         tracing::info!(names = names.len(), path = %path.display(), "names loaded");
         server.calls_mut().load_names(names);

@@ -179,7 +179,7 @@ impl PinholeApp {
                     valid &= problem_row(ui, bitrate.map(|_| ()));
 
                     let keepalive_text = &mut self.keepalive_text;
-                    text_row(ui, "Keepalive (s)", keepalive_text, "empty: measured");
+                    text_row(ui, "Keepalive (s)", keepalive_text, "empty: every 15 s");
                     let keepalive = parse_keepalive(&self.keepalive_text);
                     if let Ok(k) = keepalive {
                         self.form.advanced.keepalive_s = k;
@@ -221,7 +221,7 @@ fn parse_bitrate(text: &str) -> Result<u32, String> {
     }
 }
 
-/// The keepalive field: empty means measured.
+/// The keepalive field: empty means the default (every 15 s).
 fn parse_keepalive(text: &str) -> Result<Option<u32>, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -229,7 +229,7 @@ fn parse_keepalive(text: &str) -> Result<Option<u32>, String> {
     }
     match text.parse::<u32>() {
         Ok(k) if settings::KEEPALIVE_RANGE.contains(&k) => Ok(Some(k)),
-        _ => Err("keepalive is empty (measured) or 1 to 300 seconds".into()),
+        _ => Err("keepalive is empty (every 15 s) or 1 to 300 seconds".into()),
     }
 }
 

@@ -29,8 +29,10 @@ use traversal::server;
 /// for any STUN client.
 #[derive(Debug, Parser)]
 #[command(
+    name = "pinhole-rendezvous",
     version,
-    about,
+    about = "Pinhole's rendezvous server: NAT detection, registrations, names, call signalling, \
+             relay and echo, and plain STUN answers, on one UDP and TCP port.",
     after_help = "Ready signal: once it listens, the server prints one JSON line on stdout, \
                   {\"event\":\"ready\",\"udp\":\"IP:PORT\",\"tcp\":\"IP:PORT\",\"alternate\":\"IP:PORT\"}, \
                   and nothing else there (the log goes to stderr)."
