@@ -519,15 +519,25 @@ impl Drop for Lab {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
-        // Reap our own direct children that were killed, so they do not linger as zombies
-        // (bounded: a child its owner already reaped answers ECHILD at once).
+        // Our own direct children: one that `ip netns pids` missed (it had not entered its
+        // namespace yet, a race under load) is killed too. A PID that waitpid says is still
+        // alive is our unreaped child, so it cannot belong to anyone else; one its owner already
+        // reaped answers ECHILD at once and is left alone. Then reap, so none lingers as a zombie.
         let deadline = Instant::now() + Duration::from_secs(2);
         for pid in &self.children {
             let Ok(raw) = i32::try_from(*pid) else {
                 continue;
             };
-            if !pids.contains(pid) {
-                continue;
+            if !pids.contains(pid)
+                && matches!(
+                    nix::sys::wait::waitpid(
+                        Pid::from_raw(raw),
+                        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                    ),
+                    Ok(nix::sys::wait::WaitStatus::StillAlive)
+                )
+            {
+                let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
             }
             while Instant::now() < deadline {
                 match nix::sys::wait::waitpid(
