@@ -113,7 +113,6 @@ pub struct MediaCall {
     placed: Instant,
     connected: Instant,
     first_media: Option<Instant>,
-    last_media: Instant,
     path_changes: u32,
     audio_errors: u64,
     dropped: u64,
@@ -184,7 +183,6 @@ impl MediaCall {
             placed,
             connected: now,
             first_media: None,
-            last_media: now,
             path_changes: 0,
             audio_errors: 0,
             dropped: 0,
@@ -245,16 +243,6 @@ impl MediaCall {
     /// Level of what we play (the GUI's output meter).
     pub fn output_meter(&self) -> LevelMeter {
         self.sink.meter()
-    }
-
-    /// How long since the last RTP or RTCP packet from the peer (or since connected).
-    pub fn silent_for(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.last_media)
-    }
-
-    /// True once a media packet came from the peer.
-    pub fn has_media(&self) -> bool {
-        self.first_media.is_some()
     }
 
     /// One frame: capture, send, play, RTCP. Audio errors are counted and returned (the call
@@ -328,9 +316,6 @@ impl MediaCall {
     /// (by the phone: [`traversal::phone::Received::Media`]).
     pub fn handle_media(&mut self, now: Instant, datagram: &[u8]) {
         let kind = self.session.handle_datagram(now, datagram);
-        if matches!(kind, DatagramKind::Rtp | DatagramKind::Rtcp) {
-            self.last_media = now;
-        }
         if kind == DatagramKind::Rtp && self.first_media.is_none() {
             self.first_media = Some(now);
             tracing::info!(

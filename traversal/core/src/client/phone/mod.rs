@@ -204,22 +204,6 @@ impl Phone {
         matches!(self.link, Link::Stopped)
     }
 
-    /// The traversal exchange's counters, while connected.
-    pub fn exchange_stats(&self) -> Option<client::Stats> {
-        match &self.link {
-            Link::Up(s) => Some(s.client.stats()),
-            _ => None,
-        }
-    }
-
-    /// Path changes of the connected call, counted by its punch.
-    pub fn punch_stats(&self) -> Option<crate::punch::PunchStats> {
-        match &self.call {
-            Call::Up(up) => up.punch.as_ref().map(Punch::stats),
-            _ => None,
-        }
-    }
-
     // ---- outputs ----
 
     /// The next thing to do with the control connection.
