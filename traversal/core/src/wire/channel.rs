@@ -8,6 +8,13 @@
 //! Every datagram on the media socket is told apart by its first byte, as RFC 7983 section 7
 //! does: see [`classify`].
 //!
+//! Pinhole's relay frames carry, first in the payload, the sender's 8-byte relay token (handed
+//! out with the call over the encrypted control connection): the server forwards a frame only
+//! with the token of the party its source address belongs to, and puts the receiver's token in
+//! its place, so an off-path sender that forges a party's address cannot get frames relayed,
+//! and a client accepts from the server only frames with its own token. See
+//! [`encode_relay_into`], [`decode_relay`], [`set_token`].
+//!
 //! The decoder is strict: a frame that is truncated, longer than its length field says (beyond
 //! the optional padding to 4 bytes of RFC 8656 section 12.5), larger than [`MAX_PAYLOAD_LEN`], or
 //! on a channel outside the range is an error, never a panic.
@@ -21,6 +28,9 @@ pub const HEADER_LEN: usize = 4;
 /// Largest payload carried: an Opus packet (at most 1275 bytes, RFC 6716 section 3.2.1) with
 /// its RTP header and room for extensions, well under a 1500-byte Ethernet MTU.
 pub const MAX_PAYLOAD_LEN: usize = 1400;
+
+/// Length of a relay token, at the start of a relay frame's payload.
+pub const TOKEN_LEN: usize = 8;
 
 /// Why bytes are not a relay frame, or a payload cannot be framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +114,62 @@ pub fn decode(bytes: &[u8]) -> Result<ChannelData<'_>, ChannelError> {
         channel,
         payload: &rest[..declared],
     })
+}
+
+/// A relay frame of Pinhole: the token and the media it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayFrame<'a> {
+    /// Channel number, 0x4000-0x4FFF.
+    pub channel: u16,
+    /// The relay token.
+    pub token: [u8; TOKEN_LEN],
+    /// The media (RTP or RTCP, encrypted end to end).
+    pub media: &'a [u8],
+}
+
+/// Frames `media` with `token` on `channel`, appending to `out` (not cleared).
+pub fn encode_relay_into(
+    channel: u16,
+    token: [u8; TOKEN_LEN],
+    media: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ChannelError> {
+    let total = TOKEN_LEN + media.len();
+    if total > MAX_PAYLOAD_LEN {
+        return Err(ChannelError::TooLong(total));
+    }
+    let start = out.len();
+    encode_into(channel, &token, out)?;
+    out.extend_from_slice(media);
+    let len = u16::try_from(total).map_err(|_| ChannelError::TooLong(total))?;
+    out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Decodes a relay frame and splits its payload into token and media.
+pub fn decode_relay(bytes: &[u8]) -> Result<RelayFrame<'_>, ChannelError> {
+    let frame = decode(bytes)?;
+    let (token, media) =
+        frame
+            .payload
+            .split_first_chunk::<TOKEN_LEN>()
+            .ok_or(ChannelError::Truncated {
+                declared: TOKEN_LEN,
+                actual: frame.payload.len(),
+            })?;
+    Ok(RelayFrame {
+        channel: frame.channel,
+        token: *token,
+        media,
+    })
+}
+
+/// Puts `token` in place of a (decoded, valid) relay frame's token; a frame too short for one
+/// is left alone.
+pub fn set_token(frame: &mut [u8], token: [u8; TOKEN_LEN]) {
+    if let Some(slot) = frame.get_mut(HEADER_LEN..HEADER_LEN + TOKEN_LEN) {
+        slot.copy_from_slice(&token);
+    }
 }
 
 /// What a datagram on the media socket is, by its first byte (RFC 7983 section 7).

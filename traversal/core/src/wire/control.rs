@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol, sent in [`ClientMessage::Hello`] and
 /// [`ServerMessage::Welcome`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame body, in bytes.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest frame the server accepts from a client: far more than any client message needs.
@@ -97,14 +97,20 @@ pub enum ClientMessage {
         call_id: u64,
         to: String,
         candidates: Vec<SocketAddr>,
+        /// Hex of SHA-256 of the caller's ephemeral X25519 key ([`crate::client::e2e`]).
+        commitment: String,
     },
     /// Callee: the phone rings.
     Ringing { call_id: u64 },
-    /// Callee accepts, with its own candidates.
+    /// Callee accepts, with its own candidates and its half of the key exchange.
     Accept {
         call_id: u64,
         candidates: Vec<SocketAddr>,
+        e2e: E2eHello,
     },
+    /// Caller, once connected: its ephemeral key, which the callee checks against the
+    /// commitment of the call.
+    Reveal { call_id: u64, e2e: E2eHello },
     /// Callee declines: `rejected` or `busy`.
     Reject { call_id: u64, reason: EndReason },
     /// Either side ends the call (the caller before an answer: a cancel).
@@ -146,27 +152,45 @@ pub enum ServerMessage {
     Pong { nonce: u64 },
     /// Call signalling (docs/calls.md). The name is the client's.
     Registered { name: String },
-    /// To the callee: someone calls, with the caller's candidates.
+    /// To the callee: someone calls, with the caller's candidates, its name key (hex) and
+    /// the commitment to its ephemeral key.
     Incoming {
         call_id: u64,
         from: String,
         candidates: Vec<SocketAddr>,
+        key: String,
+        commitment: String,
     },
     /// To the caller: the callee's phone rings.
     Ringing { call_id: u64 },
-    /// To both: the call is up. `candidates` are the other side's; `secret` (hex, 16 bytes)
-    /// keys the connectivity checks; `channel` (0x4000-0x4FFF) is the relay channel.
+    /// To both: the call is up. `candidates` are the other side's; `channel` (0x4000-0x4FFF)
+    /// is the relay channel and `relay_token` (hex, 8 bytes) authenticates this client's relay
+    /// frames; `peer_key` is the other side's name key (hex); to the caller, `e2e` is the
+    /// callee's half of the key exchange.
     Connected {
         call_id: u64,
         candidates: Vec<SocketAddr>,
-        secret: String,
         channel: u16,
+        relay_token: String,
+        peer_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        e2e: Option<E2eHello>,
     },
+    /// To the callee: the caller's [`ClientMessage::Reveal`].
+    Reveal { call_id: u64, e2e: E2eHello },
     /// The call is over.
     Ended { call_id: u64, reason: EndReason },
     /// Something the client sent was refused; `code` is a stable identifier (`name_taken`,
     /// `bad_signature`, `bad_name`, `server_full`, `not_registered`, `replaced`...).
     Error { code: String, message: String },
+}
+
+/// One side's half of a call's key exchange: an ephemeral X25519 public key and the signature
+/// of the transcript under the name key (both hex). See [`crate::client::e2e`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct E2eHello {
+    pub ephemeral: String,
+    pub signature: String,
 }
 
 /// Why a call ended, on the wire (snake_case).
@@ -339,7 +363,8 @@ mod tests {
             arb_call(".{0,10}").prop_map(|(call_id, to, candidates)| ClientMessage::Call {
                 call_id,
                 to,
-                candidates
+                candidates,
+                commitment: "ab".repeat(32),
             }),
             any::<u64>().prop_map(|call_id| ClientMessage::Ringing { call_id }),
             any::<u64>().prop_map(|call_id| ClientMessage::HangUp { call_id }),
@@ -350,7 +375,11 @@ mod tests {
             (any::<u64>(), proptest::collection::vec(arb_addr(), 0..4)).prop_map(
                 |(call_id, candidates)| ClientMessage::Accept {
                     call_id,
-                    candidates
+                    candidates,
+                    e2e: E2eHello {
+                        ephemeral: "01".repeat(32),
+                        signature: "02".repeat(64),
+                    },
                 }
             ),
         ]
@@ -392,6 +421,8 @@ mod tests {
                     call_id,
                     from,
                     candidates,
+                    key: "03".repeat(32),
+                    commitment: "04".repeat(32),
                 }
             }),
             (arb_addr(), any::<bool>())
@@ -448,10 +479,12 @@ mod tests {
                 json(&ServerMessage::Connected {
                     call_id: 1,
                     candidates: vec!["203.0.113.1:40001".parse().unwrap()],
-                    secret: "00".into(),
                     channel: 0x4001,
+                    relay_token: "0011223344556677".into(),
+                    peer_key: "05".into(),
+                    e2e: None,
                 }),
-                r#"{"type":"connected","call_id":1,"candidates":["203.0.113.1:40001"],"secret":"00","channel":16385}"#,
+                r#"{"type":"connected","call_id":1,"candidates":["203.0.113.1:40001"],"channel":16385,"relay_token":"0011223344556677","peer_key":"05"}"#,
             ),
             (
                 json(&ClientMessage::Ping { nonce: 9 }),

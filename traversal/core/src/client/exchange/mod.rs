@@ -316,6 +316,7 @@ impl Client {
             | ServerMessage::Incoming { .. }
             | ServerMessage::Ringing { .. }
             | ServerMessage::Connected { .. }
+            | ServerMessage::Reveal { .. }
             | ServerMessage::Ended { .. } => {}
             ServerMessage::Error { code, message } => {
                 if self.phase == Phase::Hello {

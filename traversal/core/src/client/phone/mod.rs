@@ -51,7 +51,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::channel::{self, Kind};
-use crate::client::{self, Client, Socket};
+use crate::client::{self, Client, Socket, e2e};
 use crate::control::{self, ClientMessage, FrameDecoder, ServerMessage};
 use crate::punch::{Punch, PunchEvent};
 
@@ -96,6 +96,8 @@ struct UpCall {
     id: u64,
     peer: String,
     channel: u16,
+    /// Our relay token: on what we send through the relay, and on what it sends us.
+    token: [u8; channel::TOKEN_LEN],
     relay: SocketAddr,
     punch: Option<Punch>,
     path: MediaPath,
@@ -103,6 +105,14 @@ struct UpCall {
     /// The server was lost while the media was on its relay: the call ends at this instant
     /// unless the checks find the direct path first.
     relay_orphaned_until: Option<Instant>,
+}
+
+/// What `Connected` said about the way to the peer.
+#[derive(Debug)]
+struct Route {
+    candidates: Vec<SocketAddr>,
+    channel: u16,
+    token: [u8; channel::TOKEN_LEN],
 }
 
 #[derive(Debug)]
@@ -121,18 +131,25 @@ enum Call {
         peer: String,
         placed: Instant,
         deadline: Instant,
+        e2e: Box<e2e::Caller>,
     },
-    /// Someone calls us; waiting for the user.
+    /// Someone calls us; waiting for the user. `key` and `commitment` (hex) are the caller's
+    /// name key and key commitment.
     Ringing {
         id: u64,
         peer: String,
+        key: String,
+        commitment: String,
     },
-    /// We accepted; waiting for `Connected`.
+    /// We accepted; waiting for `Connected` and then the caller's [`ServerMessage::Reveal`]
+    /// (the keys are known only then).
     Accepting {
         id: u64,
         peer: String,
         accepted: Instant,
         deadline: Instant,
+        e2e: Box<e2e::Callee>,
+        connected: Option<Box<Route>>,
     },
     Up(Box<UpCall>),
 }
@@ -170,7 +187,7 @@ impl Phone {
     /// [`TcpAction::Connect`].
     pub fn new(config: PhoneConfig, now: Instant) -> Self {
         let mut phone = Phone {
-            rng: StdRng::seed_from_u64(config.seed),
+            rng: StdRng::from_seed(config.seed),
             link: Link::Stopped,
             ever_online: false,
             backoff: Duration::ZERO,
@@ -363,11 +380,12 @@ impl Phone {
                 }
                 Received::Dropped
             }
+            // Relay frames only from the call's relay, on its channel, with our token.
             Kind::ChannelData => match &mut self.call {
-                Call::Up(up) if up.relay == from => match channel::decode(bytes) {
-                    Ok(frame) if frame.channel == up.channel => {
+                Call::Up(up) if up.relay == from => match channel::decode_relay(bytes) {
+                    Ok(frame) if frame.channel == up.channel && frame.token == up.token => {
                         up.last_heard = now;
-                        Received::Media(frame.payload)
+                        Received::Media(frame.media)
                     }
                     _ => Received::Dropped,
                 },
@@ -425,8 +443,17 @@ impl Phone {
                 self.send(&ClientMessage::HangUp { call_id: id });
                 self.finish(now, EndReason::Remote(control::EndReason::NoAnswer));
             }
-            Call::Accepting { deadline, .. } if now >= *deadline => {
-                self.finish(now, EndReason::ServerLost);
+            Call::Accepting {
+                deadline,
+                connected,
+                ..
+            } if now >= *deadline => {
+                // Connected but the caller never revealed its key: not a private call.
+                if connected.is_some() {
+                    self.end_call_here(now, EndReason::Insecure);
+                } else {
+                    self.finish(now, EndReason::ServerLost);
+                }
             }
             Call::Up(up) => {
                 if let Some(punch) = up.punch.as_mut() {
@@ -496,19 +523,46 @@ impl Phone {
 
     /// Answers the ringing call.
     pub fn accept(&mut self, now: Instant) -> Result<(), CommandError> {
-        let Call::Ringing { id, peer } = std::mem::replace(&mut self.call, Call::Idle) else {
+        let Call::Ringing {
+            id,
+            peer,
+            key,
+            commitment,
+        } = std::mem::replace(&mut self.call, Call::Idle)
+        else {
             return Err(CommandError::NoCallToAccept);
+        };
+        let e2e = match e2e::Callee::new(self.random32(), &key, &commitment) {
+            Ok(e2e) => e2e,
+            Err(err) => {
+                tracing::warn!(peer, "the caller's keys are malformed: {err}");
+                self.call = Call::Ringing {
+                    id,
+                    peer,
+                    key,
+                    commitment,
+                };
+                self.send(&ClientMessage::Reject {
+                    call_id: id,
+                    reason: control::EndReason::Rejected,
+                });
+                self.finish(now, EndReason::Insecure);
+                return Ok(());
+            }
         };
         let candidates = self.candidates();
         self.send(&ClientMessage::Accept {
             call_id: id,
             candidates,
+            e2e: e2e.answer(&self.config.key),
         });
         self.call = Call::Accepting {
             id,
             peer,
             accepted: now,
             deadline: now + self.config.accept_timeout,
+            e2e: Box::new(e2e),
+            connected: None,
         };
         Ok(())
     }
@@ -624,10 +678,12 @@ impl Phone {
     fn place(&mut self, now: Instant, id: u64, peer: String, placed: Instant) {
         let candidates = self.candidates();
         tracing::info!(call_id = id, peer, ?candidates, "placing a call");
+        let e2e = e2e::Caller::new(self.random32());
         self.send(&ClientMessage::Call {
             call_id: id,
             to: peer.clone(),
             candidates,
+            commitment: e2e.commitment(),
         });
         if matches!(&self.link, Link::Up(s) if s.ping.is_none()) {
             self.ping(now);
@@ -637,7 +693,15 @@ impl Phone {
             peer,
             placed,
             deadline: now + self.config.call_timeout,
+            e2e: Box::new(e2e),
         };
+    }
+
+    /// 32 bytes from the phone's generator (seeded by the driver from the OS).
+    fn random32(&mut self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        self.rng.fill_bytes(&mut bytes);
+        bytes
     }
 
     /// Moves what the punch queued out, and acts on its events.
@@ -664,6 +728,7 @@ impl Phone {
                     MediaPath::Relay {
                         server: up.relay,
                         channel: up.channel,
+                        token: up.token,
                     }
                 }
                 PunchEvent::PeerHungUp => {

@@ -1,13 +1,15 @@
 //! The phone's call signalling: what the server says on the control connection.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use ed25519_dalek::Signer;
 
 use super::types::{EndReason, Event, MediaPath, Registration, StopReason, TcpAction};
-use super::{Call, Link, Phone, UpCall};
+use super::{Call, Link, Phone, Route, UpCall};
+use crate::calls::ECHO;
 use crate::calls::registration_message;
+use crate::client::e2e::{self, CallSecurity};
+use crate::control::E2eHello;
 use crate::control::{self, ClientMessage, ServerMessage};
 use crate::punch::{Punch, PunchConfig};
 use crate::server::{hex, unhex};
@@ -52,6 +54,8 @@ impl Phone {
                 call_id,
                 from,
                 candidates,
+                key,
+                commitment,
             } => {
                 if !matches!(self.call, Call::Idle) {
                     self.send(&ClientMessage::Reject {
@@ -65,6 +69,8 @@ impl Phone {
                 self.call = Call::Ringing {
                     id: call_id,
                     peer: from.clone(),
+                    key,
+                    commitment,
                 };
                 self.events.push_back(Event::Incoming { from });
             }
@@ -79,9 +85,26 @@ impl Phone {
             ServerMessage::Connected {
                 call_id,
                 candidates,
-                secret,
                 channel,
-            } => self.handle_connected_call(now, call_id, candidates, &secret, channel),
+                relay_token,
+                peer_key,
+                e2e,
+            } => {
+                let Some(token) = unhex(&relay_token).and_then(|t| t.try_into().ok()) else {
+                    tracing::warn!(call_id, "Connected without a valid relay token");
+                    if self.call.id() == Some(call_id) {
+                        self.end_call_here(now, EndReason::Remote(control::EndReason::ServerError));
+                    }
+                    return;
+                };
+                let route = Route {
+                    candidates,
+                    channel,
+                    token,
+                };
+                self.handle_connected_call(now, call_id, route, &peer_key, e2e);
+            }
+            ServerMessage::Reveal { call_id, e2e } => self.handle_reveal(now, call_id, &e2e),
             ServerMessage::Ended { call_id, reason } => {
                 if self.call.id() != Some(call_id) {
                     return;
@@ -150,46 +173,127 @@ impl Phone {
         self.events.push_back(Event::Refused { code, message });
     }
 
+    /// `Connected`: the caller checks the callee's keys, reveals its own and is up; the
+    /// callee waits for that reveal.
     fn handle_connected_call(
         &mut self,
         now: Instant,
         call_id: u64,
-        candidates: Vec<SocketAddr>,
-        secret: &str,
-        channel: u16,
+        route: Route,
+        peer_key: &str,
+        answer: Option<E2eHello>,
     ) {
-        let (peer, setup_from) = match &self.call {
+        let random = self.random32();
+        match &mut self.call {
             Call::Placing {
-                id, peer, placed, ..
-            } if *id == call_id => (peer.clone(), *placed),
-            Call::Accepting {
-                id, peer, accepted, ..
-            } if *id == call_id => (peer.clone(), *accepted),
-            _ => {
-                tracing::debug!(call_id, "Connected for no call of ours");
-                return;
+                id,
+                peer,
+                placed,
+                e2e,
+                ..
+            } if *id == call_id => {
+                let (peer, placed) = (peer.clone(), *placed);
+                let keys = if peer == ECHO {
+                    Ok((None, CallSecurity::loopback(random)))
+                } else {
+                    match answer {
+                        Some(answer) => e2e
+                            .finish(&self.config.key, peer_key, &answer)
+                            .map(|(reveal, keys)| (Some(reveal), keys)),
+                        None => Err(e2e::E2eError::Malformed("answer")),
+                    }
+                };
+                match keys {
+                    Ok((reveal, security)) => {
+                        if let Some(e2e) = reveal {
+                            self.send(&ClientMessage::Reveal { call_id, e2e });
+                        }
+                        self.up(now, call_id, peer, placed, route, security);
+                    }
+                    Err(err) => {
+                        tracing::warn!(call_id, peer, "the callee's keys: {err}");
+                        self.end_call_here(now, EndReason::Insecure);
+                    }
+                }
             }
+            Call::Accepting { id, connected, .. } if *id == call_id => {
+                *connected = Some(Box::new(route));
+            }
+            _ => tracing::debug!(call_id, "Connected for no call of ours"),
+        }
+    }
+
+    /// The caller's key, after `Connected`: the callee is up.
+    fn handle_reveal(&mut self, now: Instant, call_id: u64, reveal: &E2eHello) {
+        let Call::Accepting {
+            id,
+            peer,
+            accepted,
+            e2e,
+            connected,
+            ..
+        } = &mut self.call
+        else {
+            return;
         };
+        if *id != call_id {
+            return;
+        }
+        let Some(route) = connected.take() else {
+            tracing::debug!(call_id, "a reveal before Connected");
+            return;
+        };
+        let (peer, accepted) = (peer.clone(), *accepted);
+        match e2e.finish(&self.config.key, reveal) {
+            Ok(security) => self.up(now, call_id, peer, accepted, *route, security),
+            Err(err) => {
+                tracing::warn!(call_id, peer, "the caller's keys: {err}");
+                self.end_call_here(now, EndReason::Insecure);
+            }
+        }
+    }
+
+    /// The call is up with its keys: checks start, media goes to the relay first.
+    fn up(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        peer: String,
+        setup_from: Instant,
+        route: Route,
+        security: CallSecurity,
+    ) {
         let Link::Up(session) = &self.link else {
             return;
         };
         let relay = session.server;
-        let punch = match unhex(secret) {
-            Some(secret) if !candidates.is_empty() => Some(Punch::new(
-                PunchConfig::new(secret, call_id, candidates.clone(), self.rng.next_u64()),
+        let Route {
+            candidates,
+            channel,
+            token,
+        } = route;
+        let punch = (!candidates.is_empty()).then(|| {
+            Punch::new(
+                PunchConfig::new(
+                    security.check_secret.to_vec(),
+                    call_id,
+                    candidates.clone(),
+                    self.rng.next_u64(),
+                ),
                 now,
-            )),
-            _ => None,
-        };
+            )
+        });
         let path = MediaPath::Relay {
             server: relay,
             channel,
+            token,
         };
-        tracing::info!(call_id, peer, channel, ?candidates, "call connected");
+        tracing::info!(call_id, peer, channel, ?candidates, sas = ?security.sas, "call connected");
         self.call = Call::Up(Box::new(UpCall {
             id: call_id,
             peer: peer.clone(),
             channel,
+            token,
             relay,
             punch,
             path,
@@ -200,6 +304,7 @@ impl Phone {
             peer,
             path,
             setup_from,
+            security,
         });
         if let Call::Up(up) = &mut self.call
             && let Some(punch) = up.punch.as_mut()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 
+pub use crate::client::e2e::{CallSecurity, MediaKey};
 use crate::control::{self, Verdict};
 
 /// How the phone runs.
@@ -41,13 +42,14 @@ pub struct PhoneConfig {
     pub backoff_max: Duration,
     /// Stop ([`StopReason::Unreachable`]) when the first connection fails, instead of retrying.
     pub stop_if_first_connect_fails: bool,
-    /// Seeds call ids, transaction ids and the punch's sender id.
-    pub seed: u64,
+    /// Seeds the phone's cryptographic generator (ChaCha): call ids, transaction ids, the
+    /// punch's sender id and every call's ephemeral key. The driver draws it from the OS.
+    pub seed: [u8; 32],
 }
 
 impl PhoneConfig {
     /// The timings of `docs/calls.md` for `name` with `key`.
-    pub fn new(name: String, key: SigningKey, seed: u64) -> Self {
+    pub fn new(name: String, key: SigningKey, seed: [u8; 32]) -> Self {
         PhoneConfig {
             name,
             key,
@@ -119,12 +121,15 @@ pub struct Transmit {
 pub enum MediaPath {
     /// Straight to the peer at this address.
     Direct(SocketAddr),
-    /// Through the server's relay, as ChannelData (RFC 8656 section 12.4) on `channel`.
+    /// Through the server's relay, as ChannelData (RFC 8656 section 12.4) on `channel`, each
+    /// frame carrying `token` ([`crate::channel::encode_relay_into`]).
     Relay {
         /// The server's UDP address.
         server: SocketAddr,
         /// The call's channel number (0x4000-0x4FFF).
         channel: u16,
+        /// Our relay token for this call.
+        token: [u8; crate::channel::TOKEN_LEN],
     },
 }
 
@@ -241,6 +246,16 @@ pub enum StopReason {
         /// What failed.
         detail: String,
     },
+    /// The server presented another certificate than the one pinned for it: someone may be
+    /// in the middle. Nothing was sent. The user accepts the new one explicitly.
+    UntrustedServer {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// The fingerprint we expected (`sha256:...`).
+        pinned: String,
+        /// The fingerprint it presented.
+        presented: String,
+    },
 }
 
 impl StopReason {
@@ -254,6 +269,7 @@ impl StopReason {
             StopReason::ServerFull => "server_full",
             StopReason::Incompatible { .. } => "incompatible_server",
             StopReason::Local { .. } => "local_error",
+            StopReason::UntrustedServer { .. } => "server_certificate_changed",
         }
     }
 }
@@ -277,6 +293,16 @@ impl std::fmt::Display for StopReason {
                 write!(f, "incompatible server: {detail} ({code})")
             }
             StopReason::Local { detail } => write!(f, "{detail} ({code})"),
+            StopReason::UntrustedServer {
+                server,
+                pinned,
+                presented,
+            } => write!(
+                f,
+                "the certificate of {server} changed: it was {pinned}, it is now {presented}; \
+                 someone may be intercepting the connection; if the server's operator replaced \
+                 it, trust the new one ({code})"
+            ),
         }
     }
 }
@@ -302,6 +328,9 @@ pub enum EndReason {
     SelfCall,
     /// An audio device or socket failed here.
     Local,
+    /// The peer's half of the key exchange did not verify (signature, commitment) or never
+    /// came: the call is not private, so it ends.
+    Insecure,
 }
 
 impl EndReason {
@@ -325,6 +354,7 @@ impl EndReason {
             EndReason::ServerUnreachable => "server_unreachable",
             EndReason::SelfCall => "self_call",
             EndReason::Local => "local_error",
+            EndReason::Insecure => "insecure",
         }
     }
 
@@ -365,6 +395,9 @@ impl std::fmt::Display for EndReason {
             EndReason::PeerSilent => "nothing more came from the peer",
             EndReason::SelfCall => "that is our own name",
             EndReason::Local => "the call failed on this machine",
+            EndReason::Insecure => {
+                "the other side's keys did not verify: the call could not be private"
+            }
         };
         write!(f, "{words} ({})", self.as_str())
     }
@@ -404,6 +437,8 @@ pub enum Event {
         path: MediaPath,
         /// When the call was placed (caller) or accepted (callee): setup time counts from it.
         setup_from: Instant,
+        /// The call's end-to-end keys, short authentication string and the peer's name key.
+        security: CallSecurity,
     },
     /// The media moved between relay and direct.
     PathChanged {

@@ -34,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::channel;
-pub use crate::control::{EndReason, ServerMessage};
+pub use crate::control::{E2eHello, EndReason, ServerMessage};
 use crate::server::{ConnId, hex, unhex};
 
 mod names;
@@ -54,8 +54,6 @@ pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_CANDIDATES: usize = 8;
 /// Length of the registration challenge.
 pub const CHALLENGE_LEN: usize = 32;
-/// Length of a call's secret.
-pub const SECRET_LEN: usize = 16;
 
 /// Settings of the call router.
 #[derive(Debug, Clone)]
@@ -134,8 +132,14 @@ struct Call {
     callee: Option<ConnId>,
     state: State,
     channel: u16,
-    secret: [u8; SECRET_LEN],
+    /// The relay tokens of the caller and the callee (the echo service's callee token is the
+    /// caller's).
+    tokens: [[u8; channel::TOKEN_LEN]; 2],
     caller_candidates: Vec<SocketAddr>,
+    /// The caller's name key and commitment, for the callee's `Incoming` and `Connected`.
+    caller_key: [u8; 32],
+    /// The caller revealed its ephemeral key (once per call).
+    revealed: bool,
     /// The source addresses of the routes installed for the caller and the callee.
     sources: [Option<SocketAddr>; 2],
 }
@@ -371,7 +375,7 @@ impl Calls {
         ));
     }
 
-    /// `Call { call_id, to, candidates }`.
+    /// `Call { call_id, to, candidates, commitment }`.
     pub fn call(
         &mut self,
         now: Instant,
@@ -379,6 +383,7 @@ impl Calls {
         call_id: u64,
         to: &str,
         mut candidates: Vec<SocketAddr>,
+        commitment: String,
     ) {
         let Some(c) = self.clients.get(&conn) else {
             return;
@@ -396,8 +401,19 @@ impl Calls {
             return;
         }
         candidates.truncate(MAX_CANDIDATES);
+        let Some(caller_key) = self.names.key(&from) else {
+            self.ended(conn, call_id, EndReason::ServerError);
+            return;
+        };
         if to == ECHO {
-            let key = self.new_call(call_id, conn, None, State::Connected, Vec::new());
+            let key = self.new_call(
+                call_id,
+                conn,
+                None,
+                State::Connected,
+                Vec::new(),
+                caller_key,
+            );
             self.connected(key);
             return;
         }
@@ -417,6 +433,7 @@ impl Calls {
             Some(callee),
             State::Ringing { deadline },
             candidates.clone(),
+            caller_key,
         );
         self.out.push_back((
             callee,
@@ -424,6 +441,8 @@ impl Calls {
                 call_id,
                 from: from.to_string(),
                 candidates,
+                key: hex(&caller_key),
+                commitment,
             },
         ));
     }
@@ -442,8 +461,15 @@ impl Calls {
             .push_back((caller, ServerMessage::Ringing { call_id }));
     }
 
-    /// `Accept { call_id, candidates }` from the callee: both get `Connected`.
-    pub fn accept(&mut self, conn: ConnId, call_id: u64, mut candidates: Vec<SocketAddr>) {
+    /// `Accept { call_id, candidates, e2e }` from the callee: both get `Connected`, the caller
+    /// with the callee's half of the key exchange.
+    pub fn accept(
+        &mut self,
+        conn: ConnId,
+        call_id: u64,
+        mut candidates: Vec<SocketAddr>,
+        e2e: E2eHello,
+    ) {
         let Some((key, call)) = self.call_of(conn, call_id) else {
             return;
         };
@@ -453,14 +479,23 @@ impl Calls {
         candidates.truncate(MAX_CANDIDATES);
         let caller_candidates = std::mem::take(&mut call.caller_candidates);
         call.state = State::Connected;
-        let (caller, channel, secret) = (call.caller, call.channel, hex(&call.secret));
+        let (caller, channel, tokens, caller_key) =
+            (call.caller, call.channel, call.tokens, call.caller_key);
+        let callee_key = self
+            .clients
+            .get(&conn)
+            .and_then(|c| c.name.as_deref())
+            .and_then(|name| self.names.key(name))
+            .unwrap_or_default();
         self.out.push_back((
             caller,
             ServerMessage::Connected {
                 call_id,
                 candidates,
-                secret: secret.clone(),
                 channel,
+                relay_token: hex(&tokens[0]),
+                peer_key: hex(&callee_key),
+                e2e: Some(e2e),
             },
         ));
         self.out.push_back((
@@ -468,11 +503,29 @@ impl Calls {
             ServerMessage::Connected {
                 call_id,
                 candidates: caller_candidates,
-                secret,
                 channel,
+                relay_token: hex(&tokens[1]),
+                peer_key: hex(&caller_key),
+                e2e: None,
             },
         ));
         self.connected(key);
+    }
+
+    /// `Reveal { call_id, e2e }` from the caller of a connected call: passed on to the callee,
+    /// once.
+    pub fn reveal(&mut self, conn: ConnId, call_id: u64, e2e: E2eHello) {
+        let Some((_, call)) = self.call_of(conn, call_id) else {
+            return;
+        };
+        if call.caller != conn || call.state != State::Connected || call.revealed {
+            return;
+        }
+        call.revealed = true;
+        if let Some(callee) = call.callee {
+            self.out
+                .push_back((callee, ServerMessage::Reveal { call_id, e2e }));
+        }
     }
 
     /// `Reject { call_id, reason }` from the callee (`busy` or `rejected`; anything else counts
@@ -525,13 +578,21 @@ impl Calls {
         }
     }
 
-    /// A relay frame (a datagram whose first byte is 64-79) from `from`: where to forward it,
-    /// unchanged, or `None` to drop it (counted).
-    pub fn relay(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Option<SocketAddr> {
+    /// A relay frame (a datagram whose first byte is 64-79) from `from`: where to forward it
+    /// and the frame to send there (the same bytes, with the receiver's relay token in place of
+    /// the sender's), or `None` to drop it (counted).
+    pub fn relay(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         let counter = match self.relay.forward(now, from, bytes) {
-            Ok(to) => {
+            Ok((to, token)) => {
                 self.stats.relayed += 1;
-                return Some(to);
+                let mut frame = bytes.to_vec();
+                channel::set_token(&mut frame, token);
+                return Some((to, frame));
             }
             Err(Dropped::NoRoute) => &mut self.stats.relay_no_route,
             Err(Dropped::BadFrame) => &mut self.stats.relay_bad_frame,
@@ -554,9 +615,15 @@ impl Calls {
         callee: Option<ConnId>,
         state: State,
         caller_candidates: Vec<SocketAddr>,
+        caller_key: [u8; 32],
     ) -> CallKey {
-        let mut secret = [0u8; SECRET_LEN];
-        self.rng.fill_bytes(&mut secret);
+        let mut tokens = [[0u8; channel::TOKEN_LEN]; 2];
+        self.rng.fill_bytes(&mut tokens[0]);
+        if callee.is_some() {
+            self.rng.fill_bytes(&mut tokens[1]);
+        } else {
+            tokens[1] = tokens[0];
+        }
         let channel = channel::CHANNEL_MIN | ((self.rng.next_u32() as u16) & 0x0FFF);
         self.next_call += 1;
         let key = self.next_call;
@@ -568,8 +635,10 @@ impl Calls {
                 callee,
                 state,
                 channel,
-                secret,
+                tokens,
                 caller_candidates,
+                caller_key,
+                revealed: false,
                 sources: [None; 2],
             },
         );
@@ -587,15 +656,17 @@ impl Calls {
         if let Some(call) = self.calls.get(&key)
             && call.callee.is_none()
         {
-            let (caller, call_id, channel, secret) =
-                (call.caller, call.id, call.channel, hex(&call.secret));
+            let (caller, call_id, channel, token) =
+                (call.caller, call.id, call.channel, hex(&call.tokens[0]));
             self.out.push_back((
                 caller,
                 ServerMessage::Connected {
                     call_id,
                     candidates: Vec::new(),
-                    secret,
                     channel,
+                    relay_token: token,
+                    peer_key: String::new(),
+                    e2e: None,
                 },
             ));
         }
@@ -613,13 +684,18 @@ impl Calls {
         }
         let parties = [Some(call.caller), call.callee];
         let mapped = parties.map(|p| p.and_then(|p| self.clients.get(&p)).and_then(|c| c.mapped));
-        let (channel, old) = (call.channel, call.sources);
+        let (channel, tokens, old) = (call.channel, call.tokens, call.sources);
         // Each party's frames go to the other's mapping; the echo service's back to the caller.
         let echo = parties[1].is_none();
-        let new: [Option<(SocketAddr, SocketAddr)>; 2] = std::array::from_fn(|i| {
+        let new: [Option<relay::Leg>; 2] = std::array::from_fn(|i| {
             let from = mapped[i]?;
             let to = if echo { from } else { mapped[1 - i]? };
-            Some((from, to))
+            Some(relay::Leg {
+                from,
+                to,
+                token: tokens[i],
+                to_token: tokens[1 - i],
+            })
         });
         let sources = self.relay.install(key, channel, old, new);
         if let Some(call) = self.calls.get_mut(&key) {

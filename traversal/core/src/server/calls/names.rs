@@ -94,7 +94,6 @@ impl Names {
     }
 
     /// The key `name` is bound to.
-    #[cfg(test)]
     pub(super) fn key(&self, name: &str) -> Option<[u8; 32]> {
         self.table.get(name).copied()
     }

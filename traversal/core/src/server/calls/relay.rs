@@ -1,7 +1,9 @@
 //! The relay: one route per direction of a connected call, keyed by the sender's registered
-//! mapped address. A ChannelData frame is forwarded unchanged only when it comes from a route's
-//! source, on that call's channel, within the direction's token buckets (bytes and frames);
-//! one hash lookup by source address decides.
+//! mapped address. A ChannelData frame is forwarded only when it comes from a route's source,
+//! on that call's channel, with the sender's relay token, within the direction's token buckets
+//! (bytes and frames); one hash lookup by source address and a comparison of 8 bytes decide.
+//! The frame goes on with the receiver's token in place of the sender's; the media in it is
+//! encrypted end to end and never looked at.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use crate::server::bucket::{Rate, TokenBucket};
 pub(super) enum Dropped {
     /// No route from that address: not a party of a connected call.
     NoRoute,
-    /// Another channel than the call's, or not a ChannelData frame.
+    /// Another channel than the call's, not a relay frame, or not the sender's token.
     BadFrame,
     /// Over the direction's token bucket.
     RateLimited,
@@ -28,8 +30,20 @@ pub(super) struct Route {
     pub(super) call: CallKey,
     pub(super) channel: u16,
     pub(super) to: SocketAddr,
+    token: [u8; channel::TOKEN_LEN],
+    to_token: [u8; channel::TOKEN_LEN],
     bytes: TokenBucket,
     frames: TokenBucket,
+}
+
+/// One direction of a call to install: frames from `from` with `token` go to `to` with
+/// `to_token`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Leg {
+    pub(super) from: SocketAddr,
+    pub(super) to: SocketAddr,
+    pub(super) token: [u8; channel::TOKEN_LEN],
+    pub(super) to_token: [u8; channel::TOKEN_LEN],
 }
 
 /// The routes of every connected call, and the rates they share.
@@ -60,16 +74,16 @@ impl Relay {
             * (std::mem::size_of::<SocketAddr>() + std::mem::size_of::<Route>() + 1)
     }
 
-    /// Where a frame from `from` goes, unchanged, or why it is dropped.
+    /// Where a frame from `from` goes and the token it goes with, or why it is dropped.
     pub(super) fn forward(
         &mut self,
         now: Instant,
         from: SocketAddr,
         bytes: &[u8],
-    ) -> Result<SocketAddr, Dropped> {
+    ) -> Result<(SocketAddr, [u8; channel::TOKEN_LEN]), Dropped> {
         let route = self.routes.get_mut(&from).ok_or(Dropped::NoRoute)?;
-        match channel::decode(bytes) {
-            Ok(frame) if frame.channel == route.channel => {}
+        match channel::decode_relay(bytes) {
+            Ok(frame) if frame.channel == route.channel && frame.token == route.token => {}
             _ => return Err(Dropped::BadFrame),
         }
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
@@ -80,17 +94,17 @@ impl Relay {
         ) {
             return Err(Dropped::RateLimited);
         }
-        Ok(route.to)
+        Ok((route.to, route.to_token))
     }
 
-    /// Replaces call `key`'s routes from the sources `old` by `new` (`(from, to)` per party),
+    /// Replaces call `key`'s routes from the sources `old` by `new` (one [`Leg`] per party),
     /// each direction keeping its buckets. Returns the new sources.
     pub(super) fn install(
         &mut self,
         key: CallKey,
         channel: u16,
         old: [Option<SocketAddr>; 2],
-        new: [Option<(SocketAddr, SocketAddr)>; 2],
+        new: [Option<Leg>; 2],
     ) -> [Option<SocketAddr>; 2] {
         let mut buckets = [(TokenBucket::FULL, TokenBucket::FULL); 2];
         for (i, source) in old.iter().enumerate() {
@@ -99,19 +113,21 @@ impl Relay {
             }
         }
         let mut sources = [None; 2];
-        for (i, (from, to)) in new.iter().enumerate().filter_map(|(i, n)| Some((i, (*n)?))) {
+        for (i, leg) in new.iter().enumerate().filter_map(|(i, n)| Some((i, (*n)?))) {
             let (bytes, frames) = buckets[i];
             self.routes.insert(
-                from,
+                leg.from,
                 Route {
                     call: key,
                     channel,
-                    to,
+                    to: leg.to,
+                    token: leg.token,
+                    to_token: leg.to_token,
                     bytes,
                     frames,
                 },
             );
-            sources[i] = Some(from);
+            sources[i] = Some(leg.from);
         }
         sources
     }
@@ -157,17 +173,29 @@ mod tests {
         });
         let now = Instant::now();
         let ch = channel::CHANNEL_MIN + 5;
-        let frame = channel::encode(ch, b"voice").unwrap();
-        let sources = relay.install(7, ch, [None; 2], [Some((addr(1), addr(2))), None]);
+        let (mine, theirs) = ([1; 8], [2; 8]);
+        let leg = |from, to| Leg {
+            from,
+            to,
+            token: mine,
+            to_token: theirs,
+        };
+        let mut frame = Vec::new();
+        channel::encode_relay_into(ch, mine, b"voice", &mut frame).unwrap();
+        let sources = relay.install(7, ch, [None; 2], [Some(leg(addr(1), addr(2))), None]);
         assert_eq!(sources, [Some(addr(1)), None]);
-        assert_eq!(relay.forward(now, addr(1), &frame), Ok(addr(2)));
+        assert_eq!(relay.forward(now, addr(1), &frame), Ok((addr(2), theirs)));
         assert_eq!(relay.forward(now, addr(2), &frame), Err(Dropped::NoRoute));
         let other = channel::encode(ch + 1, b"voice").unwrap();
         assert_eq!(relay.forward(now, addr(1), &other), Err(Dropped::BadFrame));
         assert_eq!(relay.forward(now, addr(1), b"junk"), Err(Dropped::BadFrame));
+        // The right address and channel without the sender's token: an off-path forger.
+        let mut forged = Vec::new();
+        channel::encode_relay_into(ch, [9; 8], b"voice", &mut forged).unwrap();
+        assert_eq!(relay.forward(now, addr(1), &forged), Err(Dropped::BadFrame));
         // The sender's mapping moves: the new route has the old one's (now empty) bucket.
-        assert_eq!(relay.forward(now, addr(1), &frame), Ok(addr(2)));
-        let sources = relay.install(7, ch, sources, [Some((addr(3), addr(2))), None]);
+        assert_eq!(relay.forward(now, addr(1), &frame), Ok((addr(2), theirs)));
+        let sources = relay.install(7, ch, sources, [Some(leg(addr(3), addr(2))), None]);
         assert_eq!(relay.forward(now, addr(1), &frame), Err(Dropped::NoRoute));
         assert_eq!(
             relay.forward(now, addr(3), &frame),

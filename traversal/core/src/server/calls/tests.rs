@@ -58,20 +58,47 @@ impl H {
     fn ring(&mut self, call_id: u64) {
         self.join(1, "alice", &key(1));
         self.join(2, "bob", &key(2));
-        self.calls.call(self.now, 1, call_id, "bob", vec![addr(1)]);
+        self.calls
+            .call(self.now, 1, call_id, "bob", vec![addr(1)], String::new());
         self.drain();
     }
 
     /// 1 calls 2 ("bob"), 2 accepts: returns the channel.
-    fn connect(&mut self) -> u16 {
+    /// Connects call 77 from 1 to 2; the channel and each party's relay token.
+    fn connect(&mut self) -> (u16, [Token; 2]) {
         self.ring(77);
-        self.calls.accept(2, 77, vec![addr(2)]);
+        self.calls.accept(2, 77, vec![addr(2)], hello());
         let out = self.drain();
+        let token = |t: &str| -> Token { unhex(t).unwrap().try_into().unwrap() };
         match &out[..] {
-            [(1, ServerMessage::Connected { channel, .. }), (2, _)] => *channel,
+            [
+                (
+                    1,
+                    ServerMessage::Connected {
+                        channel,
+                        relay_token: t1,
+                        ..
+                    },
+                ),
+                (
+                    2,
+                    ServerMessage::Connected {
+                        relay_token: t2, ..
+                    },
+                ),
+            ] => (*channel, [token(t1), token(t2)]),
             other => panic!("{other:?}"),
         }
     }
+}
+
+type Token = [u8; channel::TOKEN_LEN];
+
+/// A relay frame with `token`.
+fn frame(ch: u16, token: Token, media: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    channel::encode_relay_into(ch, token, media, &mut out).unwrap();
+    out
 }
 
 fn registered(name: &str) -> ServerMessage {
@@ -152,7 +179,7 @@ fn the_same_key_on_a_new_connection_takes_the_name_over() {
     assert_eq!(out.last(), Some(&(5, registered("bob"))));
     // Calls to bob now ring the new connection; the old one's close changes nothing.
     h.calls.closed(2);
-    h.calls.call(h.now, 1, 78, "bob", vec![]);
+    h.calls.call(h.now, 1, 78, "bob", vec![], String::new());
     let out = h.drain();
     assert!(
         matches!(&out[..], [(5, ServerMessage::Incoming { call_id: 78, from, .. })] if from == "alice"),
@@ -165,26 +192,26 @@ fn the_same_key_on_a_new_connection_takes_the_name_over() {
 fn offline_busy_and_unregistered_calls_end_at_once() {
     let mut h = H::new();
     h.join(1, "alice", &key(1));
-    h.calls.call(h.now, 1, 1, "nobody", vec![]);
+    h.calls.call(h.now, 1, 1, "nobody", vec![], String::new());
     assert_eq!(h.drain(), [(1, ended(1, EndReason::Offline))]);
-    h.calls.call(h.now, 1, 2, "alice", vec![]);
+    h.calls.call(h.now, 1, 2, "alice", vec![], String::new());
     assert_eq!(h.drain(), [(1, ended(2, EndReason::Busy))]);
     // Not registered: an error and the call ends.
     h.calls.open(9);
-    h.calls.call(h.now, 9, 3, "alice", vec![]);
+    h.calls.call(h.now, 9, 3, "alice", vec![], String::new());
     let out = h.drain();
     assert_eq!(code(&out[0].1), "not_registered");
     assert_eq!(out[1], (9, ended(3, EndReason::ServerError)));
     // Bob in a call with alice: carol's call to either is busy, and so is alice's second.
     h.join(2, "bob", &key(2));
     h.join(3, "carol", &key(3));
-    h.calls.call(h.now, 1, 10, "bob", vec![]);
+    h.calls.call(h.now, 1, 10, "bob", vec![], String::new());
     h.drain();
-    h.calls.call(h.now, 3, 11, "bob", vec![]);
-    h.calls.call(h.now, 3, 12, "alice", vec![]);
-    h.calls.call(h.now, 1, 13, "carol", vec![]);
+    h.calls.call(h.now, 3, 11, "bob", vec![], String::new());
+    h.calls.call(h.now, 3, 12, "alice", vec![], String::new());
+    h.calls.call(h.now, 1, 13, "carol", vec![], String::new());
     // A repeated Call is ignored.
-    h.calls.call(h.now, 1, 10, "bob", vec![]);
+    h.calls.call(h.now, 1, 10, "bob", vec![], String::new());
     assert_eq!(
         h.drain(),
         [
@@ -201,7 +228,8 @@ fn ring_accept_connects_both_with_the_same_secret_and_channel() {
     h.join(1, "alice", &key(1));
     h.join(2, "bob", &key(2));
     let many: Vec<SocketAddr> = (0..12).map(addr).collect();
-    h.calls.call(h.now, 1, 77, "bob", many.clone());
+    h.calls
+        .call(h.now, 1, 77, "bob", many.clone(), "c0".repeat(32));
     assert_eq!(
         h.drain(),
         [(
@@ -210,6 +238,8 @@ fn ring_accept_connects_both_with_the_same_secret_and_channel() {
                 call_id: 77,
                 from: "alice".into(),
                 candidates: many[..MAX_CANDIDATES].to_vec(),
+                key: hex(&key(1).verifying_key().to_bytes()),
+                commitment: "c0".repeat(32),
             }
         )]
     );
@@ -217,9 +247,9 @@ fn ring_accept_connects_both_with_the_same_secret_and_channel() {
     h.calls.ringing(1, 77); // The caller cannot ring.
     h.calls.ringing(2, 99); // Another call id: nothing.
     assert_eq!(h.drain(), [(1, ServerMessage::Ringing { call_id: 77 })]);
-    h.calls.accept(1, 77, vec![]); // Only the callee accepts.
+    h.calls.accept(1, 77, vec![], hello()); // Only the callee accepts.
     assert!(h.drain().is_empty());
-    h.calls.accept(2, 77, vec![addr(2)]);
+    h.calls.accept(2, 77, vec![addr(2)], hello());
     let out = h.drain();
     let [
         (
@@ -227,8 +257,10 @@ fn ring_accept_connects_both_with_the_same_secret_and_channel() {
             ServerMessage::Connected {
                 call_id: 77,
                 candidates: to_alice,
-                secret: s1,
                 channel: c1,
+                relay_token: t1,
+                peer_key: k1,
+                e2e: Some(answer),
             },
         ),
         (
@@ -236,8 +268,10 @@ fn ring_accept_connects_both_with_the_same_secret_and_channel() {
             ServerMessage::Connected {
                 call_id: 77,
                 candidates: to_bob,
-                secret: s2,
                 channel: c2,
+                relay_token: t2,
+                peer_key: k2,
+                e2e: None,
             },
         ),
     ] = &out[..]
@@ -246,18 +280,41 @@ fn ring_accept_connects_both_with_the_same_secret_and_channel() {
     };
     assert_eq!(to_alice, &[addr(2)]);
     assert_eq!(to_bob, &many[..MAX_CANDIDATES]);
-    assert_eq!((s1, c1), (s2, c2));
-    assert_eq!(unhex(s1).unwrap().len(), SECRET_LEN);
+    assert_eq!(c1, c2);
+    assert_eq!(
+        answer,
+        &hello(),
+        "the callee's keys go to the caller unread"
+    );
+    assert_eq!(k1, &hex(&key(2).verifying_key().to_bytes()));
+    assert_eq!(k2, &hex(&key(1).verifying_key().to_bytes()));
+    assert_eq!(unhex(t1).unwrap().len(), channel::TOKEN_LEN);
+    assert_ne!(t1, t2, "each party has its own relay token");
     assert!(channel::is_valid_channel(*c1));
-    // A second accept is ignored; a second call gets another secret.
-    h.calls.accept(2, 77, vec![]);
+    // The caller's reveal goes to the callee, once; the callee cannot reveal.
+    h.calls.reveal(2, 77, hello());
+    assert!(h.drain().is_empty());
+    h.calls.reveal(1, 77, hello());
+    h.calls.reveal(1, 77, hello());
+    assert_eq!(
+        h.drain(),
+        [(
+            2,
+            ServerMessage::Reveal {
+                call_id: 77,
+                e2e: hello()
+            }
+        )]
+    );
+    // A second accept is ignored; a second call gets other tokens.
+    h.calls.accept(2, 77, vec![], hello());
     assert!(h.drain().is_empty());
     h.calls.hang_up(1, 77);
     assert_eq!(h.drain(), [(2, ended(77, EndReason::HungUp))]);
-    h.calls.call(h.now, 1, 78, "bob", vec![]);
-    h.calls.accept(2, 78, vec![]);
+    h.calls.call(h.now, 1, 78, "bob", vec![], String::new());
+    h.calls.accept(2, 78, vec![], hello());
     let out = h.drain();
-    assert!(matches!(&out[1].1, ServerMessage::Connected { secret, .. } if secret != s1));
+    assert!(matches!(&out[1].1, ServerMessage::Connected { relay_token, .. } if relay_token != t2));
 }
 
 #[test]
@@ -266,7 +323,7 @@ fn reject_busy_cancel_and_hang_up_from_either_side() {
     h.join(1, "alice", &key(1));
     h.join(2, "bob", &key(2));
     let ring = |h: &mut H, id| {
-        h.calls.call(h.now, 1, id, "bob", vec![]);
+        h.calls.call(h.now, 1, id, "bob", vec![], String::new());
         h.drain();
     };
     ring(&mut h, 1);
@@ -286,7 +343,7 @@ fn reject_busy_cancel_and_hang_up_from_either_side() {
     h.calls.hang_up(2, 5);
     assert_eq!(h.drain(), [(1, ended(5, EndReason::Rejected))]);
     ring(&mut h, 6);
-    h.calls.accept(2, 6, vec![]);
+    h.calls.accept(2, 6, vec![], hello());
     h.drain();
     h.calls.hang_up(2, 999); // Not this call.
     h.calls.hang_up(2, 6);
@@ -312,8 +369,8 @@ fn ringing_ends_with_no_answer_after_30_s() {
         ]
     );
     // A connected call never times out.
-    h.calls.call(h.now, 1, 6, "bob", vec![]);
-    h.calls.accept(2, 6, vec![]);
+    h.calls.call(h.now, 1, 6, "bob", vec![], String::new());
+    h.calls.accept(2, 6, vec![], hello());
     h.drain();
     h.advance(Duration::from_secs(300));
     assert!(h.drain().is_empty());
@@ -329,14 +386,14 @@ fn a_closed_connection_or_a_lost_mapping_ends_the_call_with_peer_lost() {
     assert_eq!(h.calls.stats().routes, 0);
     // While ringing, the callee leaving ends it too.
     h.join(3, "carol", &key(3));
-    h.calls.call(h.now, 1, 8, "carol", vec![]);
+    h.calls.call(h.now, 1, 8, "carol", vec![], String::new());
     h.drain();
     h.calls.closed(1);
     assert_eq!(h.drain(), [(3, ended(8, EndReason::PeerLost))]);
     // The mapping expires mid-call.
     h.join(4, "dave", &key(4));
-    h.calls.call(h.now, 3, 9, "dave", vec![]);
-    h.calls.accept(4, 9, vec![]);
+    h.calls.call(h.now, 3, 9, "dave", vec![], String::new());
+    h.calls.accept(4, 9, vec![], hello());
     h.drain();
     h.calls.set_mapped(4, None);
     assert_eq!(
@@ -353,29 +410,51 @@ fn a_closed_connection_or_a_lost_mapping_ends_the_call_with_peer_lost() {
 fn the_relay_forwards_only_between_the_parties_on_the_channel_of_a_live_call() {
     let mut h = H::new();
     h.join(3, "carol", &key(3));
-    let channel = h.connect();
-    let frame = channel::encode(channel, b"rtp").unwrap();
-    assert_eq!(h.calls.relay(h.now, addr(1), &frame), Some(addr(2)));
-    assert_eq!(h.calls.relay(h.now, addr(2), &frame), Some(addr(1)));
-    // A registered client not in the call, an unknown address, another channel, junk.
-    assert_eq!(h.calls.relay(h.now, addr(3), &frame), None);
-    assert_eq!(h.calls.relay(h.now, addr(50), &frame), None);
+    let (channel, [alice, bob]) = h.connect();
+    let (from_alice, from_bob) = (frame(channel, alice, b"rtp"), frame(channel, bob, b"rtp"));
+    // Each frame goes on with the receiver's token in place of the sender's.
+    assert_eq!(
+        h.calls.relay(h.now, addr(1), &from_alice),
+        Some((addr(2), frame(channel, bob, b"rtp")))
+    );
+    assert_eq!(
+        h.calls.relay(h.now, addr(2), &from_bob),
+        Some((addr(1), frame(channel, alice, b"rtp")))
+    );
+    // A registered client not in the call, an unknown address, another channel, junk, the
+    // other party's token or a guessed one from a party's address (a forged source).
+    assert_eq!(h.calls.relay(h.now, addr(3), &from_alice), None);
+    assert_eq!(h.calls.relay(h.now, addr(50), &from_alice), None);
     let other = if channel == 0x4000 { 0x4001 } else { 0x4000 };
-    let wrong = channel::encode(other, b"rtp").unwrap();
-    assert_eq!(h.calls.relay(h.now, addr(1), &wrong), None);
+    assert_eq!(
+        h.calls.relay(h.now, addr(1), &frame(other, alice, b"rtp")),
+        None
+    );
     assert_eq!(h.calls.relay(h.now, addr(1), &[0x40, 0, 0, 9]), None);
+    assert_eq!(h.calls.relay(h.now, addr(1), &from_bob), None);
+    assert_eq!(
+        h.calls
+            .relay(h.now, addr(1), &frame(channel, [0; 8], b"rtp")),
+        None
+    );
     let s = h.calls.stats();
-    assert_eq!((s.relayed, s.relay_no_route, s.relay_bad_frame), (2, 2, 2));
+    assert_eq!((s.relayed, s.relay_no_route, s.relay_bad_frame), (2, 2, 4));
     // Bob's mapping moves: the relay follows, the old address is refused.
     let moved = SocketAddr::from(([198, 51, 100, 9], 1234));
     h.calls.set_mapped(2, Some(moved));
-    assert_eq!(h.calls.relay(h.now, addr(1), &frame), Some(moved));
-    assert_eq!(h.calls.relay(h.now, moved, &frame), Some(addr(1)));
-    assert_eq!(h.calls.relay(h.now, addr(2), &frame), None);
+    assert_eq!(
+        h.calls.relay(h.now, addr(1), &from_alice).map(|r| r.0),
+        Some(moved)
+    );
+    assert_eq!(
+        h.calls.relay(h.now, moved, &from_bob).map(|r| r.0),
+        Some(addr(1))
+    );
+    assert_eq!(h.calls.relay(h.now, addr(2), &from_bob), None);
     // The call ends: nothing more.
     h.calls.hang_up(1, 77);
-    assert_eq!(h.calls.relay(h.now, addr(1), &frame), None);
-    assert_eq!(h.calls.relay(h.now, moved, &frame), None);
+    assert_eq!(h.calls.relay(h.now, addr(1), &from_alice), None);
+    assert_eq!(h.calls.relay(h.now, moved, &from_bob), None);
     assert_eq!(h.calls.stats().routes, 0);
 }
 
@@ -392,15 +471,19 @@ fn a_ringing_call_relays_nothing() {
 #[test]
 fn the_token_bucket_caps_a_flood_per_direction() {
     let mut h = H::new();
-    let channel = h.connect();
-    let small = channel::encode(channel, &[0x80; 100]).unwrap();
+    let (channel, [alice, bob]) = h.connect();
+    let small = frame(channel, alice, &[0x80; 100]);
     // 100 frames/s with a 1 s burst: a flood at one instant gets 100 through.
     let through = (0..1000)
         .filter(|_| h.calls.relay(h.now, addr(1), &small).is_some())
         .count();
     assert_eq!(through, 100);
     // The other direction has its own bucket.
-    assert!(h.calls.relay(h.now, addr(2), &small).is_some());
+    assert!(
+        h.calls
+            .relay(h.now, addr(2), &frame(channel, bob, &[0x80; 100]))
+            .is_some()
+    );
     // Half a second later, 50 more.
     h.now += Duration::from_millis(500);
     let through = (0..1000)
@@ -409,8 +492,12 @@ fn the_token_bucket_caps_a_flood_per_direction() {
     assert_eq!(through, 50);
     // Big frames: the 64 kB/s cap binds first (1404-byte frames: 45 in a 64,000-byte burst).
     let mut h = H::new();
-    let channel = h.connect();
-    let big = channel::encode(channel, &[0x80; channel::MAX_PAYLOAD_LEN]).unwrap();
+    let (channel, [alice, _]) = h.connect();
+    let big = frame(
+        channel,
+        alice,
+        &[0x80; channel::MAX_PAYLOAD_LEN - channel::TOKEN_LEN],
+    );
     let through = (0..1000)
         .filter(|_| h.calls.relay(h.now, addr(1), &big).is_some())
         .count();
@@ -432,7 +519,8 @@ fn the_token_bucket_caps_a_flood_per_direction() {
 fn the_echo_service_answers_at_once_and_returns_frames_to_the_sender() {
     let mut h = H::new();
     h.join(1, "alice", &key(1));
-    h.calls.call(h.now, 1, 4, ECHO, vec![addr(1)]);
+    h.calls
+        .call(h.now, 1, 4, ECHO, vec![addr(1)], String::new());
     let out = h.drain();
     let [
         (
@@ -440,8 +528,10 @@ fn the_echo_service_answers_at_once_and_returns_frames_to_the_sender() {
             ServerMessage::Connected {
                 call_id: 4,
                 candidates,
-                secret,
                 channel,
+                relay_token,
+                e2e: None,
+                ..
             },
         ),
     ] = &out[..]
@@ -449,18 +539,24 @@ fn the_echo_service_answers_at_once_and_returns_frames_to_the_sender() {
         panic!("{out:?}");
     };
     assert!(candidates.is_empty());
-    assert_eq!(unhex(secret).unwrap().len(), SECRET_LEN);
-    let frame = channel::encode(*channel, b"hello").unwrap();
-    assert_eq!(h.calls.relay(h.now, addr(1), &frame), Some(addr(1)));
+    let token: [u8; channel::TOKEN_LEN] = unhex(relay_token).unwrap().try_into().unwrap();
+    let echoed = frame(*channel, token, b"hello");
+    assert_eq!(
+        h.calls.relay(h.now, addr(1), &echoed),
+        Some((addr(1), echoed.clone()))
+    );
     // Busy while in the echo call; the mapping moves and the echo follows.
-    h.calls.call(h.now, 1, 5, ECHO, vec![]);
+    h.calls.call(h.now, 1, 5, ECHO, vec![], String::new());
     assert_eq!(h.drain(), [(1, ended(5, EndReason::Busy))]);
     let moved = SocketAddr::from(([198, 51, 100, 9], 1234));
     h.calls.set_mapped(1, Some(moved));
-    assert_eq!(h.calls.relay(h.now, moved, &frame), Some(moved));
+    assert_eq!(
+        h.calls.relay(h.now, moved, &echoed),
+        Some((moved, echoed.clone()))
+    );
     h.calls.hang_up(1, 4);
     assert!(h.drain().is_empty());
-    assert_eq!(h.calls.relay(h.now, moved, &frame), None);
+    assert_eq!(h.calls.relay(h.now, moved, &echoed), None);
 }
 
 #[test]
@@ -580,9 +676,9 @@ proptest::proptest! {
                     let (pk, sig) = sign(&key(k), names[usize::from(n)], &challenge);
                     h.calls.register(c, names[usize::from(n)], &pk, &sig);
                 }
-                Op::Call(c, i, n) => h.calls.call(h.now, c, i, names[usize::from(n)], vec![addr(c)]),
+                Op::Call(c, i, n) => h.calls.call(h.now, c, i, names[usize::from(n)], vec![addr(c)], String::new()),
                 Op::Ringing(c, i) => h.calls.ringing(c, i),
-                Op::Accept(c, i) => h.calls.accept(c, i, vec![addr(c)]),
+                Op::Accept(c, i) => h.calls.accept(c, i, vec![addr(c)], hello()),
                 Op::Reject(c, i, busy) => h.calls.reject(c, i, if busy { EndReason::Busy } else { EndReason::Rejected }),
                 Op::HangUp(c, i) => h.calls.hang_up(c, i),
                 Op::Closed(c) => {
@@ -614,4 +710,12 @@ fn debug_hides_secrets() {
     let debug = format!("{:?}", h.calls);
     assert!(!debug.contains(&challenge));
     assert!(debug.contains("stats"));
+}
+
+/// A callee's half of the key exchange, as the router passes it on unread.
+fn hello() -> E2eHello {
+    E2eHello {
+        ephemeral: "11".repeat(32),
+        signature: "22".repeat(64),
+    }
 }

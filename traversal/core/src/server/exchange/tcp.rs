@@ -207,10 +207,12 @@ impl Server {
                     call_id,
                     to,
                     candidates,
+                    commitment,
                 },
                 Some(_),
             ) => {
-                self.calls.call(now, conn, call_id, &to, candidates);
+                self.calls
+                    .call(now, conn, call_id, &to, candidates, commitment);
                 self.drain_calls();
             }
             (ClientMessage::Ringing { call_id }, Some(_)) => {
@@ -221,10 +223,15 @@ impl Server {
                 ClientMessage::Accept {
                     call_id,
                     candidates,
+                    e2e,
                 },
                 Some(_),
             ) => {
-                self.calls.accept(conn, call_id, candidates);
+                self.calls.accept(conn, call_id, candidates, e2e);
+                self.drain_calls();
+            }
+            (ClientMessage::Reveal { call_id, e2e }, Some(_)) => {
+                self.calls.reveal(conn, call_id, e2e);
                 self.drain_calls();
             }
             (ClientMessage::Reject { call_id, reason }, Some(_)) => {

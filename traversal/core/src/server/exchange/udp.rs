@@ -92,11 +92,12 @@ impl Server {
             return;
         }
         if crate::channel::classify(bytes) == crate::channel::Kind::ChannelData {
-            // Relay: one lookup by source address decides; the frame goes on unchanged.
-            if let Some(to) = self.calls.relay(now, from, bytes) {
+            // Relay: one lookup by source address and the sender's token decide; the frame
+            // goes on with the receiver's token.
+            if let Some((to, contents)) = self.calls.relay(now, from, bytes) {
                 self.transmits.push_back(Transmit {
                     destination: to,
-                    contents: bytes.to_vec(),
+                    contents,
                     from_alternate: false,
                 });
             }
