@@ -176,6 +176,8 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         verify_mapping: true,
         media_bind: None,
         lifetime_max: secs(args.lifetime_max, "--lifetime-max")?,
+        // TODO(H6): the CLI's pinned fingerprint and known-servers file.
+        trust: traversal::tls::ClientTrust::default(),
     };
     let mut driver = tokio::time::timeout(timeout, Driver::connect(&server, options))
         .await

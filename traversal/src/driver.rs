@@ -1,4 +1,5 @@
-//! The tokio driver of [`Client`]: it owns the TCP control connection, the UDP media socket
+//! The tokio driver of [`Client`]: it owns the control connection (TLS 1.3 over TCP, see
+//! [`connect_control`]), the UDP media socket
 //! and (when measuring the mapping lifetime) a second UDP socket, and runs the state machine.
 //!
 //! ```no_run
@@ -25,6 +26,10 @@ use tokio::net::{TcpStream, UdpSocket};
 use crate::client::{self, Client, Event, Socket};
 use crate::control::Verdict;
 use crate::stun;
+use crate::tls::{self, ClientTrust, Fingerprint};
+
+/// The control connection: TLS 1.3 over TCP.
+pub type ControlStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Driver settings.
 #[derive(Debug, Clone)]
@@ -41,6 +46,8 @@ pub struct Options {
     pub media_bind: Option<SocketAddr>,
     /// Longest silence the lifetime measurement tries.
     pub lifetime_max: Duration,
+    /// Which server certificates to accept.
+    pub trust: ClientTrust,
 }
 
 impl Default for Options {
@@ -52,6 +59,7 @@ impl Default for Options {
             verify_mapping: true,
             media_bind: None,
             lifetime_max: client::LIFETIME_MAX,
+            trust: ClientTrust::default(),
         }
     }
 }
@@ -69,6 +77,22 @@ pub enum DriverError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Protocol(String),
+    /// The server's certificate is not the one trusted for it (pinned, or recorded on first
+    /// use). Not retried.
+    #[error(
+        "the server {server} presented a certificate ({presented}) other than the one trusted \
+         for it ({pinned}): someone may be intercepting the connection, or the server's operator \
+         changed its certificate. If the operator changed it, trust the new one with \
+         `pinhole trust-server {server}` (or pin the new fingerprint in the settings)"
+    )]
+    CertificateChanged {
+        server: String,
+        pinned: Fingerprint,
+        presented: Fingerprint,
+    },
+    /// Any other failure of the TLS handshake.
+    #[error("no secure connection to the server at {0}: {1}")]
+    Tls(SocketAddr, String),
 }
 
 /// What [`Driver::next_event`] yields.
@@ -95,19 +119,23 @@ pub async fn resolve(server: &str) -> Result<Vec<SocketAddr>, DriverError> {
     Ok(addrs)
 }
 
-/// Resolves `server` and opens the TCP control connection to the first of its addresses that
-/// answers, trying EVERY address in the resolver's order, each within `timeout` (resolving also
-/// gets `timeout`). On failure the error is the last address's (refused, unreachable or timed
-/// out), so a name with a dead first address still reaches the server behind the second.
-/// Returns the connection and the address it reached.
+/// Resolves `server` and opens the control connection (TCP, then the TLS 1.3 handshake, which
+/// accepts the server's certificate only as `trust` says) to the first of its addresses that
+/// answers, trying EVERY address in the resolver's order, each within `timeout` for the TCP
+/// connect and the handshake together (resolving also gets `timeout`). On failure the error is
+/// the last address's (refused, unreachable, timed out, handshake failed), so a name with a dead
+/// first address still reaches the server behind the second; but a certificate other than the
+/// trusted one stops at once with [`DriverError::CertificateChanged`]. Returns the connection
+/// and the address it reached.
 pub async fn connect_control(
     server: &str,
     timeout: Duration,
-) -> Result<(TcpStream, SocketAddr), DriverError> {
+    trust: &ClientTrust,
+) -> Result<(ControlStream, SocketAddr), DriverError> {
     let addrs = tokio::time::timeout(timeout, resolve(server))
         .await
         .map_err(|_| DriverError::Resolve(server.to_string(), "timed out".into()))??;
-    connect_any(server, &addrs, timeout).await
+    connect_any(server, &addrs, timeout, trust).await
 }
 
 /// [`connect_control`] after resolving: each of `addrs` in turn, each within `timeout`.
@@ -115,14 +143,30 @@ async fn connect_any(
     server: &str,
     addrs: &[SocketAddr],
     timeout: Duration,
-) -> Result<(TcpStream, SocketAddr), DriverError> {
+    trust: &ClientTrust,
+) -> Result<(ControlStream, SocketAddr), DriverError> {
+    let name = tls::server_name(server).map_err(|e| DriverError::Resolve(server.to_string(), e))?;
+    let config = tls::client_config(server, trust)
+        .map_err(|e| DriverError::Protocol(format!("TLS configuration: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut last_err = DriverError::Resolve(server.to_string(), "no addresses".to_string());
     for &addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => return Ok((tcp, addr)),
+        let attempt = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| DriverError::Connect(addr, e))?;
+            let _ = tcp.set_nodelay(true);
+            connector
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| handshake_error(addr, &e))
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(tls)) => return Ok((tls, addr)),
+            Ok(Err(e @ DriverError::CertificateChanged { .. })) => return Err(e),
             Ok(Err(e)) => {
                 tracing::debug!("control connection to {addr}: {e}");
-                last_err = DriverError::Connect(addr, e);
+                last_err = e;
             }
             Err(_) => {
                 tracing::debug!("control connection to {addr}: no answer within {timeout:?}");
@@ -131,6 +175,32 @@ async fn connect_any(
         }
     }
     Err(last_err)
+}
+
+/// A failed handshake in plain words.
+fn handshake_error(addr: SocketAddr, e: &std::io::Error) -> DriverError {
+    if let Some(changed) = tls::certificate_changed(e) {
+        return DriverError::CertificateChanged {
+            server: changed.server.clone(),
+            pinned: changed.pinned,
+            presented: changed.presented,
+        };
+    }
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let detail = match rustls_error {
+        Some(rustls::Error::InvalidMessage(_)) => {
+            "it does not speak TLS (a server older than this client?)".to_string()
+        }
+        Some(rustls::Error::AlertReceived(alert)) => format!("the server refused it ({alert:?})"),
+        Some(other) => other.to_string(),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection during the handshake".to_string()
+        }
+        None => e.to_string(),
+    };
+    DriverError::Tls(addr, detail)
 }
 
 /// Every local interface address, IPv4 and IPv6 (empty if the system will not say).
@@ -148,7 +218,7 @@ pub fn local_addresses() -> Vec<IpAddr> {
 pub struct Driver {
     client: Client,
     server: SocketAddr,
-    tcp: TcpStream,
+    tcp: ControlStream,
     media: Arc<UdpSocket>,
     test: Option<UdpSocket>,
     local_addresses: Vec<IpAddr>,
@@ -173,17 +243,16 @@ impl Driver {
     /// Resolves `server`, connects the control connection, binds the sockets and starts the
     /// exchange. Fails within `options.timeout` when the server cannot be reached.
     pub async fn connect(server: &str, options: Options) -> Result<Self, DriverError> {
-        let (tcp, addr) = connect_control(server, options.timeout).await?;
+        let (tcp, addr) = connect_control(server, options.timeout, &options.trust).await?;
         Self::start(tcp, addr, options).await
     }
 
     async fn start(
-        tcp: TcpStream,
+        tcp: ControlStream,
         server: SocketAddr,
         options: Options,
     ) -> Result<Self, DriverError> {
-        let _ = tcp.set_nodelay(true);
-        let access = tcp.local_addr()?;
+        let access = tcp.get_ref().0.local_addr()?;
         let media = UdpSocket::bind(
             options
                 .media_bind
@@ -482,25 +551,47 @@ mod tests {
         probe.local_addr().unwrap()
     }
 
+    /// A TLS server on loopback with a fresh certificate, answering every handshake; returns
+    /// its address and a trust that pins its certificate.
+    async fn tls_server() -> (SocketAddr, ClientTrust) {
+        let identity = tls::ServerIdentity::generate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let mut buf = [0u8; 64];
+                        let _ = tls.read(&mut buf).await;
+                    }
+                });
+            }
+        });
+        let trust = ClientTrust {
+            pinned: Some(identity.fingerprint()),
+            known_servers: None,
+        };
+        (addr, trust)
+    }
+
     #[tokio::test]
     async fn connect_tries_every_address_past_one_that_times_out() {
         let (_silent, _fillers, silent) = silent_address().await;
-        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let good_addr = good.local_addr().unwrap();
+        let (good_addr, trust) = tls_server().await;
         let timeout = Duration::from_millis(300);
 
         let started = Instant::now();
-        let (tcp, reached) = connect_any("test", &[silent, good_addr], timeout)
+        let (tls, reached) = connect_any("test", &[silent, good_addr], timeout, &trust)
             .await
             .unwrap();
         assert_eq!(reached, good_addr);
-        assert_eq!(tcp.peer_addr().unwrap(), good_addr);
+        assert_eq!(tls.get_ref().0.peer_addr().unwrap(), good_addr);
         assert!(
             started.elapsed() >= timeout,
             "the silent address was given its full timeout first"
         );
-        let (accepted, _) = good.accept().await.unwrap();
-        assert_eq!(accepted.local_addr().unwrap(), good_addr);
     }
 
     #[tokio::test]
@@ -508,18 +599,19 @@ mod tests {
         let (_silent, _fillers, silent) = silent_address().await;
         let refused = refused_address();
         let timeout = Duration::from_millis(200);
+        let trust = ClientTrust::default();
 
-        match connect_any("test", &[refused, silent], timeout).await {
+        match connect_any("test", &[refused, silent], timeout, &trust).await {
             Err(DriverError::Timeout(addr, t)) => {
                 assert_eq!((addr, t), (silent, timeout));
             }
             other => panic!("expected the silent address's timeout, got {other:?}"),
         }
-        match connect_any("test", &[silent, refused], timeout).await {
+        match connect_any("test", &[silent, refused], timeout, &trust).await {
             Err(DriverError::Connect(addr, _)) => assert_eq!(addr, refused),
             other => panic!("expected the refused address's error, got {other:?}"),
         }
-        match connect_any("test", &[], timeout).await {
+        match connect_any("test", &[], timeout, &trust).await {
             Err(DriverError::Resolve(name, _)) => assert_eq!(name, "test"),
             other => panic!("expected no address, got {other:?}"),
         }
@@ -528,12 +620,72 @@ mod tests {
     #[tokio::test]
     async fn connect_control_resolves_a_name() {
         // `localhost` may also resolve to ::1 (refused here), before or after 127.0.0.1.
-        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let good_addr = good.local_addr().unwrap();
+        let (good_addr, trust) = tls_server().await;
         let name = format!("localhost:{}", good_addr.port());
-        let (_tcp, reached) = connect_control(&name, Duration::from_secs(2))
+        let (_tls, reached) = connect_control(&name, Duration::from_secs(2), &trust)
             .await
             .unwrap();
         assert_eq!(reached, good_addr);
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_server_is_no_control_connection() {
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = plain.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = plain.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = tcp.read(&mut buf).await;
+                // What an old server says to bytes it cannot parse: a frame, in clear.
+                let _ = tcp.write_all(b"\x00\x00\x00\x10{\"type\":\"error\"}").await;
+            }
+        });
+        match connect_any(
+            "test",
+            &[addr],
+            Duration::from_secs(2),
+            &ClientTrust::default(),
+        )
+        .await
+        {
+            Err(DriverError::Tls(at, detail)) => {
+                assert_eq!(at, addr);
+                assert!(detail.contains("does not speak TLS"), "{detail}");
+            }
+            other => panic!("expected a TLS failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_changed_certificate_stops_at_once_with_both_fingerprints() {
+        let (first, trust) = tls_server().await;
+        let (second, second_trust) = tls_server().await;
+        // Pinned to the second server's certificate, the first address presents another one:
+        // the second address is not tried.
+        let err = connect_any(
+            "test:3478",
+            &[first, second],
+            Duration::from_secs(2),
+            &second_trust,
+        )
+        .await
+        .unwrap_err();
+        match &err {
+            DriverError::CertificateChanged {
+                server,
+                pinned,
+                presented,
+            } => {
+                assert_eq!(server, "test:3478");
+                assert_eq!(Some(*pinned), second_trust.pinned);
+                assert_eq!(Some(*presented), trust.pinned);
+            }
+            other => panic!("expected CertificateChanged, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("pinhole trust-server test:3478"),
+            "{message}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //!   nat-check`): TCP stream, media socket, the second socket of the lifetime measurement;
 //! - [`rendezvous`]: the server on its own threads: a batched UDP hot path via [`udp_batch`],
 //!   control connections in one mio poll loop; [`names_file`] keeps its names on disk;
+//! - [`tls`]: TLS 1.3 on the control connection: the server's certificate, the client's trust;
 //! - the `pinhole-rendezvous` binary.
 //!
 //! See `traversal-core`'s crate documentation for the protocol, its layers and the design
@@ -15,4 +16,5 @@ pub use traversal_core::{addr, calls, channel, client, control, phone, punch, se
 pub mod driver;
 pub mod names_file;
 pub mod rendezvous;
+pub mod tls;
 pub mod udp_batch;

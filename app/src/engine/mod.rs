@@ -194,6 +194,8 @@ pub struct EngineConfig {
     pub call_timeout: Duration,
     /// Called after each event (wake the GUI).
     pub notify: Option<Notify>,
+    /// Which certificates of the server to trust (pinned fingerprint, known-servers file).
+    pub trust: traversal::tls::ClientTrust,
 }
 
 impl EngineConfig {
@@ -211,6 +213,7 @@ impl EngineConfig {
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(35),
             notify: None,
+            trust: traversal::tls::ClientTrust::default(),
         }
     }
 }

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use ::media::audio::{Sink, Source};
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
+use traversal::driver::{ControlStream, DriverError};
 use traversal::phone::{
     self, ControlConnected, MediaPath, Phone, PhoneConfig, Received, StopReason, TcpAction,
 };
@@ -74,7 +74,7 @@ pub(super) fn run(
 /// The open control connection: reads here, writes through a task of its own (so a slow
 /// server never stalls the loop).
 struct Control {
-    reader: OwnedReadHalf,
+    reader: ReadHalf<ControlStream>,
     writer: UnboundedSender<Vec<u8>>,
     writer_task: JoinHandle<()>,
 }
@@ -107,7 +107,7 @@ struct Driver {
     control: Option<Control>,
     /// The writer of the last control connection closed, still writing out.
     closing: Option<JoinHandle<()>>,
-    connecting: Option<JoinHandle<Result<(TcpStream, SocketAddr), String>>>,
+    connecting: Option<JoinHandle<Result<(ControlStream, SocketAddr), DriverError>>>,
     opening: Option<Opening>,
     media: Option<Media>,
     muted: bool,
@@ -380,26 +380,35 @@ impl Driver {
         self.close_control();
         let server = self.config.server.clone();
         let timeout = self.config.connect_timeout;
+        let trust = self.config.trust.clone();
         self.connecting = Some(tokio::spawn(async move {
-            let (tcp, addr) = traversal::driver::connect_control(&server, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = tcp.set_nodelay(true);
-            Ok((tcp, addr))
+            traversal::driver::connect_control(&server, timeout, &trust).await
         }));
     }
 
     fn handle_connect(
         &mut self,
         now: Instant,
-        result: Result<Result<(TcpStream, SocketAddr), String>, tokio::task::JoinError>,
+        result: Result<Result<(ControlStream, SocketAddr), DriverError>, tokio::task::JoinError>,
     ) {
-        let (tcp, server) = match result {
+        let (tls, server) = match result {
             Ok(Ok(opened)) => opened,
-            Ok(Err(detail)) => return self.phone.handle_connect_failed(now, detail),
+            Ok(Err(DriverError::CertificateChanged {
+                server,
+                pinned,
+                presented,
+            })) => {
+                return self.phone.handle_untrusted_server(
+                    now,
+                    server,
+                    pinned.to_string(),
+                    presented.to_string(),
+                );
+            }
+            Ok(Err(e)) => return self.phone.handle_connect_failed(now, e.to_string()),
             Err(e) => return self.phone.handle_connect_failed(now, e.to_string()),
         };
-        let access = match tcp.local_addr() {
+        let access = match tls.get_ref().0.local_addr() {
             Ok(access) => access,
             Err(e) => {
                 return self
@@ -430,7 +439,7 @@ impl Driver {
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map_or(0, |a| a.port());
-        let (reader, mut writer) = tcp.into_split();
+        let (reader, mut writer) = tokio::io::split(tls);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let writer_task = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
