@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use traversal::channel;
-use traversal::control::{EndReason as Wire, Verdict};
+use traversal::control::{EndReason as Wire, ServerMessage, Verdict};
 use traversal::phone::{
-    ControlConnected, EndReason, Event, MediaPath, PathKind, Phone, PhoneConfig, Received,
-    Registration, ServerLoss, StopReason, TcpAction,
+    CallSecurity, ControlConnected, EndReason, Event, MediaPath, PathKind, Phone, PhoneConfig,
+    Received, Registration, ServerLoss, StopReason, TcpAction,
 };
 use traversal::server::{self, Server};
 use traversal_sim::{Arrival, ConnId, End, HostId, NatConfig, NatKind, Net, ServerNode, TcpEvent};
@@ -69,6 +69,8 @@ struct World {
     /// The server takes nothing in any more (hung), but its connections stay open.
     frozen: bool,
     phones: Vec<Handset>,
+    /// A server in the middle: rewrites every message the server sends (whole frames).
+    tamper: Option<fn(ServerMessage) -> ServerMessage>,
 }
 
 impl World {
@@ -84,6 +86,7 @@ impl World {
             server_addr,
             frozen: false,
             phones: Vec::new(),
+            tamper: None,
         };
         world.start_server();
         world
@@ -126,7 +129,7 @@ impl World {
         };
         let ip: IpAddr = local.parse().unwrap();
         let host = self.net.add_host(vec![ip], nat);
-        let seed = 100 + self.phones.len() as u64;
+        let seed = [100 + self.phones.len() as u8; 32];
         let mut config = PhoneConfig::new(name.into(), SigningKey::from_bytes(&[key; 32]), seed);
         tweak(&mut config);
         let now = self.now();
@@ -361,8 +364,14 @@ impl World {
         rtp.extend_from_slice(&[i as u8; 40]);
         let (to, bytes) = match path {
             MediaPath::Direct(addr) => (addr, rtp),
-            MediaPath::Relay { server, channel } => {
-                (server, channel::encode(channel, &rtp).unwrap())
+            MediaPath::Relay {
+                server,
+                channel,
+                token,
+            } => {
+                let mut frame = Vec::new();
+                channel::encode_relay_into(channel, token, &rtp, &mut frame).unwrap();
+                (server, frame)
             }
         };
         let (host, media) = (h.host, h.media);
@@ -474,7 +483,10 @@ impl World {
                         h.phone
                             .handle_connect_failed(now, "connection refused".into());
                     }
-                    TcpEvent::Data(bytes) => h.phone.handle_tcp(now, &bytes),
+                    TcpEvent::Data(bytes) => match self.tamper {
+                        Some(tamper) => h.phone.handle_tcp(now, &rewrite(&bytes, tamper)),
+                        None => h.phone.handle_tcp(now, &bytes),
+                    },
                     TcpEvent::Closed => {
                         h.conn = None;
                         h.phone.handle_tcp_closed(now);
@@ -509,6 +521,29 @@ impl Name for Handset {
             })
             .unwrap()
     }
+}
+
+/// The frames of `bytes` (whole ones, as the simulated server writes them) through `tamper`.
+fn rewrite(mut bytes: &[u8], tamper: fn(ServerMessage) -> ServerMessage) -> Vec<u8> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let message: ServerMessage = serde_json::from_slice(&bytes[4..4 + len]).unwrap();
+        out.extend(traversal::control::encode(&tamper(message)));
+        bytes = &bytes[4 + len..];
+    }
+    out
+}
+
+/// The call's keys as phone `i` got them.
+fn security(w: &World, i: usize) -> CallSecurity {
+    w.events(i)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Connected { security, .. } => Some(security),
+            _ => None,
+        })
+        .unwrap()
 }
 
 fn is_online_event(e: &Event) -> bool {
@@ -626,6 +661,13 @@ fn call_rings_connects_goes_direct_carries_media_and_hangs_up() {
             w.events(i)
         );
     }
+    // Both sides read the same six digits; what one sends the other decrypts.
+    let (ka, kb) = (security(&w, a), security(&w, b));
+    assert_eq!(ka.sas, kb.sas);
+    assert_eq!(ka.sas.as_ref().unwrap().len(), 7);
+    assert_eq!((&ka.tx, &ka.rx), (&kb.rx, &kb.tx));
+    assert_eq!(ka.suite, "AEAD_AES_128_GCM");
+    assert!(ka.peer_key.is_some() && kb.peer_key.is_some() && ka.peer_key != kb.peer_key);
     assert!(w.both_direct(a, b));
     for i in [a, b] {
         assert!(w.has(i, |e| matches!(
@@ -1115,4 +1157,67 @@ fn ringing_call_ends_when_the_server_dies_and_calls_while_replaced_fail_at_once(
     w.call(a, "bob");
     w.assert_ended(a, EndReason::ServerUnreachable);
     assert_eq!(w.phones[a].tcp_bytes, sent);
+}
+
+/// A server that swaps the callee's ephemeral key (it cannot sign for the callee): the caller
+/// refuses it and the call ends as insecure on both sides, with no media.
+#[test]
+fn a_server_that_swaps_the_callees_key_gets_no_call() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.tamper = Some(|m| match m {
+        ServerMessage::Connected {
+            call_id,
+            candidates,
+            channel,
+            relay_token,
+            peer_key,
+            e2e: Some(mut e2e),
+        } => {
+            e2e.ephemeral = "09".repeat(32);
+            ServerMessage::Connected {
+                call_id,
+                candidates,
+                channel,
+                relay_token,
+                peer_key,
+                e2e: Some(e2e),
+            }
+        }
+        other => other,
+    });
+    w.call(a, "bob");
+    w.run(Duration::from_millis(200));
+    w.with(b, |p, now| p.accept(now)).unwrap();
+    w.run(Duration::from_millis(500));
+    assert_eq!(w.end_reason(a), Some(EndReason::Insecure));
+    assert!(!w.has(a, |e| matches!(e, Event::Connected { .. })));
+    assert!(!w.has(b, |e| matches!(e, Event::Connected { .. })));
+    assert!(w.end_reason(b).is_some(), "{:?}", w.events(b));
+}
+
+/// A server that keeps the caller's reveal from the callee: the callee never has keys, and
+/// gives up as insecure when its accept times out.
+#[test]
+fn a_callee_without_the_callers_key_ends_the_call_as_insecure() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.tamper = Some(|m| match m {
+        ServerMessage::Reveal { call_id, .. } => ServerMessage::Ringing { call_id },
+        other => other,
+    });
+    w.call(a, "bob");
+    w.run(Duration::from_millis(200));
+    w.with(b, |p, now| p.accept(now)).unwrap();
+    w.run(secs(3));
+    // The caller is up (it has the keys); the callee has none and plays nothing.
+    assert!(w.has(a, |e| matches!(e, Event::Connected { .. })));
+    assert!(!w.has(b, |e| matches!(e, Event::Connected { .. })));
+    assert_eq!(w.end_reason(b), None);
+    w.run(secs(10));
+    // Whichever comes first: the caller hears nothing and hangs up, or the callee's accept
+    // times out without the key.
+    assert!(matches!(
+        w.end_reason(b),
+        Some(EndReason::Insecure | EndReason::Remote(Wire::HungUp))
+    ));
+    assert!(!w.has(b, |e| matches!(e, Event::Connected { .. })));
 }

@@ -345,6 +345,25 @@ impl Phone {
         self.drain_exchange(now);
     }
 
+    /// The server presented another certificate than the one pinned for it: the phone stops
+    /// ([`StopReason::UntrustedServer`]) without a retry; the user decides.
+    pub fn handle_untrusted_server(
+        &mut self,
+        now: Instant,
+        server: String,
+        pinned: String,
+        presented: String,
+    ) {
+        self.stop(
+            now,
+            StopReason::UntrustedServer {
+                server,
+                pinned,
+                presented,
+            },
+        );
+    }
+
     /// The control connection closed (or failed).
     pub fn handle_tcp_closed(&mut self, now: Instant) {
         if matches!(self.link, Link::Up(_)) {
