@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) holds the command line and the window; this library holds the parts
 //! that tests drive directly.
 
+pub mod contacts;
 pub mod engine;
 pub mod headless;
 pub mod settings;
