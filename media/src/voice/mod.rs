@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! capture -> VoiceSession::push_capture -> Encoder (Opus, FEC) -> RtpSender -> Transport
-//! datagram -> VoiceSession::handle_datagram -> classify -> RTP: JitterBuffer / RTCP: stats, RTT
+//! datagram -> VoiceSession::handle_datagram -> classify -> RTP: source gate (a new SSRC after
+//!   probation, RFC 3550 A.1) -> JitterBuffer / RTCP from the played source: stats, RTT
 //! VoiceSession::pull_playout <- Decoder (packet, FEC recovery or PLC) <- JitterBuffer::pull
 //! VoiceSession::poll_timeout / handle_timeout -> RTCP SR/RR + SDES on the same port (RFC 5761)
 //! ```
@@ -54,6 +55,7 @@
 pub mod codec;
 pub mod jitter;
 pub mod link;
+mod probation;
 pub mod rtcp;
 pub mod rtp;
 pub mod session;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::VoiceError;
 use super::codec::{CodecConfig, Decoder, Encoder, MAX_FRAME_SAMPLES, MAX_OPUS_PACKET};
 use super::jitter::{JitterBuffer, JitterConfig, Playout, PushOutcome};
+use super::probation::{Admit, SourceGate};
 use super::rtcp::{self, MAX_RTCP_LEN, NtpTime, SenderInfo};
 use super::rtp::{self, DEFAULT_PAYLOAD_TYPE, DatagramKind, RTP_HEADER_LEN, RtpSender};
 use super::stats::{ReceptionTracker, RemoteStats, SendStats, VoiceStats};
@@ -94,6 +95,8 @@ pub struct VoiceSession {
     decoder: Decoder,
     sender: RtpSender,
     jitter: JitterBuffer,
+    /// Which source is played; a new SSRC only after probation (RFC 3550 A.1).
+    sources: SourceGate,
     reception: ReceptionTracker,
     capture: Vec<f32>,
     packet: Vec<u8>,
@@ -140,6 +143,7 @@ impl VoiceSession {
             encoder,
             decoder,
             sender,
+            sources: SourceGate::default(),
             reception: ReceptionTracker::default(),
             capture: Vec::with_capacity(frame),
             packet: vec![0; MAX_OPUS_PACKET],
@@ -293,6 +297,14 @@ impl VoiceSession {
             }
         };
         let arrival = self.samples_at(now);
+        if self.sources.admit(arrival, packet.ssrc, packet.seq) == Admit::Dropped {
+            tracing::trace!(
+                ssrc = packet.ssrc,
+                seq = packet.seq,
+                "RTP from a source on probation dropped"
+            );
+            return;
+        }
         match self.jitter.push(
             arrival,
             packet.ssrc,
@@ -333,6 +345,20 @@ impl VoiceSession {
                 return;
             }
         };
+        let played = self.sources.current();
+        if report
+            .sender_ssrc
+            .is_some_and(|from| played.is_some_and(|p| p != from))
+        {
+            // Reports from another source than the one played would steer our RTT, loss
+            // figures and FEC: dropped with its RTP.
+            tracing::trace!(
+                from = report.sender_ssrc,
+                "RTCP from another source dropped"
+            );
+            self.sources.count_dropped();
+            return;
+        }
         self.rtcp_received += 1;
         if let Some(si) = report.sender_info {
             self.last_sr = Some((si.ntp.middle(), now));
@@ -528,6 +554,7 @@ impl VoiceSession {
         r.fec_recovered = c.fec_recovered;
         r.dropped_frames = c.dropped;
         r.resyncs = c.resyncs;
+        r.probation_dropped = self.sources.dropped();
         stats
     }
 }

@@ -43,6 +43,10 @@ pub struct ReceiveStats {
     pub dropped_frames: u64,
     /// Resynchronisations on a new SSRC or a sequence jump.
     pub resyncs: u64,
+    /// RTP and RTCP packets dropped for coming from another source than the one played: a new
+    /// SSRC on probation (RFC 3550 A.1), or any other while the played one is alive (a stray
+    /// or injected stream).
+    pub probation_dropped: u64,
 }
 
 /// What the peer reports about the stream we send (its last RTCP report block).
