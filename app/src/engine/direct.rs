@@ -8,8 +8,8 @@ use std::time::Duration;
 use media::audio::{SinkSpec, SourceSpec};
 use tokio::time::{Instant as TokioInstant, MissedTickBehavior};
 
-use super::EngineError;
-use super::media::{CallReport, MediaCall, MediaConfig, MediaPath};
+use super::media::{CallReport, CallSecurity, CallSetup, MediaCall, MediaConfig, MediaPath};
+use super::{EngineError, Security};
 
 /// What a call without a server needs.
 #[derive(Debug)]
@@ -32,6 +32,9 @@ pub struct DirectCall {
     pub duration: Duration,
     /// The peer's name in the report.
     pub peer: String,
+    /// The media keys: both ends of a call need mirrored ones (for a test call,
+    /// [`CallSecurity::loopback`] of one seed on both sides).
+    pub keys: CallSecurity,
 }
 
 /// Runs the call on a runtime of its own, in this thread, and returns its report.
@@ -48,7 +51,20 @@ async fn direct(call: DirectCall) -> Result<CallReport, EngineError> {
     let source = call.input.open()?;
     let sink = call.output.open()?;
     let start = std::time::Instant::now();
-    let mut media = MediaCall::new(call.peer, call.media, source, sink, call.path, start, start)?;
+    let security = Security {
+        suite: call.keys.suite,
+        sas: call.keys.sas.clone(),
+        peer_key: None,
+        key_check: None,
+    };
+    let setup = CallSetup {
+        peer: call.peer,
+        path: call.path,
+        placed: start,
+        keys: call.keys,
+        security,
+    };
+    let mut media = MediaCall::new(setup, call.media, source, sink, start)?;
     if let Some((server, channel)) = call.relay {
         media.set_relay(server, channel);
     }

@@ -11,19 +11,25 @@
 //! ```
 //!
 //! The path says where what we send goes: straight to the peer, or to the server as TURN
-//! ChannelData (RFC 8656 section 12.4) on the call's channel. Whatever the path, media from the
-//! peer is accepted both ways, so switching paths never loses audio.
+//! ChannelData (RFC 8656 section 12.4) on the call's channel with our relay token. Whatever the
+//! path, media from the peer is accepted both ways, so switching paths never loses audio.
+//!
+//! Every packet is SRTP or SRTCP (RFC 7714, AES-128-GCM) under the call's end-to-end keys:
+//! protected as it leaves the session, unprotected before the session sees it. Replayed,
+//! forged and malformed packets are dropped and counted in the report.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use media::audio::{AudioError, LevelMeter, Sink, Source};
+use media::srtp::{MasterKey, Srtp};
 use media::voice::{CodecConfig, DatagramKind, FrameDuration, VoiceConfig, VoiceSession};
 use serde::Serialize;
 use traversal::channel::{self, Kind};
 
-pub use traversal::phone::{EndReason, MediaPath, PathKind};
+use super::Security;
+pub use traversal::phone::{CallSecurity, EndReason, MediaPath, PathKind};
 
 /// Settings of the media of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +74,11 @@ pub struct RtpReport {
     pub lost: u64,
     /// Interarrival jitter (RFC 3550 A.8), milliseconds.
     pub jitter_ms: f64,
+    /// Packets dropped as replays of packets already received (SRTP replay window).
+    pub replayed: u64,
+    /// Packets dropped because their authentication tag did not verify: tampered, or not
+    /// sent by the peer.
+    pub forged: u64,
 }
 
 /// A call's figures: the `Stats` event every second, and the report when it ends (one JSON line
@@ -87,6 +98,13 @@ pub struct CallReport {
     pub duration_s: f64,
     /// RTP counters.
     pub rtp: RtpReport,
+    /// The end-to-end encryption of the media (the SRTP suite).
+    pub e2e: &'static str,
+    /// The short authentication string both people can compare (absent for `echo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sas: Option<String>,
+    /// The peer's name key is not the one remembered from an earlier call.
+    pub peer_key_changed: bool,
     /// Round-trip time from RTCP, once known.
     pub rtt_ms: Option<f64>,
     /// How the call ended (`"hung_up"`, `"peer_hung_up"`, `"server_lost"`...); set in the
@@ -95,11 +113,32 @@ pub struct CallReport {
     pub end: Option<EndReason>,
 }
 
-/// One call's media: session, audio ends, path, counters.
+/// What a call's media starts from: who, where to, since when, and its keys.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    /// The other party's name (or address for a call without a server).
+    pub peer: String,
+    /// Where media goes first.
+    pub path: MediaPath,
+    /// When the call was placed or received (for `setup_ms`).
+    pub placed: Instant,
+    /// The end-to-end keys.
+    pub keys: CallSecurity,
+    /// What the people are shown about them (for the report).
+    pub security: Security,
+}
+
+/// One call's media: session, audio ends, path, encryption, counters.
 #[derive(Debug)]
 pub struct MediaCall {
     peer: String,
     session: VoiceSession,
+    srtp: Srtp,
+    /// What the session wrote, sealed (SRTP), before it is framed for the path.
+    sealed: Vec<u8>,
+    /// What came in, opened, before the session reads it.
+    opened: Vec<u8>,
+    security: Security,
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
     path: MediaPath,
@@ -119,21 +158,30 @@ pub struct MediaCall {
     finished: bool,
 }
 
-/// Sends what the session gives it over the current path, without blocking: a full socket
-/// buffer is a lost packet, as on the wire.
+/// Seals what the session gives it and sends it over the current path, without blocking: a
+/// full socket buffer is a lost packet, as on the wire.
 struct PathTransport<'a> {
     socket: &'a tokio::net::UdpSocket,
     path: MediaPath,
+    srtp: &'a mut Srtp,
+    sealed: &'a mut Vec<u8>,
     scratch: &'a mut Vec<u8>,
 }
 
 impl media::voice::Transport for PathTransport<'_> {
     fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        self.srtp
+            .protect(datagram, self.sealed)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         match self.path {
-            MediaPath::Direct(to) => self.socket.try_send_to(datagram, to).map(|_| ()),
-            MediaPath::Relay { server, channel } => {
+            MediaPath::Direct(to) => self.socket.try_send_to(self.sealed, to).map(|_| ()),
+            MediaPath::Relay {
+                server,
+                channel,
+                token,
+            } => {
                 self.scratch.clear();
-                channel::encode_into(channel, datagram, self.scratch)
+                channel::encode_relay_into(channel, token, self.sealed, self.scratch)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 self.socket.try_send_to(self.scratch, server).map(|_| ())
             }
@@ -141,18 +189,29 @@ impl media::voice::Transport for PathTransport<'_> {
     }
 }
 
+fn master_key(key: &traversal::phone::MediaKey) -> MasterKey {
+    MasterKey {
+        key: key.key,
+        salt: key.salt,
+    }
+}
+
 impl MediaCall {
-    /// Media for a call with `peer`, sending on `path` from `now`. `placed` is when the call
-    /// was placed or received (for `setup_ms`).
+    /// Media for the call `setup` describes, from `now`.
     pub fn new(
-        peer: String,
+        setup: CallSetup,
         config: MediaConfig,
         source: Box<dyn Source>,
         sink: Box<dyn Sink>,
-        path: MediaPath,
-        placed: Instant,
         now: Instant,
-    ) -> Result<Self, media::voice::VoiceError> {
+    ) -> Result<Self, super::EngineError> {
+        let CallSetup {
+            peer,
+            path,
+            placed,
+            keys,
+            security,
+        } = setup;
         let voice = VoiceConfig {
             codec: CodecConfig {
                 frame: config.frame(),
@@ -164,13 +223,20 @@ impl MediaCall {
         };
         let frame = voice.codec.frame.samples();
         let session = VoiceSession::new(voice, now, &mut rand::rng())?;
+        let srtp = Srtp::new(&master_key(&keys.tx), &master_key(&keys.rx))?;
         let relay = match path {
-            MediaPath::Relay { server, channel } => Some((server, channel)),
+            MediaPath::Relay {
+                server, channel, ..
+            } => Some((server, channel)),
             MediaPath::Direct(_) => None,
         };
         Ok(Self {
             peer,
             session,
+            srtp,
+            sealed: Vec::with_capacity(1600),
+            opened: Vec::with_capacity(1600),
+            security,
             source,
             sink,
             path,
@@ -202,7 +268,10 @@ impl MediaCall {
 
     /// Moves the media to `path`; true when that is a change (counted in `path_changes`).
     pub fn set_path(&mut self, path: MediaPath) -> bool {
-        if let MediaPath::Relay { server, channel } = path {
+        if let MediaPath::Relay {
+            server, channel, ..
+        } = path
+        {
             self.relay = Some((server, channel));
         }
         if path == self.path {
@@ -252,6 +321,8 @@ impl MediaCall {
         let mut transport = PathTransport {
             socket,
             path: self.path,
+            srtp: &mut self.srtp,
+            sealed: &mut self.sealed,
             scratch: &mut self.scratch,
         };
         match self.source.read(&mut self.capture) {
@@ -294,11 +365,11 @@ impl MediaCall {
                 true
             }
             Kind::ChannelData => {
-                match (self.relay, channel::decode(datagram)) {
+                match (self.relay, channel::decode_relay(datagram)) {
                     (Some((server, channel)), Ok(frame))
                         if frame.channel == channel && same_addr(from, server) =>
                     {
-                        self.handle_media(now, frame.payload);
+                        self.handle_media(now, frame.media);
                     }
                     _ => self.dropped += 1,
                 }
@@ -312,10 +383,15 @@ impl MediaCall {
         }
     }
 
-    /// RTP or RTCP of this call, already told apart from everything else on the media socket
-    /// (by the phone: [`traversal::phone::Received::Media`]).
+    /// SRTP or SRTCP of this call, already told apart from everything else on the media socket
+    /// (by the phone: [`traversal::phone::Received::Media`]): opened, then played. What does
+    /// not open (replayed, forged, malformed) is dropped and counted.
     pub fn handle_media(&mut self, now: Instant, datagram: &[u8]) {
-        let kind = self.session.handle_datagram(now, datagram);
+        if let Err(e) = self.srtp.unprotect(datagram, &mut self.opened) {
+            tracing::trace!("media dropped: {e}");
+            return;
+        }
+        let kind = self.session.handle_datagram(now, &self.opened);
         if kind == DatagramKind::Rtp && self.first_media.is_none() {
             self.first_media = Some(now);
             tracing::info!(
@@ -328,6 +404,7 @@ impl MediaCall {
     /// The call's figures now.
     pub fn report(&self, now: Instant) -> CallReport {
         let stats = self.session.stats();
+        let srtp = self.srtp.stats();
         CallReport {
             peer: self.peer.clone(),
             path: self.path.kind(),
@@ -341,7 +418,16 @@ impl MediaCall {
                 received: stats.received.packets,
                 lost: stats.received.lost,
                 jitter_ms: round3(stats.received.jitter.as_secs_f64() * 1000.0),
+                replayed: srtp.replayed,
+                forged: srtp.forged,
             },
+            e2e: self.security.suite,
+            sas: self.security.sas.clone(),
+            peer_key_changed: self
+                .security
+                .key_check
+                .as_ref()
+                .is_some_and(|c| c.is_changed()),
             rtt_ms: stats.rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
             end: None,
         }
@@ -360,6 +446,8 @@ impl MediaCall {
         let mut transport = PathTransport {
             socket,
             path: self.path,
+            srtp: &mut self.srtp,
+            sealed: &mut self.sealed,
             scratch: &mut self.scratch,
         };
         self.session.close(now, &mut transport);

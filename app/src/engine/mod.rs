@@ -32,7 +32,23 @@ use std::time::Duration;
 use ::media::audio::{LevelMeter, SinkSpec, SourceSpec};
 
 pub use direct::{DirectCall, run_direct};
-pub use media::{CallReport, MediaCall, MediaConfig, RtpReport};
+pub use media::{CallReport, CallSetup, MediaCall, MediaConfig, RtpReport};
+
+pub use crate::contacts::KeyCheck;
+
+/// How a connected call is protected, as the people see it: the call view and the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// The SRTP suite of the media (`AEAD_AES_128_GCM`).
+    pub suite: &'static str,
+    /// The short authentication string both people can compare (`None` for the echo service,
+    /// which has no other side).
+    pub sas: Option<String>,
+    /// The peer's name key, hex (`None` for the echo service).
+    pub peer_key: Option<String>,
+    /// What the contacts say about that key (`None` for the echo service).
+    pub key_check: Option<KeyCheck>,
+}
 pub use traversal::phone::{EndReason, MediaPath, PathKind, Registration, ServerLoss, StopReason};
 
 /// What a front end asks of the engine.
@@ -88,6 +104,12 @@ pub enum Warning {
         /// For people.
         message: String,
     },
+    /// The contacts file cannot be read: peers' keys are remembered for this run only (the
+    /// file is left as it is).
+    Contacts {
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -104,6 +126,9 @@ impl fmt::Display for Warning {
             Warning::NoCallToAccept => f.write_str("no incoming call to answer"),
             Warning::Refused { code, message } => {
                 write!(f, "the server refused: {message} ({code})")
+            }
+            Warning::Contacts { detail } => {
+                write!(f, "contact keys not saved: {detail}")
             }
         }
     }
@@ -132,6 +157,8 @@ pub enum Event {
         input_meter: LevelMeter,
         /// Level of what we play (for a meter).
         output_meter: LevelMeter,
+        /// The call's encryption and the peer's key.
+        security: Security,
     },
     /// The microphone's mute state: after [`Command::Mute`], and `false` when a call starts.
     Muted(bool),
@@ -196,6 +223,9 @@ pub struct EngineConfig {
     pub notify: Option<Notify>,
     /// Which certificates of the server to trust (pinned fingerprint, known-servers file).
     pub trust: traversal::tls::ClientTrust,
+    /// The file of peers' name keys remembered from earlier calls (`None`: remembered for this
+    /// run only).
+    pub contacts: Option<std::path::PathBuf>,
 }
 
 impl EngineConfig {
@@ -214,6 +244,7 @@ impl EngineConfig {
             call_timeout: Duration::from_secs(35),
             notify: None,
             trust: traversal::tls::ClientTrust::default(),
+            contacts: None,
         }
     }
 }
@@ -244,6 +275,9 @@ pub enum EngineError {
     /// The voice pipeline could not start.
     #[error("voice: {0}")]
     Voice(#[from] ::media::voice::VoiceError),
+    /// The call's keys could not be set up.
+    #[error("media encryption: {0}")]
+    Keys(#[from] ::media::srtp::SrtpError),
     /// A socket or runtime error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

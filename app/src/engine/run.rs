@@ -7,7 +7,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ::media::audio::{Sink, Source};
-use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -15,11 +14,12 @@ use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 use traversal::driver::{ControlStream, DriverError};
 use traversal::phone::{
-    self, ControlConnected, MediaPath, Phone, PhoneConfig, Received, StopReason, TcpAction,
+    self, ControlConnected, Phone, PhoneConfig, Received, StopReason, TcpAction,
 };
 
-use super::media::MediaCall;
-use super::{AudioSide, Command, EngineConfig, Event, Notify, Warning};
+use super::media::{CallSetup, MediaCall};
+use super::{AudioSide, Command, EngineConfig, Event, Notify, Security, Warning};
+use crate::contacts::Contacts;
 
 /// How long a write to the control connection may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -67,7 +67,10 @@ pub(super) fn run(
             return;
         }
     };
-    let reason = runtime.block_on(Driver::new(config, tx.clone()).run(commands));
+    let reason = match Driver::new(config, tx.clone()) {
+        Ok(driver) => runtime.block_on(driver.run(commands)),
+        Err(reason) => Some(reason),
+    };
     tx.send(Event::Stopped { reason });
 }
 
@@ -84,10 +87,8 @@ type AudioResult = Result<Audio, (AudioSide, String)>;
 
 /// The call whose audio devices are being opened.
 struct Opening {
-    peer: String,
-    setup_from: Instant,
-    /// The path the call started on (the relay).
-    path: MediaPath,
+    /// Who, the path it started on (the relay), since when, its keys.
+    setup: CallSetup,
     task: JoinHandle<AudioResult>,
 }
 
@@ -113,20 +114,34 @@ struct Driver {
     muted: bool,
     volume: f32,
     stop: Option<Option<StopReason>>,
+    /// Peers' name keys from earlier calls.
+    contacts: Contacts,
 }
 
 impl Driver {
-    fn new(config: EngineConfig, events: EventTx) -> Self {
-        let mut phone_config = PhoneConfig::new(
-            config.name.clone(),
-            config.key.clone(),
-            rand::rng().next_u64(),
-        );
+    fn new(config: EngineConfig, events: EventTx) -> Result<Self, StopReason> {
+        // The phone's generator makes every call's ephemeral key: seeded from the OS.
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| StopReason::Local {
+            detail: format!("no random numbers from the system: {e}"),
+        })?;
+        let contacts = match &config.contacts {
+            Some(path) => Contacts::open(path.clone()).unwrap_or_else(|e| {
+                // Never overwrite a file we cannot read: remember keys for this run only.
+                tracing::warn!("contacts: {e}");
+                events.send(Event::Warning(Warning::Contacts {
+                    detail: e.to_string(),
+                }));
+                Contacts::in_memory()
+            }),
+            None => Contacts::in_memory(),
+        };
+        let mut phone_config = PhoneConfig::new(config.name.clone(), config.key.clone(), seed);
         phone_config.keepalive = config.keepalive;
         phone_config.register_timeout = config.connect_timeout * 2;
         phone_config.call_timeout = config.call_timeout;
         let phone = Phone::new(phone_config, Instant::now());
-        Driver {
+        Ok(Driver {
             config,
             events,
             phone,
@@ -139,7 +154,8 @@ impl Driver {
             muted: false,
             volume: 1.0,
             stop: None,
-        }
+            contacts,
+        })
     }
 
     /// Runs until shut down or stopped; the reason when it was not asked to stop.
@@ -240,7 +256,31 @@ impl Driver {
                 peer,
                 path,
                 setup_from,
-            } => self.open_audio(peer, path, setup_from),
+                security: keys,
+            } => {
+                let peer_key = keys.peer_key.map(hex::encode);
+                let key_check = peer_key
+                    .as_deref()
+                    .map(|key| self.contacts.check(&peer, key));
+                if let Some(check) = &key_check
+                    && check.is_changed()
+                {
+                    tracing::warn!(peer, "the peer's key changed since the last call");
+                }
+                let security = Security {
+                    suite: keys.suite,
+                    sas: keys.sas.clone(),
+                    peer_key,
+                    key_check,
+                };
+                self.open_audio(CallSetup {
+                    peer,
+                    path,
+                    placed: setup_from,
+                    keys,
+                    security,
+                });
+            }
             phone::Event::PathChanged { path } => {
                 if let Some(media) = &mut self.media
                     && media.call.set_path(path)
@@ -469,7 +509,7 @@ impl Driver {
 
     /// The call is up: its audio devices open on a blocking thread (a sound server may take
     /// seconds), and the media starts when they are.
-    fn open_audio(&mut self, peer: String, path: MediaPath, setup_from: Instant) {
+    fn open_audio(&mut self, setup: CallSetup) {
         let input = self.config.input.clone();
         let output = self.config.output.clone();
         let task = tokio::task::spawn_blocking(move || -> AudioResult {
@@ -481,12 +521,7 @@ impl Driver {
                 .map_err(|e| (AudioSide::Speaker, e.to_string()))?;
             Ok((source, sink))
         });
-        self.opening = Some(Opening {
-            peer,
-            setup_from,
-            path,
-            task,
-        });
+        self.opening = Some(Opening { setup, task });
     }
 
     fn handle_audio(&mut self, now: Instant, result: Result<AudioResult, tokio::task::JoinError>) {
@@ -502,17 +537,10 @@ impl Driver {
             Ok(Err(failure)) => Err(failure),
             Err(e) => Err((AudioSide::Microphone, e.to_string())),
         };
+        let (peer, security) = (opening.setup.peer.clone(), opening.setup.security.clone());
         let media = opened.and_then(|(source, sink)| {
-            MediaCall::new(
-                opening.peer.clone(),
-                self.config.media,
-                source,
-                sink,
-                opening.path,
-                opening.setup_from,
-                now,
-            )
-            .map_err(|e| (AudioSide::Microphone, e.to_string()))
+            MediaCall::new(opening.setup, self.config.media, source, sink, now)
+                .map_err(|e| (AudioSide::Microphone, e.to_string()))
         });
         let mut call = match media {
             Ok(call) => Box::new(call),
@@ -534,9 +562,10 @@ impl Driver {
         let mut stats = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.events.send(Event::Connected {
-            peer: opening.peer,
+            peer,
             input_meter: call.input_meter(),
             output_meter: call.output_meter(),
+            security,
         });
         self.events.send(Event::Muted(false));
         if call.set_path(path) {
