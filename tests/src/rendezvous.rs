@@ -1,12 +1,20 @@
 //! [`Rendezvous`]: the one way tests start the real `pinhole-rendezvous`, on loopback or inside
 //! a lab namespace, and know when it is ready from its ready line (see the binary's docs).
+//!
+//! Each server gets a fresh temporary `--state-dir` (its certificate and names; removed when it
+//! is dropped) unless the test gives one, so nothing leaks between tests; a restart keeps it.
+//! Clients pin [`Rendezvous::fingerprint`], the certificate's fingerprint from the ready line.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use traversal::tls::{ClientTrust, Fingerprint};
 
 use crate::{Place, netns};
 
@@ -26,6 +34,10 @@ pub struct Rendezvous {
     pub addr: SocketAddr,
     /// Its second UDP port, which answers filtering probes (from its ready line).
     pub alternate: SocketAddr,
+    /// Its certificate's fingerprint (from its ready line).
+    fingerprint: Option<Fingerprint>,
+    /// The temporary state directory made for it, removed when it is dropped.
+    temp_state: Option<PathBuf>,
 }
 
 /// What the ready line says.
@@ -33,6 +45,19 @@ struct Ready {
     udp: SocketAddr,
     tcp: SocketAddr,
     alternate: SocketAddr,
+    fingerprint: Fingerprint,
+}
+
+/// A fresh, empty directory under the system's temporary directory.
+fn temp_state_dir() -> PathBuf {
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pinhole-rendezvous-state-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 impl Rendezvous {
@@ -55,12 +80,22 @@ impl Rendezvous {
     }
 
     /// Starts `cmd` (a `pinhole-rendezvous` command, perhaps wrapped: `taskset`, `ip netns
-    /// exec`) with `--listen listen`. Panics, with the server's log, when no ready line comes.
+    /// exec`) with `--listen listen`, and a fresh temporary `--state-dir` unless `cmd` has one.
+    /// Panics, with the server's log, when no ready line comes.
     pub fn start_command(cmd: Command, listen: &str) -> Self {
+        let mut args: Vec<OsString> = cmd.get_args().map(ToOwned::to_owned).collect();
+        let temp_state = if args.iter().any(|a| a == "--state-dir") {
+            None
+        } else {
+            let dir = temp_state_dir();
+            args.push("--state-dir".into());
+            args.push(dir.clone().into());
+            Some(dir)
+        };
         let mut server = Self {
             child: None,
             program: cmd.get_program().to_owned(),
-            args: cmd.get_args().map(ToOwned::to_owned).collect(),
+            args,
             envs: cmd
                 .get_envs()
                 .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
@@ -68,6 +103,8 @@ impl Rendezvous {
             log: Arc::default(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             alternate: SocketAddr::from(([0, 0, 0, 0], 0)),
+            fingerprint: None,
+            temp_state,
         };
         if let Err(why) = server.launch(listen) {
             panic!("pinhole-rendezvous: {why}; its log: {:#?}", server.log());
@@ -129,7 +166,22 @@ impl Rendezvous {
         }
         self.addr = ready.udp;
         self.alternate = ready.alternate;
+        self.fingerprint = Some(ready.fingerprint);
         Ok(())
+    }
+
+    /// The fingerprint of the certificate it serves TLS with (from its ready line).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+            .unwrap_or_else(|| panic!("pinhole-rendezvous gave no fingerprint"))
+    }
+
+    /// A client trust that accepts only this server's certificate.
+    pub fn trust(&self) -> ClientTrust {
+        ClientTrust {
+            pinned: Some(self.fingerprint()),
+            known_servers: None,
+        }
     }
 
     /// The process id, to signal it (0 once killed).
@@ -196,6 +248,9 @@ impl Rendezvous {
 impl Drop for Rendezvous {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = self.temp_state.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -210,5 +265,6 @@ fn parse_ready(line: &str) -> Option<Ready> {
         udp: addr("udp")?,
         tcp: addr("tcp")?,
         alternate: addr("alternate")?,
+        fingerprint: json["fingerprint"].as_str()?.parse().ok()?,
     })
 }

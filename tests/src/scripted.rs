@@ -1,5 +1,6 @@
 //! A client scripted with the raw control protocol (docs/calls.md), for tests and benches that
-//! drive `pinhole-rendezvous` step by step: TCP `hello`, the authenticated UDP keepalive from
+//! drive `pinhole-rendezvous` step by step: TLS (pinned to the server's certificate when the
+//! [`Target`] knows it) and `hello`, the authenticated UDP keepalive from
 //! its own media socket, `register` signed with an Ed25519 key, then whatever call signalling
 //! the caller sends.
 
@@ -13,17 +14,63 @@ use serde_json::{Value, json};
 use traversal::calls::registration_message;
 use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
 use traversal::server::{hex, unhex};
+use traversal::tls::{self, BlockingStream, ClientTrust, Fingerprint};
 use traversal::wire::{self, Flags, UdpMessage};
+
+use crate::Rendezvous;
 
 /// How long [`Client::expect`] waits.
 const WAIT: Duration = Duration::from_secs(5);
+
+/// Where a client connects: the server's address and, to pin, its certificate's fingerprint
+/// (a [`Rendezvous`] gives both; a bare address accepts any certificate).
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl From<&Rendezvous> for Target {
+    fn from(server: &Rendezvous) -> Self {
+        Target {
+            addr: server.addr,
+            fingerprint: Some(server.fingerprint()),
+        }
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Self {
+        Target {
+            addr,
+            fingerprint: None,
+        }
+    }
+}
+
+/// The TLS control connection to `target` (the handshake done within 5 s); reads then time
+/// out after `read_timeout`.
+pub fn connect_tls(target: impl Into<Target>, read_timeout: Duration) -> Result<BlockingStream> {
+    let target = target.into();
+    let tcp = TcpStream::connect(target.addr)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let trust = ClientTrust {
+        pinned: target.fingerprint,
+        known_servers: None,
+    };
+    let stream = tls::connect_blocking(tcp, &target.addr.to_string(), &trust)
+        .with_context(|| format!("TLS handshake with {}", target.addr))?;
+    stream.sock.set_read_timeout(Some(read_timeout))?;
+    Ok(stream)
+}
 
 /// A scripted client: its control connection and its media socket on 127.0.0.1.
 #[derive(Debug)]
 pub struct Client {
     /// The server (TCP and UDP).
     pub server: SocketAddr,
-    tcp: TcpStream,
+    tcp: BlockingStream,
     decoder: FrameDecoder,
     /// The media socket, registered with the server by the keepalive.
     pub udp: UdpSocket,
@@ -34,12 +81,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects, says hello, and registers the media socket's mapping (no name yet).
-    pub fn connect(server: SocketAddr) -> Result<Self> {
-        let tcp = TcpStream::connect(server)?;
-        tcp.set_read_timeout(Some(Duration::from_millis(20)))?;
-        tcp.set_nodelay(true)?;
-        let access = tcp.local_addr()?;
+    /// Connects (TLS, pinned when `server` is a [`Rendezvous`]), says hello, and registers the
+    /// media socket's mapping (no name yet).
+    pub fn connect(server: impl Into<Target>) -> Result<Self> {
+        let target = server.into();
+        let server = target.addr;
+        let tcp = connect_tls(target, Duration::from_millis(20))?;
+        let access = tcp.sock.local_addr()?;
         let udp = UdpSocket::bind("127.0.0.1:0")?;
         udp.set_read_timeout(Some(Duration::from_millis(20)))?;
         let mut c = Self {
@@ -69,6 +117,7 @@ impl Client {
     /// Sends one control message.
     pub fn send(&mut self, message: &Value) -> Result<()> {
         self.tcp.write_all(&control::encode(message))?;
+        self.tcp.flush()?;
         Ok(())
     }
 

@@ -17,6 +17,11 @@
 //! Whichever thread has the lock when the server says something on a control connection
 //! writes it to the socket at once (non-blocking); only what the socket does not take waits in
 //! the connection's queue (bounded) for writability.
+//!
+//! Control connections are TLS 1.3 only ([`crate::tls`]): each connection has a rustls
+//! `ServerConnection` (sans-IO, driven by this loop); the server's messages go in as plaintext
+//! and out as records, what arrives is decrypted before the server sees it. A connection that
+//! does not speak TLS, or breaks it, is closed without an answer; other connections go on.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -29,6 +34,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::server::{self, ConnId, Server, Stats, TcpOutput};
+use crate::tls::{Fingerprint, ServerIdentity};
 use crate::{stun, udp_batch};
 
 /// Where and how to serve.
@@ -42,6 +48,9 @@ pub struct RendezvousConfig {
     pub batch: usize,
     /// Where the name table is kept across restarts (`None`: in memory only).
     pub names_file: Option<PathBuf>,
+    /// The certificate and key of the control connections' TLS (`None`: a self-signed one
+    /// made at [`spawn`], in memory only).
+    pub identity: Option<Arc<ServerIdentity>>,
 }
 
 impl RendezvousConfig {
@@ -52,6 +61,7 @@ impl RendezvousConfig {
             server: server::Config::default(),
             batch: 32,
             names_file: None,
+            identity: None,
         }
     }
 }
@@ -61,6 +71,7 @@ impl RendezvousConfig {
 pub struct Rendezvous {
     addr: SocketAddr,
     alternate_addr: SocketAddr,
+    fingerprint: Fingerprint,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     /// Wakes the TCP thread's poll (to see `stop`).
@@ -77,6 +88,11 @@ impl Rendezvous {
     /// The alternate UDP port's address (probes for the filtering test leave from it).
     pub fn alternate_addr(&self) -> SocketAddr {
         self.alternate_addr
+    }
+
+    /// The fingerprint of the certificate its control connections present.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     /// The server's counters.
@@ -110,6 +126,10 @@ impl Drop for Rendezvous {
 
 /// Binds `config.listen` (UDP, then TCP on the same port) and starts serving.
 pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
+    let identity = match &config.identity {
+        Some(identity) => identity.clone(),
+        None => Arc::new(ServerIdentity::generate()?),
+    };
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)
         .map_err(|e| std::io::Error::other(format!("random bytes: {e}")))?;
@@ -146,6 +166,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         alternate: Some(alternate),
         conns: Conns::default(),
         registry: poll.registry().try_clone()?,
+        tls: identity.server_config(),
     }));
     let std_tcp = std::net::TcpListener::bind(addr)?;
     std_tcp.set_nonblocking(true)?;
@@ -180,6 +201,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     Ok(Rendezvous {
         addr,
         alternate_addr,
+        fingerprint: identity.fingerprint(),
         shared,
         stop,
         waker,
@@ -216,6 +238,8 @@ struct Shared {
     /// The TCP thread's poll registry: a connection whose writes would block asks for
     /// writability, from whichever thread found out.
     registry: mio::Registry,
+    /// What every control connection's TLS is served with.
+    tls: Arc<rustls::ServerConfig>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -225,13 +249,16 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One control connection: its socket and what the server has to say on it that the socket
-/// did not take yet. No task, no channel, no buffer while idle: 24 bytes in [`Conns`].
+/// One control connection: its socket, its TLS session and what the server has to say on it
+/// that TLS did not take yet. No task, no channel per connection.
 #[derive(Debug)]
 struct Conn {
     stream: mio::net::TcpStream,
     id: ConnId,
-    /// What the socket did not take yet; `None` (nothing allocated) once all is written.
+    /// The TLS session: plaintext in and out, records to and from the socket.
+    tls: Box<rustls::ServerConnection>,
+    /// Plaintext TLS did not take yet (its buffer is full, the peer does not read); `None`
+    /// (nothing allocated) once all is taken.
     out: Option<Box<Pending>>,
     /// Close after writing what is queued.
     closing: bool,
@@ -267,7 +294,11 @@ impl Conns {
     }
 
     /// Stores `stream` in the slot [`Self::vacant`] named; returns its id.
-    fn insert(&mut self, stream: mio::net::TcpStream) -> ConnId {
+    fn insert(
+        &mut self,
+        stream: mio::net::TcpStream,
+        tls: Box<rustls::ServerConnection>,
+    ) -> ConnId {
         let key = match self.free.pop() {
             Some(key) => key,
             None => {
@@ -280,6 +311,7 @@ impl Conns {
         self.slots[key] = Some(Conn {
             stream,
             id,
+            tls,
             out: None,
             closing: false,
             touched: false,
@@ -360,7 +392,8 @@ impl Shared {
         }
     }
 
-    /// Writes what connection `key` has queued, as far as the socket takes it.
+    /// Hands what connection `key` has queued to its TLS session and writes the records out,
+    /// as far as the socket takes them (then waits for writability).
     fn flush(&mut self, key: usize) {
         let Shared {
             conns, registry, ..
@@ -369,21 +402,33 @@ impl Shared {
             return;
         };
         let mut failed = false;
-        while let Some(out) = c.out.as_mut()
-            && let Some(front) = out.queue.front()
-        {
-            match (&c.stream).write(&front[out.written..]) {
+        loop {
+            while let Some(out) = c.out.as_mut()
+                && let Some(front) = out.queue.front()
+            {
+                match c.tls.writer().write(&front[out.written..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        out.written += n;
+                        if out.written >= front.len() {
+                            out.queue.pop_front();
+                            out.written = 0;
+                        }
+                    }
+                }
+            }
+            if c.closing && c.out.as_ref().is_none_or(|o| o.queue.is_empty()) {
+                c.tls.send_close_notify();
+            }
+            if !c.tls.wants_write() {
+                break;
+            }
+            match c.tls.write_tls(&mut &c.stream) {
                 Ok(0) => {
                     failed = true;
                     break;
                 }
-                Ok(n) => {
-                    out.written += n;
-                    if out.written >= front.len() {
-                        out.queue.pop_front();
-                        out.written = 0;
-                    }
-                }
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if !c.want_write {
                         c.want_write = true;
@@ -410,14 +455,19 @@ impl Shared {
             self.close(key);
             return;
         }
-        // Idle again: no buffer held.
-        c.out = None;
         if c.want_write {
             c.want_write = false;
             if let Err(err) = registry.reregister(&mut c.stream, Token(key), Interest::READABLE) {
                 tracing::debug!(conn = c.id, "poll registration: {err}");
             }
         }
+        if c.out.as_ref().is_some_and(|o| !o.queue.is_empty()) {
+            // TLS holds plaintext until the handshake is done: the client's next records
+            // bring the rest out.
+            return;
+        }
+        // Idle again: no queue held.
+        c.out = None;
         if c.closing {
             let _ = c.stream.shutdown(std::net::Shutdown::Write);
             self.close(key);
@@ -499,6 +549,9 @@ const WAKER: Token = Token(usize::MAX - 1);
 const READ_BUF: usize = 4096;
 /// Reads for one connection per turn; a connection with more to read waits for the others.
 const READS_PER_TURN: usize = 16;
+/// Most bytes one connection's TLS session holds to send (records and plaintext); past it the
+/// server's messages wait in the connection's queue ([`OUTBOX`]).
+const TLS_BUFFER: usize = 16 * 1024;
 
 /// The TCP thread: accepts control connections, reads them (one buffer for all), writes what
 /// the server says when the socket had no room at first, and ticks the server's timer every
@@ -600,6 +653,14 @@ fn accept(
             Ok((mut stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let mut s = lock(shared);
+                let mut tls = match rustls::ServerConnection::new(s.tls.clone()) {
+                    Ok(tls) => Box::new(tls),
+                    Err(err) => {
+                        tracing::warn!(%peer, "TLS session: {err}");
+                        continue;
+                    }
+                };
+                tls.set_buffer_limit(Some(TLS_BUFFER));
                 let key = s.conns.vacant();
                 if let Err(err) = s
                     .registry
@@ -608,7 +669,7 @@ fn accept(
                     tracing::warn!(%peer, "TCP poll registration: {err}");
                     continue;
                 }
-                let conn = s.conns.insert(stream);
+                let conn = s.conns.insert(stream, tls);
                 s.server.handle_tcp_open(Instant::now(), conn, peer);
                 s.drain(|bytes, to| send_side(side_sender, bytes, to));
             }
@@ -622,8 +683,9 @@ fn accept(
     }
 }
 
-/// Reads what connection `key` has sent, a few buffers' worth, handing each to the server;
-/// closes it at the end of the stream or on an error. True if there may be more to read.
+/// Reads what connection `key` has sent, a few buffers' worth: TLS records in, plaintext to
+/// the server (handshake answers and alerts out); closes it at the end of the stream, on an
+/// error, or when it breaks TLS. True if there may be more to read.
 fn read(key: usize, buf: &mut [u8], shared: &Mutex<Shared>, side_sender: &UdpSocket) -> bool {
     let mut s = lock(shared);
     for _ in 0..READS_PER_TURN {
@@ -631,18 +693,46 @@ fn read(key: usize, buf: &mut [u8], shared: &Mutex<Shared>, side_sender: &UdpSoc
             return false;
         };
         let conn = c.id;
-        match (&c.stream).read(buf) {
-            Ok(0) => {}
-            Ok(n) => {
-                s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
-                s.drain(|bytes, to| send_side(side_sender, bytes, to));
-                continue;
-            }
+        let open = match c.tls.read_tls(&mut &c.stream) {
+            Ok(0) => false,
+            Ok(_) => match c.tls.process_new_packets() {
+                Ok(_) => true,
+                Err(err) => {
+                    // Whatever it was (not TLS at all, a bad record, a failed handshake):
+                    // say so with an alert, as far as the socket takes it, and close.
+                    tracing::debug!(conn, "control connection TLS: {err}");
+                    let _ = c.tls.write_tls(&mut &c.stream);
+                    false
+                }
+            },
             Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => {}
+            Err(_) => false,
+        };
+        let mut open = open;
+        while open {
+            let Some(c) = s.conns.get_mut(key) else {
+                return false;
+            };
+            match c.tls.reader().read(buf) {
+                Ok(0) => open = false, // close_notify
+                Ok(n) => {
+                    s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
+                    s.drain(|bytes, to| send_side(side_sender, bytes, to));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => open = false,
+            }
         }
-        // End of stream, or an error.
+        if open {
+            // Handshake messages to send, or plaintext waiting for the handshake's end.
+            if s.conns.get_mut(key).is_some() {
+                s.flush(key);
+                s.drain(|bytes, to| send_side(side_sender, bytes, to));
+            }
+            continue;
+        }
+        // End of stream, an error, or broken TLS.
         s.close(key);
         s.drain(|bytes, to| send_side(side_sender, bytes, to));
         return false;

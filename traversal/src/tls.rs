@@ -436,6 +436,29 @@ pub fn client_config(server: &str, trust: &ClientTrust) -> Result<rustls::Client
     Ok(config)
 }
 
+pub use rustls::ProtocolVersion;
+
+/// A blocking TLS client stream (test kits, tools).
+pub type BlockingStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// The client's handshake over `tcp` to `server` (`host:port`, for the name and the
+/// known-servers entry) under `trust`, blocking within the socket's timeouts. A changed
+/// certificate is an error [`certificate_changed`] finds.
+pub fn connect_blocking(
+    mut tcp: std::net::TcpStream,
+    server: &str,
+    trust: &ClientTrust,
+) -> io::Result<BlockingStream> {
+    let config = client_config(server, trust).map_err(io::Error::other)?;
+    let name = server_name(server).map_err(io::Error::other)?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
 /// The [`CertificateChanged`] inside a failed handshake's error, if that is why it failed.
 pub fn certificate_changed<'a>(
     error: &'a (dyn std::error::Error + 'static),
@@ -793,8 +816,7 @@ mod tests {
                 .unwrap(),
             fp
         );
-        let colons: String = text[7..]
-            .as_bytes()
+        let colons: String = text.as_bytes()[7..]
             .chunks(2)
             .map(|p| std::str::from_utf8(p).unwrap())
             .collect::<Vec<_>>()

@@ -2,6 +2,8 @@
 //! control frames with the JSON of docs/calls.md, authenticated UDP keepalives) register names,
 //! call, connect, and exchange relay frames both ways; the echo service; a restart with
 //! `--names-file` keeps a name bound to its key; a dropped control connection ends the call.
+//! Control connections are TLS pinned to the server's certificate; a plaintext client gets
+//! nothing; a restart with the same state directory keeps the certificate and the names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,12 +13,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
+use pinhole_tests::scripted::connect_tls;
 use pinhole_tests::{Place, Rendezvous};
 use serde_json::{Value, json};
 use traversal::calls::registration_message;
 use traversal::channel;
 use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
 use traversal::server::{hex, unhex};
+use traversal::tls::{BlockingStream, Fingerprint};
 use traversal::wire::{self, Flags, UdpMessage};
 
 /// The real server on loopback with `extra` flags, from its ready line; killed when dropped.
@@ -27,7 +31,7 @@ fn start_server(extra: &[&str]) -> Rendezvous {
 /// A scripted client: the control connection and the media socket.
 struct Peer {
     server: SocketAddr,
-    tcp: TcpStream,
+    tcp: BlockingStream,
     decoder: FrameDecoder,
     udp: UdpSocket,
     user_index: u32,
@@ -41,11 +45,10 @@ const WAIT: Duration = Duration::from_secs(5);
 
 impl Peer {
     /// Connects, says hello, and registers the media socket's mapping (no name yet).
-    fn connect(server: SocketAddr) -> Peer {
-        let tcp = TcpStream::connect(server).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let access = tcp.local_addr().unwrap();
+    fn connect(rendezvous: &Rendezvous) -> Peer {
+        let server = rendezvous.addr;
+        let tcp = connect_tls(rendezvous, Duration::from_millis(50)).unwrap();
+        let access = tcp.sock.local_addr().unwrap();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -85,6 +88,7 @@ impl Peer {
 
     fn send(&mut self, message: &Value) {
         self.tcp.write_all(&control::encode(message)).unwrap();
+        self.tcp.flush().unwrap();
     }
 
     /// The next control message for which `want` holds (others are skipped).
@@ -218,8 +222,8 @@ fn connect_call(alice: &mut Peer, bob: &mut Peer, call_id: u64) -> u16 {
 #[test]
 fn two_clients_call_and_the_relay_carries_frames_both_ways() {
     let server = start_server(&[]);
-    let mut alice = Peer::connect(server.addr);
-    let mut bob = Peer::connect(server.addr);
+    let mut alice = Peer::connect(&server);
+    let mut bob = Peer::connect(&server);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
     assert_eq!(bob.register("bob", &key(2))["type"], "registered");
     // A name not online.
@@ -246,7 +250,7 @@ fn two_clients_call_and_the_relay_carries_frames_both_ways() {
 #[test]
 fn the_echo_service_returns_relay_frames() {
     let server = start_server(&[]);
-    let mut alice = Peer::connect(server.addr);
+    let mut alice = Peer::connect(&server);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
     alice
         .send(&json!({"type": "call", "call_id": 9, "to": "echo", "candidates": [alice.mapped()]}));
@@ -272,8 +276,8 @@ fn the_echo_service_returns_relay_frames() {
 #[test]
 fn a_dropped_control_connection_ends_the_call_with_peer_lost() {
     let server = start_server(&[]);
-    let mut alice = Peer::connect(server.addr);
-    let mut bob = Peer::connect(server.addr);
+    let mut alice = Peer::connect(&server);
+    let mut bob = Peer::connect(&server);
     alice.register("alice", &key(1));
     bob.register("bob", &key(2));
     let channel = connect_call(&mut alice, &mut bob, 5);
@@ -289,9 +293,9 @@ fn a_restart_with_a_names_file_keeps_each_name_bound_to_its_key() {
     let path: PathBuf = dir.join("names");
     let file = path.to_str().unwrap();
     let mut server = start_server(&["--names-file", file]);
-    let mut alice = Peer::connect(server.addr);
+    let mut alice = Peer::connect(&server);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
-    let mut thief = Peer::connect(server.addr);
+    let mut thief = Peer::connect(&server);
     let refused = thief.register("alice", &key(9));
     assert_eq!(
         (refused["type"].as_str(), refused["code"].as_str()),
@@ -305,17 +309,125 @@ fn a_restart_with_a_names_file_keeps_each_name_bound_to_its_key() {
     assert!(text.starts_with("alice "), "{text}");
 
     let server = start_server(&["--names-file", file]);
-    let mut thief = Peer::connect(server.addr);
+    let mut thief = Peer::connect(&server);
     let refused = thief.register("alice", &key(9));
     assert_eq!(
         refused["code"], "name_taken",
         "the name survived the restart"
     );
-    let mut alice = Peer::connect(server.addr);
+    let mut alice = Peer::connect(&server);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
     // A bad signature is refused too.
     thief.send(&json!({"type": "register", "name": "carol", "public_key": hex(key(1).verifying_key().as_bytes()), "signature": "00"}));
     assert_eq!(thief.expect("error")["code"], "bad_signature");
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// What a client that does not speak TLS gets back for `bytes` until the server closes the
+/// connection (or 5 s pass).
+fn plaintext_answer(server: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
+    let mut tcp = TcpStream::connect(server).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (answer, closed)
+}
+
+#[test]
+fn a_plaintext_client_gets_no_service() {
+    let server = start_server(&[]);
+    let hello = control::encode(
+        &json!({"type": "hello", "version": PROTOCOL_VERSION, "access": "127.0.0.1:1"}),
+    );
+    let (answer, closed) = plaintext_answer(server.addr, &hello);
+    assert!(closed, "the connection was left open");
+    // At most a TLS alert record (content type 21), never a control frame.
+    assert!(
+        answer.is_empty() || answer[0] == 21,
+        "answered in clear: {answer:?}"
+    );
+    let mut decoder = FrameDecoder::new();
+    let decoded = decoder
+        .push(&answer)
+        .ok()
+        .and_then(|()| decoder.next_message::<Value>().ok().flatten());
+    assert_eq!(decoded, None, "a control frame came back");
+    // The server goes on serving TLS clients.
+    let mut alice = Peer::connect(&server);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+}
+
+#[test]
+fn the_ready_lines_fingerprint_is_the_certificate_clients_see() {
+    let server = start_server(&[]);
+    // Not pinned: whatever the server presents.
+    let tls = connect_tls(server.addr, WAIT).unwrap();
+    let certs = tls.conn.peer_certificates().unwrap();
+    assert_eq!(Fingerprint::of(&certs[0]), server.fingerprint());
+    assert_eq!(
+        tls.conn.protocol_version(),
+        Some(rustls_version_13()),
+        "TLS 1.3 only"
+    );
+    // Another server has another certificate.
+    let other = start_server(&[]);
+    assert_ne!(other.fingerprint(), server.fingerprint());
+}
+
+fn rustls_version_13() -> traversal::tls::ProtocolVersion {
+    traversal::tls::ProtocolVersion::TLSv1_3
+}
+
+#[test]
+fn a_restart_with_the_same_state_dir_keeps_the_certificate_and_the_names() {
+    let dir = std::env::temp_dir().join(format!("pinhole-state-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut server = start_server(&["--state-dir", dir.to_str().unwrap()]);
+    let first = server.fingerprint();
+    let mut alice = Peer::connect(&server);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+    drop(alice);
+    assert!(server.terminate().success());
+    for file in ["cert.pem", "key.pem", "names.txt"] {
+        assert!(dir.join(file).is_file(), "{file} in the state directory");
+    }
+    server.restart();
+    assert_eq!(
+        server.fingerprint(),
+        first,
+        "the same certificate after a restart"
+    );
+    let mut thief = Peer::connect(&server);
+    assert_eq!(thief.register("alice", &key(9))["code"], "name_taken");
+    let mut alice = Peer::connect(&server);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ephemeral_names_do_not_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("pinhole-state-ephemeral-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut server = start_server(&["--state-dir", dir.to_str().unwrap(), "--ephemeral-names"]);
+    let mut alice = Peer::connect(&server);
+    assert_eq!(alice.register("alice", &key(1))["type"], "registered");
+    drop(alice);
+    assert!(server.terminate().success());
+    assert!(!dir.join("names.txt").exists());
+    server.restart();
+    let mut other = Peer::connect(&server);
+    assert_eq!(other.register("alice", &key(9))["type"], "registered");
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Starts the release server on 127.0.0.1 (port 0, no names file, idle timeout of an hour)
-//! and, one after another, registers clients with the full exchange: a TCP control connection
-//! from 127.0.0.2-251 (bound before connecting, so the ephemeral ports do not run out), Hello,
+//! and, one after another, registers clients with the full exchange: a TLS control connection
+//! (pinned to the server's certificate) from 127.0.0.2-251 (bound before connecting, so the
+//! ephemeral ports do not run out), Hello,
 //! the Welcome's user index and key, Addresses, then the authenticated UDP registration request
 //! from a socket of its own on a distinct 127.1.x.y address, until the server's Answer comes
 //! back. The control connections stay open; each UDP socket is closed once answered (the
@@ -28,6 +29,7 @@ use anyhow::{Context, bail};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
 use pinhole_tests::Rendezvous;
 use traversal::control::{self, ClientMessage, FrameDecoder, ServerMessage};
+use traversal::tls::{self, BlockingStream, ClientTrust};
 use traversal::wire::{self, Flags, UdpMessage};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -105,12 +107,13 @@ fn connect_from(local: SocketAddrV4, server: SocketAddr) -> anyhow::Result<TcpSt
 }
 
 /// One registration, the full exchange; returns the open control connection.
-fn register(i: u32, server: SocketAddr) -> anyhow::Result<TcpStream> {
+fn register(i: u32, server: SocketAddr, trust: &ClientTrust) -> anyhow::Result<BlockingStream> {
     let tcp_ip = Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8);
-    let mut tcp = connect_from(SocketAddrV4::new(tcp_ip, 0), server)?;
+    let tcp = connect_from(SocketAddrV4::new(tcp_ip, 0), server)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(WAIT))?;
     let access = tcp.local_addr()?;
+    let mut tcp = tls::connect_blocking(tcp, &server.to_string(), trust)?;
     tcp.write_all(&control::encode(&ClientMessage::Hello {
         version: control::PROTOCOL_VERSION,
         access,
@@ -199,6 +202,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "target/release/pinhole-rendezvous".to_string());
     let server = start_server(&binary);
     let pid = server.pid();
+    let trust = server.trust();
     std::thread::sleep(Duration::from_millis(500));
     let base = memory(pid)?;
     println!(
@@ -211,7 +215,7 @@ fn main() -> anyhow::Result<()> {
     let mut i = 0u32;
     for &n in &checkpoints {
         while i < n {
-            conns.push(register(i, server.addr)?);
+            conns.push(register(i, server.addr, &trust)?);
             i += 1;
         }
         // Let the server's threads go idle before reading.

@@ -3,11 +3,19 @@
 //! Listens on one port for both UDP and TCP (default 0.0.0.0:3478). The serving is
 //! [`traversal::rendezvous`]; this file holds the flags, the logging and the signals.
 //!
+//! Control connections are TLS 1.3 only. The certificate is `--cert`/`--key`, or a self-signed
+//! one made on first start in the state directory (`--state-dir`; by default
+//! `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/pinhole-rendezvous`, else
+//! `~/.local/state/pinhole-rendezvous`) as `cert.pem` and `key.pem` (mode 0600) and reused
+//! afterwards. Its fingerprint, which clients pin, is in the log and the ready line. The name
+//! table is kept in the state directory's `names.txt` unless `--names-file` says where or
+//! `--ephemeral-names` keeps it in memory.
+//!
 //! Ready signal: once both sockets listen (and the alternate UDP port that answers filtering
 //! probes), the server prints ONE line of JSON on stdout and nothing else there:
 //!
 //! ```text
-//! {"event":"ready","udp":"127.0.0.1:41234","tcp":"127.0.0.1:41234","alternate":"127.0.0.1:41235"}
+//! {"event":"ready","udp":"127.0.0.1:41234","tcp":"127.0.0.1:41234","alternate":"127.0.0.1:41235","fingerprint":"sha256:9f86d0..."}
 //! ```
 //!
 //! A supervisor or a test reads that line instead of the log (stderr), whose wording may
@@ -15,6 +23,8 @@
 //! through `pinhole_tests::Rendezvous`, which waits for it.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +32,7 @@ use clap::Parser;
 use tokio::signal::unix::SignalKind;
 use traversal::rendezvous::{self, RendezvousConfig};
 use traversal::server;
+use traversal::tls::{Fingerprint, ServerIdentity};
 
 /// Pinhole's rendezvous server: NAT detection (the patent's exchange), registrations with
 /// keepalives and probes through the client's mapping, names with keys, call signalling, a
@@ -34,8 +45,8 @@ use traversal::server;
     about = "Pinhole's rendezvous server: NAT detection, registrations, names, call signalling, \
              relay and echo, and plain STUN answers, on one UDP and TCP port.",
     after_help = "Ready signal: once it listens, the server prints one JSON line on stdout, \
-                  {\"event\":\"ready\",\"udp\":\"IP:PORT\",\"tcp\":\"IP:PORT\",\"alternate\":\"IP:PORT\"}, \
-                  and nothing else there (the log goes to stderr)."
+                  {\"event\":\"ready\",\"udp\":\"IP:PORT\",\"tcp\":\"IP:PORT\",\"alternate\":\"IP:PORT\",\
+                  \"fingerprint\":\"sha256:HEX\"}, and nothing else there (the log goes to stderr)."
 )]
 struct Args {
     /// Address to listen on, for both UDP and TCP. Port 0 picks a free port (the ready line on
@@ -57,11 +68,59 @@ struct Args {
     /// Datagrams moved per system call on the UDP path (recvmmsg/sendmmsg), 1 to 64.
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Keep the name table (each name and the public key it belongs to) in this file, so a
-    /// restart does not free every name. Written atomically when a name is bound. Without it
-    /// names live in memory only.
-    #[arg(long, value_name = "PATH")]
-    names_file: Option<std::path::PathBuf>,
+    /// Keep the name table (each name and the public key it belongs to) in this file instead
+    /// of the state directory's names.txt. Written atomically when a name is bound.
+    #[arg(long, value_name = "PATH", conflicts_with = "ephemeral_names")]
+    names_file: Option<PathBuf>,
+    /// Keep the name table in memory only: a restart frees every name.
+    #[arg(long)]
+    ephemeral_names: bool,
+    /// Where the server keeps its state: cert.pem and key.pem (made on first start unless
+    /// --cert and --key are given) and names.txt. Default: $STATE_DIRECTORY, else
+    /// $XDG_STATE_HOME/pinhole-rendezvous, else ~/.local/state/pinhole-rendezvous.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The TLS certificate (PEM, end entity first, then any intermediates) instead of the state
+    /// directory's self-signed one. With --key.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+/// The state directory the flags and the environment name (see `--state-dir`).
+fn state_dir(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.state_dir {
+        return Ok(dir.clone());
+    }
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    // systemd's StateDirectory= may list several, separated by colons: the first is ours.
+    if let Some(dirs) = env("STATE_DIRECTORY")
+        && let Some(first) = dirs.to_string_lossy().split(':').next()
+    {
+        return Ok(PathBuf::from(first));
+    }
+    if let Some(state) = env("XDG_STATE_HOME") {
+        return Ok(PathBuf::from(state).join("pinhole-rendezvous"));
+    }
+    if let Some(home) = env("HOME") {
+        return Ok(PathBuf::from(home).join(".local/state/pinhole-rendezvous"));
+    }
+    anyhow::bail!("no state directory: give --state-dir (or set STATE_DIRECTORY or HOME)")
+}
+
+/// Creates `dir` (mode 0700) if it is not there.
+fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +133,29 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key)
+            .with_context(|| format!("loading --cert {}", cert.display()))?,
+        _ => {
+            let state = state_dir(&args)?;
+            ServerIdentity::load_or_create(&state)
+                .with_context(|| format!("the certificate in {}", state.display()))?
+        }
+    };
+    let names_file = match (&args.names_file, args.ephemeral_names) {
+        (_, true) => None,
+        (Some(file), false) => Some(file.clone()),
+        (None, false) => {
+            let state = state_dir(&args)?;
+            create_state_dir(&state)?;
+            Some(state.join("names.txt"))
+        }
+    };
+    tracing::info!(fingerprint = %identity.fingerprint(), "TLS certificate");
+    match &names_file {
+        Some(file) => tracing::info!(path = %file.display(), "names file"),
+        None => tracing::info!("names in memory only (--ephemeral-names)"),
+    }
     let config = RendezvousConfig {
         listen: args.listen,
         server: server::Config {
@@ -83,7 +165,8 @@ fn main() -> anyhow::Result<()> {
             ..server::Config::default()
         },
         batch: args.batch,
-        names_file: args.names_file.clone(),
+        names_file,
+        identity: Some(Arc::new(identity)),
     };
     if config.server.allow_private_targets {
         tracing::warn!(
@@ -102,7 +185,7 @@ fn main() -> anyhow::Result<()> {
         let addr = server.local_addr();
         tracing::info!(udp = %addr, tcp = %addr, "listening");
         tracing::info!(udp = %server.alternate_addr(), "alternate port for filtering probes");
-        say_ready(addr, server.alternate_addr());
+        say_ready(addr, server.alternate_addr(), server.fingerprint());
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -114,11 +197,12 @@ fn main() -> anyhow::Result<()> {
 
 /// Prints the ready line on stdout (see the crate docs). A closed stdout is no reason to stop
 /// serving, so a failed write is only logged.
-fn say_ready(addr: SocketAddr, alternate: SocketAddr) {
+fn say_ready(addr: SocketAddr, alternate: SocketAddr, fingerprint: Fingerprint) {
     use std::io::Write;
-    // Socket addresses print without quotes or backslashes: no escaping needed.
-    let line =
-        format!(r#"{{"event":"ready","udp":"{addr}","tcp":"{addr}","alternate":"{alternate}"}}"#);
+    // Socket addresses and fingerprints print without quotes or backslashes: no escaping.
+    let line = format!(
+        r#"{{"event":"ready","udp":"{addr}","tcp":"{addr}","alternate":"{alternate}","fingerprint":"{fingerprint}"}}"#
+    );
     let mut stdout = std::io::stdout().lock();
     if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
         tracing::warn!("ready line not written: {err}");
