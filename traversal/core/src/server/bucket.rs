@@ -35,6 +35,15 @@ impl Rate {
         }
     }
 
+    /// One token every `interval`, at most `burst` at once: rates below one a second (names
+    /// per hour). A zero interval admits nothing.
+    pub(crate) fn every(interval: Duration, burst: u32) -> Self {
+        Rate {
+            interval: (!interval.is_zero()).then_some(interval),
+            depth: interval.saturating_mul(burst),
+        }
+    }
+
     /// The time `tokens` take to come back.
     fn cost(&self, tokens: u32) -> Option<Duration> {
         self.interval?.checked_mul(tokens)
@@ -62,6 +71,17 @@ impl TokenBucket {
             }
             None => false,
         }
+    }
+
+    /// Whether the bucket is full at `now` (then it is the same as a fresh one, and a table may
+    /// forget it).
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        self.full_at.is_none_or(|t| t <= now)
+    }
+
+    /// Whether `tokens` could be taken at `now` (nothing is taken).
+    pub(crate) fn has(&self, now: Instant, rate: &Rate, tokens: u32) -> bool {
+        self.admit(now, rate, tokens).is_some()
     }
 
     /// Takes `tokens_a` from `a` and `tokens_b` from `b` if both have them, else nothing.
@@ -180,6 +200,22 @@ mod tests {
         assert!(!frame(later, 501));
         assert!(frame(later, 500));
         assert!(!frame(later, 0));
+    }
+
+    #[test]
+    fn a_rate_below_one_a_second_and_fullness() {
+        // 5 an hour, 5 at once: the sixth waits 12 minutes.
+        let rate = Rate::every(Duration::from_secs(720), 5);
+        let start = Instant::now();
+        let mut bucket = TokenBucket::FULL;
+        assert!(bucket.is_full(start));
+        assert_eq!(count(&mut bucket, start, &rate, 1), 5);
+        assert!(!bucket.has(start + Duration::from_secs(719), &rate, 1));
+        assert!(bucket.has(start + Duration::from_secs(720), &rate, 1));
+        assert!(!bucket.is_full(start + Duration::from_secs(3599)));
+        assert!(bucket.is_full(start + Duration::from_secs(3600)));
+        let mut empty = TokenBucket::FULL;
+        assert!(!empty.take(start, &Rate::every(Duration::ZERO, 5), 1));
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //!   answers and the dispatch of relay frames, [`Server`] (its control connection and its UDP
 //!   in files of their own);
 //! - [`calls`]: names with keys, call signalling, the relay and the echo service;
-//! - one token bucket for every rate limit (P4 per source, probes, the relay).
+//! - one token bucket for every rate limit (P4 per source, probes, the relay), and bounded
+//!   tables of them for the per-sender limits ([`limits`]).
 
 mod bucket;
 pub mod calls;
 mod exchange;
+pub mod limits;
 
 pub use exchange::*;
+pub use limits::{Limit, Source};
 
 /// Lowercase hex, as the control messages carry keys, challenges and secrets.
 pub fn hex(bytes: &[u8]) -> String {

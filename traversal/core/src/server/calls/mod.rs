@@ -35,16 +35,20 @@ use rand::{Rng, SeedableRng};
 
 use crate::channel;
 pub use crate::control::{E2eHello, EndReason, ServerMessage};
-use crate::server::{ConnId, hex, unhex};
+use crate::server::{ConnId, hex};
 
+mod limits;
 mod names;
 mod relay;
 #[cfg(test)]
 mod tests;
 
-use names::{BindError, Names};
+pub use limits::LimitsConfig;
+use limits::{Limits, Ring};
+use names::Names;
 pub use names::{
-    ECHO, MAX_NAME_CHARS, format_names, parse_names, registration_message, valid_name,
+    ECHO, MAX_NAME_CHARS, format_names, name_skeleton, parse_names, registration_message,
+    valid_name,
 };
 use relay::{Dropped, Relay};
 
@@ -68,6 +72,8 @@ pub struct CallsConfig {
     pub relay_packets_per_s: u32,
     /// Bucket depth, as time at the rates above.
     pub relay_burst: Duration,
+    /// Per-sender limits on calls, rings and registrations, and name quotas.
+    pub limits: LimitsConfig,
 }
 
 impl Default for CallsConfig {
@@ -78,6 +84,7 @@ impl Default for CallsConfig {
             relay_bytes_per_s: 64_000,
             relay_packets_per_s: 100,
             relay_burst: Duration::from_secs(1),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -105,6 +112,8 @@ pub struct CallStats {
     pub relay_bad_frame: u64,
     /// Frames over the direction's token bucket.
     pub relay_rate_limited: u64,
+    /// Calls, rings and registrations refused over a per-sender limit (`rate_limited`).
+    pub rate_limited: u64,
 }
 
 /// A call router's internal call number (not the client's `call_id`).
@@ -157,6 +166,7 @@ pub struct Calls {
     relay: Relay,
     out: VecDeque<(ConnId, ServerMessage)>,
     stats: CallStats,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Calls {
@@ -172,9 +182,13 @@ impl Calls {
     /// A router with no names. `secret` seeds challenges, call secrets and channels: 32 bytes
     /// from the operating system's random source (tests may give a constant).
     pub fn new(config: CallsConfig, secret: [u8; 32]) -> Self {
+        // The salt of the limits' pair ids, apart from the stream of challenges and tokens.
+        let mut salt = [0u8; 16];
+        StdRng::from_seed(secret.map(|b| b ^ 0x5a)).fill_bytes(&mut salt);
         Calls {
             rng: StdRng::from_seed(secret),
             names: Names::new(config.max_names),
+            limits: Limits::new(config.limits.clone(), salt),
             relay: Relay::new(&config),
             config,
             online: HashMap::new(),
@@ -193,6 +207,7 @@ impl Calls {
             online: self.online.len(),
             calls: self.calls.len(),
             routes: self.relay.len(),
+            rate_limited: self.limits.refused,
             ..self.stats
         }
     }
@@ -236,7 +251,12 @@ impl Calls {
                 .values()
                 .map(|c| c.caller_candidates.capacity() * size_of::<SocketAddr>())
                 .sum::<usize>();
-        names + online + clients + calls + self.relay.memory_estimate()
+        names
+            + online
+            + clients
+            + calls
+            + self.relay.memory_estimate()
+            + self.limits.memory_estimate()
     }
 
     /// The name table, sorted by name.
@@ -258,6 +278,7 @@ impl Calls {
                 call: None,
             },
         );
+        self.limits.open(conn);
         hex(&challenge)
     }
 
@@ -271,6 +292,7 @@ impl Calls {
         {
             self.online.remove(&name);
         }
+        self.limits.closed(conn);
     }
 
     /// The connection's media mapping, as the authenticated keepalives last saw it (`None`
@@ -290,89 +312,6 @@ impl Calls {
         } else if let Some(key) = call {
             self.install_routes(key);
         }
-    }
-
-    /// `Register { name, public_key, signature }`.
-    pub fn register(&mut self, conn: ConnId, name: &str, public_key: &str, signature: &str) {
-        let Some(c) = self.clients.get(&conn) else {
-            self.error(conn, "no_hello", "say hello first");
-            return;
-        };
-        if !valid_name(name) {
-            self.refuse(
-                conn,
-                "bad_name",
-                "a name has 1 to 32 letters, digits, '.', '_' or '-', and is not \"echo\"",
-            );
-            return;
-        }
-        if let Some(current) = &c.name
-            && **current != *name
-        {
-            self.refuse(
-                conn,
-                "already_registered",
-                "this connection has registered another name",
-            );
-            return;
-        }
-        let key: Option<[u8; 32]> = unhex(public_key).and_then(|k| k.try_into().ok());
-        let sig: Option<[u8; 64]> = unhex(signature).and_then(|s| s.try_into().ok());
-        let verified = match (key, sig) {
-            (Some(key), Some(sig)) => ed25519_dalek::VerifyingKey::from_bytes(&key)
-                .ok()
-                .is_some_and(|vk| {
-                    vk.verify_strict(
-                        &registration_message(name, &c.challenge),
-                        &ed25519_dalek::Signature::from_bytes(&sig),
-                    )
-                    .is_ok()
-                }),
-            _ => false,
-        };
-        let (true, Some(key)) = (verified, key) else {
-            self.refuse(
-                conn,
-                "bad_signature",
-                "the signature does not verify with that key over this connection's challenge",
-            );
-            return;
-        };
-        match self.names.bind(name, key) {
-            Ok(()) => {}
-            Err(BindError::Taken) => {
-                self.refuse(conn, "name_taken", "this name belongs to another key");
-                return;
-            }
-            Err(BindError::Full) => {
-                self.refuse(conn, "server_full", "the server's name table is full");
-                return;
-            }
-        }
-        if let Some(&old) = self.online.get(name)
-            && old != conn
-        {
-            // The same key from a new connection (a client that reconnected): it takes over.
-            self.end_call_of(old, Some(EndReason::ServerError), EndReason::PeerLost);
-            if let Some(o) = self.clients.get_mut(&old) {
-                o.name = None;
-            }
-            self.error(
-                old,
-                "replaced",
-                "the name was registered again from another connection",
-            );
-        }
-        self.online.insert(name.into(), conn);
-        if let Some(c) = self.clients.get_mut(&conn) {
-            c.name = Some(name.into());
-        }
-        self.out.push_back((
-            conn,
-            ServerMessage::Registered {
-                name: name.to_string(),
-            },
-        ));
     }
 
     /// `Call { call_id, to, candidates, commitment }`.
@@ -405,6 +344,9 @@ impl Calls {
             self.ended(conn, call_id, EndReason::ServerError);
             return;
         };
+        if !self.admit_call(now, conn, call_id, caller_key) {
+            return; // Over a limit: refused to the caller (limits.rs).
+        }
         if to == ECHO {
             let key = self.new_call(
                 call_id,
@@ -421,10 +363,13 @@ impl Calls {
             self.ended(conn, call_id, EndReason::Offline);
             return;
         };
-        let callee_busy = self.clients.get(&callee).is_none_or(|c| c.call.is_some());
-        if callee == conn || callee_busy {
-            self.ended(conn, call_id, EndReason::Busy);
-            return;
+        match self.admit_ring(now, conn, call_id, caller_key, (callee, to)) {
+            Ring::Go => {}
+            Ring::Refused => return,
+            Ring::Busy => {
+                self.ended(conn, call_id, EndReason::Busy);
+                return;
+            }
         }
         let deadline = now.checked_add(self.config.ring_timeout).unwrap_or(now);
         self.new_call(
@@ -457,8 +402,10 @@ impl Calls {
             }
             _ => return,
         };
-        self.out
-            .push_back((caller, ServerMessage::Ringing { call_id }));
+        if self.first_ringing(conn, call_id) {
+            self.out
+                .push_back((caller, ServerMessage::Ringing { call_id }));
+        }
     }
 
     /// `Accept { call_id, candidates, e2e }` from the callee: both get `Connected`, the caller
@@ -576,6 +523,7 @@ impl Calls {
         for key in expired {
             self.end_call(key, Some(EndReason::NoAnswer), Some(EndReason::NoAnswer));
         }
+        self.limits.sweep(now);
     }
 
     /// A relay frame (a datagram whose first byte is 64-79) from `from`: where to forward it

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::server::unhex;
 use ed25519_dalek::{Signer, SigningKey};
 
 fn key(seed: u8) -> SigningKey {
@@ -25,8 +26,12 @@ struct H {
 }
 
 impl H {
+    /// A router without per-sender limits (limits.rs tests those).
     fn new() -> H {
-        Self::with(CallsConfig::default())
+        Self::with(CallsConfig {
+            limits: LimitsConfig::none(),
+            ..CallsConfig::default()
+        })
     }
 
     fn with(config: CallsConfig) -> H {
@@ -44,7 +49,7 @@ impl H {
     fn join(&mut self, conn: ConnId, name: &str, key: &SigningKey) -> Vec<(ConnId, ServerMessage)> {
         let challenge = self.calls.open(conn);
         let (pk, sig) = sign(key, name, &challenge);
-        self.calls.register(conn, name, &pk, &sig);
+        self.calls.register(self.now, conn, name, &pk, &sig);
         self.calls.set_mapped(conn, Some(addr(conn)));
         self.drain()
     }
@@ -133,11 +138,11 @@ fn a_name_is_first_come_and_bound_to_its_key() {
     let challenge = h.calls.open(3);
     let other = h.calls.open(4);
     let (pk, sig) = sign(&key(3), "carol", &other);
-    h.calls.register(3, "carol", &pk, &sig);
-    h.calls.register(3, "carol", &pk, "zz");
-    h.calls.register(3, "carol", "00", &sig);
+    h.calls.register(h.now, 3, "carol", &pk, &sig);
+    h.calls.register(h.now, 3, "carol", &pk, "zz");
+    h.calls.register(h.now, 3, "carol", "00", &sig);
     let (_, sig_for_dave) = sign(&key(3), "dave", &challenge);
-    h.calls.register(3, "carol", &pk, &sig_for_dave);
+    h.calls.register(h.now, 3, "carol", &pk, &sig_for_dave);
     let out = h.drain();
     assert_eq!(out.len(), 4);
     assert!(
@@ -148,7 +153,7 @@ fn a_name_is_first_come_and_bound_to_its_key() {
     // Bad names, and the reserved echo.
     for name in ["", "echo", "ECHO", "a b", "x/y", &"n".repeat(33)] {
         let (pk, sig) = sign(&key(3), name, &challenge);
-        h.calls.register(3, name, &pk, &sig);
+        h.calls.register(h.now, 3, name, &pk, &sig);
         let out = h.drain();
         assert_eq!(code(&out[0].1), "bad_name", "{name:?}");
     }
@@ -662,7 +667,8 @@ proptest::proptest! {
     #[test]
     fn any_sequence_keeps_the_tables_consistent(ops in proptest::collection::vec(arb_op(), 1..80)) {
         let names = ["alice", "bob", "carol", "echo"];
-        let mut h = H::new();
+        // With the default limits: refusals and rings that yield keep the tables consistent too.
+        let mut h = H::with(CallsConfig::default());
         let mut challenges: HashMap<ConnId, String> = HashMap::new();
         for op in ops {
             match op {
@@ -674,7 +680,7 @@ proptest::proptest! {
                     let challenge = challenges.get(&c).cloned().unwrap_or_default();
                     let challenge = if challenge.is_empty() { "00".into() } else { challenge };
                     let (pk, sig) = sign(&key(k), names[usize::from(n)], &challenge);
-                    h.calls.register(c, names[usize::from(n)], &pk, &sig);
+                    h.calls.register(h.now, c, names[usize::from(n)], &pk, &sig);
                 }
                 Op::Call(c, i, n) => h.calls.call(h.now, c, i, names[usize::from(n)], vec![addr(c)], String::new()),
                 Op::Ringing(c, i) => h.calls.ringing(c, i),

@@ -31,8 +31,10 @@
 //!   media mapping of each registration, and relay frames (first byte 64-79), and sends what it
 //!   answers. A registration that closes, or whose mapping expires, ends its call.
 //!
-//! Memory is bounded: at most `max_registrations` registrations and as many TCP connections
-//! (pending ones are closed after [`HELLO_TIMEOUT`]), a fixed table of token buckets, and
+//! Memory is bounded: at most `max_registrations` registrations and as many TCP connections,
+//! at most [`Config::max_connections_per_ip`] from one address (an IPv6 /64), pending ones
+//! closed after [`HELLO_TIMEOUT`] and those with neither a name nor a validated mapping after
+//! [`Config::unauthenticated_timeout`]; a fixed table of token buckets, and
 //! nothing is allocated for a datagram that fails to authenticate. [`Server::memory_estimate`]
 //! gives the bytes held per registration.
 
@@ -44,6 +46,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::bucket::{Rate, TokenBucket};
+use super::limits::Source;
 use crate::addr;
 use crate::calls::{CallStats, Calls, CallsConfig};
 use crate::control::{self, FrameDecoder, ServerMessage, Verdict};
@@ -56,6 +59,9 @@ mod udp;
 pub const MAX_P4_TARGETS: usize = 3;
 /// A TCP connection that has not said hello within this time is closed.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that said hello but has neither registered a name nor a UDP mapping within
+/// this time is closed (the default of [`Config::unauthenticated_timeout`]).
+pub const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30);
 /// Length of the per-registration MESSAGE-INTEGRITY key.
 pub const KEY_LEN: usize = 16;
 /// Slots in the per-source token bucket table (sources hash into it; collisions share).
@@ -80,6 +86,11 @@ pub struct Config {
     pub alternate_port: bool,
     /// Names, calls and the relay.
     pub calls: CallsConfig,
+    /// Most control connections open at once from one address (an IPv6 /64 counts as one).
+    pub max_connections_per_ip: usize,
+    /// A connection with neither a name nor a validated UDP mapping this long after it opened
+    /// is closed.
+    pub unauthenticated_timeout: Duration,
 }
 
 impl Default for Config {
@@ -92,6 +103,8 @@ impl Default for Config {
             bucket_rate: 4,
             alternate_port: false,
             calls: CallsConfig::default(),
+            max_connections_per_ip: 16,
+            unauthenticated_timeout: UNAUTHENTICATED_TIMEOUT,
         }
     }
 }
@@ -134,6 +147,10 @@ pub struct Stats {
     pub probes_sent: u64,
     pub mappings_expired: u64,
     pub refused_full: u64,
+    /// Connections refused because their address held [`Config::max_connections_per_ip`].
+    pub refused_per_address: u64,
+    /// Connections closed for saying no hello, or nothing more, in time.
+    pub closed_unauthenticated: u64,
     /// Names, calls and relay counters (drops included).
     pub calls: CallStats,
 }
@@ -181,6 +198,8 @@ pub struct Server {
     probe_rate: Rate,
     registrations: HashMap<u32, Registration>,
     connections: HashMap<ConnId, Connection>,
+    /// Open connections per source address.
+    per_source: HashMap<Source, u32>,
     buckets: Box<[TokenBucket]>,
     transmits: VecDeque<Transmit>,
     tcp: VecDeque<TcpOutput>,
@@ -204,6 +223,7 @@ impl Server {
             config,
             registrations: HashMap::new(),
             connections: HashMap::new(),
+            per_source: HashMap::new(),
             buckets: vec![TokenBucket::FULL; BUCKETS].into_boxed_slice(),
             transmits: VecDeque::new(),
             tcp: VecDeque::new(),
@@ -254,12 +274,14 @@ impl Server {
             * (std::mem::size_of::<u32>() + std::mem::size_of::<Registration>() + 1);
         let conn = self.connections.capacity()
             * (std::mem::size_of::<ConnId>() + std::mem::size_of::<Connection>() + 1);
+        let per_source = self.per_source.capacity()
+            * (std::mem::size_of::<Source>() + std::mem::size_of::<u32>() + 1);
         let buffers: usize = self
             .connections
             .values()
             .map(|c| c.decoder.capacity())
             .sum();
-        reg + conn + buffers + self.calls.memory_estimate()
+        reg + conn + per_source + buffers + self.calls.memory_estimate()
     }
 
     /// Size of one registration entry and one connection entry, without hash table overhead.
@@ -284,15 +306,28 @@ impl Server {
                 r.test_mapped = None;
             }
         }
+        let unauthenticated = self.config.unauthenticated_timeout;
         let stale: Vec<ConnId> = self
             .connections
             .iter()
-            .filter(|(_, c)| {
-                c.user_index.is_none() && now.saturating_duration_since(c.opened) >= HELLO_TIMEOUT
+            .filter(|(id, c)| {
+                let age = now.saturating_duration_since(c.opened);
+                match c.user_index {
+                    None => age >= HELLO_TIMEOUT,
+                    Some(index) => {
+                        age >= unauthenticated
+                            && self
+                                .registrations
+                                .get(&index)
+                                .is_none_or(|r| r.mapped.is_none())
+                            && !self.calls.is_registered(**id)
+                    }
+                }
             })
             .map(|(id, _)| *id)
             .collect();
         for conn in stale {
+            self.stats.closed_unauthenticated += 1;
             self.tcp.push_back(TcpOutput::Close { conn });
             self.handle_tcp_closed(now, conn);
         }

@@ -12,11 +12,27 @@ use crate::control::{
     self, ClientMessage, FrameDecoder, MAX_LISTED_ADDRESSES, PROTOCOL_VERSION, ServerMessage,
 };
 use crate::server::hex;
+use crate::server::limits::Source;
 
 impl Server {
     /// A TCP connection was accepted from `peer`. Returns false (and queues a close) when the
-    /// server is full.
+    /// server is full, or `peer`'s address (its /64 for IPv6) holds
+    /// [`super::Config::max_connections_per_ip`] connections already.
     pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) -> bool {
+        let source = Source::of(peer.ip());
+        let open = self.per_source.get(&source).map_or(0, |n| *n as usize);
+        if open >= self.config.max_connections_per_ip {
+            self.stats.refused_per_address += 1;
+            self.send(
+                conn,
+                &ServerMessage::Error {
+                    code: "too_many_connections".into(),
+                    message: "too many control connections from this address".into(),
+                },
+            );
+            self.tcp.push_back(TcpOutput::Close { conn });
+            return false;
+        }
         if self.connections.len() >= self.config.max_registrations {
             self.stats.refused_full += 1;
             self.send(
@@ -38,14 +54,23 @@ impl Server {
                 user_index: None,
             },
         );
+        *self.per_source.entry(source).or_default() += 1;
         true
     }
 
     /// A TCP connection closed: its registration is released.
     pub fn handle_tcp_closed(&mut self, _now: Instant, conn: ConnId) {
-        if let Some(c) = self.connections.remove(&conn)
-            && let Some(index) = c.user_index
-        {
+        let Some(c) = self.connections.remove(&conn) else {
+            return;
+        };
+        let source = Source::of(c.peer.ip());
+        if let Some(n) = self.per_source.get_mut(&source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+        if let Some(index) = c.user_index {
             self.registrations.remove(&index);
             self.calls.closed(conn);
             self.drain_calls();
@@ -138,6 +163,7 @@ impl Server {
                 }
                 tracing::debug!(user_index, %peer, %access, private_network, "registered");
                 let challenge = self.calls.open(conn);
+                self.calls.set_source(conn, peer.ip());
                 let welcome = ServerMessage::Welcome {
                     version: PROTOCOL_VERSION,
                     user_index,
@@ -199,7 +225,8 @@ impl Server {
                 },
                 Some(_),
             ) => {
-                self.calls.register(conn, &name, &public_key, &signature);
+                self.calls
+                    .register(now, conn, &name, &public_key, &signature);
                 self.drain_calls();
             }
             (
