@@ -2,7 +2,9 @@
 //! voice_pipeline`).
 //!
 //! - CPU per call: Opus encode, RTP, jitter buffer and Opus decode for one direction and for
-//!   both, per frame, as a fraction of one core (the frame's duration is the budget).
+//!   both, per frame, as a fraction of one core (the frame's duration is the budget); without
+//!   and with SRTP (AEAD_AES_128_GCM protect at the sender, unprotect at the receiver), and
+//!   SRTP alone per 20 ms packet (issue 11's budget: encryption within 20% of the call's CPU).
 //! - Latency with no network delay: a noise burst enters one session's capture, and its
 //!   position in the other session's playout is found by cross-correlation. Capture delivers a
 //!   frame when it is complete and playout starts playing a pulled frame at once, so a sample's
@@ -16,6 +18,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use media::audio::StreamResampler;
+use media::srtp::{MasterKey, Srtp};
 use media::voice::link::{LinkConfig, LossyLink};
 use media::voice::{CodecConfig, FrameDuration, Transport, VoiceConfig, VoiceSession};
 use rand::rngs::StdRng;
@@ -109,19 +112,41 @@ impl Device {
     }
 }
 
-/// One end of the CPU measurement: its session, its 44.1 kHz device and what it sends.
+/// One end of the CPU measurement: its session, its 44.1 kHz device, what it sends, and its
+/// SRTP contexts with their reused buffers when the call is encrypted.
 struct End {
     session: VoiceSession,
     device: Device,
     outbox: Outbox,
+    srtp: Option<Srtp>,
+    wire: Vec<u8>,
+    clear: Vec<u8>,
 }
 
+/// The two directions' keys of an encrypted call.
+const A_TO_B: MasterKey = MasterKey {
+    key: [0x5a; 16],
+    salt: [0xa5; 12],
+};
+const B_TO_A: MasterKey = MasterKey {
+    key: [0x3c; 16],
+    salt: [0xc3; 12],
+};
+
 impl End {
-    fn new(frame: FrameDuration, t0: Instant, rng: &mut StdRng) -> Self {
+    fn new(
+        frame: FrameDuration,
+        t0: Instant,
+        rng: &mut StdRng,
+        keys: Option<(&MasterKey, &MasterKey)>,
+    ) -> Self {
         Self {
             session: VoiceSession::new(config(frame), t0, rng).unwrap(),
             device: Device::new(frame),
             outbox: Outbox::new(),
+            srtp: keys.map(|(tx, rx)| Srtp::new(tx, rx).unwrap()),
+            wire: Vec::with_capacity(1_500),
+            clear: Vec::with_capacity(1_500),
         }
     }
 }
@@ -143,7 +168,16 @@ fn one_way(
         from.session.push_capture(now, chunk, &mut from.outbox);
     }
     for d in &from.outbox.bufs[..from.outbox.len] {
-        to.session.handle_datagram(now, d);
+        match (&mut from.srtp, &mut to.srtp) {
+            (Some(tx), Some(rx)) => {
+                tx.protect(d, &mut from.wire).unwrap();
+                rx.unprotect(&from.wire, &mut to.clear).unwrap();
+                to.session.handle_datagram(now, &to.clear);
+            }
+            _ => {
+                to.session.handle_datagram(now, d);
+            }
+        }
     }
     from.outbox.len = 0;
     if resample {
@@ -153,13 +187,29 @@ fn one_way(
     }
 }
 
+/// How a CPU measurement runs.
+#[derive(Clone, Copy)]
+struct Run {
+    frame: FrameDuration,
+    both: bool,
+    resample: bool,
+    srtp: bool,
+}
+
 /// Runs `frames` frames of speech-like audio through one or both directions, with or without
-/// a 44.1 kHz device's resampling at each end; returns the CPU time per frame.
-fn cpu_per_frame(frame: FrameDuration, both: bool, resample: bool, frames: u32) -> Duration {
+/// a 44.1 kHz device's resampling at each end, with or without SRTP; returns the CPU time per
+/// frame.
+fn cpu_per_frame(run: Run, frames: u32) -> Duration {
+    let Run {
+        frame,
+        both,
+        resample,
+        srtp,
+    } = run;
     let t0 = Instant::now();
     let mut rng = StdRng::seed_from_u64(7);
-    let mut a = End::new(frame, t0, &mut rng);
-    let mut b = End::new(frame, t0, &mut rng);
+    let mut a = End::new(frame, t0, &mut rng, srtp.then_some((&A_TO_B, &B_TO_A)));
+    let mut b = End::new(frame, t0, &mut rng, srtp.then_some((&B_TO_A, &A_TO_B)));
     let n = frame.samples();
     // A tone with noise, so the codec has work like speech's.
     let input: Vec<f32> = (0..n * 50)
@@ -178,6 +228,29 @@ fn cpu_per_frame(frame: FrameDuration, both: bool, resample: bool, frames: u32) 
         std::hint::black_box(&out);
     }
     (cpu_time(wall) - start) / frames
+}
+
+/// SRTP alone: protect at one end and unprotect at the other of a 20 ms Opus packet (32 kb/s:
+/// 80 octets of payload behind a 12-octet RTP header), and of an 80-octet RTCP report; CPU
+/// time per packet.
+fn srtp_per_packet(rtcp: bool, packets: u32) -> Duration {
+    let mut alice = Srtp::new(&A_TO_B, &B_TO_A).unwrap();
+    let mut bob = Srtp::new(&B_TO_A, &A_TO_B).unwrap();
+    let mut packet = vec![0x80, 111, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+    packet.resize(12 + 80, 0x5c);
+    if rtcp {
+        packet[1] = 201;
+    }
+    let (mut wire, mut clear) = (Vec::with_capacity(1_500), Vec::with_capacity(1_500));
+    let wall = Instant::now();
+    let start = cpu_time(wall);
+    for k in 0..packets {
+        packet[2..4].copy_from_slice(&(k as u16).to_be_bytes());
+        alice.protect(&packet, &mut wire).unwrap();
+        bob.unprotect(&wire, &mut clear).unwrap();
+        std::hint::black_box(&clear);
+    }
+    (cpu_time(wall) - start) / packets
 }
 
 /// Where `burst` is found in `output`, at most `max_lag` samples on: the lag of the largest
@@ -279,25 +352,54 @@ fn main() {
     for frame in [FrameDuration::Ms20, FrameDuration::Ms10] {
         let budget = frame.duration().as_secs_f64();
         let frames = 3_000;
+        let run = |both, resample, srtp| Run {
+            frame,
+            both,
+            resample,
+            srtp,
+        };
         // Warm up, then measure.
-        cpu_per_frame(frame, false, false, 200);
+        cpu_per_frame(run(false, false, false), 200);
         for resample in [false, true] {
-            let one = cpu_per_frame(frame, false, resample, frames);
-            let two = cpu_per_frame(frame, true, resample, frames);
-            println!(
-                "{} ms frames{}: CPU per frame one direction {:.1} us ({:.2}% of a core), both directions {:.1} us ({:.2}% of a core)",
-                frame.millis(),
-                if resample {
-                    ", 44.1 kHz devices (resampling)"
+            let mut plain_both = Duration::ZERO;
+            for srtp in [false, true] {
+                let one = cpu_per_frame(run(false, resample, srtp), frames);
+                let two = cpu_per_frame(run(true, resample, srtp), frames);
+                let versus = if srtp {
+                    format!(
+                        " ({:+.1}% against plain RTP)",
+                        (two.as_secs_f64() / plain_both.as_secs_f64() - 1.0) * 100.0
+                    )
                 } else {
-                    ""
-                },
-                one.as_secs_f64() * 1e6,
-                one.as_secs_f64() / budget * 100.0,
-                two.as_secs_f64() * 1e6,
-                two.as_secs_f64() / budget * 100.0,
-            );
+                    plain_both = two;
+                    String::new()
+                };
+                println!(
+                    "{} ms frames{}{}: CPU per frame one direction {:.1} us ({:.2}% of a core), both directions {:.1} us ({:.2}% of a core){versus}",
+                    frame.millis(),
+                    if resample {
+                        ", 44.1 kHz devices (resampling)"
+                    } else {
+                        ""
+                    },
+                    if srtp { ", SRTP" } else { "" },
+                    one.as_secs_f64() * 1e6,
+                    one.as_secs_f64() / budget * 100.0,
+                    two.as_secs_f64() * 1e6,
+                    two.as_secs_f64() / budget * 100.0,
+                );
+            }
         }
+    }
+    srtp_per_packet(false, 10_000);
+    for (what, rtcp) in [("RTP, 92 octets", false), ("RTCP, 92 octets", true)] {
+        let per = srtp_per_packet(rtcp, 200_000);
+        println!(
+            "SRTP ({}) protect + unprotect per packet ({what}): {:.2} us; per call and end (50 protected and 50 unprotected a second): {:.3}% of a core",
+            media::srtp::SUITE,
+            per.as_secs_f64() * 1e6,
+            per.as_secs_f64() * 50.0 * 100.0,
+        );
     }
     for frame in [FrameDuration::Ms20, FrameDuration::Ms10] {
         let n = frame.samples();
