@@ -10,6 +10,10 @@
 //! and lines starting with `#` are ignored; any other line that does not parse is an error that
 //! names the file and the line, never skipped silently (a lost key would make a changed key look
 //! like a first call). Writes are atomic: a temporary file renamed over the old one.
+//!
+//! The file is the truth: every check, trust and forget reads it again first, so a running
+//! engine sees a key trusted meanwhile by the app's button or `pinhole trust-contact`, and never
+//! writes an older book over it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -115,6 +119,7 @@ impl Contacts {
     /// (a failed save is logged: the call goes on, the key is kept in memory); a changed key is
     /// not recorded. A name that cannot be stored (empty, with white space) is always a first call.
     pub fn check(&mut self, name: &str, key_hex: &str) -> KeyCheck {
+        self.reload();
         let key = key_hex.trim().to_ascii_lowercase();
         match self.keys.get(name) {
             Some(known) if *known == key => KeyCheck::Same,
@@ -133,17 +138,31 @@ impl Contacts {
     /// Accepts `key_hex` as `name`'s key (after the user compared the short authentication
     /// string), replacing any recorded one, and saves.
     pub fn trust(&mut self, name: &str, key_hex: &str) -> io::Result<()> {
+        self.reload();
         self.record(name, key_hex.trim().to_ascii_lowercase())
     }
 
     /// Forgets `name`'s key, so the next call with it is a first call again; whether one was
     /// recorded.
     pub fn forget(&mut self, name: &str) -> io::Result<bool> {
+        self.reload();
         let had = self.keys.remove(name).is_some();
         if had {
             self.save()?;
         }
         Ok(had)
+    }
+
+    /// Reads the file again (changed by another process); a file that became unreadable
+    /// leaves the book as it was (logged).
+    fn reload(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        match Contacts::open(path) {
+            Ok(fresh) => self.keys = fresh.keys,
+            Err(err) => tracing::warn!(%err, "contact keys not read again; using the last read"),
+        }
     }
 
     fn record(&mut self, name: &str, key: String) -> io::Result<()> {
@@ -280,6 +299,25 @@ mod tests {
         assert!(!again.forget("bob").unwrap());
         let mut third = Contacts::open(path).unwrap();
         assert_eq!(third.check("bob", A), KeyCheck::FirstCall);
+    }
+
+    #[test]
+    fn a_key_trusted_by_another_process_is_seen_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        // The engine's book, open for the whole run.
+        let mut engine = Contacts::open(path.clone()).unwrap();
+        assert_eq!(engine.check("bob", A), KeyCheck::FirstCall);
+        assert!(engine.check("bob", B).is_changed());
+        // The app (or `pinhole trust-contact`) trusts the new key in the file.
+        Contacts::open(path.clone())
+            .unwrap()
+            .trust("bob", B)
+            .unwrap();
+        assert_eq!(engine.check("bob", B), KeyCheck::Same);
+        // The engine's next first call does not write the old key back.
+        assert_eq!(engine.check("carol", A), KeyCheck::FirstCall);
+        assert_eq!(Contacts::open(path).unwrap().get("bob"), Some(B));
     }
 
     #[cfg(unix)]

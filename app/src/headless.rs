@@ -7,6 +7,13 @@
 //! and ended normally; otherwise a one-line reason on stderr and a non-zero status: 1 when the
 //! call or the server failed, 2 for bad flags or settings. SIGINT and SIGTERM hang up cleanly
 //! (the WAV file is finalised, the server told).
+//!
+//! Trust: the server's certificate is checked as the settings say (`server_fingerprint`, or
+//! `--server-fingerprint`; else a CA-signed certificate, else the one recorded in
+//! `known-servers.txt` on the first connection). A changed certificate stops the command with
+//! both fingerprints and status 1; `pinhole trust-server` accepts the new one. A peer whose
+//! key changed since the last call is a warning on stderr (and `"peer_key_changed": true` in
+//! the report); `pinhole trust-contact` accepts the new key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,9 +24,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use media::audio::{SinkSpec, SourceSpec};
 
+use traversal::tls::Fingerprint;
+
+use crate::contacts::Contacts;
 use crate::engine::{
     CallReport, Command, EndReason, Engine, EngineConfig, Event, MediaConfig, Registration,
-    StopReason,
+    Security, StopReason,
 };
 use crate::settings::{self, ServerAddr, Settings};
 
@@ -36,6 +46,11 @@ pub struct CommonArgs {
     /// Rendezvous server, HOST:PORT (default: the settings file's).
     #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
+    /// Accept only the server certificate with this fingerprint, as its operator publishes it
+    /// (default: the settings file's `server_fingerprint` for its server; else a CA-signed
+    /// certificate, else the one recorded on the first connection in known-servers.txt).
+    #[arg(long, value_name = "sha256:HEX")]
+    pub server_fingerprint: Option<String>,
     /// Your name, as others call it (default: the settings file's).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
@@ -120,12 +135,17 @@ pub fn answer(args: AnswerArgs) -> ExitCode {
     exit(run_answer(args))
 }
 
+/// The settings file: `--config`, else the default.
+fn settings_path(config: Option<&PathBuf>) -> Result<PathBuf, Failure> {
+    match config {
+        Some(path) => Ok(path.clone()),
+        None => settings::default_path().map_err(|e| usage(e.to_string())),
+    }
+}
+
 /// Flags over settings: the engine's configuration. Creates and saves the key on first use.
 fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
-    let path = match &common.config {
-        Some(path) => path.clone(),
-        None => settings::default_path().map_err(|e| usage(e.to_string()))?,
-    };
+    let path = settings_path(common.config.as_ref())?;
     let loaded = settings::load(&path).map_err(|e| usage(e.to_string()))?;
     let first_run = loaded.is_none();
     let mut stored = loaded.unwrap_or_default();
@@ -141,6 +161,19 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
         )));
     }
     let server = ServerAddr::parse(&server).map_err(|e| usage(format!("--server: {e}")))?;
+    let mut trust = stored
+        .client_trust(&path)
+        .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    // The settings' fingerprint is their server's: not another one's given with --server.
+    if stored.server_addr().ok().flatten().as_ref() != Some(&server) {
+        trust.pinned = None;
+    }
+    if let Some(fp) = &common.server_fingerprint {
+        let fp = fp
+            .parse::<Fingerprint>()
+            .map_err(|e| usage(format!("--server-fingerprint: {e}")))?;
+        trust.pinned = Some(fp);
+    }
     let name = common
         .user
         .clone()
@@ -197,6 +230,8 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
     config.keepalive = advanced
         .keepalive_s
         .map(|s| Duration::from_secs(u64::from(s)));
+    config.trust = trust;
+    config.contacts = Some(settings::contacts_path(&path));
     Ok(config)
 }
 
@@ -290,7 +325,43 @@ fn log_registration(registration: &Registration) {
 
 /// The failure for an engine that stopped.
 fn stopped(reason: Option<StopReason>) -> Failure {
-    failed(reason.map_or_else(|| "the engine stopped".into(), |r| r.to_string()))
+    match reason {
+        Some(StopReason::UntrustedServer {
+            server,
+            pinned,
+            presented,
+        }) => failed(format!(
+            "the certificate of {server} changed: trusted {pinned}, presented {presented}. \
+             Someone may be intercepting the connection, so nothing was sent. If the server's \
+             operator replaced the certificate (check the fingerprint with them), accept it with \
+             `pinhole trust-server {server} {presented}` (server_certificate_changed)"
+        )),
+        reason => failed(reason.map_or_else(|| "the engine stopped".into(), |r| r.to_string())),
+    }
+}
+
+/// Says on stderr how the call is protected: the code to compare, and loudly a changed key.
+fn say_security(peer: &str, security: &Security) {
+    let Some(sas) = &security.sas else {
+        tracing::info!(peer, e2e = security.suite, "connected");
+        return;
+    };
+    tracing::info!(
+        peer,
+        e2e = security.suite,
+        sas,
+        "connected; compare the code with {peer}"
+    );
+    if let (Some(check), Some(key)) = (&security.key_check, &security.peer_key)
+        && check.is_changed()
+    {
+        eprintln!(
+            "pinhole: WARNING: {peer}'s key changed since your last call. Compare the code \
+             {sas} with {peer} before saying anything private: if it differs, someone is \
+             listening in. If it matches, accept the new key with `pinhole trust-contact {peer} \
+             {key}`"
+        );
+    }
 }
 
 fn print_report(report: &CallReport, json: bool) {
@@ -300,9 +371,19 @@ fn print_report(report: &CallReport, json: bool) {
             Err(e) => tracing::error!("report not printed: {e}"),
         }
     } else {
+        let code = report
+            .sas
+            .as_deref()
+            .map_or_else(String::new, |sas| format!(", code {sas}"));
+        let changed = if report.peer_key_changed {
+            ", PEER KEY CHANGED"
+        } else {
+            ""
+        };
         println!(
-            "call with {}: {:.1} s, {} ({} path changes), setup {}, RTP sent {} received {} lost {}, jitter {:.1} ms, RTT {}",
+            "call with {}: encrypted {}{code}{changed}, {:.1} s, {} ({} path changes), setup {}, RTP sent {} received {} lost {}, jitter {:.1} ms, RTT {}",
             report.peer,
+            report.e2e,
             report.duration_s,
             report.path.as_str(),
             report.path_changes,
@@ -367,7 +448,10 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
                 last_warning = Some(w);
             }
             Some(Event::Ringing { .. }) => tracing::info!(peer, "ringing"),
-            Some(Event::Connected { .. }) => break,
+            Some(Event::Connected { security, .. }) => {
+                say_security(&peer, &security);
+                break;
+            }
             Some(Event::Ended { reason, .. }) => {
                 let detail = match (&last_warning, reason) {
                     (Some(w), EndReason::Local) => format!(" ({w})"),
@@ -381,7 +465,6 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
         }
     }
     let connected = Instant::now();
-    tracing::info!(peer, "connected");
     // Talk.
     loop {
         if interrupted.load(Ordering::SeqCst) || connected.elapsed() >= talk {
@@ -439,8 +522,8 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
                 tracing::info!(from, "incoming call: answering");
                 engine.send(Command::Accept);
             }
-            Some(Event::Connected { peer, .. }) => {
-                tracing::info!(peer, "connected");
+            Some(Event::Connected { peer, security, .. }) => {
+                say_security(&peer, &security);
                 in_call = true;
             }
             Some(Event::PathChanged { path, remote }) => {
@@ -477,4 +560,96 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
             _ => {}
         }
     }
+}
+
+/// Accept a server's changed certificate.
+#[derive(Debug, Clone, Args)]
+pub struct TrustServerArgs {
+    /// The server, HOST[:PORT] (port 3478 when left out), as in the settings or --server.
+    #[arg(value_name = "HOST[:PORT]")]
+    pub server: String,
+    /// The new certificate's fingerprint, `sha256:...` (check it with the server's operator:
+    /// `pinhole-rendezvous` prints it). Without it, the remembered certificate is forgotten and
+    /// the next connection trusts whatever the server presents, and remembers it.
+    #[arg(value_name = "FINGERPRINT")]
+    pub fingerprint: Option<String>,
+    /// The settings file (default: $PINHOLE_CONFIG, or settings.toml in the user's config
+    /// directory); known-servers.txt is beside it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Accept a contact's changed key.
+#[derive(Debug, Clone, Args)]
+pub struct TrustContactArgs {
+    /// The contact's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The new key, 64 hex digits, as the warning printed it. Without it, the remembered key is
+    /// forgotten and the next call with NAME remembers the key it brings.
+    #[arg(value_name = "KEY")]
+    pub key: Option<String>,
+    /// The settings file (default: $PINHOLE_CONFIG, or settings.toml in the user's config
+    /// directory); contact-keys.txt is beside it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// `pinhole trust-server`.
+pub fn trust_server(args: TrustServerArgs) -> ExitCode {
+    exit(run_trust_server(&args))
+}
+
+/// `pinhole trust-contact`.
+pub fn trust_contact(args: TrustContactArgs) -> ExitCode {
+    exit(run_trust_contact(&args))
+}
+
+fn run_trust_server(args: &TrustServerArgs) -> Result<(), Failure> {
+    let path = settings_path(args.config.as_ref())?;
+    let server = ServerAddr::parse(&args.server).map_err(|e| usage(format!("server: {e}")))?;
+    let fingerprint = args
+        .fingerprint
+        .as_deref()
+        .map(str::parse::<Fingerprint>)
+        .transpose()
+        .map_err(|e| usage(format!("fingerprint: {e}")))?;
+    let done =
+        settings::trust_server(&path, &server, fingerprint).map_err(|e| failed(e.to_string()))?;
+    for line in done.lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn run_trust_contact(args: &TrustContactArgs) -> Result<(), Failure> {
+    let path = settings::contacts_path(&settings_path(args.config.as_ref())?);
+    let mut book = Contacts::open(path.clone()).map_err(|e| failed(e.to_string()))?;
+    let name = args.name.trim();
+    match &args.key {
+        Some(key) => {
+            book.trust(name, key)
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            println!(
+                "{name}: trusting key {} ({})",
+                key.trim().to_ascii_lowercase(),
+                path.display()
+            );
+        }
+        None => {
+            let had = book
+                .forget(name)
+                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            if had {
+                println!(
+                    "{name}: forgot the remembered key ({}); the next call with {name} remembers \
+                     the key it brings",
+                    path.display()
+                );
+            } else {
+                println!("{name}: no key was remembered ({})", path.display());
+            }
+        }
+    }
+    Ok(())
 }

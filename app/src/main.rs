@@ -28,6 +28,20 @@ enum Command {
     Call(pinhole::headless::CallArgs),
     /// Register and answer incoming calls (headless).
     Answer(pinhole::headless::AnswerArgs),
+    /// Accept a server's changed certificate (after "the certificate of ... changed").
+    ///
+    /// With FINGERPRINT (check it with the server's operator first), it is trusted for the
+    /// server from now on; without, the remembered certificate is forgotten and the next
+    /// connection trusts the one the server presents. A fingerprint pinned for that server in
+    /// the settings follows.
+    TrustServer(pinhole::headless::TrustServerArgs),
+    /// Accept a contact's changed key (after "NAME's key changed since your last call").
+    ///
+    /// First compare the call's code (six digits, shown on both sides) with NAME, by voice or
+    /// in person: only if it matches is the new key theirs. With KEY (printed in the warning),
+    /// that key is trusted; without, the remembered key is forgotten and the next call with
+    /// NAME remembers whatever key it brings.
+    TrustContact(pinhole::headless::TrustContactArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +52,8 @@ fn main() -> ExitCode {
         Command::NatCheck(args) => nat_check::run(args),
         Command::Call(args) => pinhole::headless::call(args),
         Command::Answer(args) => pinhole::headless::answer(args),
+        Command::TrustServer(args) => pinhole::headless::trust_server(args),
+        Command::TrustContact(args) => pinhole::headless::trust_contact(args),
     }
 }
 

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use traversal::tls::{ClientTrust, Fingerprint, FingerprintError, KnownServers};
 
 /// The port a rendezvous server listens on when an address names none (STUN's port).
 pub const DEFAULT_SERVER_PORT: u16 = 3478;
@@ -18,12 +19,22 @@ pub const DEFAULT_SERVER_PORT: u16 = 3478;
 /// Environment variable that points at another settings file (tests, several profiles).
 pub const CONFIG_ENV: &str = "PINHOLE_CONFIG";
 
+/// The servers' certificates trusted on first use (`host:port sha256:...` lines), next to the
+/// settings file.
+pub const KNOWN_SERVERS_FILE: &str = "known-servers.txt";
+/// Where the app's built-in server keeps its certificate and names, next to the settings file.
+pub const EMBEDDED_SERVER_DIR: &str = "built-in-server";
+
 /// Everything a user sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The rendezvous server, `host[:port]`. Empty: the app runs a server inside itself.
     pub server: String,
+    /// The fingerprint of the server's certificate, `sha256:<64 hex digits>`, as its operator
+    /// publishes it (`pinhole-rendezvous` prints it). Empty: a CA-signed certificate, or the
+    /// one the server presented on the first connection (kept in [`KNOWN_SERVERS_FILE`]).
+    pub server_fingerprint: String,
     /// The name others call.
     pub name: String,
     /// Capture device by name; `None`: the system default.
@@ -79,6 +90,8 @@ impl Settings {
         if !self.server.trim().is_empty() {
             ServerAddr::parse(&self.server).map_err(SettingsError::Server)?;
         }
+        self.pinned_fingerprint()
+            .map_err(SettingsError::Fingerprint)?;
         validate_name(&self.name).map_err(SettingsError::Name)?;
         let a = &self.advanced;
         if !FRAME_MS_CHOICES.contains(&a.frame_ms) {
@@ -124,6 +137,26 @@ impl Settings {
         rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
         self.key = Some(secret.iter().map(|b| format!("{b:02x}")).collect());
         Ok((ed25519_dalek::SigningKey::from_bytes(&secret), true))
+    }
+
+    /// The server certificate's fingerprint given up front, if any.
+    pub fn pinned_fingerprint(&self) -> Result<Option<Fingerprint>, FingerprintError> {
+        let text = self.server_fingerprint.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some)
+    }
+
+    /// How the client trusts the configured server's certificate: the pinned fingerprint, else
+    /// the known-servers file next to the settings file at `path`.
+    pub fn client_trust(&self, path: &Path) -> Result<ClientTrust, SettingsError> {
+        Ok(ClientTrust {
+            pinned: self
+                .pinned_fingerprint()
+                .map_err(SettingsError::Fingerprint)?,
+            known_servers: Some(beside(path, KNOWN_SERVERS_FILE)),
+        })
     }
 
     /// The server to use, parsed; `None` when the embedded server is meant.
@@ -279,6 +312,9 @@ pub enum SettingsError {
     /// The name is not usable.
     #[error("name: {0}")]
     Name(String),
+    /// The server certificate's fingerprint is not one.
+    #[error("server certificate: {0}")]
+    Fingerprint(FingerprintError),
     /// Another field is out of range.
     #[error("{0}")]
     Invalid(String),
@@ -312,6 +348,88 @@ pub fn default_path() -> Result<PathBuf, SettingsError> {
     directories::ProjectDirs::from("", "", "pinhole")
         .map(|dirs| dirs.config_dir().join("settings.toml"))
         .ok_or(SettingsError::NoConfigDir)
+}
+
+/// `name` in the directory of the settings file at `path`.
+pub fn beside(path: &Path, name: &str) -> PathBuf {
+    match path.parent() {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// The file of contacts' keys (trust on first use) for the settings file at `path`.
+pub fn contacts_path(path: &Path) -> PathBuf {
+    beside(path, crate::contacts::FILE_NAME)
+}
+
+/// What [`trust_server`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trusted {
+    /// What changed, one line each, for people.
+    pub lines: Vec<String>,
+    /// The settings file changed (its pinned fingerprint): read it again.
+    pub settings_changed: bool,
+}
+
+/// Accepts a server's changed certificate for the profile of the settings file at `path`:
+/// with `fingerprint`, it is recorded for `server` in the known-servers file (and replaces the
+/// settings' pinned fingerprint when the settings pin one for that server); without, the
+/// recorded one (and the settings' pin for it) is forgotten, so the next connection trusts what
+/// the server presents and records it.
+pub fn trust_server(
+    path: &Path,
+    server: &ServerAddr,
+    fingerprint: Option<Fingerprint>,
+) -> Result<Trusted, SettingsError> {
+    let known_path = beside(path, KNOWN_SERVERS_FILE);
+    let io = |source| SettingsError::Io {
+        path: known_path.clone(),
+        source,
+    };
+    let name = server.to_string();
+    let mut known = KnownServers::load(&known_path).map_err(io)?;
+    let mut lines = vec![match fingerprint {
+        Some(fp) => {
+            known.trust(&name, fp).map_err(io)?;
+            format!(
+                "{name}: trusting certificate {fp} ({})",
+                known_path.display()
+            )
+        }
+        None if known.forget(&name).map_err(io)? => format!(
+            "{name}: forgot its certificate ({}); the next connection trusts the one it              presents and remembers it",
+            known_path.display()
+        ),
+        None => format!(
+            "{name}: no certificate was remembered for it ({}); the next connection trusts              the one it presents and remembers it",
+            known_path.display()
+        ),
+    }];
+    let mut settings_changed = false;
+    if let Some(mut stored) = load(path)?
+        && !stored.server_fingerprint.trim().is_empty()
+        && stored
+            .server_addr()
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.to_string().eq_ignore_ascii_case(&name))
+    {
+        stored.server_fingerprint = fingerprint.map(|fp| fp.to_string()).unwrap_or_default();
+        save(path, &stored)?;
+        settings_changed = true;
+        lines.push(match fingerprint {
+            Some(fp) => format!("{}: the server certificate is now {fp}", path.display()),
+            None => format!(
+                "{}: the server certificate is no longer pinned",
+                path.display()
+            ),
+        });
+    }
+    Ok(Trusted {
+        lines,
+        settings_changed,
+    })
 }
 
 /// Reads the settings; `Ok(None)` when the file does not exist yet (first run).
@@ -368,6 +486,7 @@ mod tests {
     fn valid() -> Settings {
         Settings {
             server: "rendezvous.example.org:3478".into(),
+            server_fingerprint: String::new(),
             name: "alice".into(),
             input_device: Some("pulse".into()),
             output_device: None,
@@ -529,5 +648,94 @@ mod tests {
         assert!(validate_name("with space").is_err());
         assert!(validate_name("Echo").is_err());
         assert!(validate_name(&"x".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn a_server_fingerprint_is_checked_and_pinned() {
+        let fp = format!("sha256:{}", "ab".repeat(32));
+        let mut s = valid();
+        assert_eq!(s.pinned_fingerprint(), Ok(None));
+        let trust = s.client_trust(Path::new("/p/settings.toml")).unwrap();
+        assert_eq!(trust.pinned, None);
+        assert_eq!(
+            trust.known_servers.as_deref(),
+            Some(Path::new("/p/known-servers.txt"))
+        );
+
+        s.server_fingerprint = format!(" {} ", fp.to_uppercase().replace("SHA256", "sha256"));
+        let pinned = s.pinned_fingerprint().unwrap().unwrap();
+        assert_eq!(pinned.to_string(), fp);
+        assert!(s.validate().is_ok());
+        let trust = s.client_trust(Path::new("settings.toml")).unwrap();
+        assert_eq!(trust.pinned, Some(pinned));
+        assert_eq!(
+            trust.known_servers.as_deref(),
+            Some(Path::new("known-servers.txt"))
+        );
+
+        for (bad, says) in [
+            ("ab".repeat(32), "starts with `sha256:`"),
+            (format!("sha256:{}", "ab".repeat(31)), "64 hex digits"),
+            (format!("sha256:{}zz", "ab".repeat(31)), "not a hex digit"),
+        ] {
+            s.server_fingerprint = bad.clone();
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.starts_with("server certificate: "), "{bad}: {err}");
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(s.client_trust(Path::new("s.toml")).is_err());
+        }
+    }
+
+    #[test]
+    fn trusting_a_server_records_or_forgets_its_certificate_and_the_settings_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        let known = dir.path().join(KNOWN_SERVERS_FILE);
+        let server = ServerAddr::parse("Rendezvous.example.org").unwrap();
+        let (old, new) = (
+            format!("sha256:{}", "01".repeat(32)),
+            format!("sha256:{}", "02".repeat(32)),
+        );
+        // No settings file: only the known servers change.
+        let done = trust_server(&path, &server, Some(new.parse().unwrap())).unwrap();
+        assert!(!done.settings_changed);
+        assert!(done.lines[0].contains(&new), "{:?}", done.lines);
+        let text = std::fs::read_to_string(&known).unwrap();
+        assert_eq!(text.trim(), format!("rendezvous.example.org:3478 {new}"));
+        let done = trust_server(&path, &server, None).unwrap();
+        assert!(done.lines[0].contains("forgot"), "{:?}", done.lines);
+        assert!(std::fs::read_to_string(&known).unwrap().trim().is_empty());
+        let done = trust_server(&path, &server, None).unwrap();
+        assert!(done.lines[0].contains("no certificate was remembered"));
+
+        // Settings that pin the old certificate for this server: the pin follows.
+        let mut s = valid();
+        s.server_fingerprint = old.clone();
+        save(&path, &s).unwrap();
+        let done = trust_server(&path, &server, Some(new.parse().unwrap())).unwrap();
+        assert!(done.settings_changed);
+        assert_eq!(load(&path).unwrap().unwrap().server_fingerprint, new);
+        trust_server(&path, &server, None).unwrap();
+        assert_eq!(load(&path).unwrap().unwrap().server_fingerprint, "");
+        // Another server's pin is left alone.
+        save(&path, &s).unwrap();
+        let other = ServerAddr::parse("other.example.org").unwrap();
+        let done = trust_server(&path, &other, Some(new.parse().unwrap())).unwrap();
+        assert!(!done.settings_changed);
+        assert_eq!(load(&path).unwrap().unwrap().server_fingerprint, old);
+    }
+
+    #[test]
+    fn the_fingerprint_round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        let mut s = valid();
+        s.server_fingerprint = format!("sha256:{}", "0f".repeat(32));
+        save(&path, &s).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(s));
+        assert_eq!(
+            contacts_path(&path),
+            dir.path().join(crate::contacts::FILE_NAME)
+        );
     }
 }

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use media::audio::{SinkSpec, SourceSpec};
 use traversal::rendezvous::Rendezvous;
+use traversal::tls::ClientTrust;
 
 use crate::engine::CallReport;
 use crate::settings::{self, Settings};
@@ -144,6 +145,8 @@ pub struct PinholeApp {
     start_engine: StartEngine,
     engine: Option<Box<dyn CallEngine>>,
     embedded: Option<(bool, Rendezvous)>,
+    /// How the running engine trusts its server's certificate (the NAT check uses it too).
+    trust: ClientTrust,
     lan_hint: Option<String>,
     input_spec: Option<SourceSpec>,
     output_spec: Option<SinkSpec>,
@@ -211,6 +214,7 @@ impl PinholeApp {
             start_engine: real_engine(),
             engine: None,
             embedded: None,
+            trust: ClientTrust::default(),
             lan_hint: None,
             input_spec: None,
             output_spec: None,

@@ -1,12 +1,15 @@
-//! A call we placed (reaching them, ringing, Cancel) and a call that is up (figures, meters,
-//! volume, mute as the engine reports it, Hang up).
+//! A call we placed (reaching them, ringing, Cancel) and a call that is up (its encryption and
+//! the code to compare, a loud warning when the peer's key changed, figures, meters, volume,
+//! mute as the engine reports it, Hang up).
 
 use std::time::{Duration, Instant};
 
 use egui::RichText;
 
-use super::state::{Action, Call};
-use super::widgets::{METER_REPAINT, STOP, big_button, error_line, meter_bar, who, working};
+use super::state::{Action, Call, UpCall};
+use super::widgets::{
+    GOOD, METER_REPAINT, STOP, big_button, error_line, meter_bar, warning_banner, who, working,
+};
 use super::{PinholeApp, words};
 use crate::engine::CallReport;
 
@@ -53,8 +56,12 @@ impl PinholeApp {
         let (input, output) = (up.input.clone(), up.output.clone());
         let mut actions = Vec::new();
 
+        let trust = security_ui(ui, up);
+        if trust {
+            actions.push(Action::TrustKey);
+        }
         ui.vertical_centered(|ui| {
-            ui.add_space(12.0);
+            ui.add_space(8.0);
             who(ui, "In a call with", &peer);
             ui.label(RichText::new(words::clock(elapsed)).size(22.0).monospace());
         });
@@ -89,6 +96,9 @@ impl PinholeApp {
         if let Some((side, detail)) = self.state.audio_problem() {
             error_line(ui, &words::audio_failed_in_call(side, detail));
         }
+        if let Some(notice) = self.state.notice.as_ref().filter(|n| n.failure) {
+            error_line(ui, &notice.text);
+        }
         ui.add_space(8.0);
         // The button shows what the engine says (Event::Muted), and asks for the other state.
         let muted = self.state.muted;
@@ -115,6 +125,37 @@ impl PinholeApp {
             self.act(action);
         }
     }
+}
+
+/// The call's encryption and the code both people compare (large), under a loud warning when
+/// the peer's key is not the one remembered. Whether "Trust the new key" was clicked.
+fn security_ui(ui: &mut egui::Ui, up: &UpCall) -> bool {
+    let mut trust = false;
+    let security = &up.security;
+    if up.key_warning() {
+        warning_banner(ui, &words::key_changed(&up.peer), |ui| {
+            ui.add_space(4.0);
+            trust = ui.button(words::TRUST_NEW_KEY).clicked();
+        });
+    }
+    ui.vertical_centered(|ui| {
+        ui.label(RichText::new(words::encrypted(security.suite)).color(GOOD));
+        match &security.sas {
+            Some(sas) => {
+                ui.label(words::compare_with(&up.peer));
+                ui.label(RichText::new(sas).size(40.0).monospace().strong());
+                if up.key_trusted {
+                    ui.label(words::key_trusted(&up.peer));
+                } else if !up.key_warning() {
+                    ui.weak(words::compare_hint(&up.peer));
+                }
+            }
+            None => {
+                ui.weak(words::NO_CODE_FOR_ECHO);
+            }
+        }
+    });
+    trust
 }
 
 /// The call's figures as (name, value) rows.

@@ -13,8 +13,10 @@ use super::net::{self, NatReport};
 use super::state::{Effect, Failure};
 use super::widgets::server_message;
 use super::{PinholeApp, View, words};
+use crate::contacts::Contacts;
 use crate::engine::{Command, EngineConfig, MediaConfig};
-use crate::settings::{self, Settings};
+use crate::settings::{self, ServerAddr, Settings};
+use traversal::tls::{ClientTrust, Fingerprint};
 
 /// Time allowed for the NAT check.
 const NAT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,8 +41,8 @@ impl PinholeApp {
         let Some(mut saved) = self.saved.clone() else {
             return;
         };
-        let server = match self.server_target(&saved) {
-            Ok(server) => server,
+        let (server, trust) = match self.server_target(&saved) {
+            Ok(target) => target,
             Err(failure) => {
                 self.state.engine_failed(saved.server.clone(), failure, now);
                 return;
@@ -81,6 +83,9 @@ impl PinholeApp {
             .keepalive_s
             .map(|s| Duration::from_secs(u64::from(s)));
         config.notify = self.wake.clone();
+        config.trust = trust.clone();
+        config.contacts = Some(settings::contacts_path(&self.path));
+        self.trust = trust;
         match (self.start_engine)(config) {
             Ok(engine) => {
                 self.engine = Some(engine);
@@ -90,13 +95,16 @@ impl PinholeApp {
         }
     }
 
-    /// The server to use for `saved`: the configured one, or the embedded server (started
-    /// here when needed).
-    fn server_target(&mut self, saved: &Settings) -> Result<String, Failure> {
+    /// The server to use for `saved` and how to trust its certificate: the configured one, or
+    /// the embedded server (started here when needed), pinned.
+    fn server_target(&mut self, saved: &Settings) -> Result<(String, ClientTrust), Failure> {
         match saved.server_addr() {
             Ok(Some(addr)) => {
                 self.embedded = None;
-                Ok(addr.to_string())
+                let trust = saved
+                    .client_trust(&self.path)
+                    .map_err(|e| Failure::Settings(e.to_string()))?;
+                Ok((addr.to_string(), trust))
             }
             Ok(None) => {
                 let lan = saved.advanced.embedded_server_lan;
@@ -104,7 +112,8 @@ impl PinholeApp {
                     self.embedded = None;
                 }
                 if self.embedded.is_none() {
-                    let server = net::start_embedded(lan).map_err(|e| {
+                    let dir = settings::beside(&self.path, settings::EMBEDDED_SERVER_DIR);
+                    let server = net::start_embedded(lan, &dir).map_err(|e| {
                         Failure::Start(format!("the built-in server could not start: {e}"))
                     })?;
                     tracing::info!(addr = %server.local_addr(), "built-in server listening");
@@ -119,7 +128,7 @@ impl PinholeApp {
                 }
                 self.embedded
                     .as_ref()
-                    .map(|(_, s)| net::embedded_target(s).to_string())
+                    .map(|(_, s)| (net::embedded_target(s).to_string(), net::embedded_trust(s)))
                     .ok_or_else(|| Failure::Start("the built-in server is not running".into()))
             }
             Err(e) => Err(Failure::Settings(server_message(&e))),
@@ -129,11 +138,17 @@ impl PinholeApp {
     /// The server "Test connection" checks: the form's, or the built-in one. Unlike
     /// [`Self::server_target`] it never stops or moves the running built-in server (the form is
     /// not saved yet).
-    pub(super) fn test_target(&mut self, form: &Settings) -> Result<String, String> {
+    pub(super) fn test_target(&mut self, form: &Settings) -> Result<(String, ClientTrust), String> {
         match form.server_addr() {
-            Ok(Some(addr)) => Ok(addr.to_string()),
+            Ok(Some(addr)) => {
+                let trust = form.client_trust(&self.path).map_err(|e| e.to_string())?;
+                Ok((addr.to_string(), trust))
+            }
             Ok(None) => match &self.embedded {
-                Some((_, server)) => Ok(net::embedded_target(server).to_string()),
+                Some((_, server)) => Ok((
+                    net::embedded_target(server).to_string(),
+                    net::embedded_trust(server),
+                )),
                 None => self.server_target(form).map_err(|failure| match failure {
                     Failure::Start(why) | Failure::Settings(why) => why,
                     Failure::Stopped(_) => "the built-in server is not running".into(),
@@ -193,11 +208,50 @@ impl PinholeApp {
                     ..
                 } => {
                     if self.nat_server.as_deref() != Some(server.as_str()) {
-                        self.start_nat_check(server);
+                        self.start_nat_check(server, self.trust.clone());
                     }
                 }
                 Effect::EngineStopped => self.engine = None,
+                Effect::TrustKey { peer, key } => self.trust_key(&peer, &key),
+                Effect::TrustServer { server, presented } => self.trust_server(&server, &presented),
             }
+        }
+    }
+
+    /// Remembers `key` as `peer`'s (the running engine reads the file at its next check).
+    fn trust_key(&mut self, peer: &str, key: &str) {
+        let path = settings::contacts_path(&self.path);
+        let result = Contacts::open(path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut book| book.trust(peer, key).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => self.state.key_trusted(peer),
+            Err(e) => self.state.app_failed(words::key_not_trusted(peer, &e)),
+        }
+    }
+
+    /// Trusts the certificate `presented` for `server` (the engine starts again right after).
+    fn trust_server(&mut self, server: &str, presented: &str) {
+        let parsed = ServerAddr::parse(server).map_err(|e| e.to_string());
+        let fingerprint = presented.parse::<Fingerprint>().map_err(|e| e.to_string());
+        let result = parsed.and_then(|server| {
+            let fingerprint = fingerprint?;
+            settings::trust_server(&self.path, &server, Some(fingerprint))
+                .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(done) => {
+                for line in &done.lines {
+                    tracing::info!("{line}");
+                }
+                if done.settings_changed
+                    && let Ok(Some(saved)) = settings::load(&self.path)
+                {
+                    self.saved = Some(saved);
+                    self.reset_form();
+                }
+            }
+            Err(e) => self.state.app_failed(words::certificate_not_trusted(&e)),
         }
     }
 
@@ -207,9 +261,10 @@ impl PinholeApp {
         }
     }
 
-    pub(super) fn start_nat_check(&mut self, server: String) {
+    pub(super) fn start_nat_check(&mut self, server: String, trust: ClientTrust) {
         let wake = self.wake.clone().unwrap_or_else(|| Arc::new(|| {}));
-        self.nat = NatState::Running(net::nat_check(server.clone(), NAT_CHECK_TIMEOUT, wake));
+        let check = net::nat_check(server.clone(), trust, NAT_CHECK_TIMEOUT, wake);
+        self.nat = NatState::Running(check);
         self.nat_server = Some(server);
     }
 

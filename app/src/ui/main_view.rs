@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use egui::RichText;
 
 use super::driver::NatState;
-use super::state::{Action, Link};
-use super::widgets::{GOOD, error_line, working};
+use super::state::{Action, Failure, Link};
+use super::widgets::{GOOD, error_line, warning_banner, working};
 use super::{PinholeApp, View, words};
+use crate::engine::StopReason;
 
 impl PinholeApp {
     pub(super) fn main_ui(&mut self, ui: &mut egui::Ui) {
@@ -86,6 +87,29 @@ impl PinholeApp {
                 if ui.button(words::SIGN_IN_AGAIN).clicked() {
                     action = Some(Action::Reconnect);
                 }
+            }
+            Link::Failed {
+                server,
+                failure:
+                    Failure::Stopped(Some(StopReason::UntrustedServer {
+                        pinned, presented, ..
+                    })),
+                ..
+            } => {
+                warning_banner(ui, &words::certificate_changed(server), |ui| {
+                    for line in words::fingerprints(pinned, presented) {
+                        ui.label(RichText::new(line).monospace().small());
+                    }
+                    ui.add_space(4.0);
+                    ui.horizontal(|ui| {
+                        if ui.button(words::TRUST_NEW_CERTIFICATE).clicked() {
+                            action = Some(Action::TrustServer);
+                        }
+                        if ui.button("Try again now").clicked() {
+                            action = Some(Action::TryAgainNow);
+                        }
+                    });
+                });
             }
             Link::Failed {
                 server,

@@ -1,13 +1,19 @@
 //! Network work the views start and never wait for: the NAT check (the traversal exchange
 //! against the server, on a thread with its own runtime) and the rendezvous server the app runs
 //! inside itself when no server is configured.
+//!
+//! The built-in server keeps its certificate (and its names) in a directory beside the
+//! settings, so a restarted app presents the same certificate; the app's own client pins that
+//! certificate's fingerprint ([`embedded_trust`]) and never asks about it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::mpsc;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use traversal::driver::{Driver, Options};
 use traversal::rendezvous::{self, Rendezvous, RendezvousConfig};
+use traversal::tls::{ClientTrust, ServerIdentity};
 
 use super::sound::Wake;
 
@@ -37,10 +43,11 @@ impl NatReport {
     }
 }
 
-/// Runs the traversal exchange against `server` on a thread (at most `timeout`); the report
-/// or a one-line reason arrives on the receiver.
+/// Runs the traversal exchange against `server` on a thread (at most `timeout`), trusting its
+/// certificate per `trust`; the report or a one-line reason arrives on the receiver.
 pub fn nat_check(
     server: String,
+    trust: ClientTrust,
     timeout: Duration,
     wake: Wake,
 ) -> mpsc::Receiver<Result<NatReport, String>> {
@@ -48,7 +55,7 @@ pub fn nat_check(
     let spawned = std::thread::Builder::new()
         .name("pinhole-nat-check".into())
         .spawn(move || {
-            let result = run_nat_check(&server, timeout);
+            let result = run_nat_check(&server, trust, timeout);
             let _ = tx.send(result);
             wake();
         });
@@ -58,7 +65,7 @@ pub fn nat_check(
     rx
 }
 
-fn run_nat_check(server: &str, timeout: Duration) -> Result<NatReport, String> {
+fn run_nat_check(server: &str, trust: ClientTrust, timeout: Duration) -> Result<NatReport, String> {
     let start = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,6 +74,7 @@ fn run_nat_check(server: &str, timeout: Duration) -> Result<NatReport, String> {
     runtime.block_on(async {
         let options = Options {
             timeout,
+            trust,
             ..Options::default()
         };
         let mut driver = tokio::time::timeout(timeout, Driver::connect(server, options))
@@ -90,15 +98,30 @@ fn run_nat_check(server: &str, timeout: Duration) -> Result<NatReport, String> {
 }
 
 /// Starts the embedded server: on 127.0.0.1, or on every interface when `lan` is set; on
-/// [`EMBEDDED_PORT`] when it is free, else on any free port.
-pub fn start_embedded(lan: bool) -> std::io::Result<Rendezvous> {
+/// [`EMBEDDED_PORT`] when it is free, else on any free port. Its certificate and names are
+/// kept in `dir` (made on the first start, reused after).
+pub fn start_embedded(lan: bool, dir: &Path) -> std::io::Result<Rendezvous> {
     let ip = if lan {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     };
-    rendezvous::spawn(RendezvousConfig::new(SocketAddr::new(ip, EMBEDDED_PORT)))
-        .or_else(|_| rendezvous::spawn(RendezvousConfig::new(SocketAddr::new(ip, 0))))
+    let identity = Arc::new(ServerIdentity::load_or_create(dir)?);
+    let config = |port| {
+        let mut config = RendezvousConfig::new(SocketAddr::new(ip, port));
+        config.identity = Some(identity.clone());
+        config.names_file = Some(dir.join("names.json"));
+        config
+    };
+    rendezvous::spawn(config(EMBEDDED_PORT)).or_else(|_| rendezvous::spawn(config(0)))
+}
+
+/// How the app's own client trusts the embedded server: its fingerprint, pinned.
+pub fn embedded_trust(server: &Rendezvous) -> ClientTrust {
+    ClientTrust {
+        pinned: Some(server.fingerprint()),
+        known_servers: None,
+    }
 }
 
 /// The address the app's own engine uses to reach the embedded server.

@@ -106,7 +106,7 @@ impl PinholeApp {
             {
                 let form = self.form.clone();
                 match self.test_target(&form) {
-                    Ok(server) => self.start_nat_check(server),
+                    Ok((server, trust)) => self.start_nat_check(server, trust),
                     Err(e) => self.nat = NatState::Done(Err(e)),
                 }
             }

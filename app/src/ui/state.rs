@@ -18,7 +18,7 @@ use traversal::control::Verdict;
 
 use super::words;
 use crate::engine::{
-    AudioSide, CallReport, Command, EndReason, Event, PathKind, Registration, ServerLoss,
+    AudioSide, CallReport, Command, EndReason, Event, PathKind, Registration, Security, ServerLoss,
     StopReason, Warning,
 };
 use crate::settings;
@@ -107,7 +107,10 @@ impl Failure {
     pub fn retry_helps(&self) -> bool {
         match self {
             Failure::Stopped(Some(
-                StopReason::NameTaken | StopReason::BadName | StopReason::BadSignature,
+                StopReason::NameTaken
+                | StopReason::BadName
+                | StopReason::BadSignature
+                | StopReason::UntrustedServer { .. },
             ))
             | Failure::Settings(_) => false,
             Failure::Stopped(_) | Failure::Start(_) => true,
@@ -182,6 +185,23 @@ pub struct UpCall {
     pub path: PathKind,
     /// The peer's address on a direct path.
     pub remote: Option<SocketAddr>,
+    /// The encryption, the short authentication string and what the contacts say of the
+    /// peer's key.
+    pub security: Security,
+    /// The user accepted the peer's changed key during this call.
+    pub key_trusted: bool,
+}
+
+impl UpCall {
+    /// The peer's key differs from the one remembered, and the user has not accepted it.
+    pub fn key_warning(&self) -> bool {
+        !self.key_trusted
+            && self
+                .security
+                .key_check
+                .as_ref()
+                .is_some_and(|c| c.is_changed())
+    }
 }
 
 /// A line shown on the main view until the next call (the last call's outcome).
@@ -233,6 +253,10 @@ pub enum Action {
     Reconnect,
     /// Start the engine again now, without waiting for the retry time.
     TryAgainNow,
+    /// Accept the peer's changed key (after comparing the short authentication string).
+    TrustKey,
+    /// Accept the server's new certificate (after [`StopReason::UntrustedServer`]) and connect.
+    TrustServer,
 }
 
 /// What the caller of [`AppState::apply`] and [`AppState::act`] carries out.
@@ -260,6 +284,21 @@ pub enum Effect {
     },
     /// The engine stopped: let it go (it is started again per [`Link::Failed`]).
     EngineStopped,
+    /// Remember `key` (hex) as `peer`'s key; then [`AppState::key_trusted`].
+    TrustKey {
+        /// The other party.
+        peer: String,
+        /// Its key, hex.
+        key: String,
+    },
+    /// Trust the certificate `presented` (`sha256:...`) for `server`; the engine starts again
+    /// at once (the link is [`Link::Failed`] due now).
+    TrustServer {
+        /// The server (`host:port`).
+        server: String,
+        /// The fingerprint it presented.
+        presented: String,
+    },
 }
 
 /// The app's view of its server and its call.
@@ -365,6 +404,7 @@ impl AppState {
                 peer,
                 input_meter,
                 output_meter,
+                security,
             } => {
                 let outgoing = matches!(self.call, Call::Placing { .. });
                 self.ended_by_user = None;
@@ -378,6 +418,8 @@ impl AppState {
                     stats: None,
                     path: PathKind::Relay,
                     remote: None,
+                    security,
+                    key_trusted: false,
                 }));
             }
             Event::Muted(muted) => self.muted = muted,
@@ -517,6 +559,10 @@ impl AppState {
                     self.audio_problem = Some((side, detail));
                 }
             }
+            Warning::Contacts { detail } => {
+                tracing::warn!("contact keys: {detail}");
+                self.notice = Some(Notice::failure(words::contacts_unreadable(&detail)));
+            }
             Warning::Refused { code, message } => {
                 tracing::info!(code, "server refused: {message}");
                 if matches!(self.call, Call::Idle) {
@@ -569,8 +615,50 @@ impl AppState {
                     *retry_at = Some(now);
                 }
             }
+            Action::TrustKey => {
+                if let Call::Up(up) = &self.call
+                    && up.key_warning()
+                    && let Some(key) = &up.security.peer_key
+                {
+                    effects.push(Effect::TrustKey {
+                        peer: up.peer.clone(),
+                        key: key.clone(),
+                    });
+                }
+            }
+            Action::TrustServer => {
+                if let Link::Failed {
+                    failure:
+                        Failure::Stopped(Some(StopReason::UntrustedServer {
+                            server, presented, ..
+                        })),
+                    retry_at,
+                    ..
+                } = &mut self.link
+                {
+                    effects.push(Effect::TrustServer {
+                        server: server.clone(),
+                        presented: presented.clone(),
+                    });
+                    *retry_at = Some(now);
+                }
+            }
         }
         effects
+    }
+
+    /// The peer's new key is remembered ([`Effect::TrustKey`] done): the warning goes.
+    pub fn key_trusted(&mut self, peer: &str) {
+        if let Call::Up(up) = &mut self.call
+            && up.peer == peer
+        {
+            up.key_trusted = true;
+        }
+    }
+
+    /// Something the app did for the user failed (a file not written): said on the main view.
+    pub fn app_failed(&mut self, text: String) {
+        self.notice = Some(Notice::failure(text));
     }
 
     fn place_call(&mut self, peer: &str, now: Instant, effects: &mut Vec<Effect>) {

@@ -50,6 +50,21 @@ pub(super) fn error_line(ui: &mut egui::Ui, text: &str) {
     );
 }
 
+/// A loud warning: large text in the warning colour, in a framed box that fills the width.
+pub(super) fn warning_banner(ui: &mut egui::Ui, text: &str, add: impl FnOnce(&mut egui::Ui)) {
+    let warn = ui.visuals().warn_fg_color;
+    egui::Frame::new()
+        .fill(warn.gamma_multiply(0.12))
+        .stroke(egui::Stroke::new(2.0, warn))
+        .corner_radius(6.0)
+        .inner_margin(10.0)
+        .show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.label(RichText::new(text).color(warn).strong().size(15.0));
+            add(ui);
+        });
+}
+
 /// A big button with white text on `fill`.
 pub(super) fn big_button(ui: &mut egui::Ui, text: &str, fill: Color32, size: egui::Vec2) -> bool {
     ui.add(

@@ -121,6 +121,10 @@ fn why(
             Some((side, detail)) => audio_failed(side, detail),
             None => "The call failed on this computer (an audio device or the network).".into(),
         },
+        EndReason::Insecure => format!(
+            "The call with {peer} was ended: its encryption keys did not check out, so it \
+             could not be private (someone may be interfering between you)."
+        ),
     }
 }
 
@@ -142,6 +146,7 @@ fn outcome(reason: &EndReason) -> &'static str {
         EndReason::ServerUnreachable => "no server",
         EndReason::SelfCall => "that is you",
         EndReason::Local => "failed",
+        EndReason::Insecure => "not private",
     }
 }
 
@@ -366,7 +371,89 @@ fn stopped(server: &str, reason: &StopReason) -> String {
                 sentence(detail)
             )
         }
+        StopReason::UntrustedServer { .. } => certificate_changed(server),
     }
+}
+
+// ----- security: the server's certificate, the call's encryption, the peer's key -----
+
+/// The server presented another certificate than the one trusted for it (the fingerprints are
+/// shown apart, by [`fingerprints`]).
+pub fn certificate_changed(server: &str) -> String {
+    format!(
+        "The certificate of {server} changed since you last connected. Someone may be \
+         intercepting the connection, so Pinhole did not connect and sent nothing. If the \
+         server's operator replaced the certificate, check the new fingerprint with them, then \
+         trust it."
+    )
+}
+
+/// The two fingerprints of a changed certificate, one line each.
+pub fn fingerprints(pinned: &str, presented: &str) -> [String; 2] {
+    [
+        format!("Trusted until now: {pinned}"),
+        format!("Presented now:     {presented}"),
+    ]
+}
+
+/// The button that accepts a server's new certificate.
+pub const TRUST_NEW_CERTIFICATE: &str = "Trust the new certificate";
+
+/// The new certificate could not be remembered.
+pub fn certificate_not_trusted(err: &dyn std::fmt::Display) -> String {
+    format!("The new certificate could not be saved: {err}")
+}
+
+/// The call view's line about the media's encryption.
+pub fn encrypted(suite: &str) -> String {
+    format!("Encrypted end to end ({suite})")
+}
+
+/// Above the short authentication string, which is shown in large digits.
+pub fn compare_with(peer: &str) -> String {
+    format!("Compare with {peer}:")
+}
+
+/// Under the code on a call whose key was known: what comparing does.
+pub fn compare_hint(peer: &str) -> String {
+    format!(
+        "{peer} sees the same digits if nobody is in the middle. Read them to each other once \
+         to be sure."
+    )
+}
+
+/// The echo service has no other side to compare a code with.
+pub const NO_CODE_FOR_ECHO: &str = "The echo service has no code to compare.";
+
+/// The loud warning of a call whose peer's key is not the one remembered.
+pub fn key_changed(peer: &str) -> String {
+    format!(
+        "{peer}'s key changed since your last call. Compare the code below with {peer} before \
+         saying anything private: if the digits differ, someone is listening in. If they \
+         match ({peer} may have a new computer or reinstalled Pinhole), trust the new key."
+    )
+}
+
+/// The button that accepts a peer's changed key.
+pub const TRUST_NEW_KEY: &str = "Trust the new key";
+
+/// After the user trusted the new key.
+pub fn key_trusted(peer: &str) -> String {
+    format!("You trust {peer}'s new key from now on.")
+}
+
+/// The new key could not be remembered.
+pub fn key_not_trusted(peer: &str, err: &dyn std::fmt::Display) -> String {
+    format!("{peer}'s new key could not be saved: {err}")
+}
+
+/// The contacts file could not be read: keys are remembered for this run only.
+pub fn contacts_unreadable(detail: &str) -> String {
+    format!(
+        "Your contacts' keys could not be read, so changed keys cannot be noticed until it is \
+         fixed: {}",
+        sentence(detail)
+    )
 }
 
 /// Why a call to `peer` is not placed now (the registration is not [`Link::Registered`]).
@@ -468,6 +555,7 @@ mod tests {
             EndReason::PeerSilent,
             EndReason::SelfCall,
             EndReason::Local,
+            EndReason::Insecure,
         ];
         let mut seen = std::collections::HashSet::new();
         for reason in &reasons {

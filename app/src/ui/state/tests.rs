@@ -7,6 +7,7 @@ use media::audio::LevelMeter;
 use traversal::control::EndReason as Remote;
 
 use super::*;
+use crate::engine::KeyCheck;
 
 const SERVER: &str = "127.0.0.1:3478";
 
@@ -22,11 +23,34 @@ fn online() -> Event {
     })
 }
 
+const KEY: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const NEW_KEY: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const OLD_FP: &str = "sha256:0101010101010101010101010101010101010101010101010101010101010101";
+const NEW_FP: &str = "sha256:0202020202020202020202020202020202020202020202020202020202020202";
+
 fn connected(peer: &str) -> Event {
+    connected_with(peer, KEY, KeyCheck::Same)
+}
+
+fn connected_with(peer: &str, key: &str, check: KeyCheck) -> Event {
     Event::Connected {
         peer: peer.into(),
         input_meter: LevelMeter::new(),
         output_meter: LevelMeter::new(),
+        security: Security {
+            suite: "AEAD_AES_128_GCM",
+            sas: Some("123 456".into()),
+            peer_key: Some(key.into()),
+            key_check: Some(check),
+        },
+    }
+}
+
+fn untrusted() -> StopReason {
+    StopReason::UntrustedServer {
+        server: SERVER.into(),
+        pinned: OLD_FP.into(),
+        presented: NEW_FP.into(),
     }
 }
 
@@ -204,6 +228,7 @@ fn a_taken_or_refused_name_is_not_retried() {
         StopReason::NameTaken,
         StopReason::BadName,
         StopReason::BadSignature,
+        untrusted(),
     ] {
         let now = Instant::now();
         let mut s = AppState::default();
@@ -484,4 +509,125 @@ fn warnings_outside_a_call_are_said_and_races_are_not() {
     s.apply(Event::Warning(Warning::NoCallToAccept), now);
     s.apply(Event::Warning(Warning::AlreadyInCall), now);
     assert!(s.notice.is_none());
+}
+
+#[test]
+fn a_changed_key_warns_until_the_user_trusts_it() {
+    let (mut s, now) = registered_now();
+    s.act(Action::Call("bob".into()), now);
+    let previous = KEY.to_owned();
+    s.apply(
+        connected_with("bob", NEW_KEY, KeyCheck::Changed { previous }),
+        now,
+    );
+    let Call::Up(up) = &s.call else {
+        panic!("{:?}", s.call)
+    };
+    assert!(up.key_warning());
+    assert_eq!(up.security.sas.as_deref(), Some("123 456"));
+    // Trusting asks the app to remember the new key; the warning stays until that is done.
+    let effects = s.act(Action::TrustKey, now);
+    assert_eq!(
+        effects,
+        [Effect::TrustKey {
+            peer: "bob".into(),
+            key: NEW_KEY.into()
+        }]
+    );
+    s.key_trusted("carol");
+    assert!(
+        matches!(&s.call, Call::Up(up) if up.key_warning()),
+        "another peer"
+    );
+    s.key_trusted("bob");
+    assert!(matches!(&s.call, Call::Up(up) if !up.key_warning()));
+    assert!(
+        s.act(Action::TrustKey, now).is_empty(),
+        "nothing left to trust"
+    );
+}
+
+#[test]
+fn a_known_or_first_key_has_nothing_to_trust() {
+    for check in [KeyCheck::Same, KeyCheck::FirstCall] {
+        let (mut s, now) = registered_now();
+        s.act(Action::Call("bob".into()), now);
+        s.apply(connected_with("bob", KEY, check.clone()), now);
+        assert!(
+            matches!(&s.call, Call::Up(up) if !up.key_warning()),
+            "{check:?}"
+        );
+        assert!(s.act(Action::TrustKey, now).is_empty(), "{check:?}");
+    }
+    // Nor has a call that is not up.
+    let (mut s, now) = registered_now();
+    assert!(s.act(Action::TrustKey, now).is_empty());
+}
+
+#[test]
+fn a_changed_server_certificate_waits_for_the_user_then_connects_at_once() {
+    let now = Instant::now();
+    let mut s = AppState::default();
+    s.engine_started(SERVER.into(), "alice".into());
+    let effects = s.apply(
+        Event::Stopped {
+            reason: Some(untrusted()),
+        },
+        now,
+    );
+    assert_eq!(effects, [Effect::EngineStopped]);
+    assert!(
+        !s.engine_due(now + Duration::from_secs(3600)),
+        "never by itself"
+    );
+    let said = words::failed(
+        s.link.server(),
+        match &s.link {
+            Link::Failed { failure, .. } => failure,
+            other => panic!("{other:?}"),
+        },
+    );
+    assert!(
+        said.contains("certificate of 127.0.0.1:3478 changed"),
+        "{said}"
+    );
+    let later = now + Duration::from_secs(10);
+    let effects = s.act(Action::TrustServer, later);
+    assert_eq!(
+        effects,
+        [Effect::TrustServer {
+            server: SERVER.into(),
+            presented: NEW_FP.into()
+        }]
+    );
+    assert!(s.engine_due(later));
+    // Only a changed certificate can be trusted.
+    let mut s = AppState::default();
+    s.engine_started(SERVER.into(), "alice".into());
+    s.apply(
+        Event::Stopped {
+            reason: Some(StopReason::NameTaken),
+        },
+        now,
+    );
+    assert!(s.act(Action::TrustServer, later).is_empty());
+    assert!(!s.engine_due(later));
+}
+
+#[test]
+fn an_unreadable_contacts_file_is_said() {
+    let (mut s, now) = registered_now();
+    s.apply(
+        Event::Warning(Warning::Contacts {
+            detail: "contact-keys.txt line 3: `x` is not two words".into(),
+        }),
+        now,
+    );
+    let notice = s
+        .notice
+        .as_ref()
+        .map(|n| n.text.as_str())
+        .unwrap_or_default();
+    assert!(notice.contains("keys could not be read"), "{notice}");
+    assert!(notice.contains("line 3"), "{notice}");
 }
