@@ -83,8 +83,29 @@
 //!   the direct path a consent check every 1 s (RFC 7675 in spirit), every 200 ms once one went
 //!   unanswered for a second; 3 s without an answer and the path is lost; then checks every 2 s
 //!   to every candidate.
-//! - Bounded: [`MAX_CANDIDATES`] remote candidates, [`MAX_TRANSACTIONS`] outstanding checks,
-//!   [`MAX_PENDING_TRANSMITS`] queued datagrams.
+//! - Bounded: [`MAX_CANDIDATES`] signalled and [`MAX_PEER_REFLEXIVE`] peer-reflexive remote
+//!   candidates, [`MAX_TRANSACTIONS`] outstanding checks, [`MAX_PENDING_TRANSMITS`] queued
+//!   datagrams.
+//!
+//! # Checks only where they make sense, paced and bounded
+//!
+//! The candidates come from the other side of the call through the server: a hostile caller
+//! could list any address (other hosts on the callee's LAN, public services) and have the
+//! callee send them datagrams. So:
+//! - [`Punch::filter_candidates`] (the phone calls it with our own addresses) keeps only
+//!   candidates a check can reach for this call: no unspecified, multicast, broadcast or
+//!   reserved address; loopback only when we are on loopback ourselves; link-local only on a
+//!   link-local subnet of ours; private (RFC 1918, RFC 6598 shared, RFC 4193 unique local) only
+//!   in a private network of ours (the same /24, or /48 for unique local); documentation and
+//!   benchmarking ranges only when we have such an address (a test lab); at most
+//!   [`MAX_CANDIDATES`].
+//! - All checks together are paced: at most one per [`PunchConfig::pace`] (20 ms, RFC 8445
+//!   section 14.2's Ta), triggered and consent checks included.
+//! - A candidate that never answered (the peer was never authenticated from it) gets checks
+//!   for [`PunchConfig::probe_window`] (30 s) from the start of the call, and all of them
+//!   together at most [`PunchConfig::probe_budget`] (200) checks; then it is retired
+//!   (`candidates_retired`). Addresses the peer was authenticated from are checked as long as
+//!   the call lasts (consent, and rechecks after a lost path).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -103,8 +124,10 @@ use crate::stun::{
 pub const ATTR_CALL_ID: u16 = 0xC0F8;
 /// PUNCH-SENDER: a random 8-byte id of the side that sends a check. Comprehension-optional.
 pub const ATTR_PUNCH_SENDER: u16 = 0xC0F9;
-/// At most this many remote candidates are checked (signalled and peer-reflexive together).
-pub const MAX_CANDIDATES: usize = 16;
+/// At most this many signalled remote candidates are checked.
+pub const MAX_CANDIDATES: usize = 8;
+/// At most this many peer-reflexive candidates (sources of authenticated checks) are added.
+pub const MAX_PEER_REFLEXIVE: usize = 8;
 /// At most this many checks are remembered while their answers may arrive; the oldest go first.
 pub const MAX_TRANSACTIONS: usize = 1024;
 /// At most this many datagrams wait in [`Punch::poll_transmit`]; more are dropped and counted.
@@ -133,6 +156,13 @@ pub struct PunchConfig {
     pub check_interval: Duration,
     /// How long checks go at `check_interval` (2 s).
     pub fast_phase: Duration,
+    /// Smallest gap between two checks, to any address (20 ms).
+    pub pace: Duration,
+    /// Checks to candidates the peer was never authenticated from stop this long after the
+    /// start (30 s).
+    pub probe_window: Duration,
+    /// At most this many checks go to candidates the peer was never authenticated from (200).
+    pub probe_budget: u64,
     /// Interval of checks to each candidate after the fast phase (1 s).
     pub slow_interval: Duration,
     /// Interval of consent checks on the direct path (1 s).
@@ -161,6 +191,9 @@ impl PunchConfig {
             seed,
             check_interval: Duration::from_millis(50),
             fast_phase: Duration::from_secs(2),
+            pace: Duration::from_millis(20),
+            probe_window: Duration::from_secs(30),
+            probe_budget: 200,
             slow_interval: Duration::from_secs(1),
             consent_interval: Duration::from_secs(1),
             consent_retry_interval: Duration::from_millis(200),
@@ -179,6 +212,9 @@ impl fmt::Debug for PunchConfig {
             .field("remote_candidates", &self.remote_candidates)
             .field("check_interval", &self.check_interval)
             .field("fast_phase", &self.fast_phase)
+            .field("pace", &self.pace)
+            .field("probe_window", &self.probe_window)
+            .field("probe_budget", &self.probe_budget)
             .field("slow_interval", &self.slow_interval)
             .field("consent_interval", &self.consent_interval)
             .field("consent_retry_interval", &self.consent_retry_interval)
@@ -236,6 +272,12 @@ pub struct PunchStats {
     pub transmits_dropped: u64,
     /// Candidates refused: the table was full, or the address cannot be checked.
     pub candidates_refused: u64,
+    /// Checks sent to candidates the peer was not authenticated from (at most
+    /// [`PunchConfig::probe_budget`]).
+    pub probes_sent: u64,
+    /// Candidates whose checks stopped: never answered within [`PunchConfig::probe_window`]
+    /// or [`PunchConfig::probe_budget`].
+    pub candidates_retired: u64,
 }
 
 /// The call's secret, kept out of `Debug` output.
@@ -252,6 +294,10 @@ struct Candidate {
     addr: SocketAddr,
     /// When the next periodic check goes; `None`: as soon as possible.
     next_check: Option<Instant>,
+    /// Signalled (from `Connected` or [`Punch::add_remote_candidate`]), not peer-reflexive.
+    signalled: bool,
+    /// No more checks: it never answered within the probe window or budget.
+    retired: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -278,6 +324,11 @@ pub struct Punch {
     rng: StdRng,
     check_interval: Duration,
     fast_phase: Duration,
+    pace: Duration,
+    probe_window: Duration,
+    probe_budget: u64,
+    /// No check goes before this (pacing).
+    next_send: Instant,
     slow_interval: Duration,
     consent_interval: Duration,
     consent_retry_interval: Duration,
@@ -310,6 +361,10 @@ impl Punch {
             rng: StdRng::seed_from_u64(config.seed),
             check_interval: config.check_interval,
             fast_phase: config.fast_phase,
+            pace: config.pace,
+            probe_window: config.probe_window,
+            probe_budget: config.probe_budget,
+            next_send: now,
             slow_interval: config.slow_interval,
             consent_interval: config.consent_interval,
             consent_retry_interval: config.consent_retry_interval,
@@ -337,21 +392,64 @@ impl Punch {
 
     /// Adds a candidate of the peer learnt late; it is checked at the next
     /// [`Punch::handle_timeout`]. False when it is already known, cannot be checked
-    /// (unspecified, multicast, broadcast, port 0) or the table is full.
+    /// (unspecified, multicast, broadcast, reserved, port 0) or [`MAX_CANDIDATES`] are known.
+    /// Filter what the peer sent with [`Punch::filter_candidates`] first.
     pub fn add_remote_candidate(&mut self, addr: SocketAddr) -> bool {
         let addr = normalize(addr);
         if self.candidates.iter().any(|c| same(c.addr, addr)) {
             return false;
         }
-        if !checkable(addr) || self.candidates.len() >= MAX_CANDIDATES {
+        let signalled = self.candidates.iter().filter(|c| c.signalled).count();
+        if !checkable(addr) || signalled >= MAX_CANDIDATES {
             self.stats.candidates_refused += 1;
             return false;
         }
         self.candidates.push(Candidate {
             addr,
             next_check: None,
+            signalled: true,
+            retired: false,
         });
         true
+    }
+
+    /// The peer's candidates that a check of this call may go to, given `ours`: our own
+    /// addresses (the local ones, and the mapped one the server reported). Unusable addresses
+    /// (unspecified, multicast, broadcast, reserved, port 0) go; loopback stays only when one
+    /// of ours is loopback; link-local only on a link-local subnet of ours (IPv4 /16, IPv6
+    /// /64); private ones (RFC 1918, RFC 6598, RFC 4193) only in a private network of ours
+    /// (IPv4 /24, IPv6 /48); documentation and benchmarking ranges only when one of ours is
+    /// in one (a lab that uses them as public addresses). Duplicates go; at most
+    /// [`MAX_CANDIDATES`] stay, in order.
+    pub fn filter_candidates(candidates: &[SocketAddr], ours: &[IpAddr]) -> Vec<SocketAddr> {
+        let ours: Vec<IpAddr> = ours.iter().map(|ip| addr::normalize(*ip)).collect();
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for &candidate in candidates {
+            let candidate = normalize(candidate);
+            if out.len() >= MAX_CANDIDATES {
+                break;
+            }
+            if candidate.port() == 0 || out.iter().any(|c| same(*c, candidate)) {
+                continue;
+            }
+            let ip = candidate.ip();
+            let keep = match scope(ip) {
+                Scope::Unusable => false,
+                Scope::Public => true,
+                Scope::Loopback => ours.iter().any(|o| scope(*o) == Scope::Loopback),
+                Scope::Lab => ours.iter().any(|o| scope(*o) == Scope::Lab),
+                Scope::LinkLocal => ours
+                    .iter()
+                    .any(|o| scope(*o) == Scope::LinkLocal && same_prefix(ip, *o, 16, 64)),
+                Scope::Private => ours
+                    .iter()
+                    .any(|o| scope(*o) == Scope::Private && same_prefix(ip, *o, 24, 48)),
+            };
+            if keep {
+                out.push(candidate);
+            }
+        }
+        out
     }
 
     /// Stops every check: no more datagrams or timeouts. [`Punch::path`] keeps the path that was
@@ -498,15 +596,17 @@ impl Punch {
         }
         // A check from a new address: the peer's NAT mapped it there (peer-reflexive); check it
         // from now on like the others.
-        if !self.candidates.iter().any(|c| same(c.addr, from))
-            && self.candidates.len() < MAX_CANDIDATES
-        {
+        let reflexive = self.candidates.iter().filter(|c| !c.signalled).count();
+        if !self.candidates.iter().any(|c| same(c.addr, from)) && reflexive < MAX_PEER_REFLEXIVE {
             self.candidates.push(Candidate {
                 addr: from,
                 next_check: Some(now + self.relay_interval(now)),
+                signalled: false,
+                retired: false,
             });
         }
-        // Triggered check, unless we have one there already or are settled on a direct path.
+        // Triggered check, unless we have one there already or are settled on a direct path;
+        // when the pace does not allow it now, it goes first at the next timeout.
         let recent = self
             .transactions
             .iter()
@@ -514,7 +614,12 @@ impl Punch {
             .take_while(|t| now.saturating_duration_since(t.sent) < self.check_interval)
             .any(|t| same(t.destination, from));
         if self.direct.is_none() && !recent {
-            self.send_check(now, from);
+            if now >= self.next_send {
+                self.send_check(now, from);
+            } else if let Some(c) = self.candidates.iter_mut().find(|c| same(c.addr, from)) {
+                c.next_check = None;
+                c.retired = false;
+            }
         }
     }
 
@@ -577,7 +682,7 @@ impl Punch {
                     c.next_check = None;
                 }
             } else {
-                if now >= direct.next_consent {
+                if now >= direct.next_consent && now >= self.next_send {
                     let unanswered =
                         now.saturating_duration_since(direct.last_success) >= self.consent_interval;
                     let next = now
@@ -594,12 +699,37 @@ impl Punch {
                 return;
             }
         }
-        let next = now + self.relay_interval(now);
+        self.retire_probes(now);
+        if now < self.next_send {
+            return;
+        }
+        // The one check the pace allows: the candidate waiting longest.
+        let due = self
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.retired && c.next_check.is_none_or(|t| t <= now))
+            .min_by_key(|(_, c)| c.next_check.unwrap_or(self.start))
+            .map(|(i, c)| (i, c.addr));
+        if let Some((i, addr)) = due {
+            self.candidates[i].next_check = Some(now + self.relay_interval(now));
+            self.send_check(now, addr);
+        }
+    }
+
+    /// Retires the candidates the peer was never authenticated from once the probe window
+    /// is over or the probe budget spent.
+    fn retire_probes(&mut self, now: Instant) {
+        let over = now.saturating_duration_since(self.start) >= self.probe_window
+            || self.stats.probes_sent >= self.probe_budget;
+        if !over {
+            return;
+        }
         for i in 0..self.candidates.len() {
-            let candidate = self.candidates[i];
-            if candidate.next_check.is_none_or(|t| t <= now) {
-                self.candidates[i].next_check = Some(next);
-                self.send_check(now, candidate.addr);
+            let c = self.candidates[i];
+            if !c.retired && !self.is_peer_address(c.addr) {
+                self.candidates[i].retired = true;
+                self.stats.candidates_retired += 1;
             }
         }
     }
@@ -611,12 +741,18 @@ impl Punch {
             return None;
         }
         if let Some(d) = self.direct {
-            return Some(d.next_consent.min(d.last_success + self.consent_timeout));
+            return Some(
+                d.next_consent
+                    .max(self.next_send)
+                    .min(d.last_success + self.consent_timeout),
+            );
         }
         self.candidates
             .iter()
+            .filter(|c| !c.retired)
             .map(|c| c.next_check.unwrap_or(self.now))
             .min()
+            .map(|t| t.max(self.next_send))
     }
 
     /// The next datagram to send from the media socket, and where.
@@ -668,6 +804,10 @@ impl Punch {
             sent: now,
         });
         self.stats.checks_sent += 1;
+        if !self.is_peer_address(to) {
+            self.stats.probes_sent += 1;
+        }
+        self.next_send = now + self.pace;
     }
 
     fn queue(&mut self, to: SocketAddr, bytes: Vec<u8>) -> bool {
@@ -729,11 +869,76 @@ fn normalize(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// True for an address a check may go to.
+/// True for an address a check may go to at all (whatever our own addresses are).
 fn checkable(addr: SocketAddr) -> bool {
-    let ip = addr.ip();
-    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+    addr.port() != 0 && scope(addr.ip()) != Scope::Unusable
+}
+
+/// What kind of network an address is on, for [`Punch::filter_candidates`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Unspecified, multicast, broadcast, "this network" or reserved: never checked.
+    Unusable,
+    Loopback,
+    LinkLocal,
+    /// RFC 1918, RFC 6598 shared (CGNAT) and RFC 4193 unique local addresses.
+    Private,
+    /// Documentation (RFC 5737, RFC 3849) and benchmarking (RFC 2544) ranges: not on the
+    /// Internet, but test labs use them as public addresses.
+    Lab,
+    Public,
+}
+
+fn scope(ip: IpAddr) -> Scope {
+    match addr::normalize(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || a == 0 || a >= 240 {
+                Scope::Unusable
+            } else if v4.is_loopback() {
+                Scope::Loopback
+            } else if v4.is_link_local() {
+                Scope::LinkLocal
+            } else if v4.is_private() || (a == 100 && (b & 0xc0) == 64) {
+                Scope::Private
+            } else if v4.is_documentation() || (a == 198 && (b & 0xfe) == 18) {
+                Scope::Lab
+            } else {
+                Scope::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            if v6.is_unspecified() || v6.is_multicast() {
+                Scope::Unusable
+            } else if v6.is_loopback() {
+                Scope::Loopback
+            } else if (seg[0] & 0xffc0) == 0xfe80 {
+                Scope::LinkLocal
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                Scope::Private
+            } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
+                Scope::Lab
+            } else {
+                Scope::Public
+            }
+        }
+    }
+}
+
+/// True when `a` and `b` share their first `v4` (IPv4) or `v6` (IPv6) bits.
+fn same_prefix(a: IpAddr, b: IpAddr, v4: u32, v6: u32) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - v4).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - v6).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -824,12 +1029,166 @@ mod tests {
             ["192.0.2.1:7".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(q.poll_timeout(), Some(now));
-        p.handle_timeout(now);
-        let mut sent = 0;
-        while p.poll_transmit().is_some() {
-            sent += 1;
+        assert!(!q.add_remote_candidate("0.1.2.3:5".parse().unwrap()));
+        assert!(!q.add_remote_candidate("240.0.0.1:5".parse().unwrap()));
+        // Paced: one check per timeout, every candidate in turn.
+        let mut sent = Vec::new();
+        let mut t = now;
+        for _ in 0..MAX_CANDIDATES {
+            assert!(p.poll_timeout().unwrap() <= t);
+            p.handle_timeout(t);
+            let (to, _) = p.poll_transmit().unwrap();
+            assert_eq!(p.poll_transmit(), None);
+            sent.push(to);
+            t += Duration::from_millis(20);
         }
-        assert_eq!(sent, MAX_CANDIDATES);
+        sent.sort();
+        sent.dedup();
+        assert_eq!(sent.len(), MAX_CANDIDATES);
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    /// Each rule of `filter_candidates`: (candidate, our addresses, kept).
+    #[test]
+    fn candidates_are_filtered_by_our_own_addresses() {
+        let home = ["192.168.1.20", "2001:4860::5"];
+        let cases: &[(&str, &[&str], bool)] = &[
+            ("8.8.8.8:5000", &home, true),
+            ("[2a00:1450::1]:5000", &home, true),
+            ("0.0.0.0:5000", &home, false),
+            ("[::]:5000", &home, false),
+            ("224.0.0.1:5000", &home, false),
+            ("[ff02::1]:5000", &home, false),
+            ("255.255.255.255:5000", &home, false),
+            ("0.1.2.3:5000", &home, false),
+            ("240.0.0.1:5000", &home, false),
+            ("8.8.8.8:0", &home, false),
+            // Loopback: only when we are on loopback (tests on one machine).
+            ("127.0.0.1:5000", &home, false),
+            ("[::1]:5000", &home, false),
+            ("127.0.0.1:5000", &["127.0.0.1"], true),
+            // Link-local: only on a link-local subnet of ours.
+            ("169.254.7.7:5000", &home, false),
+            ("169.254.7.7:5000", &["169.254.1.1"], true),
+            ("[fe80::7]:5000", &home, false),
+            ("[fe80::7]:5000", &["fe80::1"], true),
+            // Private: only in a private network of ours.
+            ("192.168.1.30:5000", &home, true),
+            ("192.168.2.30:5000", &home, false),
+            ("10.0.0.1:5000", &home, false),
+            ("172.16.0.1:5000", &home, false),
+            ("10.0.0.9:5000", &["10.0.0.1"], true),
+            ("100.64.0.9:5000", &home, false),
+            ("100.64.0.9:5000", &["100.64.0.1"], true),
+            ("[fd00:1:2::9]:5000", &home, false),
+            ("[fd00:1:2:3::9]:5000", &["fd00:1:2::1"], true),
+            ("[fd00:1:3::9]:5000", &["fd00:1:2::1"], false),
+            ("[::ffff:192.168.1.30]:5000", &home, true),
+            // Documentation and benchmarking ranges: only in a lab that uses them.
+            ("192.0.2.1:5000", &home, false),
+            ("198.51.100.1:5000", &home, false),
+            ("203.0.113.1:5000", &home, false),
+            ("198.18.0.1:5000", &home, false),
+            ("[2001:db8::1]:5000", &home, false),
+            ("203.0.113.1:5000", &["10.1.0.2", "203.0.113.6"], true),
+        ];
+        for (candidate, ours, kept) in cases {
+            let out = Punch::filter_candidates(&addrs(&[candidate]), &ips(ours));
+            assert_eq!(out.len() == 1, *kept, "{candidate} with {ours:?}: {out:?}");
+        }
+        // IPv4-mapped candidates come out as IPv4.
+        assert_eq!(
+            Punch::filter_candidates(&addrs(&["[::ffff:8.8.8.8]:1"]), &[]),
+            addrs(&["8.8.8.8:1"])
+        );
+    }
+
+    #[test]
+    fn at_most_eight_candidates_are_kept_in_order_without_duplicates() {
+        let mut list: Vec<SocketAddr> = (0..40)
+            .map(|i| SocketAddr::from(([8, 8, 8, 8], 1000 + i)))
+            .collect();
+        list.insert(1, list[0]);
+        let out = Punch::filter_candidates(&list, &ips(&["192.168.1.20"]));
+        assert_eq!(out.len(), MAX_CANDIDATES);
+        assert_eq!(out[0], list[0]);
+        assert_eq!(out[1..], list[2..=MAX_CANDIDATES][..], "{out:?}");
+    }
+
+    /// Every check of the call, `step` apart from `from`: a punch whose peer never answers.
+    fn silent_peer(candidates: usize, until: Duration) -> (Punch, Vec<(Duration, SocketAddr)>) {
+        let start = Instant::now();
+        let list = (0..candidates)
+            .map(|i| SocketAddr::from(([8, 8, 8, 8], 1000 + u16::try_from(i).unwrap())))
+            .collect();
+        let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, list, 1), start);
+        let mut sent = Vec::new();
+        while let Some(t) = p.poll_timeout() {
+            if t - start > until {
+                break;
+            }
+            p.handle_timeout(t);
+            while let Some((to, _)) = p.poll_transmit() {
+                sent.push((t - start, to));
+            }
+        }
+        (p, sent)
+    }
+
+    #[test]
+    fn checks_are_paced() {
+        let (p, sent) = silent_peer(MAX_CANDIDATES, Duration::from_secs(2));
+        for pair in sent.windows(2) {
+            assert!(
+                pair[1].0 - pair[0].0 >= Duration::from_millis(20),
+                "{pair:?}"
+            );
+        }
+        // 2 s at one check per 20 ms at most.
+        assert!((95..=101).contains(&sent.len()), "{}", sent.len());
+        assert_eq!(p.stats().probes_sent, sent.len() as u64);
+    }
+
+    #[test]
+    fn checks_to_silent_candidates_are_bounded_in_number_and_time() {
+        // Many candidates: the budget ends it.
+        let (p, sent) = silent_peer(MAX_CANDIDATES, Duration::from_secs(600));
+        assert_eq!(sent.len(), 200);
+        assert!(sent.last().unwrap().0 < Duration::from_secs(30));
+        assert_eq!(p.stats().candidates_retired, MAX_CANDIDATES as u64);
+        assert_eq!(p.poll_timeout(), None);
+        // One candidate: the window ends it (2 s at 50 ms, then one a second).
+        let (p, sent) = silent_peer(1, Duration::from_secs(600));
+        assert!(sent.len() < 80, "{}", sent.len());
+        assert!(sent.last().unwrap().0 < Duration::from_secs(30));
+        assert_eq!(p.stats().candidates_retired, 1);
+    }
+
+    #[test]
+    fn peer_reflexive_candidates_are_bounded_too() {
+        let now = Instant::now();
+        let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 1), now);
+        let mut q = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 2), now);
+        q.add_remote_candidate("8.8.8.8:1".parse().unwrap());
+        q.handle_timeout(now);
+        let (_, check) = q.poll_transmit().unwrap();
+        for port in 0..40u16 {
+            p.handle_datagram(now, SocketAddr::from(([8, 8, 4, 4], 2000 + port)), &check);
+        }
+        assert_eq!(p.remote_candidates().count(), MAX_PEER_REFLEXIVE);
+        // Their checks are paced like the others: one triggered check, the rest later.
+        let checks = std::iter::from_fn(|| p.poll_transmit())
+            .filter(|(_, b)| Message::decode(b).is_ok_and(|m| m.kind == BINDING_REQUEST))
+            .count();
+        assert_eq!(checks, 1);
+        assert_eq!(p.stats().responses_sent, 40);
     }
 
     #[test]
