@@ -272,6 +272,9 @@ impl Phone {
             channel,
             token,
         } = route;
+        // Checks only to the peer's candidates that make sense from where we are.
+        let ours: Vec<std::net::IpAddr> = self.candidates().iter().map(|c| c.ip()).collect();
+        let candidates = Punch::filter_candidates(&candidates, &ours);
         let punch = (!candidates.is_empty()).then(|| {
             Punch::new(
                 PunchConfig::new(
