@@ -13,6 +13,7 @@ use std::time::Duration;
 use media::analysis::{dominant_frequency, rms};
 use media::audio::{SinkSpec, SourceSpec, WavSource};
 use pinhole::engine::{DirectCall, MediaConfig, MediaPath, PathKind, run_direct};
+use traversal::phone::CallSecurity;
 use traversal::channel;
 
 const RATE: u32 = 48_000;
@@ -71,6 +72,8 @@ fn call(
         media: MediaConfig::default(),
         duration: Duration::from_secs_f64(secs),
         peer: peer.into(),
+        // Both ends of the test call share one key per direction.
+        keys: CallSecurity::loopback([7; 32]),
     };
     std::thread::spawn(move || run_direct(call).unwrap())
 }
@@ -161,7 +164,11 @@ fn relay_first_then_direct_then_relay_keeps_the_audio() {
     let channel = 0x4123;
     let stop = Arc::new(AtomicBool::new(false));
     let hr = relay(sr, [a, b], channel, stop.clone());
-    let on_relay = MediaPath::Relay { server: r, channel };
+    let on_relay = MediaPath::Relay {
+        server: r,
+        channel,
+        token: [5; 8],
+    };
     let wa = dir.path().join("a.wav");
     let wb = dir.path().join("b.wav");
     // Both start on the relay; a moves to direct at 1 s, b at 1.3 s; a goes back to the relay
