@@ -1,9 +1,11 @@
-//! Property tests: the RTP and RTCP parsers, the jitter buffer and a whole session take any
-//! input without panicking, and what is written parses back the same.
+//! Property tests: the RTP, RTCP and SRTP decoders, the jitter buffer and a whole session take
+//! any input without panicking, and what is written parses back the same. (The cargo-fuzz
+//! targets in `fuzz/` explore the same decoders further; these run on stable in every test run.)
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
+use media::srtp::{MasterKey, Srtp, SrtpError};
 use media::voice::codec::MAX_FRAME_SAMPLES;
 use media::voice::jitter::{JitterBuffer, JitterConfig, Playout};
 use media::voice::rtcp::{self, NtpTime, ReportBlock, SenderInfo};
@@ -93,12 +95,54 @@ proptest! {
         for (i, (mut d, rtp_like)) in datagrams.into_iter().enumerate() {
             let now = t0 + Duration::from_millis(7 * i as u64);
             if rtp_like && d.len() > 12 {
+                // Opus payload type, one source counting up: past the SSRC probation, so the
+                // jitter buffer and the decoder get the random payloads.
                 d[0] = 0x80;
                 d[1] = 111;
+                d[2..4].copy_from_slice(&(i as u16).to_be_bytes());
+                d[8..12].copy_from_slice(&[0, 0, 0, 1]);
             }
             s.handle_datagram(now, &d);
             s.pull_playout(now, &mut out);
             prop_assert!(out.iter().all(|x| x.is_finite() && x.abs() <= 1.0));
         }
+    }
+
+    #[test]
+    fn srtp_and_rtcp_decoders_take_any_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        second in any::<u8>(),
+        flip in any::<usize>(),
+    ) {
+        const KEY: MasterKey = MasterKey { key: [7; 16], salt: [9; 12] };
+        let mut rx = Srtp::new(&KEY, &KEY).unwrap();
+        let mut tx = Srtp::new(&KEY, &KEY).unwrap();
+        let mut out = Vec::new();
+        let mut shaped = bytes.clone();
+        if shaped.len() >= 2 {
+            // Version 2, and a second octet that makes it RTCP (192-223) or RTP.
+            shaped[0] = 0x80 | (shaped[0] & 0x3f);
+            shaped[1] = second;
+        }
+        for input in [&bytes, &shaped] {
+            // Nothing random authenticates; nothing panics; the output is left empty.
+            prop_assert!(rx.unprotect(input, &mut out).is_err());
+            prop_assert!(out.is_empty());
+            let _ = rtcp::parse_compound(input, 1);
+        }
+        // What protects opens once, and refuses a changed byte; the opened RTCP parses or not.
+        let mut wire = Vec::new();
+        if tx.protect(&shaped, &mut wire).is_ok() {
+            let mut bad = wire.clone();
+            let at = flip % bad.len();
+            bad[at] ^= 1;
+            prop_assert!(rx.unprotect(&bad, &mut out).is_err());
+            rx.unprotect(&wire, &mut out).unwrap();
+            prop_assert_eq!(&out, &shaped);
+            prop_assert_eq!(rx.unprotect(&wire, &mut out), Err(SrtpError::Replayed));
+            let _ = rtcp::parse_compound(&shaped, 1);
+        }
+        let s = rx.stats();
+        prop_assert_eq!(s.unprotected + s.replayed + s.forged + s.malformed, if wire.is_empty() { 2 } else { 5 });
     }
 }
