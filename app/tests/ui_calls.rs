@@ -13,8 +13,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use media::audio::LevelMeter;
 use pinhole::engine::{
-    AudioSide, CallReport, Command, EndReason, Event, PathKind, Registration, RtpReport,
-    ServerLoss, StopReason, Warning,
+    AudioSide, CallReport, Command, EndReason, Event, KeyCheck, PathKind, Registration, RtpReport,
+    Security, ServerLoss, StopReason, Warning,
 };
 use pinhole::settings::{self, Settings};
 use pinhole::ui::{DeviceList, FakeEngine, Link, PinholeApp, View};
@@ -104,10 +104,27 @@ fn started_app() -> (tempfile::TempDir, FakeEngine, Harness<'static, PinholeApp>
 fn connected(peer: &str) -> Event {
     let input = LevelMeter::new();
     input.update(&[0.5; 960]);
+    connected_with(peer, KeyCheck::Same)
+}
+
+const KEY: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const NEW_KEY: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/// A call with `peer` is up; its key (`NEW_KEY` when `check` says it changed) checked so.
+fn connected_with(peer: &str, check: KeyCheck) -> Event {
+    let input = LevelMeter::new();
+    input.update(&[0.5; 960]);
+    let key = if check.is_changed() { NEW_KEY } else { KEY };
     Event::Connected {
         peer: peer.into(),
         input_meter: input,
         output_meter: LevelMeter::new(),
+        security: Security {
+            suite: "AEAD_AES_128_GCM",
+            sas: Some("123 456".into()),
+            peer_key: Some(key.into()),
+            key_check: Some(check),
+        },
     }
 }
 
@@ -128,7 +145,12 @@ fn report(peer: &str) -> CallReport {
             received: 148,
             lost: 2,
             jitter_ms: 1.5,
+            replayed: 0,
+            forged: 0,
         },
+        e2e: "AEAD_AES_128_GCM",
+        sas: Some("123 456".into()),
+        peer_key_changed: false,
         rtt_ms: Some(23.4),
         end: None,
     }
@@ -599,4 +621,101 @@ fn calling_yourself_says_so_and_not_busy() {
     h.get_by_label("That is you: call someone else, or echo to hear yourself.");
     assert!(h.query_by_label_contains("busy").is_none());
     assert_eq!(h.state().book().recent[0].outcome, "that is you");
+}
+
+#[test]
+fn the_call_view_shows_the_encryption_and_the_code_to_compare() {
+    let (_dir, fake, mut h) = registered_app();
+    call(&mut h, "bob");
+    fake.push(connected("bob"));
+    h.run();
+    assert_eq!(h.state().view(), View::InCall);
+    h.get_by_label("Encrypted end to end (AEAD_AES_128_GCM)");
+    h.get_by_label("Compare with bob:");
+    h.get_by_label("123 456");
+    assert!(h.query_by_label("Trust the new key").is_none());
+    assert!(h.query_by_label_contains("key changed").is_none());
+}
+
+#[test]
+fn a_changed_key_is_a_loud_warning_until_the_user_trusts_the_new_one() {
+    let (dir, fake, mut h) = registered_app();
+    call(&mut h, "bob");
+    fake.push(connected_with(
+        "bob",
+        KeyCheck::Changed {
+            previous: KEY.into(),
+        },
+    ));
+    h.run();
+    h.get_by_label_contains(
+        "bob's key changed since your last call. Compare the code below with bob before saying \
+         anything private",
+    );
+    h.get_by_label("123 456");
+    click(&mut h, "Trust the new key");
+    // Remembered where the engine checks keys, and the warning is gone.
+    let book = pinhole::contacts::Contacts::open(dir.path().join("contact-keys.txt")).unwrap();
+    assert_eq!(book.get("bob"), Some(NEW_KEY));
+    assert!(h.query_by_label_contains("key changed").is_none());
+    assert!(h.query_by_label("Trust the new key").is_none());
+    h.get_by_label("You trust bob's new key from now on.");
+    assert_eq!(h.state().view(), View::InCall, "the call goes on");
+}
+
+#[test]
+fn a_changed_server_certificate_shows_both_fingerprints_and_trusting_it_reconnects() {
+    let old = format!("sha256:{}", "01".repeat(32));
+    let new = format!("sha256:{}", "02".repeat(32));
+    let (dir, fake, mut h) = started_app();
+    let config = &fake.configs()[0];
+    assert_eq!(
+        config.trust.known_servers.as_deref(),
+        Some(dir.path().join("known-servers.txt").as_path())
+    );
+    assert_eq!(config.trust.pinned, None);
+    assert_eq!(
+        config.contacts.as_deref(),
+        Some(dir.path().join("contact-keys.txt").as_path())
+    );
+    fake.push(Event::Stopped {
+        reason: Some(StopReason::UntrustedServer {
+            server: SERVER.into(),
+            pinned: old.clone(),
+            presented: new.clone(),
+        }),
+    });
+    h.run();
+    h.get_by_label_contains("The certificate of 127.0.0.1:3478 changed since you last connected");
+    h.get_by_label_contains(&old);
+    h.get_by_label_contains(&new);
+    assert!(
+        h.query_by_label_contains("Trying again in").is_none(),
+        "not by itself"
+    );
+    assert_eq!(fake.started_with().len(), 1);
+
+    click(&mut h, "Trust the new certificate");
+    let known = std::fs::read_to_string(dir.path().join("known-servers.txt")).unwrap();
+    assert_eq!(known.trim(), format!("{SERVER} {new}"));
+    assert_eq!(fake.started_with().len(), 2, "connects again at once");
+    assert!(h.query_by_label("Trust the new certificate").is_none());
+}
+
+#[test]
+fn the_built_in_server_keeps_its_certificate_and_the_app_pins_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = |fake: &FakeEngine| fake.configs()[0].trust.pinned.expect("pinned");
+    let fake = FakeEngine::new();
+    let first = {
+        let mut h = harness(app_at(dir.path(), &fake, ""));
+        h.run();
+        pinned(&fake)
+    };
+    assert!(dir.path().join("built-in-server/cert.pem").exists());
+    // A restarted app presents the same certificate: nothing looks changed.
+    let fake = FakeEngine::new();
+    let mut h = harness(app_at(dir.path(), &fake, ""));
+    h.run();
+    assert_eq!(pinned(&fake), first);
 }

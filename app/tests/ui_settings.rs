@@ -174,32 +174,69 @@ fn test_connection_runs_the_nat_check_off_the_ui_thread_and_shows_the_verdict() 
     type_into(&mut h, "Server", &server.local_addr().to_string());
     click(&mut h, "Test connection");
     // The frame that started it came back at once; the verdict arrives later (bounded).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while h
-        .query_by_label_contains("Your address as the server sees it: 127.0.0.1:")
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no verdict within 10 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        h.run();
-    }
+    wait_for(&mut h, "Your address as the server sees it: 127.0.0.1:");
     assert!(h.query_by_label_contains("Network: ").is_some());
 
     // A server that does not answer: a clear message, and the UI kept drawing meanwhile.
     type_into(&mut h, "Server", "127.0.0.1:9");
     click(&mut h, "Test connection");
+    wait_for(&mut h, "Network check failed");
+}
+
+/// Runs frames until a label contains `text` (at most 10 s: the checks run on threads).
+fn wait_for(h: &mut Harness<'static, PinholeApp>, text: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while h.query_by_label_contains("Network check failed").is_none() {
+    while h.query_by_label_contains(text).is_none() {
         assert!(
             std::time::Instant::now() < deadline,
-            "no failure within 10 s"
+            "no {text:?} within 10 s"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
         h.run();
     }
+}
+
+#[test]
+fn the_server_certificate_field_is_checked_and_pins_the_server() {
+    let server = traversal::rendezvous::spawn(traversal::rendezvous::RendezvousConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let first = settings::Settings {
+        name: "bob".into(),
+        server: server.local_addr().to_string(),
+        ..Default::default()
+    };
+    settings::save(&path, &first).unwrap();
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    click(&mut h, "Settings");
+
+    // Not a fingerprint: said under the field, and Save does nothing.
+    type_into(&mut h, "Server certificate", "sha256:12ab");
+    h.get_by_label_contains("has 64 hex digits after `sha256:`; this one has 4");
+    click(&mut h, "Save");
+    assert_eq!(h.state().view(), View::Settings);
+    assert_eq!(settings::load(&path).unwrap().unwrap().server_fingerprint, "");
+
+    // Another certificate's fingerprint: the connection test refuses the server.
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    type_into(&mut h, "Server certificate", &wrong);
+    click(&mut h, "Test connection");
+    wait_for(&mut h, "Network check failed");
+    h.get_by_label_contains(&server.fingerprint().to_string());
+
+    // Its own: the test passes, and Save keeps it.
+    let right = server.fingerprint().to_string();
+    type_into(&mut h, "Server certificate", &right);
+    click(&mut h, "Test connection");
+    wait_for(&mut h, "Your address as the server sees it: 127.0.0.1:");
+    click(&mut h, "Save");
+    assert_eq!(h.state().view(), View::Main);
+    let saved = settings::load(&path).unwrap().unwrap();
+    assert_eq!(saved.server_fingerprint, right);
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub struct FakeEngine {
 struct FakeShared {
     events: VecDeque<Event>,
     commands: Vec<Command>,
-    configs: Vec<String>,
+    configs: Vec<EngineConfig>,
 }
 
 impl FakeEngine {
@@ -75,6 +75,11 @@ impl FakeEngine {
 
     /// The server of every configuration the app started this engine with, in order.
     pub fn started_with(&self) -> Vec<String> {
+        self.configs().into_iter().map(|c| c.server).collect()
+    }
+
+    /// Every configuration the app started this engine with, in order.
+    pub fn configs(&self) -> Vec<EngineConfig> {
         self.shared
             .lock()
             .map(|s| s.configs.clone())
@@ -86,7 +91,7 @@ impl FakeEngine {
         let fake = self.clone();
         Box::new(move |config| {
             if let Ok(mut s) = fake.shared.lock() {
-                s.configs.push(config.server.clone());
+                s.configs.push(config);
             }
             Ok(Box::new(fake.clone()) as Box<dyn CallEngine>)
         })

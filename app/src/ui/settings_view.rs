@@ -137,6 +137,22 @@ impl PinholeApp {
                     .map_err(|e| server_message(&e));
                 valid &= problem_row(ui, server);
 
+                let label = ui.label("Server certificate");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.form.server_fingerprint)
+                        .hint_text("empty: trust on first use")
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id)
+                .on_hover_text(words::FINGERPRINT_HINT);
+                ui.end_row();
+                let fingerprint = self
+                    .form
+                    .pinned_fingerprint()
+                    .map(|_| ())
+                    .map_err(|e| words::sentence(&e.to_string()));
+                valid &= problem_row(ui, fingerprint);
+
                 let label = ui.label("Your name");
                 ui.add(egui::TextEdit::singleline(&mut self.form.name).desired_width(220.0))
                     .labelled_by(label.id);

@@ -396,6 +396,12 @@ pub fn fingerprints(pinned: &str, presented: &str) -> [String; 2] {
     ]
 }
 
+/// What the settings' "Server certificate" field is for.
+pub const FINGERPRINT_HINT: &str = "The fingerprint of the server's certificate, sha256:…, as \
+     its operator publishes it (pinhole-rendezvous prints it when it starts). Pinhole then \
+     talks to that server only. Empty: the certificate the server presents on the first \
+     connection is remembered and must stay the same.";
+
 /// The button that accepts a server's new certificate.
 pub const TRUST_NEW_CERTIFICATE: &str = "Trust the new certificate";
 
