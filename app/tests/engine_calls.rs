@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use media::audio::{SinkSpec, SourceSpec};
 use pinhole::engine::{
-    Command, EndReason, Engine, EngineConfig, Event, PathKind, Registration, StopReason,
+    Command, EndReason, Engine, EngineConfig, Event, KeyCheck, PathKind, Registration, Security,
+    StopReason,
 };
 use pinhole_tests::Rendezvous;
 use pinhole_tests::tone;
@@ -60,18 +61,20 @@ fn ended(engine: &Engine) -> (EndReason, Option<pinhole::engine::CallReport>) {
     })
 }
 
-/// `caller` calls `callee`'s `name`, which accepts; both connected.
-fn connect(caller: &Engine, callee: &Engine, name: &str) {
+/// `caller` calls `callee`'s `name`, which accepts; both connected. How each side sees the
+/// call's encryption.
+fn connect(caller: &Engine, callee: &Engine, name: &str) -> [Security; 2] {
     caller.send(Command::Call(name.into()));
     wait(callee, 5, |e| {
         matches!(e, Event::Incoming { .. }).then_some(())
     });
     callee.send(Command::Accept);
-    for side in [caller, callee] {
-        wait(side, 10, |e| {
-            matches!(e, Event::Connected { .. }).then_some(())
-        });
-    }
+    [caller, callee].map(|side| {
+        wait(side, 10, |e| match e {
+            Event::Connected { security, .. } => Some(security.clone()),
+            _ => None,
+        })
+    })
 }
 
 #[test]
@@ -84,7 +87,20 @@ fn a_direct_call_outlives_the_server_and_both_sides_register_again() {
     online(&alice);
     online(&bob);
 
-    connect(&alice, &bob, "bob");
+    let [sa, sb] = connect(&alice, &bob, "bob");
+    // Both read the same six digits, encrypted end to end; each sees the other's name key,
+    // remembered as a first call.
+    assert_eq!(sa.suite, "AEAD_AES_128_GCM");
+    assert!(sa.sas.is_some() && sa.sas == sb.sas, "{sa:?} {sb:?}");
+    assert_eq!(
+        sa.peer_key,
+        Some(hex::encode(key(2).verifying_key().to_bytes()))
+    );
+    assert_eq!(
+        sb.peer_key,
+        Some(hex::encode(key(1).verifying_key().to_bytes()))
+    );
+    assert_eq!(sa.key_check, Some(KeyCheck::FirstCall));
     // On loopback the host candidates answer: the media moves to the direct path.
     for side in [&alice, &bob] {
         wait(side, 5, |e| {
@@ -121,10 +137,11 @@ fn a_direct_call_outlives_the_server_and_both_sides_register_again() {
     let (reason_b, report_b) = ended(&bob);
     assert_eq!(reason_b, EndReason::Remote(Wire::HungUp));
     let report_b = report_b.unwrap();
-    assert_eq!(
-        serde_json::to_value(&report_b).unwrap()["end"],
-        "peer_hung_up"
-    );
+    let json = serde_json::to_value(&report_b).unwrap();
+    assert_eq!(json["end"], "peer_hung_up");
+    assert_eq!(json["e2e"], "AEAD_AES_128_GCM");
+    assert_eq!(json["sas"], sb.sas.unwrap().as_str());
+    assert_eq!(json["peer_key_changed"], false);
     assert!(
         report.rtp.received > 150 && report_b.rtp.received > 150,
         "{report:?} {report_b:?}"
@@ -233,4 +250,57 @@ fn reject_offline_and_a_taken_name_end_with_reasons() {
         _ => None,
     });
     assert_eq!(reason, Some(StopReason::NameTaken));
+}
+
+/// A contact whose name key changed between two calls (here: "bob" on another server with
+/// another key, as a server in the middle would present him): the second call says so, in the
+/// event and in the report; the remembered key is kept.
+#[test]
+fn a_contacts_changed_key_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let contacts = dir.path().join("contact-keys.txt");
+    let (wa, wb) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    let alice_on = |server: SocketAddr| {
+        let mut config = EngineConfig::new(server.to_string(), "alice".into(), key(1));
+        config.input = SourceSpec::Tone { hz: 440.0 };
+        config.output = SinkSpec::Wav { path: wa.clone() };
+        config.contacts = Some(contacts.clone());
+        Engine::start(config).unwrap()
+    };
+    let first = Rendezvous::start("127.0.0.1:0");
+    let (alice, bob) = (
+        alice_on(first.addr),
+        engine(first.addr, "bob", 2, 660.0, &wb),
+    );
+    online(&alice);
+    online(&bob);
+    let [sa, _] = connect(&alice, &bob, "bob");
+    assert_eq!(sa.key_check, Some(KeyCheck::FirstCall));
+    alice.send(Command::HangUp);
+    ended(&alice);
+    drop((alice, bob));
+
+    let second = Rendezvous::start("127.0.0.1:0");
+    let (alice, mallory) = (
+        alice_on(second.addr),
+        engine(second.addr, "bob", 3, 660.0, &wb),
+    );
+    online(&alice);
+    online(&mallory);
+    let [sa, _] = connect(&alice, &mallory, "bob");
+    let known = hex::encode(key(2).verifying_key().to_bytes());
+    assert_eq!(
+        sa.key_check,
+        Some(KeyCheck::Changed {
+            previous: known.clone()
+        })
+    );
+    alice.send(Command::HangUp);
+    let (_, report) = ended(&alice);
+    assert!(report.unwrap().peer_key_changed);
+    let file = std::fs::read_to_string(&contacts).unwrap();
+    assert!(
+        file.contains(&known),
+        "the first key stays remembered: {file}"
+    );
 }
