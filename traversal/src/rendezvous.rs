@@ -18,10 +18,11 @@
 //! writes it to the socket at once (non-blocking); only what the socket does not take waits in
 //! the connection's queue (bounded) for writability.
 //!
-//! Control connections are TLS 1.3 only ([`crate::tls`]): each connection has a rustls
-//! `ServerConnection` (sans-IO, driven by this loop); the server's messages go in as plaintext
-//! and out as records, what arrives is decrypted before the server sees it. A connection that
-//! does not speak TLS, or breaks it, is closed without an answer; other connections go on.
+//! Control connections are TLS 1.3 only ([`crate::tls`]): each has a rustls session driven
+//! through the unbuffered API ([`tls_session`]: records are decrypted in the shared read
+//! buffer, no buffer per idle connection); the server's messages are encrypted when written.
+//! A connection that does not speak TLS, or breaks it, is closed without an answer; other
+//! connections go on.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -36,6 +37,9 @@ use mio::{Events, Interest, Poll, Token};
 use crate::server::{self, ConnId, Server, Stats, TcpOutput};
 use crate::tls::{Fingerprint, ServerIdentity};
 use crate::{stun, udp_batch};
+
+mod tls_session;
+use tls_session::{Status, TlsSession};
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -167,6 +171,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         conns: Conns::default(),
         registry: poll.registry().try_clone()?,
         tls: identity.server_config(),
+        scratch: Vec::new(),
     }));
     let std_tcp = std::net::TcpListener::bind(addr)?;
     std_tcp.set_nonblocking(true)?;
@@ -240,6 +245,8 @@ struct Shared {
     registry: mio::Registry,
     /// What every control connection's TLS is served with.
     tls: Arc<rustls::ServerConfig>,
+    /// Records to send, encoded for one connection at a time (kept, not shrunk).
+    scratch: Vec<u8>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -250,15 +257,13 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 /// One control connection: its socket, its TLS session and what the server has to say on it
-/// that TLS did not take yet. No task, no channel per connection.
+/// that the socket did not take yet. No task, no channel, no buffer per idle connection.
 #[derive(Debug)]
 struct Conn {
     stream: mio::net::TcpStream,
     id: ConnId,
-    /// The TLS session: plaintext in and out, records to and from the socket.
-    tls: Box<rustls::ServerConnection>,
-    /// Plaintext TLS did not take yet (its buffer is full, the peer does not read); `None`
-    /// (nothing allocated) once all is taken.
+    tls: TlsSession,
+    /// What is not written yet; `None` (nothing allocated) once all is written.
     out: Option<Box<Pending>>,
     /// Close after writing what is queued.
     closing: bool,
@@ -266,14 +271,23 @@ struct Conn {
     touched: bool,
     /// Registered for writability (the queue is waiting on the socket).
     want_write: bool,
+    /// In [`Conns::lingering`].
+    lingering: bool,
 }
 
-/// Messages not written yet (only while the socket's buffer is full): the front one from
-/// `written` on.
+/// What is not written yet: messages waiting for the end of the TLS handshake, and records
+/// the socket did not take (only while its buffer is full), the front one from `written` on.
 #[derive(Debug, Default)]
 struct Pending {
-    queue: VecDeque<Vec<u8>>,
+    plain: VecDeque<Vec<u8>>,
+    records: VecDeque<Vec<u8>>,
     written: usize,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.plain.len() + self.records.len()
+    }
 }
 
 /// Every control connection, in a slab: the poll token is the slot, and the server's
@@ -285,6 +299,9 @@ struct Conns {
     free: Vec<usize>,
     /// Slots with new output, flushed at the end of [`Shared::drain`].
     touched: Vec<usize>,
+    /// Connections the server closed before their TLS handshake ended, kept (for at most
+    /// [`LINGER`]) so that the handshake can end and carry the last words (`server_full`).
+    lingering: Vec<(ConnId, Instant)>,
     accepted: u64,
 }
 
@@ -294,11 +311,7 @@ impl Conns {
     }
 
     /// Stores `stream` in the slot [`Self::vacant`] named; returns its id.
-    fn insert(
-        &mut self,
-        stream: mio::net::TcpStream,
-        tls: Box<rustls::ServerConnection>,
-    ) -> ConnId {
+    fn insert(&mut self, stream: mio::net::TcpStream, tls: TlsSession) -> ConnId {
         let key = match self.free.pop() {
             Some(key) => key,
             None => {
@@ -316,6 +329,7 @@ impl Conns {
             closing: false,
             touched: false,
             want_write: false,
+            lingering: false,
         });
         id
     }
@@ -359,14 +373,14 @@ impl Shared {
                 };
                 match out {
                     TcpOutput::Send { bytes, .. } => {
-                        if c.out.as_ref().is_some_and(|o| o.queue.len() >= OUTBOX) {
+                        if c.out.as_ref().is_some_and(|o| o.len() >= OUTBOX) {
                             tracing::debug!(conn, "control connection not reading: closed");
                             c.out = None;
                             c.closing = true;
                         } else if !c.closing {
                             c.out
                                 .get_or_insert_with(Box::default)
-                                .queue
+                                .plain
                                 .push_back(bytes);
                         }
                     }
@@ -392,43 +406,63 @@ impl Shared {
         }
     }
 
-    /// Hands what connection `key` has queued to its TLS session and writes the records out,
-    /// as far as the socket takes them (then waits for writability).
+    /// Encrypts what connection `key` has queued (once its handshake is done) and writes it.
     fn flush(&mut self, key: usize) {
+        let Shared { conns, scratch, .. } = self;
+        let Some(c) = conns.get_mut(key) else {
+            return;
+        };
+        scratch.clear();
+        let mut none = VecDeque::new();
+        let plain = c.out.as_mut().map_or(&mut none, |o| &mut o.plain);
+        if let Err(err) = c.tls.process(&mut [], plain, c.closing, scratch, |_| {}) {
+            tracing::debug!(conn = c.id, "control connection TLS: {err}");
+            self.close(key);
+            return;
+        }
+        self.write(key);
+    }
+
+    /// Writes the records in `scratch` after those connection `key` still holds, as far as the
+    /// socket takes them (the rest waits for writability); closes it when it is done.
+    fn write(&mut self, key: usize) {
         let Shared {
-            conns, registry, ..
+            conns,
+            registry,
+            scratch,
+            ..
         } = self;
         let Some(c) = conns.get_mut(key) else {
             return;
         };
+        if !scratch.is_empty() {
+            c.out
+                .get_or_insert_with(Box::default)
+                .records
+                .push_back(std::mem::take(scratch));
+        }
         let mut failed = false;
-        loop {
-            while let Some(out) = c.out.as_mut()
-                && let Some(front) = out.queue.front()
-            {
-                match c.tls.writer().write(&front[out.written..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        out.written += n;
-                        if out.written >= front.len() {
-                            out.queue.pop_front();
-                            out.written = 0;
-                        }
-                    }
-                }
-            }
-            if c.closing && c.out.as_ref().is_none_or(|o| o.queue.is_empty()) {
-                c.tls.send_close_notify();
-            }
-            if !c.tls.wants_write() {
-                break;
-            }
-            match c.tls.write_tls(&mut &c.stream) {
+        while let Some(out) = c.out.as_mut()
+            && let Some(front) = out.records.front()
+        {
+            match (&c.stream).write(&front[out.written..]) {
                 Ok(0) => {
                     failed = true;
                     break;
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    out.written += n;
+                    if out.written >= front.len() {
+                        if let Some(done) = out.records.pop_front()
+                            && scratch.capacity() == 0
+                        {
+                            // The one scratch buffer comes back for the next connection.
+                            *scratch = done;
+                            scratch.clear();
+                        }
+                        out.written = 0;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if !c.want_write {
                         c.want_write = true;
@@ -461,16 +495,35 @@ impl Shared {
                 tracing::debug!(conn = c.id, "poll registration: {err}");
             }
         }
-        if c.out.as_ref().is_some_and(|o| !o.queue.is_empty()) {
-            // TLS holds plaintext until the handshake is done: the client's next records
-            // bring the rest out.
-            return;
-        }
-        // Idle again: no queue held.
-        c.out = None;
-        if c.closing {
+        if c.closing && c.out.as_ref().is_some_and(|o| !o.plain.is_empty()) {
+            // The last words wait for the handshake's end (or for LINGER to pass).
+            if !c.lingering {
+                c.lingering = true;
+                let id = c.id;
+                conns.lingering.push((id, Instant::now()));
+            }
+        } else if c.closing {
+            // Every record is written (the close_notify last, once the handshake was done).
             let _ = c.stream.shutdown(std::net::Shutdown::Write);
             self.close(key);
+        } else if c.out.as_ref().is_some_and(|o| o.plain.is_empty()) {
+            // Idle again: nothing held (messages wait here only for the handshake's end).
+            c.out = None;
+        }
+    }
+
+    /// Closes the lingering connections whose handshake has not ended within [`LINGER`].
+    fn close_lingering(&mut self, now: Instant) {
+        let lingering = std::mem::take(&mut self.conns.lingering);
+        for (id, since) in lingering {
+            let Some((key, _)) = self.conns.by_id(id) else {
+                continue;
+            };
+            if now.saturating_duration_since(since) >= LINGER {
+                self.close(key);
+            } else {
+                self.conns.lingering.push((id, since));
+            }
         }
     }
 
@@ -549,9 +602,8 @@ const WAKER: Token = Token(usize::MAX - 1);
 const READ_BUF: usize = 4096;
 /// Reads for one connection per turn; a connection with more to read waits for the others.
 const READS_PER_TURN: usize = 16;
-/// Most bytes one connection's TLS session holds to send (records and plaintext); past it the
-/// server's messages wait in the connection's queue ([`OUTBOX`]).
-const TLS_BUFFER: usize = 16 * 1024;
+/// How long a connection the server closed may still finish its TLS handshake to hear why.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// The TCP thread: accepts control connections, reads them (one buffer for all), writes what
 /// the server says when the socket had no room at first, and ticks the server's timer every
@@ -583,6 +635,7 @@ fn serve_tcp(
             {
                 let mut s = lock(shared);
                 s.server.handle_timeout(now);
+                s.close_lingering(now);
                 s.drain(|bytes, to| send_side(side_sender, bytes, to));
             }
             save_names(shared, names_file);
@@ -653,14 +706,13 @@ fn accept(
             Ok((mut stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let mut s = lock(shared);
-                let mut tls = match rustls::ServerConnection::new(s.tls.clone()) {
-                    Ok(tls) => Box::new(tls),
+                let tls = match TlsSession::new(s.tls.clone()) {
+                    Ok(tls) => tls,
                     Err(err) => {
                         tracing::warn!(%peer, "TLS session: {err}");
                         continue;
                     }
                 };
-                tls.set_buffer_limit(Some(TLS_BUFFER));
                 let key = s.conns.vacant();
                 if let Err(err) = s
                     .registry
@@ -683,53 +735,53 @@ fn accept(
     }
 }
 
-/// Reads what connection `key` has sent, a few buffers' worth: TLS records in, plaintext to
-/// the server (handshake answers and alerts out); closes it at the end of the stream, on an
-/// error, or when it breaks TLS. True if there may be more to read.
+/// Reads what connection `key` has sent, a few buffers' worth: TLS records, decrypted in `buf`,
+/// each message to the server (handshake records go back); closes it at the end of the stream,
+/// on an error, or when it breaks TLS. True if there may be more to read.
 fn read(key: usize, buf: &mut [u8], shared: &Mutex<Shared>, side_sender: &UdpSocket) -> bool {
     let mut s = lock(shared);
     for _ in 0..READS_PER_TURN {
         let Some(c) = s.conns.get_mut(key) else {
             return false;
         };
-        let conn = c.id;
-        let open = match c.tls.read_tls(&mut &c.stream) {
-            Ok(0) => false,
-            Ok(_) => match c.tls.process_new_packets() {
-                Ok(_) => true,
-                Err(err) => {
-                    // Whatever it was (not TLS at all, a bad record, a failed handshake):
-                    // say so with an alert, as far as the socket takes it, and close.
-                    tracing::debug!(conn, "control connection TLS: {err}");
-                    let _ = c.tls.write_tls(&mut &c.stream);
-                    false
-                }
-            },
+        let n = match (&c.stream).read(buf) {
+            Ok(0) => 0,
+            Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => false,
+            Err(_) => 0,
         };
-        let mut open = open;
-        while open {
-            let Some(c) = s.conns.get_mut(key) else {
+        let open = n > 0 && {
+            let Shared {
+                server,
+                conns,
+                scratch,
+                ..
+            } = &mut *s;
+            let Some(c) = conns.get_mut(key) else {
                 return false;
             };
-            match c.tls.reader().read(buf) {
-                Ok(0) => open = false, // close_notify
-                Ok(n) => {
-                    s.server.handle_tcp_data(Instant::now(), conn, &buf[..n]);
-                    s.drain(|bytes, to| send_side(side_sender, bytes, to));
+            let (conn, now) = (c.id, Instant::now());
+            scratch.clear();
+            let mut none = VecDeque::new();
+            let plain = c.out.as_mut().map_or(&mut none, |o| &mut o.plain);
+            let received = c
+                .tls
+                .process(&mut buf[..n], plain, c.closing, scratch, |message| {
+                    server.handle_tcp_data(now, conn, message);
+                });
+            match received {
+                Ok(status) => status == Status::Open,
+                Err(err) => {
+                    tracing::debug!(conn, "control connection TLS: {err}");
+                    false
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => open = false,
             }
-        }
+        };
         if open {
-            // Handshake messages to send, or plaintext waiting for the handshake's end.
-            if s.conns.get_mut(key).is_some() {
-                s.flush(key);
-                s.drain(|bytes, to| send_side(side_sender, bytes, to));
-            }
+            // Handshake records to send; then what the server said.
+            s.write(key);
+            s.drain(|bytes, to| send_side(side_sender, bytes, to));
             continue;
         }
         // End of stream, an error, or broken TLS.

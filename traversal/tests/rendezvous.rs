@@ -1,5 +1,6 @@
 //! The real `pinhole-rendezvous` binary on loopback: plain STUN answers, the patent's exchange
-//! through the tokio driver, authentication, junk, `--help`, and a clean exit on SIGTERM.
+//! through the tokio driver (over TLS pinned to the server's certificate), authentication, junk,
+//! `--help`, a clean exit on SIGTERM, and a changed certificate refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 use pinhole_tests::{Place, Rendezvous};
 use traversal::client::Event;
 use traversal::control::Verdict;
-use traversal::driver::{Driver, Options};
+use traversal::driver::{Driver, DriverError, Options};
 use traversal::stun;
+use traversal::tls::ClientTrust;
 use traversal::wire::{Flags, UdpMessage};
 
 /// The real server on loopback with `extra` flags, from its ready line; killed when dropped.
@@ -74,6 +76,7 @@ fn the_exchange_runs_against_the_binary_and_sigterm_stops_it() {
     rt.block_on(async {
         let options = Options {
             keepalive_interval: Some(Duration::from_millis(300)),
+            trust: server.trust(),
             ..Options::default()
         };
         let mut driver = Driver::connect(&server.addr.to_string(), options)
@@ -141,6 +144,11 @@ fn help_explains_every_flag() {
         "--idle-timeout",
         "--allow-private-targets",
         "--batch",
+        "--names-file",
+        "--ephemeral-names",
+        "--state-dir",
+        "--cert",
+        "--key",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -155,9 +163,13 @@ fn a_full_server_refuses_with_an_error() {
         .unwrap();
     rt.block_on(async {
         let addr = server.addr.to_string();
-        let mut first = Driver::connect(&addr, Options::default()).await.unwrap();
+        let options = || Options {
+            trust: server.trust(),
+            ..Options::default()
+        };
+        let mut first = Driver::connect(&addr, options()).await.unwrap();
         first.wait_verdict().await.unwrap();
-        let mut second = Driver::connect(&addr, Options::default()).await.unwrap();
+        let mut second = Driver::connect(&addr, options()).await.unwrap();
         let err = second.wait_verdict().await.unwrap_err().to_string();
         assert!(err.contains("server_full"), "{err}");
         first.close().await;
@@ -172,7 +184,11 @@ fn sigterm_with_clients_still_registered_exits_cleanly() {
         .build()
         .unwrap();
     let mut driver = rt.block_on(async {
-        let mut d = Driver::connect(&server.addr.to_string(), Options::default())
+        let options = Options {
+            trust: server.trust(),
+            ..Options::default()
+        };
+        let mut d = Driver::connect(&server.addr.to_string(), options)
             .await
             .unwrap();
         d.wait_verdict().await.unwrap();
@@ -185,4 +201,82 @@ fn sigterm_with_clients_still_registered_exits_cleanly() {
     let err = result.unwrap_err().to_string();
     assert!(err.contains("closed the control connection"), "{err}");
     assert!(!driver.client().is_registered());
+}
+
+/// Connects to `server` under `trust`: the verdict, or why not.
+fn connect(server: &str, trust: &ClientTrust) -> Result<(), DriverError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let options = Options {
+            trust: trust.clone(),
+            ..Options::default()
+        };
+        let mut driver = Driver::connect(server, options).await?;
+        driver.wait_verdict().await?;
+        driver.close().await;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_server_with_another_certificate_is_refused_by_clients_that_trusted_the_first() {
+    let dir = std::env::temp_dir().join(format!("pinhole-known-servers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let known = ClientTrust {
+        pinned: None,
+        known_servers: Some(dir.join("known_servers")),
+    };
+    let mut first = start_server(&[]);
+    let pinned = first.trust();
+    let addr = first.addr.to_string();
+    connect(&addr, &pinned).unwrap();
+    // Trust on first use records the certificate.
+    connect(&addr, &known).unwrap();
+    let recorded = std::fs::read_to_string(dir.join("known_servers")).unwrap();
+    assert_eq!(recorded, format!("{addr} {}\n", first.fingerprint()));
+    connect(&addr, &known).unwrap();
+
+    // Another server (another state directory: another certificate) on the same address.
+    first.kill();
+    let second = start_server_on(&addr);
+    assert_ne!(second.fingerprint(), first.fingerprint());
+    for trust in [&pinned, &known] {
+        match connect(&addr, trust) {
+            Err(DriverError::CertificateChanged {
+                server,
+                pinned,
+                presented,
+            }) => {
+                assert_eq!(server, addr);
+                assert_eq!(
+                    (pinned, presented),
+                    (first.fingerprint(), second.fingerprint())
+                );
+            }
+            other => panic!("expected CertificateChanged, got {other:?}"),
+        }
+    }
+    // The file still holds the first certificate; a client told the new one connects.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("known_servers")).unwrap(),
+        recorded
+    );
+    connect(&addr, &second.trust()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh server on `addr` (retrying while the old one's port is released).
+fn start_server_on(addr: &str) -> Rendezvous {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = std::panic::catch_unwind(|| Rendezvous::start_at(Place::Local, addr, &[]));
+        match attempt {
+            Ok(server) => return server,
+            Err(e) if Instant::now() >= deadline => std::panic::resume_unwind(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
