@@ -123,28 +123,26 @@ struct End {
     clear: Vec<u8>,
 }
 
-/// The two directions' keys of an encrypted call.
-const A_TO_B: MasterKey = MasterKey {
-    key: [0x5a; 16],
-    salt: [0xa5; 12],
-};
-const B_TO_A: MasterKey = MasterKey {
-    key: [0x3c; 16],
-    salt: [0xc3; 12],
-};
+/// A direction's key of an encrypted call, made of `seed`.
+fn master_key(seed: u8) -> MasterKey {
+    MasterKey {
+        key: [seed; 16],
+        salt: [!seed; 12],
+    }
+}
 
 impl End {
     fn new(
         frame: FrameDuration,
         t0: Instant,
         rng: &mut StdRng,
-        keys: Option<(&MasterKey, &MasterKey)>,
+        keys: Option<(MasterKey, MasterKey)>,
     ) -> Self {
         Self {
             session: VoiceSession::new(config(frame), t0, rng).unwrap(),
             device: Device::new(frame),
             outbox: Outbox::new(),
-            srtp: keys.map(|(tx, rx)| Srtp::new(tx, rx).unwrap()),
+            srtp: keys.map(|(tx, rx)| Srtp::new(&tx, &rx).unwrap()),
             wire: Vec::with_capacity(1_500),
             clear: Vec::with_capacity(1_500),
         }
@@ -208,8 +206,18 @@ fn cpu_per_frame(run: Run, frames: u32) -> Duration {
     } = run;
     let t0 = Instant::now();
     let mut rng = StdRng::seed_from_u64(7);
-    let mut a = End::new(frame, t0, &mut rng, srtp.then_some((&A_TO_B, &B_TO_A)));
-    let mut b = End::new(frame, t0, &mut rng, srtp.then_some((&B_TO_A, &A_TO_B)));
+    let mut a = End::new(
+        frame,
+        t0,
+        &mut rng,
+        srtp.then(|| (master_key(0x5a), master_key(0x3c))),
+    );
+    let mut b = End::new(
+        frame,
+        t0,
+        &mut rng,
+        srtp.then(|| (master_key(0x3c), master_key(0x5a))),
+    );
     let n = frame.samples();
     // A tone with noise, so the codec has work like speech's.
     let input: Vec<f32> = (0..n * 50)
@@ -234,8 +242,8 @@ fn cpu_per_frame(run: Run, frames: u32) -> Duration {
 /// 80 octets of payload behind a 12-octet RTP header), and of an 80-octet RTCP report; CPU
 /// time per packet.
 fn srtp_per_packet(rtcp: bool, packets: u32) -> Duration {
-    let mut alice = Srtp::new(&A_TO_B, &B_TO_A).unwrap();
-    let mut bob = Srtp::new(&B_TO_A, &A_TO_B).unwrap();
+    let mut alice = Srtp::new(&master_key(0x5a), &master_key(0x3c)).unwrap();
+    let mut bob = Srtp::new(&master_key(0x3c), &master_key(0x5a)).unwrap();
     let mut packet = vec![0x80, 111, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
     packet.resize(12 + 80, 0x5c);
     if rtcp {

@@ -47,31 +47,39 @@ use aes_gcm::aead::{AeadInOut, Nonce, Tag};
 /// The protection profile, as the call's security report names it (RFC 7714 section 14.2).
 pub const SUITE: &str = "AEAD_AES_128_GCM";
 
-/// The authentication tag's length (RFC 7714 section 14.2: 16 octets).
+// Lengths in octets: the authentication tag (RFC 7714 section 14.2), the fixed RTP header
+// (RFC 3550 section 5.1), what SRTCP leaves in clear (first word and sender SSRC, RFC 7714
+// section 9.1), and the SRTCP trailer of E flag and index (RFC 3711 section 3.4).
 const TAG_LEN: usize = 16;
-/// The fixed RTP header (RFC 3550 section 5.1).
 const RTP_HEADER_LEN: usize = 12;
-/// The part of an RTCP packet left in clear: first word and sender SSRC (RFC 7714 section 9.1).
 const RTCP_CLEAR_LEN: usize = 8;
-/// The E flag and SRTCP index trailer (RFC 3711 section 3.4).
 const SRTCP_INDEX_LEN: usize = 4;
-/// The E flag: the packet is encrypted (RFC 3711 section 3.4).
+
+/// The E flag: the SRTCP packet is encrypted (RFC 3711 section 3.4).
 const E_FLAG: u32 = 0x8000_0000;
-/// The largest SRTCP index (31 bits); after it the key must not be used (RFC 3711 section 9.2).
-const MAX_SRTCP_INDEX: u64 = 0x7fff_ffff;
-/// The largest SRTP packet index (48 bits: ROC and sequence number, RFC 3711 section 3.3.1).
+
+// The last packet index a key may protect, SRTP (48 bits: ROC and sequence number, RFC 3711
+// section 3.3.1) and SRTCP (31 bits); then the key must not be used (section 9.2).
 const MAX_SRTP_INDEX: u64 = (1 << 48) - 1;
+const MAX_SRTCP_INDEX: u64 = 0x7fff_ffff;
+
 /// Replay window size (RFC 3711 section 3.3.2 asks for at least 64).
 const REPLAY_WINDOW: u64 = 64;
+
 /// Sources tracked per direction and kind. A Pinhole peer sends one SSRC per call; a few more
 /// leave room for a restarted stream without letting a flood of SSRCs grow the state.
 const MAX_SOURCES: usize = 4;
 
-/// RFC 3711 section 4.3.1 key derivation labels.
-const LABEL_SRTP_KEY: u8 = 0x00;
-const LABEL_SRTP_SALT: u8 = 0x02;
-const LABEL_SRTCP_KEY: u8 = 0x03;
-const LABEL_SRTCP_SALT: u8 = 0x05;
+/// Key derivation labels (RFC 3711 section 4.3.1; the authentication keys' are not needed, GCM
+/// authenticates with the encryption key).
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Label {
+    SrtpKey = 0x00,
+    SrtpSalt = 0x02,
+    SrtcpKey = 0x03,
+    SrtcpSalt = 0x05,
+}
 
 /// One direction's master key and salt (RFC 7714 section 12: 16 and 12 octets).
 #[derive(Clone, PartialEq, Eq)]
@@ -139,10 +147,12 @@ impl SessionKeys {
         let mut rtp_salt = [0u8; 12];
         let mut rtcp_key = [0u8; 16];
         let mut rtcp_salt = [0u8; 12];
-        kdf(&master.key, &master.salt, LABEL_SRTP_KEY, &mut rtp_key);
-        kdf(&master.key, &master.salt, LABEL_SRTP_SALT, &mut rtp_salt);
-        kdf(&master.key, &master.salt, LABEL_SRTCP_KEY, &mut rtcp_key);
-        kdf(&master.key, &master.salt, LABEL_SRTCP_SALT, &mut rtcp_salt);
+        let derive =
+            |label: Label, out: &mut [u8]| kdf(&master.key, &master.salt, label as u8, out);
+        derive(Label::SrtpKey, &mut rtp_key);
+        derive(Label::SrtpSalt, &mut rtp_salt);
+        derive(Label::SrtcpKey, &mut rtcp_key);
+        derive(Label::SrtcpSalt, &mut rtcp_salt);
         Self::from_session(rtp_key, rtp_salt, rtcp_key, rtcp_salt)
     }
 

@@ -70,7 +70,7 @@ fn rfc_3711_key_derivation_vector() {
     let key = array("E1F97A0D3E018BE0D64FA32C06DE4139");
     let salt = hex("0EC675AD498AFEEBB6960B3AABE6");
     let mut cipher_key = [0u8; 16];
-    kdf(&key, &salt, LABEL_SRTP_KEY, &mut cipher_key);
+    kdf(&key, &salt, Label::SrtpKey as u8, &mut cipher_key);
     assert_eq!(cipher_key.to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
     let mut auth_key = [0u8; 20];
     kdf(&key, &salt, 0x01, &mut auth_key);
@@ -79,7 +79,7 @@ fn rfc_3711_key_derivation_vector() {
         hex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
     );
     let mut cipher_salt = [0u8; 14];
-    kdf(&key, &salt, LABEL_SRTP_SALT, &mut cipher_salt);
+    kdf(&key, &salt, Label::SrtpSalt as u8, &mut cipher_salt);
     assert_eq!(cipher_salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
 }
 
@@ -92,13 +92,13 @@ fn twelve_octet_salts_derive_as_libsrtp_does() {
     let salt = hex("404142434445464748494a4b");
     let mut out12 = [0u8; 12];
     let mut out16 = [0u8; 16];
-    kdf(&key, &salt, LABEL_SRTP_SALT, &mut out12);
+    kdf(&key, &salt, Label::SrtpSalt as u8, &mut out12);
     assert_eq!(out12.to_vec(), hex("1fcd5d561e66dc49ec1c3ccb"));
-    kdf(&key, &salt, LABEL_SRTP_KEY, &mut out16);
+    kdf(&key, &salt, Label::SrtpKey as u8, &mut out16);
     assert_eq!(out16.to_vec(), hex("ec5cc97f149b8079c78bd9379d0e677e"));
-    kdf(&key, &salt, LABEL_SRTCP_KEY, &mut out16);
+    kdf(&key, &salt, Label::SrtcpKey as u8, &mut out16);
     assert_eq!(out16.to_vec(), hex("50bf33d4a54c54ee37f2c8b00f788609"));
-    kdf(&key, &salt, LABEL_SRTCP_SALT, &mut out12);
+    kdf(&key, &salt, Label::SrtcpSalt as u8, &mut out12);
     assert_eq!(out12.to_vec(), hex("76eb9145928e0e5f1e1b80a4"));
 }
 
@@ -135,6 +135,16 @@ fn rtcp(ssrc: u32) -> Vec<u8> {
     p.extend_from_slice(&ssrc.to_be_bytes());
     p.extend_from_slice(&[1, 3, b'p', b'h', b'o', 0, 0, 0]);
     p
+}
+
+/// `count` RTP packets of one source, protected by Alice, for Bob to receive.
+fn stream(count: u16) -> (Srtp, Srtp, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut alice, bob) = pair();
+    let packets: Vec<_> = (0..count)
+        .map(|seq| rtp(seq, 3, &[seq as u8; 10]))
+        .collect();
+    let wire = protect_all(&mut alice, &packets);
+    (alice, bob, packets, wire)
 }
 
 fn protect_all(tx: &mut Srtp, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
@@ -216,9 +226,7 @@ fn any_flipped_byte_is_forged_and_moves_nothing() {
 
 #[test]
 fn replays_and_packets_older_than_the_window_are_refused() {
-    let (mut alice, mut bob) = pair();
-    let packets: Vec<_> = (0..100).map(|seq| rtp(seq, 3, &[seq as u8; 10])).collect();
-    let wire = protect_all(&mut alice, &packets);
+    let (mut alice, mut bob, packets, wire) = stream(100);
     let mut clear = Vec::new();
     bob.unprotect(&wire[0], &mut clear).unwrap();
     assert_eq!(
@@ -262,9 +270,7 @@ fn replays_and_packets_older_than_the_window_are_refused() {
 
 #[test]
 fn reordering_within_the_window_is_accepted() {
-    let (mut alice, mut bob) = pair();
-    let packets: Vec<_> = (0..64).map(|seq| rtp(seq, 3, &[seq as u8; 10])).collect();
-    let wire = protect_all(&mut alice, &packets);
+    let (_, mut bob, packets, wire) = stream(64);
     let mut clear = Vec::new();
     // Newest first, then all the others from newest to oldest: all 64 are in the window.
     for i in (0..64).rev() {
