@@ -1,6 +1,8 @@
 //! `pinhole call` and `pinhole answer`, the real binary, on 127.0.0.1: two clients call each
 //! other with different tones and each WAV carries the other's; the JSON lines agree; echo;
-//! reject, offline, a taken name, an unreachable server; SIGTERM hangs up cleanly.
+//! reject, offline, a taken name, an unreachable server; SIGTERM hangs up cleanly. Trust: both
+//! reports carry the same code, a peer with a new key is flagged until `pinhole trust-contact`,
+//! a changed server certificate stops `pinhole answer` until `pinhole trust-server`.
 //!
 //! The server is the real `pinhole-rendezvous`, started through `pinhole_tests::Rendezvous`
 //! (built by `cargo build --workspace --bins`, which the test command runs first).
@@ -10,6 +12,16 @@
 use std::time::{Duration, Instant};
 
 use pinhole_tests::{Headless, HeadlessOutput, Party, Place, Rendezvous, TempDir};
+
+/// `pinhole ARGS...` run to its end: (success, stdout, stderr).
+fn pinhole(args: &[&str]) -> (bool, String, String) {
+    let out = pinhole_tests::command("pinhole")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
 
 /// A server on loopback, its address, and a directory for the parties.
 fn setup(tag: &str) -> (Rendezvous, String, TempDir) {
@@ -70,7 +82,16 @@ fn call_and_answer_exchange_tones_and_report_json() {
         assert!(j["rtp"]["jitter_ms"].is_number(), "{j}");
         assert!(j["rtp"]["lost"].as_u64().unwrap() < 10, "{j}");
         assert!(j.get("rtt_ms").is_some(), "{j}");
+        assert_eq!(j["e2e"], "AEAD_AES_128_GCM", "{j}");
+        assert_eq!(j["peer_key_changed"], false, "a first call: {j}");
     }
+    // Both sides show the same six digits.
+    let sas = ja["sas"].as_str().unwrap();
+    assert_eq!(jb["sas"], sas);
+    assert!(
+        sas.len() == 7 && sas.chars().enumerate().all(|(i, c)| (i == 3) == (c == ' ')),
+        "{sas}"
+    );
     let duration = ja["duration_s"].as_f64().unwrap();
     assert!((3.5..6.0).contains(&duration), "{ja}");
     // What one sent, the other received (give or take the last packets in flight).
@@ -102,6 +123,8 @@ fn a_call_to_echo_returns_the_callers_own_tone() {
     assert_eq!(j["peer"], "echo");
     assert_eq!(j["path"], "relay");
     assert!(j["rtp"]["received"].as_u64().unwrap() > 100, "{j}");
+    assert_eq!(j["e2e"], "AEAD_AES_128_GCM", "{j}");
+    assert!(j.get("sas").is_none(), "nobody to compare a code with: {j}");
     let f = carol.hears(&carol);
     assert!(
         f > 0.7,
@@ -242,4 +265,115 @@ fn answer_registers_again_after_a_server_restart() {
     let b = answer.finish(Duration::from_secs(10));
     assert!(b.status.success(), "{b:#?}");
     assert_eq!(b.one_json()["peer"], alice.name.as_str());
+}
+
+#[test]
+fn a_peer_with_a_new_key_is_flagged_until_trusted() {
+    let (_first, addr, dir) = setup("newkey");
+    let (alice, bob) = (Party::silent(&dir, "alice"), Party::silent(&dir, "bob"));
+    let talk = |callee: &Party, server: &str| {
+        let answer = callee.answer(Place::Local, server, &["--calls", "1"]);
+        let a = call(&alice, server, &bob.name, 1.0);
+        assert!(a.status.success(), "{a:#?}");
+        assert!(answer.finish(Duration::from_secs(15)).status.success());
+        a
+    };
+    // The first call remembers bob's key.
+    assert_eq!(talk(&bob, &addr).one_json()["peer_key_changed"], false);
+    // "bob" with another key, on another server (which gave the name to whoever came first).
+    let second = Rendezvous::start("127.0.0.1:0");
+    let other = second.addr.to_string();
+    let impostor = Party {
+        config: dir.join("bob-new-key.toml"),
+        ..bob.clone()
+    };
+    let a = talk(&impostor, &other);
+    let j = a.one_json();
+    assert_eq!(j["peer_key_changed"], true, "{j}");
+    let warning = a
+        .log
+        .iter()
+        .find(|l| l.contains("WARNING"))
+        .unwrap_or_else(|| panic!("{a:#?}"));
+    assert!(warning.contains(&format!("{}'s key changed since your last call", bob.name)));
+    assert!(
+        warning.contains(j["sas"].as_str().unwrap()),
+        "the code to compare: {warning}"
+    );
+    // Still flagged on the next call: a changed key is not taken silently.
+    assert_eq!(talk(&impostor, &other).one_json()["peer_key_changed"], true);
+
+    // The warning says how to accept the new key; after that the key is the known one.
+    let command = warning.split('`').nth(1).unwrap();
+    let words: Vec<&str> = command.split(' ').collect();
+    assert_eq!(
+        words[..3],
+        ["pinhole", "trust-contact", bob.name.as_str()],
+        "{command}"
+    );
+    let config = alice.config.display().to_string();
+    let (ok, stdout, stderr) =
+        pinhole(&["trust-contact", &bob.name, words[3], "--config", &config]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("trusting key"), "{stdout}");
+    assert_eq!(
+        talk(&impostor, &other).one_json()["peer_key_changed"],
+        false
+    );
+}
+
+#[test]
+fn a_changed_server_certificate_stops_answer_until_trusted() {
+    let (server, addr, dir) = setup("certificate");
+    let bob = Party::silent(&dir, "bob");
+    let real = server.fingerprint().to_string();
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let answer_once = |extra: &[&str]| {
+        let mut cmd = pinhole_tests::command("pinhole");
+        cmd.args(bob.answer_args(&addr)).args(extra);
+        Headless::spawn(cmd).finish(Duration::from_secs(15))
+    };
+    let refused = |out: &HeadlessOutput| {
+        assert_eq!(out.status.code(), Some(1), "{out:#?}");
+        let said = out.log_text();
+        for part in [
+            format!("the certificate of {addr} changed"),
+            format!("trusted {wrong}, presented {real}"),
+            format!("pinhole trust-server {addr} {real}"),
+        ] {
+            assert!(said.contains(&part), "{part:?} in {said}");
+        }
+    };
+    // Pinned on the command line.
+    refused(&answer_once(&["--server-fingerprint", &wrong]));
+    // Remembered in known-servers.txt (beside the settings) from an earlier first use.
+    let known = dir.join("known-servers.txt");
+    std::fs::write(&known, format!("{addr} {wrong}\n")).unwrap();
+    refused(&answer_once(&[]));
+
+    // pinhole trust-server with the new fingerprint accepts it.
+    let config = bob.config.display().to_string();
+    let (ok, stdout, stderr) = pinhole(&["trust-server", &addr, &real, "--config", &config]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&real), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{addr} {real}\n")
+    );
+    let mut answer = bob.answer(Place::Local, &addr, &[]);
+    answer.terminate();
+    assert!(answer.finish(Duration::from_secs(10)).status.success());
+
+    // Without a fingerprint it forgets: the next connection trusts on first use again.
+    let (ok, stdout, _) = pinhole(&["trust-server", &addr, "--config", &config]);
+    assert!(ok && stdout.contains("forgot"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&known).unwrap().trim(), "");
+    let mut answer = bob.answer(Place::Local, &addr, &[]);
+    answer.terminate();
+    assert!(answer.finish(Duration::from_secs(10)).status.success());
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{addr} {real}\n"),
+        "recorded on first use"
+    );
 }
