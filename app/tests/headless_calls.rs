@@ -360,7 +360,7 @@ fn a_changed_server_certificate_stops_answer_until_trusted() {
         std::fs::read_to_string(&known).unwrap(),
         format!("{addr} {real}\n")
     );
-    let mut answer = bob.answer(Place::Local, &addr, &[]);
+    let answer = bob.answer(Place::Local, &addr, &[]);
     answer.terminate();
     assert!(answer.finish(Duration::from_secs(10)).status.success());
 
@@ -368,7 +368,7 @@ fn a_changed_server_certificate_stops_answer_until_trusted() {
     let (ok, stdout, _) = pinhole(&["trust-server", &addr, "--config", &config]);
     assert!(ok && stdout.contains("forgot"), "{stdout}");
     assert_eq!(std::fs::read_to_string(&known).unwrap().trim(), "");
-    let mut answer = bob.answer(Place::Local, &addr, &[]);
+    let answer = bob.answer(Place::Local, &addr, &[]);
     answer.terminate();
     assert!(answer.finish(Duration::from_secs(10)).status.success());
     assert_eq!(
