@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use traversal::channel;
-use traversal::control::{EndReason as Wire, ServerMessage, Verdict};
+use traversal::client::e2e;
+use traversal::control::{ClientMessage, EndReason as Wire, ServerMessage, Verdict};
 use traversal::phone::{
     CallSecurity, ControlConnected, EndReason, Event, MediaPath, PathKind, Phone, PhoneConfig,
     Received, Registration, ServerLoss, StopReason, TcpAction,
@@ -69,8 +70,32 @@ struct World {
     /// The server takes nothing in any more (hung), but its connections stay open.
     frozen: bool,
     phones: Vec<Handset>,
-    /// A server in the middle: rewrites every message the server sends (whole frames).
-    tamper: Option<fn(ServerMessage) -> ServerMessage>,
+    /// A server in the middle: rewrites the messages between the phones and the server.
+    tamper: Option<Middle>,
+}
+
+/// A server in the middle: sees and rewrites every control message, both ways (whole frames,
+/// as the phones and the simulated server write them).
+struct Middle {
+    /// Phone `i` sends this to the server.
+    up: Box<dyn FnMut(usize, ClientMessage) -> ClientMessage>,
+    /// The server sends this to phone `i`.
+    down: Box<dyn FnMut(usize, ServerMessage) -> ServerMessage>,
+}
+
+impl Middle {
+    fn down(f: impl FnMut(usize, ServerMessage) -> ServerMessage + 'static) -> Self {
+        Middle {
+            up: Box::new(|_, m| m),
+            down: Box::new(f),
+        }
+    }
+}
+
+impl std::fmt::Debug for Middle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Middle")
+    }
 }
 
 impl World {
@@ -427,6 +452,10 @@ impl World {
             TcpAction::Send(bytes) => {
                 if let Some((conn, _)) = h.conn {
                     h.tcp_bytes += bytes.len();
+                    let bytes = match &mut self.tamper {
+                        Some(middle) => rewrite(&bytes, |m| (middle.up)(i, m)),
+                        None => bytes,
+                    };
                     self.net.tcp_send(conn, End::Connector, bytes);
                 }
             }
@@ -460,10 +489,11 @@ impl World {
             }
             Arrival::Tcp { conn, event, .. } => {
                 let server = self.server_addr;
-                let Some(h) = self
+                let Some((i, h)) = self
                     .phones
                     .iter_mut()
-                    .find(|h| h.conn.is_some_and(|(c, _)| c == conn))
+                    .enumerate()
+                    .find(|(_, h)| h.conn.is_some_and(|(c, _)| c == conn))
                 else {
                     return;
                 };
@@ -483,8 +513,11 @@ impl World {
                         h.phone
                             .handle_connect_failed(now, "connection refused".into());
                     }
-                    TcpEvent::Data(bytes) => match self.tamper {
-                        Some(tamper) => h.phone.handle_tcp(now, &rewrite(&bytes, tamper)),
+                    TcpEvent::Data(bytes) => match &mut self.tamper {
+                        Some(middle) => {
+                            let bytes = rewrite(&bytes, |m| (middle.down)(i, m));
+                            h.phone.handle_tcp(now, &bytes);
+                        }
                         None => h.phone.handle_tcp(now, &bytes),
                     },
                     TcpEvent::Closed => {
@@ -523,12 +556,16 @@ impl Name for Handset {
     }
 }
 
-/// The frames of `bytes` (whole ones, as the simulated server writes them) through `tamper`.
-fn rewrite(mut bytes: &[u8], tamper: fn(ServerMessage) -> ServerMessage) -> Vec<u8> {
+/// The frames of `bytes` (whole ones, as the simulated server and the phones write them)
+/// through `tamper`.
+fn rewrite<M: serde::Serialize + serde::de::DeserializeOwned>(
+    mut bytes: &[u8],
+    mut tamper: impl FnMut(M) -> M,
+) -> Vec<u8> {
     let mut out = Vec::new();
     while bytes.len() >= 4 {
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
-        let message: ServerMessage = serde_json::from_slice(&bytes[4..4 + len]).unwrap();
+        let message: M = serde_json::from_slice(&bytes[4..4 + len]).unwrap();
         out.extend(traversal::control::encode(&tamper(message)));
         bytes = &bytes[4 + len..];
     }
@@ -1164,7 +1201,7 @@ fn ringing_call_ends_when_the_server_dies_and_calls_while_replaced_fail_at_once(
 #[test]
 fn a_server_that_swaps_the_callees_key_gets_no_call() {
     let (mut w, a, b) = World::pair(NatKind::PortRestricted);
-    w.tamper = Some(|m| match m {
+    w.tamper = Some(Middle::down(|_, m| match m {
         ServerMessage::Connected {
             call_id,
             candidates,
@@ -1184,7 +1221,7 @@ fn a_server_that_swaps_the_callees_key_gets_no_call() {
             }
         }
         other => other,
-    });
+    }));
     w.call(a, "bob");
     w.run(Duration::from_millis(200));
     w.with(b, |p, now| p.accept(now)).unwrap();
@@ -1200,10 +1237,10 @@ fn a_server_that_swaps_the_callees_key_gets_no_call() {
 #[test]
 fn a_callee_without_the_callers_key_ends_the_call_as_insecure() {
     let (mut w, a, b) = World::pair(NatKind::PortRestricted);
-    w.tamper = Some(|m| match m {
+    w.tamper = Some(Middle::down(|_, m| match m {
         ServerMessage::Reveal { call_id, .. } => ServerMessage::Ringing { call_id },
         other => other,
-    });
+    }));
     w.call(a, "bob");
     w.run(Duration::from_millis(200));
     w.with(b, |p, now| p.accept(now)).unwrap();
@@ -1220,4 +1257,149 @@ fn a_callee_without_the_callers_key_ends_the_call_as_insecure() {
         Some(EndReason::Insecure | EndReason::Remote(Wire::HungUp))
     ));
     assert!(!w.has(b, |e| matches!(e, Event::Connected { .. })));
+}
+
+/// A server in the middle that runs the key exchange with each side under its own name key
+/// (it cannot sign for either person): both calls connect, but the two people read different
+/// strings, and each sees a name key that is not the other's (the contacts' warning in the
+/// app).
+#[test]
+fn a_server_in_the_middle_is_seen_in_the_strings_and_the_keys() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    let mallory = SigningKey::from_bytes(&[66; 32]);
+    let mallory_hex = hex(&mallory.verifying_key().to_bytes());
+    #[derive(Default)]
+    struct State {
+        /// Towards bob, mallory is the caller.
+        as_caller: Option<e2e::Caller>,
+        /// Towards alice, mallory is the callee.
+        as_callee: Option<e2e::Callee>,
+        alice_key: String,
+        alice_commitment: String,
+        reveal_for_bob: Option<traversal::control::E2eHello>,
+    }
+    let state = Rc::new(RefCell::new(State::default()));
+    let (up_state, down_state) = (state.clone(), state);
+    let (m_up, mk_down) = (mallory.clone(), mallory_hex);
+    w.tamper = Some(Middle {
+        up: Box::new(move |_, m| {
+            let mut st = up_state.borrow_mut();
+            match m {
+                // alice's call: mallory keeps her commitment and commits to its own key.
+                ClientMessage::Call {
+                    call_id,
+                    to,
+                    candidates,
+                    commitment,
+                } => {
+                    st.alice_commitment = commitment;
+                    let caller = e2e::Caller::new([11; 32]);
+                    let commitment = caller.commitment();
+                    st.as_caller = Some(caller);
+                    ClientMessage::Call {
+                        call_id,
+                        to,
+                        candidates,
+                        commitment,
+                    }
+                }
+                // bob's answer: mallory finishes its exchange with bob, and answers alice.
+                ClientMessage::Accept {
+                    call_id,
+                    candidates,
+                    e2e: answer,
+                } => {
+                    let bob_key = hex(&SigningKey::from_bytes(&[b'b'; 32])
+                        .verifying_key()
+                        .to_bytes());
+                    let (reveal, _) = st
+                        .as_caller
+                        .as_ref()
+                        .unwrap()
+                        .finish(&m_up, &bob_key, &answer)
+                        .unwrap();
+                    st.reveal_for_bob = Some(reveal);
+                    let callee =
+                        e2e::Callee::new([12; 32], &st.alice_key, &st.alice_commitment).unwrap();
+                    let e2e = callee.answer(&m_up);
+                    st.as_callee = Some(callee);
+                    ClientMessage::Accept {
+                        call_id,
+                        candidates,
+                        e2e,
+                    }
+                }
+                // alice's reveal goes to mallory; bob gets mallory's.
+                ClientMessage::Reveal { call_id, e2e } => {
+                    st.as_callee.as_ref().unwrap().finish(&m_up, &e2e).unwrap();
+                    ClientMessage::Reveal {
+                        call_id,
+                        e2e: st.reveal_for_bob.clone().unwrap(),
+                    }
+                }
+                other => other,
+            }
+        }),
+        down: Box::new(move |_, m| {
+            let mut st = down_state.borrow_mut();
+            match m {
+                // bob is told the caller's key is mallory's.
+                ServerMessage::Incoming {
+                    call_id,
+                    from,
+                    candidates,
+                    key,
+                    commitment,
+                } => {
+                    st.alice_key = key;
+                    ServerMessage::Incoming {
+                        call_id,
+                        from,
+                        candidates,
+                        key: mk_down.clone(),
+                        commitment,
+                    }
+                }
+                // alice is told the callee's key is mallory's.
+                ServerMessage::Connected {
+                    call_id,
+                    candidates,
+                    channel,
+                    relay_token,
+                    e2e: Some(e2e),
+                    ..
+                } => ServerMessage::Connected {
+                    call_id,
+                    candidates,
+                    channel,
+                    relay_token,
+                    peer_key: mk_down.clone(),
+                    e2e: Some(e2e),
+                },
+                other => other,
+            }
+        }),
+    });
+    w.call(a, "bob");
+    w.run(Duration::from_millis(200));
+    w.with(b, |p, now| p.accept(now)).unwrap();
+    w.run(Duration::from_millis(500));
+    let (ka, kb) = (security(&w, a), security(&w, b));
+    assert_ne!(ka.sas, kb.sas, "the two people read different strings");
+    let mallory_key = Some(mallory.verifying_key().to_bytes());
+    assert_eq!(
+        ka.peer_key, mallory_key,
+        "alice sees a key that is not bob's"
+    );
+    assert_eq!(
+        kb.peer_key, mallory_key,
+        "bob sees a key that is not alice's"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
