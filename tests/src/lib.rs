@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod headless;
+pub mod hostile;
 pub mod netns;
 pub mod prereq;
 mod rendezvous;
