@@ -170,6 +170,11 @@ impl Client {
                     continue;
                 };
                 let (key, index) = (self.key.as_slice(), self.user_index);
+                // A new address proves it receives (return routability) before it counts.
+                if let Some(response) = wire::path_response(&buf[..n], index, key) {
+                    self.udp.send_to(&response, self.server)?;
+                    continue;
+                }
                 if let Ok(UdpMessage::Answer { .. }) =
                     UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key))
                 {

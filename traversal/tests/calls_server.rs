@@ -138,6 +138,11 @@ impl Peer {
                 };
                 let key = self.key.clone();
                 let index = self.user_index;
+                // A new address proves it receives (return routability) before it counts.
+                if let Some(response) = wire::path_response(&buf[..n], index, &key) {
+                    self.udp.send_to(&response, self.server).unwrap();
+                    continue;
+                }
                 if let Ok(UdpMessage::Answer { .. }) =
                     UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key.as_slice()))
                 {
@@ -148,9 +153,11 @@ impl Peer {
         panic!("no answer to the keepalive");
     }
 
-    fn relay_send(&self, channel: u16, payload: &[u8]) {
-        let frame = channel::encode(channel, payload).unwrap();
-        self.udp.send_to(&frame, self.server).unwrap();
+    /// A relay frame on `channel` with this party's relay `token`.
+    fn relay_send(&self, channel: u16, token: Token, payload: &[u8]) {
+        self.udp
+            .send_to(&relay_frame(channel, token, payload), self.server)
+            .unwrap();
     }
 
     /// The next relay frame within `wait`, from the server.
@@ -181,9 +188,10 @@ impl Peer {
         )
     }
 
-    /// Whether a relay frame from this client on `channel` reaches `to` (within 300 ms).
-    fn relays_to(&self, to: &Peer, channel: u16) -> bool {
-        self.relay_send(channel, b"\x80anyone there?");
+    /// Whether a relay frame from this client on `channel` with `token` reaches `to` (within
+    /// 300 ms).
+    fn relays_to(&self, to: &Peer, channel: u16, token: Token) -> bool {
+        self.relay_send(channel, token, b"\x80anyone there?");
         to.relay_recv(Duration::from_millis(300)).is_some()
     }
 }
@@ -192,31 +200,53 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
-/// Alice calls bob; bob rings and accepts. Returns the channel.
-fn connect_call(alice: &mut Peer, bob: &mut Peer, call_id: u64) -> u16 {
-    alice.send(
-        &json!({"type": "call", "call_id": call_id, "to": "bob", "candidates": [alice.mapped()]}),
-    );
+/// A party's relay token (the first bytes of each of its relay frames' payload).
+type Token = [u8; channel::TOKEN_LEN];
+
+fn relay_frame(channel: u16, token: Token, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    channel::encode_relay_into(channel, token, payload, &mut frame).unwrap();
+    frame
+}
+
+/// The relay token of a `connected` message.
+fn token_of(connected: &Value) -> Token {
+    let bytes = unhex(connected["relay_token"].as_str().unwrap()).unwrap();
+    Token::try_from(bytes.as_slice()).unwrap()
+}
+
+/// Alice calls bob; bob rings and accepts (the server passes the end-to-end key exchange on
+/// without looking at it). Returns the channel and alice's and bob's relay tokens.
+fn connect_call(alice: &mut Peer, bob: &mut Peer, call_id: u64) -> (u16, Token, Token) {
+    let commitment = "ab".repeat(32);
+    alice.send(&json!({"type": "call", "call_id": call_id, "to": "bob",
+        "candidates": [alice.mapped()], "commitment": commitment}));
     let incoming = bob.expect("incoming");
     assert_eq!(incoming["call_id"], call_id);
     assert_eq!(incoming["from"], "alice");
     assert_eq!(incoming["candidates"], json!([alice.mapped()]));
+    assert_eq!(incoming["commitment"], commitment.as_str());
+    assert_eq!(incoming["key"], hex(key(1).verifying_key().as_bytes()));
     bob.send(&json!({"type": "ringing", "call_id": call_id}));
     assert_eq!(alice.expect("ringing")["call_id"], call_id);
-    bob.send(&json!({"type": "accept", "call_id": call_id, "candidates": [bob.mapped()]}));
+    let e2e = json!({"ephemeral": "cd".repeat(32), "signature": "ef".repeat(64)});
+    bob.send(
+        &json!({"type": "accept", "call_id": call_id, "candidates": [bob.mapped()],
+        "e2e": e2e}),
+    );
     let to_alice = alice.expect("connected");
     let to_bob = bob.expect("connected");
     assert_eq!(to_alice["candidates"], json!([bob.mapped()]));
     assert_eq!(to_bob["candidates"], json!([alice.mapped()]));
-    assert_eq!(to_alice["secret"], to_bob["secret"]);
+    assert_eq!(to_alice["e2e"], e2e, "the callee's half reaches the caller");
+    assert_eq!(to_alice["peer_key"], hex(key(2).verifying_key().as_bytes()));
+    assert_eq!(to_bob["peer_key"], hex(key(1).verifying_key().as_bytes()));
     assert_eq!(to_alice["channel"], to_bob["channel"]);
-    assert_eq!(
-        unhex(to_alice["secret"].as_str().unwrap()).unwrap().len(),
-        16
-    );
+    let (alice_token, bob_token) = (token_of(&to_alice), token_of(&to_bob));
+    assert_ne!(alice_token, bob_token);
     let channel = u16::try_from(to_alice["channel"].as_u64().unwrap()).unwrap();
     assert!(channel::is_valid_channel(channel));
-    channel
+    (channel, alice_token, bob_token)
 }
 
 #[test]
@@ -227,24 +257,29 @@ fn two_clients_call_and_the_relay_carries_frames_both_ways() {
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
     assert_eq!(bob.register("bob", &key(2))["type"], "registered");
     // A name not online.
-    alice.send(&json!({"type": "call", "call_id": 1, "to": "nobody", "candidates": []}));
+    alice.send(
+        &json!({"type": "call", "call_id": 1, "to": "nobody", "candidates": [],
+        "commitment": "ab".repeat(32)}),
+    );
     assert_eq!(alice.expect_ended(), (1, "offline".into()));
 
-    let channel = connect_call(&mut alice, &mut bob, 42);
-    let frame = channel::encode(channel, b"\x80from alice").unwrap();
-    alice.relay_send(channel, b"\x80from alice");
+    let (channel, alice_token, bob_token) = connect_call(&mut alice, &mut bob, 42);
+    // Each frame arrives with the receiver's token in place of the sender's.
+    alice.relay_send(channel, alice_token, b"\x80from alice");
+    let frame = relay_frame(channel, bob_token, b"\x80from alice");
     assert_eq!(bob.relay_recv(WAIT), Some(frame), "alice to bob");
-    let frame = channel::encode(channel, b"\x80from bob").unwrap();
-    bob.relay_send(channel, b"\x80from bob");
+    bob.relay_send(channel, bob_token, b"\x80from bob");
+    let frame = relay_frame(channel, alice_token, b"\x80from bob");
     assert_eq!(alice.relay_recv(WAIT), Some(frame), "bob to alice");
-    // Another channel is not relayed.
+    // Another channel, or another token, is not relayed.
     let other = if channel == 0x4000 { 0x4001 } else { 0x4000 };
-    assert!(!alice.relays_to(&bob, other));
+    assert!(!alice.relays_to(&bob, other, alice_token));
+    assert!(!alice.relays_to(&bob, channel, bob_token));
 
     // Bob hangs up: alice hears it, and the relay stops.
     bob.send(&json!({"type": "hang_up", "call_id": 42}));
     assert_eq!(alice.expect_ended(), (42, "hung_up".into()));
-    assert!(!alice.relays_to(&bob, channel));
+    assert!(!alice.relays_to(&bob, channel, alice_token));
 }
 
 #[test]
@@ -252,23 +287,28 @@ fn the_echo_service_returns_relay_frames() {
     let server = start_server(&[]);
     let mut alice = Peer::connect(&server);
     assert_eq!(alice.register("alice", &key(1))["type"], "registered");
-    alice
-        .send(&json!({"type": "call", "call_id": 9, "to": "echo", "candidates": [alice.mapped()]}));
+    let commitment = "ab".repeat(32);
+    alice.send(&json!({"type": "call", "call_id": 9, "to": "echo",
+        "candidates": [alice.mapped()], "commitment": commitment}));
     let connected = alice.expect("connected");
     assert_eq!(connected["call_id"], 9);
     assert_eq!(connected["candidates"], json!([]));
     let channel = u16::try_from(connected["channel"].as_u64().unwrap()).unwrap();
+    let token = token_of(&connected);
     for i in 0..5u8 {
         let payload = [0x80, i, 1, 2, 3];
-        alice.relay_send(channel, &payload);
-        assert_eq!(
-            alice.relay_recv(WAIT),
-            Some(channel::encode(channel, &payload).unwrap())
-        );
+        alice.relay_send(channel, token, &payload);
+        // Back on the call's channel, with the same media (and the echo's token).
+        let back = alice.relay_recv(WAIT).expect("an echoed frame");
+        let back = channel::decode_relay(&back).unwrap();
+        assert_eq!((back.channel, back.media), (channel, &payload[..]));
     }
     alice.send(&json!({"type": "hang_up", "call_id": 9}));
     // After the hang-up the client is free for another call.
-    alice.send(&json!({"type": "call", "call_id": 10, "to": "echo", "candidates": []}));
+    alice.send(
+        &json!({"type": "call", "call_id": 10, "to": "echo", "candidates": [],
+        "commitment": commitment}),
+    );
     let again = alice.expect("connected");
     assert_eq!(again["call_id"], 10);
 }
@@ -280,10 +320,10 @@ fn a_dropped_control_connection_ends_the_call_with_peer_lost() {
     let mut bob = Peer::connect(&server);
     alice.register("alice", &key(1));
     bob.register("bob", &key(2));
-    let channel = connect_call(&mut alice, &mut bob, 5);
+    let (channel, alice_token, _) = connect_call(&mut alice, &mut bob, 5);
     drop(bob);
     assert_eq!(alice.expect_ended(), (5, "peer_lost".into()));
-    assert!(!alice.relays_to(&alice, channel));
+    assert!(!alice.relays_to(&alice, channel, alice_token));
 }
 
 #[test]

@@ -156,6 +156,10 @@ fn register(i: u32, server: SocketAddr, trust: &ClientTrust) -> anyhow::Result<B
         udp.send_to(&request, server)?;
         let mut buf = [0u8; 1500];
         while let Ok((n, _)) = udp.recv_from(&mut buf) {
+            if let Some(response) = wire::path_response(&buf[..n], user_index, &key) {
+                udp.send_to(&response, server)?;
+                continue;
+            }
             if let Ok(UdpMessage::Answer { .. }) =
                 UdpMessage::decode(&buf[..n], |u| (u == user_index).then_some(key.as_slice()))
             {
