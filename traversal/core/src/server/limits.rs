@@ -38,21 +38,23 @@ impl Limit {
 }
 
 /// Where a sender is, for per-address limits: an IPv4 address, or the /64 of an IPv6 address
-/// (one subscriber usually has a whole /64, so per-address limits count the prefix).
+/// (one subscriber usually has a whole /64, so per-address limits count the prefix). Kept in
+/// 8 bytes: an IPv6 /64 is its prefix; an IPv4 address sits under the prefix `ffff:0::/32`,
+/// which is not IPv6 unicast space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Source(u128);
+pub struct Source(u64);
 
 impl Source {
     /// The source of `ip` (an IPv4-mapped IPv6 address counts as its IPv4 address).
     pub fn of(ip: IpAddr) -> Self {
         match crate::addr::normalize(ip) {
-            IpAddr::V4(v4) => Source(u128::from(v4.to_ipv6_mapped())),
-            IpAddr::V6(v6) => Source(u128::from(v6) & !u128::from(u64::MAX)),
+            IpAddr::V4(v4) => Source((0xffff_u64 << 48) | u64::from(u32::from(v4))),
+            IpAddr::V6(v6) => Source((u128::from(v6) >> 64) as u64),
         }
     }
 
     /// The bytes of the source, to key a pair with it.
-    pub(crate) fn bytes(&self) -> [u8; 16] {
+    pub(crate) fn bytes(&self) -> [u8; 8] {
         self.0.to_be_bytes()
     }
 }

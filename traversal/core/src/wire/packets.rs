@@ -5,6 +5,7 @@
 //! | P1/P3/P6: UDP packet with the 4-byte user index, from the media socket; also every keepalive (S13) | [`UdpMessage::Request`] | Binding Request | USER-INDEX, PINHOLE-FLAGS, PADDING, MESSAGE-INTEGRITY, FINGERPRINT |
 //! | P4: acknowledgement carrying the address the server saw; also every keepalive answer | [`UdpMessage::Answer`] | Binding Success Response | XOR-MAPPED-ADDRESS, USER-INDEX, PINHOLE-FLAGS, MESSAGE-INTEGRITY, FINGERPRINT |
 //! | P7: the server reaching the client through its mapping | [`UdpMessage::Probe`] | Binding Indication | USER-INDEX, PROBE-NONCE, MESSAGE-INTEGRITY, FINGERPRINT |
+//! | path challenge to a new source address, and the client's path response ([`Flags::path_challenge`]) | [`UdpMessage::Answer`], [`UdpMessage::Request`] | as above | as above |
 //!
 //! The Pinhole attributes are in the comprehension-optional range (0x8000-0xFFFF), so a
 //! standard STUN stack skips them; a Binding Request without USER-INDEX is a plain STUN request
@@ -77,18 +78,51 @@ pub struct Flags {
     /// The answer was sent to an address the client listed (the patent's P4 to a listed
     /// address), not to the address it came from.
     pub to_listed: bool,
+    /// Return routability (as QUIC validates a new path, RFC 9000 section 8.2). On an answer:
+    /// a path challenge, not an answer; the server saw a request from an address that is not
+    /// the registration's mapping and moves nothing until the client proves it receives there.
+    /// On a request: the path response, sent from the socket the challenge reached, with the
+    /// challenge's transaction id (96 bits the server drew).
+    pub path_challenge: bool,
 }
 
 impl Flags {
     fn to_bits(self) -> u32 {
-        u32::from(self.test_socket) | (u32::from(self.to_listed) << 1)
+        u32::from(self.test_socket)
+            | (u32::from(self.to_listed) << 1)
+            | (u32::from(self.path_challenge) << 2)
     }
 
     fn from_bits(bits: u32) -> Self {
         Flags {
             test_socket: bits & 1 != 0,
             to_listed: bits & 2 != 0,
+            path_challenge: bits & 4 != 0,
         }
+    }
+}
+
+/// The path response to a datagram, if it is a path challenge (see [`Flags::path_challenge`])
+/// for `user_index` sealed with `key`: the bytes to send back from the socket it arrived on.
+pub fn path_response(datagram: &[u8], user_index: u32, key: &[u8]) -> Option<Vec<u8>> {
+    match UdpMessage::decode(datagram, |u| (u == user_index).then_some(key)) {
+        Ok(UdpMessage::Answer {
+            transaction_id,
+            flags,
+            ..
+        }) if flags.path_challenge => Some(
+            UdpMessage::Request {
+                transaction_id,
+                user_index,
+                flags: Flags {
+                    test_socket: flags.test_socket,
+                    to_listed: false,
+                    path_challenge: true,
+                },
+            }
+            .encode(key),
+        ),
+        _ => None,
     }
 }
 
@@ -271,10 +305,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_flags() -> impl Strategy<Value = Flags> {
-        (any::<bool>(), any::<bool>()).prop_map(|(test_socket, to_listed)| Flags {
-            test_socket,
-            to_listed,
-        })
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(test_socket, to_listed, path_challenge)| Flags {
+                test_socket,
+                to_listed,
+                path_challenge,
+            },
+        )
     }
 
     fn arb_message() -> impl Strategy<Value = UdpMessage> {
@@ -318,6 +355,7 @@ mod tests {
             flags: Flags {
                 test_socket: true,
                 to_listed: false,
+                path_challenge: false,
             },
         };
         let answer = UdpMessage::Answer {
@@ -327,6 +365,7 @@ mod tests {
             flags: Flags {
                 test_socket: false,
                 to_listed: true,
+                path_challenge: false,
             },
         };
         let probe = UdpMessage::Probe {
@@ -369,6 +408,7 @@ mod tests {
             flags: Flags {
                 test_socket: true,
                 to_listed: true,
+                path_challenge: true,
             },
         }
         .encode(b"k");
@@ -379,6 +419,45 @@ mod tests {
             answer.len(),
             request.len()
         );
+    }
+
+    #[test]
+    fn a_path_challenge_is_answered_with_its_transaction_id() {
+        let challenge = UdpMessage::Answer {
+            transaction_id: [5; 12],
+            user_index: 7,
+            mapped: "192.0.2.1:4000".parse().unwrap(),
+            flags: Flags {
+                test_socket: true,
+                to_listed: false,
+                path_challenge: true,
+            },
+        }
+        .encode(b"k");
+        let response = path_response(&challenge, 7, b"k").unwrap();
+        assert_eq!(
+            UdpMessage::decode(&response, |_| Some(b"k")).unwrap(),
+            UdpMessage::Request {
+                transaction_id: [5; 12],
+                user_index: 7,
+                flags: Flags {
+                    test_socket: true,
+                    to_listed: false,
+                    path_challenge: true,
+                },
+            }
+        );
+        // Not for an ordinary answer, another user or another key.
+        let answer = UdpMessage::Answer {
+            transaction_id: [5; 12],
+            user_index: 7,
+            mapped: "192.0.2.1:4000".parse().unwrap(),
+            flags: Flags::default(),
+        }
+        .encode(b"k");
+        assert_eq!(path_response(&answer, 7, b"k"), None);
+        assert_eq!(path_response(&challenge, 8, b"k"), None);
+        assert_eq!(path_response(&challenge, 7, b"other"), None);
     }
 
     #[test]

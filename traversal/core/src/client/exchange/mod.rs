@@ -15,7 +15,11 @@
 //!    request (P1/P3) from the media socket over UDP, retransmitted until answered.
 //! 4. S6/S7: the answer (P4) carries the address the server saw. Verdict: `public` when there is
 //!    no private network, `proxy` when that address is one of ours, `nat` otherwise; reported
-//!    over TCP (P5).
+//!    over TCP (P5). Return routability: a request from an address the server does not know as
+//!    this client's mapping (the first one included) gets a path challenge instead of an
+//!    answer ([`crate::wire::Flags::path_challenge`]); the client echoes its transaction id
+//!    from the socket it reached, and the server's answer to that echo stands for the answer
+//!    to the request that was waiting (`path.rs`).
 //! 5. S13/S14: keepalives from the media socket; each answer carries the address the server
 //!    sees, so a changed mapping is noticed and registered again. Before each keepalive the
 //!    client may ask the server to probe the mapping (P7, `verify_mapping`): a probe that does
@@ -43,6 +47,7 @@ use crate::stun::TransactionId;
 use crate::wire::{Flags, UdpMessage};
 
 mod lifetime;
+mod path;
 mod types;
 
 pub use lifetime::{
@@ -111,6 +116,9 @@ pub struct Client {
     server_idle: Option<Duration>,
     next_keepalive: Option<Instant>,
     keepalive_pending: Option<TransactionId>,
+    /// The path responses in flight from the media and the test socket: their answer stands
+    /// for the answer to the request waiting on that socket.
+    path_response: [Option<TransactionId>; 2],
     misses: u32,
     main_probe: Option<PendingProbe>,
     /// The filtering probe in flight: nonce and deadline.
@@ -144,6 +152,7 @@ impl Client {
             server_idle: None,
             next_keepalive: None,
             keepalive_pending: None,
+            path_response: [None; 2],
             misses: 0,
             main_probe: None,
             filter_probe: None,
@@ -351,6 +360,16 @@ impl Client {
             };
         match (socket, message) {
             (
+                socket,
+                UdpMessage::Answer {
+                    transaction_id,
+                    flags,
+                    ..
+                },
+            ) if flags.path_challenge && flags.test_socket == (socket == Socket::Test) => {
+                self.answer_path_challenge(socket, transaction_id);
+            }
+            (
                 Socket::Media,
                 UdpMessage::Answer {
                     transaction_id,
@@ -358,7 +377,10 @@ impl Client {
                     flags,
                     ..
                 },
-            ) if !flags.test_socket => self.handle_answer(now, transaction_id, mapped),
+            ) if !flags.test_socket => {
+                let tid = self.waiting_for(Socket::Media, transaction_id);
+                self.handle_answer(now, tid, mapped);
+            }
             (
                 Socket::Test,
                 UdpMessage::Answer {
@@ -367,6 +389,7 @@ impl Client {
                     ..
                 },
             ) if flags.test_socket => {
+                let transaction_id = self.waiting_for(Socket::Test, transaction_id);
                 if let Some(m) = self.measure.as_mut()
                     && let MeasureStage::Refresh { tid, sent, .. } = m.stage
                     && tid == transaction_id
@@ -730,6 +753,7 @@ impl Client {
             flags: Flags {
                 test_socket: test,
                 to_listed: false,
+                path_challenge: false,
             },
         }
         .encode(&self.key);

@@ -128,4 +128,6 @@ pub struct Stats {
     pub mappings_lost: u64,
     pub mapping_changes: u64,
     pub probes_received: u64,
+    /// Path challenges answered (the server checking that a new address receives).
+    pub path_challenges: u64,
 }

@@ -6,11 +6,14 @@
 //!   A `ringing` is passed on once per call. What is over a limit is refused to the sender
 //!   (`error` `rate_limited`, and `ended` `server_error` for a call) and never reaches anyone
 //!   else: one connection's burst cannot fill another's queue.
-//! - Ringing does not hold a user for a stranger: a ring from a caller (key or source address)
-//!   that already rang the same user within [`LimitsConfig::repeat_ring_window`] *yields*: while
-//!   it rings, a call from anyone else whose ring is not itself a repeat takes its place (the
-//!   yielding caller gets `ended` `busy`, the callee `ended` `cancelled`). So one key or one
-//!   address holds a user's line for at most one ring time (30 s) per window (10 min).
+//! - Ringing does not hold a user for a stranger: a ring from a caller key that already rang the
+//!   same user within [`LimitsConfig::repeat_ring_window`], or from an address whose keys rang
+//!   that user [`LimitsConfig::repeat_rings_per_address`] times already, *yields*: while it
+//!   rings, a call from anyone else whose ring is not itself a repeat takes its place (the
+//!   yielding caller gets `ended` `busy`, the callee `ended` `cancelled`). The count of an
+//!   address starts again only after a whole window without a ring. So one key holds a user's
+//!   line for at most one ring time (30 s) per 10 minutes, and one address, with any number of
+//!   keys, for at most 3 ring times (90 s) per 10 minutes.
 //! - Registrations: per connection and per source address, checked before anything else and
 //!   before the Ed25519 verification, which comes after every cheap check (name rules, table,
 //!   quotas). New names: per source address, and at most [`LimitsConfig::names_per_key`] per key.
@@ -43,6 +46,9 @@ pub struct LimitsConfig {
     /// A ring from a caller that rang the same callee less than this long before yields to
     /// other callers.
     pub repeat_ring_window: Duration,
+    /// Rings from one address (any keys) to one callee within the window that hold the line;
+    /// later ones yield.
+    pub repeat_rings_per_address: u32,
     /// Registration attempts of one control connection.
     pub registrations_per_connection: Limit,
     /// Registration attempts from one source address.
@@ -63,6 +69,7 @@ impl Default for LimitsConfig {
             rings_per_pair: Limit::new(3, s(100)),
             rings_per_callee: Limit::new(10, s(3)),
             repeat_ring_window: s(600),
+            repeat_rings_per_address: 3,
             registrations_per_connection: Limit::new(3, s(5)),
             registrations_per_address: Limit::new(10, s(6)),
             new_names_per_address: Limit::new(5, s(720)),
@@ -81,6 +88,7 @@ impl LimitsConfig {
             rings_per_pair: Limit::NONE,
             rings_per_callee: Limit::NONE,
             repeat_ring_window: Duration::ZERO,
+            repeat_rings_per_address: u32::MAX,
             registrations_per_connection: Limit::NONE,
             registrations_per_address: Limit::NONE,
             new_names_per_address: Limit::NONE,
@@ -114,8 +122,9 @@ pub(super) struct Limits {
     rings_per_callee: Table<u128>,
     registrations_per_address: Table<Source>,
     new_names_per_address: Table<Source>,
-    /// When a caller (key, or address) last rang a callee.
-    last_rings: HashMap<u128, Instant>,
+    /// When a caller (key, or address) last rang a callee, and how many times since it last
+    /// let a whole window pass.
+    last_rings: HashMap<u128, (Instant, u32)>,
     ids: PairIds,
     /// Requests refused over a limit.
     pub(super) refused: u64,
@@ -144,18 +153,17 @@ impl Limits {
         &self.config
     }
 
-    /// A connection opened (from an unknown address until [`Calls::set_source`]).
-    pub(super) fn open(&mut self, conn: ConnId) {
-        self.conns.insert(
-            conn,
-            PerConn {
-                source: Source::of(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                calls: TokenBucket::FULL,
-                registrations: TokenBucket::FULL,
-                rang: None,
-                yielding: None,
-            },
-        );
+    /// A connection's own entry, made on its first call, ring or registration (a connection
+    /// that only keeps a mapping costs nothing here), from an unknown address until
+    /// [`Calls::set_source`].
+    fn conn(&mut self, conn: ConnId) -> &mut PerConn {
+        self.conns.entry(conn).or_insert(PerConn {
+            source: Source::of(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            calls: TokenBucket::FULL,
+            registrations: TokenBucket::FULL,
+            rang: None,
+            yielding: None,
+        })
     }
 
     pub(super) fn closed(&mut self, conn: ConnId) {
@@ -172,14 +180,14 @@ impl Limits {
         self.new_names_per_address.sweep(now);
         let window = self.config.repeat_ring_window;
         self.last_rings
-            .retain(|_, at| now.saturating_duration_since(*at) < window);
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < window);
     }
 
     /// Bytes held, roughly.
     pub(super) fn memory_estimate(&self) -> usize {
         use std::mem::size_of;
         self.conns.capacity() * (size_of::<ConnId>() + size_of::<PerConn>() + 1)
-            + self.last_rings.capacity() * (size_of::<u128>() + size_of::<Instant>() + 1)
+            + self.last_rings.capacity() * (size_of::<u128>() + size_of::<(Instant, u32)>() + 1)
             + self.calls_per_key.memory_estimate()
             + self.calls_per_address.memory_estimate()
             + self.rings_per_pair.memory_estimate()
@@ -198,16 +206,14 @@ impl Limits {
     /// address's buckets, all or none.
     fn admit_call(&mut self, now: Instant, conn: ConnId, caller: [u8; 32]) -> bool {
         let source = self.source(conn);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        let own = self.conn_calls.is_none_or(|r| c.calls.has(now, &r, 1));
+        let rate = self.conn_calls;
+        let own = rate.is_none_or(|r| self.conn(conn).calls.has(now, &r, 1));
         if !(own && self.calls_per_key.has(now, caller) && self.calls_per_address.has(now, source))
         {
             return false;
         }
-        if let Some(r) = self.conn_calls {
-            c.calls.take(now, &r, 1);
+        if let Some(r) = rate {
+            self.conn(conn).calls.take(now, &r, 1);
         }
         self.calls_per_key.take(now, caller) && self.calls_per_address.take(now, source)
     }
@@ -215,17 +221,13 @@ impl Limits {
     /// A registration attempt of `conn`.
     fn admit_registration(&mut self, now: Instant, conn: ConnId) -> bool {
         let source = self.source(conn);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        let own = self
-            .conn_registrations
-            .is_none_or(|r| c.registrations.has(now, &r, 1));
+        let rate = self.conn_registrations;
+        let own = rate.is_none_or(|r| self.conn(conn).registrations.has(now, &r, 1));
         if !(own && self.registrations_per_address.has(now, source)) {
             return false;
         }
-        if let Some(r) = self.conn_registrations {
-            c.registrations.take(now, &r, 1);
+        if let Some(r) = rate {
+            self.conn(conn).registrations.take(now, &r, 1);
         }
         self.registrations_per_address.take(now, source)
     }
@@ -243,11 +245,11 @@ pub(super) enum Ring {
 }
 
 impl Calls {
-    /// The source address of a control connection (the server tells it right after
-    /// [`Calls::open`]); per-address limits count it.
+    /// The source address of a control connection (the server tells it before handing on a
+    /// registration or a call); per-address limits count it.
     pub fn set_source(&mut self, conn: ConnId, ip: IpAddr) {
-        if let Some(c) = self.limits.conns.get_mut(&conn) {
-            c.source = Source::of(ip);
+        if self.clients.contains_key(&conn) {
+            self.limits.conn(conn).source = Source::of(ip);
         }
     }
 
@@ -291,10 +293,13 @@ impl Calls {
         let from_address = ids.id(&[b"ring-address", &source.bytes(), to.as_bytes()]);
         let to_callee = ids.id(&[b"callee", to.as_bytes()]);
         let window = self.limits.config.repeat_ring_window;
-        let recent =
-            |at: Option<&Instant>| at.is_some_and(|t| now.saturating_duration_since(*t) < window);
-        let repeat = recent(self.limits.last_rings.get(&pair))
-            || recent(self.limits.last_rings.get(&from_address));
+        // Rings within the window (counted from the last one) before this one.
+        let before = |id: &u128| match self.limits.last_rings.get(id) {
+            Some((at, n)) if now.saturating_duration_since(*at) < window => *n,
+            _ => 0,
+        };
+        let (by_key, by_address) = (before(&pair), before(&from_address));
+        let repeat = by_key >= 1 || by_address >= self.limits.config.repeat_rings_per_address;
         // The callee's own call: busy unless it is a ring that yields to this one.
         let mut preempt = None;
         if let Some(key) = self.clients.get(&callee).and_then(|c| c.call) {
@@ -322,12 +327,11 @@ impl Calls {
         // A full table of recent rings fails safe: the ring is taken as a repeat (it yields).
         let repeat = repeat || self.limits.last_rings.len() + 2 > TABLE_CAP;
         if self.limits.last_rings.len() + 2 <= TABLE_CAP {
-            self.limits.last_rings.insert(pair, now);
-            self.limits.last_rings.insert(from_address, now);
+            let rings = &mut self.limits.last_rings;
+            rings.insert(pair, (now, by_key.saturating_add(1)));
+            rings.insert(from_address, (now, by_address.saturating_add(1)));
         }
-        if let Some(c) = self.limits.conns.get_mut(&conn) {
-            c.yielding = repeat.then_some(call_id);
-        }
+        self.limits.conn(conn).yielding = repeat.then_some(call_id);
         if let Some(key) = preempt {
             tracing::debug!(callee, "a repeated ring yields to another caller");
             self.end_call(key, Some(EndReason::Busy), Some(EndReason::Cancelled));
@@ -337,13 +341,10 @@ impl Calls {
 
     /// Whether the callee's `ringing` for `call_id` is passed on: once per call.
     pub(super) fn first_ringing(&mut self, conn: ConnId, call_id: u64) -> bool {
-        match self.limits.conns.get_mut(&conn) {
-            Some(c) if c.rang != Some(call_id) => {
-                c.rang = Some(call_id);
-                true
-            }
-            _ => false,
-        }
+        let c = self.limits.conn(conn);
+        let first = c.rang != Some(call_id);
+        c.rang = Some(call_id);
+        first
     }
 
     /// A registration attempt: false, with `rate_limited` told, when over a limit.

@@ -278,7 +278,6 @@ impl Calls {
                 call: None,
             },
         );
-        self.limits.open(conn);
         hex(&challenge)
     }
 

@@ -46,14 +46,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::bucket::{Rate, TokenBucket};
-use super::limits::Source;
+use super::limits::{Limit, Source};
 use crate::addr;
 use crate::calls::{CallStats, Calls, CallsConfig};
 use crate::control::{self, FrameDecoder, ServerMessage, Verdict};
 use crate::stun;
 
+mod path;
 mod tcp;
 mod udp;
+
+use path::PathChallenge;
 
 /// Most listed addresses the P4 acknowledgement goes to (besides the observed address).
 pub const MAX_P4_TARGETS: usize = 3;
@@ -68,6 +71,8 @@ pub const KEY_LEN: usize = 16;
 const BUCKETS: usize = 4096;
 /// Probes of one registration, per kind: at least 100 ms apart (10 a second, a burst of 1).
 const PROBE_RATE: (u32, u32) = (10, 1);
+/// Path challenges of one registration: 4 at once, then one every 250 ms.
+const CHALLENGE_RATE: (u32, u32) = (4, 4);
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -91,6 +96,8 @@ pub struct Config {
     /// A connection with neither a name nor a validated UDP mapping this long after it opened
     /// is closed.
     pub unauthenticated_timeout: Duration,
+    /// Probes of one registration, all kinds together (each kind is also spaced 100 ms).
+    pub probes: Limit,
 }
 
 impl Default for Config {
@@ -105,6 +112,7 @@ impl Default for Config {
             calls: CallsConfig::default(),
             max_connections_per_ip: 16,
             unauthenticated_timeout: UNAUTHENTICATED_TIMEOUT,
+            probes: Limit::new(4, Duration::from_millis(500)),
         }
     }
 }
@@ -151,6 +159,12 @@ pub struct Stats {
     pub refused_per_address: u64,
     /// Connections closed for saying no hello, or nothing more, in time.
     pub closed_unauthenticated: u64,
+    /// Path challenges sent (a request from an address that is not the mapping).
+    pub path_challenges: u64,
+    /// New addresses that answered their challenge (the mapping moved).
+    pub paths_validated: u64,
+    /// Path responses that echo no challenge of that address.
+    pub udp_bad_path_response: u64,
     /// Names, calls and relay counters (drops included).
     pub calls: CallStats,
 }
@@ -174,6 +188,10 @@ struct Registration {
     sequence_mask: u64,
     /// Probe spacing: main socket, test socket, from the alternate port.
     probes: [TokenBucket; 3],
+    /// Probes of all kinds together ([`Config::probes`]).
+    probe_budget: TokenBucket,
+    /// Challenges sent ([`CHALLENGE_RATE`]).
+    challenges: TokenBucket,
     verdict: Option<Verdict>,
 }
 
@@ -196,7 +214,12 @@ pub struct Server {
     /// P4 to listed addresses, per source (hashed): [`Config::bucket_rate`], `bucket_burst`.
     p4_rate: Rate,
     probe_rate: Rate,
+    /// [`Config::probes`], `None` for no limit.
+    probe_budget: Option<Rate>,
+    challenge_rate: Rate,
     registrations: HashMap<u32, Registration>,
+    /// The challenge sent to each registration's new address, waiting for its echo (path.rs).
+    challenges: HashMap<u32, PathChallenge>,
     connections: HashMap<ConnId, Connection>,
     /// Open connections per source address.
     per_source: HashMap<Source, u32>,
@@ -220,8 +243,11 @@ impl Server {
             rng,
             p4_rate: Rate::new(config.bucket_rate, config.bucket_burst),
             probe_rate: Rate::new(PROBE_RATE.0, PROBE_RATE.1),
+            probe_budget: config.probes.rate(),
+            challenge_rate: Rate::new(CHALLENGE_RATE.0, CHALLENGE_RATE.1),
             config,
             registrations: HashMap::new(),
+            challenges: HashMap::new(),
             connections: HashMap::new(),
             per_source: HashMap::new(),
             buckets: vec![TokenBucket::FULL; BUCKETS].into_boxed_slice(),
@@ -274,6 +300,8 @@ impl Server {
             * (std::mem::size_of::<u32>() + std::mem::size_of::<Registration>() + 1);
         let conn = self.connections.capacity()
             * (std::mem::size_of::<ConnId>() + std::mem::size_of::<Connection>() + 1);
+        let challenges = self.challenges.capacity()
+            * (std::mem::size_of::<u32>() + std::mem::size_of::<PathChallenge>() + 1);
         let per_source = self.per_source.capacity()
             * (std::mem::size_of::<Source>() + std::mem::size_of::<u32>() + 1);
         let buffers: usize = self
@@ -281,7 +309,7 @@ impl Server {
             .values()
             .map(|c| c.decoder.capacity())
             .sum();
-        reg + conn + per_source + buffers + self.calls.memory_estimate()
+        reg + conn + challenges + per_source + buffers + self.calls.memory_estimate()
     }
 
     /// Size of one registration entry and one connection entry, without hash table overhead.

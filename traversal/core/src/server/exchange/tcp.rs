@@ -72,6 +72,7 @@ impl Server {
         }
         if let Some(index) = c.user_index {
             self.registrations.remove(&index);
+            self.challenges.remove(&index);
             self.calls.closed(conn);
             self.drain_calls();
             tracing::debug!(user_index = index, "registration released");
@@ -155,6 +156,8 @@ impl Server {
                         last_sequence: [0; 2],
                         sequence_mask: crate::wire::sequence_mask(&key),
                         probes: [TokenBucket::FULL; 3],
+                        probe_budget: TokenBucket::FULL,
+                        challenges: TokenBucket::FULL,
                         verdict: None,
                     },
                 );
@@ -163,7 +166,6 @@ impl Server {
                 }
                 tracing::debug!(user_index, %peer, %access, private_network, "registered");
                 let challenge = self.calls.open(conn);
-                self.calls.set_source(conn, peer.ip());
                 let welcome = ServerMessage::Welcome {
                     version: PROTOCOL_VERSION,
                     user_index,
@@ -225,6 +227,7 @@ impl Server {
                 },
                 Some(_),
             ) => {
+                self.calls.set_source(conn, peer.ip());
                 self.calls
                     .register(now, conn, &name, &public_key, &signature);
                 self.drain_calls();
@@ -238,6 +241,7 @@ impl Server {
                 },
                 Some(_),
             ) => {
+                self.calls.set_source(conn, peer.ip());
                 self.calls
                     .call(now, conn, call_id, &to, candidates, commitment);
                 self.drain_calls();

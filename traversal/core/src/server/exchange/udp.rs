@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use super::{BUCKETS, Server, Transmit, normalize};
+use super::{BUCKETS, Server, TokenBucket, Transmit, normalize};
 use crate::control::{ProbeTarget, ServerMessage};
 use crate::stun;
 use crate::wire::{Flags, UdpMessage};
@@ -45,8 +45,16 @@ impl Server {
             (ProbeTarget::Main, true) => (r.mapped, 2),
             (ProbeTarget::Test, true) => (r.test_mapped, 2),
         };
+        let paced = match &self.probe_budget {
+            Some(budget) => TokenBucket::take_both(
+                now,
+                (&mut r.probes[slot], &self.probe_rate, 1),
+                (&mut r.probe_budget, budget, 1),
+            ),
+            None => r.probes[slot].take(now, &self.probe_rate, 1),
+        };
         let reply = match to {
-            Some(to) if r.probes[slot].take(now, &self.probe_rate, 1) => {
+            Some(to) if paced => {
                 let mut tid = [0u8; 12];
                 self.rng.fill_bytes(&mut tid);
                 let contents = UdpMessage::Probe {
@@ -136,21 +144,41 @@ impl Server {
             self.stats.udp_too_small += 1;
             return;
         }
-        // Replay protection (see `wire::sequence_mask`): an old request may only repeat what
-        // the server already knows; from another address it is dropped.
-        let sequence = crate::wire::tid_sequence(r.sequence_mask, &tid);
         let slot = usize::from(flags.test_socket);
         let current = if flags.test_socket {
             r.test_mapped
         } else {
             r.mapped
         };
-        let first = r.last_sequence[slot] == 0 && current.is_none();
-        if sequence <= r.last_sequence[slot] && current != Some(from) && !first {
-            self.stats.udp_replayed += 1;
-            return;
+        let challenge = self.challenges.get(&user_index).copied();
+        let challenged = challenge.is_some_and(|c| c.to == from && c.test == flags.test_socket);
+        if flags.path_challenge {
+            // A path response (path.rs): only the echo of the challenge sent to `from` moves
+            // the mapping there. It carries no sequence.
+            if !(challenged && challenge.is_some_and(|c| c.tid == tid)) {
+                self.stats.udp_bad_path_response += 1;
+                return;
+            }
+            self.challenges.remove(&user_index);
+            self.stats.paths_validated += 1;
+        } else {
+            // Replay protection (see `wire::sequence_mask`): an old request may only repeat
+            // what the server already knows, or ask again for the challenge of its address;
+            // from another address it is dropped.
+            let sequence = crate::wire::tid_sequence(r.sequence_mask, &tid);
+            let first = r.last_sequence[slot] == 0 && current.is_none();
+            if sequence <= r.last_sequence[slot] && current != Some(from) && !first && !challenged {
+                self.stats.udp_replayed += 1;
+                return;
+            }
+            r.last_sequence[slot] = r.last_sequence[slot].max(sequence);
+            if current != Some(from) {
+                // A new address moves nothing until it proves it receives (return
+                // routability): a forged source never redirects probes or media.
+                self.challenge_path(now, user_index, from, flags.test_socket);
+                return;
+            }
         }
-        r.last_sequence[slot] = r.last_sequence[slot].max(sequence);
         let conn = r.conn;
         let changed = if flags.test_socket {
             let changed = r.test_mapped != Some(from);
@@ -268,6 +296,7 @@ fn answer(
         flags: Flags {
             test_socket,
             to_listed,
+            path_challenge: false,
         },
     }
     .encode(key)
