@@ -56,14 +56,20 @@ impl PinholeApp {
         let (input, output) = (up.input.clone(), up.output.clone());
         let mut actions = Vec::new();
 
-        let trust = security_ui(ui, up);
-        if trust {
-            actions.push(Action::TrustKey);
+        if up.key_warning() {
+            warning_banner(ui, &words::key_changed(&peer), |ui| {
+                ui.add_space(4.0);
+                if ui.button(words::TRUST_NEW_KEY).clicked() {
+                    actions.push(Action::TrustKey);
+                }
+            });
         }
         ui.vertical_centered(|ui| {
             ui.add_space(8.0);
             who(ui, "In a call with", &peer);
             ui.label(RichText::new(words::clock(elapsed)).size(22.0).monospace());
+            ui.add_space(4.0);
+            security_ui(ui, up);
         });
         ui.add_space(8.0);
         egui::Grid::new("call-stats")
@@ -127,35 +133,24 @@ impl PinholeApp {
     }
 }
 
-/// The call's encryption and the code both people compare (large), under a loud warning when
-/// the peer's key is not the one remembered. Whether "Trust the new key" was clicked.
-fn security_ui(ui: &mut egui::Ui, up: &UpCall) -> bool {
-    let mut trust = false;
+/// The call's encryption and the code both people compare, in large digits.
+fn security_ui(ui: &mut egui::Ui, up: &UpCall) {
     let security = &up.security;
-    if up.key_warning() {
-        warning_banner(ui, &words::key_changed(&up.peer), |ui| {
-            ui.add_space(4.0);
-            trust = ui.button(words::TRUST_NEW_KEY).clicked();
-        });
-    }
-    ui.vertical_centered(|ui| {
-        ui.label(RichText::new(words::encrypted(security.suite)).color(GOOD));
-        match &security.sas {
-            Some(sas) => {
-                ui.label(words::compare_with(&up.peer));
-                ui.label(RichText::new(sas).size(40.0).monospace().strong());
-                if up.key_trusted {
-                    ui.label(words::key_trusted(&up.peer));
-                } else if !up.key_warning() {
-                    ui.weak(words::compare_hint(&up.peer));
-                }
-            }
-            None => {
-                ui.weak(words::NO_CODE_FOR_ECHO);
+    ui.label(RichText::new(words::encrypted(security.suite)).color(GOOD));
+    match &security.sas {
+        Some(sas) => {
+            ui.label(words::compare_with(&up.peer));
+            ui.label(RichText::new(sas).size(40.0).monospace().strong());
+            if up.key_trusted {
+                ui.label(words::key_trusted(&up.peer));
+            } else if !up.key_warning() {
+                ui.weak(words::compare_hint(&up.peer));
             }
         }
-    });
-    trust
+        None => {
+            ui.weak(words::NO_CODE_FOR_ECHO);
+        }
+    }
 }
 
 /// The call's figures as (name, value) rows.

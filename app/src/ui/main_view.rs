@@ -97,8 +97,10 @@ impl PinholeApp {
                 ..
             } => {
                 warning_banner(ui, &words::certificate_changed(server), |ui| {
-                    for line in words::fingerprints(pinned, presented) {
-                        ui.label(RichText::new(line).monospace().small());
+                    for (what, fingerprint) in words::fingerprints(pinned, presented) {
+                        ui.label(RichText::new(what).small());
+                        let fingerprint = RichText::new(fingerprint).monospace().small();
+                        ui.add(egui::Label::new(fingerprint).wrap());
                     }
                     ui.add_space(4.0);
                     ui.horizontal(|ui| {

@@ -110,7 +110,7 @@ pub fn start_embedded(lan: bool, dir: &Path) -> std::io::Result<Rendezvous> {
     let config = |port| {
         let mut config = RendezvousConfig::new(SocketAddr::new(ip, port));
         config.identity = Some(identity.clone());
-        config.names_file = Some(dir.join("names.json"));
+        config.names_file = Some(dir.join("names.txt"));
         config
     };
     rendezvous::spawn(config(EMBEDDED_PORT)).or_else(|_| rendezvous::spawn(config(0)))

@@ -388,11 +388,11 @@ pub fn certificate_changed(server: &str) -> String {
     )
 }
 
-/// The two fingerprints of a changed certificate, one line each.
-pub fn fingerprints(pinned: &str, presented: &str) -> [String; 2] {
+/// The two fingerprints of a changed certificate: (what, fingerprint).
+pub fn fingerprints<'a>(pinned: &'a str, presented: &'a str) -> [(&'static str, &'a str); 2] {
     [
-        format!("Trusted until now: {pinned}"),
-        format!("Presented now:     {presented}"),
+        ("Trusted until now:", pinned),
+        ("Presented now:", presented),
     ]
 }
 
