@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use traversal::control::{self, ClientMessage, ServerMessage};
 use traversal::server::{Config, Server, TcpOutput};
-use traversal::wire::{Flags, UdpMessage};
+use traversal::wire::{self, Flags, UdpMessage};
 
 /// Counts live heap bytes; delegates every call to the system allocator unchanged.
 #[derive(Debug)]
@@ -92,6 +92,8 @@ fn main() -> anyhow::Result<()> {
         Config {
             max_registrations: n,
             idle_timeout: Duration::from_secs(3600),
+            // 500 clients share each of the 200 addresses below.
+            max_connections_per_ip: n,
             ..Config::default()
         },
         [42; 32],
@@ -146,7 +148,15 @@ fn main() -> anyhow::Result<()> {
         }
         .encode(&key);
         server.handle_udp(now, udp_mapped, &request);
-        while server.poll_transmit().is_some() {}
+        // The first mapping moves in once its address echoes the path challenge.
+        let mut echo = None;
+        while let Some(t) = server.poll_transmit() {
+            echo = echo.or_else(|| wire::path_response(&t.contents, user_index, &key));
+        }
+        if let Some(echo) = echo {
+            server.handle_udp(now, udp_mapped, &echo);
+            while server.poll_transmit().is_some() {}
+        }
         while server.poll_tcp().is_some() {}
         if server.mapping(user_index) == Some(udp_mapped) {
             registered += 1;
