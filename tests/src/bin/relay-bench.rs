@@ -55,12 +55,31 @@ struct Args {
     server: Option<PathBuf>,
 }
 
-/// A connected call: caller, callee, channel.
+/// A connected call: caller, callee, channel, and each one's relay token.
 #[derive(Debug)]
 struct Pair {
     a: Client,
     b: Client,
     channel: u16,
+    tokens: [[u8; channel::TOKEN_LEN]; 2],
+}
+
+impl Pair {
+    /// A relay frame from party `j` (0: a, 1: b).
+    fn frame(&self, j: usize, media: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(channel::HEADER_LEN + channel::TOKEN_LEN + media.len());
+        channel::encode_relay_into(self.channel, self.tokens[j], media, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn token(connected: &serde_json::Value) -> Result<[u8; channel::TOKEN_LEN]> {
+    let hex = connected["relay_token"].as_str().context("relay_token")?;
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<_, _>>()?;
+    bytes.try_into().ok().context("relay_token length")
 }
 
 /// A key of its own for each client of this run.
@@ -80,20 +99,32 @@ fn connect_pair(server: SocketAddr, i: usize) -> Result<Pair> {
     b.register(&nb, &signing_key(2 * i as u64 + 1))?;
     let call_id = 1_000 + i as u64;
     let cand = a.mapped()?;
-    a.send(&json!({"type": "call", "call_id": call_id, "to": nb, "candidates": [cand]}))?;
+    // The server relays the end-to-end key exchange unread: any well-formed halves do here.
+    let commitment = "00".repeat(32);
+    a.send(
+        &json!({"type": "call", "call_id": call_id, "to": nb, "candidates": [cand],
+        "commitment": commitment}),
+    )?;
     b.expect("incoming")?;
     b.send(&json!({"type": "ringing", "call_id": call_id}))?;
     let cand = b.mapped()?;
-    b.send(&json!({"type": "accept", "call_id": call_id, "candidates": [cand]}))?;
+    let e2e = json!({"ephemeral": "00".repeat(32), "signature": "00".repeat(64)});
+    b.send(&json!({"type": "accept", "call_id": call_id, "candidates": [cand], "e2e": e2e}))?;
     let connected = a.expect("connected")?;
-    b.expect("connected")?;
+    let connected_b = b.expect("connected")?;
     let channel = connected["channel"]
         .as_u64()
         .and_then(|c| u16::try_from(c).ok())
         .context("channel")?;
+    let tokens = [token(&connected)?, token(&connected_b)?];
     a.udp.set_nonblocking(true)?;
     b.udp.set_nonblocking(true)?;
-    Ok(Pair { a, b, channel })
+    Ok(Pair {
+        a,
+        b,
+        channel,
+        tokens,
+    })
 }
 
 /// CPU time used so far by every thread of `pid`, from /proc/PID/task/*/schedstat.
@@ -125,8 +156,8 @@ fn drain(sock: &UdpSocket, relayed: bool, t0: Instant, delays: &mut Vec<f64>) ->
     while let Ok(len) = sock.recv(&mut buf) {
         let data = &buf[..len];
         let payload = if relayed {
-            match channel::decode(data) {
-                Ok(cd) => cd.payload,
+            match channel::decode_relay(data) {
+                Ok(frame) => frame.media,
                 Err(_) => continue,
             }
         } else {
@@ -166,11 +197,7 @@ fn latency(pair: &Pair, secs: f64, payload: usize) -> Result<(Vec<f64>, Vec<f64>
         };
         while start.elapsed().as_secs_f64() < secs {
             let p = frame(payload, t0);
-            let bytes = if relayed {
-                channel::encode(pair.channel, &p)?
-            } else {
-                p
-            };
+            let bytes = if relayed { pair.frame(0, &p)? } else { p };
             pair.a.udp.send_to(&bytes, dest)?;
             let until = Instant::now() + Duration::from_millis(20);
             while Instant::now() < until {
@@ -244,7 +271,7 @@ fn main() -> Result<()> {
             for (j, from) in [&pair.a, &pair.b].into_iter().enumerate() {
                 let k = 2 * i + j;
                 while sent[k] < due {
-                    let bytes = channel::encode(pair.channel, &frame(args.payload, t0))?;
+                    let bytes = pair.frame(j, &frame(args.payload, t0))?;
                     match from.udp.send_to(&bytes, server.addr) {
                         Ok(_) => sent[k] += 1,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
