@@ -449,7 +449,8 @@ fn one_address_holds_at_most_16_connections() {
 }
 
 /// Issue 11: connections that said hello were never timed out. Now a connection with no
-/// hello is closed after 10 s, and one with neither a name nor a mapping after 30 s.
+/// hello is closed after 10 s, one with neither a name nor a mapping after 30 s, and one that
+/// sends nothing (no control message, no keepalive) after 5 minutes.
 #[test]
 fn silent_connections_are_closed() {
     let mut h = H::new(Duration::from_secs(180));
@@ -480,7 +481,7 @@ fn silent_connections_are_closed() {
     h.closed.clear();
     let start = h.now;
     let mut closed_at = HashMap::new();
-    for s in 1..=40u64 {
+    for s in 1..=320u64 {
         h.now = start + Duration::from_secs(s);
         h.server.handle_timeout(h.now);
         h.drain();
@@ -494,7 +495,9 @@ fn silent_connections_are_closed() {
     }
     assert_eq!(closed_at.get(&1), Some(&10));
     assert_eq!(closed_at.get(&2), Some(&30));
-    assert_eq!(closed_at.get(&3), None);
-    assert_eq!(closed_at.get(&5), None);
-    assert_eq!(h.server.stats().closed_unauthenticated, 2);
+    // Carol's name keeps her past 30 s, but she sends nothing: 5 minutes after her last
+    // message (her registration, at the start).
+    assert_eq!(closed_at.get(&3), Some(&300));
+    assert_eq!(closed_at.get(&5), None, "dave's keepalives keep him");
+    assert_eq!(h.server.stats().closed_unauthenticated, 3);
 }

@@ -98,6 +98,9 @@ pub struct Config {
     pub unauthenticated_timeout: Duration,
     /// Probes of one registration, all kinds together (each kind is also spaced 100 ms).
     pub probes: Limit,
+    /// A connection that sent no control message and no authenticated UDP request for this
+    /// long is closed (a phone pings every 15 s).
+    pub idle_connection_timeout: Duration,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             max_connections_per_ip: 16,
             unauthenticated_timeout: UNAUTHENTICATED_TIMEOUT,
             probes: Limit::new(4, Duration::from_millis(500)),
+            idle_connection_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -157,7 +161,8 @@ pub struct Stats {
     pub refused_full: u64,
     /// Connections refused because their address held [`Config::max_connections_per_ip`].
     pub refused_per_address: u64,
-    /// Connections closed for saying no hello, or nothing more, in time.
+    /// Connections closed for saying no hello, or nothing more, in time, or for falling
+    /// silent ([`Config::idle_connection_timeout`]).
     pub closed_unauthenticated: u64,
     /// Path challenges sent (a request from an address that is not the mapping).
     pub path_challenges: u64,
@@ -199,6 +204,8 @@ struct Registration {
 struct Connection {
     peer: SocketAddr,
     opened: Instant,
+    /// The last control message.
+    last_heard: Instant,
     decoder: FrameDecoder,
     user_index: Option<u32>,
 }
@@ -335,6 +342,7 @@ impl Server {
             }
         }
         let unauthenticated = self.config.unauthenticated_timeout;
+        let idle_connection = self.config.idle_connection_timeout;
         let stale: Vec<ConnId> = self
             .connections
             .iter()
@@ -343,12 +351,13 @@ impl Server {
                 match c.user_index {
                     None => age >= HELLO_TIMEOUT,
                     Some(index) => {
-                        age >= unauthenticated
-                            && self
-                                .registrations
-                                .get(&index)
-                                .is_none_or(|r| r.mapped.is_none())
-                            && !self.calls.is_registered(**id)
+                        let r = self.registrations.get(&index);
+                        let udp = r.filter(|r| r.mapped.is_some()).map(|r| r.last_seen);
+                        let heard = udp.map_or(c.last_heard, |t| t.max(c.last_heard));
+                        now.saturating_duration_since(heard) >= idle_connection
+                            || (age >= unauthenticated
+                                && udp.is_none()
+                                && !self.calls.is_registered(**id))
                     }
                 }
             })

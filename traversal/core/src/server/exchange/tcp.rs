@@ -50,6 +50,7 @@ impl Server {
             Connection {
                 peer: normalize(peer),
                 opened: now,
+                last_heard: now,
                 decoder: FrameDecoder::with_limit(control::MAX_CLIENT_FRAME_LEN),
                 user_index: None,
             },
@@ -84,6 +85,7 @@ impl Server {
         let Some(c) = self.connections.get_mut(&conn) else {
             return;
         };
+        c.last_heard = now;
         if let Err(err) = c.decoder.push(bytes) {
             self.protocol_error(now, conn, &err.to_string());
             return;
