@@ -146,19 +146,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     server_config.alternate_port = true;
     let mut server = Server::new(server_config, secret);
     if let Some(path) = &config.names_file {
-        // Names are written next to the file (atomically, through a temporary file): a
-        // directory that is not there would lose every name, so refuse to start.
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!(
-                    "the names file's directory {} does not exist",
-                    dir.display()
-                ),
-            ));
-        }
+        check_names_file(path)?;
         let names = crate::names_file::read(path)?;
         tracing::info!(names = names.len(), path = %path.display(), "names loaded");
         server.calls_mut().load_names(names);
@@ -212,6 +200,21 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         waker,
         threads: vec![udp_thread, tcp_thread],
     })
+}
+
+/// Names are written next to the names file (atomically, through a temporary file): a
+/// directory that is not there would lose every name, so the server refuses to start.
+pub fn check_names_file(path: &std::path::Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "the names file's directory {} does not exist",
+                dir.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes the names file when a name was bound since the last write (the table is copied

@@ -133,15 +133,6 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key)
-            .with_context(|| format!("loading --cert {}", cert.display()))?,
-        _ => {
-            let state = state_dir(&args)?;
-            ServerIdentity::load_or_create(&state)
-                .with_context(|| format!("the certificate in {}", state.display()))?
-        }
-    };
     let names_file = match (&args.names_file, args.ephemeral_names) {
         (_, true) => None,
         (Some(file), false) => Some(file.clone()),
@@ -149,6 +140,18 @@ fn main() -> anyhow::Result<()> {
             let state = state_dir(&args)?;
             create_state_dir(&state)?;
             Some(state.join("names.txt"))
+        }
+    };
+    if let Some(file) = &names_file {
+        rendezvous::check_names_file(file)?;
+    }
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key)
+            .with_context(|| format!("loading --cert {}", cert.display()))?,
+        _ => {
+            let state = state_dir(&args)?;
+            ServerIdentity::load_or_create(&state)
+                .with_context(|| format!("the certificate in {}", state.display()))?
         }
     };
     tracing::info!(fingerprint = %identity.fingerprint(), "TLS certificate");
