@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,6 +208,32 @@ pub fn in_namespace<T: Send + 'static>(
     })
     .join()
     .map_err(|_| io::Error::other("the thread in the namespace panicked"))?
+}
+
+/// Sends one UDP datagram with a forged source address (a raw socket with our own IPv4
+/// header: needs root, in the calling thread's namespace; see [`in_namespace`]).
+pub fn send_spoofed_udp(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> io::Result<()> {
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::Raw,
+    )?;
+    let udp_len = u16::try_from(8 + payload.len()).map_err(io::Error::other)?;
+    let total = 20 + udp_len;
+    let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    packet[2..4].copy_from_slice(&total.to_be_bytes());
+    packet.extend(from.ip().octets());
+    packet.extend(to.ip().octets());
+    // The kernel fills in the IP checksum; UDP's zero checksum means "none".
+    packet.extend(from.port().to_be_bytes());
+    packet.extend(to.port().to_be_bytes());
+    packet.extend(udp_len.to_be_bytes());
+    packet.extend([0, 0]);
+    packet.extend_from_slice(payload);
+    let dest = socket::SockaddrIn::from(to);
+    socket::sendto(fd.as_raw_fd(), &packet, &dest, socket::MsgFlags::empty())?;
+    Ok(())
 }
 
 /// Shannon entropy of `bytes`, in bits per byte (8 for uniformly random bytes).
