@@ -398,20 +398,27 @@ mod tests {
         .encode(key)
     }
 
+    /// An answer to user 7 that says `mapped`, sealed with `b"k"`.
+    fn answer_to_user_7(mapped: &str, flags: Flags) -> Vec<u8> {
+        let (transaction_id, mapped) = ([5; 12], mapped.parse().unwrap());
+        let answer = UdpMessage::Answer {
+            transaction_id,
+            user_index: 7,
+            mapped,
+            flags,
+        };
+        answer.encode(b"k")
+    }
+
     #[test]
     fn answers_are_never_bigger_than_requests() {
         let request = request_of_user_7(b"k");
-        let answer = UdpMessage::Answer {
-            transaction_id: [1; 12],
-            user_index: 7,
-            mapped: "[2a00::1]:65535".parse().unwrap(),
-            flags: Flags {
-                test_socket: true,
-                to_listed: true,
-                path_challenge: true,
-            },
-        }
-        .encode(b"k");
+        let all = Flags {
+            test_socket: true,
+            to_listed: true,
+            path_challenge: true,
+        };
+        let answer = answer_to_user_7("[2a00::1]:65535", all);
         assert!(request.len() >= REQUEST_LEN);
         assert!(
             answer.len() <= request.len(),
@@ -423,38 +430,23 @@ mod tests {
 
     #[test]
     fn a_path_challenge_is_answered_with_its_transaction_id() {
-        let challenge = UdpMessage::Answer {
-            transaction_id: [5; 12],
-            user_index: 7,
-            mapped: "192.0.2.1:4000".parse().unwrap(),
-            flags: Flags {
-                test_socket: true,
-                to_listed: false,
-                path_challenge: true,
-            },
-        }
-        .encode(b"k");
+        let flags = Flags {
+            test_socket: true,
+            to_listed: false,
+            path_challenge: true,
+        };
+        let challenge = answer_to_user_7("192.0.2.1:4000", flags);
         let response = path_response(&challenge, 7, b"k").unwrap();
         assert_eq!(
             UdpMessage::decode(&response, |_| Some(b"k")).unwrap(),
             UdpMessage::Request {
                 transaction_id: [5; 12],
                 user_index: 7,
-                flags: Flags {
-                    test_socket: true,
-                    to_listed: false,
-                    path_challenge: true,
-                },
+                flags,
             }
         );
         // Not for an ordinary answer, another user or another key.
-        let answer = UdpMessage::Answer {
-            transaction_id: [5; 12],
-            user_index: 7,
-            mapped: "192.0.2.1:4000".parse().unwrap(),
-            flags: Flags::default(),
-        }
-        .encode(b"k");
+        let answer = answer_to_user_7("192.0.2.1:4000", Flags::default());
         assert_eq!(path_response(&answer, 7, b"k"), None);
         assert_eq!(path_response(&challenge, 8, b"k"), None);
         assert_eq!(path_response(&challenge, 7, b"other"), None);

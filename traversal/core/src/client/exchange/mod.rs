@@ -747,13 +747,24 @@ impl Client {
     }
 
     fn send_request(&mut self, socket: Socket, tid: TransactionId, test: bool) {
+        self.send_request_flagged(socket, tid, test, false);
+    }
+
+    /// A request from `socket` (`path_challenge`: the echo of a path challenge, path.rs).
+    fn send_request_flagged(
+        &mut self,
+        socket: Socket,
+        tid: TransactionId,
+        test: bool,
+        path_challenge: bool,
+    ) {
         let contents = UdpMessage::Request {
             transaction_id: tid,
             user_index: self.user_index,
             flags: Flags {
                 test_socket: test,
                 to_listed: false,
-                path_challenge: false,
+                path_challenge,
             },
         }
         .encode(&self.key);

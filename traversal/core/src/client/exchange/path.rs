@@ -4,9 +4,8 @@
 //! to that echo for the answer to the request that was waiting.
 
 use super::lifetime::MeasureStage;
-use super::{Client, Phase, Socket, Transmit};
+use super::{Client, Phase, Socket};
 use crate::stun::TransactionId;
-use crate::wire::{Flags, UdpMessage};
 
 impl Client {
     /// Echoes a path challenge from the socket it reached (see the module's step 4).
@@ -14,21 +13,7 @@ impl Client {
         self.stats.path_challenges += 1;
         let test = socket == Socket::Test;
         self.path_response[usize::from(test)] = Some(tid);
-        let contents = UdpMessage::Request {
-            transaction_id: tid,
-            user_index: self.user_index,
-            flags: Flags {
-                test_socket: test,
-                to_listed: false,
-                path_challenge: true,
-            },
-        }
-        .encode(&self.key);
-        self.transmits.push_back(Transmit {
-            socket,
-            destination: self.config.server,
-            contents,
-        });
+        self.send_request_flagged(socket, tid, test, true);
     }
 
     /// The transaction id an answer on `socket` stands for: the request waiting there when it

@@ -23,26 +23,14 @@ impl Server {
         let open = self.per_source.get(&source).map_or(0, |n| *n as usize);
         if open >= self.config.max_connections_per_ip {
             self.stats.refused_per_address += 1;
-            self.send(
-                conn,
-                &ServerMessage::Error {
-                    code: "too_many_connections".into(),
-                    message: "too many control connections from this address".into(),
-                },
-            );
-            self.tcp.push_back(TcpOutput::Close { conn });
+            let message = "too many control connections from this address";
+            self.refuse_connection(conn, "too_many_connections", message);
             return false;
         }
         if self.connections.len() >= self.config.max_registrations {
             self.stats.refused_full += 1;
-            self.send(
-                conn,
-                &ServerMessage::Error {
-                    code: "server_full".into(),
-                    message: "the server has no room for more registrations".into(),
-                },
-            );
-            self.tcp.push_back(TcpOutput::Close { conn });
+            let message = "the server has no room for more registrations";
+            self.refuse_connection(conn, "server_full", message);
             return false;
         }
         self.connections.insert(
@@ -57,6 +45,12 @@ impl Server {
         );
         *self.per_source.entry(source).or_default() += 1;
         true
+    }
+
+    /// Says why, and closes.
+    fn refuse_connection(&mut self, conn: ConnId, code: &str, message: &str) {
+        self.refuse(conn, code, message);
+        self.tcp.push_back(TcpOutput::Close { conn });
     }
 
     /// A TCP connection closed: its registration is released.
