@@ -248,6 +248,14 @@ mod tests {
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
+    /// A new book in a temporary directory (kept while the first value lives) and its file.
+    fn new_book() -> (tempfile::TempDir, PathBuf, Contacts) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let book = Contacts::open(path.clone()).unwrap();
+        (dir, path, book)
+    }
+
     #[test]
     fn first_call_records_then_same_then_changed_is_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
@@ -286,9 +294,7 @@ mod tests {
 
     #[test]
     fn trust_accepts_a_new_key_and_forget_starts_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let mut book = Contacts::open(path.clone()).unwrap();
+        let (_dir, path, mut book) = new_book();
         book.check("bob", A);
         book.check("carol.x-1", B);
         book.trust("bob", B).unwrap();
@@ -303,10 +309,8 @@ mod tests {
 
     #[test]
     fn a_key_trusted_by_another_process_is_seen_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
         // The engine's book, open for the whole run.
-        let mut engine = Contacts::open(path.clone()).unwrap();
+        let (_dir, path, mut engine) = new_book();
         assert_eq!(engine.check("bob", A), KeyCheck::FirstCall);
         assert!(engine.check("bob", B).is_changed());
         // The app (or `pinhole trust-contact`) trusts the new key in the file.
@@ -324,9 +328,7 @@ mod tests {
     #[test]
     fn the_file_is_readable_only_by_its_owner() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let mut book = Contacts::open(path.clone()).unwrap();
+        let (_dir, path, mut book) = new_book();
         book.check("alice", A);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

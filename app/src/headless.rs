@@ -573,8 +573,15 @@ pub struct TrustServerArgs {
     /// the next connection trusts whatever the server presents, and remembers it.
     #[arg(value_name = "FINGERPRINT")]
     pub fingerprint: Option<String>,
+    #[command(flatten)]
+    pub profile: Profile,
+}
+
+/// Whose trust: the settings file; known-servers.txt and contact-keys.txt are beside it.
+#[derive(Debug, Clone, Args)]
+pub struct Profile {
     /// The settings file (default: $PINHOLE_CONFIG, or settings.toml in the user's config
-    /// directory); known-servers.txt is beside it.
+    /// directory); known-servers.txt and contact-keys.txt are beside it.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 }
@@ -589,10 +596,8 @@ pub struct TrustContactArgs {
     /// forgotten and the next call with NAME remembers the key it brings.
     #[arg(value_name = "KEY")]
     pub key: Option<String>,
-    /// The settings file (default: $PINHOLE_CONFIG, or settings.toml in the user's config
-    /// directory); contact-keys.txt is beside it.
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub profile: Profile,
 }
 
 /// `pinhole trust-server`.
@@ -606,7 +611,7 @@ pub fn trust_contact(args: TrustContactArgs) -> ExitCode {
 }
 
 fn run_trust_server(args: &TrustServerArgs) -> Result<(), Failure> {
-    let path = settings_path(args.config.as_ref())?;
+    let path = settings_path(args.profile.config.as_ref())?;
     let server = ServerAddr::parse(&args.server).map_err(|e| usage(format!("server: {e}")))?;
     let fingerprint = args
         .fingerprint
@@ -623,7 +628,7 @@ fn run_trust_server(args: &TrustServerArgs) -> Result<(), Failure> {
 }
 
 fn run_trust_contact(args: &TrustContactArgs) -> Result<(), Failure> {
-    let path = settings::contacts_path(&settings_path(args.config.as_ref())?);
+    let path = settings::contacts_path(&settings_path(args.profile.config.as_ref())?);
     let mut book = Contacts::open(path.clone()).map_err(|e| failed(e.to_string()))?;
     let name = args.name.trim();
     match &args.key {

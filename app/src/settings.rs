@@ -483,6 +483,13 @@ pub fn save(path: &Path, settings: &Settings) -> Result<(), SettingsError> {
 mod tests {
     use super::*;
 
+    /// A temporary directory (kept while the first value lives) and a settings file in it.
+    fn temp_settings() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        (dir, path)
+    }
+
     fn valid() -> Settings {
         Settings {
             server: "rendezvous.example.org:3478".into(),
@@ -520,8 +527,7 @@ mod tests {
 
     #[test]
     fn a_partial_file_takes_defaults_for_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("settings.toml");
+        let (_dir, path) = temp_settings();
         std::fs::write(&path, "name = \"bob\"\n[advanced]\nframe_ms = 10\n").unwrap();
         let s = load(&path).unwrap().unwrap();
         assert_eq!(s.name, "bob");
@@ -532,8 +538,7 @@ mod tests {
 
     #[test]
     fn a_broken_file_is_an_error_naming_file_and_line_and_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("settings.toml");
+        let (_dir, path) = temp_settings();
         std::fs::write(&path, "name = \"bob\"\nserver = 3478\n").unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("settings.toml"), "{err}");
@@ -549,8 +554,7 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_not_saved() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("settings.toml");
+        let (_dir, path) = temp_settings();
         let mut s = valid();
         s.server = "example.org:99999".into();
         let err = save(&path, &s).unwrap_err().to_string();
@@ -591,36 +595,26 @@ mod tests {
 
     #[test]
     fn bad_server_addresses_say_what_is_wrong() {
-        assert_eq!(ServerAddr::parse(""), Err(AddrError::Empty));
-        assert_eq!(
-            ServerAddr::parse("example.org:"),
-            Err(AddrError::Port(String::new()))
-        );
-        assert_eq!(
-            ServerAddr::parse("example.org:0"),
-            Err(AddrError::Port("0".into()))
-        );
-        assert_eq!(
-            ServerAddr::parse("example.org:http"),
-            Err(AddrError::Port("http".into()))
-        );
-        assert_eq!(ServerAddr::parse("[2001:db8::1"), Err(AddrError::Ipv6));
-        assert_eq!(ServerAddr::parse("2001:db8::zz"), Err(AddrError::Ipv6));
-        assert_eq!(
-            ServerAddr::parse("bad_host:1"),
-            Err(AddrError::Host("bad_host".into()))
-        );
-        assert_eq!(
-            ServerAddr::parse("300.1.2.3"),
-            Err(AddrError::Host("300.1.2.3".into()))
-        );
-        assert!(ServerAddr::parse("-bad.example").is_err());
+        let port = |p: &str| AddrError::Port(p.into());
+        let host = |h: &str| AddrError::Host(h.into());
+        for (text, error) in [
+            ("", AddrError::Empty),
+            ("example.org:", port("")),
+            ("example.org:0", port("0")),
+            ("example.org:http", port("http")),
+            ("[2001:db8::1", AddrError::Ipv6),
+            ("2001:db8::zz", AddrError::Ipv6),
+            ("bad_host:1", host("bad_host")),
+            ("300.1.2.3", host("300.1.2.3")),
+            ("-bad.example", host("-bad.example")),
+        ] {
+            assert_eq!(ServerAddr::parse(text), Err(error), "{text:?}");
+        }
     }
 
     #[test]
     fn a_key_is_created_once_saved_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("settings.toml");
+        let (_dir, path) = temp_settings();
         let mut s = valid();
         let (key, created) = s.ensure_key().unwrap();
         assert!(created);
@@ -688,8 +682,7 @@ mod tests {
 
     #[test]
     fn trusting_a_server_records_or_forgets_its_certificate_and_the_settings_pin() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("settings.toml");
+        let (dir, path) = temp_settings();
         let known = dir.path().join(KNOWN_SERVERS_FILE);
         let server = ServerAddr::parse("Rendezvous.example.org").unwrap();
         let (old, new) = (
@@ -727,8 +720,7 @@ mod tests {
 
     #[test]
     fn the_fingerprint_round_trips_through_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("settings.toml");
+        let (dir, path) = temp_settings();
         let mut s = valid();
         s.server_fingerprint = format!("sha256:{}", "0f".repeat(32));
         save(&path, &s).unwrap();

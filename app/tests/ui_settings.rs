@@ -156,21 +156,8 @@ fn an_unreadable_settings_file_is_reported_and_kept_until_the_user_saves() {
 
 #[test]
 fn test_connection_runs_the_nat_check_off_the_ui_thread_and_shows_the_verdict() {
-    let server = traversal::rendezvous::spawn(traversal::rendezvous::RendezvousConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let first = settings::Settings {
-        name: "bob".into(),
-        server: "127.0.0.1:9".into(),
-        ..Default::default()
-    };
-    settings::save(&path, &first).unwrap();
-    let mut h = harness(PinholeApp::new(path, devices()));
-    h.run();
-    click(&mut h, "Settings");
+    let server = spawn_server();
+    let (_dir, _path, mut h) = settings_view_with_server("127.0.0.1:9");
     type_into(&mut h, "Server", &server.local_addr().to_string());
     click(&mut h, "Test connection");
     // The frame that started it came back at once; the verdict arrives later (bounded).
@@ -181,6 +168,34 @@ fn test_connection_runs_the_nat_check_off_the_ui_thread_and_shows_the_verdict() 
     type_into(&mut h, "Server", "127.0.0.1:9");
     click(&mut h, "Test connection");
     wait_for(&mut h, "Network check failed");
+}
+
+/// A rendezvous server in this process, on a free loopback port.
+fn spawn_server() -> traversal::rendezvous::Rendezvous {
+    let listen = "127.0.0.1:0".parse().unwrap();
+    traversal::rendezvous::spawn(traversal::rendezvous::RendezvousConfig::new(listen)).unwrap()
+}
+
+/// The app as bob with `server` saved, on the Settings view; and where the settings are.
+fn settings_view_with_server(
+    server: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Harness<'static, PinholeApp>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let first = settings::Settings {
+        name: "bob".into(),
+        server: server.into(),
+        ..Default::default()
+    };
+    settings::save(&path, &first).unwrap();
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    click(&mut h, "Settings");
+    (dir, path, h)
 }
 
 /// Runs frames until a label contains `text` (at most 10 s: the checks run on threads).
@@ -198,28 +213,18 @@ fn wait_for(h: &mut Harness<'static, PinholeApp>, text: &str) {
 
 #[test]
 fn the_server_certificate_field_is_checked_and_pins_the_server() {
-    let server = traversal::rendezvous::spawn(traversal::rendezvous::RendezvousConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("settings.toml");
-    let first = settings::Settings {
-        name: "bob".into(),
-        server: server.local_addr().to_string(),
-        ..Default::default()
-    };
-    settings::save(&path, &first).unwrap();
-    let mut h = harness(PinholeApp::new(path.clone(), devices()));
-    h.run();
-    click(&mut h, "Settings");
+    let server = spawn_server();
+    let (_dir, path, mut h) = settings_view_with_server(&server.local_addr().to_string());
 
     // Not a fingerprint: said under the field, and Save does nothing.
     type_into(&mut h, "Server certificate", "sha256:12ab");
     h.get_by_label_contains("has 64 hex digits after `sha256:`; this one has 4");
     click(&mut h, "Save");
     assert_eq!(h.state().view(), View::Settings);
-    assert_eq!(settings::load(&path).unwrap().unwrap().server_fingerprint, "");
+    assert_eq!(
+        settings::load(&path).unwrap().unwrap().server_fingerprint,
+        ""
+    );
 
     // Another certificate's fingerprint: the connection test refuses the server.
     let wrong = format!("sha256:{}", "00".repeat(32));

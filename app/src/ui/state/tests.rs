@@ -63,6 +63,19 @@ fn ended(peer: &str, reason: EndReason, connected: bool) -> Event {
     }
 }
 
+/// An engine started for alice that stopped at `now` with `reason`; the effects of the stop.
+fn stopped(reason: StopReason, now: Instant) -> (AppState, Vec<Effect>) {
+    let mut s = AppState::default();
+    s.engine_started(SERVER.into(), "alice".into());
+    let effects = s.apply(
+        Event::Stopped {
+            reason: Some(reason),
+        },
+        now,
+    );
+    (s, effects)
+}
+
 /// Registered as alice, no call.
 fn registered(now: Instant) -> AppState {
     let mut s = AppState::default();
@@ -200,16 +213,10 @@ fn replaced_waits_for_the_user_to_sign_in_again() {
 #[test]
 fn an_unreachable_server_is_retried_every_5_s_and_on_try_again_now() {
     let now = Instant::now();
-    let mut s = AppState::default();
-    s.engine_started(SERVER.into(), "alice".into());
-    let effects = s.apply(
-        Event::Stopped {
-            reason: Some(StopReason::Unreachable {
-                detail: "connection refused".into(),
-            }),
-        },
-        now,
-    );
+    let unreachable = StopReason::Unreachable {
+        detail: "connection refused".into(),
+    };
+    let (mut s, effects) = stopped(unreachable, now);
     assert_eq!(effects, [Effect::EngineStopped]);
     assert!(!s.engine_due(now + Duration::from_secs(4)));
     assert!(s.engine_due(now + RETRY_AFTER));
@@ -231,14 +238,7 @@ fn a_taken_or_refused_name_is_not_retried() {
         untrusted(),
     ] {
         let now = Instant::now();
-        let mut s = AppState::default();
-        s.engine_started(SERVER.into(), "alice".into());
-        s.apply(
-            Event::Stopped {
-                reason: Some(reason),
-            },
-            now,
-        );
+        let (mut s, _) = stopped(reason, now);
         assert!(matches!(s.link, Link::Failed { retry_at: None, .. }));
         assert!(!s.engine_due(now + Duration::from_secs(3600)));
         // Unless the user asks.
@@ -509,6 +509,20 @@ fn warnings_outside_a_call_are_said_and_races_are_not() {
     s.apply(Event::Warning(Warning::NoCallToAccept), now);
     s.apply(Event::Warning(Warning::AlreadyInCall), now);
     assert!(s.notice.is_none());
+    // Keys of contacts that cannot be read: changed keys cannot be noticed, so it is said.
+    let detail = "contact-keys.txt line 3: `x` is not two words";
+    s.apply(
+        Event::Warning(Warning::Contacts {
+            detail: detail.into(),
+        }),
+        now,
+    );
+    assert!(
+        notice(&s).contains("keys could not be read"),
+        "{}",
+        notice(&s)
+    );
+    assert!(notice(&s).contains("line 3"), "{}", notice(&s));
 }
 
 #[test]
@@ -567,14 +581,7 @@ fn a_known_or_first_key_has_nothing_to_trust() {
 #[test]
 fn a_changed_server_certificate_waits_for_the_user_then_connects_at_once() {
     let now = Instant::now();
-    let mut s = AppState::default();
-    s.engine_started(SERVER.into(), "alice".into());
-    let effects = s.apply(
-        Event::Stopped {
-            reason: Some(untrusted()),
-        },
-        now,
-    );
+    let (mut s, effects) = stopped(untrusted(), now);
     assert_eq!(effects, [Effect::EngineStopped]);
     assert!(
         !s.engine_due(now + Duration::from_secs(3600)),
@@ -602,32 +609,7 @@ fn a_changed_server_certificate_waits_for_the_user_then_connects_at_once() {
     );
     assert!(s.engine_due(later));
     // Only a changed certificate can be trusted.
-    let mut s = AppState::default();
-    s.engine_started(SERVER.into(), "alice".into());
-    s.apply(
-        Event::Stopped {
-            reason: Some(StopReason::NameTaken),
-        },
-        now,
-    );
+    let (mut s, _) = stopped(StopReason::NameTaken, now);
     assert!(s.act(Action::TrustServer, later).is_empty());
     assert!(!s.engine_due(later));
-}
-
-#[test]
-fn an_unreadable_contacts_file_is_said() {
-    let (mut s, now) = registered_now();
-    s.apply(
-        Event::Warning(Warning::Contacts {
-            detail: "contact-keys.txt line 3: `x` is not two words".into(),
-        }),
-        now,
-    );
-    let notice = s
-        .notice
-        .as_ref()
-        .map(|n| n.text.as_str())
-        .unwrap_or_default();
-    assert!(notice.contains("keys could not be read"), "{notice}");
-    assert!(notice.contains("line 3"), "{notice}");
 }
