@@ -263,7 +263,8 @@ fn a_request_from_a_forged_source_does_not_move_the_mapping() {
     let victim_addr = victim.local_addr().unwrap();
     {
         let spoofer = reuse_port_socket(victim_addr).unwrap();
-        for r in &requests[5..] {
+        // Three of them, fresh: the sequence numbers of the first few may be spent already.
+        for r in &requests[5..8] {
             spoofer.send_to(r, server.addr).unwrap();
         }
     }
@@ -282,8 +283,9 @@ fn a_request_from_a_forged_source_does_not_move_the_mapping() {
         "{} relay frames reached the victim",
         frames.len()
     );
+    // No more than a challenge per forged request: nothing is amplified or streamed.
     assert!(
-        got.len() <= 5,
+        got.len() <= 3,
         "the victim got {} datagrams in 3 s: {:02x?}",
         got.len(),
         got.iter().map(|(_, d)| d.len()).collect::<Vec<_>>()
@@ -511,7 +513,8 @@ fn one_address_cannot_hold_the_servers_connections() {
     let mut held: Vec<TcpStream> = (0..60)
         .filter_map(|_| tcp_from("127.0.0.3", server.addr))
         .collect();
-    std::thread::sleep(Duration::from_secs(1));
+    // The refused ones may linger 5 s for a TLS handshake that would tell them why.
+    std::thread::sleep(Duration::from_secs(6));
     let mut open = 0;
     for t in &mut held {
         if !closed_within(t, Duration::from_millis(60)) {
