@@ -129,18 +129,26 @@ impl Client {
 
     /// Like [`Client::expect`], waiting at most `wait`.
     pub fn expect_within(&mut self, kind: &str, wait: Duration) -> Result<Value> {
+        let m = self.next_where(wait, |m| {
+            m["type"] == kind || m["type"] == "error" || m["type"] == "ended"
+        })?;
+        if m["type"] != kind {
+            bail!("waiting for {kind}: {m}");
+        }
+        Ok(m)
+    }
+
+    /// Waits up to `wait` for the next control message for which `want` holds, skipping others.
+    pub fn next_where(&mut self, wait: Duration, want: impl Fn(&Value) -> bool) -> Result<Value> {
         let end = Instant::now() + wait;
         loop {
             while let Some(m) = self.decoder.next_message::<Value>()? {
-                if m["type"] == kind {
+                if want(&m) {
                     return Ok(m);
-                }
-                if m["type"] == "error" || m["type"] == "ended" {
-                    bail!("waiting for {kind}: {m}");
                 }
             }
             if Instant::now() > end {
-                bail!("no {kind} within {wait:?}");
+                bail!("no such message within {wait:?}");
             }
             let mut buf = [0u8; 4096];
             match self.tcp.read(&mut buf) {
@@ -187,6 +195,15 @@ impl Client {
 
     /// Binds `name` to `key` (signing the server's challenge).
     pub fn register(&mut self, name: &str, key: &SigningKey) -> Result<()> {
+        let answer = self.register_answer(name, key)?;
+        if answer["type"] != "registered" {
+            bail!("registering {name}: {answer}");
+        }
+        Ok(())
+    }
+
+    /// Asks to bind `name` to `key`; the server's answer, `registered` or `error`.
+    pub fn register_answer(&mut self, name: &str, key: &SigningKey) -> Result<Value> {
         let signature = key.sign(&registration_message(name, &self.challenge));
         self.send(&json!({
             "type": "register",
@@ -194,8 +211,7 @@ impl Client {
             "public_key": hex(key.verifying_key().as_bytes()),
             "signature": hex(&signature.to_bytes()),
         }))?;
-        self.expect("registered")?;
-        Ok(())
+        self.next_where(WAIT, |m| m["type"] == "registered" || m["type"] == "error")
     }
 
     /// The media socket's address (its candidate on loopback).

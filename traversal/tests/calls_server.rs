@@ -8,37 +8,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signer, SigningKey};
-use pinhole_tests::scripted::connect_tls;
+use ed25519_dalek::SigningKey;
+use pinhole_tests::scripted::{Client, connect_tls};
 use pinhole_tests::{Place, Rendezvous};
 use serde_json::{Value, json};
-use traversal::calls::registration_message;
 use traversal::channel;
 use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
 use traversal::server::{hex, unhex};
-use traversal::tls::{BlockingStream, Fingerprint};
-use traversal::wire::{self, Flags, UdpMessage};
+use traversal::tls::Fingerprint;
 
 /// The real server on loopback with `extra` flags, from its ready line; killed when dropped.
 fn start_server(extra: &[&str]) -> Rendezvous {
     Rendezvous::start_at(Place::Local, "127.0.0.1:0", extra)
 }
 
-/// A scripted client: the control connection and the media socket.
+/// A scripted client ([`Client`]: TLS pinned to the server, hello, keepalive) with the
+/// relay's helpers.
 struct Peer {
-    server: SocketAddr,
-    tcp: BlockingStream,
-    decoder: FrameDecoder,
-    udp: UdpSocket,
-    user_index: u32,
-    key: Vec<u8>,
-    mask: u64,
-    sequence: u64,
-    challenge: Vec<u8>,
+    client: Client,
 }
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -46,118 +37,28 @@ const WAIT: Duration = Duration::from_secs(5);
 impl Peer {
     /// Connects, says hello, and registers the media socket's mapping (no name yet).
     fn connect(rendezvous: &Rendezvous) -> Peer {
-        let server = rendezvous.addr;
-        let tcp = connect_tls(rendezvous, Duration::from_millis(50)).unwrap();
-        let access = tcp.sock.local_addr().unwrap();
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut peer = Peer {
-            server,
-            tcp,
-            decoder: FrameDecoder::new(),
-            udp,
-            user_index: 0,
-            key: Vec::new(),
-            mask: 0,
-            sequence: 0,
-            challenge: Vec::new(),
-        };
-        peer.send(&json!({"type": "hello", "version": PROTOCOL_VERSION, "access": access}));
-        let welcome = peer.expect("welcome");
-        peer.user_index = u32::try_from(welcome["user_index"].as_u64().unwrap()).unwrap();
-        peer.key = unhex(welcome["key"].as_str().unwrap()).unwrap();
-        peer.mask = wire::sequence_mask(&peer.key);
-        peer.challenge = unhex(welcome["challenge"].as_str().expect("a challenge")).unwrap();
-        assert_eq!(peer.challenge.len(), 32);
-        peer.keepalive();
-        peer
+        Peer {
+            client: Client::connect(rendezvous).unwrap(),
+        }
     }
 
     /// Sends `Register` for `name`, signed with `key`, and returns the answer.
     fn register(&mut self, name: &str, key: &SigningKey) -> Value {
-        let signature = key.sign(&registration_message(name, &self.challenge));
-        self.send(&json!({
-            "type": "register",
-            "name": name,
-            "public_key": hex(key.verifying_key().as_bytes()),
-            "signature": hex(&signature.to_bytes()),
-        }));
-        self.next(|m| m["type"] == "registered" || m["type"] == "error")
+        self.client.register_answer(name, key).unwrap()
     }
 
     fn send(&mut self, message: &Value) {
-        self.tcp.write_all(&control::encode(message)).unwrap();
-        self.tcp.flush().unwrap();
-    }
-
-    /// The next control message for which `want` holds (others are skipped).
-    fn next(&mut self, want: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + WAIT;
-        loop {
-            while let Some(m) = self.decoder.next_message::<Value>().unwrap() {
-                if want(&m) {
-                    return m;
-                }
-            }
-            assert!(Instant::now() < end, "no such message within {WAIT:?}");
-            let mut buf = [0u8; 4096];
-            match self.tcp.read(&mut buf) {
-                Ok(0) => panic!("the server closed the control connection"),
-                Ok(n) => self.decoder.push(&buf[..n]).unwrap(),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
+        self.client.send(message).unwrap();
     }
 
     fn expect(&mut self, kind: &str) -> Value {
-        self.next(|m| m["type"] == kind)
-    }
-
-    /// An authenticated request from the media socket, until the server answers it.
-    fn keepalive(&mut self) {
-        for _ in 0..50 {
-            self.sequence += 1;
-            let request = UdpMessage::Request {
-                transaction_id: wire::sequenced_tid(self.mask, self.sequence, [1, 2, 3, 4]),
-                user_index: self.user_index,
-                flags: Flags::default(),
-            }
-            .encode(&self.key);
-            self.udp.send_to(&request, self.server).unwrap();
-            let end = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < end {
-                let mut buf = [0u8; 1500];
-                let Ok((n, _)) = self.udp.recv_from(&mut buf) else {
-                    continue;
-                };
-                let key = self.key.clone();
-                let index = self.user_index;
-                // A new address proves it receives (return routability) before it counts.
-                if let Some(response) = wire::path_response(&buf[..n], index, &key) {
-                    self.udp.send_to(&response, self.server).unwrap();
-                    continue;
-                }
-                if let Ok(UdpMessage::Answer { .. }) =
-                    UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key.as_slice()))
-                {
-                    return;
-                }
-            }
-        }
-        panic!("no answer to the keepalive");
+        self.client.next_where(WAIT, |m| m["type"] == kind).unwrap()
     }
 
     /// A relay frame on `channel` with this party's relay `token`.
     fn relay_send(&self, channel: u16, token: Token, payload: &[u8]) {
-        self.udp
-            .send_to(&relay_frame(channel, token, payload), self.server)
-            .unwrap();
+        let frame = relay_frame(channel, token, payload);
+        self.client.udp.send_to(&frame, self.client.server).unwrap();
     }
 
     /// The next relay frame within `wait`, from the server.
@@ -165,10 +66,12 @@ impl Peer {
         let end = Instant::now() + wait;
         while Instant::now() < end {
             let mut buf = [0u8; 1500];
-            let Ok((n, from)) = self.udp.recv_from(&mut buf) else {
+            let Ok((n, from)) = self.client.udp.recv_from(&mut buf) else {
                 continue;
             };
-            if from == self.server && channel::classify(&buf[..n]) == channel::Kind::ChannelData {
+            if from == self.client.server
+                && channel::classify(&buf[..n]) == channel::Kind::ChannelData
+            {
                 return Some(buf[..n].to_vec());
             }
         }
@@ -176,7 +79,7 @@ impl Peer {
     }
 
     fn mapped(&self) -> SocketAddr {
-        self.udp.local_addr().unwrap()
+        self.client.mapped().unwrap()
     }
 
     /// Waits for `ended` and returns its call id and reason.

@@ -21,6 +21,13 @@ fn start_server(extra: &[&str]) -> Rendezvous {
     Rendezvous::start_at(Place::Local, "127.0.0.1:0", extra)
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn binding(socket: &UdpSocket, server: SocketAddr, tid: [u8; 12]) -> Option<SocketAddr> {
     socket
         .send_to(&stun::encode_binding_request(&tid), server)
@@ -69,10 +76,7 @@ fn plain_stun_binding_is_answered_and_junk_is_survived() {
 #[test]
 fn the_exchange_runs_against_the_binary_and_sigterm_stops_it() {
     let mut server = start_server(&["--idle-timeout", "30"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let options = Options {
             keepalive_interval: Some(Duration::from_millis(300)),
@@ -157,10 +161,7 @@ fn help_explains_every_flag() {
 #[test]
 fn a_full_server_refuses_with_an_error() {
     let server = start_server(&["--max-registrations", "1"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let addr = server.addr.to_string();
         let options = || Options {
@@ -179,10 +180,7 @@ fn a_full_server_refuses_with_an_error() {
 #[test]
 fn sigterm_with_clients_still_registered_exits_cleanly() {
     let mut server = start_server(&[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut driver = rt.block_on(async {
         let options = Options {
             trust: server.trust(),
@@ -205,10 +203,7 @@ fn sigterm_with_clients_still_registered_exits_cleanly() {
 
 /// Connects to `server` under `trust`: the verdict, or why not.
 fn connect(server: &str, trust: &ClientTrust) -> Result<(), DriverError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let options = Options {
             trust: trust.clone(),
