@@ -1,6 +1,8 @@
 //! The desktop app on the REAL engine, on 127.0.0.1: it registers, calls `echo` with Enter,
 //! reaches the in-call view with live statistics (packets received back, path, RTT), and Esc
 //! hangs up back to the main view. Audio is a tone in and nothing out (no sound card needed).
+//! Trust: a server whose certificate is not the remembered one is refused until the user trusts
+//! it; a caller whose key changed is a warning until the user trusts the new key.
 //!
 //! The server is the real `pinhole-rendezvous` through `pinhole_tests::Rendezvous` (built by
 //! `cargo build --workspace --bins`, which the test command runs first), or the one built into
@@ -24,7 +26,11 @@ type App = Harness<'static, PinholeApp>;
 /// The app, named alice, on the real engine with `server` (`None`: the one built into the
 /// app), sending `input` and playing nothing; its settings file in a fresh directory.
 fn app(server: Option<SocketAddr>, input: SourceSpec) -> (App, PathBuf, TempDir) {
-    let dir = TempDir::new("ui-real");
+    app_in(TempDir::new("ui-real"), server, input)
+}
+
+/// [`app`] with its settings in `dir` (which may already hold known servers and contacts).
+fn app_in(dir: TempDir, server: Option<SocketAddr>, input: SourceSpec) -> (App, PathBuf, TempDir) {
     let path = dir.join("settings.toml");
     let s = Settings {
         name: "alice".into(),
@@ -288,4 +294,57 @@ fn a_missing_microphone_is_said_in_words() {
         "No microphone could be opened (no audio input device named \"no such microphone\"). \
          Pick another one in Settings."
     );
+}
+
+#[test]
+fn a_changed_certificate_and_a_changed_key_wait_for_the_user() {
+    let server = Rendezvous::start("127.0.0.1:0");
+    let real = server.fingerprint().to_string();
+    let dir = TempDir::new("ui-trust");
+    // Remembered from an earlier run: another certificate for this server, another key for bob.
+    let other = format!("sha256:{}", "00".repeat(32));
+    std::fs::write(
+        dir.join("known-servers.txt"),
+        format!("{} {other}\n", server.addr),
+    )
+    .unwrap();
+    let old_key = "cd".repeat(32);
+    std::fs::write(dir.join("contact-keys.txt"), format!("bob {old_key}\n")).unwrap();
+    let (mut h, _, dir) = app_in(dir, Some(server.addr), SourceSpec::Tone { hz: 440.0 });
+
+    run_until(&mut h, 15, "the certificate refused", |h| {
+        h.query_by_label("Trust the new certificate").is_some()
+    });
+    h.get_by_label_contains(&format!("The certificate of {} changed", server.addr));
+    h.get_by_label_contains(&real);
+    h.get_by_label("Trust the new certificate").click();
+    registered(&mut h);
+    let known = std::fs::read_to_string(dir.join("known-servers.txt")).unwrap();
+    assert_eq!(known, format!("{} {real}\n", server.addr));
+
+    // bob calls with his key, not the one remembered: a warning, and the code, until trusted.
+    let bob = bob(server.addr);
+    assert!(bob.send(pinhole::engine::Command::Call("alice".into())));
+    run_until(&mut h, 10, "ringing", |h| {
+        h.state().view() == View::Incoming
+    });
+    h.get_by_label("Accept").click();
+    run_until(&mut h, 10, "in the call", |h| {
+        h.state().view() == View::InCall
+    });
+    h.get_by_label_contains("bob's key changed since your last call");
+    h.get_by_label("Compare with bob:");
+    h.get_by_label("Trust the new key").click();
+    h.run();
+    h.get_by_label("You trust bob's new key from now on.");
+    let bob_key = hex(&ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+        .verifying_key()
+        .to_bytes());
+    let book = pinhole::contacts::Contacts::open(dir.join("contact-keys.txt")).unwrap();
+    assert_eq!(book.get("bob"), Some(bob_key.as_str()));
+    bob.send(pinhole::engine::Command::HangUp);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
