@@ -412,21 +412,7 @@ pub fn server_name(server: &str) -> Result<ServerName<'static>, String> {
 
 /// The client configuration for one connection to `server` (`host:port`) under `trust`.
 pub fn client_config(server: &str, trust: &ClientTrust) -> Result<rustls::ClientConfig, String> {
-    let roots = system_roots();
-    let webpki = if roots.is_empty() {
-        None
-    } else {
-        WebPkiServerVerifier::builder_with_provider(roots, provider())
-            .build()
-            .map_err(|e| tracing::debug!("no CA verifier: {e}"))
-            .ok()
-    };
-    let verifier = TrustVerifier {
-        server: server.to_ascii_lowercase(),
-        trust: trust.clone(),
-        webpki,
-        algorithms: provider().signature_verification_algorithms,
-    };
+    let verifier = TrustVerifier::new(server, trust, system_roots());
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
@@ -492,6 +478,24 @@ struct TrustVerifier {
 }
 
 impl TrustVerifier {
+    /// For `server` (`host:port`) under `trust`, with `roots` for CA-signed certificates.
+    fn new(server: &str, trust: &ClientTrust, roots: Arc<RootCertStore>) -> Self {
+        let webpki = if roots.is_empty() {
+            None
+        } else {
+            WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| tracing::debug!("no CA verifier: {e}"))
+                .ok()
+        };
+        TrustVerifier {
+            server: server.to_ascii_lowercase(),
+            trust: trust.clone(),
+            webpki,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+
     fn changed(&self, pinned: Fingerprint, presented: Fingerprint) -> rustls::Error {
         rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
             CertificateChanged {
@@ -597,16 +601,66 @@ mod tests {
         trust: &ClientTrust,
         identity: &ServerIdentity,
     ) -> Result<(), rustls::Error> {
-        let verifier = TrustVerifier {
-            server: server.to_string(),
-            trust: trust.clone(),
-            webpki: None,
-            algorithms: provider().signature_verification_algorithms,
-        };
+        verify_under(
+            Arc::new(RootCertStore::empty()),
+            server,
+            trust,
+            identity.certificate(),
+        )
+    }
+
+    /// Like [`verify`], with `roots` as the system's CAs, for the certificate `cert`.
+    fn verify_under(
+        roots: Arc<RootCertStore>,
+        server: &str,
+        trust: &ClientTrust,
+        cert: &CertificateDer<'_>,
+    ) -> Result<(), rustls::Error> {
+        let verifier = TrustVerifier::new(server, trust, roots);
         let name = server_name(server).unwrap();
         verifier
-            .verify_server_cert(identity.certificate(), &[], &name, &[], UnixTime::now())
+            .verify_server_cert(cert, &[], &name, &[], UnixTime::now())
             .map(|_| ())
+    }
+
+    #[test]
+    fn a_ca_signed_certificate_for_the_name_is_accepted_without_a_record() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["rendezvous.example".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let roots = Arc::new(roots);
+        let dir = temp_dir("ca");
+        let known = dir.join("known_servers");
+        let trust = ClientTrust {
+            pinned: None,
+            known_servers: Some(known.clone()),
+        };
+        verify_under(roots.clone(), "rendezvous.example:3478", &trust, leaf.der()).unwrap();
+        assert!(!known.exists(), "a CA-signed certificate is not recorded");
+        // For another name the CA does not vouch: trust on first use, recorded.
+        verify_under(roots.clone(), "other.example:3478", &trust, leaf.der()).unwrap();
+        let recorded = KnownServers::load(&known).unwrap();
+        assert_eq!(
+            recorded.get("other.example:3478"),
+            Some(Fingerprint::of(leaf.der()))
+        );
+        // A pin overrides the CA.
+        let pinned = ClientTrust {
+            pinned: Some(Fingerprint::of(b"another")),
+            known_servers: None,
+        };
+        let refused = verify_under(roots, "rendezvous.example:3478", &pinned, leaf.der());
+        assert!(certificate_changed(&refused.unwrap_err()).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn changed(result: Result<(), rustls::Error>) -> CertificateChanged {

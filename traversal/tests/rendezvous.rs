@@ -275,3 +275,33 @@ fn start_server_on(addr: &str) -> Rendezvous {
         }
     }
 }
+
+#[test]
+fn a_server_given_a_certificate_serves_it() {
+    let dir = std::env::temp_dir().join(format!("pinhole-given-cert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let identity = traversal::tls::ServerIdentity::load_or_create(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let server = start_server(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(server.fingerprint(), identity.fingerprint());
+    connect(&server.addr.to_string(), &server.trust()).unwrap();
+    // A key that is not the certificate's: the server says so and does not start.
+    let other = dir.join("other");
+    traversal::tls::ServerIdentity::load_or_create(&other).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pinhole-rendezvous"))
+        .args(["--listen", "127.0.0.1:0", "--ephemeral-names", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(other.join("key.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("do not go together"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
