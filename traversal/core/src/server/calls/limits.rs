@@ -1,8 +1,9 @@
 //! What one sender may ask of the call router, so that no stranger can turn it against a user.
 //!
 //! - Calls: per connection, per caller key and per source address ([`Source`]: an IPv4
-//!   address or an IPv6 /64). Rings: per (caller key, callee name) and per callee name from
-//!   everyone together, so the `incoming` a user gets is bounded however many strangers call.
+//!   address or an IPv6 /64). Rings: per (caller key, callee name), per (caller address,
+//!   callee name) and per callee name from everyone together, so the `incoming` a user gets is
+//!   bounded however many strangers call.
 //!   A `ringing` is passed on once per call. What is over a limit is refused to the sender
 //!   (`error` `rate_limited`, and `ended` `server_error` for a call) and never reaches anyone
 //!   else: one connection's burst cannot fill another's queue.
@@ -41,7 +42,10 @@ pub struct LimitsConfig {
     pub calls_per_address: Limit,
     /// Rings from one caller key to one callee name.
     pub rings_per_pair: Limit,
-    /// Rings to one callee name, from everyone.
+    /// Rings from one address (any keys) to one callee name.
+    pub rings_per_address_and_callee: Limit,
+    /// Rings to one callee name, from everyone together: a flood guard for the callee's
+    /// connection, high enough that keeping it empty takes many addresses.
     pub rings_per_callee: Limit,
     /// A ring from a caller that rang the same callee less than this long before yields to
     /// other callers.
@@ -67,7 +71,8 @@ impl Default for LimitsConfig {
             calls_per_key: Limit::new(10, s(3)),
             calls_per_address: Limit::new(20, s(1)),
             rings_per_pair: Limit::new(3, s(100)),
-            rings_per_callee: Limit::new(10, s(3)),
+            rings_per_address_and_callee: Limit::new(6, s(30)),
+            rings_per_callee: Limit::new(20, s(1)),
             repeat_ring_window: s(600),
             repeat_rings_per_address: 3,
             registrations_per_connection: Limit::new(3, s(5)),
@@ -86,6 +91,7 @@ impl LimitsConfig {
             calls_per_key: Limit::NONE,
             calls_per_address: Limit::NONE,
             rings_per_pair: Limit::NONE,
+            rings_per_address_and_callee: Limit::NONE,
             rings_per_callee: Limit::NONE,
             repeat_ring_window: Duration::ZERO,
             repeat_rings_per_address: u32::MAX,
@@ -119,6 +125,7 @@ pub(super) struct Limits {
     calls_per_key: Table<[u8; 32]>,
     calls_per_address: Table<Source>,
     rings_per_pair: Table<u128>,
+    rings_per_address_and_callee: Table<u128>,
     rings_per_callee: Table<u128>,
     registrations_per_address: Table<Source>,
     new_names_per_address: Table<Source>,
@@ -139,6 +146,10 @@ impl Limits {
             calls_per_key: Table::new(config.calls_per_key, TABLE_CAP),
             calls_per_address: Table::new(config.calls_per_address, TABLE_CAP),
             rings_per_pair: Table::new(config.rings_per_pair, TABLE_CAP),
+            rings_per_address_and_callee: Table::new(
+                config.rings_per_address_and_callee,
+                TABLE_CAP,
+            ),
             rings_per_callee: Table::new(config.rings_per_callee, TABLE_CAP),
             registrations_per_address: Table::new(config.registrations_per_address, TABLE_CAP),
             new_names_per_address: Table::new(config.new_names_per_address, TABLE_CAP),
@@ -175,6 +186,7 @@ impl Limits {
         self.calls_per_key.sweep(now);
         self.calls_per_address.sweep(now);
         self.rings_per_pair.sweep(now);
+        self.rings_per_address_and_callee.sweep(now);
         self.rings_per_callee.sweep(now);
         self.registrations_per_address.sweep(now);
         self.new_names_per_address.sweep(now);
@@ -191,6 +203,7 @@ impl Limits {
             + self.calls_per_key.memory_estimate()
             + self.calls_per_address.memory_estimate()
             + self.rings_per_pair.memory_estimate()
+            + self.rings_per_address_and_callee.memory_estimate()
             + self.rings_per_callee.memory_estimate()
             + self.registrations_per_address.memory_estimate()
             + self.new_names_per_address.memory_estimate()
@@ -313,14 +326,17 @@ impl Calls {
             }
             preempt = Some(key);
         }
-        if !(self.limits.rings_per_pair.has(now, pair)
-            && self.limits.rings_per_callee.has(now, to_callee))
+        let limits = &mut self.limits;
+        if !(limits.rings_per_pair.has(now, pair)
+            && limits.rings_per_address_and_callee.has(now, from_address)
+            && limits.rings_per_callee.has(now, to_callee))
         {
             self.refuse_call(conn, call_id, "too many rings to this name: wait a moment");
             return Ring::Refused;
         }
-        self.limits.rings_per_pair.take(now, pair);
-        self.limits.rings_per_callee.take(now, to_callee);
+        limits.rings_per_pair.take(now, pair);
+        limits.rings_per_address_and_callee.take(now, from_address);
+        limits.rings_per_callee.take(now, to_callee);
         if self.limits.last_rings.len() + 2 > TABLE_CAP {
             self.limits.sweep(now);
         }

@@ -142,7 +142,7 @@ fn a_burst_of_call_and_hang_up_aimed_at_a_name_reaches_it_within_its_budget() {
 #[test]
 fn strangers_together_ring_a_user_at_most_its_cap() {
     // 1,300-1,500 incoming a second reached a victim. Now 40 strangers (own keys, own
-    // addresses) get 10 rings through at once, then one every 3 s.
+    // addresses) get 20 rings through at once, then one a second.
     let mut t = T::new();
     t.join(1, ip(1), "bob", 1);
     let mut rang = 0;
@@ -154,11 +154,32 @@ fn strangers_together_ring_a_user_at_most_its_cap() {
         t.calls.hang_up(conn, 1);
         t.drain();
     }
-    assert_eq!(rang, 10);
-    // The eleventh stranger waits 3 s; no one needs to wait longer.
-    t.advance(Duration::from_secs(3));
-    let eleventh = t.call(20, 2, "bob");
-    assert_eq!(count(&eleventh, 1, incoming), 1);
+    assert_eq!(rang, 20);
+    // The 21st stranger waits a second.
+    t.advance(Duration::from_secs(1));
+    let next = t.call(30, 2, "bob");
+    assert_eq!(count(&next, 1, incoming), 1);
+}
+
+#[test]
+fn one_address_with_many_keys_rings_a_user_within_its_budget() {
+    // 5 keys from one address (its quota of new names), each ringing twice: 6 rings, then one
+    // every 30 s.
+    let mut t = T::new();
+    t.join(1, ip(1), "bob", 1);
+    let mut rang = 0;
+    for n in 0..5u8 {
+        let conn = 10 + ConnId::from(n);
+        t.join(conn, ip(7), &format!("k{n}"), 20 + n);
+        for id in 1..=2 {
+            rang += count(&t.call(conn, id, "bob"), 1, incoming);
+            t.calls.hang_up(conn, id);
+            t.drain();
+        }
+    }
+    assert_eq!(rang, 6);
+    t.advance(Duration::from_secs(30));
+    assert_eq!(count(&t.call(14, 3, "bob"), 1, incoming), 1);
 }
 
 #[test]
