@@ -20,6 +20,12 @@
 //!   direction's token bucket, and only to the other party's registered mapped address (the
 //!   sender's own for the echo service). One hash lookup by source address decides.
 //!
+//! - Per-sender limits (`limits.rs`): calls, rings and registrations per connection, caller key
+//!   and source address, names per key and new names per address; what is over a limit is
+//!   refused to its sender (`rate_limited`) and never reaches anyone else. A repeated ring
+//!   yields to another caller. Names are compared by their confusable skeleton
+//!   ([`name_skeleton`]).
+//!
 //! Memory is bounded: one entry per control connection (bounded by the server), at most one
 //! call per client, two relay routes per call, and at most [`CallsConfig::max_names`] names.
 //!

@@ -20,7 +20,10 @@
 //!   expiry; probes through a mapping on request ([`ClientMessage::Probe`], the patent's P7).
 //! - A request may move a mapping to a new address only if its sequence number (masked in
 //!   the transaction id, see [`crate::wire::sequence_mask`]) is higher than any seen: replayed
-//!   requests are dropped and counted.
+//!   requests are dropped and counted. And it moves only once that address has echoed a path
+//!   challenge (return routability, `path.rs`), the first mapping too: a request with a
+//!   forged source address moves nothing. Probes are paced per registration
+//!   ([`Config::probes`]).
 //! - With `alternate_port`, a probe can leave from the driver's second socket (RFC 5780's
 //!   filtering test): [`Transmit::from_alternate`].
 //! - Plain RFC 8489 Binding Requests get a plain answer; drivers call
