@@ -147,6 +147,7 @@ fn report(peer: &str) -> CallReport {
             jitter_ms: 1.5,
             replayed: 0,
             forged: 0,
+            from_strangers: 0,
         },
         e2e: "AEAD_AES_128_GCM",
         sas: Some("123 456".into()),

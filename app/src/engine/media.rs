@@ -79,6 +79,9 @@ pub struct RtpReport {
     /// Packets dropped because their authentication tag did not verify: tampered, or not
     /// sent by the peer.
     pub forged: u64,
+    /// Datagrams dropped before decryption during the call: not from the peer's proven
+    /// address nor the call's relay, or relay frames without our token.
+    pub from_strangers: u64,
 }
 
 /// A call's figures: the `Stats` event every second, and the report when it ends (one JSON line
@@ -155,6 +158,7 @@ pub struct MediaCall {
     path_changes: u32,
     audio_errors: u64,
     dropped: u64,
+    strangers: u64,
     finished: bool,
 }
 
@@ -252,6 +256,7 @@ impl MediaCall {
             path_changes: 0,
             audio_errors: 0,
             dropped: 0,
+            strangers: 0,
             finished: false,
         })
     }
@@ -383,6 +388,11 @@ impl MediaCall {
         }
     }
 
+    /// A datagram the phone dropped during the call (see [`RtpReport::from_strangers`]).
+    pub fn count_stranger(&mut self) {
+        self.strangers += 1;
+    }
+
     /// SRTP or SRTCP of this call, already told apart from everything else on the media socket
     /// (by the phone: [`traversal::phone::Received::Media`]): opened, then played. What does
     /// not open (replayed, forged, malformed) is dropped and counted.
@@ -420,6 +430,7 @@ impl MediaCall {
                 jitter_ms: round3(stats.received.jitter.as_secs_f64() * 1000.0),
                 replayed: srtp.replayed,
                 forged: srtp.forged,
+                from_strangers: self.strangers + self.dropped,
             },
             e2e: self.security.suite,
             sas: self.security.sas.clone(),

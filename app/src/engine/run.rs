@@ -392,10 +392,16 @@ impl Driver {
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, len: usize, buf: &[u8]) {
         let bytes = &buf[..len];
-        if let Received::Media(media) = self.phone.handle_datagram(now, from, bytes)
-            && let Some(call) = &mut self.media
-        {
-            call.call.handle_media(now, media);
+        let Some(call) = &mut self.media else {
+            let _ = self.phone.handle_datagram(now, from, bytes);
+            return;
+        };
+        match self.phone.handle_datagram(now, from, bytes) {
+            Received::Media(media) => call.call.handle_media(now, media),
+            // During a call: from an address that is not the peer's or the relay's, or a relay
+            // frame without our token. Counted in the report, never played.
+            Received::Dropped => call.call.count_stranger(),
+            Received::Consumed => {}
         }
     }
 
