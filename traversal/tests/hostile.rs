@@ -41,6 +41,17 @@ fn user(server: &Rendezvous, name: &str, seed: u8) -> Client {
     c
 }
 
+/// A server and one registered client per name (keys 1, 2, 3... in order).
+fn users<const N: usize>(names: [&str; N]) -> (Rendezvous, [Client; N]) {
+    let server = server();
+    let mut seed = 0;
+    let clients = names.map(|name| {
+        seed += 1;
+        user(&server, name, seed)
+    });
+    (server, clients)
+}
+
 /// The answer to a `register` of `name` with key `seed` on a new connection: `registered`,
 /// or the error.
 fn try_register(server: &Rendezvous, name: &str, seed: u8) -> Result<(), String> {
@@ -186,9 +197,7 @@ fn the_control_port_answers_no_plaintext_hello() {
 /// sender, frames with any other token, on any channel, reach nobody.
 #[test]
 fn relay_frames_without_the_senders_token_reach_nobody() {
-    let server = server();
-    let mut alice = user(&server, "alice", 1);
-    let mut bob = user(&server, "bob", 2);
+    let (server, [mut alice, mut bob]) = users(["alice", "bob"]);
     let (channel, alice_token, bob_token) = relayed_call(&mut alice, &mut bob, "bob", 7);
     assert_ne!(alice_token, bob_token);
     // The real thing goes through, its token rewritten to the receiver's.
@@ -241,9 +250,7 @@ fn relay_frames_without_the_senders_token_reach_nobody() {
 /// sender.
 #[test]
 fn a_request_from_a_forged_source_does_not_move_the_mapping() {
-    let server = server();
-    let mut alice = user(&server, "alice", 1);
-    let mut bob = user(&server, "bob", 2);
+    let (server, [mut alice, mut bob]) = users(["alice", "bob"]);
     let (channel, _, bob_token) = relayed_call(&mut alice, &mut bob, "bob", 7);
     let send_media = |bob: &Client, text: &[u8]| {
         bob.udp
@@ -303,10 +310,7 @@ fn a_request_from_a_forged_source_does_not_move_the_mapping() {
 /// (`rate_limited`); the victim's connection stays open and a legitimate call reaches it.
 #[test]
 fn a_burst_of_calls_does_not_disconnect_the_victim() {
-    let server = server();
-    let mut victim = user(&server, "victim", 1);
-    let mut mallory = user(&server, "mallory", 2);
-    let mut carol = user(&server, "carol", 3);
+    let (_server, [mut victim, mut mallory, mut carol]) = users(["victim", "mallory", "carol"]);
     // The victim does not read while the burst goes.
     let cut_off = burst(&mut mallory, "victim", 200);
     std::thread::sleep(Duration::from_secs(2));
@@ -335,9 +339,7 @@ fn a_burst_of_calls_does_not_disconnect_the_victim() {
 /// stranger.
 #[test]
 fn ringing_a_user_is_rate_limited() {
-    let server = server();
-    let mut victim = user(&server, "victim", 1);
-    let mut mallory = user(&server, "mallory", 2);
+    let (_server, [mut victim, mut mallory]) = users(["victim", "mallory"]);
     let cut_off = burst(&mut mallory, "victim", 500);
     let (rings, _, closed) = collect(&mut victim, "incoming", Duration::from_secs(3));
     assert!(!closed, "the victim's connection closed");
@@ -370,10 +372,7 @@ fn burst(attacker: &mut Client, to: &str, count: u64) -> bool {
 /// Protected: a stranger who rings the same user again yields the line to another caller.
 #[test]
 fn a_stranger_ringing_again_does_not_keep_the_user_busy() {
-    let server = server();
-    let mut victim = user(&server, "victim", 1);
-    let mut mallory = user(&server, "mallory", 2);
-    let mut carol = user(&server, "carol", 3);
+    let (_server, [mut victim, mut mallory, mut carol]) = users(["victim", "mallory", "carol"]);
     // Mallory rings, gives up, rings again and leaves it ringing.
     mallory.send(&call_message(1, "victim", &[])).unwrap();
     assert!(incoming_from(&mut victim, "mallory", Duration::from_secs(5)).is_some());
@@ -398,10 +397,7 @@ fn a_stranger_ringing_again_does_not_keep_the_user_busy() {
 /// sender (`rate_limited`, or its connection closed) long before 500, and others' calls go on.
 #[test]
 fn repeated_registrations_are_rate_limited() {
-    let server = server();
-    let mut victim = user(&server, "victim", 1);
-    let mut carol = user(&server, "carol", 3);
-    let mut mallory = user(&server, "mallory", 2);
+    let (_server, [mut victim, mut mallory, mut carol]) = users(["victim", "mallory", "carol"]);
     for _ in 0..500 {
         // The same valid registration again and again (the signature is checked each time
         // unless refused first).
