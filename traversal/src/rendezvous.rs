@@ -34,11 +34,13 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
-use crate::server::{self, ConnId, Server, Stats, TcpOutput};
+use crate::server::{self, Server, Stats, TcpOutput};
 use crate::tls::{Fingerprint, ServerIdentity};
 use crate::{stun, udp_batch};
 
+mod conns;
 mod tls_session;
+use conns::Conns;
 use tls_session::{Status, TlsSession};
 
 /// Where and how to serve.
@@ -259,101 +261,6 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One control connection: its socket, its TLS session and what the server has to say on it
-/// that the socket did not take yet. No task, no channel, no buffer per idle connection.
-#[derive(Debug)]
-struct Conn {
-    stream: mio::net::TcpStream,
-    id: ConnId,
-    tls: TlsSession,
-    /// What is not written yet; `None` (nothing allocated) once all is written.
-    out: Option<Box<Pending>>,
-    /// Close after writing what is queued.
-    closing: bool,
-    /// In [`Conns::touched`].
-    touched: bool,
-    /// Registered for writability (the queue is waiting on the socket).
-    want_write: bool,
-    /// In [`Conns::lingering`].
-    lingering: bool,
-}
-
-/// What is not written yet: messages waiting for the end of the TLS handshake, and records
-/// the socket did not take (only while its buffer is full), the front one from `written` on.
-#[derive(Debug, Default)]
-struct Pending {
-    plain: VecDeque<Vec<u8>>,
-    records: VecDeque<Vec<u8>>,
-    written: usize,
-}
-
-impl Pending {
-    fn len(&self) -> usize {
-        self.plain.len() + self.records.len()
-    }
-}
-
-/// Every control connection, in a slab: the poll token is the slot, and the server's
-/// [`ConnId`] is the slot in its low 32 bits with a count of accepted connections above, so
-/// an id is never reused.
-#[derive(Debug, Default)]
-struct Conns {
-    slots: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    /// Slots with new output, flushed at the end of [`Shared::drain`].
-    touched: Vec<usize>,
-    /// Connections the server closed before their TLS handshake ended, kept (for at most
-    /// [`LINGER`]) so that the handshake can end and carry the last words (`server_full`).
-    lingering: Vec<(ConnId, Instant)>,
-    accepted: u64,
-}
-
-impl Conns {
-    fn vacant(&self) -> usize {
-        self.free.last().copied().unwrap_or(self.slots.len())
-    }
-
-    /// Stores `stream` in the slot [`Self::vacant`] named; returns its id.
-    fn insert(&mut self, stream: mio::net::TcpStream, tls: TlsSession) -> ConnId {
-        let key = match self.free.pop() {
-            Some(key) => key,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
-        self.accepted += 1;
-        let id = (self.accepted << 32) | key as u64;
-        self.slots[key] = Some(Conn {
-            stream,
-            id,
-            tls,
-            out: None,
-            closing: false,
-            touched: false,
-            want_write: false,
-            lingering: false,
-        });
-        id
-    }
-
-    fn get_mut(&mut self, key: usize) -> Option<&mut Conn> {
-        self.slots.get_mut(key).and_then(Option::as_mut)
-    }
-
-    fn by_id(&mut self, id: ConnId) -> Option<(usize, &mut Conn)> {
-        let key = usize::try_from(id & u64::from(u32::MAX)).ok()?;
-        let conn = self.get_mut(key)?;
-        (conn.id == id).then_some((key, conn))
-    }
-
-    fn remove(&mut self, key: usize) -> Option<Conn> {
-        let conn = self.slots.get_mut(key)?.take()?;
-        self.free.push(key);
-        Some(conn)
-    }
-}
-
 impl Shared {
     /// Hands every queued datagram to `send` and writes every queued TCP output to its
     /// connection (what the socket does not take waits in the connection's queue for
@@ -418,7 +325,11 @@ impl Shared {
         scratch.clear();
         let mut none = VecDeque::new();
         let plain = c.out.as_mut().map_or(&mut none, |o| &mut o.plain);
-        if let Err(err) = c.tls.process(&mut [], plain, c.closing, scratch, |_| {}) {
+        let Some(tls) = c.tls.as_mut() else {
+            // Its handshake is running: the TCP thread flushes once it is back.
+            return;
+        };
+        if let Err(err) = tls.process(&mut [], plain, c.closing, scratch, |_| {}) {
             tracing::debug!(conn = c.id, "control connection TLS: {err}");
             self.close(key);
             return;
@@ -754,35 +665,48 @@ fn read(key: usize, buf: &mut [u8], shared: &Mutex<Shared>, side_sender: &UdpSoc
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => 0,
         };
-        let open = n > 0 && {
-            let Shared {
-                server,
-                conns,
-                scratch,
-                ..
-            } = &mut *s;
-            let Some(c) = conns.get_mut(key) else {
+        let open = if n == 0 {
+            false
+        } else if c.tls.as_ref().is_some_and(TlsSession::is_established) {
+            receive(&mut s, key, &mut buf[..n])
+        } else {
+            // The handshake's public-key crypto runs without the lock, so that the UDP path
+            // (relayed media) goes on meanwhile; what the server says to this connection in
+            // the meantime waits in its queue.
+            let Some(mut tls) = c.tls.take() else {
                 return false;
             };
-            let (conn, now) = (c.id, Instant::now());
-            scratch.clear();
-            let mut none = VecDeque::new();
-            let plain = c.out.as_mut().map_or(&mut none, |o| &mut o.plain);
-            let received = c
-                .tls
-                .process(&mut buf[..n], plain, c.closing, scratch, |message| {
-                    server.handle_tcp_data(now, conn, message);
-                });
-            match received {
-                Ok(status) => status == Status::Open,
+            let conn = c.id;
+            drop(s);
+            let (mut out, mut data) = (Vec::new(), Vec::new());
+            let result = tls.process(&mut buf[..n], &mut VecDeque::new(), false, &mut out, |m| {
+                data.extend_from_slice(m);
+            });
+            s = lock(shared);
+            let Some((_, c)) = s.conns.by_id(conn) else {
+                return false;
+            };
+            c.tls = Some(tls);
+            match result {
+                Ok(Status::Open) => {
+                    s.scratch.clear();
+                    s.scratch.extend_from_slice(&out);
+                    s.write(key);
+                    if !data.is_empty() {
+                        s.server.handle_tcp_data(Instant::now(), conn, &data);
+                    }
+                    s.flush(key);
+                    true
+                }
+                Ok(Status::Finished) => false,
                 Err(err) => {
-                    tracing::debug!(conn, "control connection TLS: {err}");
+                    tracing::debug!(conn, "control connection TLS handshake: {err}");
                     false
                 }
             }
         };
         if open {
-            // Handshake records to send; then what the server said.
+            // Records to send; then what the server said.
             s.write(key);
             s.drain(|bytes, to| send_side(side_sender, bytes, to));
             continue;
@@ -793,4 +717,35 @@ fn read(key: usize, buf: &mut [u8], shared: &Mutex<Shared>, side_sender: &UdpSoc
         return false;
     }
     true
+}
+
+/// Decrypts `received` on connection `key`, whose handshake is done, handing each message to
+/// the server; the records to send are left in `scratch`. False when the connection is over.
+fn receive(s: &mut Shared, key: usize, received: &mut [u8]) -> bool {
+    let Shared {
+        server,
+        conns,
+        scratch,
+        ..
+    } = s;
+    let Some(c) = conns.get_mut(key) else {
+        return false;
+    };
+    let Some(tls) = c.tls.as_mut() else {
+        return false;
+    };
+    let (conn, now) = (c.id, Instant::now());
+    scratch.clear();
+    let mut none = VecDeque::new();
+    let plain = c.out.as_mut().map_or(&mut none, |o| &mut o.plain);
+    let received = tls.process(received, plain, c.closing, scratch, |message| {
+        server.handle_tcp_data(now, conn, message);
+    });
+    match received {
+        Ok(status) => status == Status::Open,
+        Err(err) => {
+            tracing::debug!(conn, "control connection TLS: {err}");
+            false
+        }
+    }
 }

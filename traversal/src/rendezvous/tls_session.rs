@@ -18,6 +18,8 @@ pub(super) struct TlsSession {
     partial: Vec<u8>,
     /// The close_notify was queued.
     close_notified: bool,
+    /// The handshake is done (messages can be encrypted).
+    established: bool,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -80,7 +82,14 @@ impl TlsSession {
             conn: Box::new(UnbufferedServerConnection::new(config)?),
             partial: Vec::new(),
             close_notified: false,
+            established: false,
         })
+    }
+
+    /// Whether the handshake is done: from then on [`TlsSession::process`] only decrypts and
+    /// encrypts (symmetric crypto, no public-key operation).
+    pub(super) fn is_established(&self) -> bool {
+        self.established
     }
 
     /// Runs the session over `received` (may be empty): each message that arrives whole goes to
@@ -127,6 +136,7 @@ impl TlsSession {
                 }
                 ConnectionState::BlockedHandshake => Some(Status::Open),
                 ConnectionState::WriteTraffic(mut write) => {
+                    self.established = true;
                     while let Some(message) = plain.pop_front() {
                         append(out, |buf| {
                             write.encrypt(&message, buf).map_err(encrypt_room)
