@@ -1,9 +1,10 @@
 //! Per-sender limits: bounded tables of token buckets keyed by where a sender is (its
 //! [`Source`]: an IPv4 address, or the /64 of an IPv6 one), by its public key, or by a pair
 //! (a caller and a callee). A bucket that has refilled is the same as no bucket, so a table
-//! forgets it: a table holds only senders that spent something recently, and never more than
-//! its cap. A new sender that finds a table at its cap (after forgetting full buckets) is
-//! refused: the limits fail closed, and memory stays bounded whatever arrives.
+//! forgets it (the server's timer sweeps every table each second): a table holds only senders
+//! that spent something recently, and never more than its cap. A new sender that finds a table
+//! at its cap is refused: the limits fail closed, memory stays bounded whatever arrives, and no
+//! request costs more than a hash lookup (nothing is scanned on the way).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -84,12 +85,8 @@ impl<K: Hash + Eq + Copy> Table<K> {
         };
         match self.buckets.get(&key) {
             Some(bucket) => bucket.has(now, &rate, 1),
-            // A new key needs room (full buckets are forgotten on the way).
-            None => {
-                TokenBucket::FULL.has(now, &rate, 1)
-                    && (self.buckets.len() < self.cap
-                        || self.buckets.values().any(|b| b.is_full(now)))
-            }
+            // A new key needs room.
+            None => TokenBucket::FULL.has(now, &rate, 1) && self.buckets.len() < self.cap,
         }
     }
 
@@ -103,10 +100,7 @@ impl<K: Hash + Eq + Copy> Table<K> {
             return bucket.take(now, &rate, 1);
         }
         if self.buckets.len() >= self.cap {
-            self.sweep(now);
-            if self.buckets.len() >= self.cap {
-                return false;
-            }
+            return false;
         }
         let mut bucket = TokenBucket::FULL;
         let taken = bucket.take(now, &rate, 1);
@@ -190,8 +184,10 @@ mod tests {
             !t.has(now, 4) && !t.take(now, 4),
             "the table is full: refused"
         );
-        // Two seconds later every bucket has refilled: forgotten, and room again.
+        // Two seconds later every bucket has refilled: the sweep forgets them, room again.
         let later = now + Duration::from_secs(2);
+        assert!(!t.take(later, 4), "not before the sweep");
+        t.sweep(later);
         assert!(t.has(later, 4) && t.take(later, 4));
         assert_eq!(t.len(), 1);
         let mut none = Table::new(Limit::NONE, 0);

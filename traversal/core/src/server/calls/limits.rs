@@ -337,10 +337,8 @@ impl Calls {
         limits.rings_per_pair.take(now, pair);
         limits.rings_per_address_and_callee.take(now, from_address);
         limits.rings_per_callee.take(now, to_callee);
-        if self.limits.last_rings.len() + 2 > TABLE_CAP {
-            self.limits.sweep(now);
-        }
-        // A full table of recent rings fails safe: the ring is taken as a repeat (it yields).
+        // A full table of recent rings (swept each second) fails safe: the ring is taken as a
+        // repeat (it yields).
         let repeat = repeat || self.limits.last_rings.len() + 2 > TABLE_CAP;
         if self.limits.last_rings.len() + 2 <= TABLE_CAP {
             let rings = &mut self.limits.last_rings;
