@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use super::{Calls, EndReason, State};
+use super::{CallKey, Calls, EndReason, State};
 use crate::server::ConnId;
 use crate::server::bucket::{Rate, TokenBucket};
 use crate::server::limits::{Limit, PairIds, Source, TABLE_CAP, Table};
@@ -109,8 +109,8 @@ struct PerConn {
     source: Source,
     calls: TokenBucket,
     registrations: TokenBucket,
-    /// The call whose `ringing` was passed on last (one per call).
-    rang: Option<u64>,
+    /// The call (the router's own number) whose `ringing` was passed on last: one per call.
+    rang: Option<CallKey>,
     /// The call id of this connection's ring that yields to other callers.
     yielding: Option<u64>,
 }
@@ -353,11 +353,11 @@ impl Calls {
         Ring::Go
     }
 
-    /// Whether the callee's `ringing` for `call_id` is passed on: once per call.
-    pub(super) fn first_ringing(&mut self, conn: ConnId, call_id: u64) -> bool {
+    /// Whether the callee's `ringing` for call `key` is passed on: once per call.
+    pub(super) fn first_ringing(&mut self, conn: ConnId, key: CallKey) -> bool {
         let c = self.limits.conn(conn);
-        let first = c.rang != Some(call_id);
-        c.rang = Some(call_id);
+        let first = c.rang != Some(key);
+        c.rang = Some(key);
         first
     }
 

@@ -399,15 +399,15 @@ impl Calls {
 
     /// `Ringing { call_id }` from the callee: passed on to the caller.
     pub fn ringing(&mut self, conn: ConnId, call_id: u64) {
-        let caller = match self.call_of(conn, call_id) {
-            Some((_, call))
+        let (key, caller) = match self.call_of(conn, call_id) {
+            Some((key, call))
                 if call.callee == Some(conn) && matches!(call.state, State::Ringing { .. }) =>
             {
-                call.caller
+                (key, call.caller)
             }
             _ => return,
         };
-        if self.first_ringing(conn, call_id) {
+        if self.first_ringing(conn, key) {
             self.out
                 .push_back((caller, ServerMessage::Ringing { call_id }));
         }
