@@ -149,3 +149,24 @@ fn dead_server_fails_fast_with_one_line() {
         assert!(stderr.starts_with("pinhole nat-check: "), "{stderr}");
     }
 }
+
+#[test]
+fn a_server_without_tls_is_refused_in_plain_words() {
+    // An old server: it reads the client's first bytes and answers a frame in clear.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = plain.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut tcp, _)) = plain.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf);
+            let _ = tcp.write_all(b"\x00\x00\x00\x10{\"type\":\"error\"}");
+        }
+    });
+    let out = nat_check(&["--server", &addr, "--json", "--timeout", "2"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does not speak TLS"), "{stderr}");
+    server.join().unwrap();
+}
