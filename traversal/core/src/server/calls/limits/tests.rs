@@ -38,6 +38,13 @@ impl T {
         }
     }
 
+    /// Bob registered on connection 1.
+    fn with_bob() -> T {
+        let mut t = T::new();
+        t.join(1, ip(1), "bob", 1);
+        t
+    }
+
     fn open(&mut self, conn: ConnId, from: IpAddr) {
         let challenge = self.calls.open(conn);
         self.calls.set_source(conn, from);
@@ -75,6 +82,14 @@ impl T {
         self.calls
             .call(self.now, conn, call_id, to, Vec::new(), String::new());
         self.drain()
+    }
+
+    /// `conn` rings bob (1) with call `id` and hangs up: whether bob heard it.
+    fn ring_bob(&mut self, conn: ConnId, id: u64) -> usize {
+        let rang = count(&self.call(conn, id, "bob"), 1, incoming);
+        self.calls.hang_up(conn, id);
+        self.drain();
+        rang
     }
 
     fn drain(&mut self) -> Vec<(ConnId, ServerMessage)> {
@@ -143,17 +158,13 @@ fn a_burst_of_call_and_hang_up_aimed_at_a_name_reaches_it_within_its_budget() {
 fn strangers_together_ring_a_user_at_most_its_cap() {
     // 1,300-1,500 incoming a second reached a victim. Now 40 strangers (own keys, own
     // addresses) get 20 rings through at once, then one a second.
-    let mut t = T::new();
-    t.join(1, ip(1), "bob", 1);
-    let mut rang = 0;
-    for n in 0..40u8 {
-        let conn = 10 + ConnId::from(n);
-        t.join(conn, ip(10 + n), &format!("s{n}"), 10 + n);
-        let out = t.call(conn, 1, "bob");
-        rang += count(&out, 1, incoming);
-        t.calls.hang_up(conn, 1);
-        t.drain();
-    }
+    let mut t = T::with_bob();
+    let rang: usize = (0..40u8)
+        .map(|n| {
+            t.join(10 + ConnId::from(n), ip(10 + n), &format!("s{n}"), 10 + n);
+            t.ring_bob(10 + ConnId::from(n), 1)
+        })
+        .sum();
     assert_eq!(rang, 20);
     // The 21st stranger waits a second.
     t.advance(Duration::from_secs(1));
@@ -165,21 +176,15 @@ fn strangers_together_ring_a_user_at_most_its_cap() {
 fn one_address_with_many_keys_rings_a_user_within_its_budget() {
     // 5 keys from one address (its quota of new names), each ringing twice: 6 rings, then one
     // every 30 s.
-    let mut t = T::new();
-    t.join(1, ip(1), "bob", 1);
+    let mut t = T::with_bob();
     let mut rang = 0;
     for n in 0..5u8 {
-        let conn = 10 + ConnId::from(n);
-        t.join(conn, ip(7), &format!("k{n}"), 20 + n);
-        for id in 1..=2 {
-            rang += count(&t.call(conn, id, "bob"), 1, incoming);
-            t.calls.hang_up(conn, id);
-            t.drain();
-        }
+        t.join(10 + ConnId::from(n), ip(7), &format!("k{n}"), 20 + n);
+        rang += t.ring_bob(10 + ConnId::from(n), 1) + t.ring_bob(10 + ConnId::from(n), 2);
     }
     assert_eq!(rang, 6);
     t.advance(Duration::from_secs(30));
-    assert_eq!(count(&t.call(14, 3, "bob"), 1, incoming), 1);
+    assert_eq!(t.ring_bob(14, 3), 1, "30 s later");
 }
 
 #[test]
