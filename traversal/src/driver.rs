@@ -177,6 +177,22 @@ async fn connect_any(
     Err(last_err)
 }
 
+/// The fingerprint of the certificate `server` presents, whatever it is (nothing is recorded):
+/// for a user to compare with the one the server's operator publishes before trusting it (what
+/// `pinhole trust-server` shows).
+pub async fn presented_fingerprint(
+    server: &str,
+    timeout: Duration,
+) -> Result<Fingerprint, DriverError> {
+    let (tls, addr) = connect_control(server, timeout, &ClientTrust::default()).await?;
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|cert| Fingerprint::of(cert))
+        .ok_or_else(|| DriverError::Tls(addr, "the server presented no certificate".into()))
+}
+
 /// A failed handshake in plain words.
 fn handshake_error(addr: SocketAddr, e: &std::io::Error) -> DriverError {
     if let Some(changed) = tls::certificate_changed(e) {
@@ -626,6 +642,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reached, good_addr);
+    }
+
+    #[tokio::test]
+    async fn the_presented_fingerprint_is_the_servers() {
+        let (addr, trust) = tls_server().await;
+        let presented = presented_fingerprint(&addr.to_string(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(Some(presented), trust.pinned);
     }
 
     #[tokio::test]
