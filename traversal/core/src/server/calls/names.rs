@@ -135,9 +135,7 @@ impl Names {
         match self.table.get(name) {
             Some(bound) if *bound != key => Err(BindError::Taken),
             Some(_) => Ok(false),
-            None if self.skeletons.contains_key(name_skeleton(name).as_str()) => {
-                Err(BindError::Confusable)
-            }
+            None if self.looks_taken(name) => Err(BindError::Confusable),
             None if self.held_by(key) >= per_key => Err(BindError::KeyQuota),
             None if self.table.len() >= self.max => Err(BindError::Full),
             None => Ok(true),
@@ -157,6 +155,12 @@ impl Names {
             tracing::info!(name, "name bound to a new key");
         }
         Ok(())
+    }
+
+    /// Whether `name` looks like a bound name or like the echo service's (`ech0`).
+    fn looks_taken(&self, name: &str) -> bool {
+        let skeleton = name_skeleton(name);
+        skeleton == name_skeleton(ECHO) || self.skeletons.contains_key(skeleton.as_str())
     }
 
     /// Names `key` holds.
@@ -181,7 +185,7 @@ impl Names {
             if !valid_name(&name) {
                 continue;
             }
-            if self.skeletons.contains_key(name_skeleton(&name).as_str()) {
+            if self.looks_taken(&name) {
                 tracing::warn!(name, "names file: a lookalike of a loaded name, skipped");
                 continue;
             }
@@ -420,6 +424,15 @@ mod tests {
         }
         for (a, b) in [("alice", "alicia"), ("bob", "bobo"), ("ä", "a")] {
             assert_ne!(name_skeleton(a), name_skeleton(b), "{a} {b}");
+        }
+        // Nor may anyone look like the echo service.
+        let mut names = Names::new(10);
+        for echo in ["ech0", "\u{435}cho", "Echo"] {
+            assert_eq!(
+                names.bind(echo, [1; 32], 3),
+                Err(BindError::Confusable),
+                "{echo}"
+            );
         }
     }
 
