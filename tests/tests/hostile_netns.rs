@@ -38,6 +38,11 @@ struct HostileLab {
 
 impl HostileLab {
     fn new(callee_nat: Option<NatKind>, caller_nat: Option<NatKind>) -> Option<Self> {
+        let dir = TempDir::new("hostile");
+        let (callee, caller) = (
+            Party::tone(&dir, "cee", 440.0),
+            Party::tone(&dir, "cer", 660.0),
+        );
         let mut lab = Lab::new()?;
         let server_host = lab.server("srv").unwrap();
         let mut side = |kind: Option<NatKind>, role: &str| match kind {
@@ -53,14 +58,9 @@ impl HostileLab {
         let (_, caller_host) = side(caller_nat, "cer");
         let third = lab.public_host("atk").unwrap();
         // The lab's "public" addresses are documentation ranges: allow them as targets.
-        let server = Rendezvous::start_at(
-            Place::In(&lab, &server_host.ns),
-            &format!("{}:3478", server_host.ip),
-            &["--allow-private-targets"],
-        );
-        let dir = TempDir::new("hostile");
-        let callee = Party::tone(&dir, "cee", 440.0);
-        let caller = Party::tone(&dir, "cer", 660.0);
+        let listen = SocketAddr::from((server_host.ip, 3478)).to_string();
+        let place = Place::In(&lab, &server_host.ns);
+        let server = Rendezvous::start_at(place, &listen, &["--allow-private-targets"]);
         Some(Self {
             lab,
             server,
@@ -265,23 +265,32 @@ fn ffmpeg_decode(dir: &Path, packets: &[(Vec<u8>, Vec<u8>)]) -> Option<std::path
                     .all(|&q| UdpSocket::bind(("127.0.0.1", q)).is_ok())
         })
         .unwrap();
-    let sdp = dir.join("captured.sdp");
-    std::fs::write(
+    let (sdp, out) = (dir.join("captured.sdp"), dir.join("captured.wav"));
+    let session = format!(
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=capture\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+    );
+    std::fs::write(&sdp, session).unwrap();
+    let (sdp, out_arg) = (sdp.display().to_string(), out.display().to_string());
+    let args = [
+        "-hide_banner",
+        "-loglevel",
+        "fatal",
+        "-protocol_whitelist",
+        "file,udp,rtp",
+        "-i",
         &sdp,
-        format!(
-            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=capture\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {port} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
-        ),
-    )
-    .unwrap();
-    let out = dir.join("captured.wav");
+        "-t",
+        "4",
+        "-ac",
+        "1",
+        "-ar",
+        "48000",
+        "-y",
+        &out_arg,
+    ];
     let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "fatal"])
-        .args(["-protocol_whitelist", "file,udp,rtp"])
-        .args(["-analyzeduration", "500000", "-probesize", "32768", "-i"])
-        .arg(&sdp)
-        .args(["-t", "4", "-ac", "1", "-ar", "48000", "-y"])
-        .arg(&out)
+        .args(args)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
