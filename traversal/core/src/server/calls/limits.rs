@@ -84,6 +84,19 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// The defaults without the per-address limits (benches and tests that run many clients
+    /// from one address; with [`crate::server::Config::max_connections_per_ip`] raised too).
+    pub fn without_per_address() -> Self {
+        LimitsConfig {
+            calls_per_address: Limit::NONE,
+            rings_per_address_and_callee: Limit::NONE,
+            repeat_rings_per_address: u32::MAX,
+            registrations_per_address: Limit::NONE,
+            new_names_per_address: Limit::NONE,
+            ..LimitsConfig::default()
+        }
+    }
+
     /// No limits (tests of other things).
     pub fn none() -> Self {
         LimitsConfig {

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
 
-use super::super::{Calls, CallsConfig, EndReason, ServerMessage, registration_message};
+use super::super::{
+    Calls, CallsConfig, EndReason, LimitsConfig, ServerMessage, registration_message,
+};
 use crate::server::{ConnId, hex, unhex};
 
 struct T {
@@ -185,6 +187,25 @@ fn one_address_with_many_keys_rings_a_user_within_its_budget() {
     assert_eq!(rang, 6);
     t.advance(Duration::from_secs(30));
     assert_eq!(t.ring_bob(14, 3), 1, "30 s later");
+}
+
+#[test]
+fn without_per_address_limits_many_keys_share_one_address() {
+    // A bench's 40 clients on loopback: each its own key and name, all from one address.
+    let config = CallsConfig {
+        limits: LimitsConfig::without_per_address(),
+        ..CallsConfig::default()
+    };
+    let mut t = T::new();
+    t.calls = Calls::new(config, [9; 32]);
+    t.join(1, ip(1), "bob", 1);
+    let rang: usize = (0..19u8)
+        .map(|n| {
+            t.join(10 + ConnId::from(n), ip(1), &format!("b{n}"), 10 + n);
+            t.ring_bob(10 + ConnId::from(n), 1)
+        })
+        .sum();
+    assert_eq!(rang, 19);
 }
 
 #[test]
