@@ -489,7 +489,12 @@ fn a_keepalive_with_a_forged_source_redirects_nothing() {
         media.len()
     );
     assert!(media.is_empty(), "{} media packets redirected", media.len());
-    assert!(from_server.len() <= 3, "{} datagrams", from_server.len());
+    // A challenge (the forged request was taken for the callee's), and nothing more.
+    assert!(
+        (1..=3).contains(&from_server.len()),
+        "{} datagrams",
+        from_server.len()
+    );
     let caller = caller.finish(Duration::from_secs(40));
     let callee = callee.finish(Duration::from_secs(10));
     assert!(caller.status.success(), "{caller:#?}");

@@ -280,9 +280,11 @@ fn a_request_from_a_forged_source_does_not_move_the_mapping() {
         "{} relay frames reached the victim",
         frames.len()
     );
-    // No more than a challenge per forged request: nothing is amplified or streamed.
+    // No more than a challenge per forged request: nothing is amplified or streamed. At least
+    // one: the forged requests reached the server and were taken for alice's (a mapping that
+    // moves must first be checked from the new address).
     assert!(
-        got.len() <= 3,
+        (1..=3).contains(&got.len()),
         "the victim got {} datagrams in 3 s: {:02x?}",
         got.len(),
         got.iter().map(|(_, d)| d.len()).collect::<Vec<_>>()
