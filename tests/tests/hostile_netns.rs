@@ -218,8 +218,9 @@ fn udp_to(packets: &[Packet], ip: IpAddr) -> Vec<&[u8]> {
         .collect()
 }
 
-/// A 5 s call captured at the server and on the callee's home router (its WAN side).
-fn captured_call(lab: &HostileLab) -> (Seen, Seen) {
+/// A 5 s call captured at the server and on the callee's home router (its WAN side), which
+/// took `path` on both sides.
+fn captured_call(lab: &HostileLab, path: &str) -> (Seen, Seen) {
     let nat = lab
         .callee_nat
         .as_ref()
@@ -234,11 +235,10 @@ fn captured_call(lab: &HostileLab) -> (Seen, Seen) {
     let router_packets = at_router.stop().unwrap();
     assert!(caller.status.success(), "{caller:#?}");
     assert!(callee.status.success(), "{callee:#?}");
-    eprintln!(
-        "caller: {}\ncallee: {}",
-        caller.one_json(),
-        callee.one_json()
-    );
+    for report in [caller.one_json(), callee.one_json()] {
+        eprintln!("{report}");
+        assert_eq!(report["path"], path, "{report}");
+    }
     let port = lab.server.addr.port();
     let wan = IpAddr::V4(nat.wan_ip);
     let server = Seen {
@@ -362,12 +362,12 @@ fn check_capture(where_: &str, seen: &Seen, dir: &Path) {
 /// The capture of issue 11: a whole call between two homes behind `kind` NATs (MASQUERADE:
 /// it goes direct; `--random-fully`: relayed), seen at the server and on the callee's home
 /// router. Checks `where_` of them ("server", "home router").
-fn capture_test(kind: NatKind, tag: &str, check: &[&str]) {
+fn capture_test(kind: NatKind, path: &str, tag: &str, check: &[&str]) {
     let Some(lab) = HostileLab::new(Some(kind), Some(kind)) else {
         return;
     };
     let dir = TempDir::new(tag);
-    let (server, router) = captured_call(&lab);
+    let (server, router) = captured_call(&lab, path);
     // The control connection is TLS wherever it is seen, media or not.
     for (where_, seen) in [("server", &server), ("home router", &router)] {
         assert!(!seen.control.is_empty(), "{where_}: no control connection");
@@ -388,7 +388,12 @@ fn capture_test(kind: NatKind, tag: &str, check: &[&str]) {
 
 #[test]
 fn a_captured_direct_call_shows_only_tls_and_random_media() {
-    capture_test(NatKind::Masquerade, "capture-direct", &["home router"]);
+    capture_test(
+        NatKind::Masquerade,
+        "direct",
+        "capture-direct",
+        &["home router"],
+    );
 }
 
 /// Relayed: the server relays media it cannot read.
@@ -396,6 +401,7 @@ fn a_captured_direct_call_shows_only_tls_and_random_media() {
 fn a_captured_relayed_call_shows_only_tls_and_random_media() {
     capture_test(
         NatKind::RandomFully,
+        "relay",
         "capture-relay",
         &["server", "home router"],
     );
