@@ -873,6 +873,24 @@ fn name_taken_by_another_key_stops_the_phone() {
     assert_eq!(w.phones[second].connects, 1, "no retry");
 }
 
+/// A name that looks like a registered one (Cyrillic а in `аlice`) stops the phone with its
+/// own reason; a rate-limited registration is tried again later instead.
+#[test]
+fn a_lookalike_name_stops_the_phone() {
+    let mut w = World::new();
+    let first = w.add("alice", 1, Place::Public("7.7.7.7"), |_| {});
+    w.run(secs(2));
+    let second = w.add("\u{430}lice", 2, Place::Public("7.7.7.8"), |_| {});
+    w.run(secs(5));
+    assert!(w.online(first));
+    assert!(
+        w.has(second, |e| *e == Event::Stopped(StopReason::NameConfusable)),
+        "{:?}",
+        w.events(second)
+    );
+    assert_eq!(w.phones[second].connects, 1, "no retry");
+}
+
 // ---- the server lost ----
 
 #[test]

@@ -108,6 +108,8 @@ impl Failure {
         match self {
             Failure::Stopped(Some(
                 StopReason::NameTaken
+                | StopReason::NameConfusable
+                | StopReason::TooManyNames
                 | StopReason::BadName
                 | StopReason::BadSignature
                 | StopReason::UntrustedServer { .. },

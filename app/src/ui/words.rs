@@ -350,6 +350,15 @@ fn stopped(server: &str, reason: &StopReason) -> String {
             "Your name is taken on {server}: someone else registered it first. Choose another \
              name in Settings."
         ),
+        StopReason::NameConfusable => format!(
+            "Your name looks too much like a name someone else registered on {server} (the \
+             same letters from another alphabet, or I and l): people could mistake one for the \
+             other. Choose another name in Settings."
+        ),
+        StopReason::TooManyNames => format!(
+            "Your key already holds as many names as {server} allows one person. Use one of \
+             your names, or another server."
+        ),
         StopReason::BadName => {
             format!("{server} does not accept your name. Choose another name in Settings.")
         }

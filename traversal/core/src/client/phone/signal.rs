@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use ed25519_dalek::Signer;
 
-use super::types::{EndReason, Event, MediaPath, Registration, StopReason, TcpAction};
+use super::types::{
+    EndReason, Event, MediaPath, Registration, ServerLoss, StopReason, TcpAction,
+};
 use super::{Call, Link, Phone, Route, UpCall};
 use crate::calls::ECHO;
 use crate::calls::registration_message;
@@ -146,9 +148,18 @@ impl Phone {
             // Anything refused before the name is ours is the registration.
             let reason = match code.as_str() {
                 "name_taken" => StopReason::NameTaken,
+                "name_confusable" => StopReason::NameConfusable,
+                "too_many_names" => StopReason::TooManyNames,
                 "bad_name" => StopReason::BadName,
                 "bad_signature" => StopReason::BadSignature,
                 "server_full" => StopReason::ServerFull,
+                // The server limits this address or connection for now: try again later,
+                // with the usual back-off.
+                "rate_limited" | "too_many_connections" => {
+                    let detail = format!("{message} ({code})");
+                    self.lose_server(now, ServerLoss::Unreachable { detail });
+                    return;
+                }
                 _ => StopReason::Incompatible {
                     detail: format!("{message} ({code})"),
                 },

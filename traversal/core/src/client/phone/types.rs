@@ -230,6 +230,11 @@ pub enum StopReason {
     },
     /// The name is registered with another key.
     NameTaken,
+    /// The name looks like one registered with another key (the same confusable skeleton,
+    /// Unicode UTS #39: `аlice` with a Cyrillic а, `ｂｏｂ`, `I`/`l`).
+    NameConfusable,
+    /// Our key already holds as many names as the server allows one key.
+    TooManyNames,
     /// The server refuses the name itself (characters, length, `echo`).
     BadName,
     /// The server did not accept our signature.
@@ -264,6 +269,8 @@ impl StopReason {
         match self {
             StopReason::Unreachable { .. } => "server_unreachable",
             StopReason::NameTaken => "name_taken",
+            StopReason::NameConfusable => "name_confusable",
+            StopReason::TooManyNames => "too_many_names",
             StopReason::BadName => "bad_name",
             StopReason::BadSignature => "bad_signature",
             StopReason::ServerFull => "server_full",
@@ -284,6 +291,14 @@ impl std::fmt::Display for StopReason {
                 write!(f, "server unreachable: {detail} ({code})")
             }
             StopReason::NameTaken => write!(f, "the name is registered with another key ({code})"),
+            StopReason::NameConfusable => write!(
+                f,
+                "the name looks like a name registered with another key ({code})"
+            ),
+            StopReason::TooManyNames => write!(
+                f,
+                "this key already holds as many names as the server allows ({code})"
+            ),
             StopReason::BadName => write!(f, "the server does not accept this name ({code})"),
             StopReason::BadSignature => {
                 write!(f, "the server did not accept our signature ({code})")
