@@ -137,6 +137,37 @@ fn stranger_rtp(seq: u16) -> Vec<u8> {
     p
 }
 
+/// Starts sending `count` packets of a stranger's RTP stream (50 a second) from the third host
+/// to every UDP port of `target`'s process on the callee's host; the thread returns how many
+/// datagrams went out.
+fn inject(lab: &HostileLab, target: &Headless, count: u16) -> std::thread::JoinHandle<u32> {
+    let ports = udp_ports(target.pid());
+    assert!(!ports.is_empty(), "the callee has no UDP socket");
+    let targets: Vec<SocketAddr> = ports
+        .iter()
+        .map(|&p| SocketAddr::new(IpAddr::V4(lab.callee_host.ip), p))
+        .collect();
+    let ns = lab.third.ns.clone();
+    std::thread::spawn(move || {
+        in_namespace(&ns, move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let start = Instant::now();
+            let mut sent = 0u32;
+            for seq in 0..count {
+                let due = start + Duration::from_millis(20) * u32::from(seq);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                for t in &targets {
+                    if socket.send_to(&stranger_rtp(seq), t).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            sent
+        })
+        .unwrap_or(0)
+    })
+}
+
 /// Finding: direct RTP was taken from any source address and a new SSRC reset the stream at
 /// once: 201 packets injected from a third host were all played, the real peer's tone
 /// survived in 14% of windows, and the stream kept a dead call alive. Protected: during a
@@ -151,29 +182,8 @@ fn rtp_injected_from_a_third_host_is_not_heard() {
     let mut caller = lab.call(8.0);
     caller.expect_log("connected", Duration::from_secs(15));
     std::thread::sleep(Duration::from_secs(2));
-    let ports = udp_ports(callee.pid());
-    assert!(!ports.is_empty(), "the callee has no UDP socket");
-    let targets: Vec<SocketAddr> = ports
-        .iter()
-        .map(|&p| SocketAddr::new(IpAddr::V4(lab.callee_host.ip), p))
-        .collect();
     // 4 s of a stranger's stream at 50 packets a second to every UDP port of the callee.
-    let sent = in_namespace(&lab.third.ns, move || {
-        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-        let start = Instant::now();
-        let mut sent = 0u32;
-        for seq in 0..200u16 {
-            let due = start + Duration::from_millis(20) * u32::from(seq);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            for t in &targets {
-                if socket.send_to(&stranger_rtp(seq), t).is_ok() {
-                    sent += 1;
-                }
-            }
-        }
-        sent
-    })
-    .unwrap();
+    let sent = inject(&lab, &callee, 200).join().unwrap();
     assert!(sent >= 200, "sent {sent}");
     let caller = caller.finish(Duration::from_secs(30));
     let callee = callee.finish(Duration::from_secs(10));
@@ -191,6 +201,33 @@ fn rtp_injected_from_a_third_host_is_not_heard() {
         counts.iter().any(|(_, n)| *n >= 100),
         "the injected packets were not counted: {counts:?} in {report}"
     );
+}
+
+/// Finding: the injected stream also kept a dead call alive. Protected: when the caller dies
+/// (killed, no goodbye) during a direct call, a stranger's stream to the callee does not
+/// hide the silence: the callee's call ends within seconds all the same.
+#[test]
+fn injected_rtp_does_not_keep_a_dead_call_alive() {
+    let Some(lab) = HostileLab::new(None, None) else {
+        return;
+    };
+    let callee = lab.answer();
+    let mut caller = lab.call(60.0);
+    caller.expect_log("connected", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    let injector = inject(&lab, &callee, 1_000);
+    std::thread::sleep(Duration::from_millis(500));
+    caller.kill();
+    // Peer silence ends a direct call after 5 s; 15 s is plenty, and the stream goes on 20 s.
+    let callee = callee.finish(Duration::from_secs(15));
+    eprintln!("callee: {}", callee.stdout);
+    let report = callee.one_json();
+    assert_ne!(report["end"], "peer_hung_up", "{report}");
+    assert!(
+        report["duration_s"].as_f64().unwrap() < 12.0,
+        "the dead call lasted: {report}"
+    );
+    assert!(injector.join().unwrap() >= 500);
 }
 
 /// What a capture of one call shows.
