@@ -130,7 +130,7 @@ fn nat_topology(args: &Args, kind: NatKind, firewall: bool) -> Result<Option<Fig
     let server = Rendezvous::start_at(
         Place::In(&lab, &server_host.ns),
         &format!("{}:3478", server_host.ip),
-        &["--allow-private-targets"],
+        &["--allow-private-targets", "--no-limits"],
     );
     let server_addr = server.addr.to_string();
     let f = run_calls(
@@ -154,7 +154,7 @@ fn main() -> Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     {
-        let server = Rendezvous::start("127.0.0.1:0");
+        let server = Rendezvous::start_at(Place::Local, "127.0.0.1:0", &["--no-limits"]);
         let f = run_calls(&args, &server.addr.to_string(), Place::Local, Place::Local)?;
         report("loopback", f);
     }

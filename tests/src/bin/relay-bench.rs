@@ -224,7 +224,7 @@ fn main() -> Result<()> {
         bail!("{} is not built", bin.display());
     }
     let mut cmd = std::process::Command::new("taskset");
-    cmd.args(["-c", "0"]).arg(&bin);
+    cmd.args(["-c", "0"]).arg(&bin).arg("--no-limits");
     let server = Rendezvous::start_command(cmd, "127.0.0.1:0");
     let mut cpus = nix::sched::CpuSet::new();
     cpus.set(1)?;

@@ -86,6 +86,7 @@ fn memory(pid: u32) -> anyhow::Result<Mem> {
 fn start_server(binary: &str) -> Rendezvous {
     let mut cmd = Command::new(binary);
     cmd.args(["--max-registrations", "1000000", "--idle-timeout", "3600"])
+        .arg("--no-limits")
         .env("RUST_LOG", "warn");
     Rendezvous::start_command(cmd, "127.0.0.1:0")
 }

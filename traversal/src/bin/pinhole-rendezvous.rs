@@ -65,6 +65,16 @@ struct Args {
     /// server: it lets clients aim the server's UDP at its own network.
     #[arg(long)]
     allow_private_targets: bool,
+    /// Most control connections open at once from one address (an IPv6 /64). Raise it for a
+    /// server whose users share one address (a carrier NAT).
+    #[arg(long, default_value_t = 16)]
+    max_connections_per_address: usize,
+    /// BENCH AND TEST ONLY: none of the limits on calls, rings, registrations and names (per
+    /// connection, key and address), and up to --max-registrations connections from one
+    /// address, so thousands of clients and calls can run from one machine. Never on a public
+    /// server.
+    #[arg(long)]
+    no_limits: bool,
     /// Datagrams moved per system call on the UDP path (recvmmsg/sendmmsg), 1 to 64.
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -165,12 +175,30 @@ fn main() -> anyhow::Result<()> {
             max_registrations: args.max_registrations,
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             allow_private_targets: args.allow_private_targets,
+            max_connections_per_ip: if args.no_limits {
+                args.max_registrations
+            } else {
+                args.max_connections_per_address.max(1)
+            },
+            calls: traversal::calls::CallsConfig {
+                limits: if args.no_limits {
+                    traversal::calls::LimitsConfig::none()
+                } else {
+                    traversal::calls::LimitsConfig::default()
+                },
+                ..traversal::calls::CallsConfig::default()
+            },
             ..server::Config::default()
         },
         batch: args.batch,
         names_file,
         identity: Some(Arc::new(identity)),
     };
+    if args.no_limits {
+        tracing::warn!(
+            "--no-limits: no limits on calls, rings, registrations or names (bench and test only)"
+        );
+    }
     if config.server.allow_private_targets {
         tracing::warn!(
             "--allow-private-targets: P4 may go to private and loopback addresses (test only)"
