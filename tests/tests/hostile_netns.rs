@@ -168,6 +168,17 @@ fn inject(lab: &HostileLab, target: &Headless, count: u16) -> std::thread::JoinH
     })
 }
 
+/// A call of `secs` between two public hosts, 2 s after it connected (direct by then): the
+/// lab, the callee and the caller.
+fn direct_call(secs: f64) -> Option<(HostileLab, Headless, Headless)> {
+    let lab = HostileLab::new(None, None)?;
+    let callee = lab.answer();
+    let mut caller = lab.call(secs);
+    caller.expect_log("connected", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    Some((lab, callee, caller))
+}
+
 /// Finding: direct RTP was taken from any source address and a new SSRC reset the stream at
 /// once: 201 packets injected from a third host were all played, the real peer's tone
 /// survived in 14% of windows, and the stream kept a dead call alive. Protected: during a
@@ -175,13 +186,9 @@ fn inject(lab: &HostileLab, target: &Headless, count: u16) -> std::thread::JoinH
 /// never heard: the callee hears the caller throughout.
 #[test]
 fn rtp_injected_from_a_third_host_is_not_heard() {
-    let Some(lab) = HostileLab::new(None, None) else {
+    let Some((lab, callee, caller)) = direct_call(8.0) else {
         return;
     };
-    let callee = lab.answer();
-    let mut caller = lab.call(8.0);
-    caller.expect_log("connected", Duration::from_secs(15));
-    std::thread::sleep(Duration::from_secs(2));
     // 4 s of a stranger's stream at 50 packets a second to every UDP port of the callee.
     let sent = inject(&lab, &callee, 200).join().unwrap();
     assert!(sent >= 200, "sent {sent}");
@@ -208,13 +215,9 @@ fn rtp_injected_from_a_third_host_is_not_heard() {
 /// hide the silence: the callee's call ends within seconds all the same.
 #[test]
 fn injected_rtp_does_not_keep_a_dead_call_alive() {
-    let Some(lab) = HostileLab::new(None, None) else {
+    let Some((lab, callee, mut caller)) = direct_call(60.0) else {
         return;
     };
-    let callee = lab.answer();
-    let mut caller = lab.call(60.0);
-    caller.expect_log("connected", Duration::from_secs(15));
-    std::thread::sleep(Duration::from_secs(2));
     let injector = inject(&lab, &callee, 1_000);
     std::thread::sleep(Duration::from_millis(500));
     caller.kill();
