@@ -116,8 +116,9 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
-/// Where the media of the call goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the media of the call goes. Its `Debug` leaves the relay token out (logs are not
+/// where a secret belongs).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum MediaPath {
     /// Straight to the peer at this address.
     Direct(SocketAddr),
@@ -131,6 +132,21 @@ pub enum MediaPath {
         /// Our relay token for this call.
         token: [u8; crate::channel::TOKEN_LEN],
     },
+}
+
+impl std::fmt::Debug for MediaPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaPath::Direct(addr) => f.debug_tuple("Direct").field(addr).finish(),
+            MediaPath::Relay {
+                server, channel, ..
+            } => f
+                .debug_struct("Relay")
+                .field("server", server)
+                .field("channel", channel)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 impl MediaPath {
