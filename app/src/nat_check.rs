@@ -29,6 +29,11 @@ pub(crate) struct NatCheckArgs {
         conflicts_with_all = ["hold", "measure_lifetime", "keepalive_interval"]
     )]
     stun: Option<String>,
+    /// Accept only the server certificate with this fingerprint (default: the settings' for
+    /// their server; else a CA-signed certificate, else the one in known-servers.txt beside the
+    /// settings, else the first one seen, recorded there).
+    #[arg(long, value_name = "sha256:HEX", conflicts_with = "stun")]
+    server_fingerprint: Option<String>,
     /// Print one JSON object on stdout instead of a report.
     #[arg(long)]
     json: bool,
@@ -176,8 +181,7 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         verify_mapping: true,
         media_bind: None,
         lifetime_max: secs(args.lifetime_max, "--lifetime-max")?,
-        // TODO(H6): the CLI's pinned fingerprint and known-servers file.
-        trust: traversal::tls::ClientTrust::default(),
+        trust: trust(args.server_fingerprint.as_deref(), &server)?,
     };
     let mut driver = tokio::time::timeout(timeout, Driver::connect(&server, options))
         .await
@@ -404,4 +408,39 @@ fn print_human(r: &Report) {
         println!("keepalive every: {k:.1} s");
     }
     println!("took:            {} ms", r.elapsed_ms);
+}
+
+/// How `server`'s certificate is checked: `--server-fingerprint`, else the settings' pinned
+/// fingerprint for their own server, else the one recorded for it in known-servers.txt beside
+/// the settings. A check is a diagnosis: it reads the known servers but records nothing (a
+/// server seen for the first time is trusted for this run only).
+fn trust(fingerprint: Option<&str>, server: &str) -> Result<traversal::tls::ClientTrust, String> {
+    use pinhole::settings;
+    let mut trust = traversal::tls::ClientTrust::default();
+    if let Ok(path) = settings::default_path() {
+        if let Ok(Some(stored)) = settings::load(&path)
+            && stored
+                .server_addr()
+                .ok()
+                .flatten()
+                .map(|a| a.to_string())
+                .as_deref()
+                == Some(server)
+        {
+            trust.pinned = stored.pinned_fingerprint().ok().flatten();
+        }
+        let known = settings::beside(&path, settings::KNOWN_SERVERS_FILE);
+        if trust.pinned.is_none() && known.exists() {
+            let known = traversal::tls::KnownServers::load(&known)
+                .map_err(|e| format!("{}: {e}", known.display()))?;
+            trust.pinned = known.get(server);
+        }
+    }
+    if let Some(fp) = fingerprint {
+        let fp = fp
+            .parse()
+            .map_err(|e| format!("--server-fingerprint: {e}"))?;
+        trust.pinned = Some(fp);
+    }
+    Ok(trust)
 }

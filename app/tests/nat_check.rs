@@ -14,9 +14,13 @@ fn server() -> rendezvous::Rendezvous {
 }
 
 fn nat_check(args: &[&str]) -> Output {
+    // A settings path of its own (nothing there): the user's known servers play no part.
+    let config =
+        std::env::temp_dir().join(format!("pinhole-nat-check-{}.toml", std::process::id()));
     Command::new(env!("CARGO_BIN_EXE_pinhole"))
         .arg("nat-check")
         .args(args)
+        .env("PINHOLE_CONFIG", config)
         .output()
         .expect("running pinhole nat-check")
 }
@@ -169,4 +173,32 @@ fn a_server_without_tls_is_refused_in_plain_words() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("does not speak TLS"), "{stderr}");
     server.join().unwrap();
+}
+
+/// `--server-fingerprint`: the server's own is accepted; another one is refused with both
+/// fingerprints and nothing else done.
+#[test]
+fn a_given_fingerprint_is_checked() {
+    let server = server();
+    let addr = server.local_addr().to_string();
+    let own = server.fingerprint().to_string();
+    let report = json(&nat_check(&[
+        "--server",
+        &addr,
+        "--json",
+        "--server-fingerprint",
+        &own,
+    ]));
+    assert!(report["verdict"].is_string(), "{report}");
+    let other = format!("sha256:{}", "ab".repeat(32));
+    let out = nat_check(&["--server", &addr, "--server-fingerprint", &other]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&own) && stderr.contains(&other),
+        "both fingerprints: {stderr}"
+    );
+    let out = nat_check(&["--server", &addr, "--server-fingerprint", "sha1:00"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server-fingerprint"));
 }
