@@ -13,8 +13,8 @@ use std::time::Duration;
 use media::analysis::{dominant_frequency, rms};
 use media::audio::{SinkSpec, SourceSpec, WavSource};
 use pinhole::engine::{DirectCall, MediaConfig, MediaPath, PathKind, run_direct};
-use traversal::phone::CallSecurity;
 use traversal::channel;
+use traversal::phone::CallSecurity;
 
 const RATE: u32 = 48_000;
 const WINDOW: usize = 4_800; // 100 ms

@@ -4,9 +4,7 @@ use std::time::Instant;
 
 use ed25519_dalek::Signer;
 
-use super::types::{
-    EndReason, Event, MediaPath, Registration, ServerLoss, StopReason, TcpAction,
-};
+use super::types::{EndReason, Event, MediaPath, Registration, ServerLoss, StopReason, TcpAction};
 use super::{Call, Link, Phone, Route, UpCall};
 use crate::calls::ECHO;
 use crate::calls::registration_message;
