@@ -7,24 +7,28 @@
 //! - [`next_message`]: a scripted client's next message of a kind, telling `error`, `ended`, a
 //!   silent server and a closed connection apart;
 //! - [`udp_ports`]: the UDP ports a process has open (its media socket);
-//! - [`Capture`]: every IP packet in a lab namespace (an `AF_PACKET` socket opened inside it,
-//!   no tcpdump needed), and [`tcp_stream`], [`tls_records`], [`rtp_payloads`], [`entropy`] to
-//!   read it.
+//! - [`Capture`]: what a real `tcpdump` sees on an interface of a lab namespace, read back as
+//!   [`Packet`]s ([`crate::pcap`]), and [`tcp_streams`], [`tls_records`], [`rtp_payloads`],
+//!   [`entropy`] to judge it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, sockopt};
+use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::netns::Ns;
+use crate::TempDir;
+use crate::netns::{Lab, Ns};
+pub use crate::pcap::{Packet, Transport};
 use crate::scripted::Client;
 
 /// A UDP socket bound to `addr` with `SO_REUSEPORT`: two of them share the address, so a
@@ -253,137 +257,104 @@ pub fn entropy(bytes: &[u8]) -> f64 {
         .sum()
 }
 
-/// The transport of a captured packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP.
-    Udp,
-    /// TCP, with the segment's sequence number.
-    Tcp { seq: u32 },
-}
-
-/// One IPv4 packet seen by a [`Capture`].
-#[derive(Debug, Clone)]
-pub struct Packet {
-    /// Source address and port.
-    pub from: SocketAddr,
-    /// Destination address and port.
-    pub to: SocketAddr,
-    /// UDP or TCP.
-    pub transport: Transport,
-    /// The UDP or TCP payload.
-    pub payload: Vec<u8>,
-}
-
-/// Every IPv4 UDP and TCP packet on every interface of a lab namespace, from [`Capture::start`]
-/// to [`Capture::stop`] (an `AF_PACKET` socket opened by a thread that entered the namespace;
-/// needs root, as the lab does).
+/// A `tcpdump` writing every packet on one interface of a lab namespace to a pcap file, from
+/// [`Capture::start`] to [`Capture::stop`], which reads the file back ([`crate::pcap`]).
+/// Started with [`Lab::spawn`], so the lab's teardown kills it if a test fails first; stopped
+/// by a signal to its own PID.
 #[derive(Debug)]
 pub struct Capture {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<io::Result<Vec<Packet>>>>,
+    child: Child,
+    dir: TempDir,
+    what: String,
+}
+
+/// True when `tcpdump` is installed; otherwise says so with [`crate::prereq::missing`] (a
+/// failure under `./dev test`) and the caller returns.
+pub fn tcpdump_installed() -> bool {
+    let found = Command::new("tcpdump")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        crate::prereq::missing("tcpdump is not installed (scripts/packages/nat-tests.txt)");
+    }
+    found
 }
 
 impl Capture {
-    /// Starts capturing in `ns`; returns once the socket is open.
-    pub fn start(ns: &Ns) -> io::Result<Self> {
-        let ns = ns.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || -> io::Result<Vec<Packet>> {
-                let open = || -> io::Result<File> {
-                    enter(&ns)?;
-                    let fd = socket::socket(
-                        AddressFamily::Packet,
-                        SockType::Datagram,
-                        SockFlag::empty(),
-                        SockProtocol::EthAll,
-                    )?;
-                    let timeout = nix::sys::time::TimeVal::new(0, 20_000);
-                    socket::setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
-                    Ok(File::from(fd))
-                };
-                let mut file = match open() {
-                    Ok(f) => {
-                        let _ = ready_tx.send(Ok(()));
-                        f
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return Err(e);
-                    }
-                };
-                let mut packets = Vec::new();
-                let mut buf = vec![0u8; 65_536];
-                while !stop.load(Ordering::Relaxed) {
-                    match file.read(&mut buf) {
-                        Ok(n) => packets.extend(parse_ipv4(&buf[..n])),
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                            ) => {}
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(packets)
-            })
+    /// Starts `tcpdump -i IFACE` in `ns` (`any`: every interface) and returns once it says it
+    /// is listening.
+    pub fn start(lab: &mut Lab, ns: &Ns, iface: &str) -> io::Result<Self> {
+        let dir = TempDir::new("tcpdump");
+        let log = File::create(dir.join("tcpdump.log"))?;
+        let mut cmd = lab.command(ns, "tcpdump");
+        // Whole packets (-s 0), each written at once (-U), no name lookups (-n), and no
+        // switch to the `tcpdump` user (-Z root), who may not write to the test's directory.
+        cmd.args(["-i", iface, "-U", "-s", "0", "-n", "-Z", "root", "-w"])
+            .arg(dir.join("capture.pcap"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = lab.spawn(&mut cmd)?;
+        let mut capture = Self {
+            child,
+            dir,
+            what: format!("tcpdump -i {iface} in {}", ns.name),
         };
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => Ok(Self {
-                stop,
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => Err(io::Error::other(e)),
-            Err(_) => Err(io::Error::other("the capture thread did not start")),
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !capture.log().contains("listening on") {
+            if let Some(status) = capture.child.try_wait()? {
+                return Err(capture.failed(&format!("exited ({status})")));
+            }
+            if Instant::now() > deadline {
+                return Err(capture.failed("did not start listening within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(capture)
     }
 
-    /// Stops and returns what was captured.
+    /// Stops tcpdump (SIGINT: it writes out what it holds) and returns the UDP and TCP
+    /// packets it captured.
     pub fn stop(mut self) -> io::Result<Vec<Packet>> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            _ => Err(io::Error::other("the capture thread panicked")),
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).map_err(io::Error::other)?);
+        nix::sys::signal::kill(pid, Signal::SIGINT)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                return Err(self.failed("did not stop within 10 s of SIGINT"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !status.success() {
+            return Err(self.failed(&format!("exited ({status})")));
         }
+        let file = std::fs::read(self.dir.join("capture.pcap"))?;
+        crate::pcap::packets(&file)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.what)))
+    }
+
+    /// What tcpdump said on stderr so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tcpdump.log")).unwrap_or_default()
+    }
+
+    fn failed(&self, what: &str) -> io::Error {
+        io::Error::other(format!("{} {what}: {}", self.what, self.log().trim()))
     }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Still running only when the test failed before `stop` (a no-op once reaped).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-}
-
-/// An IPv4 packet (as `AF_PACKET`/`SOCK_DGRAM` gives it: no link header) carrying UDP or TCP.
-fn parse_ipv4(ip: &[u8]) -> Option<Packet> {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return None;
-    }
-    let header = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let l4 = ip.get(header..total)?;
-    let port = |at: usize| Some(u16::from_be_bytes([*l4.get(at)?, *l4.get(at + 1)?]));
-    let (transport, payload) = match ip[9] {
-        17 => (Transport::Udp, l4.get(8..)?),
-        6 => {
-            let offset = usize::from(*l4.get(12)? >> 4) * 4;
-            let seq = u32::from_be_bytes(l4.get(4..8)?.try_into().ok()?);
-            (Transport::Tcp { seq }, l4.get(offset..)?)
-        }
-        _ => return None,
-    };
-    Some(Packet {
-        from: SocketAddr::new(IpAddr::V4(src), port(0)?),
-        to: SocketAddr::new(IpAddr::V4(dst), port(2)?),
-        transport,
-        payload: payload.to_vec(),
-    })
 }
 
 /// The bytes of each TCP stream (one direction of a connection) among `packets`, reassembled

@@ -19,6 +19,7 @@ use std::process::Command;
 mod headless;
 pub mod hostile;
 pub mod netns;
+pub mod pcap;
 pub mod prereq;
 mod rendezvous;
 pub mod scripted;

@@ -1,9 +1,9 @@
 //! A hostile network around real calls (`pinhole call` / `pinhole answer` and
 //! `pinhole-rendezvous` in the network namespaces of `pinhole_tests::netns`): what a third
 //! host or an eavesdropper on a home router or at the server sees and can do. Packets are
-//! captured with an `AF_PACKET` socket inside the namespace (`pinhole_tests::hostile::Capture`)
-//! and sent from a thread that entered the attacker's namespace. Without root they fail under
-//! `./dev test` and skip by hand (`pinhole_tests::prereq`).
+//! captured by `tcpdump` inside the namespace (`pinhole_tests::hostile::Capture`, read back by
+//! `pinhole_tests::pcap`) and sent from a thread that entered the attacker's namespace. Without
+//! root or tcpdump they fail under `./dev test` and skip by hand (`pinhole_tests::prereq`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pinhole_tests::hostile::{
     Capture, Packet, Transport, entropy, in_namespace, rtp_payloads, send_spoofed_udp, tcp_streams,
-    tls_records, udp_ports,
+    tcpdump_installed, tls_records, udp_ports,
 };
 use pinhole_tests::netns::{Host, Lab, Nat, NatKind};
 use pinhole_tests::prereq::missing;
@@ -258,15 +258,15 @@ fn udp_to(packets: &[Packet], ip: IpAddr) -> Vec<&[u8]> {
         .collect()
 }
 
-/// A 5 s call captured at the server and on the callee's home router (its WAN side), which
-/// took `path` on both sides.
-fn captured_call(lab: &HostileLab, path: &str) -> (Seen, Seen) {
+/// A 5 s call captured by tcpdump at the server (its one link) and on the callee's home router
+/// (every interface: the LAN and the WAN side), which took `path` on both sides.
+fn captured_call(lab: &mut HostileLab, path: &str) -> (Seen, Seen) {
     let nat = lab
         .callee_nat
         .as_ref()
         .expect("the callee is behind a router");
-    let at_server = Capture::start(&lab.server_host.ns).unwrap();
-    let at_router = Capture::start(&nat.ns).unwrap();
+    let at_server = Capture::start(&mut lab.lab, &lab.server_host.ns, "eth0").unwrap();
+    let at_router = Capture::start(&mut lab.lab, &nat.ns, "any").unwrap();
     let callee = lab.answer();
     let caller = lab.call(5.0);
     let caller = caller.finish(Duration::from_secs(30));
@@ -403,11 +403,14 @@ fn check_capture(where_: &str, seen: &Seen, dir: &Path) {
 /// it goes direct; `--random-fully`: relayed), seen at the server and on the callee's home
 /// router. Checks `where_` of them ("server", "home router").
 fn capture_test(kind: NatKind, path: &str, tag: &str, check: &[&str]) {
-    let Some(lab) = HostileLab::new(Some(kind), Some(kind)) else {
+    if !tcpdump_installed() {
+        return;
+    }
+    let Some(mut lab) = HostileLab::new(Some(kind), Some(kind)) else {
         return;
     };
     let dir = TempDir::new(tag);
-    let (server, router) = captured_call(&lab, path);
+    let (server, router) = captured_call(&mut lab, path);
     // The control connection is TLS wherever it is seen, media or not.
     for (where_, seen) in [("server", &server), ("home router", &router)] {
         assert!(!seen.control.is_empty(), "{where_}: no control connection");
@@ -457,7 +460,11 @@ fn a_captured_relayed_call_shows_only_tls_and_random_media() {
 /// the call's media; the call goes on.
 #[test]
 fn a_keepalive_with_a_forged_source_redirects_nothing() {
-    let Some(lab) = HostileLab::new(Some(NatKind::RandomFully), Some(NatKind::RandomFully)) else {
+    if !tcpdump_installed() {
+        return;
+    }
+    let Some(mut lab) = HostileLab::new(Some(NatKind::RandomFully), Some(NatKind::RandomFully))
+    else {
         return;
     };
     let nat = lab.callee_nat.clone().unwrap();
@@ -482,13 +489,14 @@ fn a_keepalive_with_a_forged_source_redirects_nothing() {
         "-j",
         "DROP",
     ];
-    let rule = |action: &str| {
+    let rule = |lab: &Lab, action: &str| {
         let mut args = vec![action];
         args.extend(keep);
-        lab.lab.iptables(&nat.ns, &args).unwrap();
+        lab.iptables(&nat.ns, &args).unwrap();
     };
-    let at_router = Capture::start(&nat.ns).unwrap();
-    rule("-I");
+    // Every interface: the requests are dropped before they reach the WAN side.
+    let at_router = Capture::start(&mut lab.lab, &nat.ns, "any").unwrap();
+    rule(&lab.lab, "-I");
     // Longer than the client's keepalive interval (15 s).
     std::thread::sleep(Duration::from_secs(16));
     let kept: Vec<Packet> = at_router
@@ -504,8 +512,8 @@ fn a_keepalive_with_a_forged_source_redirects_nothing() {
         .collect();
     let request = kept.last().expect("no keepalive in 16 s").payload.clone();
     let victim = std::net::SocketAddrV4::new(lab.third.ip, 40_000);
-    let at_third = Capture::start(&lab.third.ns).unwrap();
-    let at_server = Capture::start(&lab.server_host.ns).unwrap();
+    let at_third = Capture::start(&mut lab.lab, &lab.third.ns, "eth0").unwrap();
+    let at_server = Capture::start(&mut lab.lab, &lab.server_host.ns, "eth0").unwrap();
     let SocketAddr::V4(to) = server else {
         panic!("an IPv4 server")
     };
@@ -515,7 +523,7 @@ fn a_keepalive_with_a_forged_source_redirects_nothing() {
     .unwrap()
     .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    rule("-D");
+    rule(&lab.lab, "-D");
     let (at_third, at_server) = (at_third.stop().unwrap(), at_server.stop().unwrap());
     let victim = SocketAddr::V4(victim);
     assert!(
