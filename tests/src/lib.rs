@@ -7,8 +7,11 @@
 //!   answer`, their logs and JSON lines; [`tone`] reads what each recorded;
 //! - [`scripted::Client`]: the raw control protocol, step by step, for states a real client
 //!   does not reach on its own;
+//! - [`hostile`]: an attacker's tools: spoofed UDP from a namespace, captures with a real
+//!   `tcpdump` ([`pcap`] reads them), what a capture shows (TLS records, RTP payload entropy);
 //! - [`Place`]: where a binary runs (this machine, or a lab namespace);
-//! - [`prereq::missing`]: what a test does when root, a sound server, ffmpeg or coturn is missing.
+//! - [`prereq::missing`]: what a test does when root, a sound server, ffmpeg, tcpdump or coturn is
+//!   missing.
 //!
 //! The binaries are built by `cargo build --workspace --bins` (the test command does it before
 //! `cargo test`); tests find them next to their own executable, in the same profile directory.
