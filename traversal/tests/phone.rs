@@ -856,16 +856,17 @@ fn the_same_name_from_another_phone_takes_over_until_reconnect() {
     assert!(!w.online(new));
 }
 
-#[test]
-fn name_taken_by_another_key_stops_the_phone() {
+/// `first` registered, `second` claims `taken` with another key: the second phone stops with
+/// `reason`, without a retry.
+fn second_claim_stops(taken: &str, reason: StopReason) {
     let mut w = World::new();
     let first = w.add("alice", 1, Place::Public("7.7.7.7"), |_| {});
     w.run(secs(2));
-    let second = w.add("alice", 2, Place::Public("7.7.7.8"), |_| {});
+    let second = w.add(taken, 2, Place::Public("7.7.7.8"), |_| {});
     w.run(secs(5));
     assert!(w.online(first));
     assert!(
-        w.has(second, |e| *e == Event::Stopped(StopReason::NameTaken)),
+        w.has(second, |e| *e == Event::Stopped(reason.clone())),
         "{:?}",
         w.events(second)
     );
@@ -873,22 +874,16 @@ fn name_taken_by_another_key_stops_the_phone() {
     assert_eq!(w.phones[second].connects, 1, "no retry");
 }
 
+#[test]
+fn name_taken_by_another_key_stops_the_phone() {
+    second_claim_stops("alice", StopReason::NameTaken);
+}
+
 /// A name that looks like a registered one (Cyrillic а in `аlice`) stops the phone with its
-/// own reason; a rate-limited registration is tried again later instead.
+/// own reason.
 #[test]
 fn a_lookalike_name_stops_the_phone() {
-    let mut w = World::new();
-    let first = w.add("alice", 1, Place::Public("7.7.7.7"), |_| {});
-    w.run(secs(2));
-    let second = w.add("\u{430}lice", 2, Place::Public("7.7.7.8"), |_| {});
-    w.run(secs(5));
-    assert!(w.online(first));
-    assert!(
-        w.has(second, |e| *e == Event::Stopped(StopReason::NameConfusable)),
-        "{:?}",
-        w.events(second)
-    );
-    assert_eq!(w.phones[second].connects, 1, "no retry");
+    second_claim_stops("\u{430}lice", StopReason::NameConfusable);
 }
 
 // ---- the server lost ----

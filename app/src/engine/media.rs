@@ -136,9 +136,8 @@ pub struct CallSetup {
 pub struct MediaCall {
     peer: String,
     session: VoiceSession,
-    srtp: Srtp,
-    /// What the session wrote, sealed (SRTP), before it is framed for the path.
-    sealed: Vec<u8>,
+    /// Encryption and the buffers of what goes out.
+    wire: Wire,
     /// What came in, opened, before the session reads it.
     opened: Vec<u8>,
     security: Security,
@@ -151,7 +150,6 @@ pub struct MediaCall {
     volume: f32,
     capture: Vec<f32>,
     playout: Vec<f32>,
-    scratch: Vec<u8>,
     placed: Instant,
     connected: Instant,
     first_media: Option<Instant>,
@@ -160,6 +158,32 @@ pub struct MediaCall {
     dropped: u64,
     strangers: u64,
     finished: bool,
+}
+
+/// The call's SRTP contexts and the buffers of what goes out.
+#[derive(Debug)]
+struct Wire {
+    srtp: Srtp,
+    /// What the session wrote, sealed (SRTP), before it is framed for the path.
+    sealed: Vec<u8>,
+    /// The relay frame around it.
+    scratch: Vec<u8>,
+}
+
+impl Wire {
+    fn transport<'a>(
+        &'a mut self,
+        socket: &'a tokio::net::UdpSocket,
+        path: MediaPath,
+    ) -> PathTransport<'a> {
+        PathTransport {
+            socket,
+            path,
+            srtp: &mut self.srtp,
+            sealed: &mut self.sealed,
+            scratch: &mut self.scratch,
+        }
+    }
 }
 
 /// Seals what the session gives it and sends it over the current path, without blocking: a
@@ -237,8 +261,11 @@ impl MediaCall {
         Ok(Self {
             peer,
             session,
-            srtp,
-            sealed: Vec::with_capacity(1600),
+            wire: Wire {
+                srtp,
+                sealed: Vec::with_capacity(1600),
+                scratch: Vec::with_capacity(1600),
+            },
             opened: Vec::with_capacity(1600),
             security,
             source,
@@ -249,7 +276,6 @@ impl MediaCall {
             volume: 1.0,
             capture: vec![0.0; frame],
             playout: vec![0.0; frame],
-            scratch: Vec::with_capacity(1600),
             placed,
             connected: now,
             first_media: None,
@@ -323,13 +349,7 @@ impl MediaCall {
     /// goes on).
     pub fn tick(&mut self, now: Instant, socket: &tokio::net::UdpSocket) -> Result<(), AudioError> {
         let mut result = Ok(());
-        let mut transport = PathTransport {
-            socket,
-            path: self.path,
-            srtp: &mut self.srtp,
-            sealed: &mut self.sealed,
-            scratch: &mut self.scratch,
-        };
+        let mut transport = self.wire.transport(socket, self.path);
         match self.source.read(&mut self.capture) {
             Ok(_) => {}
             Err(e) => {
@@ -397,7 +417,7 @@ impl MediaCall {
     /// (by the phone: [`traversal::phone::Received::Media`]): opened, then played. What does
     /// not open (replayed, forged, malformed) is dropped and counted.
     pub fn handle_media(&mut self, now: Instant, datagram: &[u8]) {
-        if let Err(e) = self.srtp.unprotect(datagram, &mut self.opened) {
+        if let Err(e) = self.wire.srtp.unprotect(datagram, &mut self.opened) {
             tracing::trace!("media dropped: {e}");
             return;
         }
@@ -414,7 +434,7 @@ impl MediaCall {
     /// The call's figures now.
     pub fn report(&self, now: Instant) -> CallReport {
         let stats = self.session.stats();
-        let srtp = self.srtp.stats();
+        let srtp = self.wire.srtp.stats();
         CallReport {
             peer: self.peer.clone(),
             path: self.path.kind(),
@@ -454,13 +474,7 @@ impl MediaCall {
             return Ok(());
         }
         self.finished = true;
-        let mut transport = PathTransport {
-            socket,
-            path: self.path,
-            srtp: &mut self.srtp,
-            sealed: &mut self.sealed,
-            scratch: &mut self.scratch,
-        };
+        let mut transport = self.wire.transport(socket, self.path);
         self.session.close(now, &mut transport);
         self.sink.finish()
     }

@@ -118,29 +118,51 @@ pub enum E2eError {
     WeakKey,
 }
 
-/// The caller's side of one call's key exchange.
-pub struct Caller {
+/// One side's ephemeral X25519 key pair (its `Debug` shows nothing).
+struct Ephemeral {
     secret: StaticSecret,
     public: [u8; 32],
 }
 
-impl std::fmt::Debug for Caller {
+impl Ephemeral {
+    /// A fresh key from `random` (32 bytes from a cryptographic source).
+    fn new(random: [u8; 32]) -> Self {
+        let secret = StaticSecret::from(random);
+        let public = PublicKey::from(&secret).to_bytes();
+        Ephemeral { secret, public }
+    }
+
+    /// The shared secret with the peer's public key `peer`.
+    fn shared(&self, peer: [u8; 32]) -> [u8; 32] {
+        self.secret
+            .diffie_hellman(&PublicKey::from(peer))
+            .to_bytes()
+    }
+}
+
+/// The caller's side of one call's key exchange.
+#[derive(Debug)]
+pub struct Caller {
+    own: Ephemeral,
+}
+
+impl std::fmt::Debug for Ephemeral {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("e2e::Caller")
+        f.write_str("Ephemeral(<secret>)")
     }
 }
 
 impl Caller {
     /// A fresh ephemeral key from `random` (32 bytes from a cryptographic source).
     pub fn new(random: [u8; 32]) -> Self {
-        let secret = StaticSecret::from(random);
-        let public = PublicKey::from(&secret).to_bytes();
-        Caller { secret, public }
+        Caller {
+            own: Ephemeral::new(random),
+        }
     }
 
     /// The commitment sent with the call: hex of SHA-256 of our ephemeral public key.
     pub fn commitment(&self) -> String {
-        hex::encode(Sha256::digest(self.public))
+        hex::encode(Sha256::digest(self.own.public))
     }
 
     /// The callee's answer (from `Connected`) under its name key `peer_key` (hex): checks it
@@ -155,7 +177,7 @@ impl Caller {
         let callee_key = callee.to_bytes();
         let caller_key = own.verifying_key().to_bytes();
         let e_a = parse32(&answer.ephemeral, "ephemeral key")?;
-        let commitment: [u8; 32] = Sha256::digest(self.public).into();
+        let commitment: [u8; 32] = Sha256::digest(self.own.public).into();
         verify(
             &callee,
             &answer_message(&callee_key, &caller_key, &commitment, &e_a),
@@ -164,18 +186,17 @@ impl Caller {
         let signature = own.sign(&reveal_message(
             &caller_key,
             &callee_key,
-            &self.public,
+            &self.own.public,
             &e_a,
         ));
         let reveal = E2eHello {
-            ephemeral: hex::encode(self.public),
+            ephemeral: hex::encode(self.own.public),
             signature: hex::encode(signature.to_bytes()),
         };
-        let shared = self.secret.diffie_hellman(&PublicKey::from(e_a));
         let keys = derive(
-            shared.as_bytes(),
+            &self.own.shared(e_a),
             Side::Caller,
-            [&caller_key, &callee_key, &self.public, &e_a],
+            [&caller_key, &callee_key, &self.own.public, &e_a],
         )?;
         Ok((
             reveal,
@@ -188,17 +209,11 @@ impl Caller {
 }
 
 /// The callee's side of one call's key exchange.
+#[derive(Debug)]
 pub struct Callee {
-    secret: StaticSecret,
-    public: [u8; 32],
+    own: Ephemeral,
     caller_key: VerifyingKey,
     commitment: [u8; 32],
-}
-
-impl std::fmt::Debug for Callee {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("e2e::Callee")
-    }
 }
 
 impl Callee {
@@ -207,11 +222,8 @@ impl Callee {
     pub fn new(random: [u8; 32], caller_key: &str, commitment: &str) -> Result<Self, E2eError> {
         let caller_key = parse_key(caller_key)?;
         let commitment = parse32(commitment, "commitment")?;
-        let secret = StaticSecret::from(random);
-        let public = PublicKey::from(&secret).to_bytes();
         Ok(Callee {
-            secret,
-            public,
+            own: Ephemeral::new(random),
             caller_key,
             commitment,
         })
@@ -224,10 +236,10 @@ impl Callee {
             &callee_key,
             &self.caller_key.to_bytes(),
             &self.commitment,
-            &self.public,
+            &self.own.public,
         ));
         E2eHello {
-            ephemeral: hex::encode(self.public),
+            ephemeral: hex::encode(self.own.public),
             signature: hex::encode(signature.to_bytes()),
         }
     }
@@ -243,14 +255,13 @@ impl Callee {
         let caller_key = self.caller_key.to_bytes();
         verify(
             &self.caller_key,
-            &reveal_message(&caller_key, &callee_key, &e_c, &self.public),
+            &reveal_message(&caller_key, &callee_key, &e_c, &self.own.public),
             &reveal.signature,
         )?;
-        let shared = self.secret.diffie_hellman(&PublicKey::from(e_c));
         let keys = derive(
-            shared.as_bytes(),
+            &self.own.shared(e_c),
             Side::Callee,
-            [&caller_key, &callee_key, &e_c, &self.public],
+            [&caller_key, &callee_key, &e_c, &self.own.public],
         )?;
         Ok(CallSecurity {
             peer_key: Some(caller_key),
@@ -442,9 +453,14 @@ mod tests {
             alice.verifying_key().to_bytes(),
             bob.verifying_key().to_bytes(),
         );
-        let signature = alice.sign(&reveal_message(&a, &b, &other.public, &callee.public));
+        let signature = alice.sign(&reveal_message(
+            &a,
+            &b,
+            &other.own.public,
+            &callee.own.public,
+        ));
         let reveal = E2eHello {
-            ephemeral: hex::encode(other.public),
+            ephemeral: hex::encode(other.own.public),
             signature: hex::encode(signature.to_bytes()),
         };
         assert_eq!(
