@@ -202,9 +202,11 @@ pub fn stats(end: &End) -> VoiceStats {
     end.session.stats()
 }
 
-/// Writes `samples` as a 48 kHz mono float WAV into the temp directory; returns its path.
+/// Writes `samples` as a 48 kHz mono float WAV for a look after the test (the path is printed);
+/// into cargo's temporary directory for tests (`target/tmp`), overwritten by the next run
+/// rather than piling up in the system's temp directory.
 pub fn write_wav(name: &str, samples: &[f32]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pinhole-voice-tests-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("voice-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.wav"));
     let spec = hound::WavSpec {
