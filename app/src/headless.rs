@@ -77,8 +77,8 @@ pub struct CallArgs {
     /// Whom to call (`echo`: the server sends your own audio back).
     #[arg(value_name = "PEER")]
     pub peer: String,
-    /// Seconds to talk once connected, then hang up.
-    #[arg(long, value_name = "SECS")]
+    /// Seconds to talk once connected, then hang up (more than 0, at most 86400).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: f64,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -87,8 +87,8 @@ pub struct CallArgs {
 /// Register and answer incoming calls.
 #[derive(Debug, Clone, Args)]
 pub struct AnswerArgs {
-    /// Answer this many calls, then exit (default: until interrupted).
-    #[arg(long, value_name = "N")]
+    /// Answer this many calls (1 or more), then exit (default: until interrupted).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub calls: Option<u64>,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -416,10 +416,11 @@ fn hang_up_and_wait(engine: &Engine) -> Option<CallReport> {
 }
 
 fn run_call(args: CallArgs) -> Result<(), Failure> {
-    if !args.duration.is_finite() || !(0.0..=86_400.0).contains(&args.duration) {
-        return Err(usage(
-            "--duration must be a number of seconds from 0 to 86400",
-        ));
+    if !args.duration.is_finite() || args.duration <= 0.0 || args.duration > 86_400.0 {
+        return Err(usage(format!(
+            "--duration {}: the call must last more than 0 and at most 86400 seconds",
+            args.duration
+        )));
     }
     let talk = Duration::from_secs_f64(args.duration);
     let config = configure(&args.common)?;
@@ -506,9 +507,6 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
     wait_registered(&engine, &interrupted)?;
     let mut answered = 0u64;
     let mut in_call = false;
-    if args.calls == Some(0) {
-        return Ok(());
-    }
     loop {
         if interrupted.load(Ordering::SeqCst) {
             if in_call && let Some(report) = hang_up_and_wait(&engine) {

@@ -169,6 +169,23 @@ fn failures_say_why_and_exit_non_zero() {
     let out = call(&trumpet, &addr, "bob", 1.0);
     assert_eq!(out.status.code(), Some(2), "{out:#?}");
     assert!(out.log_text().contains("trumpet"), "{out:#?}");
+    // A call of no time, a negative one (not taken for a flag), more than a day.
+    for secs in [0.0, -3.0, 90_000.0] {
+        let out = call(&alice, &addr, "bob", secs);
+        assert_eq!(out.status.code(), Some(2), "{out:#?}");
+        assert!(out.log_text().contains("must last more than 0"), "{out:#?}");
+    }
+    // A WAV file's name without `wav:` says how to write it.
+    let bare = Party {
+        output: "recording.wav".into(),
+        ..alice.clone()
+    };
+    let out = call(&bare, &addr, "bob", 1.0);
+    assert_eq!(out.status.code(), Some(2), "{out:#?}");
+    assert!(
+        out.log_text().contains("did you mean wav:recording.wav?"),
+        "{out:#?}"
+    );
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn bad_specs_say_why() {
             ("silence:5", "expected tone:HZ"),
             ("null", "expected tone:HZ"),
             ("TONE:440", "expected tone:HZ"),
+            ("song.wav", "did you mean wav:song.wav?"),
         ],
     );
     assert_refused::<SinkSpec>(
@@ -90,6 +91,7 @@ fn bad_specs_say_why() {
             ("null:x", "expected wav:PATH"),
             ("tone:440", "expected wav:PATH"),
             ("silence", "expected wav:PATH"),
+            ("recording.WAV", "did you mean wav:recording.WAV?"),
         ],
     );
     // The forms both take, refused alike.
@@ -122,6 +124,37 @@ fn opening_what_is_not_there_is_a_clear_error() {
     std::fs::write(&junk, b"this is not a RIFF file at all").unwrap();
     let err = SourceSpec::Wav { path: junk }.open().unwrap_err();
     assert!(matches!(err, AudioError::Wav { .. }), "{err:?}");
+
+    // An encoding hound does not decode (A-law, format 6) is named, with what is supported.
+    let alaw = dir.join("alaw.wav");
+    let fmt: Vec<u8> = [6u16, 1]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .chain([8000u32, 8000].iter().flat_map(|v| v.to_le_bytes()))
+        .chain([1u16, 8].iter().flat_map(|v| v.to_le_bytes()))
+        .collect();
+    let data = [0xd5u8; 160];
+    let mut file = b"RIFF".to_vec();
+    file.extend(((4 + 8 + fmt.len() + 8 + data.len()) as u32).to_le_bytes());
+    file.extend(b"WAVEfmt ");
+    file.extend((fmt.len() as u32).to_le_bytes());
+    file.extend(&fmt);
+    file.extend(b"data");
+    file.extend((data.len() as u32).to_le_bytes());
+    file.extend(data);
+    std::fs::write(&alaw, file).unwrap();
+    let err = SourceSpec::Wav { path: alaw }
+        .open()
+        .unwrap_err()
+        .to_string();
+    for words in [
+        "A-law",
+        "0x0006",
+        "8 to 32 bit integer or 32-bit float",
+        "pcm_s16le",
+    ] {
+        assert!(err.contains(words), "{words:?} in {err}");
+    }
 
     // WAV headers that are valid but absurd are refused, not allocated for.
     for (channels, rate, what) in [(200, 48_000, "channels"), (1, 10, "sample rate")] {

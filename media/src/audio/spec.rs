@@ -84,11 +84,15 @@ enum Common {
     Device(Option<String>),
 }
 
-/// `wav:PATH` or `device[:NAME]`; anything else is an error that lists `forms`.
+/// `wav:PATH` or `device[:NAME]`; anything else is an error that lists `forms` (and, for what
+/// looks like a WAV file's name, says how to write it).
 fn parse_common(kind: &'static str, s: &str, forms: &str) -> Result<Common, AudioError> {
     match split(s) {
         ("wav", rest) => Ok(Common::Wav(wav_path(kind, s, rest)?)),
         ("device", rest) => Ok(Common::Device(device_name(kind, s, rest)?)),
+        _ if s.to_ascii_lowercase().ends_with(".wav") => {
+            Err(bad(kind, s, format!("{forms} (did you mean wav:{s}?)")))
+        }
         _ => Err(bad(kind, s, forms)),
     }
 }

@@ -30,6 +30,63 @@ fn wav_error(path: &Path, e: impl std::fmt::Display) -> AudioError {
     }
 }
 
+/// What Pinhole reads, for messages about what it does not.
+const READABLE: &str = "PCM WAV with 8 to 32 bit integer or 32-bit float samples";
+
+/// The error for a file hound could not open: an encoding it does not decode is named (from
+/// the `fmt ` chunk's format tag), with what is supported and how to convert it.
+fn open_error(path: &Path, e: hound::Error) -> AudioError {
+    match (&e, format_tag(path)) {
+        (hound::Error::Unsupported, Some(tag)) => wav_error(
+            path,
+            format!(
+                "its samples are {} (WAV format {tag:#06x}), which Pinhole does not decode; it \
+                 reads {READABLE} (convert it with `ffmpeg -i IN -c:a pcm_s16le OUT.wav`)",
+                format_name(tag)
+            ),
+        ),
+        _ => wav_error(path, e),
+    }
+}
+
+/// The format tag of a RIFF/WAVE file's `fmt ` chunk, if the file has one.
+fn format_tag(path: &Path) -> Option<u16> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(512);
+    File::open(path)
+        .ok()?
+        .take(512)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.get(..4)? != b"RIFF" || head.get(8..12)? != b"WAVE" {
+        return None;
+    }
+    let mut at = 12;
+    while let Some(header) = head.get(at..at + 8) {
+        let size = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
+        if &header[..4] == b"fmt " {
+            let tag = head.get(at + 8..at + 10)?;
+            return Some(u16::from_le_bytes([tag[0], tag[1]]));
+        }
+        at = at.checked_add(8)?.checked_add(size + size % 2)?;
+    }
+    None
+}
+
+/// The usual name of a WAV format tag.
+fn format_name(tag: u16) -> &'static str {
+    match tag {
+        0x0002 => "Microsoft ADPCM",
+        0x0006 => "A-law",
+        0x0007 => "\u{3bc}-law",
+        0x0011 => "IMA ADPCM",
+        0x0031 => "GSM 6.10",
+        0x0050 | 0x0055 => "MPEG audio",
+        0xFFFE => "in an extensible format Pinhole does not decode",
+        _ => "in an encoding Pinhole does not know",
+    }
+}
+
 enum Samples {
     Int {
         samples: WavIntoSamples<BufReader<File>, i32>,
@@ -74,7 +131,7 @@ impl WavSource {
     /// Opens `path`: integer PCM of 8 to 32 bits or 32-bit float, any rate, any channels.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AudioError> {
         let path = path.as_ref();
-        let reader = WavReader::open(path).map_err(|e| wav_error(path, e))?;
+        let reader = WavReader::open(path).map_err(|e| open_error(path, e))?;
         let spec = reader.spec();
         if !(1..=MAX_CHANNELS).contains(&spec.channels) {
             return Err(wav_error(
