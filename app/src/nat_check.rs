@@ -16,10 +16,11 @@ const MEASURE_LIMIT: Duration = Duration::from_secs(900);
 /// Check how this machine's NAT treats UDP: the patent's exchange against a Pinhole
 /// rendezvous server (or, with --stun, mapped-address discovery against any STUN server).
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").required(true).args(["server", "stun"]))]
+#[command(group = clap::ArgGroup::new("target").args(["server", "stun"]))]
 pub(crate) struct NatCheckArgs {
-    /// Rendezvous server, HOST:PORT (UDP and TCP on the same port).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Rendezvous server, HOST[:PORT] (UDP and TCP on the same port; the port is 3478 when left
+    /// out). Default: the settings file's server.
+    #[arg(long, value_name = "HOST[:PORT]")]
     server: Option<String>,
     /// Any standard STUN server, HOST:PORT: only the mapped address is learnt, so the verdict
     /// is limited (it compares that address with the local ones).
@@ -159,13 +160,13 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
     if let Some(stun) = &args.stun {
         return check_stun(stun, timeout, start).await;
     }
-    let Some(server) = args.server.as_deref() else {
-        return Err("give --server HOST[:PORT] or --stun HOST:PORT".into());
+    let server = match args.server.as_deref() {
+        // The port defaults to 3478, as in Settings and `pinhole call`.
+        Some(server) => pinhole::settings::ServerAddr::parse(server)
+            .map_err(|e| format!("--server: {e}"))?
+            .to_string(),
+        None => settings_server()?,
     };
-    // The port defaults to 3478, as in Settings and `pinhole call`.
-    let server = pinhole::settings::ServerAddr::parse(server)
-        .map_err(|e| format!("--server: {e}"))?
-        .to_string();
     let keepalive_interval = args
         .keepalive_interval
         .map(|v| secs(v, "--keepalive-interval"))
@@ -443,4 +444,22 @@ fn trust(fingerprint: Option<&str>, server: &str) -> Result<traversal::tls::Clie
         trust.pinned = Some(fp);
     }
     Ok(trust)
+}
+
+/// The settings file's server, for a check without `--server` (as `pinhole call` does).
+fn settings_server() -> Result<String, String> {
+    use pinhole::settings;
+    let path = settings::default_path().map_err(|e| e.to_string())?;
+    let stored = settings::load(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .unwrap_or_default();
+    match stored.server_addr() {
+        Ok(Some(server)) => Ok(server.to_string()),
+        Ok(None) => Err(format!(
+            "no server to check: pass --server HOST[:PORT] (or --stun HOST:PORT), or set \
+             `server` in {}",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: server: {e}", path.display())),
+    }
 }

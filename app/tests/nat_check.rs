@@ -202,3 +202,27 @@ fn a_given_fingerprint_is_checked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--server-fingerprint"));
 }
+
+/// Without `--server`, the settings file's server is checked (as `pinhole call` does); with
+/// none set, one line says what to give.
+#[test]
+fn without_server_the_settings_server_is_checked() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("settings.toml");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_pinhole"))
+            .args(["nat-check", "--json"])
+            .env("PINHOLE_CONFIG", &config)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no server to check"), "{stderr}");
+    std::fs::write(&config, format!("server = \"{}\"\n", server.local_addr())).unwrap();
+    let report = json(&run());
+    assert!(report["verdict"].is_string(), "{report}");
+    assert_eq!(report["server"], server.local_addr().to_string());
+}
