@@ -326,7 +326,7 @@ impl Calls {
         conn: ConnId,
         call_id: u64,
         to: &str,
-        mut candidates: Vec<SocketAddr>,
+        candidates: Vec<SocketAddr>,
         commitment: String,
     ) {
         let Some(c) = self.clients.get(&conn) else {
@@ -344,7 +344,7 @@ impl Calls {
             self.ended(conn, call_id, EndReason::Busy);
             return;
         }
-        candidates.truncate(MAX_CANDIDATES);
+        let candidates = passed_on(candidates, c.mapped);
         let Some(caller_key) = self.names.key(&from) else {
             self.ended(conn, call_id, EndReason::ServerError);
             return;
@@ -419,16 +419,17 @@ impl Calls {
         &mut self,
         conn: ConnId,
         call_id: u64,
-        mut candidates: Vec<SocketAddr>,
+        candidates: Vec<SocketAddr>,
         e2e: E2eHello,
     ) {
+        let callee_mapped = self.clients.get(&conn).and_then(|c| c.mapped);
         let Some((key, call)) = self.call_of(conn, call_id) else {
             return;
         };
         if call.callee != Some(conn) || !matches!(call.state, State::Ringing { .. }) {
             return;
         }
-        candidates.truncate(MAX_CANDIDATES);
+        let candidates = passed_on(candidates, callee_mapped);
         let caller_candidates = std::mem::take(&mut call.caller_candidates);
         call.state = State::Connected;
         let (caller, channel, tokens, caller_key) =
@@ -714,4 +715,21 @@ impl Calls {
             },
         ));
     }
+}
+
+/// The candidates of a client that the server passes on to the other side of a call: what it
+/// listed that is not a public address (its host addresses on private networks, which the
+/// other side's checks try only from the same network) or is on its own mapped address (as
+/// the server sees it); at most [`MAX_CANDIDATES`]. So a client cannot aim the other side's
+/// connectivity checks at public hosts of its choosing.
+fn passed_on(listed: Vec<SocketAddr>, mapped: Option<SocketAddr>) -> Vec<SocketAddr> {
+    let own = mapped.map(|m| crate::addr::normalize(m.ip()));
+    listed
+        .into_iter()
+        .filter(|c| {
+            let ip = crate::addr::normalize(c.ip());
+            !crate::addr::is_public_unicast(ip) || Some(ip) == own
+        })
+        .take(MAX_CANDIDATES)
+        .collect()
 }

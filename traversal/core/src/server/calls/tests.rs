@@ -725,3 +725,48 @@ fn hello() -> E2eHello {
         signature: "22".repeat(64),
     }
 }
+
+/// A caller cannot aim the callee's checks at public hosts: of the public addresses it lists,
+/// only those on its own mapped address go on; private ones (host candidates) do, for the
+/// callee to try from the same network only. The callee's likewise.
+#[test]
+fn only_sensible_candidates_are_passed_on() {
+    let mut h = H::new();
+    h.join(1, "alice", &key(1));
+    h.join(2, "bob", &key(2));
+    let sock = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    h.calls.set_mapped(1, Some(sock("1.2.3.4:5000")));
+    h.calls.set_mapped(2, Some(sock("5.6.7.8:6000")));
+    h.drain();
+    let listed = vec![
+        sock("1.2.3.4:5000"),
+        sock("192.168.1.5:5000"),
+        sock("8.8.8.8:53"),
+        sock("1.2.3.4:7000"),
+        sock("93.184.216.34:80"),
+    ];
+    h.calls.call(h.now, 1, 9, "bob", listed, String::new());
+    let out = h.drain();
+    let [(2, ServerMessage::Incoming { candidates, .. })] = &out[..] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(
+        candidates,
+        &[
+            sock("1.2.3.4:5000"),
+            sock("192.168.1.5:5000"),
+            sock("1.2.3.4:7000")
+        ]
+    );
+    let answer = vec![
+        sock("5.6.7.8:6000"),
+        sock("1.1.1.1:443"),
+        sock("10.0.0.2:6000"),
+    ];
+    h.calls.accept(2, 9, answer, hello());
+    let out = h.drain();
+    let [(1, ServerMessage::Connected { candidates, .. }), _] = &out[..] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(candidates, &[sock("5.6.7.8:6000"), sock("10.0.0.2:6000")]);
+}
