@@ -1,13 +1,15 @@
 //! The desktop app (eframe/egui). It holds view state only; calls run in the engine.
 
 use eframe::egui;
+use pinhole::invite::Invite;
 use pinhole::settings;
 use pinhole::ui::{DeviceList, PinholeApp};
 
 const APP_NAME: &str = "Pinhole";
 
-/// Opens the main window and runs until it is closed.
-pub(crate) fn run() -> Result<(), eframe::Error> {
+/// Opens the main window and runs until it is closed; with `invite`, it opens on the
+/// invite's confirmation.
+pub(crate) fn run(invite: Option<Invite>) -> Result<(), eframe::Error> {
     let started = std::time::Instant::now();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -21,7 +23,7 @@ pub(crate) fn run() -> Result<(), eframe::Error> {
     eframe::run_native(
         APP_NAME,
         options,
-        Box::new(move |cc| Ok(Box::new(Window::new(started, cc.egui_ctx.clone())))),
+        Box::new(move |cc| Ok(Box::new(Window::new(started, cc.egui_ctx.clone(), invite)))),
     )
 }
 
@@ -70,13 +72,17 @@ impl FramePeriod {
 }
 
 impl Window {
-    fn new(started: std::time::Instant, ctx: egui::Context) -> Self {
+    fn new(started: std::time::Instant, ctx: egui::Context, invite: Option<Invite>) -> Self {
         // Devices are listed on a thread: cpal can take a while to probe them.
         let app = settings::default_path()
             .map(|path| {
-                PinholeApp::new(path, DeviceList::default())
+                let mut app = PinholeApp::new(path, DeviceList::default())
                     .with_repaint(ctx)
-                    .list_devices_in_background()
+                    .list_devices_in_background();
+                if let Some(invite) = invite {
+                    app.open_invite(invite);
+                }
+                app
             })
             .map_err(|err| err.to_string());
         Self {

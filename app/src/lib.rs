@@ -6,5 +6,6 @@
 pub mod contacts;
 pub mod engine;
 pub mod headless;
+pub mod invite;
 pub mod settings;
 pub mod ui;

@@ -4,16 +4,24 @@ mod display;
 mod gui;
 mod nat_check;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use pinhole::invite::{self, Invite};
+use pinhole::settings::{self, ServerAddr};
 
 /// Pinhole: a softphone that calls straight through NAT.
 ///
-/// With no subcommand, starts the desktop app.
+/// With no subcommand, starts the desktop app; with an invite link, starts it on the link's
+/// confirmation.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// An invite link, pinhole://call/NAME?server=HOST[:PORT]&fp=sha256:HEX: the app asks
+    /// whether to take its server and call NAME (the desktop entry passes links this way).
+    #[arg(value_name = "LINK")]
+    link: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -25,6 +33,9 @@ enum Command {
     /// Check how this machine's NAT treats UDP, against a rendezvous or STUN server.
     NatCheck(nat_check::NatCheckArgs),
     /// Call a name, talk for --duration seconds, hang up (headless).
+    ///
+    /// PEER may be an invite link (pinhole://call/NAME?server=...&fp=...): NAME is called
+    /// through the link's server, its certificate pinned to the link's fingerprint.
     Call(pinhole::headless::CallArgs),
     /// Register and answer incoming calls (headless).
     Answer(pinhole::headless::AnswerArgs),
@@ -42,15 +53,43 @@ enum Command {
     /// that key is trusted; without, the remembered key is forgotten and the next call with
     /// NAME remembers whatever key it brings.
     TrustContact(pinhole::headless::TrustContactArgs),
+    /// Print your own invite link: whoever opens it in Pinhole calls you through your server.
+    ///
+    /// The link carries your name, your server and its certificate's fingerprint when it is
+    /// known (pinned in the settings, or recorded on the first connection in
+    /// known-servers.txt).
+    Invite(InviteArgs),
+}
+
+/// `pinhole invite`'s flags.
+#[derive(Debug, Args)]
+struct InviteArgs {
+    /// The server to put in the link, HOST[:PORT] (default: the settings file's).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    server: Option<String>,
+    /// The settings file (default: $PINHOLE_CONFIG, or settings.toml in the user's config
+    /// directory); known-servers.txt is beside it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if let Some(link) = cli.link {
+        return match parse_link(&link) {
+            Ok(invite) => run_gui(Some(invite)),
+            Err(code) => code,
+        };
+    }
     match cli.command.unwrap_or(Command::Gui) {
-        Command::Gui => run_gui(),
+        Command::Gui => run_gui(None),
         Command::NatCheck(args) => nat_check::run(args),
-        Command::Call(args) => pinhole::headless::call(args),
+        Command::Call(args) => match call_args(args) {
+            Ok(args) => pinhole::headless::call(args),
+            Err(code) => code,
+        },
+        Command::Invite(args) => print_invite(&args),
         Command::Answer(args) => pinhole::headless::answer(args),
         Command::TrustServer(args) => pinhole::headless::trust_server(args),
         Command::TrustContact(args) => pinhole::headless::trust_contact(args),
@@ -68,13 +107,99 @@ fn init_logging() {
         .init();
 }
 
-fn run_gui() -> ExitCode {
+/// Says why `text` is not a usable invite link (status 2, as for other bad arguments).
+fn bad_argument(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pinhole: {message}");
+    ExitCode::from(2)
+}
+
+/// An invite link from the command line; a text that is not one is named with the reason.
+fn parse_link(text: &str) -> Result<Invite, ExitCode> {
+    text.parse::<Invite>().map_err(|e| {
+        if Invite::looks_like_link(text) {
+            bad_argument(format!("{text}: {e}"))
+        } else {
+            bad_argument(format!(
+                "{text:?} is neither a command nor an invite link (pinhole://call/NAME?server=...); \
+                 see pinhole --help"
+            ))
+        }
+    })
+}
+
+/// `pinhole call LINK`: the link's name, server and fingerprint in place of the flags (which
+/// must then not name another server or fingerprint).
+fn call_args(
+    mut args: pinhole::headless::CallArgs,
+) -> Result<pinhole::headless::CallArgs, ExitCode> {
+    if !Invite::looks_like_link(&args.peer) {
+        return Ok(args);
+    }
+    let invite = parse_link(&args.peer)?;
+    if args.common.server.is_some() {
+        return Err(bad_argument(format!(
+            "the link names its server ({}): leave out --server",
+            invite.server
+        )));
+    }
+    if invite.fingerprint.is_some() && args.common.server_fingerprint.is_some() {
+        return Err(bad_argument(
+            "the link pins the server's certificate: leave out --server-fingerprint",
+        ));
+    }
+    args.common.server = Some(invite.server_setting());
+    if let Some(fp) = invite.fingerprint {
+        args.common.server_fingerprint = Some(fp.to_string());
+    }
+    args.peer = invite.name;
+    Ok(args)
+}
+
+/// `pinhole invite`: the user's own link on stdout.
+fn print_invite(args: &InviteArgs) -> ExitCode {
+    let path = match args.config.clone().map_or_else(settings::default_path, Ok) {
+        Ok(path) => path,
+        Err(e) => return bad_argument(e),
+    };
+    let stored = match settings::load(&path) {
+        Ok(Some(stored)) => stored,
+        Ok(None) => {
+            return bad_argument(format!(
+                "no settings yet ({}): start the app once, or run pinhole call or answer with \
+                 --user and --server",
+                path.display()
+            ));
+        }
+        Err(e) => return bad_argument(e),
+    };
+    let server = match args.server.as_deref().map(ServerAddr::parse).transpose() {
+        Ok(server) => server,
+        Err(e) => return bad_argument(format!("--server: {e}")),
+    };
+    match invite::own_invite(&stored, &path, server.as_ref()) {
+        Ok(link) => {
+            if link.fingerprint.is_none() {
+                eprintln!(
+                    "pinhole: no certificate fingerprint is known for {} yet (connect to it \
+                     once, or pin it in the settings), so the link has none: whoever opens it \
+                     trusts the certificate the server presents the first time",
+                    link.server
+                );
+            }
+            println!("{link}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => bad_argument(e),
+    }
+}
+
+fn run_gui(invite: Option<Invite>) -> ExitCode {
     if let Err(missing) = display::check() {
         eprintln!("{missing}");
         eprintln!("{}", display::HEADLESS_GUIDANCE);
         return ExitCode::from(2);
     }
-    match gui::run() {
+    match gui::run(invite) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("pinhole: could not open the window: {err}");

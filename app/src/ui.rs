@@ -28,6 +28,7 @@ mod call_view;
 pub mod contacts;
 mod driver;
 mod incoming_view;
+mod invite_view;
 mod main_view;
 pub mod net;
 mod settings_view;
@@ -53,7 +54,7 @@ pub use backend::{CallEngine, FakeEngine, StartEngine, real_engine};
 use contacts::Book;
 use driver::NatState;
 use sound::{InputMonitor, Ringer, Wake};
-pub use state::{Action, AppState, Call, Effect, Failure, Link, Notice};
+pub use state::{Action, AppState, Call, Effect, Failure, InviteOffer, Link, Notice};
 
 /// Which view fills the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub enum View {
     Calling,
     /// A call is up.
     InCall,
+    /// An invite link was opened: take its server and call, or not.
+    Invite,
 }
 
 /// The devices the pickers offer, as the audio layer lists them.
@@ -148,6 +151,12 @@ pub struct PinholeApp {
     /// How the running engine trusts its server's certificate (the NAT check uses it too).
     trust: ClientTrust,
     lan_hint: Option<String>,
+    /// The built-in server's first address on the local network, when it listens there.
+    lan_addr: Option<SocketAddr>,
+    /// The user's own invite link (`pinhole://call/...`), when one can be made.
+    own_invite: Option<String>,
+    /// The own link was copied (said beside the button until the next view).
+    invite_copied: bool,
     input_spec: Option<SourceSpec>,
     output_spec: Option<SinkSpec>,
     sounds: bool,
@@ -216,6 +225,9 @@ impl PinholeApp {
             embedded: None,
             trust: ClientTrust::default(),
             lan_hint: None,
+            lan_addr: None,
+            own_invite: None,
+            invite_copied: false,
             input_spec: None,
             output_spec: None,
             sounds: true,
@@ -235,6 +247,7 @@ impl PinholeApp {
             frames: FrameStats::default(),
         };
         app.reset_form_text();
+        app.refresh_own_invite();
         app
     }
 
@@ -285,6 +298,7 @@ impl PinholeApp {
     /// The view on screen.
     pub fn view(&self) -> View {
         match &self.state.call {
+            Call::Idle if self.state.invite.is_some() => View::Invite,
             Call::Idle => self.view,
             Call::Placing { .. } => View::Calling,
             Call::Incoming { .. } => View::Incoming,
@@ -330,6 +344,11 @@ impl PinholeApp {
         self.embedded.as_ref().map(|(_, s)| s.local_addr())
     }
 
+    /// The user's own invite link, as the main view's "Copy invite link" copies it.
+    pub fn own_invite(&self) -> Option<&str> {
+        self.own_invite.as_deref()
+    }
+
     /// How long `show` took per frame so far.
     pub fn frame_stats(&self) -> FrameStats {
         self.frames
@@ -360,9 +379,13 @@ impl PinholeApp {
             View::Incoming => self.incoming_ui(ui),
             View::Calling => self.calling_ui(ui),
             View::InCall => self.in_call_ui(ui),
+            View::Invite => self.invite_ui(ui),
         }
         if self.view() != View::Settings {
             self.monitor = None;
+        }
+        if self.view() != View::Main {
+            self.invite_copied = false;
         }
         // The engine is started again at its retry time, whatever the view.
         if let Link::Failed {
@@ -447,6 +470,7 @@ impl PinholeApp {
                 if changed {
                     self.stop_engine();
                 }
+                self.refresh_own_invite();
             }
             Err(err) => self.file_error = Some(words::settings_not_saved(&err)),
         }

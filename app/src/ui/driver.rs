@@ -119,12 +119,15 @@ impl PinholeApp {
                     tracing::info!(addr = %server.local_addr(), "built-in server listening");
                     // Where other machines find it (asked once: it reads the interfaces).
                     let port = server.local_addr().port();
-                    let shown: Vec<String> = net::lan_addresses()
+                    let found: Vec<SocketAddr> = net::lan_addresses()
                         .iter()
-                        .map(|ip| SocketAddr::new(*ip, port).to_string())
+                        .map(|ip| SocketAddr::new(*ip, port))
                         .collect();
+                    let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
                     self.lan_hint = (lan && !shown.is_empty()).then(|| shown.join(" or "));
+                    self.lan_addr = found.first().copied().filter(|_| lan);
                     self.embedded = Some((lan, server));
+                    self.refresh_own_invite();
                 }
                 self.embedded
                     .as_ref()
@@ -195,6 +198,8 @@ impl PinholeApp {
                     mapped,
                     verdict: Some(verdict),
                 } => {
+                    // The first connection may just have recorded the certificate.
+                    self.refresh_own_invite();
                     self.nat = NatState::Done(Ok(NatReport {
                         verdict: verdict.as_str().to_owned(),
                         mapped,
@@ -207,6 +212,7 @@ impl PinholeApp {
                     verdict: None,
                     ..
                 } => {
+                    self.refresh_own_invite();
                     if self.nat_server.as_deref() != Some(server.as_str()) {
                         self.start_nat_check(server, self.trust.clone());
                     }
@@ -214,6 +220,7 @@ impl PinholeApp {
                 Effect::EngineStopped => self.engine = None,
                 Effect::TrustKey { peer, key } => self.trust_key(&peer, &key),
                 Effect::TrustServer { server, presented } => self.trust_server(&server, &presented),
+                Effect::UseInvite(invite) => self.use_invite(&invite),
             }
         }
     }
@@ -244,6 +251,7 @@ impl PinholeApp {
                 for line in &done.lines {
                     tracing::info!("{line}");
                 }
+                self.refresh_own_invite();
                 if done.settings_changed
                     && let Ok(Some(saved)) = settings::load(&self.path)
                 {

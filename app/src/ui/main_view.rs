@@ -39,11 +39,18 @@ impl PinholeApp {
         {
             ui.label(words::lan_hint(hint));
         }
+        self.own_invite_ui(ui);
         self.link_ui(ui);
         self.nat_ui(ui);
         ui.separator();
 
         self.call_field_ui(ui);
+        if let Some(peer) = &self.state.pending_call {
+            ui.horizontal(|ui| {
+                working(ui);
+                ui.label(words::call_when_connected(peer));
+            });
+        }
         if let Some(notice) = &self.state.notice {
             if notice.failure {
                 ui.colored_label(ui.visuals().error_fg_color, &notice.text);
@@ -56,6 +63,29 @@ impl PinholeApp {
         }
         ui.separator();
         self.contacts_ui(ui);
+    }
+
+    /// "Copy invite link" and the link itself, when the settings make one (a server others
+    /// can reach; the built-in one only when it is open to the local network).
+    fn own_invite_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(link) = self.own_invite.clone() else {
+            return;
+        };
+        ui.horizontal(|ui| {
+            if ui
+                .button(words::COPY_INVITE)
+                .on_hover_text(words::COPY_INVITE_HINT)
+                .clicked()
+            {
+                ui.ctx().copy_text(link.clone());
+                self.invite_copied = true;
+            }
+            if self.invite_copied {
+                ui.label(RichText::new(words::INVITE_COPIED).color(GOOD));
+            }
+        });
+        let text = RichText::new(link).monospace().small().weak();
+        ui.add(egui::Label::new(text).wrap().selectable(true));
     }
 
     /// The registration line: what the engine last said, nothing else.

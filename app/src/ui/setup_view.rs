@@ -12,6 +12,9 @@ impl PinholeApp {
         );
         ui.add_space(8.0);
         self.file_error_ui(ui);
+        if let Some(peer) = &self.state.pending_call {
+            ui.label(super::words::call_after_setup(peer));
+        }
         let valid = self.basic_fields_ui(ui);
         ui.add_space(8.0);
         if ui

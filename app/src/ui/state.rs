@@ -21,7 +21,9 @@ use crate::engine::{
     AudioSide, CallReport, Command, EndReason, Event, PathKind, Registration, Security, ServerLoss,
     StopReason, Warning,
 };
+use crate::invite::Invite;
 use crate::settings;
+use traversal::tls::Fingerprint;
 
 #[cfg(test)]
 mod tests;
@@ -259,6 +261,10 @@ pub enum Action {
     TrustKey,
     /// Accept the server's new certificate (after [`StopReason::UntrustedServer`]) and connect.
     TrustServer,
+    /// Take the server of the invite on screen and call its name ("Use this server and call").
+    UseInvite,
+    /// Put the invite on screen away, changing nothing.
+    DismissInvite,
 }
 
 /// What the caller of [`AppState::apply`] and [`AppState::act`] carries out.
@@ -301,6 +307,39 @@ pub enum Effect {
         /// The fingerprint it presented.
         presented: String,
     },
+    /// Write the invite's server (and its certificate's fingerprint) into the settings, and
+    /// put its name in the call field; then say [`AppState::invite_used`] (or
+    /// [`AppState::invite_failed`]). The call follows once registered with that server.
+    UseInvite(Invite),
+}
+
+/// An invite link opened from outside (the command line, the desktop), waiting for the user's
+/// yes or no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteOffer {
+    /// What the link says.
+    pub invite: Invite,
+    /// The server the settings use now (`host:port`; empty: the built-in one).
+    pub current_server: String,
+    /// The certificate this profile already trusts for the invite's server (the settings' pin
+    /// or the known-servers record), when there is one.
+    pub trusted: Option<Fingerprint>,
+}
+
+impl InviteOffer {
+    /// The link's fingerprint is not the one trusted before for that server: accepting it pins
+    /// another certificate, which the user should hear loudly.
+    pub fn certificate_differs(&self) -> bool {
+        matches!((&self.invite.fingerprint, &self.trusted), (Some(new), Some(old)) if new != old)
+    }
+
+    /// The invite's server is the one the settings use already.
+    pub fn same_server(&self) -> bool {
+        settings::ServerAddr::parse(&self.current_server)
+            .ok()
+            .as_ref()
+            == Some(&self.invite.server)
+    }
 }
 
 /// The app's view of its server and its call.
@@ -318,6 +357,10 @@ pub struct AppState {
     pub volume: f32,
     /// The last call's outcome (or why a call was not placed).
     pub notice: Option<Notice>,
+    /// An invite link on screen, waiting for the user.
+    pub invite: Option<InviteOffer>,
+    /// The name to call as soon as the app is registered: an invite's, accepted.
+    pub pending_call: Option<String>,
     /// A device problem the engine reported during this call: it says why the call ends with
     /// [`EndReason::Local`].
     audio_problem: Option<(AudioSide, String)>,
@@ -334,6 +377,8 @@ impl Default for AppState {
             muted: false,
             volume: 1.0,
             notice: None,
+            invite: None,
+            pending_call: None,
             audio_problem: None,
             ended_by_user: None,
         }
@@ -388,7 +433,10 @@ impl AppState {
     pub fn apply(&mut self, event: Event, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
         match event {
-            Event::Registration(registration) => self.registration(registration, &mut effects),
+            Event::Registration(registration) => {
+                self.registration(registration, &mut effects);
+                self.call_pending(now, &mut effects);
+            }
             Event::Incoming { from } => {
                 self.end_call();
                 self.call = Call::Incoming {
@@ -465,6 +513,13 @@ impl AppState {
                 self.end_call();
                 let server = self.link.server().to_owned();
                 self.engine_failed(server, failure, now);
+                // The invite's call is not placed later by surprise: it is said, with why.
+                if let Some(peer) = self.pending_call.take() {
+                    self.notice = Some(Notice {
+                        about_link: true,
+                        ..Notice::failure(words::cannot_call(&peer, &self.link, &self.name))
+                    });
+                }
                 effects.push(Effect::EngineStopped);
             }
         }
@@ -581,7 +636,11 @@ impl AppState {
     pub fn act(&mut self, action: Action, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
         match action {
-            Action::Call(peer) => self.place_call(peer.trim(), now, &mut effects),
+            Action::Call(peer) => {
+                // The user calls someone else: the invite's call is not placed after it.
+                self.pending_call = None;
+                self.place_call(peer.trim(), now, &mut effects);
+            }
             Action::HangUp => self.hang_up(now, &mut effects),
             Action::Accept => {
                 if let Call::Incoming { answered, .. } = &mut self.call
@@ -645,8 +704,44 @@ impl AppState {
                     *retry_at = Some(now);
                 }
             }
+            Action::UseInvite => {
+                if let Some(offer) = self.invite.take() {
+                    self.pending_call = Some(offer.invite.name.clone());
+                    effects.push(Effect::UseInvite(offer.invite));
+                }
+            }
+            Action::DismissInvite => self.invite = None,
         }
         effects
+    }
+
+    /// An invite link was opened: it waits on screen for the user (replacing one shown before).
+    pub fn invite_opened(&mut self, offer: InviteOffer) {
+        self.invite = Some(offer);
+    }
+
+    /// The invite's server is in the settings ([`Effect::UseInvite`] done): when the app is
+    /// registered with it already, the call goes out now; else once it is.
+    pub fn invite_used(&mut self, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.call_pending(now, &mut effects);
+        effects
+    }
+
+    /// The invite's server could not be written into the settings: no call, and why.
+    pub fn invite_failed(&mut self, text: String) {
+        self.pending_call = None;
+        self.notice = Some(Notice::failure(text));
+    }
+
+    /// Places the invite's call once registered and free.
+    fn call_pending(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        if matches!(self.link, Link::Registered { .. })
+            && matches!(self.call, Call::Idle)
+            && let Some(peer) = self.pending_call.take()
+        {
+            self.place_call(&peer, now, effects);
+        }
     }
 
     /// The peer's new key is remembered ([`Effect::TrustKey`] done): the warning goes.

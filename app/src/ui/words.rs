@@ -9,7 +9,7 @@ use std::time::Duration;
 use traversal::control::EndReason as Remote;
 
 use super::net::NatReport;
-use super::state::{Failure, Link};
+use super::state::{Failure, InviteOffer, Link};
 use crate::engine::{AudioSide, EndReason, PathKind, ServerLoss, StopReason};
 
 /// What the main view says about a call that ended, and what the recent calls list keeps.
@@ -110,6 +110,9 @@ fn why(
         EndReason::ServerLost => {
             format!("The server went away, and the call with {peer} needed it.")
         }
+        EndReason::ServerShutDown => {
+            format!("The server shut down (a restart), and the call with {peer} went through it.")
+        }
         EndReason::ServerUnreachable => {
             format!("Cannot call {peer}: the server cannot be reached right now.")
         }
@@ -143,6 +146,7 @@ fn outcome(reason: &EndReason) -> &'static str {
         EndReason::Remote(Remote::PeerLost) | EndReason::PeerSilent => "connection lost",
         EndReason::Remote(Remote::ServerError | Remote::RelayLimit) => "server error",
         EndReason::ServerLost => "server lost",
+        EndReason::ServerShutDown => "server restart",
         EndReason::ServerUnreachable => "no server",
         EndReason::SelfCall => "that is you",
         EndReason::Local => "failed",
@@ -301,11 +305,19 @@ pub fn online(server: &str) -> String {
 
 /// The server was lost; the engine tries again in `left`.
 pub fn offline(reason: &ServerLoss, left: Duration) -> String {
+    if *reason == ServerLoss::ShuttingDown {
+        // Not a failure: the server said so and said when to come back.
+        return match whole_seconds(left) {
+            0 => "The server is restarting; signing in again now.".to_owned(),
+            n => format!("The server is restarting; signing in again in {n} s."),
+        };
+    }
     let why = match reason {
         ServerLoss::Closed => "it closed the connection".to_owned(),
         // The detail names the server and the step that failed.
         ServerLoss::Unreachable { detail } => detail.trim().to_owned(),
         ServerLoss::NotAnswering => "it stopped answering".to_owned(),
+        ServerLoss::ShuttingDown => "it is shutting down".to_owned(),
     };
     match whole_seconds(left) {
         0 => format!("Lost the server ({why}); trying again now."),
@@ -542,6 +554,87 @@ pub fn ago(secs: u64) -> String {
     }
 }
 
+// ----- invite links -----
+
+/// The invite dialog's heading: who invites (the link's name is the one to call).
+pub fn invite_heading(name: &str) -> String {
+    if name == "echo" {
+        "A link to the echo service".into()
+    } else {
+        format!("{name} invites you")
+    }
+}
+
+/// The question the invite dialog asks.
+pub fn invite_question(name: &str) -> String {
+    if name == "echo" {
+        "Call echo (you hear yourself) through this server?".into()
+    } else {
+        format!("Call {name} through this server?")
+    }
+}
+
+/// What taking the invite's server changes in the settings.
+pub fn invite_server_note(offer: &InviteOffer) -> String {
+    if offer.same_server() {
+        "the server you use already".into()
+    } else if offer.current_server.trim().is_empty() {
+        "instead of the server built into this app".into()
+    } else {
+        format!("instead of {}", offer.current_server.trim())
+    }
+}
+
+/// The link pins no certificate.
+pub const INVITE_NO_FINGERPRINT: &str = "not in the link: checked as for any server (a \
+     certificate signed by an authority, else the one it presents the first time is remembered)";
+
+/// Under the fingerprint: what it does.
+pub const INVITE_FINGERPRINT_PINS: &str = "Pinhole will talk to this server only with this \
+     certificate.";
+
+/// The link pins another certificate than the one trusted for its server.
+pub fn invite_certificate_differs(server: &str) -> String {
+    format!(
+        "This link gives another certificate for {server} than the one you trusted until now. \
+         Use it only if the link came from someone you trust: a wrong one would let someone \
+         else's server stand in for {server}."
+    )
+}
+
+/// The two fingerprints of [`invite_certificate_differs`].
+pub fn invite_fingerprints<'a>(trusted: &'a str, link: &'a str) -> [(&'static str, &'a str); 2] {
+    [("Trusted until now:", trusted), ("In the link:", link)]
+}
+
+/// The dialog's yes.
+pub const USE_INVITE: &str = "Use this server and call";
+
+/// On first run, after taking the invite's server.
+pub fn call_after_setup(peer: &str) -> String {
+    format!("Once you have told Pinhole your name and saved, it calls {peer}.")
+}
+
+/// The invite's call waits for the registration.
+pub fn call_when_connected(peer: &str) -> String {
+    format!("Calling {peer} once connected to the server…")
+}
+
+/// The invite's server could not be saved.
+pub fn invite_not_used(why: &str) -> String {
+    format!("The invite's server was not taken: {why}")
+}
+
+/// The main view's button that copies the user's own invite link.
+pub const COPY_INVITE: &str = "Copy invite link";
+
+/// Its tooltip.
+pub const COPY_INVITE_HINT: &str = "Send this link to someone: opening it in Pinhole sets their \
+     server (and its certificate) to yours and calls you.";
+
+/// After the copy.
+pub const INVITE_COPIED: &str = "Copied";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,6 +659,7 @@ mod tests {
             EndReason::Remote(Remote::ServerError),
             EndReason::Remote(Remote::RelayLimit),
             EndReason::ServerLost,
+            EndReason::ServerShutDown,
             EndReason::ServerUnreachable,
             EndReason::PeerSilent,
             EndReason::SelfCall,
@@ -653,6 +747,10 @@ mod tests {
         assert_eq!(
             offline(&loss, Duration::ZERO),
             "Lost the server (it stopped answering); trying again now."
+        );
+        assert_eq!(
+            offline(&ServerLoss::ShuttingDown, Duration::from_millis(1_500)),
+            "The server is restarting; signing in again in 2 s."
         );
         assert_eq!(retry_in(Duration::ZERO), "Trying again in 1 s.");
         assert_eq!(replaced("bob"), "bob signed in on another device.");

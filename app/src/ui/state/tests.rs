@@ -613,3 +613,134 @@ fn a_changed_server_certificate_waits_for_the_user_then_connects_at_once() {
     assert!(s.act(Action::TrustServer, later).is_empty());
     assert!(!s.engine_due(later));
 }
+
+// ----- invite links -----
+
+fn offer(name: &str, server: &str) -> InviteOffer {
+    InviteOffer {
+        invite: Invite::new(
+            name.into(),
+            settings::ServerAddr::parse(server).unwrap(),
+            Some(NEW_FP.parse().unwrap()),
+        ),
+        current_server: SERVER.into(),
+        trusted: None,
+    }
+}
+
+#[test]
+fn an_invite_waits_for_the_user_and_cancel_changes_nothing() {
+    let (mut s, now) = registered_now();
+    s.invite_opened(offer("bob", "other.example.org"));
+    assert!(s.invite.is_some());
+    // A second link replaces the first.
+    s.invite_opened(offer("carol", "other.example.org"));
+    assert_eq!(s.invite.as_ref().unwrap().invite.name, "carol");
+    assert!(s.act(Action::DismissInvite, now).is_empty());
+    assert!(s.invite.is_none());
+    assert!(s.pending_call.is_none());
+    assert!(matches!(s.link, Link::Registered { .. }));
+    assert!(
+        s.act(Action::UseInvite, now).is_empty(),
+        "nothing on screen: nothing to use"
+    );
+}
+
+#[test]
+fn using_an_invite_on_the_same_server_calls_at_once() {
+    let (mut s, now) = registered_now();
+    let offer = offer("bob", SERVER);
+    assert!(offer.same_server());
+    s.invite_opened(offer.clone());
+    let effects = s.act(Action::UseInvite, now);
+    assert_eq!(effects, [Effect::UseInvite(offer.invite)]);
+    assert!(s.invite.is_none());
+    assert_eq!(s.pending_call.as_deref(), Some("bob"));
+    // The settings did not change: the engine stays registered and the call goes out.
+    let effects = s.invite_used(now);
+    assert_eq!(effects, [Effect::Send(Command::Call("bob".into()))]);
+    assert!(matches!(&s.call, Call::Placing { peer, .. } if peer == "bob"));
+    assert!(s.pending_call.is_none());
+}
+
+#[test]
+fn using_an_invite_on_another_server_calls_once_registered_there() {
+    let (mut s, now) = registered_now();
+    let offer = offer("bob", "other.example.org:4000");
+    assert!(!offer.same_server());
+    s.invite_opened(offer);
+    s.act(Action::UseInvite, now);
+    // New settings: the app stops the engine and starts one for the invite's server.
+    s.engine_off();
+    assert!(s.invite_used(now).is_empty(), "not registered there yet");
+    s.engine_started("other.example.org:4000".into(), "alice".into());
+    assert!(
+        s.apply(Event::Registration(Registration::Connecting), now)
+            .is_empty()
+    );
+    assert_eq!(s.pending_call.as_deref(), Some("bob"));
+    let effects = s.apply(online(), now);
+    assert!(
+        effects.contains(&Effect::Send(Command::Call("bob".into()))),
+        "{effects:?}"
+    );
+    assert!(matches!(&s.call, Call::Placing { peer, .. } if peer == "bob"));
+    assert!(s.pending_call.is_none(), "called once only");
+}
+
+#[test]
+fn an_invite_call_is_not_placed_later_by_surprise() {
+    // The engine fails at the invite's server (here its certificate is not the link's): the
+    // call is said not to go out, and a later registration places nothing.
+    let now = Instant::now();
+    let mut s = AppState::default();
+    s.invite_opened(offer("bob", "other.example.org"));
+    s.act(Action::UseInvite, now);
+    s.engine_started("other.example.org:3478".into(), "alice".into());
+    s.apply(
+        Event::Stopped {
+            reason: Some(untrusted()),
+        },
+        now,
+    );
+    assert!(s.pending_call.is_none());
+    assert!(notice(&s).starts_with("Cannot call bob:"), "{}", notice(&s));
+    s.engine_started(SERVER.into(), "alice".into());
+    let effects = s.apply(online(), now);
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Send(_))),
+        "{effects:?}"
+    );
+    assert!(
+        s.notice.is_none(),
+        "the words about the failed server go with it"
+    );
+
+    // Calling someone else drops the invite's call; so does a settings file not written.
+    let (mut s, now) = registered_now();
+    s.pending_call = Some("bob".into());
+    s.act(Action::Call("carol".into()), now);
+    assert!(s.pending_call.is_none());
+    let mut s = AppState {
+        pending_call: Some("bob".into()),
+        ..AppState::default()
+    };
+    s.invite_failed("The invite's server was not taken: disk full".into());
+    assert!(s.pending_call.is_none());
+    assert_eq!(notice(&s), "The invite's server was not taken: disk full");
+}
+
+#[test]
+fn an_invite_pinning_another_certificate_is_flagged() {
+    let mut o = offer("bob", SERVER);
+    assert!(!o.certificate_differs(), "nothing trusted before");
+    o.trusted = Some(NEW_FP.parse().unwrap());
+    assert!(!o.certificate_differs(), "the same one");
+    o.trusted = Some(OLD_FP.parse().unwrap());
+    assert!(o.certificate_differs());
+    o.invite.fingerprint = None;
+    assert!(
+        !o.certificate_differs(),
+        "no pin in the link: the usual checks apply"
+    );
+}
