@@ -5,6 +5,7 @@
 //!   nat-check`): TCP stream, media socket, the second socket of the lifetime measurement;
 //! - [`rendezvous`]: the server on its own threads: a batched UDP hot path via [`udp_batch`],
 //!   control connections in one mio poll loop; [`names_file`] keeps its names on disk;
+//!   [`metrics`] serves its counters to Prometheus;
 //! - [`tls`]: TLS 1.3 on the control connection: the server's certificate, the client's trust;
 //! - the `pinhole-rendezvous` binary.
 //!
@@ -14,6 +15,7 @@
 pub use traversal_core::{addr, calls, channel, client, control, phone, punch, server, stun, wire};
 
 pub mod driver;
+pub mod metrics;
 pub mod names_file;
 pub mod rendezvous;
 pub mod tls;

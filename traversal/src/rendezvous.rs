@@ -14,6 +14,12 @@
 //!   every second, writing the names file (if any) when a name was bound since the last tick,
 //!   and once more on the way out.
 //!
+//! - `metrics` (with [`RendezvousConfig::metrics`]): the Prometheus endpoint
+//!   ([`crate::metrics`]), which copies the counters under the lock and renders them outside.
+//!
+//! [`Rendezvous::shut_down_gracefully`] tells every client the server is going away, refuses
+//! new registrations and calls, and stops once no call is left to relay or the grace passed.
+//!
 //! Whichever thread has the lock when the server says something on a control connection
 //! writes it to the socket at once (non-blocking); only what the socket does not take waits in
 //! the connection's queue (bounded) for writability.
@@ -28,12 +34,13 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
+use crate::metrics::{self, Snapshot};
 use crate::server::{self, Server, Stats, TcpOutput};
 use crate::tls::{Fingerprint, ServerIdentity};
 use crate::{stun, udp_batch};
@@ -57,6 +64,9 @@ pub struct RendezvousConfig {
     /// The certificate and key of the control connections' TLS (`None`: a self-signed one
     /// made at [`spawn`], in memory only).
     pub identity: Option<Arc<ServerIdentity>>,
+    /// Where to serve the Prometheus endpoint (`GET /metrics`, [`crate::metrics`]); `None`:
+    /// no endpoint. Port 0 picks a free port ([`Rendezvous::metrics_addr`]).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl RendezvousConfig {
@@ -68,6 +78,7 @@ impl RendezvousConfig {
             batch: 32,
             names_file: None,
             identity: None,
+            metrics: None,
         }
     }
 }
@@ -83,6 +94,11 @@ pub struct Rendezvous {
     /// Wakes the TCP thread's poll (to see `stop`).
     waker: mio::Waker,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Plain STUN Binding Requests answered by the UDP thread (added once per batch).
+    stun_answers: Arc<AtomicU64>,
+    /// Sends what the server queues from outside the serving threads (a shutdown's messages).
+    side_sender: Arc<UdpSocket>,
+    metrics: Option<metrics::Endpoint>,
 }
 
 impl Rendezvous {
@@ -106,12 +122,72 @@ impl Rendezvous {
         lock(&self.shared).server.stats()
     }
 
+    /// The address the Prometheus endpoint listens on (`None` without
+    /// [`RendezvousConfig::metrics`]).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(metrics::Endpoint::local_addr)
+    }
+
+    /// What the metrics endpoint shows now.
+    pub fn metrics_snapshot(&self) -> Snapshot {
+        snapshot(&self.shared, &self.stun_answers)
+    }
+
     /// Stops the server and waits for its threads.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
+    /// Shuts down as an operator expects: every control connection hears `going_away` (with
+    /// when to come back), new registrations and calls are refused (`shutting_down`), and the
+    /// calls in progress keep their relay until they end or `grace` passes; then every control
+    /// connection is closed (after what is queued for it, TLS `close_notify` last) and the
+    /// server stops. Blocks for up to `grace` and a second more: call it from a thread that
+    /// may wait (`spawn_blocking`). Dropping the handle meanwhile is not possible: it is
+    /// taken by value; a second signal in the binary exits the process instead.
+    pub fn shut_down_gracefully(self, grace: Duration) {
+        let started = Instant::now();
+        let until = started.checked_add(grace).unwrap_or(started);
+        {
+            let mut s = lock(&self.shared);
+            s.server.go_away(started, until);
+            s.drain(|bytes, to| send_side(&self.side_sender, bytes, to));
+        }
+        tracing::info!(?grace, "shutting down: clients told to go away");
+        let drained = loop {
+            if lock(&self.shared).server.drained() {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                break false;
+            }
+            std::thread::sleep(DRAIN_POLL.min(until - now));
+        };
+        let calls = {
+            let mut s = lock(&self.shared);
+            let calls = s.server.stats().calls.calls;
+            s.server.close_all();
+            s.drain(|bytes, to| send_side(&self.side_sender, bytes, to));
+            calls
+        };
+        if drained {
+            tracing::info!(after = ?started.elapsed(), "no call left to relay: stopping");
+        } else {
+            tracing::warn!(calls, "the grace passed with calls in progress: stopping");
+        }
+        // What a socket did not take at once goes out as it drains, for a moment.
+        let flushed_by = Instant::now() + CLOSE_FLUSH;
+        while !lock(&self.shared).conns.is_empty() && Instant::now() < flushed_by {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+    }
+
     fn shutdown(&mut self) {
+        if let Some(metrics) = self.metrics.as_mut() {
+            metrics.stop();
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Err(err) = self.waker.wake() {
             tracing::error!("waking the TCP thread: {err}");
@@ -169,16 +245,31 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let side_sender = Arc::new(udp.try_clone()?);
     let (rx, tx) = udp_batch::split(udp, config.batch)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let stun_answers = Arc::new(AtomicU64::new(0));
+    // Bound before any thread starts: a port that is taken fails the spawn, nothing runs.
+    let metrics = match config.metrics {
+        Some(addr) => {
+            let (shared, stun_answers) = (shared.clone(), stun_answers.clone());
+            let endpoint = metrics::Endpoint::spawn(addr, move || snapshot(&shared, &stun_answers))
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}"))
+                })?;
+            Some(endpoint)
+        }
+        None => None,
+    };
     let udp_thread = {
         let shared = shared.clone();
         let stop = stop.clone();
+        let stun_answers = stun_answers.clone();
         std::thread::Builder::new()
             .name("udp".into())
-            .spawn(move || serve_udp(rx, tx, &shared, &stop))?
+            .spawn(move || serve_udp(rx, tx, &shared, &stop, &stun_answers))?
     };
     let tcp_thread = {
         let shared = shared.clone();
         let stop = stop.clone();
+        let side_sender = side_sender.clone();
         let names_file = config.names_file.clone();
         std::thread::Builder::new()
             .name("rendezvous-tcp".into())
@@ -201,7 +292,23 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         stop,
         waker,
         threads: vec![udp_thread, tcp_thread],
+        stun_answers,
+        side_sender,
+        metrics,
     })
+}
+
+/// The counters, copied under the lock (a struct of integers), for the metrics endpoint.
+fn snapshot(shared: &Mutex<Shared>, stun_answers: &AtomicU64) -> Snapshot {
+    let (stats, shutting_down) = {
+        let s = lock(shared);
+        (s.server.stats(), s.server.is_going_away())
+    };
+    Snapshot {
+        stats,
+        stun_answers: stun_answers.load(Ordering::Relaxed),
+        shutting_down,
+    }
 }
 
 /// Names are written next to the names file (atomically, through a temporary file): a
@@ -468,10 +575,12 @@ fn serve_udp(
     mut tx: udp_batch::SendBatch,
     shared: &Mutex<Shared>,
     stop: &AtomicBool,
+    stun_answers: &AtomicU64,
 ) {
     let mut answer = [0u8; 44];
     let mut plain: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
+        let before = plain;
         let mut guard: Option<MutexGuard<'_, Shared>> = None;
         let mut now: Option<Instant> = None;
         let received = rx.recv_batch(Duration::from_millis(100), |data, from| {
@@ -496,6 +605,9 @@ fn serve_udp(
         if let Err(err) = tx.flush() {
             tracing::debug!("UDP send: {err}");
         }
+        if plain != before {
+            stun_answers.fetch_add(plain - before, Ordering::Relaxed);
+        }
         if let Err(err) = received {
             tracing::warn!("UDP receive: {err}");
             std::thread::sleep(Duration::from_millis(10));
@@ -518,6 +630,10 @@ const READ_BUF: usize = 4096;
 const READS_PER_TURN: usize = 16;
 /// How long a connection the server closed may still finish its TLS handshake to hear why.
 const LINGER: Duration = Duration::from_secs(5);
+/// How often a graceful shutdown looks whether a call is still in progress.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How long a graceful shutdown's last words (`close_notify`) may take to be written.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// The TCP thread: accepts control connections, reads them (one buffer for all), writes what
 /// the server says when the socket had no room at first, and ticks the server's timer every

@@ -1416,3 +1416,161 @@ fn a_server_in_the_middle_is_seen_in_the_strings_and_the_keys() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+// ---- a server that shuts down gracefully (going_away) ----
+
+impl World {
+    /// The server starts a graceful shutdown: it will have stopped `grace` from now.
+    fn go_away(&mut self, grace: Duration) {
+        let now = self.now();
+        self.server.as_mut().unwrap().go_away(now, now + grace);
+        // The word reaches the phones (10 ms away) and they act on it.
+        self.run(Duration::from_millis(100));
+    }
+
+    /// The `retry_at` of phone `i`'s offline event for a server going away, if any.
+    fn going_away_retry_at(&self, i: usize) -> Option<Instant> {
+        self.phones[i].events.iter().find_map(|(_, e)| match e {
+            Event::Registration(Registration::Offline {
+                reason: ServerLoss::ShuttingDown,
+                retry_at,
+            }) => Some(*retry_at),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn a_relayed_call_keeps_its_media_through_the_grace_and_ends_as_a_server_shutdown() {
+    let (mut w, a, b) = World::pair(NatKind::Symmetric);
+    w.connect(a, b);
+    assert_eq!(path_kind(&w, a), Some(PathKind::Relay));
+    let grace = secs(6);
+    w.go_away(grace);
+    for i in [a, b] {
+        assert!(w.going_away_retry_at(i).is_some(), "{:?}", w.events(i));
+        assert!(!w.online(i), "offline: the server takes no calls now");
+        assert!(w.connected(i));
+    }
+    // The server relays the call through its grace: media both ways, 25 packets a second.
+    w.assert_media([a, b], secs(5), 200);
+    assert!(!w.server.as_ref().unwrap().drained(), "the call holds it");
+    // The grace is over: the process exits with the call still up.
+    w.run(secs(1));
+    w.kill_server();
+    assert!(w.run_until(secs(5), |w| w.ended(a).is_some() && w.ended(b).is_some()));
+    for i in [a, b] {
+        assert_eq!(
+            w.ended(i).map(|e| (e.1, e.2)),
+            Some((EndReason::ServerShutDown, true)),
+            "{:?}",
+            w.events(i)
+        );
+        assert_eq!(EndReason::ServerShutDown.as_str(), "server_shut_down");
+        // Not a failure: no other offline reason, and nothing stopped.
+        assert!(!w.has(i, |e| matches!(e, Event::Stopped(_))));
+    }
+    // Back on a restarted server by themselves.
+    w.start_server();
+    assert!(w.run_until(secs(10), |w| w.online(a) && w.online(b)));
+}
+
+#[test]
+fn a_relayed_call_that_ends_during_the_grace_lets_the_server_stop_early() {
+    let (mut w, a, b) = World::pair(NatKind::Symmetric);
+    w.connect(a, b);
+    w.go_away(secs(10));
+    w.run(secs(1));
+    w.hang_up(a, b);
+    // Both phones left the server once the call was over: nothing holds it any more.
+    assert!(w.run_until(secs(1), |w| w.server.as_ref().unwrap().drained()));
+    assert_eq!(w.server.as_ref().unwrap().stats().connections, 0);
+}
+
+#[test]
+fn a_direct_call_goes_on_across_a_server_shutdown() {
+    let (mut w, a, b) = World::direct_call();
+    w.go_away(secs(10));
+    // The phones leave at once (the call does not need the server); nothing holds it.
+    assert!(w.run_until(secs(1), |w| w.server.as_ref().unwrap().drained()));
+    for i in [a, b] {
+        assert!(w.going_away_retry_at(i).is_some(), "{:?}", w.events(i));
+        assert_eq!(w.ended(i), None, "{:?}", w.events(i));
+    }
+    w.kill_server();
+    w.assert_media([a, b], secs(5), 200);
+    w.start_server();
+    assert!(w.run_until(secs(10), |w| w.online(a) && w.online(b)));
+    assert!(w.connected(a) && w.connected(b));
+    w.hang_up(a, b);
+}
+
+#[test]
+fn a_phone_registers_again_at_the_time_the_server_gave_when_it_comes_back_on_the_same_port() {
+    let mut w = World::new();
+    let a = w.phone("alice", Place::Public("7.7.7.7"));
+    w.run(secs(2));
+    assert!(w.online(a));
+    let told = w.now();
+    w.go_away(secs(10));
+    // No call holds the server: come back after the restart allowance (1 s), spread by up to
+    // 1 s so that a server's clients do not all come back at the same instant.
+    let retry_at = w.going_away_retry_at(a).unwrap();
+    assert!(
+        retry_at >= told + server::RESTART_ALLOWANCE
+            && retry_at <= told + server::RESTART_ALLOWANCE + secs(1),
+        "{:?}",
+        retry_at - told
+    );
+    assert!(w.server.as_ref().unwrap().drained());
+    w.kill_server();
+    let connects = w.phones[a].connects;
+    w.run_to(retry_at - Duration::from_millis(1));
+    assert_eq!(w.phones[a].connects, connects, "no attempt before retry_at");
+    // The restart takes longer than the server said: the usual back-off after the first try.
+    w.run(secs(2));
+    assert!(w.phones[a].connects > connects);
+    w.start_server();
+    assert!(w.run_until(secs(6), |w| w.online(a)), "{:?}", w.events(a));
+    assert!(!w.has(a, |e| matches!(e, Event::Stopped(_))));
+}
+
+#[test]
+fn a_phone_that_connects_during_the_grace_is_refused_and_comes_back_later() {
+    let (mut w, a, b) = World::pair(NatKind::Symmetric);
+    w.connect(a, b);
+    w.go_away(secs(10));
+    // A phone that starts now (one that stops if its first connection fails).
+    let c = w.phone("carol", Place::Public("7.7.7.7"));
+    w.run(secs(1));
+    assert!(!w.online(c));
+    assert!(
+        !w.has(c, |e| matches!(e, Event::Stopped(_))),
+        "{:?}",
+        w.events(c)
+    );
+    assert!(w.going_away_retry_at(c).is_some(), "{:?}", w.events(c));
+    assert_eq!(w.server.as_ref().unwrap().stats().refused_shutting_down, 1);
+    w.kill_server();
+    w.start_server();
+    assert!(w.run_until(secs(15), |w| w.online(c)), "{:?}", w.events(c));
+}
+
+#[test]
+fn a_call_placed_to_a_server_going_away_is_refused_and_a_ringing_one_ends() {
+    let (mut w, a, b) = World::pair(NatKind::PortRestricted);
+    w.call(a, "bob");
+    assert!(w.run_until(secs(2), |w| {
+        w.has(b, |e| matches!(e, Event::Incoming { .. }))
+    }));
+    w.go_away(secs(10));
+    for i in [a, b] {
+        assert_eq!(
+            w.ended(i).map(|e| (e.1, e.2)),
+            Some((EndReason::ServerShutDown, false)),
+            "{:?}",
+            w.events(i)
+        );
+    }
+    assert!(w.server.as_ref().unwrap().drained());
+}

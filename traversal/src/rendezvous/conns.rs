@@ -58,6 +58,11 @@ pub(super) struct Conns {
 }
 
 impl Conns {
+    /// No connection is open.
+    pub(super) fn is_empty(&self) -> bool {
+        self.free.len() == self.slots.len()
+    }
+
     pub(super) fn vacant(&self) -> usize {
         self.free.last().copied().unwrap_or(self.slots.len())
     }

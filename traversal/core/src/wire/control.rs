@@ -181,8 +181,16 @@ pub enum ServerMessage {
     /// The call is over.
     Ended { call_id: u64, reason: EndReason },
     /// Something the client sent was refused; `code` is a stable identifier (`name_taken`,
-    /// `bad_signature`, `bad_name`, `server_full`, `not_registered`, `replaced`...).
+    /// `bad_signature`, `bad_name`, `server_full`, `not_registered`, `replaced`,
+    /// `shutting_down`...).
     Error { code: String, message: String },
+    /// The server is shutting down (a restart, an upgrade): it takes no new registrations or
+    /// calls, keeps relaying the calls in progress until they end or its grace passes, then
+    /// stops. A client registers again (here or elsewhere) in `retry_after_ms` at the
+    /// earliest, then with its usual back-off. A client from before this message (protocol
+    /// version 2 too) cannot decode it and treats it as a broken control connection: it drops
+    /// the connection and connects again with its back-off, as when the server closes.
+    GoingAway { retry_after_ms: u64 },
 }
 
 /// One side's half of a call's key exchange: an ephemeral X25519 public key and the signature
@@ -433,6 +441,7 @@ mod tests {
                 .prop_map(|(nonce, reason)| ServerMessage::ProbeFailed { nonce, reason }),
             ("[a-z_]{0,10}", ".{0,30}")
                 .prop_map(|(code, message)| ServerMessage::Error { code, message }),
+            any::<u64>().prop_map(|retry_after_ms| ServerMessage::GoingAway { retry_after_ms }),
         ]
     }
 
@@ -490,6 +499,12 @@ mod tests {
                 json(&ClientMessage::Ping { nonce: 9 }),
                 r#"{"type":"ping","nonce":9}"#,
             ),
+            (
+                json(&ServerMessage::GoingAway {
+                    retry_after_ms: 11000,
+                }),
+                r#"{"type":"going_away","retry_after_ms":11000}"#,
+            ),
         ];
         for (got, design) in wire {
             assert_eq!(got, design);
@@ -516,6 +531,21 @@ mod tests {
         assert!(matches!(
             d.next_message::<ServerMessage>().unwrap(),
             Some(ServerMessage::Welcome { challenge, .. }) if challenge.is_empty()
+        ));
+    }
+
+    #[test]
+    fn a_message_type_a_client_does_not_know_is_a_decode_error() {
+        // What a client from before `going_away` makes of it (it drops the connection and
+        // connects again with its back-off).
+        let mut d = FrameDecoder::new();
+        let body = br#"{"type":"moving_house","retry_after_ms":5}"#;
+        d.push(&u32::try_from(body.len()).unwrap().to_be_bytes())
+            .unwrap();
+        d.push(body).unwrap();
+        assert!(matches!(
+            d.next_message::<ServerMessage>(),
+            Err(FrameError::Invalid(_))
         ));
     }
 

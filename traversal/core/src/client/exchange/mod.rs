@@ -326,7 +326,9 @@ impl Client {
             | ServerMessage::Ringing { .. }
             | ServerMessage::Connected { .. }
             | ServerMessage::Reveal { .. }
-            | ServerMessage::Ended { .. } => {}
+            | ServerMessage::Ended { .. }
+            // A server shutting down: its refusal (`shutting_down`) or its closing follows.
+            | ServerMessage::GoingAway { .. } => {}
             ServerMessage::Error { code, message } => {
                 if self.phase == Phase::Hello {
                     self.fail(format!("server refused: {message} ({code})"));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::types::{Event, Registration, ServerLoss, StopReason, TcpAction, Transmit};
-use super::{Call, EndReason, Link, MediaPath, Phone};
+use super::{Call, EndReason, Link, MAX_RETRY_AFTER, MediaPath, Phone, RETRY_SPREAD};
 use crate::calls::MAX_CANDIDATES;
 use crate::client::{self, Socket};
 use crate::control::ClientMessage;
@@ -23,11 +23,29 @@ impl Phone {
     }
 
     /// The control connection is gone or useless: calls that need it end, and the phone
-    /// connects again after the back-off (or stops, when it never got online).
+    /// connects again after the back-off (or stops, when it never got online). A session
+    /// kept for a relayed call after `going_away` ends here when the server stops: the phone
+    /// connects again at the time the server gave.
     pub(super) fn lose_server(&mut self, now: Instant, reason: ServerLoss) {
-        tracing::warn!(?reason, "lost the server");
+        let going_away = match &self.link {
+            Link::Up(session) => session.going_away,
+            _ => None,
+        };
+        let reason = if going_away.is_some() {
+            ServerLoss::ShuttingDown
+        } else {
+            reason
+        };
+        if reason == ServerLoss::ShuttingDown {
+            tracing::info!("the server is gone, as it said it would");
+            self.server_went_away = true;
+        } else {
+            tracing::warn!(?reason, "lost the server");
+        }
         if matches!(self.link, Link::Up(_)) {
             self.tcp.push_back(TcpAction::Close);
+            // Gone: nothing below sends on it any more.
+            self.link = Link::Stopped;
         }
         let grace = self.config.relay_grace;
         let keep = match &mut self.call {
@@ -50,9 +68,19 @@ impl Phone {
             _ => false,
         };
         if !keep {
-            self.finish(now, EndReason::ServerLost);
+            self.finish(now, self.server_loss_end());
         }
-        if !self.ever_online && self.config.stop_if_first_connect_fails {
+        if let Some(retry_at) = going_away {
+            // Offline since `going_away` already.
+            self.link = Link::Waiting {
+                retry_at: retry_at.max(now),
+            };
+            return;
+        }
+        if !self.ever_online
+            && self.config.stop_if_first_connect_fails
+            && reason != ServerLoss::ShuttingDown
+        {
             self.stop(
                 now,
                 StopReason::Unreachable {
@@ -78,10 +106,60 @@ impl Phone {
         if matches!(self.link, Link::Up(_)) {
             self.tcp.push_back(TcpAction::Close);
         }
+        self.link = Link::Stopped;
         // Nothing reaches the server any more: a call in progress ends here.
         self.finish(now, EndReason::ServerLost);
-        self.link = Link::Stopped;
         self.events.push_back(Event::Stopped(reason));
+    }
+
+    /// `going_away`: the server is shutting down and asks to be left alone for
+    /// `retry_after`. The registration goes offline ([`ServerLoss::ShuttingDown`]); a direct
+    /// call goes on, calls not yet up end, and a call on the relay keeps the session until it
+    /// ends (the server relays it through its grace). See the module documentation.
+    pub(super) fn handle_going_away(&mut self, now: Instant, retry_after: Duration) {
+        let Link::Up(session) = &self.link else {
+            return;
+        };
+        if session.going_away.is_some() {
+            return;
+        }
+        let spread = RETRY_SPREAD.mul_f64(f64::from(self.rng.next_u32()) / f64::from(u32::MAX));
+        let retry_at = now + retry_after.min(MAX_RETRY_AFTER) + spread;
+        tracing::info!(?retry_after, "the server is going away");
+        self.server_went_away = true;
+        // After the attempt at `retry_at`, the usual back-off.
+        self.backoff = self.config.backoff_min;
+        self.events
+            .push_back(Event::Registration(Registration::Offline {
+                reason: ServerLoss::ShuttingDown,
+                retry_at,
+            }));
+        let on_relay =
+            matches!(&self.call, Call::Up(up) if matches!(up.path, MediaPath::Relay { .. }));
+        if on_relay {
+            if let Link::Up(session) = &mut self.link {
+                session.going_away = Some(retry_at);
+            }
+            return;
+        }
+        match &self.call {
+            // The server takes no call any more; the way to the peer is still there to say so.
+            Call::Placing { id, .. } | Call::Accepting { id, .. } => {
+                let call_id = *id;
+                self.send(&ClientMessage::HangUp { call_id });
+                self.finish(now, EndReason::ServerShutDown);
+            }
+            Call::Ringing { id, .. } => {
+                let call_id = *id;
+                let reason = crate::control::EndReason::Rejected;
+                self.send(&ClientMessage::Reject { call_id, reason });
+                self.finish(now, EndReason::ServerShutDown);
+            }
+            // Placed once online again (or failed at its deadline); a direct call goes on.
+            Call::Idle | Call::Waiting { .. } | Call::Up(_) => {}
+        }
+        self.tcp.push_back(TcpAction::Close);
+        self.link = Link::Waiting { retry_at };
     }
 
     pub(super) fn ping(&mut self, now: Instant) {

@@ -41,6 +41,14 @@
 //!   after [`Registration::Replaced`] (another device took the name) or a fatal refusal
 //!   ([`StopReason`]). When the very first connection fails and
 //!   [`PhoneConfig::stop_if_first_connect_fails`] is set, the phone stops instead.
+//! - A server that says it is going away ([`ServerMessage::GoingAway`], a restart) is not a
+//!   failure: the registration goes offline ([`ServerLoss::ShuttingDown`]) and the phone
+//!   registers again at the time the server gave (plus a random spread of up to
+//!   [`RETRY_SPREAD`], so that its clients do not all come back at once), then with the
+//!   back-off. A call on a direct path goes on; calls not yet up end
+//!   ([`EndReason::ServerShutDown`]); a call on the relay keeps the control connection (and
+//!   the relay) until it ends or the server stops, then ends with
+//!   [`EndReason::ServerShutDown`].
 //! - Every state a front end shows comes from an [`Event`]: it never has to guess.
 
 use std::collections::VecDeque;
@@ -61,6 +69,11 @@ mod types;
 
 pub use types::*;
 
+/// The longest wait a server's `going_away` may ask for (a longer one is cut to this).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Reconnections after a server's `going_away` are spread over this much time.
+pub const RETRY_SPREAD: Duration = Duration::from_secs(1);
+
 /// The control connection and what runs over it.
 #[derive(Debug)]
 struct Session {
@@ -74,6 +87,10 @@ struct Session {
     next_ping: Instant,
     /// The nonce of the ping in flight and when its pong is due.
     ping: Option<(u64, Instant)>,
+    /// The server said it is going away while a call was on its relay: the session stays
+    /// for that call only (not online), and the phone connects again at this instant once
+    /// the call is over.
+    going_away: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -176,6 +193,9 @@ pub struct Phone {
     ever_online: bool,
     /// The wait before the next attempt after a failed one; zero: retry at once.
     backoff: Duration,
+    /// The last server said it was going away: a call that loses it ends with
+    /// [`EndReason::ServerShutDown`], not [`EndReason::ServerLost`].
+    server_went_away: bool,
     call: Call,
     tcp: VecDeque<TcpAction>,
     transmits: VecDeque<Transmit>,
@@ -191,6 +211,7 @@ impl Phone {
             link: Link::Stopped,
             ever_online: false,
             backoff: Duration::ZERO,
+            server_went_away: false,
             call: Call::Idle,
             tcp: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -211,9 +232,9 @@ impl Phone {
         }
     }
 
-    /// True while registered.
+    /// True while registered (not after the server said it is going away).
     pub fn is_online(&self) -> bool {
-        matches!(&self.link, Link::Up(s) if s.online)
+        matches!(&self.link, Link::Up(s) if s.online && s.going_away.is_none())
     }
 
     /// True once the phone stopped for good (or was shut down).
@@ -251,7 +272,7 @@ impl Phone {
             Link::Waiting { retry_at } => at(Some(*retry_at)),
             Link::Up(s) => {
                 at(s.client.poll_timeout());
-                if !s.online {
+                if !s.online && s.going_away.is_none() {
                     at(Some(s.register_deadline));
                 }
                 match s.ping {
@@ -307,7 +328,9 @@ impl Phone {
             register_deadline: now + self.config.register_timeout,
             next_ping: now + self.config.ping_interval,
             ping: None,
+            going_away: None,
         }));
+        self.server_went_away = false;
         self.drain_exchange(now);
     }
 
@@ -435,7 +458,10 @@ impl Phone {
             Link::Waiting { retry_at } if now >= *retry_at => self.connect(now),
             Link::Up(session) => {
                 session.client.handle_timeout(now);
-                if !session.online && now >= session.register_deadline {
+                if !session.online
+                    && session.going_away.is_none()
+                    && now >= session.register_deadline
+                {
                     let detail = if session.name_registered || session.client.is_registered() {
                         "registration not completed in time"
                     } else {
@@ -482,7 +508,7 @@ impl Phone {
                     && matches!(up.path, MediaPath::Relay { .. })
                 {
                     tracing::warn!("no direct path before the grace ran out; no server to relay");
-                    self.finish(now, EndReason::ServerLost);
+                    self.finish(now, self.server_loss_end());
                 } else if now.saturating_duration_since(up.last_heard) >= self.config.peer_silence {
                     let id = up.id;
                     tracing::warn!("nothing from the peer for {:?}", self.config.peer_silence);
@@ -685,6 +711,23 @@ impl Phone {
             reason,
             connected,
         });
+        // The session was kept for this call only: the server is going away.
+        if let Link::Up(session) = &self.link
+            && let Some(retry_at) = session.going_away
+        {
+            tracing::info!("the call is over; leaving the server that is going away");
+            self.tcp.push_back(TcpAction::Close);
+            self.link = Link::Waiting { retry_at };
+        }
+    }
+
+    /// How a call that needed the server ends when the server is gone.
+    fn server_loss_end(&self) -> EndReason {
+        if self.server_went_away {
+            EndReason::ServerShutDown
+        } else {
+            EndReason::ServerLost
+        }
     }
 
     fn send(&mut self, message: &ClientMessage) {
@@ -767,7 +810,7 @@ impl Phone {
             self.finish(now, EndReason::Remote(control::EndReason::HungUp));
         } else if !server_there && on_relay && direct_lost {
             // Back on the relay with no server: nothing carries the media any more.
-            self.finish(now, EndReason::ServerLost);
+            self.finish(now, self.server_loss_end());
         }
     }
 }
@@ -783,6 +826,8 @@ mod tests {
         assert_eq!(EndReason::Remote(Wire::HungUp).as_str(), "peer_hung_up");
         assert_eq!(EndReason::Remote(Wire::Busy).as_str(), "busy");
         assert_eq!(EndReason::ServerLost.as_str(), "server_lost");
+        assert_eq!(EndReason::ServerShutDown.as_str(), "server_shut_down");
+        assert!(!EndReason::ServerShutDown.is_normal());
         assert_eq!(
             serde_json::to_string(&EndReason::SelfCall).unwrap(),
             "\"self_call\""

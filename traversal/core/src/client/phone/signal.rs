@@ -1,6 +1,6 @@
 //! The phone's call signalling: what the server says on the control connection.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::Signer;
 
@@ -50,6 +50,9 @@ impl Phone {
                 self.maybe_online(now);
             }
             ServerMessage::Error { code, message } => self.handle_error(now, code, message),
+            ServerMessage::GoingAway { retry_after_ms } => {
+                self.handle_going_away(now, Duration::from_millis(retry_after_ms));
+            }
             ServerMessage::Incoming {
                 call_id,
                 from,
@@ -158,6 +161,11 @@ impl Phone {
                     self.lose_server(now, ServerLoss::Unreachable { detail });
                     return;
                 }
+                // A server shutting down (its `going_away` comes first; this is in case not).
+                "shutting_down" => {
+                    self.lose_server(now, ServerLoss::ShuttingDown);
+                    return;
+                }
                 _ => StopReason::Incompatible {
                     detail: format!("{message} ({code})"),
                 },
@@ -167,17 +175,21 @@ impl Phone {
         }
         if code == "replaced" {
             tracing::warn!("our name was registered from another connection");
-            self.finish(now, EndReason::ServerLost);
             self.send(&ClientMessage::Bye);
             self.tcp.push_back(TcpAction::Close);
             self.link = Link::Replaced;
+            self.finish(now, EndReason::ServerLost);
             self.events
                 .push_back(Event::Registration(Registration::Replaced));
             return;
         }
         // A refusal of the call we are placing ends it.
-        if matches!(self.call, Call::Placing { .. }) && code == "not_registered" {
-            self.finish(now, EndReason::ServerLost);
+        if matches!(self.call, Call::Placing { .. }) {
+            match code.as_str() {
+                "not_registered" => self.finish(now, EndReason::ServerLost),
+                "shutting_down" => self.finish(now, EndReason::ServerShutDown),
+                _ => {}
+            }
         }
         self.events.push_back(Event::Refused { code, message });
     }

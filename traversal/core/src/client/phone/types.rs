@@ -224,6 +224,9 @@ pub enum ServerLoss {
     },
     /// The server stopped answering (no pong in time).
     NotAnswering,
+    /// The server said it is shutting down (a restart, an upgrade): not a failure. The phone
+    /// registers again at the time it gave (`retry_at`), then with the usual back-off.
+    ShuttingDown,
 }
 
 impl ServerLoss {
@@ -232,6 +235,7 @@ impl ServerLoss {
             ServerLoss::Closed => "the server closed the connection".into(),
             ServerLoss::Unreachable { detail } => detail.clone(),
             ServerLoss::NotAnswering => "the server stopped answering".into(),
+            ServerLoss::ShuttingDown => "the server is shutting down".into(),
         }
     }
 }
@@ -351,6 +355,9 @@ pub enum EndReason {
     Remote(control::EndReason),
     /// The server went away while the call needed it.
     ServerLost,
+    /// The server shut down (it had said so: a restart, an upgrade) while the call was on
+    /// its relay; it relayed the call until then.
+    ServerShutDown,
     /// The call was placed while the server could not be reached.
     ServerUnreachable,
     /// Nothing came from the peer for [`PhoneConfig::peer_silence`].
@@ -382,6 +389,7 @@ impl EndReason {
             EndReason::Remote(Wire::ServerError) => "server_error",
             EndReason::Remote(Wire::RelayLimit) => "relay_limit",
             EndReason::ServerLost => "server_lost",
+            EndReason::ServerShutDown => "server_shut_down",
             EndReason::ServerUnreachable => "server_unreachable",
             EndReason::SelfCall => "self_call",
             EndReason::Local => "local_error",
@@ -422,6 +430,7 @@ impl std::fmt::Display for EndReason {
             EndReason::Remote(Wire::ServerError) => "the server ended the call (server error)",
             EndReason::Remote(Wire::RelayLimit) => "the server refused to relay the call",
             EndReason::ServerLost => "the server was lost during the call",
+            EndReason::ServerShutDown => "the server shut down during the call (it had said so)",
             EndReason::ServerUnreachable => "the server could not be reached",
             EndReason::PeerSilent => "nothing more came from the peer",
             EndReason::SelfCall => "that is our own name",

@@ -110,8 +110,12 @@ pub struct CallStats {
     pub registrations_refused: u64,
     /// Calls connected since start.
     pub calls_connected: u64,
+    /// Calls placed since start (admitted: to an online name or the echo service).
+    pub calls_placed: u64,
     /// Frames forwarded.
     pub relayed: u64,
+    /// Bytes of the frames forwarded (whole ChannelData frames, as received).
+    pub relayed_bytes: u64,
     /// Frames from an address with no route (not a party of a connected call).
     pub relay_no_route: u64,
     /// Frames on another channel than the sender's call, or malformed.
@@ -518,6 +522,22 @@ impl Calls {
         }
     }
 
+    /// The server is going away: calls still ringing end with `server_error` for both sides
+    /// (connected ones go on until their parties hang up or leave).
+    pub fn end_ringing(&mut self) {
+        let mut ringing: Vec<CallKey> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::Ringing { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        ringing.sort_unstable();
+        for key in ringing {
+            let reason = Some(EndReason::ServerError);
+            self.end_call(key, reason, reason);
+        }
+    }
+
     /// Timer: ringing calls past their deadline end with `no_answer` for both sides.
     pub fn handle_timeout(&mut self, now: Instant) {
         let expired: Vec<CallKey> = self
@@ -544,6 +564,7 @@ impl Calls {
         let counter = match self.relay.forward(now, from, bytes) {
             Ok((to, token)) => {
                 self.stats.relayed += 1;
+                self.stats.relayed_bytes += bytes.len() as u64;
                 let mut frame = bytes.to_vec();
                 channel::set_token(&mut frame, token);
                 return Some((to, frame));
@@ -580,6 +601,7 @@ impl Calls {
         }
         let channel = channel::CHANNEL_MIN | ((self.rng.next_u32() as u16) & 0x0FFF);
         self.next_call += 1;
+        self.stats.calls_placed += 1;
         let key = self.next_call;
         self.calls.insert(
             key,

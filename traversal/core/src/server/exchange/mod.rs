@@ -68,6 +68,9 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that said hello but has neither registered a name nor a UDP mapping within
 /// this time is closed (the default of [`Config::unauthenticated_timeout`]).
 pub const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a client told `going_away` adds to the time the server needs to stop: a restarted
+/// server listens again within about this long.
+pub const RESTART_ALLOWANCE: Duration = Duration::from_secs(1);
 /// Length of the per-registration MESSAGE-INTEGRITY key.
 pub const KEY_LEN: usize = 16;
 /// Slots in the per-source token bucket table (sources hash into it; collisions share).
@@ -173,6 +176,9 @@ pub struct Stats {
     pub paths_validated: u64,
     /// Path responses that echo no challenge of that address.
     pub udp_bad_path_response: u64,
+    /// Hellos, name registrations and calls refused because the server is shutting down
+    /// (`shutting_down`, after [`Server::go_away`]).
+    pub refused_shutting_down: u64,
     /// Names, calls and relay counters (drops included).
     pub calls: CallStats,
 }
@@ -238,6 +244,8 @@ pub struct Server {
     tcp: VecDeque<TcpOutput>,
     stats: Stats,
     calls: Calls,
+    /// Set by [`Server::go_away`]: the instant by which the server will have stopped.
+    going_away: Option<Instant>,
 }
 
 impl Server {
@@ -264,6 +272,7 @@ impl Server {
             transmits: VecDeque::new(),
             tcp: VecDeque::new(),
             stats: Stats::default(),
+            going_away: None,
         }
     }
 
@@ -375,6 +384,66 @@ impl Server {
         self.drain_calls();
     }
 
+    /// The server is shutting down and will have stopped by `until`: every control connection
+    /// hears [`ServerMessage::GoingAway`], calls still ringing end (`server_error`; the
+    /// parties' phones have ended them already on hearing `going_away`), and from now on
+    /// hellos, name registrations and calls are refused with `shutting_down`. Connected calls
+    /// go on (the relay with them) until their parties hang up or leave; the driver stops
+    /// once [`Server::drained`] or at `until`, after [`Server::close_all`].
+    pub fn go_away(&mut self, now: Instant, until: Instant) {
+        if self.going_away.is_some() {
+            return;
+        }
+        self.going_away = Some(until);
+        self.calls.end_ringing();
+        let message = ServerMessage::GoingAway {
+            retry_after_ms: millis(self.retry_after(now)),
+        };
+        let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            self.send(conn, &message);
+        }
+        self.drain_calls();
+        tracing::info!(
+            connections = self.connections.len(),
+            calls = self.calls.stats().calls,
+            "going away"
+        );
+    }
+
+    /// True after [`Server::go_away`].
+    pub fn is_going_away(&self) -> bool {
+        self.going_away.is_some()
+    }
+
+    /// Going away, and no call is left to relay: the driver may stop now.
+    pub fn drained(&self) -> bool {
+        self.going_away.is_some() && self.calls.stats().calls == 0
+    }
+
+    /// The last step of a shutdown: every control connection is closed after what is queued
+    /// for it. Calls are not ended one by one (the parties have heard `going_away`; their
+    /// connections closing is the end).
+    pub fn close_all(&mut self) {
+        let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            self.tcp.push_back(TcpOutput::Close { conn });
+        }
+    }
+
+    /// How long a client told `going_away` should wait before it registers again: until the
+    /// server has stopped (at the latest when the grace ends, at once when no call holds it),
+    /// plus [`RESTART_ALLOWANCE`] for a restart to be listening again.
+    fn retry_after(&self, now: Instant) -> Duration {
+        let until = match self.going_away {
+            Some(until) if self.calls.stats().calls > 0 => until,
+            _ => now,
+        };
+        until.saturating_duration_since(now) + RESTART_ALLOWANCE
+    }
+
     /// When to call [`Server::handle_timeout`] next: the server is happy with a tick every
     /// second (expiry is not precise to less than that).
     pub fn poll_timeout(&self, now: Instant) -> Instant {
@@ -420,6 +489,11 @@ impl Server {
         self.rng.fill_bytes(&mut key);
         (index, key)
     }
+}
+
+/// A duration in whole milliseconds, as `going_away` carries it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn normalize(a: SocketAddr) -> SocketAddr {

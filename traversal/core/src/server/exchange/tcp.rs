@@ -117,6 +117,9 @@ impl Server {
         };
         let peer = c.peer;
         let user_index = c.user_index;
+        if self.going_away.is_some() && self.refuse_while_going_away(now, conn, &message) {
+            return;
+        }
         match (message, user_index) {
             (ClientMessage::Hello { version, access }, None) => {
                 if version != PROTOCOL_VERSION {
@@ -279,6 +282,45 @@ impl Server {
             }
             (_, None) => self.refuse(conn, "no_hello", "say hello first"),
         }
+    }
+
+    /// After [`Server::go_away`]: a hello hears `going_away` (with when to come back) and
+    /// `shutting_down`, and its connection closes; a name registration or a call is refused
+    /// with `shutting_down` (a call also ends, `server_error`). True when `message` was
+    /// refused; everything else (hang-ups, pings, the calls in progress) goes on.
+    fn refuse_while_going_away(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: &ClientMessage,
+    ) -> bool {
+        const WHY: &str = "the server is shutting down; register again later";
+        match message {
+            ClientMessage::Hello { .. } => {
+                let retry_after_ms = super::millis(self.retry_after(now));
+                self.send(conn, &ServerMessage::GoingAway { retry_after_ms });
+                self.refuse_connection(conn, "shutting_down", WHY);
+            }
+            ClientMessage::Register { .. } => self.refuse(conn, "shutting_down", WHY),
+            ClientMessage::Call { call_id, .. } => {
+                let call_id = *call_id;
+                self.refuse(
+                    conn,
+                    "shutting_down",
+                    "the server is shutting down: no new calls",
+                );
+                self.send(
+                    conn,
+                    &ServerMessage::Ended {
+                        call_id,
+                        reason: control::EndReason::ServerError,
+                    },
+                );
+            }
+            _ => return false,
+        }
+        self.stats.refused_shutting_down += 1;
+        true
     }
 
     fn refuse(&mut self, conn: ConnId, code: &str, message: &str) {
