@@ -116,7 +116,7 @@ fn bad_argument(message: impl std::fmt::Display) -> ExitCode {
 /// An invite link from the command line; a text that is not one is named with the reason.
 fn parse_link(text: &str) -> Result<Invite, ExitCode> {
     text.parse::<Invite>().map_err(|e| {
-        if Invite::looks_like_link(text) {
+        if Invite::looks_like_link(text) || text.contains("://") {
             bad_argument(format!("{text}: {e}"))
         } else {
             bad_argument(format!(
