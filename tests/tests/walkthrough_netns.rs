@@ -78,6 +78,7 @@ const PORT: u16 = 3478;
 const ALICE_NAT: NatKind = NatKind::Masquerade;
 const BOB_NAT: NatKind = NatKind::Masquerade;
 const CAROL_NAT: NatKind = NatKind::RandomFully;
+const DAVE_NAT: NatKind = NatKind::Masquerade;
 
 /// `pinhole-rendezvous` as its operator runs it: in the foreground, log on stderr.
 struct Server {
@@ -301,8 +302,16 @@ fn report(out: &HeadlessOutput, who: &str) -> serde_json::Value {
 }
 
 /// alice answers (`--calls 1`, a 440 Hz tone for a microphone), `caller` calls her for `secs`
-/// (660 Hz): both reports (caller's, alice's) after checking that each heard the other's tone.
-fn call_alice(lab: &Lab, alice: &Person, caller: &Person, secs: f64) -> [serde_json::Value; 2] {
+/// (660 Hz) with `pinhole call PEER EXTRA...` (PEER: `alice`, or her invite link): both reports
+/// (caller's, alice's) after checking that each heard the other's tone.
+fn call_alice(
+    lab: &Lab,
+    alice: &Person,
+    caller: &Person,
+    peer: &str,
+    extra: &[&str],
+    secs: f64,
+) -> [serde_json::Value; 2] {
     let (alice_hz, caller_hz) = (440.0, 660.0);
     let alice_wav = format!("from-{}.wav", caller.name);
     let caller_wav = "from-alice.wav";
@@ -320,20 +329,21 @@ fn call_alice(lab: &Lab, alice: &Person, caller: &Person, secs: f64) -> [serde_j
         ],
     );
     answer.expect_log("registered", REGISTER_WAIT);
-    let call = caller.start(
-        lab,
-        &[
-            "call",
-            "alice",
-            "--input",
-            "tone:660",
-            "--output",
-            &format!("wav:{caller_wav}"),
-            "--duration",
-            &secs.to_string(),
-            "--json",
-        ],
-    );
+    let output = format!("wav:{caller_wav}");
+    let duration = secs.to_string();
+    let mut args = vec![
+        "call",
+        peer,
+        "--input",
+        "tone:660",
+        "--output",
+        &output,
+        "--duration",
+        &duration,
+        "--json",
+    ];
+    args.extend(extra);
+    let call = caller.start(lab, &args);
     let caller_out = call.finish(Duration::from_secs_f64(secs + 25.0));
     let alice_out = answer.finish(Duration::from_secs(10));
     let caller_json = report(&caller_out, caller.name);
@@ -513,19 +523,42 @@ fn the_readme_walkthrough_between_two_homes() {
 
     // Step 4: bob calls alice (two routers that keep one port: direct), then carol (a router
     // with a new port per destination: relayed).
-    let [bob_json, alice_json] = call_alice(&lab, &alice, &bob, 5.0);
+    let [bob_json, alice_json] = call_alice(&lab, &alice, &bob, "alice", &[], 5.0);
     for json in [&bob_json, &alice_json] {
         assert_eq!(json["path"], "direct", "{json}");
     }
     assert_eq!(bob_json["end"], "hung_up", "{bob_json}");
     assert_eq!(alice_json["end"], "peer_hung_up", "{alice_json}");
     assert_eq!(bob_json["sas"], alice_json["sas"], "the code to compare");
-    let [carol_json, alice_json] = call_alice(&lab, &alice, &carol, 5.0);
+    let [carol_json, alice_json] = call_alice(&lab, &alice, &carol, "alice", &[], 5.0);
     for json in [&carol_json, &alice_json] {
         assert_eq!(json["path"], "relay", "{json}");
         assert_eq!(json["path_changes"], 0, "never direct: {json}");
     }
     assert_eq!(carol_json["sas"], alice_json["sas"], "the code to compare");
+
+    // Or without step 2 for the caller: alice sends her invite link, and dave, who has never
+    // set up Pinhole, calls it (his name on the command line, as on a first run).
+    let out = alice
+        .start(&lab, &["invite"])
+        .finish(Duration::from_secs(10));
+    assert!(out.status.success(), "pinhole invite: {out:#?}");
+    let link = out.stdout.trim().to_owned();
+    eprintln!("alice's invite link: {link}");
+    assert!(
+        link.starts_with(&format!("pinhole://call/alice?server={host}")),
+        "{link}"
+    );
+    assert!(link.contains(&format!("fp={fingerprint}")), "{link}");
+    let dave = Person::behind(&mut lab, DAVE_NAT, "dave", &dir);
+    assert!(!dave.settings_path().exists());
+    let [dave_json, alice_json] = call_alice(&lab, &alice, &dave, &link, &["--user", "dave"], 3.0);
+    for json in [&dave_json, &alice_json] {
+        assert_eq!(json["path"], "direct", "{json}");
+    }
+    assert_eq!(dave_json["sas"], alice_json["sas"], "the code to compare");
+    let saved = std::fs::read_to_string(dave.settings_path()).unwrap_or_default();
+    eprintln!("dave's settings after the call:\n{saved}");
 
     // Step 5: what nat-check says when it does not work (the README's troubleshooting).
     // A mistyped (or outdated) Server certificate: both fingerprints.
