@@ -1557,7 +1557,7 @@ fn a_phone_that_connects_during_the_grace_is_refused_and_comes_back_later() {
 }
 
 #[test]
-fn a_call_placed_to_a_server_going_away_is_refused_and_a_ringing_one_ends() {
+fn calls_ringing_when_the_server_goes_away_end_as_a_server_shutdown() {
     let (mut w, a, b) = World::pair(NatKind::PortRestricted);
     w.call(a, "bob");
     assert!(w.run_until(secs(2), |w| {
@@ -1573,4 +1573,23 @@ fn a_call_placed_to_a_server_going_away_is_refused_and_a_ringing_one_ends() {
         );
     }
     assert!(w.server.as_ref().unwrap().drained());
+}
+
+#[test]
+fn a_going_away_that_asks_for_ages_is_cut_to_ten_minutes() {
+    let mut w = World::new();
+    let a = w.phone("alice", Place::Public("7.7.7.7"));
+    w.run(secs(2));
+    w.tamper = Some(Middle::down(|_, m| match m {
+        ServerMessage::GoingAway { .. } => ServerMessage::GoingAway {
+            retry_after_ms: u64::MAX,
+        },
+        m => m,
+    }));
+    let told = w.now();
+    w.go_away(secs(10));
+    let retry_at = w.going_away_retry_at(a).unwrap();
+    let most = traversal::phone::MAX_RETRY_AFTER + traversal::phone::RETRY_SPREAD;
+    assert!(retry_at - told <= most, "{:?}", retry_at - told);
+    assert!(retry_at - told >= traversal::phone::MAX_RETRY_AFTER);
 }
