@@ -6,7 +6,8 @@
 //!      │
 //!   internet ── alice's router (MASQUERADE) ── alice
 //!            ├─ bob's router (MASQUERADE) ──── bob
-//!            └─ carol's router (MASQUERADE --random-fully, a "symmetric" NAT) ── carol
+//!            ├─ carol's router (MASQUERADE --random-fully, a "symmetric" NAT) ── carol
+//!            └─ dave's router (MASQUERADE) ──── dave
 //! ```
 //!
 //! 1. The operator starts `pinhole-rendezvous` with no flag (its state directory under its
@@ -19,11 +20,12 @@
 //! 3. Each calls `echo` and hears their own tone.
 //! 4. alice answers; bob calls her: direct (two routers that keep one port per socket), audio
 //!    both ways; carol calls her: relayed (carol's router gives a new port per destination),
-//!    audio both ways.
+//!    audio both ways. Or with an invite link: alice prints hers (`pinhole invite`), dave, who
+//!    skipped step 2, calls it (`pinhole call LINK --user dave`): direct, audio both ways.
 //! 5. When it does not work, `pinhole nat-check` says what the README's troubleshooting quotes:
 //!    a mistyped fingerprint, UDP 3478 not opened ("no UDP answer"), TCP 3478 not opened ("no
-//!    answer ... within"), the server not running ("Connection refused"); with UDP opened again
-//!    it works again.
+//!    answer ... within"), the server not running ("Connection refused"); with the whole
+//!    ruleset back, it works again.
 //!
 //! The people's commands run as they would: `HOME` is their home directory (nothing names the
 //! settings file), the working directory is that home (`--output wav:echo.wav` lands there),
