@@ -7,7 +7,8 @@
 //!   control connections in one mio poll loop; [`names_file`] keeps its names on disk;
 //!   [`metrics`] serves its counters to Prometheus;
 //! - [`tls`]: TLS 1.3 on the control connection: the server's certificate, the client's trust;
-//! - the `pinhole-rendezvous` binary.
+//! - the `pinhole-rendezvous` binary, its settings from flags, environment and a file in
+//!   [`server_config`].
 //!
 //! See `traversal-core`'s crate documentation for the protocol, its layers and the design
 //! choices beyond the patent.
@@ -18,5 +19,6 @@ pub mod driver;
 pub mod metrics;
 pub mod names_file;
 pub mod rendezvous;
+pub mod server_config;
 pub mod tls;
 pub mod udp_batch;
