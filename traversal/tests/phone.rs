@@ -1551,9 +1551,20 @@ fn a_phone_that_connects_during_the_grace_is_refused_and_comes_back_later() {
     );
     assert!(w.going_away_retry_at(c).is_some(), "{:?}", w.events(c));
     assert_eq!(w.server.as_ref().unwrap().stats().refused_shutting_down, 1);
+    // The restart takes a while: carol's attempt at the time the server gave fails, and she
+    // goes on with the back-off (a phone whose first connection fails would stop, but this
+    // server answered).
+    w.run(secs(1));
     w.kill_server();
+    w.run(secs(15));
+    assert!(w.phones[c].connects >= 3, "{}", w.phones[c].connects);
+    assert!(
+        !w.has(c, |e| matches!(e, Event::Stopped(_))),
+        "{:?}",
+        w.events(c)
+    );
     w.start_server();
-    assert!(w.run_until(secs(15), |w| w.online(c)), "{:?}", w.events(c));
+    assert!(w.run_until(secs(10), |w| w.online(c)), "{:?}", w.events(c));
 }
 
 #[test]

@@ -127,6 +127,9 @@ impl Phone {
         let retry_at = now + retry_after.min(MAX_RETRY_AFTER) + spread;
         tracing::info!(?retry_after, "the server is going away");
         self.server_went_away = true;
+        // The server is there and said when to come back: failing to reach it while it
+        // restarts is not a first connection that failed (no stop, the back-off instead).
+        self.ever_online = true;
         // After the attempt at `retry_at`, the usual back-off.
         self.backoff = self.config.backoff_min;
         self.events

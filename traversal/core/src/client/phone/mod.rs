@@ -190,6 +190,8 @@ pub struct Phone {
     config: PhoneConfig,
     rng: StdRng,
     link: Link,
+    /// Registered once, or told by the server to come back later: a failed connection is
+    /// then retried, never a reason to stop ([`PhoneConfig::stop_if_first_connect_fails`]).
     ever_online: bool,
     /// The wait before the next attempt after a failed one; zero: retry at once.
     backoff: Duration,
