@@ -725,3 +725,107 @@ fn the_packaged_config_file_is_good() {
         );
     }
 }
+
+/// Alice and bob registered through the server's real port and in a call through its relay,
+/// so that a graceful shutdown has a call to wait for (the in-process version is
+/// `tests/shutdown.rs`'s).
+struct RelayedCall {
+    alice: pinhole_tests::scripted::Client,
+    bob: pinhole_tests::scripted::Client,
+}
+
+impl RelayedCall {
+    fn start(server: &Running) -> RelayedCall {
+        use pinhole_tests::scripted::{Client, Target};
+        use serde_json::json;
+        let fingerprint = server.ready["fingerprint"]
+            .as_str()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("no fingerprint in {}", server.ready));
+        let target = Target {
+            addr: server.udp(),
+            fingerprint: Some(fingerprint),
+        };
+        let key = |seed| ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let mut alice = Client::connect(target).expect("alice connects");
+        let mut bob = Client::connect(target).expect("bob connects");
+        alice.register("alice", &key(1)).expect("alice registers");
+        bob.register("bob", &key(2)).expect("bob registers");
+        alice
+            .send(&json!({"type": "call", "call_id": 1, "to": "bob",
+                "candidates": [alice.mapped().expect("mapped")], "commitment": "ab".repeat(32)}))
+            .expect("call");
+        expect(&mut bob, "incoming");
+        let e2e = json!({"ephemeral": "cd".repeat(32), "signature": "ef".repeat(64)});
+        bob.send(&json!({"type": "accept", "call_id": 1, "candidates": [], "e2e": e2e}))
+            .expect("accept");
+        expect(&mut alice, "connected");
+        expect(&mut bob, "connected");
+        RelayedCall { alice, bob }
+    }
+}
+
+fn expect(client: &mut pinhole_tests::scripted::Client, kind: &str) -> serde_json::Value {
+    client
+        .next_where(WAIT, |m| m["type"] == kind)
+        .unwrap_or_else(|e| panic!("waiting for {kind}: {e}"))
+}
+
+/// With a call in progress, SIGTERM starts the graceful shutdown: the apps hear `going_away`
+/// and the server waits for the call; `--shutdown-grace` bounds the wait (exit 0), and a second
+/// signal ends it at once (exit 128 + the signal).
+#[test]
+fn the_grace_holds_a_call_and_a_second_signal_cuts_it_short() {
+    let dir = TempDir::new("server-cli-grace");
+    let start = |grace: &str| {
+        let mut cmd = command(&dir);
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            "state",
+            "--ephemeral-names",
+            "--shutdown-grace",
+            grace,
+        ]);
+        Running::start(cmd)
+    };
+
+    // The grace passes with the call still up: exit 0, no sooner than the grace.
+    let mut server = start("2");
+    let mut call = RelayedCall::start(&server);
+    let signalled = std::time::Instant::now();
+    server.signal("TERM");
+    expect(&mut call.alice, "going_away");
+    expect(&mut call.bob, "going_away");
+    assert_eq!(server.wait_exit(), Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // A second signal during a long grace: out at once.
+    let mut server = start("60");
+    let mut call = RelayedCall::start(&server);
+    server.signal("TERM");
+    expect(&mut call.alice, "going_away");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "stopped before the call ended or the grace passed"
+    );
+    let second = std::time::Instant::now();
+    server.signal("INT");
+    assert_eq!(server.wait_exit(), Some(130));
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        second.elapsed()
+    );
+    let log = server.wait_log("stopping now");
+    assert!(
+        log.iter().any(|l| l.contains("SIGTERM: shutting down")),
+        "{log:#?}"
+    );
+}
