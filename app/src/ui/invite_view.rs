@@ -40,32 +40,44 @@ impl PinholeApp {
         };
         let invite = &offer.invite;
         let server = invite.server.to_string();
+        ui.add_space(16.0);
+        ui.vertical_centered(|ui| {
+            ui.weak("Invite link");
+            ui.heading(RichText::new(words::invite_heading(&invite.name)).size(24.0));
+            ui.label(words::invite_question(&invite.name));
+        });
         ui.add_space(12.0);
-        ui.heading(words::invite_heading(&invite.name));
-        ui.label(words::invite_question(&invite.name));
-        ui.add_space(8.0);
-        egui::Grid::new("invite")
-            .num_columns(2)
-            .spacing([12.0, 6.0])
+        egui::Frame::group(ui.style())
+            .inner_margin(12.0)
+            .corner_radius(6.0)
             .show(ui, |ui| {
-                ui.strong("Server");
-                ui.vertical(|ui| {
-                    ui.label(RichText::new(&server).monospace());
-                    ui.weak(words::invite_server_note(&offer));
-                });
-                ui.end_row();
-                ui.strong("Certificate");
-                ui.vertical(|ui| match &invite.fingerprint {
-                    Some(fp) => {
-                        let text = RichText::new(fp.to_string()).monospace().small();
-                        ui.add(egui::Label::new(text).wrap());
-                        ui.weak(words::INVITE_FINGERPRINT_PINS);
-                    }
-                    None => {
-                        ui.add(egui::Label::new(words::INVITE_NO_FINGERPRINT).wrap());
-                    }
-                });
-                ui.end_row();
+                ui.set_width(ui.available_width());
+                egui::Grid::new("invite")
+                    .num_columns(2)
+                    .spacing([12.0, 10.0])
+                    .show(ui, |ui| {
+                        ui.strong("Server");
+                        ui.vertical(|ui| {
+                            ui.label(RichText::new(&server).monospace().size(14.0));
+                            ui.weak(words::invite_server_note(&offer));
+                        });
+                        ui.end_row();
+                        ui.strong("Certificate");
+                        ui.vertical(|ui| {
+                            ui.set_max_width(ui.available_width());
+                            match &invite.fingerprint {
+                                Some(fp) => {
+                                    let text = RichText::new(fp.to_string()).monospace();
+                                    ui.add(egui::Label::new(text).wrap());
+                                    ui.weak(words::INVITE_FINGERPRINT_PINS);
+                                }
+                                None => {
+                                    ui.add(egui::Label::new(words::INVITE_NO_FINGERPRINT).wrap());
+                                }
+                            }
+                        });
+                        ui.end_row();
+                    });
             });
         if offer.certificate_differs()
             && let (Some(trusted), Some(link)) = (offer.trusted, invite.fingerprint)
@@ -80,7 +92,7 @@ impl PinholeApp {
                 }
             });
         }
-        ui.add_space(12.0);
+        ui.add_space(16.0);
         let mut action = None;
         ui.horizontal(|ui| {
             let text = RichText::new(words::USE_INVITE).color(egui::Color32::WHITE);
@@ -88,14 +100,14 @@ impl PinholeApp {
                 .add(
                     egui::Button::new(text)
                         .fill(GOOD)
-                        .min_size(egui::vec2(0.0, 32.0)),
+                        .min_size(egui::vec2(0.0, 36.0)),
                 )
                 .clicked()
             {
                 action = Some(Action::UseInvite);
             }
             if ui
-                .add(egui::Button::new("Cancel").min_size(egui::vec2(0.0, 32.0)))
+                .add(egui::Button::new("Cancel").min_size(egui::vec2(0.0, 36.0)))
                 .clicked()
             {
                 action = Some(Action::DismissInvite);
