@@ -14,7 +14,8 @@
 //!    `$HOME`), opens TCP and UDP 3478 with the README's nftables ruleset (everything else
 //!    inbound dropped), and reads the certificate's fingerprint from its log.
 //! 2. Each person fills Settings (Server: the host without a port; Server certificate: the
-//!    fingerprint; Your name): the settings file the app writes, in `~/.config/pinhole/`.
+//!    fingerprint; Your name): the settings file the app writes, in `~/.config/pinhole/`, or
+//!    (carol, without a display) the README's three lines by hand.
 //!    `pinhole nat-check` (no flag: it reads the settings) says behind NAT and reaches the
 //!    server.
 //! 3. Each calls `echo` and hears their own tone.
@@ -219,19 +220,19 @@ impl Person {
         self.home.join(".config/pinhole/settings.toml")
     }
 
-    /// What the app writes when the person fills Settings (Server, Server certificate, Your
-    /// name; devices left at "System default", Advanced untouched) and clicks Save: the
-    /// settings file, mode 0600. The key is added by the first call.
-    fn fill_settings(&self, server: &str, fingerprint: &str) {
+    /// Writes `text` as this person's settings file, mode 0600 (as the app does).
+    fn write_settings(&self, text: &str) {
         let path = self.settings_path();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, self.settings_text(server, fingerprint)).unwrap();
+        std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
     }
 
-    /// The text of that file.
-    fn settings_text(&self, server: &str, fingerprint: &str) -> String {
+    /// What the app writes when the person fills Settings (Server, Server certificate, Your
+    /// name; devices left at "System default", Advanced untouched) and clicks Save. The key
+    /// is added by the first call.
+    fn app_settings(&self, server: &str, fingerprint: &str) -> String {
         format!(
             "# Pinhole settings. The app and `pinhole --help` explain each field.\n\
              server = \"{server}\"\n\
@@ -243,6 +244,16 @@ impl Person {
              bitrate_bps = 32000\n\
              udp_port = 0\n\
              embedded_server_lan = false\n",
+            self.name
+        )
+    }
+
+    /// The README's three lines for a machine without a display, written by hand.
+    fn hand_settings(&self, server: &str, fingerprint: &str) -> String {
+        format!(
+            "server = \"{server}\"\n\
+             server_fingerprint = \"{fingerprint}\"\n\
+             name = \"{}\"\n",
             self.name
         )
     }
@@ -448,9 +459,11 @@ fn the_readme_walkthrough_between_two_homes() {
     let people = [&alice, &bob, &carol];
     let host = server_host.ip.to_string();
     let server_addr = format!("{host}:{PORT}");
-    for person in people {
-        person.fill_settings(&host, &fingerprint);
-    }
+    // alice and bob in the app's Settings; carol, on a machine without a display, writes the
+    // README's three lines.
+    alice.write_settings(&alice.app_settings(&host, &fingerprint));
+    bob.write_settings(&bob.app_settings(&host, &fingerprint));
+    carol.write_settings(&carol.hand_settings(&host, &fingerprint));
     let checks: Vec<Headless> = people
         .iter()
         .map(|p| p.start(&lab, &["nat-check"]))
@@ -512,7 +525,8 @@ fn the_readme_walkthrough_between_two_homes() {
         let f = heard(&person.wav("echo.wav"), 440.0, &what);
         assert!(f >= 0.7, "{what} in {f:.2}");
         // The first call saved a key in the settings file, and nothing else changed: the
-        // file the test wrote is the one the app writes.
+        // file the test wrote is the one the app writes (carol's three lines come back in
+        // the app's longer form, with the defaults).
         let saved = std::fs::read_to_string(person.settings_path()).unwrap();
         let without_key: String = saved
             .lines()
@@ -520,7 +534,7 @@ fn the_readme_walkthrough_between_two_homes() {
             .map(|l| format!("{l}\n"))
             .collect();
         assert_ne!(without_key, saved, "no key saved: {saved}");
-        assert_eq!(without_key, person.settings_text(&host, &fingerprint));
+        assert_eq!(without_key, person.app_settings(&host, &fingerprint));
     }
 
     // Step 4: bob calls alice (two routers that keep one port: direct), then carol (a router
@@ -565,7 +579,7 @@ fn the_readme_walkthrough_between_two_homes() {
     // Step 5: what nat-check says when it does not work (the README's troubleshooting).
     // A mistyped (or outdated) Server certificate: both fingerprints.
     let wrong = format!("sha256:{}", "0".repeat(64));
-    bob.fill_settings(&host, &wrong);
+    bob.write_settings(&bob.app_settings(&host, &wrong));
     let out = bob.nat_check(&lab, &[]);
     let said = out.log_text();
     eprintln!("nat-check, wrong fingerprint: {said}");
@@ -575,7 +589,7 @@ fn the_readme_walkthrough_between_two_homes() {
          other than the one trusted for it ({wrong})"
     );
     assert!(said.contains(&expected), "{said}");
-    bob.fill_settings(&host, &fingerprint);
+    bob.write_settings(&bob.app_settings(&host, &fingerprint));
 
     // UDP 3478 not opened: TCP works, UDP does not.
     let tcp_only = NFTABLES_CONF.replace("    udp dport 3478 accept\n", "");
