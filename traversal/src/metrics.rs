@@ -3,7 +3,7 @@
 //! for another method on `/metrics`, 400 for what is not HTTP/1.x, 431 for a request over
 //! [`MAX_REQUEST`] bytes, 408 when it does not arrive within [`READ_TIMEOUT`]).
 //!
-//! One thread of its own ([`Endpoint`]), one connection at a time, one request per connection
+//! One thread of its own (`metrics`), one connection at a time, one request per connection
 //! (`Connection: close`): a scraper every few seconds is the whole load. The serving threads
 //! never wait for it: it copies the counters under the server's lock (a struct of integers,
 //! the same copy [`crate::rendezvous::Rendezvous::stats`] makes) and renders and writes them

@@ -12,8 +12,7 @@
 //!   buffer per connection: a slab of small entries inside the shared state, one read buffer
 //!   for all): accepts, reads, writes what did not fit at first, and ticks the server's timer
 //!   every second, writing the names file (if any) when a name was bound since the last tick,
-//!   and once more on the way out.
-//!
+//!   and once more on the way out;
 //! - `metrics` (with [`RendezvousConfig::metrics`]): the Prometheus endpoint
 //!   ([`crate::metrics`]), which copies the counters under the lock and renders them outside.
 //!
@@ -143,8 +142,7 @@ impl Rendezvous {
     /// calls in progress keep their relay until they end or `grace` passes; then every control
     /// connection is closed (after what is queued for it, TLS `close_notify` last) and the
     /// server stops. Blocks for up to `grace` and a second more: call it from a thread that
-    /// may wait (`spawn_blocking`). Dropping the handle meanwhile is not possible: it is
-    /// taken by value; a second signal in the binary exits the process instead.
+    /// may wait (`spawn_blocking`); to stop sooner (a second signal), exit the process.
     pub fn shut_down_gracefully(self, grace: Duration) {
         let started = Instant::now();
         let until = started.checked_add(grace).unwrap_or(started);

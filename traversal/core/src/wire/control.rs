@@ -6,10 +6,11 @@
 //! (one [`ClientMessage`] or [`ServerMessage`], tagged by `"type"`). A frame is at most
 //! [`MAX_FRAME_LEN`] bytes. The framing is a plain byte stream, so TLS can wrap it later
 //! without any change to the messages. New message kinds (call signalling: register a name,
-//! call, ring, answer, hang up, candidates) are new variants of the two enums; a peer that gets
-//! a `type` it does not know answers with [`ServerMessage::Error`] or ignores it, and the
-//! protocol version in the hello ([`PROTOCOL_VERSION`]) is raised when a change is not
-//! backwards compatible.
+//! call, ring, answer, hang up, candidates) are new variants of the two enums. A `type` the
+//! peer does not know is a frame it cannot decode: the server answers `bad_frame` and closes,
+//! a client drops the connection and connects again with its back-off (what a client from
+//! before [`ServerMessage::GoingAway`] does with it). The protocol version in the hello
+//! ([`PROTOCOL_VERSION`]) is raised when a change is not backwards compatible.
 
 use std::net::{IpAddr, SocketAddr};
 

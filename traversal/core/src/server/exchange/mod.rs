@@ -34,6 +34,11 @@
 //!   media mapping of each registration, and relay frames (first byte 64-79), and sends what it
 //!   answers. A registration that closes, or whose mapping expires, ends its call.
 //!
+//! - Shutting down ([`Server::go_away`]): every connection hears
+//!   [`ServerMessage::GoingAway`] with when to come back; hellos, names and calls are refused
+//!   (`shutting_down`); connected calls keep their relay until they end ([`Server::drained`])
+//!   or the driver stops at the end of its grace ([`Server::close_all`]).
+//!
 //! Memory is bounded: at most `max_registrations` registrations and as many TCP connections,
 //! at most [`Config::max_connections_per_ip`] from one address (an IPv6 /64), pending ones
 //! closed after [`HELLO_TIMEOUT`] and those with neither a name nor a validated mapping after
