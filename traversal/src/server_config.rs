@@ -123,7 +123,7 @@ pub struct Args {
     /// Address to listen on, UDP and TCP
     ///
     /// Address to listen on, UDP and TCP on the same port. 0.0.0.0 is every IPv4 interface,
-    /// [::] every interface; port 0 picks a free one (the ready line says which).
+    /// [::] every IPv6 one; port 0 picks a free one (the ready line says which).
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:3478",
           env = "PINHOLE_RENDEZVOUS_LISTEN", hide_env_values = true, value_parser = parse_listen)]
     pub listen: SocketAddr,

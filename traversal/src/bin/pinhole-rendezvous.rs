@@ -307,8 +307,15 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format.resolve(std::env::var_os("JOURNAL_STREAM").as_deref()) {
-        LogFormat::Journald => builder.event_format(log_format::Journald::new()).init(),
-        LogFormat::Json => builder.event_format(log_format::JsonLines).init(),
+        // No colour anywhere, span fields included (they are formatted when the span opens).
+        LogFormat::Journald => builder
+            .with_ansi(false)
+            .event_format(log_format::Journald::new())
+            .init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .event_format(log_format::JsonLines)
+            .init(),
         LogFormat::Text | LogFormat::Auto => {
             builder.with_ansi(std::io::stderr().is_terminal()).init()
         }
