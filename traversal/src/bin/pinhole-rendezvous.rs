@@ -176,14 +176,14 @@ fn run(loaded: &Loaded) -> anyhow::Result<ExitCode> {
         Some(file) => tracing::info!(config = %file.display(), "settings: {}", s.summary()),
         None => tracing::info!("settings: {}", s.summary()),
     }
-    let names_file = if s.ephemeral_names {
-        None
-    } else {
-        let state = s.state_dir()?;
-        if s.names_file.is_none() {
+    let names_file = match (&s.names_file, s.ephemeral_names) {
+        (_, true) => None,
+        (Some(file), false) => Some(file.clone()),
+        (None, false) => {
+            let state = s.state_dir()?;
             create_state_dir(&state)?;
+            Some(state.join("names.txt"))
         }
-        names_file(s, &state)
     };
     if let Some(file) = &names_file {
         rendezvous::check_names_file(file)?;
