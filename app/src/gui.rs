@@ -3,13 +3,16 @@
 use eframe::egui;
 use pinhole::invite::Invite;
 use pinhole::settings;
-use pinhole::ui::{DeviceList, PinholeApp};
+use pinhole::ui::{DeviceList, PinholeApp, handoff};
 
 const APP_NAME: &str = "Pinhole";
 
 /// Opens the main window and runs until it is closed; with `invite`, it opens on the
-/// invite's confirmation.
-pub(crate) fn run(invite: Option<Invite>) -> Result<(), eframe::Error> {
+/// invite's confirmation. It listens on `socket` for links opened while it runs.
+pub(crate) fn run(
+    invite: Option<Invite>,
+    socket: Option<std::path::PathBuf>,
+) -> Result<(), eframe::Error> {
     let started = std::time::Instant::now();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -23,7 +26,11 @@ pub(crate) fn run(invite: Option<Invite>) -> Result<(), eframe::Error> {
     eframe::run_native(
         APP_NAME,
         options,
-        Box::new(move |cc| Ok(Box::new(Window::new(started, cc.egui_ctx.clone(), invite)))),
+        Box::new(move |cc| {
+            let mut window = Window::new(started, cc.egui_ctx.clone(), invite);
+            window.listen(socket.as_deref(), cc.egui_ctx.clone());
+            Ok(Box::new(window))
+        }),
     )
 }
 
@@ -46,6 +53,8 @@ struct Window {
     /// Frame times over the last few seconds, logged at debug level on target
     /// `pinhole::frames` (for measuring; off by default).
     period: FramePeriod,
+    /// Links opened while the app runs (a second `pinhole LINK` hands them over).
+    handoff: Option<handoff::Listener>,
 }
 
 #[derive(Debug)]
@@ -89,12 +98,42 @@ impl Window {
             app,
             started: Some(started),
             period: FramePeriod::new(pinhole::ui::FrameStats::default()),
+            handoff: None,
+        }
+    }
+
+    /// Takes links handed over on `socket`. Without it the app works as before; a second
+    /// `pinhole` then starts a second app.
+    fn listen(&mut self, socket: Option<&std::path::Path>, ctx: egui::Context) {
+        let Some(socket) = socket else { return };
+        let wake = std::sync::Arc::new(move || ctx.request_repaint());
+        match handoff::Listener::bind(socket, wake) {
+            Ok(listener) => self.handoff = Some(listener),
+            Err(e) => tracing::warn!(
+                "links opened while the app runs will start another app: {}: {e}",
+                socket.display()
+            ),
+        }
+    }
+
+    /// Shows links handed over by a second `pinhole`, and comes to the front for them.
+    fn take_handed_over(&mut self, ctx: &egui::Context) {
+        let Some(listener) = &self.handoff else {
+            return;
+        };
+        while let Some(request) = listener.try_request() {
+            if let (handoff::Request::Open(invite), Ok(app)) = (request, &mut self.app) {
+                app.open_invite(invite);
+            }
+            ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
+            ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
         }
     }
 }
 
 impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.take_handed_over(&ui.ctx().clone());
         egui::CentralPanel::default().show(ui, |ui| match &mut self.app {
             Ok(app) => app.show(ui),
             Err(err) => {

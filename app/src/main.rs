@@ -194,12 +194,34 @@ fn print_invite(args: &InviteArgs) -> ExitCode {
 }
 
 fn run_gui(invite: Option<Invite>) -> ExitCode {
+    // One app per profile: a running one takes the link (or comes to the front), rather than
+    // a second one registering the same name.
+    let socket = settings::default_path()
+        .ok()
+        .map(|path| pinhole::ui::handoff::socket_path(&path));
+    if let Some(socket) = &socket {
+        match pinhole::ui::handoff::hand_over(socket, invite.as_ref()) {
+            Ok(true) => {
+                eprintln!(
+                    "pinhole: the app is already running; {}",
+                    if invite.is_some() {
+                        "it shows the link"
+                    } else {
+                        "its window was raised"
+                    }
+                );
+                return ExitCode::SUCCESS;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("the running app did not answer ({e}); starting another"),
+        }
+    }
     if let Err(missing) = display::check() {
         eprintln!("{missing}");
         eprintln!("{}", display::HEADLESS_GUIDANCE);
         return ExitCode::from(2);
     }
-    match gui::run(invite) {
+    match gui::run(invite, socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("pinhole: could not open the window: {err}");

@@ -22,11 +22,14 @@
 //! - [`sound`]: ringtone, test sound, input level meter (threads of their own).
 //! - [`net`]: NAT check and the embedded rendezvous server.
 //! - [`contacts`]: contacts and recent calls, persisted next to the settings.
+//! - `invite_view`: an invite link's confirmation, and the user's own link; [`handoff`]: a link
+//!   opened while the app runs goes to it (one app per profile).
 
 pub mod backend;
 mod call_view;
 pub mod contacts;
 mod driver;
+pub mod handoff;
 mod incoming_view;
 mod invite_view;
 mod main_view;
