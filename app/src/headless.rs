@@ -313,6 +313,11 @@ fn log_registration(registration: &Registration) {
             let verdict = verdict.map_or("unknown", |v| v.as_str());
             tracing::info!(name, %mapped, verdict, "registered");
         }
+        // A restart the server announced is no failure: info, not a warning.
+        Registration::Offline {
+            reason: crate::engine::ServerLoss::ShuttingDown,
+            ..
+        } => tracing::info!("the server is restarting; registering again when it is back"),
         Registration::Offline { reason, .. } => {
             tracing::warn!(?reason, "lost the server; connecting again");
         }
