@@ -209,6 +209,11 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
         if first_run {
             stored.server = server.to_string();
             stored.name = name.clone();
+            // The server is kept with the certificate it was reached with (a link's or
+            // --server-fingerprint's), or later runs would trust whatever it shows first.
+            if let Some(fp) = trust.pinned {
+                stored.server_fingerprint = fp.to_string();
+            }
         }
         save_key(&path, &stored)?;
     }

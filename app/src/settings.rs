@@ -398,11 +398,11 @@ pub fn trust_server(
             )
         }
         None if known.forget(&name).map_err(io)? => format!(
-            "{name}: forgot its certificate ({}); the next connection trusts the one it              presents and remembers it",
+            "{name}: forgot its certificate ({}); the next connection trusts the one it presents and remembers it",
             known_path.display()
         ),
         None => format!(
-            "{name}: no certificate was remembered for it ({}); the next connection trusts              the one it presents and remembers it",
+            "{name}: no certificate was remembered for it ({}); the next connection trusts the one it presents and remembers it",
             known_path.display()
         ),
     }];

@@ -52,6 +52,12 @@ fn call_with_a_link_uses_its_server_and_pins_its_certificate() {
     let report = out.one_json();
     assert_eq!(report["peer"], "echo", "{report}");
     assert!(report["rtp"]["received"].as_u64().unwrap() > 0, "{report}");
+    // carol's first run kept the link's server with its certificate, not the server alone.
+    let saved = std::fs::read_to_string(&carol.config).unwrap();
+    assert!(
+        saved.contains(&format!("server_fingerprint = \"{fp}\"")),
+        "{saved}"
+    );
 
     // Another fingerprint in the link: the server's certificate is refused, nothing is sent.
     let other = format!("sha256:{}", "00".repeat(32));
