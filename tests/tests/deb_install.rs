@@ -110,6 +110,7 @@ fn the_packages_install_into_a_fresh_debian_and_carry_a_call() {
     let netns = Netns::new(&format!("pinhole-deb-{}", std::process::id()));
     let mut server = Server::start(&root.dir, &netns.name, &unit, &user);
     call_through(&root.dir, &netns.name, &server);
+    check_metrics(&root.dir, &netns.name, &server);
     let stopped = server.stop(unit.timeout_stop);
     assert!(
         stopped.success(),
@@ -550,6 +551,8 @@ struct Server {
     addr: String,
     /// The fingerprint of its certificate, from its ready line.
     fingerprint: String,
+    /// Its metrics endpoint, from its ready line.
+    metrics: Option<String>,
 }
 
 impl Server {
@@ -603,6 +606,7 @@ impl Server {
             log,
             addr: String::new(),
             fingerprint: String::new(),
+            metrics: None,
         };
         let line = match rx.recv_timeout(Duration::from_secs(15)) {
             Ok(line) => line,
@@ -621,6 +625,7 @@ impl Server {
             .parse()
             .expect("tcp address");
         server.addr = format!("127.0.0.1:{}", tcp.port());
+        server.metrics = ready["metrics"].as_str().map(str::to_owned);
         server.fingerprint = ready["fingerprint"].as_str().expect("fingerprint").into();
         server
     }
@@ -735,6 +740,41 @@ fn call_through(root: &Path, netns: &str, server: &Server) {
         "bob hears alice's 440 Hz in {bob_hears:.2}: {}",
         tone::timeline(&bob_wav, 440.0)
     );
+}
+
+/// The packaged config turns the Prometheus endpoint on, on localhost only, and it counted the
+/// call. Read inside the namespace with bash's /dev/tcp (a minimal Debian has no HTTP client).
+fn check_metrics(root: &Path, netns: &str, server: &Server) {
+    let addr = server.metrics.as_deref().unwrap_or_else(|| {
+        panic!(
+            "the packaged config turns the metrics endpoint on: {:#?}",
+            server.log()
+        )
+    });
+    assert_eq!(addr, "127.0.0.1:9478", "metrics on localhost only");
+    let (host, port) = addr.split_once(':').expect("IP:PORT");
+    let script = format!(
+        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+    );
+    let mut get = Command::new("ip");
+    get.env_clear()
+        .env("PATH", PATH)
+        .args(["netns", "exec", netns, "chroot"])
+        .arg(root)
+        .args(["bash", "-c", &script]);
+    let metrics = stdout(&mut get, Duration::from_secs(10));
+    for line in [
+        format!(
+            "pinhole_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "pinhole_calls_connected_total 1".to_owned(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} in the metrics:\n{metrics}"
+        );
+    }
 }
 
 /// The config is a conffile (an edit survives reinstalling the package), and purging removes
