@@ -217,6 +217,18 @@ fn in_root(root: &Path, args: &[&str]) -> Command {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .arg(root)
         .args(args);
+    // apt reaches the mirror the way debootstrap did, through the machine's proxy if it has one.
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+    ] {
+        if let Some(value) = std::env::var_os(var) {
+            cmd.env(var, value);
+        }
+    }
     cmd
 }
 
