@@ -10,7 +10,8 @@
 //! - the server started as the unit starts it (its `ExecStart=` as its `User=`, with
 //!   `STATE_DIRECTORY` made as `StateDirectory=` makes it) becomes ready, two installed
 //!   clients call each other through it (tones both ways, checked in the WAVs they record),
-//!   and SIGTERM stops it cleanly within the unit's `TimeoutStopSec=`;
+//!   and SIGTERM stops it cleanly within the unit's `TimeoutStopSec=` (longer than the
+//!   server's shutdown grace);
 //! - purging removes the config and the state.
 //!
 //! The packages come from `./dev package` (target/debian/); `./dev test` builds them before
@@ -105,6 +106,12 @@ fn the_packages_install_into_a_fresh_debian_and_carry_a_call() {
     check_unit(&root.dir, &unit_path);
     let unit = Unit::read(&unit_path);
     assert_eq!(unit.user, user.name, "the unit runs as the package's user");
+    let grace = shutdown_grace(&root.dir.join("etc/pinhole/rendezvous.toml"));
+    assert!(
+        unit.timeout_stop > grace,
+        "TimeoutStopSec ({:?}) leaves the server its shutdown grace ({grace:?})",
+        unit.timeout_stop
+    );
 
     // The server as systemd would start it, and a call between two installed clients.
     let netns = Netns::new(&format!("pinhole-deb-{}", std::process::id()));
@@ -510,6 +517,20 @@ fn check_unit(root: &Path, unit: &Path) {
         score <= MAX_EXPOSURE,
         "exposure {score} above {MAX_EXPOSURE}:\n{security}"
     );
+}
+
+/// The packaged config's `shutdown_grace`, or the server's default (10 s) when the key is
+/// commented out.
+fn shutdown_grace(config: &Path) -> Duration {
+    let text = std::fs::read_to_string(config).expect("the packaged config");
+    let secs = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("shutdown_grace"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|n| n.trim().parse().expect("shutdown_grace is whole seconds"))
+        .next_back()
+        .unwrap_or(10);
+    Duration::from_secs(secs)
 }
 
 /// What the test takes from the unit file to start the server as systemd would.
