@@ -12,6 +12,7 @@
 //!   clients call each other through it (tones both ways, checked in the WAVs they record),
 //!   and SIGTERM stops it cleanly within the unit's `TimeoutStopSec=` (longer than the
 //!   server's shutdown grace);
+//! - the metrics endpoint the packaged config turns on answers on localhost and counted the call;
 //! - purging removes the config and the state.
 //!
 //! The packages come from `./dev package` (target/debian/); `./dev test` builds them before
