@@ -575,6 +575,11 @@ fn the_readme_walkthrough_between_two_homes() {
     assert_eq!(dave_json["sas"], alice_json["sas"], "the code to compare");
     let saved = std::fs::read_to_string(dave.settings_path()).unwrap_or_default();
     eprintln!("dave's settings after the call:\n{saved}");
+    // His first run kept the link's server with its certificate: later calls check it too.
+    assert!(
+        saved.contains(&format!("server_fingerprint = \"{fingerprint}\"")),
+        "{saved}"
+    );
 
     // Step 5: what nat-check says when it does not work (the README's troubleshooting).
     // A mistyped (or outdated) Server certificate: both fingerprints.
