@@ -109,73 +109,70 @@ pub const ENV_PREFIX: &str = "PINHOLE_RENDEZVOUS_";
 pub struct Args {
     /// Read settings from this TOML file
     ///
-    /// Read settings from this TOML file: keys are the long flags with '_' for '-'. Flags and
-    /// environment variables win over it. Not read unless given.
+    /// Its keys are the long flags with '_' for '-'. Flags and environment variables win over
+    /// it. No file is read unless one is given.
     #[arg(long, value_name = "FILE", env = "PINHOLE_RENDEZVOUS_CONFIG", hide_env_values = true, value_parser = parse_path)]
     pub config: Option<PathBuf>,
     /// Check the settings, print them and exit (0: good, 2: not)
     ///
-    /// Check the settings (file, environment, flags, state directory, certificate), print the
-    /// ones in effect and where each came from, and exit: 0 when they are good, 2 when not.
-    /// Writes nothing.
+    /// Reads the file, the environment and the flags, checks the state directory and the
+    /// certificate, and prints each setting in effect with where it came from. Writes nothing.
     #[arg(long)]
     pub check_config: bool,
     /// Address to listen on, UDP and TCP
     ///
-    /// Address to listen on, UDP and TCP on the same port. 0.0.0.0 is every IPv4 interface,
-    /// [::] every IPv6 one; port 0 picks a free one (the ready line says which).
+    /// One port serves both. 0.0.0.0 is every IPv4 interface, [::] every IPv6 one; port 0
+    /// picks a free one (the ready line says which).
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:3478",
           env = "PINHOLE_RENDEZVOUS_LISTEN", hide_env_values = true, value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Most apps registered at once
     ///
-    /// Most apps registered (and TLS control connections open) at once; more are refused.
+    /// Each holds one TLS control connection; more are refused.
     #[arg(long, value_name = "N", default_value_t = 100_000,
           env = "PINHOLE_RENDEZVOUS_MAX_REGISTRATIONS", hide_env_values = true, value_parser = parse_max_registrations)]
     pub max_registrations: usize,
     /// Seconds without UDP before an app's address is forgotten
     ///
-    /// Seconds without UDP from an app before the server forgets its address (1 to 86400).
+    /// From 1 to 86400.
     #[arg(long, value_name = "SECS", default_value_t = 180,
           env = "PINHOLE_RENDEZVOUS_IDLE_TIMEOUT", hide_env_values = true, value_parser = parse_idle_timeout)]
     pub idle_timeout: u64,
     /// Most control connections from one address
     ///
-    /// Most control connections open at once from one address (an IPv6 /64 counts as one).
-    /// Raise it when many users share one address (a carrier-grade NAT, an office).
+    /// An IPv6 /64 counts as one address. Raise it when many users share one address (a
+    /// carrier-grade NAT, an office).
     #[arg(long, value_name = "N", default_value_t = 16,
           env = "PINHOLE_RENDEZVOUS_MAX_CONNECTIONS_PER_ADDRESS", hide_env_values = true,
           value_parser = parse_max_connections_per_address)]
     pub max_connections_per_address: usize,
     /// UDP datagrams per system call, 1 to 64
     ///
-    /// UDP datagrams moved per system call (recvmmsg/sendmmsg), 1 to 64.
+    /// The batch of recvmmsg/sendmmsg.
     #[arg(long, value_name = "N", default_value_t = 32,
           env = "PINHOLE_RENDEZVOUS_BATCH", hide_env_values = true, value_parser = parse_batch)]
     pub batch: usize,
     /// Keep the names in this file
     ///
-    /// Keep the registered names (each with its owner's public key) in this file instead of
-    /// names.txt in the state directory. Its directory must exist.
+    /// The registered names, each with its owner's public key, go there instead of names.txt
+    /// in the state directory. Its directory must exist.
     #[arg(long, value_name = "PATH", env = "PINHOLE_RENDEZVOUS_NAMES_FILE", hide_env_values = true, value_parser = parse_path)]
     pub names_file: Option<PathBuf>,
     /// Keep the names in memory only
     ///
-    /// Keep the names in memory only: a restart frees every name. In the file or the
-    /// environment: true or false.
+    /// A restart frees every name. In the file or the environment: true or false.
     #[arg(long, env = "PINHOLE_RENDEZVOUS_EPHEMERAL_NAMES", hide_env_values = true, value_parser = parse_switch)]
     pub ephemeral_names: bool,
     /// Where the certificate and the names are kept
     ///
-    /// Where the server keeps its certificate (cert.pem, key.pem) and names (names.txt).
-    /// Default: $STATE_DIRECTORY (systemd's StateDirectory=), else
+    /// cert.pem, key.pem and names.txt. Default: $STATE_DIRECTORY (systemd's StateDirectory=), else
     /// $XDG_STATE_HOME/pinhole-rendezvous, else ~/.local/state/pinhole-rendezvous.
     #[arg(long, value_name = "DIR", env = "PINHOLE_RENDEZVOUS_STATE_DIR", hide_env_values = true, value_parser = parse_path)]
     pub state_dir: Option<PathBuf>,
     /// A TLS certificate of your own (PEM), with --key
     ///
-    /// Serve this TLS certificate (PEM: the server's, then any intermediates) instead of the
-    /// state directory's self-signed one. Needs --key.
+    /// PEM: the server's certificate, then any intermediates. Served instead of the state
+    /// directory's self-signed one.
     #[arg(long, value_name = "PEM", env = "PINHOLE_RENDEZVOUS_CERT", hide_env_values = true, value_parser = parse_path)]
     pub cert: Option<PathBuf>,
     /// The private key of --cert (PEM).
@@ -183,8 +180,7 @@ pub struct Args {
     pub key: Option<PathBuf>,
     /// Serve Prometheus metrics at http://IP:PORT/metrics
     ///
-    /// Serve Prometheus metrics at http://IP:PORT/metrics. Off unless given. No
-    /// authentication: keep it on 127.0.0.1 or behind the firewall.
+    /// Off unless given. No authentication: keep it on 127.0.0.1 or behind the firewall.
     #[arg(long, value_name = "IP:PORT", env = "PINHOLE_RENDEZVOUS_METRICS", hide_env_values = true, value_parser = parse_metrics)]
     pub metrics: Option<SocketAddr>,
     /// Seconds calls in progress go on after SIGTERM
@@ -204,15 +200,15 @@ pub struct Args {
     pub log_format: LogFormat,
     /// TEST ONLY: answer to private addresses
     ///
-    /// TEST ONLY: also send the first answer of the NAT test to loopback and private addresses
-    /// an app lists. Never on a public server: it lets apps aim the server's UDP at its own
+    /// Also sends the first answer of the NAT test to loopback and private addresses an app
+    /// lists. Never on a public server: it lets apps aim the server's UDP at its own
     /// network.
     #[arg(long, env = "PINHOLE_RENDEZVOUS_ALLOW_PRIVATE_TARGETS", hide_env_values = true, value_parser = parse_switch)]
     pub allow_private_targets: bool,
     /// BENCH AND TEST ONLY: no per-client limits
     ///
-    /// BENCH AND TEST ONLY: no limits on calls, rings, registrations and names per connection,
-    /// key and address, and up to --max-registrations connections from one address. Never on
+    /// No limits on calls, rings, registrations and names per connection, key and address,
+    /// and up to --max-registrations connections from one address. Never on
     /// a public server.
     #[arg(long, env = "PINHOLE_RENDEZVOUS_NO_LIMITS", hide_env_values = true, value_parser = parse_switch)]
     pub no_limits: bool,
