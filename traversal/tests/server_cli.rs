@@ -271,39 +271,36 @@ fn flag_beats_environment_beats_file_beats_default() {
             .any(|l| l.starts_with("listen =") && l.ends_with("# default"))
     );
 
-    // The file over the defaults.
-    let mut cmd = command(&dir);
-    cmd.arg("--config").arg(&config);
-    let mut server = Running::start(cmd);
-    assert_eq!(server.udp().ip().to_string(), "127.0.0.1");
-    let settings = server.settings_line();
-    assert!(settings.contains(" batch=4 "), "{settings}");
-    drop(server);
-
-    // The environment over the file.
-    let mut cmd = command(&dir);
-    cmd.arg("--config")
-        .arg(&config)
-        .env("PINHOLE_RENDEZVOUS_LISTEN", "127.0.0.2:0")
-        .env("PINHOLE_RENDEZVOUS_BATCH", "5");
-    let mut server = Running::start(cmd);
-    assert_eq!(server.udp().ip().to_string(), "127.0.0.2");
-    let settings = server.settings_line();
-    assert!(settings.contains(" batch=5 "), "{settings}");
-    drop(server);
-
-    // The flag over the environment (and the file).
-    let mut cmd = command(&dir);
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.3:0", "--batch", "6"])
-        .env("PINHOLE_RENDEZVOUS_LISTEN", "127.0.0.2:0")
-        .env("PINHOLE_RENDEZVOUS_BATCH", "5");
-    let mut server = Running::start(cmd);
-    assert_eq!(server.udp().ip().to_string(), "127.0.0.3");
-    let settings = server.settings_line();
-    assert!(settings.contains(" batch=6 "), "{settings}");
-    drop(server);
+    // Starts the server with the file and these flags and variables: the address it listens
+    // on and its settings line.
+    let start = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = command(&dir);
+        cmd.arg("--config")
+            .arg(&config)
+            .args(flags)
+            .envs(env.iter().copied());
+        let mut server = Running::start(cmd);
+        (server.udp().ip().to_string(), server.settings_line())
+    };
+    let env = [
+        ("PINHOLE_RENDEZVOUS_LISTEN", "127.0.0.2:0"),
+        ("PINHOLE_RENDEZVOUS_BATCH", "5"),
+    ];
+    // The file over the defaults; the environment over the file; the flag over both.
+    for (flags, env, ip, batch) in [
+        (&[][..], &[][..], "127.0.0.1", " batch=4 "),
+        (&[], &env[..], "127.0.0.2", " batch=5 "),
+        (
+            &["--listen", "127.0.0.3:0", "--batch", "6"],
+            &env[..],
+            "127.0.0.3",
+            " batch=6 ",
+        ),
+    ] {
+        let (listening, settings) = start(flags, env);
+        assert_eq!(listening, ip, "{settings}");
+        assert!(settings.contains(batch), "{settings}");
+    }
 
     // The config file itself may come from the environment.
     let mut cmd = command(&dir);
