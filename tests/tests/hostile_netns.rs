@@ -17,7 +17,7 @@ use pinhole_tests::hostile::{
     Capture, Packet, Transport, entropy, in_namespace, rtp_payloads, send_spoofed_udp, tcp_streams,
     tcpdump_installed, tls_records, udp_ports,
 };
-use pinhole_tests::netns::{Host, Lab, Nat, NatKind};
+use pinhole_tests::netns::{Host, Lab, Nat, NatKind, Ns};
 use pinhole_tests::prereq::missing;
 use pinhole_tests::{Headless, Party, Place, Rendezvous, TempDir};
 
@@ -293,18 +293,17 @@ fn captured_call(lab: &mut HostileLab, path: &str) -> (Seen, Seen) {
 }
 
 /// Decodes `packets` (RTP as captured) with ffmpeg as Opus (payload type 111, as Pinhole
-/// sends it), sent to it over loopback: the WAV it wrote, or `None` when it decoded nothing.
-fn ffmpeg_decode(dir: &Path, packets: &[(Vec<u8>, Vec<u8>)]) -> Option<std::path::PathBuf> {
-    // An even port with the next one free too (ffmpeg binds it for RTCP).
-    let port = (0..50)
-        .map(|_| pinhole_tests::free_port() & !1)
-        .find(|&p| {
-            p > 1024
-                && [p, p + 1]
-                    .iter()
-                    .all(|&q| UdpSocket::bind(("127.0.0.1", q)).is_ok())
-        })
-        .unwrap();
+/// sends it), sent to it over the loopback of `ns`, a namespace of its own: no other test's
+/// datagrams can reach ffmpeg's port there (on the machine's loopback, a port found free may be
+/// another test's destination). The WAV it wrote, or `None` when it decoded nothing.
+fn ffmpeg_decode(
+    lab: &mut Lab,
+    ns: &Ns,
+    dir: &Path,
+    packets: &[(Vec<u8>, Vec<u8>)],
+) -> Option<std::path::PathBuf> {
+    // Nothing else listens in the namespace: the RTP port and the next one (RTCP) are free.
+    let port = 5004;
     let (sdp, out) = (dir.join("captured.sdp"), dir.join("captured.wav"));
     let session = format!(
         "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=capture\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
@@ -329,19 +328,22 @@ fn ffmpeg_decode(dir: &Path, packets: &[(Vec<u8>, Vec<u8>)]) -> Option<std::path
         "-y",
         &out_arg,
     ];
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
+    let mut ffmpeg = lab
+        .spawn(lab.command(ns, "ffmpeg").args(args).stdin(Stdio::null()))
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for (header, payload) in packets {
-        let mut p = header.clone();
-        p.extend_from_slice(payload);
-        let _ = socket.send_to(&p, ("127.0.0.1", port));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let datagrams: Vec<Vec<u8>> = packets
+        .iter()
+        .map(|(header, payload)| [&header[..], &payload[..]].concat())
+        .collect();
+    in_namespace(ns, move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for p in &datagrams {
+            let _ = socket.send_to(p, ("127.0.0.1", port));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if ffmpeg.try_wait().unwrap().is_some() {
@@ -352,13 +354,17 @@ fn ffmpeg_decode(dir: &Path, packets: &[(Vec<u8>, Vec<u8>)]) -> Option<std::path
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
     let len = std::fs::metadata(&out).map_or(0, |m| m.len());
+    eprintln!(
+        "ffmpeg decoded {len} bytes of WAV from {} packets",
+        packets.len()
+    );
     (len > 44).then_some(out)
 }
 
 /// Checks one capture's media: it looks random (entropy above
 /// 7.5 bits per byte, no first payload byte on more than 10% of packets) and that ffmpeg
 /// cannot decode into the caller's tone.
-fn check_capture(where_: &str, seen: &Seen, dir: &Path) {
+fn check_capture(lab: &mut Lab, ns: &Ns, where_: &str, seen: &Seen, dir: &Path) {
     let payloads = &seen.payloads;
     assert!(
         payloads.len() >= 100,
@@ -390,7 +396,7 @@ fn check_capture(where_: &str, seen: &Seen, dir: &Path) {
     {
         return missing("ffmpeg is not installed (scripts/packages/media.txt lists it)");
     }
-    if let Some(wav) = ffmpeg_decode(dir, payloads) {
+    if let Some(wav) = ffmpeg_decode(lab, ns, dir, payloads) {
         let heard = pinhole_tests::tone::fraction(&wav, 660.0, 0.0);
         assert!(
             heard < 0.1,
@@ -411,6 +417,7 @@ fn capture_test(kind: NatKind, path: &str, tag: &str, check: &[&str]) {
     };
     let dir = TempDir::new(tag);
     let (server, router) = captured_call(&mut lab, path);
+    let decoder = lab.lab.namespace("dec").unwrap();
     // The control connection is TLS wherever it is seen, media or not.
     for (where_, seen) in [("server", &server), ("home router", &router)] {
         assert!(!seen.control.is_empty(), "{where_}: no control connection");
@@ -424,7 +431,7 @@ fn capture_test(kind: NatKind, path: &str, tag: &str, check: &[&str]) {
             );
         }
         if check.contains(&where_) {
-            check_capture(where_, seen, &dir.path);
+            check_capture(&mut lab.lab, &decoder, where_, seen, &dir.path);
         }
     }
 }
