@@ -84,7 +84,7 @@ impl PinholeApp {
                 ui.label(RichText::new(words::INVITE_COPIED).color(GOOD));
             }
         });
-        let text = RichText::new(link).monospace().small().weak();
+        let text = RichText::new(link).monospace().weak();
         ui.add(egui::Label::new(text).wrap().selectable(true));
     }
 
