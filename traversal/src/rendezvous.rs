@@ -204,6 +204,25 @@ impl Drop for Rendezvous {
     }
 }
 
+/// UDP and TCP on one port: `listen`'s, or with port 0 one that is free for both. The system
+/// picks a free UDP port, which another program may hold for TCP: then a new one is tried (a
+/// few times), so `--listen HOST:0` never fails on a busy machine where a free pair exists.
+fn bind_udp_and_tcp(listen: SocketAddr) -> std::io::Result<(UdpSocket, std::net::TcpListener)> {
+    const ATTEMPTS: usize = 16;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let udp = UdpSocket::bind(listen)?;
+        match std::net::TcpListener::bind(udp.local_addr()?) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
+}
+
 /// Binds `config.listen` (UDP, then TCP on the same port) and starts serving.
 pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let identity = match &config.identity {
@@ -213,7 +232,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)
         .map_err(|e| std::io::Error::other(format!("random bytes: {e}")))?;
-    let udp = UdpSocket::bind(config.listen)?;
+    let (udp, std_tcp) = bind_udp_and_tcp(config.listen)?;
     let addr = udp.local_addr()?;
     // A second port for RFC 5780's filtering test: same address, any free port.
     let alternate = UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0))?;
@@ -237,7 +256,6 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         tls: identity.server_config(),
         scratch: Vec::new(),
     }));
-    let std_tcp = std::net::TcpListener::bind(addr)?;
     std_tcp.set_nonblocking(true)?;
     let listener = mio::net::TcpListener::from_std(std_tcp);
     let side_sender = Arc::new(udp.try_clone()?);
