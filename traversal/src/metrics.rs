@@ -347,6 +347,18 @@ enum Request {
     Malformed,
 }
 
+/// The answer to a request that did not arrive in [`READ_TIMEOUT`].
+fn request_timeout(stream: &mut std::net::TcpStream) -> std::io::Result<()> {
+    respond(
+        stream,
+        408,
+        "Request Timeout",
+        &[],
+        "request timeout\n",
+        false,
+    )
+}
+
 /// Reads one request (bounded in size and time) and answers it; the connection then closes.
 fn answer(mut stream: std::net::TcpStream, snapshot: &dyn Fn() -> Snapshot) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -363,14 +375,7 @@ fn answer(mut stream: std::net::TcpStream, snapshot: &dyn Fn() -> Snapshot) -> s
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return respond(
-                &mut stream,
-                408,
-                "Request Timeout",
-                &[],
-                "request timeout\n",
-                false,
-            );
+            return request_timeout(&mut stream);
         }
         stream.set_read_timeout(Some(left))?;
         match stream.read(&mut chunk) {
@@ -379,14 +384,7 @@ fn answer(mut stream: std::net::TcpStream, snapshot: &dyn Fn() -> Snapshot) -> s
             Ok(0) => break Some(buf.len()),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return respond(
-                    &mut stream,
-                    408,
-                    "Request Timeout",
-                    &[],
-                    "request timeout\n",
-                    false,
-                );
+                return request_timeout(&mut stream);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
