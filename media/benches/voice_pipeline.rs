@@ -238,6 +238,50 @@ fn cpu_per_frame(run: Run, frames: u32) -> Duration {
     (cpu_time(wall) - start) / frames
 }
 
+/// A quiet room (noise at about -55 dBFS) through two sessions for `frames` 20 ms frames,
+/// after 3 s of it to let the encoder call it silence: CPU per frame (both ends, one
+/// direction) and the RTP bits a second sent, with DTX on or off.
+fn quiet_room(dtx: bool, frames: u32) -> (Duration, f64) {
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(11);
+    let config = VoiceConfig {
+        codec: CodecConfig {
+            dtx,
+            ..CodecConfig::default()
+        },
+        ..VoiceConfig::default()
+    };
+    let mut a = VoiceSession::new(config.clone(), t0, &mut rng).unwrap();
+    let mut b = VoiceSession::new(config, t0, &mut rng).unwrap();
+    let mut outbox = Outbox::new();
+    let mut frame = vec![0.0f32; 960];
+    let mut out = vec![0.0f32; 960];
+    let mut bytes = 0usize;
+    let warm = 150;
+    let mut start = Duration::ZERO;
+    let wall = Instant::now();
+    for k in 0..warm + frames {
+        if k == warm {
+            start = cpu_time(wall);
+            bytes = 0;
+        }
+        let now = t0 + Duration::from_millis(20 * u64::from(k));
+        for v in frame.iter_mut() {
+            *v = 0.006 * (rng.random::<f32>() - 0.5);
+        }
+        outbox.len = 0;
+        a.push_capture(now, &frame, &mut outbox);
+        for d in &outbox.bufs[..outbox.len] {
+            bytes += d.len();
+            b.handle_datagram(now, d);
+        }
+        b.pull_playout(now + Duration::from_millis(5), &mut out);
+        std::hint::black_box(&out);
+    }
+    let per = (cpu_time(wall) - start) / frames;
+    (per, bytes as f64 * 8.0 / (f64::from(frames) * 0.02))
+}
+
 /// SRTP alone: protect at one end and unprotect at the other of a 20 ms Opus packet (32 kb/s:
 /// 80 octets of payload behind a 12-octet RTP header), and of an 80-octet RTCP report; CPU
 /// time per packet.
@@ -398,6 +442,16 @@ fn main() {
                 );
             }
         }
+    }
+    for dtx in [true, false] {
+        let (per, bps) = quiet_room(dtx, 1_500);
+        println!(
+            "quiet room (noise at -55 dBFS), DTX {}: RTP {:.2} kb/s sent; CPU per frame (encode and send, receive and play) {:.1} us ({:.2}% of a core)",
+            if dtx { "on" } else { "off" },
+            bps / 1_000.0,
+            per.as_secs_f64() * 1e6,
+            per.as_secs_f64() / 0.02 * 100.0,
+        );
     }
     srtp_per_packet(false, 10_000);
     for (what, rtcp) in [("RTP, 92 octets", false), ("RTCP, 92 octets", true)] {

@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod audio;
+pub mod processing;
 pub mod srtp;
 pub mod tone;
 pub mod voice;

@@ -73,7 +73,9 @@ proptest! {
             if pull {
                 match jb.pull(now) {
                     Playout::Idle | Playout::Packet(_) | Playout::Skip { .. } => {}
-                    Playout::Recover { samples, .. } | Playout::Conceal { samples } => {
+                    Playout::Recover { samples, .. }
+                    | Playout::Conceal { samples }
+                    | Playout::ComfortNoise { samples } => {
                         prop_assert!(samples > 0 && samples <= MAX_FRAME_SAMPLES);
                     }
                 }

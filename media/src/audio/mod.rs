@@ -17,6 +17,11 @@
 //! overruns and device failures are counted in atomics ([`AudioStats`]); a device that fails
 //! mid-call raises an [`AudioEvent`] and the stream goes on as silence.
 //!
+//! Devices are a PulseAudio or PipeWire server's sinks and sources when one answers (ALSA's PCMs
+//! otherwise), named by description (`Null Output`) or id (`vsink`, `vsink.monitor`); a
+//! [`DeviceWatcher`] follows devices added and removed, and a stream whose device is removed
+//! fails with [`AudioEvent::DeviceFailed`] so the engine can move to the default.
+//!
 //! A device is paced by its own clock ([`Source::is_realtime`]); a file, a tone or silence is not,
 //! and the caller paces it with its own clock. Sources and sinks are opened from the strings the
 //! headless commands take ([`SourceSpec`], [`SinkSpec`]):
@@ -37,13 +42,17 @@ mod spec;
 mod wav;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use device::{
-    DeviceFormat, DeviceInfo, DeviceSink, DeviceSource, SupportedConfig, input_devices,
-    output_devices, play_test_tone,
+    DeviceFormat, DeviceInfo, DeviceLists, DeviceSink, DeviceSource, DeviceWatcher,
+    SupportedConfig, input_devices, output_devices, play_test_tone,
 };
 pub use level::LevelMeter;
-pub use resample::{StreamResampler, downmix_interleaved, upmix_to_interleaved};
+pub use resample::{
+    CaptureDrift, CaptureRead, DriftController, MAX_DRIFT_PPM, PlaybackDrift, SteeredResampler,
+    StreamResampler, TRIM_ABOVE, downmix_interleaved, upmix_to_interleaved,
+};
 pub use simple::{NullSink, SilenceSource, TONE_AMPLITUDE, ToneSource};
 pub use spec::{SinkSpec, SourceSpec};
 pub use wav::{WavSink, WavSource};
@@ -136,12 +145,15 @@ pub struct AudioStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AudioEvent {
-    /// The device failed mid-stream (unplugged, server gone...). The source now reads silence,
-    /// the sink drops what it is given; the call can go on.
+    /// The device failed mid-stream (unplugged, removed from the sound server, server gone...).
+    /// The source now reads silence, the sink drops what it is given; the call can go on, and
+    /// the engine opens the default device in its place and says so (its own
+    /// `Event::DeviceMoved`: the move is the engine's, not the device's).
     DeviceFailed {
         /// The device's name.
         device: String,
-        /// What the backend reported, one line.
+        /// What the backend reported, one line (`the device was removed` when a sound server
+        /// no longer lists it).
         reason: String,
     },
 }
@@ -172,6 +184,13 @@ pub trait Source: Send + std::fmt::Debug {
 
     /// The next event (a device failure), if any; call it once per frame.
     fn poll_event(&mut self) -> Option<AudioEvent> {
+        None
+    }
+
+    /// How old the newest sample handed out by [`Source::read`] is: for a device, what waits
+    /// in its buffers (capture ring, resampler, the device's own period). `None` when unknown,
+    /// or nothing waits (files, tones, silence). The echo test adds it to the measured path.
+    fn latency(&self) -> Option<Duration> {
         None
     }
 
@@ -206,6 +225,13 @@ pub trait Sink: Send + std::fmt::Debug {
 
     /// The next event (a device failure), if any; call it once per frame.
     fn poll_event(&mut self) -> Option<AudioEvent> {
+        None
+    }
+
+    /// How long until a sample written now is heard: for a device, what waits before it
+    /// (resampler, playback ring, the device's own period). `None` when unknown, or when
+    /// nothing is played (files, null).
+    fn latency(&self) -> Option<Duration> {
         None
     }
 

@@ -59,6 +59,10 @@ pub struct CodecConfig {
     pub expected_loss_percent: u8,
     /// Encoder complexity, 0 (cheapest) to 10 (best).
     pub complexity: u8,
+    /// Discontinuous transmission: in silence the encoder makes DTX frames, which the session
+    /// does not send (but for a comfort-noise update every 400 ms), and the receiver plays
+    /// comfort noise.
+    pub dtx: bool,
 }
 
 impl Default for CodecConfig {
@@ -69,6 +73,7 @@ impl Default for CodecConfig {
             fec: true,
             expected_loss_percent: 10,
             complexity: 9,
+            dtx: true,
         }
     }
 }
@@ -90,6 +95,7 @@ impl Encoder {
         inner.set_inband_fec(config.fec)?;
         inner.set_packet_loss_perc(i32::from(config.expected_loss_percent.min(100)))?;
         inner.set_complexity(i32::from(config.complexity.min(10)))?;
+        inner.set_dtx(config.dtx)?;
         Ok(Self {
             inner,
             frame_samples: config.frame.samples(),
@@ -111,6 +117,13 @@ impl Encoder {
             });
         }
         Ok(self.inner.encode_float(frame, out)?)
+    }
+
+    /// Changes the target bitrate (bits per second, 6 000 to 510 000).
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<(), VoiceError> {
+        Ok(self
+            .inner
+            .set_bitrate(opus::Bitrate::Bits(bps.clamp(6_000, 510_000) as i32))?)
     }
 
     /// The encoder's look-ahead: how far its output lags its input beyond the frame itself.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::VoiceError;
 use super::codec::{CodecConfig, Decoder, Encoder, MAX_FRAME_SAMPLES, MAX_OPUS_PACKET};
-use super::jitter::{JitterBuffer, JitterConfig, Playout, PushOutcome};
+use super::jitter::{DTX_PACKET, JitterBuffer, JitterConfig, Playout, PushOutcome};
 use super::probation::{Admit, SourceGate};
 use super::rtcp::{self, MAX_RTCP_LEN, NtpTime, SenderInfo};
 use super::rtp::{self, DEFAULT_PAYLOAD_TYPE, DatagramKind, RTP_HEADER_LEN, RtpSender};
@@ -116,6 +116,14 @@ pub struct VoiceSession {
     last_sr: Option<(u32, Instant)>,
     /// The last RTP packet we sent: its timestamp and when.
     last_sent: Option<(u32, Instant)>,
+    /// When the last frame was encoded, sent or not (DTX).
+    last_frame_at: Option<Instant>,
+    /// The last frame encoded was a DTX frame, sent or not: the next DTX frame is not sent.
+    dtx_run: bool,
+    /// DTX frames encoded since the last ordinary frame.
+    dtx_frames_in_run: u64,
+    /// The loss the encoder plans its FEC for, in percent.
+    planned_loss: u8,
     sent_since_report: bool,
     next_rtcp: Instant,
     rng: u64,
@@ -160,6 +168,10 @@ impl VoiceSession {
             rtt: None,
             last_sr: None,
             last_sent: None,
+            last_frame_at: None,
+            dtx_run: false,
+            dtx_frames_in_run: 0,
+            planned_loss: config.codec.expected_loss_percent,
             sent_since_report: false,
             next_rtcp: now,
             rng: rng.next_u64() | 1,
@@ -168,6 +180,26 @@ impl VoiceSession {
         // RFC 3550 section 6.2: the first report after half an interval.
         session.next_rtcp = now + session.randomised(session.config.rtcp_interval / 2);
         Ok(session)
+    }
+
+    /// Plans the encoder's FEC for `percent` loss from the next frame on, as an RTCP report
+    /// from the peer does (a replay of a call sets it where the call did). A change is logged
+    /// with the RTP timestamp of the first frame it applies to.
+    pub fn set_expected_loss(&mut self, percent: u8) {
+        if percent == self.planned_loss {
+            return;
+        }
+        match self.encoder.set_expected_loss(percent) {
+            Ok(()) => {
+                self.planned_loss = percent;
+                tracing::info!(
+                    percent,
+                    rtp_timestamp = self.sender.next_timestamp(),
+                    "FEC planned for {percent}% loss"
+                );
+            }
+            Err(e) => tracing::debug!("expected loss not set: {e}"),
+        }
     }
 
     /// Our SSRC.
@@ -228,7 +260,7 @@ impl VoiceSession {
 
     fn send_frame<T: Transport + ?Sized>(&mut self, now: Instant, transport: &mut T) {
         let frame_len = self.config.codec.frame.duration();
-        if let Some((_, at)) = self.last_sent {
+        if let Some(at) = self.last_frame_at {
             let gap = now.saturating_duration_since(at);
             if gap > frame_len * TALKSPURT_GAP_FRAMES {
                 // Capture stopped for a while (muted, paused): the timestamp follows the time
@@ -245,8 +277,39 @@ impl VoiceSession {
                 return;
             }
         };
-        let ts = self.sender.next_timestamp();
+        self.last_frame_at = Some(now);
         let frame = self.capture.len() as u32;
+        if self.config.codec.dtx && len <= DTX_PACKET {
+            // Silence: the first DTX frame goes out (the receiver then knows the silence that
+            // follows is DTX, not loss); the rest are not sent, their time skipped (RFC 7587
+            // section 3.1.3). The encoder's periodic comfort-noise updates are ordinary
+            // packets and go out.
+            self.dtx_frames_in_run += 1;
+            if self.dtx_frames_in_run * self.config.codec.frame.millis() == DTX_UPDATE_MS {
+                // libopus sends a comfort-noise update after 400 ms of DTX frames: an ordinary
+                // frame at the encoder's bitrate, 1.5 kb/s at a voice rate. Noise needs few
+                // bits: the frame expected to be that update is encoded at a low rate (and so
+                // is speech that starts just then).
+                if let Err(e) = self.encoder.set_bitrate(DTX_BITRATE) {
+                    tracing::debug!("DTX bitrate not set: {e}");
+                }
+            }
+            if self.dtx_run {
+                self.sender.skip(frame);
+                self.sent.dtx_frames += 1;
+                return;
+            }
+            self.dtx_run = true;
+        } else {
+            self.dtx_run = false;
+            if self.dtx_frames_in_run * self.config.codec.frame.millis() >= DTX_UPDATE_MS
+                && let Err(e) = self.encoder.set_bitrate(self.config.codec.bitrate_bps)
+            {
+                tracing::debug!("bitrate not restored: {e}");
+            }
+            self.dtx_frames_in_run = 0;
+        }
+        let ts = self.sender.next_timestamp();
         let n = match self
             .sender
             .write(&self.packet[..len], frame, &mut self.datagram)
@@ -380,9 +443,7 @@ impl VoiceSession {
             }
             // Plan FEC for the loss the peer sees, but never below the configured figure.
             let wanted = (percent.ceil() as u8).max(self.config.codec.expected_loss_percent);
-            if let Err(e) = self.encoder.set_expected_loss(wanted) {
-                tracing::debug!("expected loss not set: {e}");
-            }
+            self.set_expected_loss(wanted);
         }
         if report.bye {
             tracing::debug!("peer sent RTCP BYE");
@@ -446,6 +507,10 @@ impl VoiceSession {
             }
             Playout::Conceal { samples } => {
                 self.concealed += 1;
+                self.decoder.conceal(&mut self.playout[..plc_len(samples)])
+            }
+            Playout::ComfortNoise { samples } => {
+                // After a DTX frame Opus' concealment is its comfort noise.
                 self.decoder.conceal(&mut self.playout[..plc_len(samples)])
             }
         };
@@ -552,12 +617,20 @@ impl VoiceSession {
         r.jitter = self.reception.jitter();
         r.concealed_frames = self.concealed;
         r.fec_recovered = c.fec_recovered;
+        r.comfort_noise_frames = c.comfort_noise;
         r.dropped_frames = c.dropped;
         r.resyncs = c.resyncs;
         r.probation_dropped = self.sources.dropped();
         stats
     }
 }
+
+/// The encoder's bitrate while it is in DTX, for its comfort-noise updates.
+const DTX_BITRATE: u32 = 6_000;
+
+/// How long libopus stays in DTX before it sends a comfort-noise update (its
+/// `MAX_CONSECUTIVE_DTX` of 20 frames of 20 ms).
+const DTX_UPDATE_MS: u64 = 400;
 
 /// A pause in capture longer than this many frames starts a new talkspurt.
 const TALKSPURT_GAP_FRAMES: u32 = 10;

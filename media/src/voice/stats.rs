@@ -16,6 +16,8 @@ pub struct SendStats {
     pub rtcp_packets: u64,
     /// Datagrams the transport failed to send.
     pub send_errors: u64,
+    /// Frames not sent because the encoder was in DTX (silence).
+    pub dtx_frames: u64,
 }
 
 /// Statistics of the stream we receive.
@@ -39,6 +41,9 @@ pub struct ReceiveStats {
     pub concealed_frames: u64,
     /// Frames recovered from the next packet's FEC.
     pub fec_recovered: u64,
+    /// Frames of comfort noise played while the peer was in DTX (silence it did not send):
+    /// neither lost nor concealed.
+    pub comfort_noise_frames: u64,
     /// Frames dropped by the jitter buffer to shrink its delay.
     pub dropped_frames: u64,
     /// Resynchronisations on a new SSRC or a sequence jump.

@@ -1,5 +1,7 @@
 //! Capture: [`DeviceSource`], the media thread's half of an input stream. It drains the ring
-//! buffer the callback fills, down-mixes, resamples to 48 kHz and keeps the latency low.
+//! buffer the callback fills, down-mixes, and hands the audio to a [`CaptureDrift`], which
+//! resamples to 48 kHz and steers the resampling ratio so that the device's clock drift never
+//! costs a dropped or repeated sample.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,23 +10,23 @@ use std::time::Duration;
 use ringbuf::traits::{Consumer, Observer};
 use ringbuf::{HeapCons, HeapProd};
 
-use super::open::{
-    Endpoint, Half, LOW_WATER_SLACK, LowWater, Queue, Scratch, Watchdog, device_endpoint,
-};
+use super::open::{Endpoint, Half, Queue, Scratch, Watchdog, device_endpoint};
 use super::stream::{Shared, StreamParts, build_input};
 use super::{CUSHION, Direction};
 use crate::SAMPLE_RATE;
 use crate::audio::AudioError;
-use crate::audio::{StreamResampler, downmix_interleaved};
+use crate::audio::downmix_interleaved;
+use crate::audio::resample::{CaptureDrift, DriftController};
 
 /// Audio capture holds between the callback and the reader (the ring, then the resampler's
 /// queue). Some sources deliver in large blocks, not a period at a time: PulseAudio's sine
 /// source (a test microphone) posts 2 s at once, every 2 s, and a 250 ms buffer kept only the
 /// first 250 ms of each block, so a call heard an eighth of what was said. 2.5 s holds such a
-/// block; what a burst leaves beyond what the next one needs is shed as usual (see [`Capture`]).
+/// block; the drift controller looks at the low-water mark over 3 s, so such bursts are not
+/// taken for excess.
 const CAPTURE_BACKLOG: Duration = Duration::from_millis(2_500);
 
-/// The media-thread half of a capture: ring consumer, down-mix, resampler to 48 kHz.
+/// The media-thread half of a capture: ring consumer, down-mix, [`CaptureDrift`].
 #[derive(Debug)]
 pub(super) struct Capture {
     cons: Queue<HeapCons<f32>>,
@@ -32,17 +34,8 @@ pub(super) struct Capture {
     rate: u32,
     raw: Scratch,
     mono: Scratch,
-    resampler: StreamResampler,
-    primed: bool,
-    low_water: LowWater,
-    /// Largest audio (48 kHz samples) that arrived at once, beyond one frame, lately: how much
-    /// the device's bursts need queued to last until the next. Halved at each window that saw
-    /// less, so a one-off stall is shed within a few windows while bursts that recur stay
-    /// covered.
-    burst: usize,
-    /// The largest such arrival in the current window.
-    window_burst: usize,
-    resampler_dropped: u64,
+    drift: CaptureDrift,
+    dropped: u64,
     watchdog: Watchdog,
     shared: Arc<Shared>,
 }
@@ -50,7 +43,6 @@ pub(super) struct Capture {
 impl Capture {
     pub(super) fn read(&mut self, frame: &mut [f32]) -> Result<usize, AudioError> {
         self.watchdog.check(&self.shared, frame.len());
-        let mut arrived = 0;
         loop {
             let whole = self.cons.0.occupied_len() / self.channels * self.channels;
             let take = whole.min(self.raw.len());
@@ -59,49 +51,49 @@ impl Capture {
             }
             let n = self.cons.0.pop_slice(&mut self.raw[..take]);
             let frames = downmix_interleaved(&self.raw[..n], self.channels, &mut self.mono);
-            self.resampler.push(&self.mono[..frames])?;
-            arrived += frames;
+            self.drift.push(&self.mono[..frames])?;
         }
         // Audio nobody read for CAPTURE_BACKLOG (the resampler's queue is full): dropped there.
-        if self.resampler.dropped() > self.resampler_dropped {
-            self.resampler_dropped = self.resampler.dropped();
+        if self.drift.dropped() > self.dropped {
+            self.dropped = self.drift.dropped();
             self.shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
-        let arrived = (arrived as u64 * u64::from(SAMPLE_RATE) / u64::from(self.rate)) as usize;
-        let burst = arrived.saturating_sub(frame.len());
-        self.burst = self.burst.max(burst);
-        self.window_burst = self.window_burst.max(burst);
-        // Latency never needed for a whole window (the device's clock runs ahead of the
-        // reader's, or a stall has passed): dropped, so latency stays low. What the device's
-        // bursts need to last until the next one is not excess.
-        let available = self.resampler.available();
-        if self.primed {
-            let target = frame.len() + CUSHION + self.burst;
-            if let Some(excess) = self.low_water.observe(available, target, LOW_WATER_SLACK) {
-                self.resampler.trim_to(available - excess);
-                self.shared.overruns.fetch_add(1, Ordering::Relaxed);
-            }
-            if self.low_water.window_ended() {
-                self.burst = self.window_burst.max(self.burst / 2);
-                self.window_burst = 0;
-            }
+        let callback = self.shared.max_callback.load(Ordering::Relaxed) / self.channels;
+        let read = self.drift.read(frame, callback);
+        // A one-off excess (a stall that ended in a burst) cut, cross-faded: counted as an
+        // overrun, as audio lost.
+        if read.cut > 0 {
+            self.shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
-        if !self.primed {
-            if self.resampler.available() < frame.len() + CUSHION {
-                frame.fill(0.0);
-                return Ok(0);
-            }
-            self.primed = true;
+        if read.underrun && !self.shared.failed.load(Ordering::Acquire) {
+            self.shared.underruns.fetch_add(1, Ordering::Relaxed);
         }
-        let n = self.resampler.pop(frame);
-        if n < frame.len() {
-            frame[n..].fill(0.0);
-            self.primed = false;
-            if !self.shared.failed.load(Ordering::Acquire) {
-                self.shared.underruns.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(n)
+        Ok(read.samples)
+    }
+
+    /// 48 kHz samples queued for the reader.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.drift.queued()
+    }
+
+    /// How old a sample read now is: the ring, the resampler's queue and delay, and a device
+    /// period (the device's own buffer: cpal does not say more).
+    fn latency(&self) -> Duration {
+        let rate = u64::from(self.rate);
+        let device = (self.cons.0.occupied_len() / self.channels) as u64
+            + (self.shared.max_callback.load(Ordering::Relaxed) / self.channels) as u64;
+        let samples = device * u64::from(SAMPLE_RATE) / rate + self.drift.delay() as u64;
+        Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE))
+    }
+}
+
+impl DeviceSource {
+    /// How old a sample read now is (the capture ring, the resampler's queue and delay, and
+    /// one device period for the device's own buffer): what capture adds to mouth-to-ear
+    /// latency. It varies by a device period as the clocks slide past each other.
+    pub fn latency(&self) -> Duration {
+        self.0.half.latency()
     }
 }
 
@@ -130,12 +122,13 @@ impl Half for Capture {
             rate,
             raw: Scratch::new(raw_len),
             mono: Scratch::new(raw_len / channels),
-            resampler: StreamResampler::new(rate, SAMPLE_RATE, backlog_samples(SAMPLE_RATE, 1))?,
-            primed: false,
-            low_water: LowWater::default(),
-            burst: 0,
-            window_burst: 0,
-            resampler_dropped: 0,
+            drift: CaptureDrift::new(
+                rate,
+                CUSHION,
+                backlog_samples(SAMPLE_RATE, 1),
+                DriftController::new(),
+            )?,
+            dropped: 0,
             watchdog: Watchdog::default(),
             shared,
         })
@@ -162,6 +155,10 @@ device_endpoint! {
     fn read(&mut self, frame: &mut [f32]) -> Result<usize, AudioError> {
         self.0.half.read(frame)
     }
+
+    fn latency(&self) -> Option<Duration> {
+        Some(self.0.half.latency())
+    }
 }
 
 #[cfg(test)]
@@ -170,7 +167,6 @@ mod tests {
     use ringbuf::HeapRb;
     use ringbuf::traits::{Producer, Split};
 
-    use super::super::open::LOW_WATER_WINDOW;
     use super::*;
     use crate::analysis::dominant_frequency;
     use crate::audio::upmix_to_interleaved;
@@ -206,6 +202,9 @@ mod tests {
         let f = dominant_frequency(&out[9_600..], 48_000, 100.0, 4_000.0, 10.0);
         assert_eq!(f, 1_000.0);
         assert_eq!(shared.stats().underruns, 0);
+        // What is queued after a read: the cushion, give or take a device period.
+        let latency = capture.latency().as_secs_f64() * 1e3;
+        assert!((5.0..=30.0).contains(&latency), "{latency} ms");
 
         // The device stops delivering: silence, one underrun per dry spell, no panic.
         for _ in 0..5 {
@@ -230,20 +229,16 @@ mod tests {
             capture.read(&mut frame).unwrap();
         }
         assert_eq!(shared.stats().overruns, 0);
-        // A stall delivered 300 ms at once, then steady: it could be a burst that recurs, so
-        // the excess goes over a few windows (the allowance for bursts halves at each).
+        // A stall delivered 300 ms at once, then steady: it could be a burst that recurs, so it
+        // is kept while the low-water mark looks back (3 s), then cut at once, cross-faded.
         prod.push_slice(&[0.1; 14_400]);
-        for _ in 0..6 * LOW_WATER_WINDOW {
+        for _ in 0..200 {
             prod.push_slice(&[0.1; 960]);
             assert_eq!(capture.read(&mut frame).unwrap(), 960);
         }
-        let trims = shared.stats().overruns;
-        assert!((1..=6).contains(&trims), "{trims} trims");
-        let left = capture.resampler.available();
-        assert!(
-            left <= 2 * CUSHION + LOW_WATER_SLACK,
-            "{left} samples still queued"
-        );
+        assert_eq!(shared.stats().overruns, 1, "one cut");
+        let left = capture.queued();
+        assert!(left <= 2 * CUSHION, "{left} samples still queued");
     }
 
     #[test]

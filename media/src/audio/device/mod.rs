@@ -1,7 +1,10 @@
 //! Audio devices through cpal: listing, opening by name or default, and the lock-free bridge
 //! between cpal's callbacks and the media thread.
 //!
-//! - [`enumerate`]: the devices cpal sees, and finding one by id or name.
+//! - [`enumerate`]: the devices cpal sees (a PulseAudio/PipeWire server's sinks and sources when
+//!   one answers, ALSA's PCMs otherwise), and finding one by id or name.
+//! - [`watch`]: hot-plug: [`DeviceWatcher`] keeps the lists up to date in the background, and a
+//!   stream whose sound-server device is removed is failed so the engine moves to the default.
 //! - [`stream`]: the configuration to ask for, and the real-time callbacks. They convert the
 //!   device's sample format to or from `f32`, move interleaved samples through a `ringbuf` SPSC
 //!   buffer, update a [`LevelMeter`] and count under/overruns in atomics: no locks, allocation,
@@ -22,11 +25,13 @@ mod enumerate;
 mod open;
 mod playback;
 mod stream;
+mod watch;
 
 pub use capture::DeviceSource;
 pub use enumerate::{DeviceInfo, SupportedConfig, input_devices, output_devices};
 pub use playback::{DeviceSink, play_test_tone};
 pub use stream::DeviceFormat;
+pub use watch::{DeviceLists, DeviceWatcher};
 
 use crate::SAMPLE_RATE;
 

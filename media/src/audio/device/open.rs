@@ -27,13 +27,6 @@ use super::{DeviceFormat, Direction};
 use crate::SAMPLE_RATE;
 use crate::audio::{AudioError, AudioEvent, AudioStats, LevelMeter};
 
-/// Reads (or writes) over which a queue's low-water mark is taken: about a second of 20 ms
-/// frames. A queue that stays above its target for a whole window holds latency that jitter does
-/// not need (the two clocks drift, or a stall has passed), and the excess is dropped; a queue
-/// that only swings up and down with bursty callbacks is left alone.
-pub(super) const LOW_WATER_WINDOW: u32 = 50;
-/// Excess tolerated above the target before trimming, at 48 kHz: 10 ms.
-pub(super) const LOW_WATER_SLACK: usize = SAMPLE_RATE as usize / 100;
 /// Callbacks that show a stream has started; before that the watchdog waits (a sound server can
 /// take seconds to connect a new stream, failing its first calls).
 pub(super) const CALLBACKS_TO_ARM: u64 = 20;
@@ -259,42 +252,6 @@ impl Watchdog {
         {
             shared.fail(STALLED);
         }
-    }
-}
-
-/// The low-water mark of a queue over a window of reads or writes (see [`LOW_WATER_WINDOW`]).
-#[derive(Debug)]
-pub(super) struct LowWater {
-    min: usize,
-    count: u32,
-}
-
-impl Default for LowWater {
-    fn default() -> Self {
-        Self {
-            min: usize::MAX,
-            count: 0,
-        }
-    }
-}
-
-impl LowWater {
-    /// Notes the queue's `level`; at the end of a window returns how much of it was never needed
-    /// above `target` (plus `slack`), if any.
-    pub(super) fn observe(&mut self, level: usize, target: usize, slack: usize) -> Option<usize> {
-        self.min = self.min.min(level);
-        self.count += 1;
-        if self.count < LOW_WATER_WINDOW {
-            return None;
-        }
-        let min = std::mem::replace(&mut self.min, usize::MAX);
-        self.count = 0;
-        (min > target + slack).then(|| min - target)
-    }
-
-    /// True right after [`LowWater::observe`] closed a window.
-    pub(super) fn window_ended(&self) -> bool {
-        self.count == 0
     }
 }
 

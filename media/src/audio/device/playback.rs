@@ -1,5 +1,6 @@
-//! Playback: [`DeviceSink`], the media thread's half of an output stream. It resamples from
-//! 48 kHz, up-mixes and fills the ring buffer the callback drains, keeping the latency low.
+//! Playback: [`DeviceSink`], the media thread's half of an output stream. A [`PlaybackDrift`]
+//! resamples from 48 kHz, steering the ratio so that the device's clock drift never costs a
+//! dropped or repeated sample; the result is up-mixed into the ring buffer the callback drains.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,33 +9,26 @@ use std::time::Duration;
 use ringbuf::traits::{Observer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 
-use super::open::{
-    CALLBACKS_TO_ARM, Endpoint, Half, LOW_WATER_SLACK, LowWater, Queue, Scratch, Watchdog,
-    device_endpoint,
-};
+use super::open::{CALLBACKS_TO_ARM, Endpoint, Half, Queue, Scratch, Watchdog, device_endpoint};
 use super::stream::{Shared, StreamParts, build_output};
 use super::{CUSHION, Direction};
-use crate::SAMPLE_RATE;
+use crate::audio::resample::{DriftController, PlaybackDrift};
 use crate::audio::{
-    AudioError, AudioEvent, FRAME_20MS, Sink, Source, StreamResampler, ToneSource,
-    upmix_to_interleaved,
+    AudioError, AudioEvent, FRAME_20MS, Sink, Source, ToneSource, upmix_to_interleaved,
 };
 
 /// Audio the playback ring buffer holds between the media thread and the callback.
 const RING: Duration = Duration::from_millis(250);
 
-/// The media-thread half of a playback: resampler from 48 kHz, up-mix, ring producer.
+/// The media-thread half of a playback: [`PlaybackDrift`], up-mix, ring producer.
 #[derive(Debug)]
 pub(super) struct Playback {
     prod: Queue<HeapProd<f32>>,
     channels: usize,
     rate: u32,
-    resampler: StreamResampler,
+    drift: PlaybackDrift,
     mono: Scratch,
     interleaved: Scratch,
-    low_water: LowWater,
-    /// Samples (interleaved) still to drop from what is written, to shed excess latency.
-    to_drop: usize,
     watchdog: Watchdog,
     shared: Arc<Shared>,
 }
@@ -42,40 +36,43 @@ pub(super) struct Playback {
 impl Playback {
     pub(super) fn write(&mut self, frame: &[f32]) -> Result<(), AudioError> {
         self.watchdog.check(&self.shared, frame.len());
-        // Latency the callback never needed for a whole window (the writer's clock runs ahead
-        // of the device's, or a stall has passed): shed from what comes next.
-        let per_ms = self.rate as usize / 1_000 * self.channels;
-        let target = self.shared.max_callback.load(Ordering::Relaxed) + CUSHION / 48 * per_ms;
-        if let Some(excess) = self.low_water.observe(
-            self.prod.0.occupied_len(),
-            target,
-            LOW_WATER_SLACK / 48 * per_ms,
-        ) {
-            self.to_drop = excess / self.channels * self.channels;
+        let running = self.shared.callbacks.load(Ordering::Relaxed) >= CALLBACKS_TO_ARM;
+        let callback = self.shared.max_callback.load(Ordering::Relaxed) / self.channels;
+        let queued = self.prod.0.occupied_len() / self.channels;
+        // A one-off excess (a stall has passed) cut, cross-faded: counted as an overrun.
+        if self.drift.write(frame, queued, callback, running)? > 0 {
             self.shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
-        self.resampler.push(frame)?;
+        // Until the stream runs, no more than it needs to start (a server can take seconds to
+        // start a stream, and what piles up meanwhile would be latency).
+        let start_cap = (callback + 2 * CUSHION * self.rate as usize / crate::SAMPLE_RATE as usize)
+            * self.channels;
         let mut dropped = false;
         loop {
-            let n = self.resampler.pop(&mut self.mono);
+            // Whole frames only, so channels never slip.
+            let mut room = self.prod.0.vacant_len();
+            if !running {
+                room = room.min(start_cap.saturating_sub(self.prod.0.occupied_len()));
+            }
+            let room = room / self.channels * self.channels;
+            // Once the stream runs, what the ring cannot take waits in the resampler's queue
+            // (the drift controller sees it, and cuts it once, cross-faded, if it is a one-off
+            // excess) rather than being dropped a write at a time after a stall.
+            let want = if running {
+                (room / self.channels).min(self.mono.len())
+            } else {
+                self.mono.len()
+            };
+            if want == 0 {
+                break;
+            }
+            let n = self.drift.pop(&mut self.mono[..want]);
             if n == 0 {
                 break;
             }
             let frames =
                 upmix_to_interleaved(&self.mono[..n], self.channels, &mut self.interleaved);
-            let mut samples = &self.interleaved[..frames * self.channels];
-            let skip = self.to_drop.min(samples.len());
-            self.to_drop -= skip;
-            samples = &samples[skip..];
-            // Whole frames only, so channels never slip; until the stream runs, no more than it
-            // needs to start (a server can take seconds to start a stream, and what piles up
-            // meanwhile would be latency).
-            let mut room = self.prod.0.vacant_len();
-            if self.shared.callbacks.load(Ordering::Relaxed) < CALLBACKS_TO_ARM {
-                let cap = target + LOW_WATER_SLACK / 48 * per_ms;
-                room = room.min(cap.saturating_sub(self.prod.0.occupied_len()));
-            }
-            let room = room / self.channels * self.channels;
+            let samples = &self.interleaved[..frames * self.channels];
             let take = samples.len().min(room);
             self.prod.0.push_slice(&samples[..take]);
             dropped |= take < samples.len();
@@ -84,6 +81,26 @@ impl Playback {
             self.shared.overruns.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+impl Playback {
+    /// How long until a sample written now is heard: the resampler's queue and delay, the
+    /// ring, and a device period (the device's own buffer: cpal does not say more).
+    fn latency(&self) -> Duration {
+        let frames = (self.prod.0.occupied_len() / self.channels) as u64
+            + (self.shared.max_callback.load(Ordering::Relaxed) / self.channels) as u64
+            + self.drift.delay() as u64;
+        Duration::from_micros(frames * 1_000_000 / u64::from(self.rate))
+    }
+}
+
+impl DeviceSink {
+    /// How long until a sample written now is heard (the resampler, the playback ring and one
+    /// device period for the device's own buffer): what playback adds to mouth-to-ear
+    /// latency. It varies by a device period as the clocks slide past each other.
+    pub fn latency(&self) -> Duration {
+        self.0.half.latency()
     }
 }
 
@@ -110,11 +127,9 @@ impl Half for Playback {
             prod: Queue(prod),
             channels,
             rate,
-            resampler: StreamResampler::new(SAMPLE_RATE, rate, rate as usize)?,
+            drift: PlaybackDrift::new(rate, CUSHION, DriftController::for_playback())?,
             mono: Scratch::new(mono_len),
             interleaved: Scratch::new(mono_len * channels),
-            low_water: LowWater::default(),
-            to_drop: 0,
             watchdog: Watchdog::default(),
             shared,
         })
@@ -137,6 +152,10 @@ device_endpoint! {
         write).",
     fn write(&mut self, frame: &[f32]) -> Result<(), AudioError> {
         self.0.half.write(frame)
+    }
+
+    fn latency(&self) -> Option<Duration> {
+        Some(self.0.half.latency())
     }
 }
 
@@ -170,7 +189,8 @@ pub fn play_test_tone(name: Option<&str>, hz: f64, duration: Duration) -> Result
             name: device,
             message: reason,
         }),
-        None => Ok(()),
+        // None, or moved to another device: the tone played there.
+        _ => Ok(()),
     }
 }
 
@@ -180,7 +200,6 @@ mod tests {
     use ringbuf::HeapRb;
     use ringbuf::traits::{Consumer, Split};
 
-    use super::super::open::LOW_WATER_WINDOW;
     use super::*;
     use crate::analysis::dominant_frequency;
     use crate::tone::Tone;
@@ -214,6 +233,12 @@ mod tests {
             played.extend_from_slice(&buf[..n]);
         }
         assert_eq!(shared.stats().overruns, before);
+        // Right after a write the ring holds the 20 ms written (the "callback" took the rest),
+        // and the resampler delays by 0.7 ms.
+        playback.write(&frame).unwrap();
+        let latency = playback.latency().as_secs_f64() * 1e3;
+        assert!((15.0..=30.0).contains(&latency), "{latency} ms");
+        cons.pop_slice(&mut buf);
         assert!(played.len() > 2 * 44_100 * 9 / 10, "{}", played.len());
         let left: Vec<f32> = played.iter().step_by(2).copied().collect();
         let right: Vec<f32> = played.iter().skip(1).step_by(2).copied().collect();
@@ -229,9 +254,10 @@ mod tests {
         }
         let after_stall = shared.stats().overruns;
         assert!(after_stall >= 1);
-        // Steady again: the latency the stall left is shed within a window or two.
+        // Steady again: the latency the stall left is kept while the low-water mark looks back
+        // (3 s), then cut at once, cross-faded (the first write may still find the ring full).
         shared.max_callback.store(882 * 2, Ordering::Relaxed);
-        for _ in 0..2 * LOW_WATER_WINDOW {
+        for _ in 0..250 {
             playback.write(&frame).unwrap();
             cons.pop_slice(&mut buf);
         }

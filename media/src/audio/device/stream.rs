@@ -17,8 +17,8 @@ use cpal::{
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
-use super::enumerate::supported_configs;
-use super::{CUSHION, Direction};
+use super::enumerate::{device_id, is_sound_server, supported_configs};
+use super::{CUSHION, Direction, watch};
 use crate::SAMPLE_RATE;
 use crate::audio::{AudioError, AudioStats, LevelMeter};
 
@@ -147,8 +147,10 @@ pub(super) struct Shared {
 }
 
 /// Errors after which a stream produces nothing more, and how to say so. cpal reports others
-/// (a backend call that failed once, say) and carries on; those are only counted.
-const FAILURES: [(Option<ErrorKind>, &str); 4] = [
+/// (a backend call that failed once, say) and carries on; those are only counted. The last two
+/// are found on the media thread's side: callbacks that stopped ([`STALLED`]), and a sound
+/// server's device that left its list ([`REMOVED`]).
+const FAILURES: [(Option<ErrorKind>, &str); 5] = [
     (
         Some(ErrorKind::DeviceNotAvailable),
         "the device is no longer available",
@@ -162,9 +164,14 @@ const FAILURES: [(Option<ErrorKind>, &str); 4] = [
         "the audio server went away",
     ),
     (None, "the device stopped delivering audio"),
+    (None, "the device was removed"),
 ];
 /// Index in [`FAILURES`] of a stream whose callbacks stopped.
 pub(super) const STALLED: u8 = 3;
+/// Index in [`FAILURES`] of a stream whose device the sound server no longer lists (unplugged,
+/// module unloaded). PulseAudio and PipeWire move such a stream to another device and carry on
+/// without telling the client, so this is found by listing ([`watch::watch_presence`]).
+pub(super) const REMOVED: u8 = 4;
 
 impl Shared {
     pub(super) fn stats(&self) -> AudioStats {
@@ -260,12 +267,77 @@ pub(super) struct StreamParts<'a> {
     pub(super) meter: LevelMeter,
 }
 
-/// Builds a capture stream whose callback fills `prod`.
+/// Builds a capture stream whose callback fills `prod`. A sound server's source whose latency
+/// is fixed and longer than a fixed period is refused one (see [`fixed_latency`]): the caller
+/// then opens it with the default buffer.
 pub(super) fn build_input(
     parts: StreamParts<'_>,
     prod: HeapProd<f32>,
 ) -> Result<cpal::Stream, cpal::Error> {
-    with_sample_type!(parts.config.sample_format(), build_input_typed(parts, prod))
+    if let BufferSize::Fixed(frames) = parts.stream_config.buffer_size
+        && let Some(latency) = fixed_latency(parts.device)
+    {
+        let period = Duration::from_micros(
+            u64::from(frames) * 1_000_000 / u64::from(parts.stream_config.sample_rate.max(1)),
+        );
+        if latency > period {
+            return Err(cpal::Error::with_message(
+                ErrorKind::UnsupportedConfig,
+                format!(
+                    "the source's latency is fixed at {} ms, longer than a period of {} ms",
+                    latency.as_millis(),
+                    period.as_millis()
+                ),
+            ));
+        }
+    }
+    let presence = presence(&parts);
+    let stream = with_sample_type!(parts.config.sample_format(), build_input_typed(parts, prod))?;
+    watch_presence(Direction::Input, presence);
+    Ok(stream)
+}
+
+/// The latency of a sound server's source that cannot change it (PulseAudio's flag
+/// `DYNAMIC_LATENCY` unset), as the server reports it; `None` for a source that adapts to what
+/// its streams ask, and for ALSA.
+///
+/// Why: with a fixed period cpal asks the server for a record buffer (`maxlength`) of exactly
+/// one period, 20 ms. A source whose latency is fixed and longer (`module-sine-source`'s 2 s, a
+/// network or Bluetooth source) hands the server blocks larger than that whole buffer, and the
+/// server drops every one of them (its log: "Final latency 2020.00 ms = 20.00 ms + 2000.00
+/// ms"): no audio until a block happens to be small enough, 2 to 20 s later, and cpal's `play`
+/// waits for that first audio. The default buffer takes the blocks as they come.
+///
+/// cpal gives no other way to the server's source information than the `Debug` text of its
+/// device (its type is private): `flags: SourceFlags(HARDWARE | DYNAMIC_LATENCY | ...)` and
+/// `configured_latency: MICROSECONDS`. Text not found means `None`: a fixed period, as before.
+fn fixed_latency(device: &cpal::Device) -> Option<Duration> {
+    if !is_sound_server(device) {
+        return None;
+    }
+    let text = format!("{:?}", device.as_inner());
+    let info = &text[text.find("Source {")?..];
+    let flags = &info[info.find("flags: ")?..];
+    let flags = &flags[..flags.find(')')?];
+    if flags.contains("DYNAMIC_LATENCY") {
+        return None;
+    }
+    let latency = &info[info.find("configured_latency: ")? + "configured_latency: ".len()..];
+    let digits = latency.find(|c: char| !c.is_ascii_digit())?;
+    latency[..digits].parse().ok().map(Duration::from_micros)
+}
+
+/// What [`watch_presence`] needs of a sound server's device: its id and the stream's counters.
+fn presence(parts: &StreamParts<'_>) -> Option<(String, Arc<Shared>)> {
+    is_sound_server(parts.device).then(|| (device_id(parts.device), parts.shared.clone()))
+}
+
+/// A sound server's device is watched for removal once its stream is built (see [`REMOVED`]);
+/// an ALSA device's stream fails by itself.
+fn watch_presence(direction: Direction, presence: Option<(String, Arc<Shared>)>) {
+    if let Some((id, shared)) = presence {
+        watch::watch_presence(direction, id, &shared);
+    }
 }
 
 fn build_input_typed<T>(
@@ -308,10 +380,13 @@ pub(super) fn build_output(
     parts: StreamParts<'_>,
     cons: HeapCons<f32>,
 ) -> Result<cpal::Stream, cpal::Error> {
-    with_sample_type!(
+    let presence = presence(&parts);
+    let stream = with_sample_type!(
         parts.config.sample_format(),
         build_output_typed(parts, cons)
-    )
+    )?;
+    watch_presence(Direction::Output, presence);
+    Ok(stream)
 }
 
 fn build_output_typed<T>(
