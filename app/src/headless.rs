@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use media::audio::{SinkSpec, SourceSpec};
+use media::processing::ProcessingConfig;
 
 use traversal::tls::Fingerprint;
 
@@ -62,6 +63,24 @@ pub struct CommonArgs {
     /// file's output device).
     #[arg(long, value_name = "SINK")]
     pub output: Option<String>,
+    /// Audio per packet, milliseconds: 10, 20 or 40 (default: the settings file's
+    /// `frame_ms`, 20).
+    #[arg(long, value_name = "MS")]
+    pub frame_ms: Option<u32>,
+    /// Echo cancellation, noise suppression and gain control on what is sent: on or off
+    /// (default: on for a device input, as the settings file's [audio] says; off for a tone, a
+    /// WAV or silence, which are sent as they are).
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    pub processing: Option<String>,
+    /// No echo cancellation (when processing is on).
+    #[arg(long)]
+    pub no_echo_cancellation: bool,
+    /// No noise suppression, nor its high-pass filter (when processing is on).
+    #[arg(long)]
+    pub no_noise_suppression: bool,
+    /// No automatic gain control (when processing is on).
+    #[arg(long)]
+    pub no_gain_control: bool,
     /// Print one JSON line per finished call on stdout.
     #[arg(long)]
     pub json: bool,
@@ -223,12 +242,20 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
     output.open().map_err(|e| failed(format!("output: {e}")))?;
 
     let advanced = &stored.advanced;
+    let frame_ms = common.frame_ms.unwrap_or(advanced.frame_ms);
+    if !settings::FRAME_MS_CHOICES.contains(&frame_ms) {
+        return Err(usage(format!(
+            "--frame-ms {frame_ms}: a frame is 10, 20 or 40 ms"
+        )));
+    }
+    let processing = processing(common, &stored.audio, &input);
     let mut config = EngineConfig::new(server.to_string(), name, key);
     config.input = input;
     config.output = output;
     config.media = MediaConfig {
-        frame_ms: advanced.frame_ms,
+        frame_ms,
         bitrate_bps: advanced.bitrate_bps,
+        processing,
         ..MediaConfig::default()
     };
     config.udp_port = advanced.udp_port;
@@ -238,6 +265,29 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
     config.trust = trust;
     config.contacts = Some(settings::contacts_path(&path));
     Ok(config)
+}
+
+/// The capture processing for a headless call: `--processing`, else on for a device input (as
+/// the settings' `[audio]` says) and off for a tone, a file or silence (a steady tone is the
+/// very noise a suppressor removes); the `--no-...` flags turn parts off.
+fn processing(
+    common: &CommonArgs,
+    audio: &settings::Audio,
+    input: &SourceSpec,
+) -> ProcessingConfig {
+    let on = match common.processing.as_deref() {
+        Some(flag) => flag == "on",
+        None => matches!(input, SourceSpec::Device { .. }),
+    };
+    if !on {
+        return ProcessingConfig::off();
+    }
+    let audio = settings::Audio {
+        echo_cancellation: audio.echo_cancellation && !common.no_echo_cancellation,
+        noise_suppression: audio.noise_suppression && !common.no_noise_suppression,
+        gain_control: audio.gain_control && !common.no_gain_control,
+    };
+    audio.processing()
 }
 
 fn save_key(path: &std::path::Path, stored: &Settings) -> Result<(), Failure> {
@@ -390,8 +440,11 @@ fn print_report(report: &CallReport, json: bool) {
         } else {
             ""
         };
+        let echo = report.echo_latency_ms.map_or_else(String::new, |ms| {
+            format!(", your voice came back after {ms:.0} ms")
+        });
         println!(
-            "call with {}: encrypted {}{code}{changed}, {:.1} s, {} ({} path changes), setup {}, RTP sent {} received {} lost {}, jitter {:.1} ms, RTT {}",
+            "call with {}: encrypted {}{code}{changed}, {:.1} s, {} ({} path changes), setup {}, RTP sent {} received {} lost {}, jitter {:.1} ms, RTT {}{echo}",
             report.peer,
             report.e2e,
             report.duration_s,
@@ -502,12 +555,25 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
             Some(Event::PathChanged { path, remote }) => {
                 tracing::info!(path = path.as_str(), ?remote, "media path changed");
             }
+            Some(Event::DeviceMoved { moved, .. }) => log_device_moved(&moved),
             Some(Event::Registration(r)) => log_registration(&r),
             Some(Event::Stopped { reason }) => return Err(stopped(reason)),
             Some(Event::Warning(w)) => tracing::warn!("{w}"),
             _ => {}
         }
     }
+}
+
+/// A device that vanished mid-call, and the default the call moved to.
+fn log_device_moved(moved: &crate::engine::DeviceMove) {
+    tracing::warn!(
+        side = moved.side,
+        from = moved.from,
+        to = moved.to,
+        reason = moved.reason,
+        "the {} vanished; the call now uses the system default",
+        moved.side
+    );
 }
 
 fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
@@ -537,6 +603,7 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
             Some(Event::PathChanged { path, remote }) => {
                 tracing::info!(path = path.as_str(), ?remote, "media path changed");
             }
+            Some(Event::DeviceMoved { moved, .. }) => log_device_moved(&moved),
             Some(Event::Ended {
                 reason,
                 peer,

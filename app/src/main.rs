@@ -97,11 +97,16 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,pinhole=info"));
+    // The `pulseaudio` crate ends a connection's reactor thread only by failing: every audio
+    // device closed normally logs "ERROR ... Reactor error: Client disconnected". Real failures
+    // reach Pinhole through cpal's error callback and its own device check, and are logged there.
+    if let Ok(quiet) = "pulseaudio::client::reactor=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,pinhole=info")),
-        )
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();

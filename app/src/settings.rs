@@ -41,12 +41,50 @@ pub struct Settings {
     pub input_device: Option<String>,
     /// Playback device by name; `None`: the system default.
     pub output_device: Option<String>,
+    /// What is done to the microphone's sound before it is sent (`[audio]`).
+    pub audio: Audio,
     /// Advanced settings most users never touch.
     pub advanced: Advanced,
     /// The Ed25519 secret key (64 hex digits) that proves the name to the server; created on
     /// first use ([`Settings::ensure_key`]). Whoever has this file can take the name's calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+}
+
+/// The capture processing (`[audio]`): each part on by default. They apply to a microphone;
+/// a call sending a tone or a file is sent as it is unless `pinhole call --processing on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Audio {
+    /// Remove what the microphone hears of the speaker (the other side's voice coming back).
+    pub echo_cancellation: bool,
+    /// Remove steady background noise (fans, hum), with a high-pass filter for rumble.
+    pub noise_suppression: bool,
+    /// Bring a quiet or loud microphone to a steady speaking level.
+    pub gain_control: bool,
+}
+
+impl Default for Audio {
+    fn default() -> Self {
+        Self {
+            echo_cancellation: true,
+            noise_suppression: true,
+            gain_control: true,
+        }
+    }
+}
+
+impl Audio {
+    /// The processing these settings ask for; the high-pass filter goes with noise
+    /// suppression (both take away what is not voice).
+    pub fn processing(&self) -> media::processing::ProcessingConfig {
+        media::processing::ProcessingConfig {
+            echo_cancellation: self.echo_cancellation,
+            noise_suppression: self.noise_suppression,
+            gain_control: self.gain_control,
+            high_pass: self.noise_suppression,
+        }
+    }
 }
 
 /// Settings behind the "Advanced" section.
@@ -497,6 +535,10 @@ mod tests {
             name: "alice".into(),
             input_device: Some("pulse".into()),
             output_device: None,
+            audio: Audio {
+                gain_control: false,
+                ..Audio::default()
+            },
             advanced: Advanced {
                 keepalive_s: Some(20),
                 ..Advanced::default()

@@ -79,38 +79,91 @@ pub enum View {
 }
 
 /// The devices the pickers offer, as the audio layer lists them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceList {
-    /// Capture device names.
-    pub inputs: Vec<String>,
-    /// Playback device names.
-    pub outputs: Vec<String>,
+    /// Capture devices.
+    pub inputs: Vec<DeviceChoice>,
+    /// Playback devices.
+    pub outputs: Vec<DeviceChoice>,
+}
+
+/// One entry of a device picker: what the settings keep and what the person reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceChoice {
+    /// What the settings keep and `device:NAME` opens: the device's id (a sound server's sink
+    /// or source name, an ALSA PCM name).
+    pub id: String,
+    /// What the picker shows: the device's name, with its id when another has the same name.
+    pub label: String,
+}
+
+impl From<&str> for DeviceChoice {
+    /// A device whose id and name are the same.
+    fn from(name: &str) -> Self {
+        Self {
+            id: name.into(),
+            label: name.into(),
+        }
+    }
 }
 
 impl DeviceList {
-    /// What cpal sees (names only, each once). Slow on some systems: call it off the UI
-    /// thread ([`PinholeApp::list_devices_in_background`]).
+    /// What the audio layer sees. Slow on some systems: call it off the UI thread (the app
+    /// follows a [`media::audio::DeviceWatcher`], see [`PinholeApp::list_devices_in_background`]).
     pub fn from_system() -> Self {
         Self {
-            inputs: usable_names(&media::audio::input_devices().unwrap_or_default()),
-            outputs: usable_names(&media::audio::output_devices().unwrap_or_default()),
+            inputs: usable(&media::audio::input_devices().unwrap_or_default()),
+            outputs: usable(&media::audio::output_devices().unwrap_or_default()),
+        }
+    }
+
+    /// The pickers' lists from a watcher's snapshot.
+    pub fn from_lists(lists: &media::audio::DeviceLists) -> Self {
+        Self {
+            inputs: usable(&lists.inputs),
+            outputs: usable(&lists.outputs),
         }
     }
 }
 
-/// The names worth offering a person, each once: devices that report at least one stream
-/// configuration (ALSA lists plugins that cannot open on their own), without the system default
-/// (the picker's first entry) and ALSA's `null` (it discards everything).
-pub fn usable_names(list: &[media::audio::DeviceInfo]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+/// The devices worth offering a person, each once, in the audio layer's order (a sound
+/// server's default first, monitors of outputs last): without devices that report no stream
+/// configuration (ALSA lists plugins that cannot open on their own), ALSA's `default` (the
+/// picker's "System default" is that) and `null` (it discards everything). ALSA lists one card
+/// under several plugins (`hw:`, `plughw:`) with the same name: the first is kept. A sound
+/// server's devices may share a name too (every null sink is "Null Output"): they are different
+/// devices, so each is kept and shown with its id.
+pub fn usable(list: &[media::audio::DeviceInfo]) -> Vec<DeviceChoice> {
+    let mut kept: Vec<&media::audio::DeviceInfo> = Vec::new();
     for d in list {
-        let useless = d.configs.is_empty() || d.is_default || d.id == "null";
-        if !useless && !out.contains(&d.name) {
-            out.push(d.name.clone());
+        let useless = d.configs.is_empty() || d.id == "default" || d.id == "null";
+        let alsa_alias = d.id.contains(':') && kept.iter().any(|k| k.name == d.name);
+        if !useless && !alsa_alias && !kept.iter().any(|k| k.id == d.id) {
+            kept.push(d);
         }
     }
-    out
+    kept.iter()
+        .map(|d| {
+            let shared = kept.iter().filter(|k| k.name == d.name).count() > 1;
+            DeviceChoice {
+                id: d.id.clone(),
+                label: if shared {
+                    format!("{} ({})", d.name, d.id)
+                } else {
+                    d.name.clone()
+                },
+            }
+        })
+        .collect()
 }
+
+/// The labels [`usable`] gives (what the pickers show).
+pub fn usable_names(list: &[media::audio::DeviceInfo]) -> Vec<String> {
+    usable(list).into_iter().map(|c| c.label).collect()
+}
+
+/// How often the device lists are taken again (hot-plug shows within about twice that).
+const DEVICE_POLL: Duration = Duration::from_millis(500);
 
 /// Frame time of [`PinholeApp::show`], for measurement.
 #[derive(Debug, Clone, Copy, Default)]
@@ -143,7 +196,10 @@ pub struct PinholeApp {
     bitrate_text: String,
     keepalive_text: String,
     devices: DeviceList,
-    devices_rx: Option<mpsc::Receiver<DeviceList>>,
+    /// Lists the devices in the background; the pickers follow it (hot-plug).
+    watcher: Option<media::audio::DeviceWatcher>,
+    /// The watcher's generation the pickers show.
+    devices_generation: u64,
     view: View,
     /// A problem loading or saving the settings file, shown until the next successful save.
     file_error: Option<String>,
@@ -220,7 +276,8 @@ impl PinholeApp {
             keepalive_text: String::new(),
             form,
             devices,
-            devices_rx: None,
+            watcher: None,
+            devices_generation: 0,
             view,
             file_error,
             start_engine: real_engine(),
@@ -280,22 +337,27 @@ impl PinholeApp {
         self
     }
 
-    /// Lists the audio devices on a thread; the pickers fill in when it is done.
+    /// Lists the audio devices on a thread of their own, again every half second: the pickers
+    /// fill in when the first listing is done and follow devices added or removed.
     pub fn list_devices_in_background(mut self) -> Self {
-        let (tx, rx) = mpsc::channel();
-        let wake = self.wake.clone();
-        let spawned = std::thread::Builder::new()
-            .name("pinhole-devices".into())
-            .spawn(move || {
-                let _ = tx.send(DeviceList::from_system());
-                if let Some(wake) = wake {
-                    wake();
-                }
-            });
-        if spawned.is_ok() {
-            self.devices_rx = Some(rx);
-        }
+        self.watcher = Some(media::audio::DeviceWatcher::spawn(DEVICE_POLL));
         self
+    }
+
+    /// Takes the watcher's lists when they changed (cheap: a lock and a number per frame).
+    fn poll_devices(&mut self, ui: &egui::Ui) {
+        let Some(watcher) = &self.watcher else {
+            return;
+        };
+        if watcher.generation() != self.devices_generation {
+            let lists = watcher.snapshot();
+            self.devices_generation = lists.generation;
+            self.devices = DeviceList::from_lists(&lists);
+        }
+        // The watcher wakes nobody: the views with pickers look again soon.
+        if matches!(self.view(), View::Settings | View::Setup) {
+            ui.ctx().request_repaint_after(DEVICE_POLL);
+        }
     }
 
     /// The view on screen.
@@ -352,6 +414,11 @@ impl PinholeApp {
         self.own_invite.as_deref()
     }
 
+    /// What the device pickers offer now.
+    pub fn devices(&self) -> &DeviceList {
+        &self.devices
+    }
+
     /// How long `show` took per frame so far.
     pub fn frame_stats(&self) -> FrameStats {
         self.frames
@@ -364,12 +431,7 @@ impl PinholeApp {
             let ctx = ui.ctx().clone();
             self.wake = Some(Arc::new(move || ctx.request_repaint()));
         }
-        if let Some(rx) = &self.devices_rx
-            && let Ok(list) = rx.try_recv()
-        {
-            self.devices = list;
-            self.devices_rx = None;
-        }
+        self.poll_devices(ui);
         self.ensure_engine(start);
         self.poll_engine();
         self.poll_nat();

@@ -132,6 +132,111 @@ fn a_call_to_echo_returns_the_callers_own_tone() {
     );
 }
 
+/// `pinhole call echo` with `--frame-ms MS`: the report's latency, and its parts.
+fn echo_latency(frame_ms: u32) -> serde_json::Value {
+    let (_server, addr, dir) = setup("echo-latency");
+    let dave = Party::tone(&dir, "dave", 500.0);
+    let mut args = dave.call_args(&addr, "echo", 3.0);
+    args.extend(["--frame-ms".to_owned(), frame_ms.to_string()]);
+    let out = Headless::spawn({
+        let mut cmd = pinhole_tests::command("pinhole");
+        cmd.args(&args);
+        cmd
+    })
+    .finish(Duration::from_secs(30));
+    assert!(out.status.success(), "{out:#?}");
+    let j = out.one_json();
+    println!("{frame_ms} ms frames: {j}");
+    j
+}
+
+#[test]
+fn a_call_to_echo_reports_how_long_the_voice_took_to_come_back() {
+    for frame_ms in [10, 20] {
+        let j = echo_latency(frame_ms);
+        let total = j["echo_latency_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no echo_latency_ms: {j}"));
+        let parts = &j["echo_latency"];
+        // A tone and a WAV have no device buffers: all of it is the path, measured.
+        assert_eq!(parts["capture_ms"], 0.0, "{j}");
+        assert_eq!(parts["playback_ms"], 0.0, "{j}");
+        assert_eq!(parts["path_ms"].as_f64(), Some(total), "{j}");
+        assert!(parts["correlation"].as_f64().unwrap() >= 0.8, "{j}");
+        // At least the frame it is packed in; on loopback the rest is the relay's round trip
+        // and the jitter buffer (which may hold a few hundred ms on a loaded machine).
+        let frame = f64::from(frame_ms);
+        assert!(
+            (frame..frame + 400.0).contains(&total),
+            "{frame_ms} ms frames: {total} ms: {j}"
+        );
+        // A tone is sent as it is unless asked.
+        assert_eq!(j["processing"]["echo_cancellation"], false, "{j}");
+        assert!(j.get("erle_db").is_none(), "{j}");
+    }
+}
+
+#[test]
+fn a_silent_call_to_echo_is_dtx_with_comfort_noise_and_no_loss() {
+    let (_server, addr, dir) = setup("dtx");
+    let hal = Party::silent(&dir, "hal");
+    let out = call(&hal, &addr, "echo", 3.0);
+    assert!(out.status.success(), "{out:#?}");
+    let j = out.one_json();
+    println!("{j}");
+    let rtp = &j["rtp"];
+    let n = |k: &str| rtp[k].as_u64().unwrap_or_else(|| panic!("no rtp.{k}: {j}"));
+    // 3 s of 20 ms frames: nearly all of them silence, not sent.
+    assert!(n("dtx_frames") > 100, "{j}");
+    assert!(n("sent") < 50, "{j}");
+    assert!(n("comfort_noise_frames") > 100, "{j}");
+    assert_eq!(n("lost"), 0, "DTX gaps are not losses: {j}");
+}
+
+#[test]
+fn processing_on_for_a_tone_when_asked_is_in_the_report() {
+    let (_server, addr, dir) = setup("processing");
+    let erin = Party::tone(&dir, "erin", 440.0);
+    let mut args = erin.call_args(&addr, "echo", 3.0);
+    args.extend(["--processing", "on", "--no-gain-control"].map(str::to_owned));
+    let out = Headless::spawn({
+        let mut cmd = pinhole_tests::command("pinhole");
+        cmd.args(&args);
+        cmd
+    })
+    .finish(Duration::from_secs(30));
+    assert!(out.status.success(), "{out:#?}");
+    let j = out.one_json();
+    println!("{j}");
+    let p = &j["processing"];
+    assert_eq!(p["echo_cancellation"], true, "{j}");
+    assert_eq!(p["noise_suppression"], true, "{j}");
+    assert_eq!(p["high_pass"], true, "{j}");
+    assert_eq!(p["gain_control"], false, "{j}");
+    // A bad value is refused in words.
+    let (ok, _, err) = pinhole(&["call", "echo", "--duration", "1", "--processing", "maybe"]);
+    assert!(!ok && err.contains("--processing"), "{err}");
+    let (ok, _, err) = pinhole(&[
+        "call",
+        "echo",
+        "--duration",
+        "1",
+        "--server",
+        "127.0.0.1:9",
+        "--user",
+        "x",
+        "--frame-ms",
+        "30",
+        "--input",
+        "silence",
+        "--output",
+        "null",
+        "--config",
+        &dir.join("x.toml").display().to_string(),
+    ]);
+    assert!(!ok && err.contains("--frame-ms 30"), "{err}");
+}
+
 #[test]
 fn failures_say_why_and_exit_non_zero() {
     let (_server, addr, dir) = setup("failures");

@@ -13,8 +13,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use media::audio::LevelMeter;
 use pinhole::engine::{
-    AudioSide, CallReport, Command, EndReason, Event, KeyCheck, PathKind, Registration, RtpReport,
-    Security, ServerLoss, StopReason, Warning,
+    AudioSide, CallReport, Command, DeviceMove, EchoLatency, EndReason, Event, KeyCheck, PathKind,
+    ProcessingReport, Registration, RtpReport, Security, ServerLoss, StopReason, Warning,
 };
 use pinhole::settings::{self, Settings};
 use pinhole::ui::{DeviceList, FakeEngine, Link, PinholeApp, View};
@@ -148,11 +148,22 @@ fn report(peer: &str) -> CallReport {
             replayed: 0,
             forged: 0,
             from_strangers: 0,
+            dtx_frames: 0,
+            comfort_noise_frames: 0,
+            fec_recovered: 0,
+            concealed_frames: 0,
         },
         e2e: "AEAD_AES_128_GCM",
         sas: Some("123 456".into()),
         peer_key_changed: false,
         rtt_ms: Some(23.4),
+        jitter_buffer_ms: 40.0,
+        processing: ProcessingReport::default(),
+        erle_db: None,
+        echo_delay_ms: None,
+        echo_latency_ms: None,
+        echo_latency: None,
+        devices_moved: Vec::new(),
         end: None,
     }
 }
@@ -278,6 +289,65 @@ fn esc_hangs_up_a_call_we_placed_with_enter() {
     assert_eq!(h.state().view(), View::Main);
     assert_eq!(fake.commands().last(), Some(&Command::HangUp));
     assert!(h.state().book().recent[0].outgoing);
+}
+
+#[test]
+fn a_call_to_echo_shows_how_long_the_voice_took_to_come_back() {
+    let (_dir, fake, mut h) = registered_app();
+    call(&mut h, "echo");
+    fake.push(connected("echo"));
+    h.run();
+    assert_eq!(h.state().view(), View::InCall);
+    h.get_by_label_contains("the time your voice takes to come back is measured");
+    let latency = EchoLatency {
+        mouth_to_ear_ms: 63.2,
+        path_ms: 41.2,
+        capture_ms: 12.0,
+        playback_ms: 10.0,
+        correlation: 0.95,
+    };
+    fake.push(Event::Stats(CallReport {
+        echo_latency_ms: Some(latency.mouth_to_ear_ms),
+        echo_latency: Some(latency),
+        sas: None,
+        ..report("echo")
+    }));
+    h.run();
+    h.get_by_label("Your voice came back after 63 ms");
+    assert!(
+        h.query_by_label_contains("is measured as you speak")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_device_that_vanishes_mid_call_is_replaced_and_said() {
+    let (_dir, fake, mut h) = registered_app();
+    call(&mut h, "bob");
+    fake.push(connected("bob"));
+    h.run();
+    fake.push(Event::Warning(Warning::Audio {
+        side: AudioSide::Speaker,
+        detail: "USB headset: the device was removed".into(),
+    }));
+    h.run();
+    h.get_by_label_contains("The speaker failed");
+    let meter = LevelMeter::new();
+    fake.push(Event::DeviceMoved {
+        side: AudioSide::Speaker,
+        moved: DeviceMove {
+            side: "speaker",
+            from: "USB headset".into(),
+            to: "Null Output".into(),
+            reason: "the device was removed".into(),
+        },
+        meter,
+    });
+    h.run();
+    h.get_by_label("Your speaker USB headset was unplugged; now using Null Output.");
+    // The failure is over: the call plays again.
+    assert!(h.query_by_label_contains("The speaker failed").is_none());
+    assert_eq!(h.state().view(), View::InCall);
 }
 
 /// Replaces what the call field holds with `name`.

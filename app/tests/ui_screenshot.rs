@@ -81,19 +81,16 @@ fn screenshot_and_figures_of_the_real_window() {
     )
     .unwrap();
 
-    // With a PulseAudio of its own, the microphone is a tone so the meters move.
-    if std::env::var_os("PULSE_SERVER").is_some() {
-        let _ = Command::new("pactl")
-            .args([
-                "load-module",
-                "module-sine-source",
-                "source_name=sine",
-                "frequency=330",
-            ])
-            .status();
-        let _ = Command::new("pactl")
-            .args(["set-default-source", "sine"])
-            .status();
+    // With a sound server, the microphone is a tone so the meters move: a sine source of this
+    // test's own, picked in the settings (the server's default stays as it was) and unloaded
+    // when the test ends.
+    let _sine = SineSource::load(&format!("pinhole_shot_{}", std::process::id()));
+    if let Some(sine) = &_sine {
+        std::fs::write(
+            &settings,
+            format!("name = \"alice\"\ninput_device = \"{}\"\n", sine.name),
+        )
+        .unwrap();
     }
     let spawned = Instant::now();
     let mut app = Command::new(env!("CARGO_BIN_EXE_pinhole"));
@@ -180,4 +177,33 @@ fn screenshot_and_figures_of_the_real_window() {
         .unwrap();
     assert!(status.success());
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// A `module-sine-source` loaded for the test and unloaded when dropped.
+struct SineSource {
+    name: String,
+    module: String,
+}
+
+impl SineSource {
+    /// `None` without a sound server (the screenshot is then taken without a moving meter).
+    fn load(name: &str) -> Option<Self> {
+        let out = Command::new("pactl")
+            .args(["load-module", "module-sine-source", "frequency=330"])
+            .arg(format!("source_name={name}"))
+            .output()
+            .ok()?;
+        out.status.success().then(|| Self {
+            name: name.to_owned(),
+            module: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        })
+    }
+}
+
+impl Drop for SineSource {
+    fn drop(&mut self) {
+        let _ = Command::new("pactl")
+            .args(["unload-module", &self.module])
+            .status();
+    }
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use pinhole::settings;
 use pinhole::ui::{DeviceList, FakeEngine, PinholeApp, View};
 
@@ -137,6 +137,59 @@ fn settings_view_edits_advanced_fields_and_cancel_keeps_the_saved_ones() {
     assert_eq!(saved.advanced.bitrate_bps, 24_000);
     assert_eq!(saved.advanced.keepalive_s, Some(10));
     assert_eq!(saved.advanced.frame_ms, 10);
+}
+
+#[test]
+fn settings_view_turns_the_microphone_processing_on_and_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let first = settings::Settings {
+        name: "bob".into(),
+        ..Default::default()
+    };
+    settings::save(&path, &first).unwrap();
+    let mut h = harness(PinholeApp::new(path.clone(), devices()));
+    h.run();
+    click(&mut h, "Settings");
+    h.get_by_label("Microphone sound (from the next call)");
+    // All on by default.
+    for label in ["Echo cancellation", "Noise suppression", "Automatic gain"] {
+        assert_eq!(
+            h.get_by_label(label).accesskit_node().toggled(),
+            Some(egui::accesskit::Toggled::True),
+            "{label}"
+        );
+    }
+    click(&mut h, "Echo cancellation");
+    click(&mut h, "Automatic gain");
+    assert_eq!(
+        h.get_by_label("Echo cancellation")
+            .accesskit_node()
+            .toggled(),
+        Some(egui::accesskit::Toggled::False)
+    );
+    click(&mut h, "Save");
+    let saved = settings::load(&path).unwrap().unwrap();
+    assert!(!saved.audio.echo_cancellation);
+    assert!(saved.audio.noise_suppression);
+    assert!(!saved.audio.gain_control);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("[audio]") && text.contains("echo_cancellation = false"),
+        "{text}"
+    );
+    // Shown as saved when the view opens again.
+    click(&mut h, "Settings");
+    assert_eq!(
+        h.get_by_label("Noise suppression")
+            .accesskit_node()
+            .toggled(),
+        Some(egui::accesskit::Toggled::True)
+    );
+    assert_eq!(
+        h.get_by_label("Automatic gain").accesskit_node().toggled(),
+        Some(egui::accesskit::Toggled::False)
+    );
 }
 
 #[test]
@@ -280,6 +333,26 @@ fn device_pickers_offer_usable_devices_once_after_the_system_default() {
         pinhole::ui::usable_names(&list),
         ["PulseAudio Sound Server", "USB headset"]
     );
+
+    // A sound server's devices: the default is a real one and kept; two null sinks share a
+    // name and are told apart by their ids; a monitor is a microphone too.
+    let server = [
+        device("vsink", "Null Output", true, true),
+        device("headset_sink", "USB headset", false, true),
+        device("other", "Null Output", false, true),
+        device("vsink.monitor", "Monitor of Null Output", false, true),
+    ];
+    let choices = pinhole::ui::usable(&server);
+    assert_eq!(
+        choices.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(),
+        [
+            "Null Output (vsink)",
+            "USB headset",
+            "Null Output (other)",
+            "Monitor of Null Output"
+        ]
+    );
+    assert_eq!(choices[1].id, "headset_sink");
 
     // The picker: "System default" first, then those names.
     let (_dir, path, mut h) = first_run();

@@ -2,8 +2,10 @@
 //! socket, and back to a [`Sink`], over the current [`MediaPath`].
 //!
 //! ```text
-//!   every frame (20 ms):  Source::read -> mute -> VoiceSession::push_capture -> path
-//!                         VoiceSession::pull_playout -> volume -> Sink::write
+//!   every frame (20 ms):  Source::read -> VoiceProcessor::capture -> mute
+//!                                      -> VoiceSession::push_capture -> path
+//!                         VoiceSession::pull_playout -> volume -> VoiceProcessor::render
+//!                                      -> Sink::write
 //!                         VoiceSession::handle_timeout (RTCP)
 //!   every datagram:       first byte (RFC 7983) -> RTP/RTCP: session
 //!                                                -> ChannelData from the server: unwrap -> session
@@ -22,14 +24,19 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use media::audio::{AudioError, LevelMeter, Sink, Source};
+use media::audio::{AudioError, AudioEvent, LevelMeter, Sink, Source};
+use media::processing::{ProcessingConfig, VoiceProcessor};
 use media::srtp::{MasterKey, Srtp};
 use media::voice::{CodecConfig, DatagramKind, FrameDuration, VoiceConfig, VoiceSession};
 use serde::Serialize;
 use traversal::channel::{self, Kind};
 
-use super::Security;
+use super::echo_test::{EchoLatency, EchoMeter};
+use super::{AudioSide, Security};
 pub use traversal::phone::{CallSecurity, EndReason, MediaPath, PathKind};
+
+/// The server's echo service: calls to it get the latency measure.
+const ECHO: &str = "echo";
 
 /// Settings of the media of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +47,9 @@ pub struct MediaConfig {
     pub bitrate_bps: u32,
     /// Mean interval between RTCP reports (RTT and loss as the peer sees them).
     pub rtcp_interval: Duration,
+    /// What is done to the captured sound before it is sent (all off: nothing, and no cost).
+    /// Off by default here: the front ends turn it on from the settings for a microphone.
+    pub processing: ProcessingConfig,
 }
 
 impl Default for MediaConfig {
@@ -48,6 +58,7 @@ impl Default for MediaConfig {
             frame_ms: 20,
             bitrate_bps: 32_000,
             rtcp_interval: Duration::from_secs(1),
+            processing: ProcessingConfig::off(),
         }
     }
 }
@@ -82,6 +93,14 @@ pub struct RtpReport {
     /// Datagrams dropped before decryption during the call: not from the peer's proven
     /// address nor the call's relay, or relay frames without our token.
     pub from_strangers: u64,
+    /// Frames not sent because we were silent (DTX): no packet, and not a loss.
+    pub dtx_frames: u64,
+    /// Frames of comfort noise played while the peer was silent (its DTX): not a loss either.
+    pub comfort_noise_frames: u64,
+    /// Lost frames recovered from the next packet's FEC.
+    pub fec_recovered: u64,
+    /// Frames concealed (losses not recovered, late packets).
+    pub concealed_frames: u64,
 }
 
 /// A call's figures: the `Stats` event every second, and the report when it ends (one JSON line
@@ -110,10 +129,67 @@ pub struct CallReport {
     pub peer_key_changed: bool,
     /// Round-trip time from RTCP, once known.
     pub rtt_ms: Option<f64>,
+    /// The audio the jitter buffer holds before it is played (its current delay), ms.
+    pub jitter_buffer_ms: f64,
+    /// Which parts of the capture processing ran.
+    pub processing: ProcessingReport,
+    /// Echo return loss enhancement over the last second, dB (echo cancellation on, once known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erle_db: Option<f64>,
+    /// The delay from speaker to microphone the echo canceller found, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_delay_ms: Option<u32>,
+    /// For a call to `echo`: mouth-to-ear latency, milliseconds (see
+    /// [`super::echo_test`]), once measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_latency_ms: Option<f64>,
+    /// For a call to `echo`: the latency's parts, once measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_latency: Option<EchoLatency>,
+    /// Devices that vanished during the call and what the call moved to, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices_moved: Vec<DeviceMove>,
     /// How the call ended (`"hung_up"`, `"peer_hung_up"`, `"server_lost"`...); set in the
     /// report of [`super::Event::Ended`], absent while the call goes on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<EndReason>,
+}
+
+/// A device that vanished during a call, and the one the call uses since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceMove {
+    /// `"microphone"` or `"speaker"`.
+    pub side: &'static str,
+    /// The device that vanished, as it was named.
+    pub from: String,
+    /// The device in use since (the system default).
+    pub to: String,
+    /// What the audio layer said of the failure.
+    pub reason: String,
+}
+
+/// Which parts of the capture processing ran (see [`media::processing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessingReport {
+    /// Acoustic echo cancellation.
+    pub echo_cancellation: bool,
+    /// Noise suppression.
+    pub noise_suppression: bool,
+    /// Automatic gain control.
+    pub gain_control: bool,
+    /// The high-pass filter.
+    pub high_pass: bool,
+}
+
+impl From<ProcessingConfig> for ProcessingReport {
+    fn from(c: ProcessingConfig) -> Self {
+        Self {
+            echo_cancellation: c.echo_cancellation,
+            noise_suppression: c.noise_suppression,
+            gain_control: c.gain_control,
+            high_pass: c.high_pass,
+        }
+    }
 }
 
 /// What a call's media starts from: who, where to, since when, and its keys.
@@ -158,6 +234,12 @@ pub struct MediaCall {
     dropped: u64,
     strangers: u64,
     finished: bool,
+    /// For a call to `echo`: the latency measure (see [`super::echo_test`]).
+    echo: Option<EchoMeter>,
+    /// The capture processing; `None` when every part is off.
+    processor: Option<Box<VoiceProcessor>>,
+    /// Devices replaced after they failed (see [`MediaCall::replace_source`]).
+    moves: Vec<DeviceMove>,
 }
 
 /// The call's SRTP contexts and the buffers of what goes out.
@@ -252,6 +334,7 @@ impl MediaCall {
         let frame = voice.codec.frame.samples();
         let session = VoiceSession::new(voice, now, &mut rand::rng())?;
         let srtp = Srtp::new(&master_key(&keys.tx), &master_key(&keys.rx))?;
+        let echo = peer.eq_ignore_ascii_case(ECHO).then(EchoMeter::new);
         let relay = match path {
             MediaPath::Relay {
                 server, channel, ..
@@ -284,6 +367,10 @@ impl MediaCall {
             dropped: 0,
             strangers: 0,
             finished: false,
+            echo,
+            processor: (!config.processing.is_off())
+                .then(|| Box::new(VoiceProcessor::new(config.processing))),
+            moves: Vec::new(),
         })
     }
 
@@ -335,6 +422,58 @@ impl MediaCall {
         };
     }
 
+    /// The next event of the microphone or the speaker (a device that failed), if any; call it
+    /// after each [`MediaCall::tick`].
+    pub fn poll_audio_event(&mut self) -> Option<(AudioSide, AudioEvent)> {
+        if let Some(event) = self.source.poll_event() {
+            return Some((AudioSide::Microphone, event));
+        }
+        self.sink
+            .poll_event()
+            .map(|event| (AudioSide::Speaker, event))
+    }
+
+    /// Puts the call's devices in, once open at `now` (the media runs on silence until then;
+    /// the call's duration counts from here, as the front end saw it connect); not a move of a
+    /// failed device.
+    pub fn set_devices(&mut self, source: Box<dyn Source>, sink: Box<dyn Sink>, now: Instant) {
+        self.source = source;
+        self.sink = sink;
+        self.connected = now;
+    }
+
+    /// Takes the microphone out of the call (silence is sent until
+    /// [`MediaCall::replace_source`]), to release a failed device before another opens.
+    pub fn take_source(&mut self) -> Box<dyn Source> {
+        std::mem::replace(&mut self.source, Box::new(media::audio::SilenceSource))
+    }
+
+    /// Takes the speaker out of the call (what arrives is dropped until
+    /// [`MediaCall::replace_sink`]), to release a failed device before another opens.
+    pub fn take_sink(&mut self) -> Box<dyn Sink> {
+        std::mem::replace(&mut self.sink, Box::new(media::audio::NullSink::new()))
+    }
+
+    /// Puts `source` in place of the microphone that failed (named `from`, for `reason`); the
+    /// move is in the report. The next frame reads the new one.
+    pub fn replace_source(&mut self, source: Box<dyn Source>, moved: DeviceMove) {
+        tracing::info!(from = moved.from, to = moved.to, "microphone replaced");
+        self.source = source;
+        self.moves.push(moved);
+    }
+
+    /// Puts `sink` in place of the speaker that failed; the move is in the report.
+    pub fn replace_sink(&mut self, sink: Box<dyn Sink>, moved: DeviceMove) {
+        tracing::info!(from = moved.from, to = moved.to, "speaker replaced");
+        self.sink = sink;
+        self.moves.push(moved);
+    }
+
+    /// Devices moved so far.
+    pub fn devices_moved(&self) -> usize {
+        self.moves.len()
+    }
+
     /// Level of what we capture (the GUI's input meter).
     pub fn input_meter(&self) -> LevelMeter {
         self.source.meter()
@@ -358,6 +497,10 @@ impl MediaCall {
                 result = Err(e);
             }
         }
+        // Processed before the mute, so the echo canceller keeps following the room.
+        if let Some(processor) = &mut self.processor {
+            processor.capture(&mut self.capture);
+        }
         if self.muted {
             self.capture.fill(0.0);
         }
@@ -369,16 +512,41 @@ impl MediaCall {
                 *s = (*s * self.volume).clamp(-1.0, 1.0);
             }
         }
-        if !self.finished
-            && let Err(e) = self.sink.write(&self.playout)
-        {
-            self.audio_errors += 1;
-            if result.is_ok() {
-                result = Err(e);
+        if !self.finished {
+            // The canceller's reference is exactly what the speaker is given.
+            if let Some(processor) = &mut self.processor {
+                processor.render(&self.playout);
             }
+            if let Err(e) = self.sink.write(&self.playout) {
+                self.audio_errors += 1;
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        if let Some(echo) = &mut self.echo {
+            echo.set_buffered(self.session.stats().jitter_buffer_delay);
+            echo.record(&self.capture, &self.playout);
         }
         self.session.handle_timeout(now, &mut transport);
         result
+    }
+
+    /// For a call to `echo`: the mouth-to-ear latency and its parts, once measured.
+    pub fn echo_latency(&self) -> Option<EchoLatency> {
+        let (path, correlation) = self.echo.as_ref()?.path()?;
+        let ms = |d: Duration| round3(d.as_secs_f64() * 1000.0);
+        // What the devices buffer (none for tones, files and the null sink).
+        let capture_ms = self.source.latency().map_or(0.0, ms);
+        let playback_ms = self.sink.latency().map_or(0.0, ms);
+        let path_ms = ms(path);
+        Some(EchoLatency {
+            mouth_to_ear_ms: round3(capture_ms + path_ms + playback_ms),
+            path_ms,
+            capture_ms,
+            playback_ms,
+            correlation: round3(correlation),
+        })
     }
 
     /// A datagram on the media socket. Returns false when it is not media of this call (STUN,
@@ -435,6 +603,11 @@ impl MediaCall {
     pub fn report(&self, now: Instant) -> CallReport {
         let stats = self.session.stats();
         let srtp = self.wire.srtp.stats();
+        let echo_latency = self.echo_latency();
+        let (processing, processed) = match &self.processor {
+            Some(p) => (p.config().into(), p.stats()),
+            None => (ProcessingReport::default(), Default::default()),
+        };
         CallReport {
             peer: self.peer.clone(),
             path: self.path.kind(),
@@ -451,6 +624,10 @@ impl MediaCall {
                 replayed: srtp.replayed,
                 forged: srtp.forged,
                 from_strangers: self.strangers + self.dropped,
+                dtx_frames: stats.sent.dtx_frames,
+                comfort_noise_frames: stats.received.comfort_noise_frames,
+                fec_recovered: stats.received.fec_recovered,
+                concealed_frames: stats.received.concealed_frames,
             },
             e2e: self.security.suite,
             sas: self.security.sas.clone(),
@@ -460,6 +637,13 @@ impl MediaCall {
                 .as_ref()
                 .is_some_and(|c| c.is_changed()),
             rtt_ms: stats.rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
+            jitter_buffer_ms: round3(stats.jitter_buffer_delay.as_secs_f64() * 1000.0),
+            processing,
+            erle_db: processed.erle_db.map(|db| round3(f64::from(db))),
+            echo_delay_ms: processed.echo_delay_ms,
+            echo_latency_ms: echo_latency.map(|e| e.mouth_to_ear_ms),
+            echo_latency,
+            devices_moved: self.moves.clone(),
             end: None,
         }
     }

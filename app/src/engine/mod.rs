@@ -21,6 +21,7 @@
 //! - [`direct`]: a call without a server, to explicit addresses (tests, the media loop alone).
 
 pub mod direct;
+pub mod echo_test;
 pub mod media;
 mod run;
 
@@ -32,7 +33,10 @@ use std::time::Duration;
 use ::media::audio::{LevelMeter, SinkSpec, SourceSpec};
 
 pub use direct::{DirectCall, run_direct};
-pub use media::{CallReport, CallSetup, MediaCall, MediaConfig, RtpReport};
+pub use echo_test::EchoLatency;
+pub use media::{
+    CallReport, CallSetup, DeviceMove, MediaCall, MediaConfig, ProcessingReport, RtpReport,
+};
 
 pub use crate::contacts::KeyCheck;
 
@@ -80,6 +84,16 @@ pub enum AudioSide {
     Microphone,
     /// The output.
     Speaker,
+}
+
+impl AudioSide {
+    /// `"microphone"` or `"speaker"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AudioSide::Microphone => "microphone",
+            AudioSide::Speaker => "speaker",
+        }
+    }
 }
 
 /// Something failed that does not stop the engine.
@@ -164,6 +178,15 @@ pub enum Event {
     Muted(bool),
     /// The call's figures, every second while connected.
     Stats(CallReport),
+    /// A device of the call vanished and the call uses the system default since.
+    DeviceMoved {
+        /// Which one.
+        side: AudioSide,
+        /// What vanished, what is used now, and why.
+        moved: DeviceMove,
+        /// The level of the new device (replaces the meter of [`Event::Connected`]).
+        meter: LevelMeter,
+    },
     /// The media moved between relay and direct.
     PathChanged {
         /// The path now.

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ::media::audio::{Sink, Source};
+use ::media::audio::{
+    AudioEvent, DeviceSink, DeviceSource, LevelMeter, Sink, SinkSpec, Source, SourceSpec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -17,8 +19,8 @@ use traversal::phone::{
     self, ControlConnected, Phone, PhoneConfig, Received, StopReason, TcpAction,
 };
 
-use super::media::{CallSetup, MediaCall};
-use super::{AudioSide, Command, EngineConfig, Event, Notify, Security, Warning};
+use super::media::{CallSetup, DeviceMove, MediaCall};
+use super::{AudioSide, Command, EngineConfig, Event, Notify, PathKind, Security, Warning};
 use crate::contacts::Contacts;
 
 /// How long a write to the control connection may take.
@@ -85,11 +87,38 @@ struct Control {
 type Audio = (Box<dyn Source>, Box<dyn Sink>);
 type AudioResult = Result<Audio, (AudioSide, String)>;
 
-/// The call whose audio devices are being opened.
+/// The call whose audio devices are being opened (its media already runs on silence).
 struct Opening {
-    /// Who, the path it started on (the relay), since when, its keys.
-    setup: CallSetup,
+    /// The other party, for [`Event::Connected`].
+    peer: String,
+    /// The call's protection, for [`Event::Connected`].
+    security: Security,
     task: JoinHandle<AudioResult>,
+}
+
+/// The most devices one call moves to the default: a default that fails at once would
+/// otherwise be reopened for ever.
+const MAX_DEVICE_MOVES: usize = 8;
+
+/// Datagrams handed to the call before a frame at most (see `Driver::drain_media`): four 10 ms
+/// frames' worth of media and checks from both paths, with room to spare.
+const MAX_DRAIN: usize = 32;
+
+/// The default device opened in place of one that failed, or why it could not be.
+enum Replacement {
+    Source(Box<dyn Source>, String, LevelMeter),
+    Sink(Box<dyn Sink>, String, LevelMeter),
+}
+
+/// A failed device taken out of the call, to be closed off the media thread.
+type Failed = Box<dyn Send>;
+
+/// A failed device being replaced: which, what failed and why, and the opening.
+struct Reopening {
+    side: AudioSide,
+    from: String,
+    reason: String,
+    task: JoinHandle<Result<Replacement, String>>,
 }
 
 /// The connected call's media and its clocks.
@@ -98,6 +127,14 @@ struct Media {
     frame: Interval,
     stats: Interval,
     audio_error_reported: bool,
+    /// The default device opening in place of one that failed.
+    reopening: Option<Reopening>,
+    /// Failures waiting for that opening to end (the other side, failed meanwhile): which
+    /// side, what failed and why.
+    failed: Vec<(AudioSide, String, String)>,
+    /// The call's devices are open and the front end knows it is connected; before, the
+    /// media runs on silence and no statistics are sent.
+    ready: bool,
 }
 
 struct Driver {
@@ -201,9 +238,13 @@ impl Driver {
                     self.handle_audio(Instant::now(), opened);
                 }
                 tick = media_tick(&mut self.media) => match tick {
-                    MediaTick::Frame => self.handle_frame(Instant::now()),
+                    MediaTick::Frame => {
+                        self.drain_media(&mut udp_buf);
+                        self.handle_frame(Instant::now());
+                    }
+                    MediaTick::Reopened(result) => self.handle_reopened(result),
                     MediaTick::Second => {
-                        if let Some(media) = &self.media {
+                        if let Some(media) = self.media.as_ref().filter(|m| m.ready) {
                             self.events.send(Event::Stats(media.call.report(Instant::now())));
                         }
                     }
@@ -282,8 +323,10 @@ impl Driver {
                 });
             }
             phone::Event::PathChanged { path } => {
+                // Before the devices are open the front end hears of the path with Connected.
                 if let Some(media) = &mut self.media
                     && media.call.set_path(path)
+                    && media.ready
                 {
                     self.events.send(Event::PathChanged {
                         path: path.kind(),
@@ -405,6 +448,24 @@ impl Driver {
         }
     }
 
+    /// Hands what already waits on the media socket to the call before a frame is pulled.
+    /// After this thread was late (a stall, then the missed frame ticks at once), `select!`
+    /// may run the catch-up ticks before the datagrams that came meanwhile: each tick would
+    /// find the jitter buffer empty, conceal, and leave it a frame deeper. At most
+    /// [`MAX_DRAIN`] datagrams, so a flood cannot hold a frame back.
+    fn drain_media(&mut self, buf: &mut [u8]) {
+        for _ in 0..MAX_DRAIN {
+            let Some(socket) = &self.socket else {
+                return;
+            };
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => self.handle_datagram(Instant::now(), from, n, buf),
+                // Nothing waiting (or an ICMP error, which the select loop's read sees too).
+                Err(_) => return,
+            }
+        }
+    }
+
     fn handle_frame(&mut self, now: Instant) {
         let (Some(media), Some(socket)) = (&mut self.media, &self.socket) else {
             return;
@@ -418,6 +479,80 @@ impl Driver {
                 detail: e.to_string(),
             }));
         }
+        while let Some((side, event)) = media.call.poll_audio_event() {
+            let AudioEvent::DeviceFailed { device, reason } = event else {
+                continue;
+            };
+            tracing::warn!(side = side.as_str(), device, reason, "audio device failed");
+            let is_device = match side {
+                AudioSide::Microphone => matches!(self.config.input, SourceSpec::Device { .. }),
+                AudioSide::Speaker => matches!(self.config.output, SinkSpec::Device { .. }),
+            };
+            if !is_device || media.call.devices_moved() >= MAX_DEVICE_MOVES {
+                self.events.send(Event::Warning(Warning::Audio {
+                    side,
+                    detail: format!("{device}: {reason}"),
+                }));
+                continue;
+            }
+            media.failed.push((side, device, reason));
+        }
+        start_reopening(media);
+    }
+
+    /// The default device opened for one that failed: swapped into the call, or a warning.
+    fn handle_reopened(
+        &mut self,
+        result: Result<Result<Replacement, String>, tokio::task::JoinError>,
+    ) {
+        let Some(media) = &mut self.media else {
+            return;
+        };
+        let Some(reopening) = media.reopening.take() else {
+            return;
+        };
+        let Reopening {
+            side, from, reason, ..
+        } = reopening;
+        // The other side may have failed meanwhile.
+        start_reopening(media);
+        let replacement = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(side = side.as_str(), "no default device to move to: {e}");
+                self.events.send(Event::Warning(Warning::Audio {
+                    side,
+                    detail: format!("{from}: {reason}; the system default did not open: {e}"),
+                }));
+                return;
+            }
+            Err(e) => {
+                self.events.send(Event::Warning(Warning::Audio {
+                    side,
+                    detail: format!("{from}: {reason}; {e}"),
+                }));
+                return;
+            }
+        };
+        let moved = |to: String| DeviceMove {
+            side: side.as_str(),
+            from: from.clone(),
+            to,
+            reason: reason.clone(),
+        };
+        let (moved, meter) = match replacement {
+            Replacement::Source(source, to, meter) => {
+                let moved = moved(to);
+                media.call.replace_source(source, moved.clone());
+                (moved, meter)
+            }
+            Replacement::Sink(sink, to, meter) => {
+                let moved = moved(to);
+                media.call.replace_sink(sink, moved.clone());
+                (moved, meter)
+            }
+        };
+        self.events.send(Event::DeviceMoved { side, moved, meter });
     }
 
     /// Opens a control connection (and, the first time, the media socket of its family) in a
@@ -513,44 +648,21 @@ impl Driver {
         );
     }
 
-    /// The call is up: its audio devices open on a blocking thread (a sound server may take
-    /// seconds), and the media starts when they are.
+    /// The call is up: its media starts at once, sending silence and dropping what arrives,
+    /// while its audio devices open on a blocking thread (a sound server may take seconds,
+    /// longer than the peer waits for media); they are put in when open, and the front end is
+    /// told the call is connected then. Devices that do not open end the call.
     fn open_audio(&mut self, setup: CallSetup) {
-        let input = self.config.input.clone();
-        let output = self.config.output.clone();
-        let task = tokio::task::spawn_blocking(move || -> AudioResult {
-            let source = input
-                .open()
-                .map_err(|e| (AudioSide::Microphone, e.to_string()))?;
-            let sink = output
-                .open()
-                .map_err(|e| (AudioSide::Speaker, e.to_string()))?;
-            Ok((source, sink))
-        });
-        self.opening = Some(Opening { setup, task });
-    }
-
-    fn handle_audio(&mut self, now: Instant, result: Result<AudioResult, tokio::task::JoinError>) {
-        let Some(opening) = self.opening.take() else {
-            return;
-        };
-        // The phone's path now: the checks may have found the direct one meanwhile.
-        let Some(path) = self.phone.media_path() else {
-            return;
-        };
-        let opened = match result {
-            Ok(Ok(audio)) => Ok(audio),
-            Ok(Err(failure)) => Err(failure),
-            Err(e) => Err((AudioSide::Microphone, e.to_string())),
-        };
-        let (peer, security) = (opening.setup.peer.clone(), opening.setup.security.clone());
-        let media = opened.and_then(|(source, sink)| {
-            MediaCall::new(opening.setup, self.config.media, source, sink, now)
-                .map_err(|e| (AudioSide::Microphone, e.to_string()))
-        });
-        let mut call = match media {
+        let now = Instant::now();
+        let (peer, security) = (setup.peer.clone(), setup.security.clone());
+        let silent: Audio = (
+            Box::new(::media::audio::SilenceSource),
+            Box::new(::media::audio::NullSink::new()),
+        );
+        let mut call = match MediaCall::new(setup, self.config.media, silent.0, silent.1, now) {
             Ok(call) => Box::new(call),
-            Err((side, detail)) => {
+            Err(e) => {
+                let (side, detail) = (AudioSide::Microphone, e.to_string());
                 tracing::warn!(?side, "audio: {detail}");
                 self.events
                     .send(Event::Warning(Warning::Audio { side, detail }));
@@ -562,32 +674,148 @@ impl Driver {
         self.muted = false;
         call.set_muted(false);
         call.set_volume(self.volume);
+        if let Some(path) = self.phone.media_path() {
+            call.set_path(path);
+        }
         let mut frame = tokio::time::interval(call.frame_period());
         frame.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let second = Duration::from_secs(1);
         let mut stats = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        self.events.send(Event::Connected {
+        self.media = Some(Media {
+            call,
+            frame,
+            stats,
+            audio_error_reported: false,
+            reopening: None,
+            failed: Vec::new(),
+            ready: false,
+        });
+
+        let input = self.config.input.clone();
+        let output = self.config.output.clone();
+        let task = tokio::task::spawn_blocking(move || -> AudioResult {
+            let source = input
+                .open()
+                .map_err(|e| (AudioSide::Microphone, e.to_string()))?;
+            let sink = output
+                .open()
+                .map_err(|e| (AudioSide::Speaker, e.to_string()))?;
+            Ok((source, sink))
+        });
+        self.opening = Some(Opening {
             peer,
+            security,
+            task,
+        });
+    }
+
+    fn handle_audio(&mut self, now: Instant, result: Result<AudioResult, tokio::task::JoinError>) {
+        let Some(opening) = self.opening.take() else {
+            return;
+        };
+        let opened = match result {
+            Ok(Ok(audio)) => Ok(audio),
+            Ok(Err(failure)) => Err(failure),
+            Err(e) => Err((AudioSide::Microphone, e.to_string())),
+        };
+        let (source, sink) = match opened {
+            Ok(audio) => audio,
+            Err((side, detail)) => {
+                tracing::warn!(?side, "audio: {detail}");
+                // The call never connected for the front end: no report of its silent media.
+                self.media = None;
+                self.events
+                    .send(Event::Warning(Warning::Audio { side, detail }));
+                self.phone.fail_call(now);
+                return;
+            }
+        };
+        let Some(media) = &mut self.media else {
+            return;
+        };
+        media.call.set_devices(source, sink, now);
+        media.ready = true;
+        let call = &media.call;
+        self.events.send(Event::Connected {
+            peer: opening.peer,
             input_meter: call.input_meter(),
             output_meter: call.output_meter(),
-            security,
+            security: opening.security,
         });
-        self.events.send(Event::Muted(false));
-        if call.set_path(path) {
+        self.events.send(Event::Muted(self.muted));
+        let path = call.path();
+        if path.kind() != PathKind::Relay {
             // The checks found the direct path while the devices were opening.
             self.events.send(Event::PathChanged {
                 path: path.kind(),
                 remote: path.remote(),
             });
         }
-        self.media = Some(Media {
-            call,
-            frame,
-            stats,
-            audio_error_reported: false,
-        });
     }
+}
+
+/// Starts opening the default for the next failed device, unless one is opening.
+fn start_reopening(media: &mut Media) {
+    if media.reopening.is_some() || media.failed.is_empty() {
+        return;
+    }
+    let (side, from, reason) = media.failed.remove(0);
+    // The failed device is released first: a sound server may refuse a second stream while
+    // the first, moved to its default, still holds it.
+    let failed = match side {
+        AudioSide::Microphone => Box::new(media.call.take_source()) as Failed,
+        AudioSide::Speaker => Box::new(media.call.take_sink()),
+    };
+    media.reopening = Some(Reopening {
+        side,
+        from,
+        reason,
+        task: reopen_default(side, failed),
+    });
+}
+
+/// Tries to open the default device after one failed: a sound server rearranging itself
+/// right after a removal may refuse the first opening ("Invalid argument" from PulseAudio a
+/// few milliseconds after a sink went away).
+const REOPEN_TRIES: u32 = 5;
+/// The wait between those tries.
+const REOPEN_RETRY: Duration = Duration::from_millis(200);
+
+/// Opens the system default device for `side` on a blocking thread (a sound server may take a
+/// while), with its name and meter.
+fn reopen_default(side: AudioSide, failed: Failed) -> JoinHandle<Result<Replacement, String>> {
+    tokio::task::spawn_blocking(move || {
+        drop(failed);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let opened = match side {
+                AudioSide::Microphone => DeviceSource::open(None).map(|source| {
+                    let name = source.name().to_owned();
+                    let meter = source.meter();
+                    Replacement::Source(Box::new(source), name, meter)
+                }),
+                AudioSide::Speaker => DeviceSink::open(None).map(|sink| {
+                    let name = sink.name().to_owned();
+                    let meter = sink.meter();
+                    Replacement::Sink(Box::new(sink), name, meter)
+                }),
+            };
+            match opened {
+                Ok(replacement) => return Ok(replacement),
+                Err(e) if tries >= REOPEN_TRIES => return Err(e.to_string()),
+                Err(e) => {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        tries,
+                        "default device not open yet: {e}"
+                    );
+                    std::thread::sleep(REOPEN_RETRY);
+                }
+            }
+        }
+    })
 }
 
 async fn read_control(control: &mut Option<Control>, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -620,6 +848,8 @@ enum MediaTick {
     Frame,
     /// A second passed (statistics).
     Second,
+    /// The default device opened in place of a failed one (or not).
+    Reopened(Result<Result<Replacement, String>, tokio::task::JoinError>),
 }
 
 async fn media_tick(media: &mut Option<Media>) -> MediaTick {
@@ -627,6 +857,9 @@ async fn media_tick(media: &mut Option<Media>) -> MediaTick {
         Some(media) => tokio::select! {
             _ = media.frame.tick() => MediaTick::Frame,
             _ = media.stats.tick() => MediaTick::Second,
+            reopened = join(media.reopening.as_mut().map(|r| &mut r.task)) => {
+                MediaTick::Reopened(reopened)
+            }
         },
         None => std::future::pending().await,
     }

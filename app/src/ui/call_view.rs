@@ -54,6 +54,7 @@ impl PinholeApp {
         let path = words::path(up.path, up.remote);
         let stats = up.stats.clone();
         let (input, output) = (up.input.clone(), up.output.clone());
+        let moves = up.moves.clone();
         let mut actions = Vec::new();
 
         if up.key_warning() {
@@ -70,6 +71,9 @@ impl PinholeApp {
             ui.label(RichText::new(words::clock(elapsed)).size(22.0).monospace());
             ui.add_space(4.0);
             security_ui(ui, up);
+            if peer.eq_ignore_ascii_case("echo") {
+                echo_latency_ui(ui, stats.as_ref());
+            }
         });
         ui.add_space(8.0);
         egui::Grid::new("call-stats")
@@ -99,6 +103,9 @@ impl PinholeApp {
                     actions.push(Action::Volume(volume));
                 }
             });
+        for moved in &moves {
+            ui.label(RichText::new(moved).color(ui.visuals().warn_fg_color));
+        }
         if let Some((side, detail)) = self.state.audio_problem() {
             error_line(ui, &words::audio_failed_in_call(side, detail));
         }
@@ -134,6 +141,20 @@ impl PinholeApp {
 }
 
 /// The call's encryption and the code both people compare, in large digits.
+/// The echo test's figure: how long the voice took to come back, with its parts on hover.
+fn echo_latency_ui(ui: &mut egui::Ui, stats: Option<&CallReport>) {
+    ui.add_space(4.0);
+    match stats.and_then(|s| s.echo_latency) {
+        Some(latency) => {
+            ui.label(RichText::new(words::voice_came_back(latency.mouth_to_ear_ms)).strong())
+                .on_hover_text(words::echo_latency_parts(&latency));
+        }
+        None => {
+            ui.weak(words::ECHO_MEASURING);
+        }
+    }
+}
+
 fn security_ui(ui: &mut egui::Ui, up: &UpCall) {
     let security = &up.security;
     ui.label(RichText::new(words::encrypted(security.suite)).color(GOOD));

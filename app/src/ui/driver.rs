@@ -72,9 +72,17 @@ impl PinholeApp {
         config.output = self.output_spec.clone().unwrap_or(SinkSpec::Device {
             name: saved.output_device.clone(),
         });
+        // The settings' processing is for a microphone; a tone or file given for a test is
+        // sent as it is.
+        let processing = if matches!(config.input, SourceSpec::Device { .. }) {
+            saved.audio.processing()
+        } else {
+            media::processing::ProcessingConfig::off()
+        };
         config.media = MediaConfig {
             frame_ms: saved.advanced.frame_ms,
             bitrate_bps: saved.advanced.bitrate_bps,
+            processing,
             ..MediaConfig::default()
         };
         config.udp_port = saved.advanced.udp_port;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::driver::NatState;
 use super::sound::{self, InputMonitor, MonitorState};
 use super::widgets::{METER_REPAINT, error_line, meter_bar, server_message, working};
-use super::{PinholeApp, View, words};
+use super::{DeviceChoice, PinholeApp, View, words};
 use crate::settings;
 
 impl PinholeApp {
@@ -16,6 +16,8 @@ impl PinholeApp {
         let basic_ok = self.basic_fields_ui(ui);
         ui.add_space(6.0);
         self.device_tests_ui(ui);
+        ui.add_space(6.0);
+        self.processing_fields_ui(ui);
         ui.add_space(6.0);
         self.connection_test_ui(ui, basic_ok);
         let advanced_ok = self.advanced_fields_ui(ui);
@@ -171,6 +173,20 @@ impl PinholeApp {
         valid
     }
 
+    /// What is done to the microphone's sound (`[audio]`); from the next call.
+    fn processing_fields_ui(&mut self, ui: &mut egui::Ui) {
+        let audio = &mut self.form.audio;
+        ui.label(words::PROCESSING_HEADING);
+        ui.indent("processing", |ui| {
+            ui.checkbox(&mut audio.echo_cancellation, words::ECHO_CANCELLATION)
+                .on_hover_text(words::ECHO_CANCELLATION_HINT);
+            ui.checkbox(&mut audio.noise_suppression, words::NOISE_SUPPRESSION)
+                .on_hover_text(words::NOISE_SUPPRESSION_HINT);
+            ui.checkbox(&mut audio.gain_control, words::GAIN_CONTROL)
+                .on_hover_text(words::GAIN_CONTROL_HINT);
+        });
+    }
+
     fn advanced_fields_ui(&mut self, ui: &mut egui::Ui) -> bool {
         let mut valid = true;
         egui::CollapsingHeader::new("Advanced").show(ui, |ui| {
@@ -274,26 +290,32 @@ fn device_picker(
     ui: &mut egui::Ui,
     label: egui::Id,
     choice: &mut Option<String>,
-    names: &[String],
+    devices: &[DeviceChoice],
 ) {
-    let shown = choice.clone().unwrap_or_else(|| "System default".into());
+    // Settings from before ids were kept hold a device's name: it still opens, and is shown.
+    let current = choice.as_deref().map(|saved| {
+        devices
+            .iter()
+            .find(|d| d.id == saved || d.label == saved)
+            .map_or_else(|| format!("{saved} (missing)"), |d| d.label.clone())
+    });
+    let shown = current.clone().unwrap_or_else(|| "System default".into());
     egui::ComboBox::from_id_salt(label)
         .selected_text(shown)
         .width(220.0)
         .show_ui(ui, |ui| {
             ui.selectable_value(choice, None, "System default");
-            for name in names {
-                ui.selectable_value(choice, Some(name.clone()), name);
+            for d in devices {
+                let selected = choice.as_deref().is_some_and(|c| c == d.id || c == d.label);
+                if ui.selectable_label(selected, &d.label).clicked() {
+                    *choice = Some(d.id.clone());
+                }
             }
             // A saved device that is not present now stays selectable, marked missing.
-            if let Some(current) = choice.clone()
-                && !names.contains(&current)
+            if let (Some(saved), Some(text)) = (choice.clone(), current)
+                && !devices.iter().any(|d| d.id == saved || d.label == saved)
             {
-                ui.selectable_value(
-                    choice,
-                    Some(current.clone()),
-                    format!("{current} (missing)"),
-                );
+                ui.selectable_value(choice, Some(saved), text);
             }
         })
         .response

@@ -194,6 +194,8 @@ pub struct UpCall {
     pub security: Security,
     /// The user accepted the peer's changed key during this call.
     pub key_trusted: bool,
+    /// What was said of devices that vanished and were replaced, in order.
+    pub moves: Vec<String>,
 }
 
 impl UpCall {
@@ -470,6 +472,7 @@ impl AppState {
                     remote: None,
                     security,
                     key_trusted: false,
+                    moves: Vec::new(),
                 }));
             }
             Event::Muted(muted) => self.muted = muted,
@@ -477,6 +480,19 @@ impl AppState {
                 if let Call::Up(up) = &mut self.call {
                     up.path = report.path;
                     up.stats = Some(report);
+                }
+            }
+            Event::DeviceMoved { side, moved, meter } => {
+                if let Call::Up(up) = &mut self.call {
+                    up.moves.push(words::device_moved(side, &moved));
+                    match side {
+                        AudioSide::Microphone => up.input = meter,
+                        AudioSide::Speaker => up.output = meter,
+                    }
+                }
+                // The side that failed works again.
+                if self.audio_problem.as_ref().is_some_and(|(s, _)| *s == side) {
+                    self.audio_problem = None;
                 }
             }
             Event::PathChanged { path, remote } => {

@@ -206,6 +206,32 @@ pub fn audio_failed_in_call(side: &AudioSide, detail: &str) -> String {
     }
 }
 
+/// A device of the call vanished and the call moved to the system default.
+pub fn device_moved(side: AudioSide, moved: &crate::engine::DeviceMove) -> String {
+    let what = match side {
+        AudioSide::Microphone => "microphone",
+        AudioSide::Speaker => "speaker",
+    };
+    if moved.reason.contains("removed") || moved.reason.contains("unplugged") {
+        format!(
+            "Your {what} {} was unplugged; now using {}.",
+            moved.from, moved.to
+        )
+    } else {
+        format!(
+            "Your {what} {} stopped working ({}); now using {}.",
+            moved.from,
+            sentence_fragment(&moved.reason),
+            moved.to
+        )
+    }
+}
+
+/// `reason` without a trailing full stop, to sit inside a sentence.
+fn sentence_fragment(reason: &str) -> &str {
+    reason.trim().trim_end_matches('.')
+}
+
 /// The server refused something after registration; `message` is its text for people.
 pub fn refused(message: &str) -> String {
     format!("The server refused: {}", sentence(message))
@@ -446,6 +472,36 @@ pub fn compare_hint(peer: &str) -> String {
     format!(
         "{peer} sees the same digits if nobody is in the middle. Read them to each other once \
          to be sure."
+    )
+}
+
+/// Settings: the capture processing's heading and checkboxes (`[audio]`).
+pub const PROCESSING_HEADING: &str = "Microphone sound (from the next call)";
+pub const ECHO_CANCELLATION: &str = "Echo cancellation";
+pub const ECHO_CANCELLATION_HINT: &str = "Keeps the other side from hearing themselves when \
+     your microphone picks up your speakers. Turn it off only with headphones.";
+pub const NOISE_SUPPRESSION: &str = "Noise suppression";
+pub const NOISE_SUPPRESSION_HINT: &str =
+    "Removes steady background noise (fans, hum, rumble) from what you send.";
+pub const GAIN_CONTROL: &str = "Automatic gain";
+pub const GAIN_CONTROL_HINT: &str = "Brings a quiet or loud microphone to a steady speaking level.";
+
+/// The echo test's figure (see `engine::echo_test`).
+pub fn voice_came_back(ms: f64) -> String {
+    format!("Your voice came back after {ms:.0} ms")
+}
+
+/// Until the echo test has a figure: what it needs.
+pub const ECHO_MEASURING: &str =
+    "Say something: the time your voice takes to come back is measured as you speak.";
+
+/// The echo test's figure in its parts.
+pub fn echo_latency_parts(l: &crate::engine::EchoLatency) -> String {
+    format!(
+        "From microphone to speaker: {:.0} ms in the microphone's buffers, {:.0} ms through \
+         the call (the frame, the codec, the network to the server and back, the jitter \
+         buffer), {:.0} ms in the speaker's buffers.",
+        l.capture_ms, l.path_ms, l.playback_ms
     )
 }
 
