@@ -24,6 +24,7 @@ pub mod hostile;
 pub mod netns;
 pub mod pcap;
 pub mod prereq;
+pub mod quality;
 mod rendezvous;
 pub mod scripted;
 pub mod stun_client;

@@ -27,7 +27,12 @@ fn server(flags: &[&str]) -> (Rendezvous, String) {
 fn a_call_to_someone_in_a_call_is_busy() {
     let (_server, addr) = server(&[]);
     let dir = TempDir::new("busy");
-    let (alice, bob) = (Party::silent(&dir, "al"), Party::silent(&dir, "bo"));
+    // Tones, not silence: a silent party sends only DTX comfort-noise updates, and the first
+    // call's packet count is how this test sees it go on undisturbed.
+    let (alice, bob) = (
+        Party::tone(&dir, "al", 440.0),
+        Party::tone(&dir, "bo", 660.0),
+    );
     let carol = Party::silent(&dir, "ca");
     let answer = alice.answer(Place::Local, &addr, &[]);
     let mut first = bob.call(Place::Local, &addr, &alice.name, 5.0);
