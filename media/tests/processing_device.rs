@@ -61,9 +61,6 @@ fn energy(x: &[f32]) -> f64 {
 }
 
 #[test]
-#[ignore = "open defect (issue 12): passed 17 runs in 22 (33-47 dB); in the others the ERLE \
-            dips to 13-30 dB for seconds while the devices' drift controllers still steer off \
-            their start-up offset. Run by hand with --ignored"]
 fn echo_through_a_null_sink_monitor_is_cancelled_by_30_db() {
     let Some(default_sink) = pactl(&["get-default-sink"]) else {
         return missing("no PulseAudio/PipeWire server answers pactl (./dev starts one)");
@@ -152,6 +149,14 @@ fn echo_through_a_null_sink_monitor_is_cancelled_by_30_db() {
                 c0.abs_diff(c1).max(p0.abs_diff(p1))
             };
             let now = this_second.take().unwrap();
+            eprintln!(
+                "settling {settle_seconds:2} s: lowest capture latency {:?}, playback {:?}; \
+                 steering capture {:+.0} ppm, playback {:+.0} ppm",
+                now.0,
+                now.1,
+                source.drift_ppm(),
+                sink.drift_ppm()
+            );
             still = match last_second.replace(now) {
                 Some(before) if moved(before, now) < Duration::from_micros(300) => still + 1,
                 _ => 0,
@@ -189,6 +194,7 @@ fn echo_through_a_null_sink_monitor_is_cancelled_by_30_db() {
     let mut queue = Vec::with_capacity(far.len() / FRAME);
     let mut underruns = Vec::with_capacity(far.len() / FRAME);
     let mut capture_queue = Vec::with_capacity(far.len() / FRAME);
+    let mut steering = Vec::with_capacity(far.len() / FRAME);
     let mut delays = Vec::with_capacity(seconds);
     for played in far.chunks_exact(FRAME) {
         lateness.push(Instant::now().saturating_duration_since(next));
@@ -198,6 +204,7 @@ fn echo_through_a_null_sink_monitor_is_cancelled_by_30_db() {
         processor.render(played);
         real += source.read(&mut frame).unwrap();
         capture_queue.push(source.latency());
+        steering.push((source.drift_ppm(), sink.drift_ppm()));
         mic.extend_from_slice(&frame);
         processor.capture(&mut frame);
         out.extend_from_slice(&frame);
@@ -231,12 +238,14 @@ fn echo_through_a_null_sink_monitor_is_cancelled_by_30_db() {
             capture_queue[r.clone()].iter().min().unwrap().as_secs_f64() * 1e3,
             capture_queue[r.clone()].iter().max().unwrap().as_secs_f64() * 1e3,
         );
+        let (cppm, pppm) = steering[r.end - 1];
         let count = underruns[r.end - 1] - previous;
         previous = underruns[r.end - 1];
         eprintln!(
             "second {k:2}: loop up to {late:5.1} ms late, playback latency {low:5.1}-{high:5.1} \
              ms, capture latency {clow:5.1}-{chigh:5.1} ms, +{count} playback underruns, \
-             echo delay found {delay:?} ms"
+             echo delay found {delay:?} ms, steering capture {cppm:+.0} ppm playback \
+             {pppm:+.0} ppm"
         );
     }
     let (source_after, sink_after) = (source.stats(), sink.stats());

@@ -462,6 +462,14 @@ impl SteeredResampler {
 /// correction swings with it (a few hundred ppm, under a cent of pitch, with no step: each
 /// change is ramped) while its average cancels the drift, and the queue stays within about a
 /// period of its target (`media/tests/drift.rs`). Only an excess above [`TRIM_ABOVE`] is cut.
+///
+/// Until the level has first reached its band, the controller is starting: whatever offset a
+/// device's start left is not drift, so it is not integrated (an estimate wound up there was
+/// steered off for tens of seconds after: 70 ppm for a 0.7 ms start shortfall, measured
+/// through a null sink, and the echo path slid under the canceller); the offset is closed
+/// at [`KP_START`] toward the band's middle, on the raw low-water mark, within a few seconds
+/// (two for a millisecond: the low-water mark is taken over half a second), and a capture cuts a start
+/// excess at once (it is stale audio; a playback's excess is speech still to be heard).
 #[derive(Debug, Clone)]
 pub struct DriftController {
     max_ppm: f64,
@@ -481,6 +489,10 @@ pub struct DriftController {
     correction_ppm: f64,
     /// Cuts are cross-faded (false only for [`DriftController::trimming_only`]).
     fade: bool,
+    /// The level has not been inside its band yet (see the type's documentation).
+    starting: bool,
+    /// While starting, an excess above the band is cut at once (capture), not steered.
+    cut_start_excess: bool,
 }
 
 /// Sub-windows of the low-water mark: 6 of 0.5 s.
@@ -495,6 +507,9 @@ const PLANT: f64 = RATE * 1e-6;
 /// for longer: at 0.5 the queue of a capture 300 ppm slow fell 20 ms before the loop caught
 /// it.
 const KP: f64 = 2.0;
+/// Proportional gain while starting ([`DriftController`]): 1 ms from the band's middle asks
+/// for 480 ppm (a time constant of about 2 s).
+const KP_START: f64 = 10.0;
 /// Damping of the loop: a little under critical.
 const ZETA: f64 = 0.8;
 /// Natural angular frequency of the loop, rad/s (a period of about 100 s).
@@ -527,6 +542,8 @@ impl DriftController {
             integral: 0.0,
             correction_ppm: 0.0,
             fade: true,
+            starting: true,
+            cut_start_excess: true,
         }
     }
 
@@ -538,6 +555,7 @@ impl DriftController {
     pub fn for_playback() -> Self {
         Self {
             lookback: 1,
+            cut_start_excess: false,
             ..Self::new()
         }
     }
@@ -553,6 +571,7 @@ impl DriftController {
             window: crate::SAMPLE_RATE as usize,
             lookback: 1,
             fade: false,
+            starting: false,
             ..Self::new()
         }
     }
@@ -604,6 +623,21 @@ impl DriftController {
         if self.max_ppm == 0.0 {
             return 0;
         }
+        if self.starting {
+            if low > ceiling && self.cut_start_excess {
+                self.restart();
+                return low - (floor + ceiling) / 2;
+            }
+            if !(floor..=ceiling).contains(&low) {
+                // Aimed at the band's middle, so that the edge is crossed, not crept up to.
+                let error = low as f64 - (floor + ceiling) as f64 / 2.0;
+                self.correction_ppm = (-KP_START * error).clamp(-self.max_ppm, self.max_ppm);
+                return 0;
+            }
+            // In the band: from here on, drift is followed.
+            self.starting = false;
+            self.smoothed = None;
+        }
         let dt = self.window as f64 / RATE;
         let smoothed = match self.smoothed {
             Some(level) => level + (low as f64 - level) * (dt / SMOOTHING).min(1.0),
@@ -632,6 +666,12 @@ impl DriftController {
         }
         self.correction_ppm = wanted.clamp(-self.max_ppm, self.max_ppm);
         0
+    }
+
+    /// Whether the level has not reached its band yet since the start (see the type's
+    /// documentation).
+    pub fn starting(&self) -> bool {
+        self.starting
     }
 
     /// The correction to steer with, ppm (positive: more output per input).
@@ -1036,8 +1076,13 @@ mod tests {
 
     #[test]
     fn controller_cuts_a_one_off_excess_and_steers_a_small_one() {
+        // Once the level has been at its target, 20 ms above it is steered (negative: less
+        // output), never cut.
         let mut c = DriftController::new();
-        // 20 ms above target: steered (negative: less output), never cut.
+        for _ in 0..200 {
+            assert_eq!(c.observe(1_440, 1_440, 960), 0);
+        }
+        assert!(!c.starting());
         for _ in 0..500 {
             assert_eq!(c.observe(1_440 + 960, 1_440, 960), 0);
         }
@@ -1049,6 +1094,44 @@ mod tests {
             .filter(|&n| n > 0)
             .collect();
         assert_eq!(cuts, [14_400]);
+    }
+
+    #[test]
+    fn a_start_excess_is_cut_by_a_capture_and_steered_by_a_playback() {
+        let mut capture = DriftController::new();
+        let cuts: Vec<usize> = (0..200)
+            .map(|_| capture.observe(1_440 + 960, 1_440, 960))
+            .filter(|&n| n > 0)
+            .collect();
+        assert_eq!(cuts, [960], "a capture cuts its start excess once");
+        let mut playback = DriftController::for_playback();
+        for _ in 0..200 {
+            assert_eq!(playback.observe(1_440 + 960, 1_440, 960), 0);
+        }
+        assert_eq!(playback.correction_ppm(), -MAX_DRIFT_PPM);
+        assert!(playback.starting());
+    }
+
+    /// The controller against a queue whose clocks agree: whatever the start left is closed,
+    /// and once the level is in band nothing is steered any more (measured through a null sink
+    /// before: a 0.7 ms start shortfall wound the integral up and kept 70 ppm for 20 s).
+    #[test]
+    fn a_start_shortfall_is_closed_in_seconds_and_leaves_no_steering() {
+        let band = 1_440..=1_920;
+        let mut c = DriftController::for_playback();
+        let mut level = 1_440.0 - 34.0;
+        let mut closed_at = None;
+        for frame in 0..50 * 60 {
+            assert_eq!(c.observe_band(level as usize, band.clone(), 960), 0);
+            // The resampler makes `ppm` more output per input: the queue gains that.
+            level += c.correction_ppm() * 1e-6 * 960.0;
+            if closed_at.is_none() && !c.starting() {
+                closed_at = Some(frame);
+            }
+        }
+        let closed_at = closed_at.expect("the start shortfall was never closed");
+        assert!(closed_at < 50 * 3, "closed after {closed_at} frames");
+        assert_eq!(c.correction_ppm(), 0.0);
     }
 
     #[test]

@@ -95,6 +95,12 @@ impl DeviceSource {
     pub fn latency(&self) -> Duration {
         self.0.half.latency()
     }
+
+    /// The drift correction the capture's resampler steers with just now, ppm (positive: more
+    /// 48 kHz samples per device sample).
+    pub fn drift_ppm(&self) -> f64 {
+        self.0.half.drift.correction_ppm()
+    }
 }
 
 impl Half for Capture {

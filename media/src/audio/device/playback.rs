@@ -102,6 +102,12 @@ impl DeviceSink {
     pub fn latency(&self) -> Duration {
         self.0.half.latency()
     }
+
+    /// The drift correction the playback's resampler steers with just now, ppm (positive:
+    /// more device samples per 48 kHz sample).
+    pub fn drift_ppm(&self) -> f64 {
+        self.0.half.drift.correction_ppm()
+    }
 }
 
 impl Half for Playback {
