@@ -8,6 +8,12 @@
 //! phase that differs per seed. No RTCP: the encoder keeps the configured expected loss (10%),
 //! as a real call does at 5% loss (the reports raise it only above that).
 //!
+//! Twenty seeds (talker, loss pattern and pull phase): the first five passed before the jitter
+//! buffer learnt that a lost DTX frame began a silence and that pulls waiting out a burst of
+//! losses were those frames, and seeds 6-30 then scored 89-95% in 8 of 25.
+//! `PINHOLE_FEC_TRACE=SEED` prints that seed's timeline (packets sent and lost, each pull's
+//! outcome and the buffer's delay).
+//!
 //! Needs the PESQ environment (`scripts/setup` makes `target/quality-venv`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,18 +78,48 @@ fn through_sessions(
         } else {
             alice.push_capture(t_capture, &[0.0; FRAME], &mut wire);
         }
+        let trace = std::env::var("PINHOLE_FEC_TRACE").is_ok_and(|v| v == seed.to_string());
         while let Some(d) = wire.sent.pop_front() {
-            if !lost(sent) {
+            let gone = lost(sent);
+            if trace {
+                let what = if gone { "LOST" } else { "sent" };
+                eprintln!("frame {k}: packet {sent} ({} bytes) {what}", d.len());
+            }
+            if !gone {
                 in_flight.push_back((t_capture + delay, d));
             }
             sent += 1;
         }
+        let before = bob.stats().received;
         let t_pull = t_capture + phase;
         while in_flight.front().is_some_and(|(at, _)| *at <= t_pull) {
             let (at, d) = in_flight.pop_front().unwrap();
             bob.handle_datagram(at, &d);
         }
         bob.pull_playout(t_pull, &mut out);
+        if trace {
+            let after = bob.stats().received;
+            let outcome: Vec<&str> = [
+                (
+                    after.concealed_frames - before.concealed_frames,
+                    "concealed",
+                ),
+                (after.fec_recovered - before.fec_recovered, "FEC"),
+                (
+                    after.comfort_noise_frames - before.comfort_noise_frames,
+                    "comfort noise",
+                ),
+                (after.dropped_frames - before.dropped_frames, "dropped"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(_, what)| *what)
+            .collect();
+            eprintln!(
+                "pull {k}: {outcome:?}, delay {:?}",
+                bob.stats().jitter_buffer_delay
+            );
+        }
         heard.extend_from_slice(&out);
         if k >= 50 {
             delays.push(bob.stats().jitter_buffer_delay);
@@ -195,13 +231,13 @@ fn speech_under_5_percent_loss_scores_as_libopus_with_fec() {
         product.delays.iter().max().unwrap()
     );
     assert!(ours >= 0.95 * theirs, "clean: {ours} vs {theirs}");
-    for seed in 1..=5u64 {
+    for seed in 1..=20u64 {
         let speech = quality::speech(SECONDS, seed);
         let pattern = quality::loss_pattern(2 * speech.len() / FRAME, 0.05, seed);
         let lost = |n: usize| pattern.get(n).copied().unwrap_or(false);
         let reference = libopus_alone(&speech, &lost);
         // Pull phases across the frame: 1, 5, 9, 13, 17 ms after the capture tick.
-        let phase = Duration::from_millis(4 * seed - 3);
+        let phase = Duration::from_millis((4 * seed - 3) % 20);
         let product = through_sessions(&speech, &lost, phase, seed);
         let heard = aligned(&reference, &product.heard);
         let ours = quality::pesq_wb(

@@ -233,6 +233,10 @@ pub struct JitterBuffer {
     position: Option<i64>,
     /// The sequence number a pull concealed while nothing at or after it had arrived.
     waited: Option<u64>,
+    /// The buffer level before the pulls that found nothing to play (see `waited`): if the
+    /// packet they waited for turns out lost, they did not find the buffer low, and the level
+    /// they wore down is put back.
+    level_before_wait: Option<f64>,
     /// The last packet played was a DTX frame: pulls with nothing to play are comfort noise.
     in_dtx: bool,
     /// Recent fraction of packets missing at playout, exponentially forgotten.
@@ -297,6 +301,7 @@ impl JitterBuffer {
             now: 0,
             position: None,
             waited: None,
+            level_before_wait: None,
             in_dtx: false,
             loss: if config.fec_lookahead {
                 LOOKAHEAD_START
@@ -611,10 +616,30 @@ impl JitterBuffer {
             // newer packets came and `next` did not: it is lost, and that frame was its frame.
             self.counters.missing += 1;
             self.note_loss(true);
+            // The pulls that found nothing did so because packets were lost, not late: the
+            // buffer did not run low, and the level they wore down is put back (or, measured
+            // in `voice_fec`, a burst of 4 losses left the buffer thinking itself shallow and
+            // it stretched twice: 40 ms deeper for the rest of the call).
+            if let Some(level) = self.level_before_wait.take() {
+                self.level = level;
+            }
             let after = ((next + 1) as usize) % SLOTS;
             let in_time = self
                 .position
                 .is_none_or(|p| self.slots[after].ts <= p + samples as i64 / 2);
+            if self.is_filled(after, next + 1) && !in_time && !self.silence {
+                // The packet after it is not due yet: the sender sent nothing for a while
+                // after `next`, so `next` was most likely the DTX frame that began a silence
+                // (or the last frame before one). The pulls since were that silence: the
+                // packets to come keep the delay the buffer had (comfort noise until the
+                // next one is due, as after any DTX silence), not a jump ahead that plays them
+                // a frame or more early and, at the next loss, a stretch back (measured: 20
+                // ms early for 16 frames, then 20 ms late, 89% of libopus alone's PESQ).
+                self.silence = true;
+                self.silence_at = Some(self.now);
+                self.gap_adjusted = false;
+                self.gap = true;
+            }
             if self.is_filled(after, next + 1)
                 && in_time
                 && self.estimated_delay() + 0.5 * frame < self.total_target()
@@ -636,6 +661,25 @@ impl JitterBuffer {
                 };
             }
             next += 1;
+            // Each pull that waited concealed a frame: the packets after `next` that are
+            // missing too and whose time those pulls covered were lost, and played so.
+            if let Some(p) = self.position {
+                let first = next;
+                while next < highest
+                    && !self.is_filled(next as usize % SLOTS, next)
+                    && self
+                        .timestamp_of(next, highest)
+                        .is_some_and(|ts| ts + samples as i64 <= p)
+                {
+                    self.counters.missing += 1;
+                    self.note_loss(true);
+                    next += 1;
+                }
+                // More than a burst: an outage (a dead path), given up as it went.
+                if next - first > OUTAGE_SLACK as u64 {
+                    self.counters.fast_forwards += 1;
+                }
+            }
             self.next = Some(next);
         }
         let level = highest as i64 - next as i64 + 1;
@@ -648,6 +692,9 @@ impl JitterBuffer {
                 self.counters.comfort_noise += 1;
                 self.gap = true;
                 return Playout::ComfortNoise { samples };
+            }
+            if waited.is_none() {
+                self.level_before_wait = Some(self.level);
             }
             self.level += (level as f64 - self.level) * LEVEL_ALPHA;
             self.counters.underruns += 1;
@@ -1107,6 +1154,54 @@ mod tests {
             (0, 0, 0, 0),
             "{c:?}"
         );
+    }
+
+    /// As above, but the DTX frame that began the silence is lost: nothing tells the buffer
+    /// the sender went quiet, so it conceals. When packets come again their timestamp says
+    /// the sender sent nothing meanwhile: the lost packet began a silence, and the packets
+    /// after it play with the delay the buffer had, not a frame early (and later, at a loss,
+    /// a frame late again: 89-94% of libopus alone's PESQ-WB in `voice_fec` before).
+    #[test]
+    fn a_silence_whose_dtx_frame_was_lost_keeps_the_delay() {
+        for config in [plain(), JitterConfig::default()] {
+            let mut jb = JitterBuffer::new(config, F);
+            let f = F as i64;
+            // Packets arrive 10 samples after a pull: each is played a pull after it came.
+            let mut played_at = vec![];
+            for k in 0..300i64 {
+                let t = k * f;
+                if let Some(seq) = played(jb.pull(t + 5)) {
+                    played_at.push((seq, k));
+                }
+                if let Some(seq) = match k {
+                    0..=49 => Some(k as u16),
+                    151.. => Some((k - 100) as u16),
+                    // 50: the DTX frame, lost; 51..=150: the silence, not sent.
+                    _ => None,
+                } {
+                    jb.push(t + 10, 1, seq, k as u32 * 960, &pkt(seq));
+                }
+            }
+            let lag = |seq: u16| {
+                let (_, k) = played_at.iter().find(|(s, _)| *s == seq).unwrap();
+                let sent = if seq < 50 {
+                    i64::from(seq)
+                } else {
+                    i64::from(seq) + 100
+                };
+                k - sent
+            };
+            let before = lag(40);
+            for seq in 51..=60 {
+                assert_eq!(
+                    lag(seq),
+                    before,
+                    "packet {seq} after the silence: {played_at:?}"
+                );
+            }
+            let c = jb.counters();
+            assert_eq!((c.missing, c.dropped), (1, 0), "{c:?}");
+        }
     }
 
     /// A seeded generator for the virtual-time runs below (xorshift64*).

@@ -471,6 +471,20 @@ impl VoiceSession {
         let frame = self.config.codec.frame.samples();
         self.playout_pos = 0;
         let pulled = self.jitter.pull(at);
+        if !matches!(pulled, Playout::Packet(_)) {
+            tracing::debug!(
+                at,
+                playout = match &pulled {
+                    Playout::Idle => "idle",
+                    Playout::Packet(_) => "packet",
+                    Playout::Skip { .. } => "skip",
+                    Playout::Recover { .. } => "recover",
+                    Playout::Conceal { .. } => "conceal",
+                    Playout::ComfortNoise { .. } => "comfort noise",
+                },
+                "playout"
+            );
+        }
         let result = match pulled {
             Playout::Idle => {
                 self.playout[..frame].fill(0.0);
