@@ -83,11 +83,16 @@ fn follow(pipe: Option<impl std::io::Read + Send + 'static>) -> Receiver<String>
 }
 
 impl Headless {
-    /// Starts `cmd` (a `pinhole` command with its arguments), logging at info, without the
-    /// user's `PINHOLE_CONFIG`.
+    /// Starts `cmd` (a `pinhole` command with its arguments), logging at info (or as
+    /// `$PINHOLE_TEST_CHILD_LOG` says, a `RUST_LOG` filter: `media::voice::session=debug`
+    /// logs every frame the jitter buffer did not simply play), without the user's
+    /// `PINHOLE_CONFIG`.
     pub fn spawn(mut cmd: Command) -> Self {
-        cmd.env("RUST_LOG", "warn,pinhole=info")
-            .env_remove("PINHOLE_CONFIG");
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("PINHOLE_TEST_CHILD_LOG").unwrap_or("warn,pinhole=info".into()),
+        )
+        .env_remove("PINHOLE_CONFIG");
         Self::spawn_as_is(cmd)
     }
 

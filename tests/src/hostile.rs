@@ -494,6 +494,7 @@ mod tests {
             to: b,
             transport: Transport::Tcp { seq },
             payload: payload.to_vec(),
+            at: std::time::Duration::ZERO,
         };
         let packets = [
             seg(103, b"def"),

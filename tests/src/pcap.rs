@@ -16,6 +16,7 @@
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 /// Ethernet (`LINKTYPE_ETHERNET`, DLT_EN10MB).
 pub const LINKTYPE_ETHERNET: u32 = 1;
@@ -44,6 +45,9 @@ pub struct Packet {
     pub transport: Transport,
     /// The UDP or TCP payload.
     pub payload: Vec<u8>,
+    /// When it was captured, since the Unix epoch (microseconds or nanoseconds, as the file
+    /// says).
+    pub at: Duration,
 }
 
 /// Why a file could not be read.
@@ -77,6 +81,7 @@ impl std::error::Error for Error {}
 pub fn packets(file: &[u8]) -> Result<Vec<Packet>, Error> {
     let header = file.get(..24).ok_or(Error::Truncated { at: 0 })?;
     let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
     let little = match magic {
         0xa1b2_c3d4 | 0xa1b2_3c4d => true,
         0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
@@ -107,7 +112,17 @@ pub fn packets(file: &[u8]) -> Result<Vec<Packet>, Error> {
         let frame = file
             .get(at + 16..at + 16 + len)
             .ok_or(Error::Truncated { at })?;
-        out.extend(network_layer(link, frame).and_then(|(ethertype, ip)| ip_packet(ethertype, ip)));
+        let fraction = u64::from(word(&record[4..8]));
+        let captured = Duration::from_secs(u64::from(word(&record[0..4])))
+            + Duration::from_nanos(if nanos { fraction } else { fraction * 1_000 });
+        out.extend(
+            network_layer(link, frame)
+                .and_then(|(ethertype, ip)| ip_packet(ethertype, ip))
+                .map(|packet| Packet {
+                    at: captured,
+                    ..packet
+                }),
+        );
         at += 16 + len;
     }
     Ok(out)
@@ -159,6 +174,7 @@ fn ip_packet(ethertype: u16, ip: &[u8]) -> Option<Packet> {
         to: SocketAddr::new(dst, port(2)?),
         transport,
         payload: payload.to_vec(),
+        at: Duration::ZERO,
     })
 }
 
@@ -364,18 +380,27 @@ mod tests {
                 to: "198.51.100.2:3478".parse().unwrap(),
                 transport: Transport::Udp,
                 payload: b"media".to_vec(),
+                at: Duration::from_secs(1_700_000_000),
             },
             Packet {
                 from: "[2001:db8:2::2]:50000".parse().unwrap(),
                 to: "[2001:db8:1::2]:3478".parse().unwrap(),
                 transport: Transport::Tcp { seq: 7 },
                 payload: b"\x17\x03\x03".to_vec(),
+                at: Duration::from_secs(1_700_000_000),
             },
         ];
         for little in [true, false] {
             for nanos in [true, false] {
                 let bytes = file(little, nanos, LINKTYPE_ETHERNET, &frames);
-                assert_eq!(packets(&bytes), Ok(want.clone()), "{little} {nanos}");
+                // The second frame was captured a unit (a microsecond or nanosecond) later.
+                let mut want = want.clone();
+                want[1].at += if nanos {
+                    Duration::from_nanos(1)
+                } else {
+                    Duration::from_micros(1)
+                };
+                assert_eq!(packets(&bytes), Ok(want), "{little} {nanos}");
             }
         }
     }

@@ -157,6 +157,23 @@ fn aligned(reference: &[f32], heard: &[f32]) -> Vec<f32> {
     heard[best..end].to_vec()
 }
 
+/// Frames (20 ms, counted from the start of `reference`) in which `heard` differs from it by
+/// more than -10 dB of the reference's energy (frames under -50 dBFS left out), with the
+/// difference in dB.
+fn differing_frames(reference: &[f32], heard: &[f32]) -> Vec<(usize, f64)> {
+    reference
+        .chunks_exact(FRAME)
+        .zip(heard.chunks_exact(FRAME))
+        .enumerate()
+        .filter_map(|(k, (r, h))| {
+            let energy: f64 = r.iter().map(|v| f64::from(*v).powi(2)).sum();
+            let diff: f64 = r.iter().zip(h).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+            let db = 10.0 * (diff / energy.max(1e-12)).log10();
+            (energy / FRAME as f64 > 1e-5 && db > -10.0).then_some((k, db))
+        })
+        .collect()
+}
+
 #[test]
 fn speech_across_nat_under_5_percent_loss_scores_as_libopus_with_fec() {
     let python = match quality::python() {
@@ -233,6 +250,22 @@ fn speech_across_nat_under_5_percent_loss_scores_as_libopus_with_fec() {
         })
         .collect();
     assert!(rtp.len() > 200, "only {} RTP packets captured", rtp.len());
+    // When each arrived at the callee against when its timestamp says it was due (the least
+    // of those differences taken as on time): a packet late beyond the jitter buffer's delay
+    // is played as lost.
+    let arrivals: Vec<(u32, Duration)> = packets
+        .iter()
+        .filter(|p| p.to.ip() == std::net::IpAddr::V4(callee_host.ip))
+        .filter(|p| {
+            p.payload.len() > RTP_HEADER + SRTP_TAG
+                && p.payload[0] >> 6 == 2
+                && (96..128).contains(&(p.payload[1] & 0x7f))
+        })
+        .map(|p| {
+            let ts = u32::from_be_bytes([p.payload[4], p.payload[5], p.payload[6], p.payload[7]]);
+            (ts, p.at)
+        })
+        .collect();
     let (first_seq, first_ts) = (rtp[0].0, rtp[0].1);
     rtp.sort_by_key(|&(s, _, _)| s.wrapping_sub(first_seq));
     rtp.dedup_by_key(|p| p.0);
@@ -318,11 +351,55 @@ fn speech_across_nat_under_5_percent_loss_scores_as_libopus_with_fec() {
         lost.len()
     );
     let reference = decoded(&sent, &lost);
+    let transit: Vec<(usize, f64)> = arrivals
+        .iter()
+        .map(|&(ts, arrived)| {
+            let due = f64::from(ts.wrapping_sub(first_ts) as i32) / 48_000.0;
+            (at(offset, ts), arrived.as_secs_f64() - due)
+        })
+        .collect();
+    let earliest = transit.iter().map(|&(_, t)| t).fold(f64::MAX, f64::min);
+    let mut latest: Vec<(usize, f64)> = transit
+        .iter()
+        .map(|&(k, t)| (k, (t - earliest) * 1e3))
+        .collect();
+    latest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    eprintln!(
+        "the latest arrivals at the callee (frame: ms after its due time): {:?}",
+        latest
+            .iter()
+            .take(8)
+            .map(|(k, ms)| format!("{k}: {ms:.1}"))
+            .collect::<Vec<_>>()
+    );
     // The part of the call both cover: from the first frame captured on.
     let start_frame = offset;
     let span = start_frame * FRAME + FRAME * 10..speech.len() - FRAME * 25;
     let heard = quality::read_wav(&callee.wav.clone().unwrap()).unwrap();
     let ours_aligned = aligned(&reference[span.clone()], &heard);
+    // Where the product's sound differs from the reference's (a frame played otherwise than
+    // libopus alone played it), and whether the frame was lost or follows a loss: printed,
+    // to tell a loss handled otherwise from a late packet or a jump in delay.
+    let differing = differing_frames(&reference[span.clone()], &ours_aligned);
+    let first = span.start / FRAME;
+    eprintln!(
+        "frames where the product differs from the reference by more than -10 dB (frame: \
+         difference dB, lost or after a loss): {:?}",
+        differing
+            .iter()
+            .map(|&(k, db)| {
+                let k = first + k;
+                let why = if lost.contains(&k) {
+                    "lost"
+                } else if k > 0 && lost.contains(&(k - 1)) {
+                    "after a loss"
+                } else {
+                    ""
+                };
+                format!("{k}: {db:.0} {why}")
+            })
+            .collect::<Vec<_>>()
+    );
     let ours = quality::pesq_wb(
         &python,
         &dir.join("pesq"),
@@ -346,13 +423,15 @@ fn speech_across_nat_under_5_percent_loss_scores_as_libopus_with_fec() {
     );
     eprintln!("callee's counts: {rtp_report}");
     assert!(!lost.is_empty(), "no loss happened");
-    // 95% holds in virtual time (media/tests/voice_fec.rs). Here the packets and losses are
-    // the same, size for size, but the callee runs in real time on a busy machine: of 15
-    // runs 12 scored 96.6-100.1% and 3 scored 86.1, 87.4 and 91.1%, with 3-8 frames concealed
-    // where the reference concealed 2 (issue 12 stays open on it). 80% still catches the
-    // jitter buffer of before (2.82 and 2.47 where libopus scored 3.65 and 3.40: 77% and 73%).
+    // 95% holds in virtual time (media/tests/voice_fec.rs, 20 seeds). Here the packets and
+    // losses are the same, size for size, but the callee runs in real time on a busy machine:
+    // of 18 runs 17 scored 99.8-100.3% and one 94.1%, where the packet carrying the FEC of
+    // a lost frame arrived 4.2 ms late and the callee concealed that frame (3 frames differ).
+    // Before the jitter buffer took a lost DTX frame for the start of a silence and the pulls
+    // waiting out a burst for its frames, 3 runs in 15 scored 86-91%; before this issue's
+    // buffer, 73-77%.
     assert!(
-        ours >= 0.80 * theirs,
-        "product {ours} < 80% of libopus alone {theirs}"
+        ours >= 0.90 * theirs,
+        "product {ours} < 90% of libopus alone {theirs}"
     );
 }
