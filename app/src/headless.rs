@@ -541,7 +541,10 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
                 None => Err(failed("the call ended without a report")),
             };
         }
-        match engine.next_event(POLL) {
+        // Woken at the end of the talk at the latest, so the call lasts what was asked for
+        // (polling alone ended it up to a poll late: 3.2 s for `--duration 3`).
+        let left = talk.saturating_sub(connected.elapsed());
+        match engine.next_event(POLL.min(left)) {
             Some(Event::Ended { reason, report, .. }) => {
                 if let Some(report) = &report {
                     print_report(report, args.common.json);

@@ -523,7 +523,7 @@ fn the_readme_walkthrough_between_two_homes() {
         let line = out.stdout.trim();
         eprintln!("{}: {line}", person.name);
         // The duration counts from when the devices opened to the hang-up, which the
-        // headless loop notices within a poll: 3.0-3.2 s.
+        // headless loop makes when the talk is up: 3.1 s (the hang-up's round trip).
         let duration = line
             .strip_prefix("call with echo: encrypted AEAD_AES_128_GCM, ")
             .and_then(|rest| rest.split_once(" s, relay"))
