@@ -225,6 +225,8 @@ pub struct JitterBuffer {
     last_target_drop: i64,
     // Playout.
     level: f64,
+    /// `level` has been set from a level seen (it starts at 1, before any).
+    level_seen: bool,
     cooldown: u32,
     counters: JitterCounters,
     now: i64,
@@ -296,6 +298,7 @@ impl JitterBuffer {
             target: 0.0,
             last_target_drop: 0,
             level: 1.0,
+            level_seen: false,
             cooldown: 0,
             counters: JitterCounters::default(),
             now: 0,
@@ -397,6 +400,7 @@ impl JitterBuffer {
         self.prev_block_min = i64::MAX;
         self.block_start = self.now;
         self.level = 1.0;
+        self.level_seen = false;
         self.position = None;
         self.waited = None;
         self.in_dtx = false;
@@ -762,7 +766,17 @@ impl JitterBuffer {
         }
         self.gap = false;
         if !self.silence {
-            self.level += (level as f64 - self.level) * LEVEL_ALPHA;
+            if self.level_seen {
+                self.level += (level as f64 - self.level) * LEVEL_ALPHA;
+            } else {
+                // The first level seen is the buffer's: smoothed up from 1 instead, the delay
+                // read low for the first second, and a loss then stretched the buffer a frame
+                // deeper in the middle of speech (measured across NAT: 89.6% of libopus alone).
+                // No more than a packet above the target, though: packets piled up before the
+                // first pull are shed gradually, as before, not skipped at once.
+                self.level = level.min(target_packets + 1).max(1) as f64;
+                self.level_seen = true;
+            }
         }
         if piled_up && !self.is_filled(next as usize % SLOTS, next) {
             // After an outage (a dead path, a path switch): the packets at `next` never came,
