@@ -151,6 +151,8 @@ fn dead_server_fails_fast_with_one_line() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("pinhole nat-check: "), "{stderr}");
+        // Plain words, no operating-system error numbers.
+        assert!(!stderr.contains("os error"), "{args:?}: {stderr}");
     }
 }
 

@@ -69,11 +69,11 @@ impl Default for Options {
 pub enum DriverError {
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, String),
-    #[error("cannot reach the server at {0}: {1}")]
+    #[error("cannot reach the server at {0}: {plain}", plain = crate::plain::io_error(.1))]
     Connect(SocketAddr, std::io::Error),
     #[error("no answer from the server at {0} within {1:?}")]
     Timeout(SocketAddr, Duration),
-    #[error("socket error: {0}")]
+    #[error("network error: {plain}", plain = crate::plain::io_error(.0))]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Protocol(String),
@@ -104,11 +104,26 @@ pub enum DriverEvent {
     Datagram { from: SocketAddr, data: Vec<u8> },
 }
 
+/// Why a name did not resolve, in words ("failed to lookup address information: Name or
+/// service not known" is the resolver's).
+fn resolve_failure(e: &std::io::Error) -> String {
+    let message = e.to_string();
+    if message.contains("Name or service not known") || message.contains("No address associated") {
+        "no such name (check its spelling)".to_owned()
+    } else if message.contains("Temporary failure in name resolution") {
+        "the name cannot be looked up just now (is this computer online?)".to_owned()
+    } else if message.contains("invalid socket address") {
+        "not an address with a port (HOST:PORT)".to_owned()
+    } else {
+        crate::plain::io_error(e)
+    }
+}
+
 /// Resolves `HOST:PORT` (or `IP:PORT`) to socket addresses.
 pub async fn resolve(server: &str) -> Result<Vec<SocketAddr>, DriverError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(server)
         .await
-        .map_err(|e| DriverError::Resolve(server.to_string(), e.to_string()))?
+        .map_err(|e| DriverError::Resolve(server.to_string(), resolve_failure(&e)))?
         .collect();
     if addrs.is_empty() {
         return Err(DriverError::Resolve(

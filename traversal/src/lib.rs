@@ -18,6 +18,7 @@ pub use traversal_core::{addr, calls, channel, client, control, phone, punch, se
 pub mod driver;
 pub mod metrics;
 pub mod names_file;
+pub mod plain;
 pub mod rendezvous;
 pub mod server_config;
 pub mod tls;
