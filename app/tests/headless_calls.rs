@@ -264,7 +264,32 @@ fn failures_say_why_and_exit_non_zero() {
     let started = Instant::now();
     let out = call(&alice, "127.0.0.1:9", "bob", 1.0);
     assert!(reason(&out).contains("server unreachable"), "{out:#?}");
+    assert!(!reason(&out).contains("os error"), "plain words: {out:#?}");
     assert!(started.elapsed() < Duration::from_secs(15));
+
+    // The UDP port the settings name is held by another program.
+    let holder = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let carol = Party {
+        name: format!("{}-carol", alice.name),
+        config: dir.join("carol.toml"),
+        ..alice.clone()
+    };
+    std::fs::write(
+        &carol.config,
+        format!("name = \"{}\"\n[advanced]\nudp_port = {port}\n", carol.name),
+    )
+    .unwrap();
+    let out = call(&carol, &addr, &alice.name, 1.0);
+    assert!(!out.status.success(), "{out:#?}");
+    let said = out.log_text();
+    assert!(
+        said.contains(&format!("cannot use UDP port {port} for calls"))
+            && said.contains("already in use"),
+        "{out:#?}"
+    );
+    assert!(!said.contains("os error"), "plain words: {out:#?}");
+    drop(holder);
 
     // Bad flags.
     let trumpet = Party {

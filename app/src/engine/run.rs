@@ -594,7 +594,7 @@ impl Driver {
             Err(e) => {
                 return self
                     .phone
-                    .handle_connect_failed(now, format!("socket: {e}"));
+                    .handle_connect_failed(now, traversal::plain::io_error(&e));
             }
         };
         if self.socket.is_none() {
@@ -609,7 +609,11 @@ impl Driver {
                 Ok(socket) => self.socket = Some(socket),
                 Err(e) => {
                     self.stop = Some(Some(StopReason::Local {
-                        detail: format!("cannot bind the media socket to {bind}: {e}"),
+                        detail: format!(
+                            "cannot use UDP port {} for calls: {}",
+                            bind.port(),
+                            traversal::plain::io_error(&e)
+                        ),
                     }));
                     return;
                 }
