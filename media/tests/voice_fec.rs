@@ -177,37 +177,6 @@ fn libopus_alone(speech: &[f32], lost: &dyn Fn(usize) -> bool) -> Vec<f32> {
     out
 }
 
-/// `heard` shifted to line up with `reference`: the lag of 20 ms energy envelopes (up to
-/// 200 ms) first, then the best lag of the samples' cross-correlation near it; cut to its
-/// length.
-fn aligned(reference: &[f32], heard: &[f32]) -> Vec<f32> {
-    let envelope = |x: &[f32]| -> Vec<f64> {
-        x.chunks(FRAME)
-            .map(|c| c.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt())
-            .collect()
-    };
-    let (er, eh) = (envelope(reference), envelope(heard));
-    let frames =
-        |lag: usize| -> f64 { er.iter().zip(eh.iter().skip(lag)).map(|(a, b)| a * b).sum() };
-    let coarse = (0..10.min(eh.len()))
-        .max_by(|&a, &b| frames(a).total_cmp(&frames(b)))
-        .unwrap()
-        * FRAME;
-    let n = reference
-        .len()
-        .min(heard.len().saturating_sub(coarse + FRAME));
-    let corr = |lag: usize| -> f64 {
-        (0..n)
-            .step_by(4)
-            .map(|i| f64::from(reference[i]) * f64::from(heard[i + lag]))
-            .sum()
-    };
-    let best = (coarse.saturating_sub(FRAME)..coarse + FRAME)
-        .max_by(|&a, &b| corr(a).total_cmp(&corr(b)))
-        .unwrap();
-    heard[best..best + reference.len().min(heard.len() - best)].to_vec()
-}
-
 #[test]
 fn speech_under_5_percent_loss_scores_as_libopus_with_fec() {
     let python = match quality::python() {
@@ -220,7 +189,7 @@ fn speech_under_5_percent_loss_scores_as_libopus_with_fec() {
     let speech = quality::speech(SECONDS, 1);
     let reference = libopus_alone(&speech, &|_| false);
     let product = through_sessions(&speech, &|_| false, Duration::from_millis(7), 1);
-    let heard = aligned(&reference, &product.heard);
+    let heard = quality::aligned(&reference, &product.heard, 10, 4);
     let (ours, theirs) = (
         quality::pesq_wb(&python, &dir, "clean-product", &speech, &heard).unwrap(),
         quality::pesq_wb(&python, &dir, "clean-libopus", &speech, &reference).unwrap(),
@@ -239,7 +208,7 @@ fn speech_under_5_percent_loss_scores_as_libopus_with_fec() {
         // Pull phases across the frame: 1, 5, 9, 13, 17 ms after the capture tick.
         let phase = Duration::from_millis((4 * seed - 3) % 20);
         let product = through_sessions(&speech, &lost, phase, seed);
-        let heard = aligned(&reference, &product.heard);
+        let heard = quality::aligned(&reference, &product.heard, 10, 4);
         let ours = quality::pesq_wb(
             &python,
             &dir,

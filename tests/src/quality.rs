@@ -324,6 +324,39 @@ pub fn loss_pattern(packets: usize, rate: f64, seed: u64) -> Vec<bool> {
     (0..packets).map(|_| rng.unit() < rate).collect()
 }
 
+/// `heard` shifted to line up with `reference` (48 kHz): the lag of 20 ms energy envelopes
+/// (up to `max_lag_frames` frames) first, then the best lag of the samples' cross-correlation
+/// within a frame of it (summed over every `stride`th sample); cut to `reference`'s length.
+pub fn aligned(reference: &[f32], heard: &[f32], max_lag_frames: usize, stride: usize) -> Vec<f32> {
+    const FRAME: usize = RATE as usize / 50;
+    let envelope = |x: &[f32]| -> Vec<f64> {
+        x.chunks(FRAME)
+            .map(|c| c.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt())
+            .collect()
+    };
+    let (er, eh) = (envelope(reference), envelope(heard));
+    let frames =
+        |lag: usize| -> f64 { er.iter().zip(eh.iter().skip(lag)).map(|(a, b)| a * b).sum() };
+    let coarse = (0..max_lag_frames.min(eh.len()))
+        .max_by(|&a, &b| frames(a).total_cmp(&frames(b)))
+        .unwrap_or(0)
+        * FRAME;
+    let n = reference
+        .len()
+        .min(heard.len().saturating_sub(coarse + FRAME));
+    let corr = |lag: usize| -> f64 {
+        (0..n)
+            .step_by(stride.max(1))
+            .map(|i| f64::from(reference[i]) * f64::from(heard[i + lag]))
+            .sum()
+    };
+    let best = (coarse.saturating_sub(FRAME)..coarse + FRAME)
+        .max_by(|&a, &b| corr(a).total_cmp(&corr(b)))
+        .unwrap_or(coarse);
+    let end = (best + reference.len()).min(heard.len());
+    heard[best.min(end)..end].to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,37 +126,6 @@ fn decoded(packets: &[Option<Vec<u8>>], lost: &BTreeSet<usize>) -> Vec<f32> {
     out
 }
 
-/// `heard` shifted to line up with `reference`: the lag of 20 ms energy envelopes (up to 5 s)
-/// first, then the best lag of the samples' cross-correlation near it; cut to its length.
-fn aligned(reference: &[f32], heard: &[f32]) -> Vec<f32> {
-    let envelope = |x: &[f32]| -> Vec<f64> {
-        x.chunks(FRAME)
-            .map(|c| c.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt())
-            .collect()
-    };
-    let (er, eh) = (envelope(reference), envelope(heard));
-    let frames =
-        |lag: usize| -> f64 { er.iter().zip(eh.iter().skip(lag)).map(|(a, b)| a * b).sum() };
-    let coarse = (0..250.min(eh.len()))
-        .max_by(|&a, &b| frames(a).total_cmp(&frames(b)))
-        .unwrap()
-        * FRAME;
-    let n = reference
-        .len()
-        .min(heard.len().saturating_sub(coarse + FRAME));
-    let corr = |lag: usize| -> f64 {
-        (0..n)
-            .step_by(2)
-            .map(|i| f64::from(reference[i]) * f64::from(heard[i + lag]))
-            .sum()
-    };
-    let best = (coarse.saturating_sub(FRAME)..coarse + FRAME)
-        .max_by(|&a, &b| corr(a).total_cmp(&corr(b)))
-        .unwrap();
-    let end = (best + reference.len()).min(heard.len());
-    heard[best..end].to_vec()
-}
-
 /// Frames (20 ms, counted from the start of `reference`) in which `heard` differs from it by
 /// more than -10 dB of the reference's energy (frames under -50 dBFS left out), with the
 /// difference in dB.
@@ -235,7 +204,7 @@ fn speech_across_nat_under_5_percent_loss_scores_as_libopus_with_fec() {
 
     // The caller's RTP as the callee got it: sequence number, timestamp and SRTP payload
     // size, in the order sent.
-    let mut rtp: Vec<(u16, u32, usize)> = packets
+    let callers: Vec<&pinhole_tests::pcap::Packet> = packets
         .iter()
         .filter(|p| p.to.ip() == std::net::IpAddr::V4(callee_host.ip))
         .filter(|p| {
@@ -243,29 +212,22 @@ fn speech_across_nat_under_5_percent_loss_scores_as_libopus_with_fec() {
                 && p.payload[0] >> 6 == 2
                 && (96..128).contains(&(p.payload[1] & 0x7f))
         })
+        .collect();
+    let timestamp = |p: &pinhole_tests::pcap::Packet| {
+        u32::from_be_bytes([p.payload[4], p.payload[5], p.payload[6], p.payload[7]])
+    };
+    let mut rtp: Vec<(u16, u32, usize)> = callers
+        .iter()
         .map(|p| {
             let seq = u16::from_be_bytes([p.payload[2], p.payload[3]]);
-            let ts = u32::from_be_bytes([p.payload[4], p.payload[5], p.payload[6], p.payload[7]]);
-            (seq, ts, p.payload.len() - RTP_HEADER - SRTP_TAG)
+            (seq, timestamp(p), p.payload.len() - RTP_HEADER - SRTP_TAG)
         })
         .collect();
     assert!(rtp.len() > 200, "only {} RTP packets captured", rtp.len());
     // When each arrived at the callee against when its timestamp says it was due (the least
     // of those differences taken as on time): a packet late beyond the jitter buffer's delay
     // is played as lost.
-    let arrivals: Vec<(u32, Duration)> = packets
-        .iter()
-        .filter(|p| p.to.ip() == std::net::IpAddr::V4(callee_host.ip))
-        .filter(|p| {
-            p.payload.len() > RTP_HEADER + SRTP_TAG
-                && p.payload[0] >> 6 == 2
-                && (96..128).contains(&(p.payload[1] & 0x7f))
-        })
-        .map(|p| {
-            let ts = u32::from_be_bytes([p.payload[4], p.payload[5], p.payload[6], p.payload[7]]);
-            (ts, p.at)
-        })
-        .collect();
+    let arrivals: Vec<(u32, Duration)> = callers.iter().map(|p| (timestamp(p), p.at)).collect();
     let (first_seq, first_ts) = (rtp[0].0, rtp[0].1);
     rtp.sort_by_key(|&(s, _, _)| s.wrapping_sub(first_seq));
     rtp.dedup_by_key(|p| p.0);
@@ -376,7 +338,7 @@ fn speech_across_nat_under_5_percent_loss_scores_as_libopus_with_fec() {
     let start_frame = offset;
     let span = start_frame * FRAME + FRAME * 10..speech.len() - FRAME * 25;
     let heard = quality::read_wav(&callee.wav.clone().unwrap()).unwrap();
-    let ours_aligned = aligned(&reference[span.clone()], &heard);
+    let ours_aligned = quality::aligned(&reference[span.clone()], &heard, 250, 2);
     // Where the product's sound differs from the reference's (a frame played otherwise than
     // libopus alone played it), and whether the frame was lost or follows a loss: printed,
     // to tell a loss handled otherwise from a late packet or a jump in delay.
