@@ -22,8 +22,13 @@ use NatKind::{Masquerade, RandomFully};
 enum Side {
     /// On the internet, with a public address of its own.
     Public,
-    /// Behind its own NAT of that kind.
+    /// Behind its own NAT of that kind, whose WAN side drops what nobody inside asked for
+    /// (a home router).
     Nat(NatKind),
+    /// Behind its own NAT of that kind that lets unsolicited datagrams in on its WAN side
+    /// (a bare Linux router, many carrier NATs): they reach the router itself, and conntrack
+    /// keeps an entry for them.
+    OpenNat(NatKind),
 }
 
 /// Where the two clients live.
@@ -35,7 +40,7 @@ enum Topology {
     SameNat(NatKind),
 }
 
-use Side::{Nat, Public};
+use Side::{Nat, OpenNat, Public};
 use Topology::{Apart, SameNat};
 
 /// A lab with a server on its internet and two parties behind NATs, their WAN sides
@@ -57,13 +62,19 @@ impl CallLab {
     /// `None` where the lab cannot be made (after `prereq::missing`).
     fn new(topology: Topology, udp_timeout: Option<Duration>) -> Option<Self> {
         let mut lab = Lab::new()?;
+        // The internet is a few routers deep, as the real one is (more, in fact): hole
+        // punching's openers (TTL 2 and 3) die in it instead of reaching the peer's router.
+        let depth = ["-t", "mangle", "-A", "PREROUTING", "-j", "TTL", "--ttl-dec", "3"];
+        lab.iptables(&lab.inet, &depth).unwrap();
         let server_host = lab.server("srv").unwrap();
         let mut wans = Vec::new();
         let mut host = |side: Side, role: &str| match side {
             Public => lab.public_host(role).unwrap(),
-            Nat(kind) => {
+            Nat(kind) | OpenNat(kind) => {
                 let mut nat = lab.nat(kind).unwrap();
-                lab.firewall_wan(&nat).unwrap();
+                if let Nat(_) = side {
+                    lab.firewall_wan(&nat).unwrap();
+                }
                 if let Some(t) = udp_timeout {
                     lab.set_udp_timeout(&nat, t).unwrap();
                 }
@@ -272,6 +283,13 @@ nat_cell!(random_fully_to_random_fully_stays_on_the_relay: Apart(Nat(RandomFully
 // other's checks never targeted. No pair answers both ways, either way round.
 nat_cell!(masquerade_callee_random_fully_caller_stays_on_the_relay: Apart(Nat(Masquerade), Nat(RandomFully)) => "relay");
 nat_cell!(random_fully_callee_masquerade_caller_stays_on_the_relay: Apart(Nat(RandomFully), Nat(Masquerade)) => "relay");
+// Routers that let unsolicited datagrams in on their WAN side: without openers, the peer's
+// first check reaches such a router before its own client sent anything, conntrack keeps an
+// entry for it, and the client's own checks then leave from another port. The openers (TTL 2
+// and 3) open both routers first and die in the internet (made 4 routers deep here).
+nat_cell!(open_masquerade_to_open_masquerade_goes_direct: Apart(OpenNat(Masquerade), OpenNat(Masquerade)) => "direct");
+nat_cell!(open_masquerade_callee_masquerade_caller_goes_direct: Apart(OpenNat(Masquerade), Nat(Masquerade)) => "direct");
+nat_cell!(masquerade_callee_open_masquerade_caller_goes_direct: Apart(Nat(Masquerade), OpenNat(Masquerade)) => "direct");
 // Both on one NAT's LAN (a bridge): the host candidates reach each other without the NAT.
 nat_cell!(two_clients_behind_one_masquerade_go_direct: SameNat(Masquerade) => "direct");
 nat_cell!(two_clients_behind_one_random_fully_go_direct: SameNat(RandomFully) => "direct");

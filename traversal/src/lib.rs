@@ -22,4 +22,5 @@ pub mod plain;
 pub mod rendezvous;
 pub mod server_config;
 pub mod tls;
+pub mod ttl;
 pub mod udp_batch;

@@ -137,9 +137,11 @@ impl World {
 
     fn flush(&mut self) {
         for p in 0..self.peers.len() {
-            while let Some((to, bytes)) = self.peers[p].punch.poll_transmit() {
+            // The simulated network has no TTL: openers travel as far as checks (its NATs
+            // drop what they were not asked for; the namespace lab has the routers that don't).
+            while let Some(t) = self.peers[p].punch.poll_transmit() {
                 let e = self.peers[p].host;
-                self.send(e, to, bytes);
+                self.send(e, t.destination, t.contents);
             }
             let elapsed = self.elapsed();
             while let Some(event) = self.peers[p].punch.poll_event() {
@@ -247,8 +249,9 @@ fn endpoint_independent_nats_go_direct() {
     let (tb, via_b) = first_direct(&net.peers[pb]).expect("B went direct");
     assert_eq!(via_a, b[1]);
     assert_eq!(via_b, a[1]);
-    assert!(ta <= Duration::from_millis(150), "{ta:?}");
-    assert!(tb <= Duration::from_millis(150), "{tb:?}");
+    // The openers first, the checks with the normal TTL 150 ms later, then a round trip.
+    assert!(ta <= Duration::from_millis(250), "{ta:?}");
+    assert!(tb <= Duration::from_millis(250), "{tb:?}");
     // Each side reached its own socket through the other's host candidate, and refused it.
     assert!(net.peers[pa].punch.stats().rejected_own > 0);
     // The path holds: consent checks about once a second, no more path changes.

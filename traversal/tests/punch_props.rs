@@ -23,9 +23,9 @@ fn genuine_pair(now: Instant) -> (Vec<u8>, Vec<u8>) {
     let mut pa = punch(now, 1, b);
     let mut pb = punch(now, 2, a);
     pa.handle_timeout(now);
-    let (_, check) = pa.poll_transmit().unwrap();
+    let check = pa.poll_transmit().unwrap().contents;
     assert!(pb.handle_datagram(now, a, &check));
-    let (_, answer) = pb.poll_transmit().unwrap();
+    let answer = pb.poll_transmit().unwrap().contents;
     (check, answer)
 }
 

@@ -271,7 +271,9 @@ impl Driver {
             }
             if let Some(socket) = &self.socket {
                 while let Some(t) = self.phone.poll_transmit() {
-                    if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+                    if let Err(e) =
+                        traversal::ttl::try_send_to(socket, &t.contents, t.destination, t.ttl)
+                    {
                         tracing::debug!(to = %t.destination, "UDP send: {e}");
                     }
                 }

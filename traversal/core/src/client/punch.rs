@@ -36,11 +36,11 @@
 //!     bob.handle_timeout(now);
 //!     loop {
 //!         let mut moved = false;
-//!         while let Some((_to, bytes)) = alice.poll_transmit() {
-//!             moved |= bob.handle_datagram(now, a, &bytes);
+//!         while let Some(t) = alice.poll_transmit() {
+//!             moved |= bob.handle_datagram(now, a, &t.contents);
 //!         }
-//!         while let Some((_to, bytes)) = bob.poll_transmit() {
-//!             moved |= alice.handle_datagram(now, b, &bytes);
+//!         while let Some(t) = bob.poll_transmit() {
+//!             moved |= alice.handle_datagram(now, b, &t.contents);
 //!         }
 //!         if !moved {
 //!             break;
@@ -79,6 +79,14 @@
 //!   and a check goes back to that source (ICE's triggered check, RFC 8445 section 7.3.1.4).
 //! - An answer counts only when its transaction id is one of a check sent to the very address
 //!   it comes from, and it is authenticated.
+//! - Openers first ([`PunchConfig::opener_ttls`]): each signalled candidate gets one check
+//!   with TTL 2 and one with TTL 3 at once, which open our router's mapping towards it (and a
+//!   carrier NAT's in front) and die in the internet before the peer's router; checks with the
+//!   normal TTL follow 150 ms later ([`PunchConfig::opener_lead`]), when the peer's openers
+//!   have opened its router too. A router that lets the peer's first check in before its own
+//!   client sent anything would otherwise keep a conntrack entry for it and move the client's
+//!   own datagrams to another port (see `send_openers`). The driver sends a datagram with
+//!   [`Transmit::ttl`] set with that TTL (IPv6: hop limit).
 //! - Timings ([`PunchConfig`]): checks every 50 ms to each candidate, every 1 s after 2 s; on
 //!   the direct path a consent check every 1 s (RFC 7675 in spirit), every 200 ms once one went
 //!   unanswered for a second; 3 s without an answer and the path is lost; then checks every 2 s
@@ -124,7 +132,7 @@ use crate::stun::{
     self, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, Builder, Message, TransactionId,
 };
 use scope::{checkable, normalize, same};
-pub use types::{Path, PunchConfig, PunchEvent, PunchStats};
+pub use types::{Path, PunchConfig, PunchEvent, PunchStats, Transmit};
 
 /// CALL-ID: the call's `call_id` (big-endian u64). Comprehension-optional.
 pub const ATTR_CALL_ID: u16 = 0xC0F8;
@@ -164,6 +172,8 @@ struct Candidate {
     signalled: bool,
     /// No more checks: it never answered within the probe window or budget.
     retired: bool,
+    /// Its openers (low-TTL checks) went, or it needs none (peer-reflexive).
+    opened: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +210,8 @@ pub struct Punch {
     consent_retry_interval: Duration,
     consent_timeout: Duration,
     recheck_interval: Duration,
+    opener_ttls: Vec<u8>,
+    opener_lead: Duration,
     start: Instant,
     /// The latest `now` seen: when "as soon as possible" is.
     now: Instant,
@@ -211,7 +223,7 @@ pub struct Punch {
     /// Addresses the peer was authenticated from (bounded like the candidates).
     peer_addrs: VecDeque<SocketAddr>,
     reflexive: Option<SocketAddr>,
-    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    transmits: VecDeque<Transmit>,
     events: VecDeque<PunchEvent>,
     stats: PunchStats,
 }
@@ -236,6 +248,8 @@ impl Punch {
             consent_retry_interval: config.consent_retry_interval,
             consent_timeout: config.consent_timeout,
             recheck_interval: config.recheck_interval,
+            opener_ttls: config.opener_ttls,
+            opener_lead: config.opener_lead,
             start: now,
             now,
             candidates: Vec::new(),
@@ -275,6 +289,7 @@ impl Punch {
             next_check: None,
             signalled: true,
             retired: false,
+            opened: false,
         });
         true
     }
@@ -456,6 +471,7 @@ impl Punch {
                 next_check: Some(now + self.relay_interval(now)),
                 signalled: false,
                 retired: false,
+                opened: true,
             });
         }
         // Triggered check, unless we have one there already or are settled on a direct path;
@@ -468,7 +484,7 @@ impl Punch {
             .any(|t| same(t.destination, from));
         if self.direct.is_none() && !recent {
             if now >= self.next_send {
-                self.send_check(now, from);
+                self.send_check(now, from, None);
             } else if let Some(c) = self.candidates.iter_mut().find(|c| same(c.addr, from)) {
                 c.next_check = None;
                 c.retired = false;
@@ -547,12 +563,13 @@ impl Punch {
                     if let Some(d) = &mut self.direct {
                         d.next_consent = next;
                     }
-                    self.send_check(now, direct.addr);
+                    self.send_check(now, direct.addr, None);
                 }
                 return;
             }
         }
         self.retire_probes(now);
+        self.send_openers(now);
         if now < self.next_send {
             return;
         }
@@ -566,7 +583,41 @@ impl Punch {
             .map(|(i, c)| (i, c.addr));
         if let Some((i, addr)) = due {
             self.candidates[i].next_check = Some(now + self.relay_interval(now));
-            self.send_check(now, addr);
+            self.send_check(now, addr, None);
+        }
+    }
+
+    /// Sends the openers of every signalled candidate that has none yet: a check with each
+    /// of [`PunchConfig::opener_ttls`], at once (they are few and small, and die a few hops
+    /// out). Its checks with the normal TTL follow [`PunchConfig::opener_lead`] after the
+    /// start.
+    ///
+    /// Why: a router that lets unsolicited datagrams in on its WAN side (a bare Linux
+    /// router, many carrier NATs) keeps a conntrack entry for the peer's first check when it
+    /// arrives before its own client sent anything towards the peer; the client's own
+    /// datagrams to the peer then leave from another port, which the peer never checks. The
+    /// openers create each side's mapping towards the other before any check reaches a
+    /// router, and die in between.
+    fn send_openers(&mut self, now: Instant) {
+        if self.opener_ttls.is_empty() {
+            return;
+        }
+        let first_check = now.max(self.start + self.opener_lead);
+        for i in 0..self.candidates.len() {
+            let c = self.candidates[i];
+            if c.opened || c.retired {
+                continue;
+            }
+            self.candidates[i].opened = true;
+            for t in 0..self.opener_ttls.len() {
+                let ttl = self.opener_ttls[t];
+                if self.send_check(now, c.addr, Some(ttl)) {
+                    self.stats.openers_sent += 1;
+                }
+            }
+            if c.next_check.is_none_or(|t| t < first_check) {
+                self.candidates[i].next_check = Some(first_check);
+            }
         }
     }
 
@@ -608,8 +659,8 @@ impl Punch {
             .map(|t| t.max(self.next_send))
     }
 
-    /// The next datagram to send from the media socket, and where.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+    /// The next datagram to send from the media socket, where, and with what TTL.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
@@ -635,7 +686,8 @@ impl Punch {
         }
     }
 
-    fn send_check(&mut self, now: Instant, to: SocketAddr) {
+    /// Sends a check to `to` (with `ttl`, for an opener); false when it could not be queued.
+    fn send_check(&mut self, now: Instant, to: SocketAddr, ttl: Option<u8>) -> bool {
         let mut id = [0u8; 12];
         self.rng.fill_bytes(&mut id);
         let mut check = Builder::new(BINDING_REQUEST, &id);
@@ -643,10 +695,10 @@ impl Punch {
         check.attribute(ATTR_PUNCH_SENDER, &self.sender_id);
         check.pad_to(CHECK_LEN, stun::TRAILER_LEN);
         let Ok(bytes) = check.finish_with_integrity(&self.key.0) else {
-            return;
+            return false;
         };
-        if !self.queue(to, bytes) {
-            return;
+        if !self.queue_ttl(to, bytes, ttl) {
+            return false;
         }
         if self.transactions.len() >= MAX_TRANSACTIONS {
             self.transactions.pop_front();
@@ -661,14 +713,23 @@ impl Punch {
             self.stats.probes_sent += 1;
         }
         self.next_send = now + self.pace;
+        true
     }
 
     fn queue(&mut self, to: SocketAddr, bytes: Vec<u8>) -> bool {
+        self.queue_ttl(to, bytes, None)
+    }
+
+    fn queue_ttl(&mut self, to: SocketAddr, bytes: Vec<u8>, ttl: Option<u8>) -> bool {
         if self.transmits.len() >= MAX_PENDING_TRANSMITS {
             self.stats.transmits_dropped += 1;
             return false;
         }
-        self.transmits.push_back((to, bytes));
+        self.transmits.push_back(Transmit {
+            destination: to,
+            contents: bytes,
+            ttl,
+        });
         true
     }
 

@@ -232,6 +232,7 @@ impl Phone {
                     self.transmits.push_back(Transmit {
                         destination: t.destination,
                         contents: t.contents,
+                        ttl: None,
                     });
                 }
             }

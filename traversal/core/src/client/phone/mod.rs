@@ -776,10 +776,11 @@ impl Phone {
         let Some(punch) = up.punch.as_mut() else {
             return;
         };
-        while let Some((destination, contents)) = punch.poll_transmit() {
+        while let Some(t) = punch.poll_transmit() {
             self.transmits.push_back(Transmit {
-                destination,
-                contents,
+                destination: t.destination,
+                contents: t.contents,
+                ttl: t.ttl,
             });
         }
         let mut hung_up = false;

@@ -114,6 +114,9 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The bytes.
     pub contents: Vec<u8>,
+    /// Send it with this IP TTL (IPv6 hop limit), not the socket's: a hole-punching opener
+    /// ([`crate::punch::PunchConfig::opener_ttls`]).
+    pub ttl: Option<u8>,
 }
 
 /// Where the media of the call goes. Its `Debug` leaves the relay token out (logs are not

@@ -5,14 +5,31 @@
 
 use super::*;
 
+/// A configuration without openers: the timings these tests check came before them (the
+/// openers have their own tests below).
+fn plain(secret: Vec<u8>, call_id: u64, candidates: Vec<SocketAddr>, seed: u64) -> PunchConfig {
+    PunchConfig {
+        opener_ttls: Vec::new(),
+        ..PunchConfig::new(secret, call_id, candidates, seed)
+    }
+}
+
+/// The next datagram, without its TTL.
+fn tx(p: &mut Punch) -> Option<(SocketAddr, Vec<u8>)> {
+    p.poll_transmit().map(|t| {
+        assert_eq!(t.ttl, None, "an opener where none was configured");
+        (t.destination, t.contents)
+    })
+}
+
 /// Both sides of call 7, at `a` and `b`, and the first check `a` sent to `b`.
 fn pair(now: Instant) -> (Punch, Punch, SocketAddr, SocketAddr, Vec<u8>) {
     let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
     let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
-    let mut pa = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![b], 1), now);
-    let pb = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![a], 2), now);
+    let mut pa = Punch::new(plain(b"s".to_vec(), 7, vec![b], 1), now);
+    let pb = Punch::new(plain(b"s".to_vec(), 7, vec![a], 2), now);
     pa.handle_timeout(now);
-    let (to, check) = pa.poll_transmit().unwrap();
+    let (to, check) = tx(&mut pa).unwrap();
     assert_eq!(to, b);
     (pa, pb, a, b, check)
 }
@@ -25,11 +42,11 @@ fn check_and_answer_select_the_path() {
     assert!(is_punch_message(&check));
     assert!(!is_punch_message(&stun::encode_binding_request(&[1; 12])));
     assert!(pb.handle_datagram(now, a, &check));
-    let (to, answer) = pb.poll_transmit().unwrap();
+    let (to, answer) = tx(&mut pb).unwrap();
     assert_eq!(to, a);
     assert!(answer.len() <= check.len());
     // And the triggered check back.
-    let (to, _) = pb.poll_transmit().unwrap();
+    let (to, _) = tx(&mut pb).unwrap();
     assert_eq!(to, a);
     assert!(pa.handle_datagram(now, b, &answer));
     assert_eq!(pa.path(), Path::Direct(b));
@@ -47,7 +64,7 @@ fn answer_from_another_address_does_not_count() {
     let now = Instant::now();
     let (mut pa, mut pb, a, _, check) = pair(now);
     pb.handle_datagram(now, a, &check);
-    let (_, answer) = pb.poll_transmit().unwrap();
+    let (_, answer) = tx(&mut pb).unwrap();
     let elsewhere: SocketAddr = "203.0.113.9:5000".parse().unwrap();
     assert!(pa.handle_datagram(now, elsewhere, &answer));
     assert_eq!(pa.path(), Path::Relay);
@@ -58,11 +75,11 @@ fn answer_from_another_address_does_not_count() {
 fn own_check_is_not_the_peer() {
     let now = Instant::now();
     let me: SocketAddr = "10.0.0.1:4000".parse().unwrap();
-    let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![me], 1), now);
+    let mut p = Punch::new(plain(b"s".to_vec(), 7, vec![me], 1), now);
     p.handle_timeout(now);
-    let (to, check) = p.poll_transmit().unwrap();
+    let (to, check) = tx(&mut p).unwrap();
     assert!(p.handle_datagram(now, to, &check));
-    assert_eq!(p.poll_transmit(), None);
+    assert_eq!(tx(&mut p), None);
     assert_eq!(p.stats().rejected_own, 1);
 }
 
@@ -72,11 +89,11 @@ fn candidates_are_bounded_and_filtered() {
     let many = (0..40)
         .map(|i| SocketAddr::from(([192, 0, 2, 1], 1000 + i)))
         .collect();
-    let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, many, 1), now);
+    let mut p = Punch::new(plain(b"s".to_vec(), 7, many, 1), now);
     assert_eq!(p.remote_candidates().count(), MAX_CANDIDATES);
     assert!(!p.add_remote_candidate("0.0.0.0:1".parse().unwrap()));
     assert!(!p.add_remote_candidate("192.0.2.1:1000".parse().unwrap()));
-    let mut q = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 1), now);
+    let mut q = Punch::new(plain(b"s".to_vec(), 7, vec![], 1), now);
     assert!(!q.add_remote_candidate("224.0.0.1:5".parse().unwrap()));
     assert!(!q.add_remote_candidate("255.255.255.255:5".parse().unwrap()));
     assert!(!q.add_remote_candidate("192.0.2.1:0".parse().unwrap()));
@@ -94,8 +111,8 @@ fn candidates_are_bounded_and_filtered() {
     for _ in 0..MAX_CANDIDATES {
         assert!(p.poll_timeout().unwrap() <= t);
         p.handle_timeout(t);
-        let (to, _) = p.poll_transmit().unwrap();
-        assert_eq!(p.poll_transmit(), None);
+        let (to, _) = tx(&mut p).unwrap();
+        assert_eq!(tx(&mut p), None);
         sent.push(to);
         t += Duration::from_millis(20);
     }
@@ -187,14 +204,14 @@ fn silent_peer(candidates: usize, until: Duration) -> (Punch, Vec<(Duration, Soc
     let list = (0..candidates)
         .map(|i| SocketAddr::from(([8, 8, 8, 8], 1000 + u16::try_from(i).unwrap())))
         .collect();
-    let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, list, 1), start);
+    let mut p = Punch::new(plain(b"s".to_vec(), 7, list, 1), start);
     let mut sent = Vec::new();
     while let Some(t) = p.poll_timeout() {
         if t - start > until {
             break;
         }
         p.handle_timeout(t);
-        while let Some((to, _)) = p.poll_transmit() {
+        while let Some((to, _)) = tx(&mut p) {
             sent.push((t - start, to));
         }
     }
@@ -233,17 +250,17 @@ fn checks_to_silent_candidates_are_bounded_in_number_and_time() {
 #[test]
 fn peer_reflexive_candidates_are_bounded_too() {
     let now = Instant::now();
-    let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 1), now);
-    let mut q = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 2), now);
+    let mut p = Punch::new(plain(b"s".to_vec(), 7, vec![], 1), now);
+    let mut q = Punch::new(plain(b"s".to_vec(), 7, vec![], 2), now);
     q.add_remote_candidate("8.8.8.8:1".parse().unwrap());
     q.handle_timeout(now);
-    let (_, check) = q.poll_transmit().unwrap();
+    let (_, check) = tx(&mut q).unwrap();
     for port in 0..40u16 {
         p.handle_datagram(now, SocketAddr::from(([8, 8, 4, 4], 2000 + port)), &check);
     }
     assert_eq!(p.remote_candidates().count(), MAX_PEER_REFLEXIVE);
     // Their checks are paced like the others: one triggered check, the rest later.
-    let checks = std::iter::from_fn(|| p.poll_transmit())
+    let checks = std::iter::from_fn(|| tx(&mut p))
         .filter(|(_, b)| Message::decode(b).is_ok_and(|m| m.kind == BINDING_REQUEST))
         .count();
     assert_eq!(checks, 1);
@@ -254,13 +271,14 @@ fn peer_reflexive_candidates_are_bounded_too() {
 fn transactions_are_bounded() {
     let now = Instant::now();
     let mut p = Punch::new(
-        PunchConfig::new(b"s".to_vec(), 7, vec!["192.0.2.1:1".parse().unwrap()], 1),
+        plain(b"s".to_vec(), 7, vec!["192.0.2.1:1".parse().unwrap()], 1),
         now,
     );
     for i in 0..(MAX_TRANSACTIONS as u64 * 2) {
         p.send_check(
             now + Duration::from_micros(i),
             "192.0.2.1:1".parse().unwrap(),
+            None,
         );
         p.transmits.clear();
     }
@@ -272,10 +290,10 @@ fn ipv6_scope_and_mapped_v4_match_their_candidates() {
     let now = Instant::now();
     let a: SocketAddr = "[fe80::1]:4000".parse().unwrap();
     let b: SocketAddr = "[fe80::2]:5000".parse().unwrap();
-    let mut pa = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![b], 1), now);
-    let mut pb = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![a], 2), now);
+    let mut pa = Punch::new(plain(b"s".to_vec(), 7, vec![b], 1), now);
+    let mut pb = Punch::new(plain(b"s".to_vec(), 7, vec![a], 2), now);
     pa.handle_timeout(now);
-    let (_, check) = pa.poll_transmit().unwrap();
+    let (_, check) = tx(&mut pa).unwrap();
     let scoped = |addr: SocketAddr| match addr {
         SocketAddr::V6(v6) => {
             SocketAddr::V6(std::net::SocketAddrV6::new(*v6.ip(), v6.port(), 0, 3))
@@ -283,26 +301,26 @@ fn ipv6_scope_and_mapped_v4_match_their_candidates() {
         v4 => v4,
     };
     assert!(pb.handle_datagram(now, scoped(a), &check));
-    let (_, answer) = pb.poll_transmit().unwrap();
+    let (_, answer) = tx(&mut pb).unwrap();
     assert!(pa.handle_datagram(now, scoped(b), &answer));
     assert_eq!(pa.path(), Path::Direct(scoped(b)));
     assert!(pa.is_peer_address(b));
     // IPv4-mapped IPv6 sources (a dual-stack socket) match IPv4 candidates.
     let v4: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-    let mut pc = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![v4], 1), now);
-    let mut pd = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 2), now);
+    let mut pc = Punch::new(plain(b"s".to_vec(), 7, vec![v4], 1), now);
+    let mut pd = Punch::new(plain(b"s".to_vec(), 7, vec![], 2), now);
     pc.handle_timeout(now);
-    let (_, check) = pc.poll_transmit().unwrap();
+    let (_, check) = tx(&mut pc).unwrap();
     let me: SocketAddr = "192.0.2.9:9".parse().unwrap();
     pd.handle_datagram(now, me, &check);
-    let (_, answer) = pd.poll_transmit().unwrap();
+    let (_, answer) = tx(&mut pd).unwrap();
     assert!(pc.handle_datagram(now, "[::ffff:192.0.2.1]:4000".parse().unwrap(), &answer));
     assert_eq!(pc.path(), Path::Direct(v4));
 }
 
 #[test]
 fn debug_hides_the_secret() {
-    let config = PunchConfig::new(b"topsecret".to_vec(), 7, vec![], 1);
+    let config = plain(b"topsecret".to_vec(), 7, vec![], 1);
     assert!(!format!("{config:?}").contains("topsecret"));
     let punch = Punch::new(config, Instant::now());
     let debug = format!("{punch:?}");
@@ -318,15 +336,15 @@ fn a_hang_up_on_the_direct_path_ends_the_call_on_the_other_side() {
     let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
     let now = Instant::now();
     let secret = b"0123456789abcdef".to_vec();
-    let mut alice = Punch::new(PunchConfig::new(secret.clone(), 7, vec![b], 1), now);
-    let mut bob = Punch::new(PunchConfig::new(secret, 7, vec![a], 2), now);
+    let mut alice = Punch::new(plain(secret.clone(), 7, vec![b], 1), now);
+    let mut bob = Punch::new(plain(secret, 7, vec![a], 2), now);
     for _ in 0..3 {
         alice.handle_timeout(now);
         bob.handle_timeout(now);
-        while let Some((_, bytes)) = alice.poll_transmit() {
+        while let Some((_, bytes)) = tx(&mut alice) {
             bob.handle_datagram(now, a, &bytes);
         }
-        while let Some((_, bytes)) = bob.poll_transmit() {
+        while let Some((_, bytes)) = tx(&mut bob) {
             alice.handle_datagram(now, b, &bytes);
         }
     }
@@ -334,10 +352,7 @@ fn a_hang_up_on_the_direct_path_ends_the_call_on_the_other_side() {
     while alice.poll_event().is_some() {}
     while bob.poll_event().is_some() {}
     // A forged hang-up (wrong key) changes nothing.
-    let mut eve = Punch::new(
-        PunchConfig::new(b"fedcba9876543210".to_vec(), 7, vec![b], 3),
-        now,
-    );
+    let mut eve = Punch::new(plain(b"fedcba9876543210".to_vec(), 7, vec![b], 3), now);
     eve.direct = Some(Direct {
         addr: b,
         last_success: now,
@@ -345,7 +360,7 @@ fn a_hang_up_on_the_direct_path_ends_the_call_on_the_other_side() {
     });
     eve.peer_addrs.push_back(b);
     eve.hang_up();
-    while let Some((_, bytes)) = eve.poll_transmit() {
+    while let Some((_, bytes)) = tx(&mut eve) {
         assert!(bob.handle_datagram(now, a, &bytes));
     }
     assert_eq!(bob.poll_event(), None);
@@ -353,7 +368,7 @@ fn a_hang_up_on_the_direct_path_ends_the_call_on_the_other_side() {
 
     alice.hang_up();
     assert!(alice.is_closed());
-    let byes: Vec<_> = std::iter::from_fn(|| alice.poll_transmit()).collect();
+    let byes: Vec<_> = std::iter::from_fn(|| tx(&mut alice)).collect();
     assert_eq!(byes.len(), BYE_COPIES);
     for (to, bytes) in byes {
         assert_eq!(to, b);
@@ -361,4 +376,97 @@ fn a_hang_up_on_the_direct_path_ends_the_call_on_the_other_side() {
     }
     assert_eq!(bob.poll_event(), Some(PunchEvent::PeerHungUp));
     assert!(bob.is_closed());
+}
+
+#[test]
+fn openers_go_first_with_low_ttls_and_checks_follow_after_the_lead() {
+    let start = Instant::now();
+    let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+    let c: SocketAddr = "203.0.113.7:6000".parse().unwrap();
+    let config = PunchConfig::new(b"s".to_vec(), 7, vec![b, c], 1);
+    let lead = config.opener_lead;
+    let mut p = Punch::new(config, start);
+    p.handle_timeout(start);
+    let sent: Vec<(SocketAddr, Option<u8>)> = std::iter::from_fn(|| p.poll_transmit())
+        .map(|t| (t.destination, t.ttl))
+        .collect();
+    assert_eq!(
+        sent,
+        [(b, Some(2)), (b, Some(3)), (c, Some(2)), (c, Some(3))],
+        "two openers per candidate, at once, nothing else"
+    );
+    assert_eq!(p.stats().openers_sent, 4);
+    // Nothing with the normal TTL before the lead.
+    assert_eq!(p.poll_timeout(), Some(start + lead));
+    p.handle_timeout(start + lead - Duration::from_millis(1));
+    assert!(p.poll_transmit().is_none());
+    // Then the normal checks, paced, never an opener again.
+    let mut now = start + lead;
+    let mut normal = Vec::new();
+    while now < start + Duration::from_secs(3) {
+        p.handle_timeout(now);
+        while let Some(t) = p.poll_transmit() {
+            assert_eq!(t.ttl, None, "an opener after the first round");
+            normal.push(t.destination);
+        }
+        now += Duration::from_millis(10);
+    }
+    assert!(normal.contains(&b) && normal.contains(&c), "{normal:?}");
+    assert_eq!(p.stats().openers_sent, 4);
+}
+
+#[test]
+fn an_opener_answered_on_a_shared_lan_selects_the_path_at_once() {
+    // Two hosts on one LAN: the opener's TTL is enough to reach the peer, whose answer counts.
+    let now = Instant::now();
+    let a: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+    let mut pa = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![b], 1), now);
+    let mut pb = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![a], 2), now);
+    pa.handle_timeout(now);
+    let opener = pa.poll_transmit().unwrap();
+    assert_eq!(opener.ttl, Some(2));
+    assert!(pb.handle_datagram(now, a, &opener.contents));
+    let answer = pb.poll_transmit().unwrap();
+    assert_eq!(answer.ttl, None, "answers use the normal TTL");
+    assert!(pa.handle_datagram(now, b, &answer.contents));
+    assert_eq!(pa.path(), Path::Direct(b));
+}
+
+#[test]
+fn candidates_learnt_late_get_openers_and_peer_reflexive_ones_none() {
+    let start = Instant::now();
+    let mut p = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 1), start);
+    p.handle_timeout(start);
+    assert!(p.poll_transmit().is_none());
+    let late: SocketAddr = "198.51.100.9:7000".parse().unwrap();
+    let now = start + Duration::from_secs(1);
+    assert!(p.add_remote_candidate(late));
+    p.handle_timeout(now);
+    let ttls: Vec<Option<u8>> = std::iter::from_fn(|| p.poll_transmit())
+        .map(|t| t.ttl)
+        .collect();
+    // Past the lead: the openers, then the first normal check (the pace allows it later).
+    assert_eq!(ttls[..2], [Some(2), Some(3)]);
+    // A check from a new address (peer-reflexive) is answered and checked back at the
+    // normal TTL: it already came through both routers.
+    let mut q = Punch::new(PunchConfig::new(b"s".to_vec(), 7, vec![], 2), start);
+    let prflx: SocketAddr = "203.0.113.50:9000".parse().unwrap();
+    let mut r = Punch::new(
+        PunchConfig {
+            opener_ttls: Vec::new(),
+            ..PunchConfig::new(b"s".to_vec(), 7, vec!["192.0.2.1:1".parse().unwrap()], 3)
+        },
+        start,
+    );
+    r.handle_timeout(start);
+    let check = r.poll_transmit().unwrap();
+    assert!(q.handle_datagram(now, prflx, &check.contents));
+    let out: Vec<Option<u8>> = std::iter::from_fn(|| q.poll_transmit())
+        .map(|t| t.ttl)
+        .collect();
+    assert_eq!(out, [None, None], "answer and triggered check: {out:?}");
+    q.handle_timeout(now + Duration::from_secs(1));
+    assert!(std::iter::from_fn(|| q.poll_transmit()).all(|t| t.ttl.is_none()));
+    assert_eq!(q.stats().openers_sent, 0);
 }

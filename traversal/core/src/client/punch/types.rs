@@ -38,6 +38,13 @@ pub struct PunchConfig {
     pub consent_timeout: Duration,
     /// Interval of checks to each candidate after a direct path was lost (2 s).
     pub recheck_interval: Duration,
+    /// The first checks to each candidate go once with each of these IP TTLs (2 and 3): far
+    /// enough to open our own router's mapping (and a carrier NAT's in front of it), not far
+    /// enough to reach the peer's router. Empty: no such openers.
+    pub opener_ttls: Vec<u8>,
+    /// Checks with the normal TTL start this long after the openers (150 ms), so that the
+    /// peer's openers have opened its router before our checks reach it.
+    pub opener_lead: Duration,
 }
 
 impl PunchConfig {
@@ -63,6 +70,8 @@ impl PunchConfig {
             consent_retry_interval: Duration::from_millis(200),
             consent_timeout: Duration::from_secs(3),
             recheck_interval: Duration::from_secs(2),
+            opener_ttls: vec![2, 3],
+            opener_lead: Duration::from_millis(150),
         }
     }
 }
@@ -84,8 +93,22 @@ impl fmt::Debug for PunchConfig {
             .field("consent_retry_interval", &self.consent_retry_interval)
             .field("consent_timeout", &self.consent_timeout)
             .field("recheck_interval", &self.recheck_interval)
+            .field("opener_ttls", &self.opener_ttls)
+            .field("opener_lead", &self.opener_lead)
             .finish_non_exhaustive()
     }
+}
+
+/// A datagram to send from the media socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+    /// Send it with this IP TTL (IPv6 hop limit) instead of the socket's: an opener
+    /// ([`PunchConfig::opener_ttls`]).
+    pub ttl: Option<u8>,
 }
 
 /// Where media goes now.
@@ -142,4 +165,7 @@ pub struct PunchStats {
     /// Candidates whose checks stopped: never answered within [`PunchConfig::probe_window`]
     /// or [`PunchConfig::probe_budget`].
     pub candidates_retired: u64,
+    /// Openers sent: checks with a low TTL ([`PunchConfig::opener_ttls`]), counted in
+    /// `checks_sent` and `probes_sent` too.
+    pub openers_sent: u64,
 }
