@@ -47,6 +47,6 @@ pub mod server;
 pub mod wire;
 
 // The modules under their short names, as the rest of Pinhole uses them.
-pub use client::{phone, punch};
+pub use client::{phone, portmap, punch};
 pub use server::calls;
 pub use wire::{addr, channel, control, stun};

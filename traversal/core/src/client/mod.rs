@@ -10,6 +10,7 @@
 pub mod e2e;
 mod exchange;
 pub mod phone;
+pub mod portmap;
 pub mod punch;
 
 pub use exchange::*;
