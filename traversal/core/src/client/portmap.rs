@@ -482,8 +482,14 @@ impl PortMap {
 
     fn handle_pcp(&mut self, now: Instant, response: PcpResponse) -> bool {
         let Some(attempt) = self.attempt.filter(|a| a.protocol == Protocol::Pcp) else {
-            // Valid and ours (the nonce matches) but nothing waits for it: a late answer.
-            if response.version == wire::PCP_VERSION && response.map.is_some_and(|m| self.ours(&m))
+            // Valid and ours (the nonce matches) but nothing waits for it: a late answer. An
+            // "unsupported version" is the answer to a PCP try sent before the fallback.
+            let late_unsupported = response.version != wire::PCP_VERSION
+                && response.result == UNSUPPORTED_VERSION
+                && self.attempt.is_some_and(|a| a.protocol == Protocol::NatPmp);
+            if late_unsupported
+                || response.version == wire::PCP_VERSION
+                    && response.map.is_some_and(|m| self.ours(&m))
             {
                 self.stats.responses_stale += 1;
                 return true;
@@ -585,6 +591,12 @@ impl PortMap {
                 return true;
             }
             return false;
+        }
+        if result == u16::from(UNSUPPORTED_VERSION) {
+            // Our NAT-PMP requests are of version 0: this answers a PCP try sent before the
+            // fallback (a slow gateway answers each of them).
+            self.stats.responses_stale += 1;
+            return true;
         }
         let release = attempt.kind == Kind::Release;
         match response {

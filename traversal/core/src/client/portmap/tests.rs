@@ -401,6 +401,38 @@ fn nat_pmp_after_unsupported_version() {
 }
 
 #[test]
+fn late_unsupported_version_answers_do_not_stop_nat_pmp() {
+    let start = Instant::now();
+    let mut gateway = Gateway::new(Speaks::NatPmp, start);
+    let mut map = PortMap::new(config(), start);
+    // A slow gateway: the PCP request goes twice before the first answer arrives.
+    let (_, first) = map.poll_transmit().unwrap();
+    let now = start + Duration::from_millis(250);
+    map.handle_timeout(now);
+    let (_, second) = map.poll_transmit().unwrap();
+    for pcp in [first, second] {
+        let answer = gateway.answer(now, &pcp).unwrap();
+        assert!(map.handle_datagram(now, gateway_addr(), &answer));
+    }
+    // A PCP server of version 1 would answer so too.
+    let v1 = PcpResponse {
+        version: 1,
+        result: 1,
+        lifetime: 0,
+        epoch: 5000,
+        map: None,
+    };
+    assert!(map.handle_datagram(now, gateway_addr(), &v1.encode()));
+    assert_eq!(map.stats().responses_stale, 2);
+    assert_eq!(map.state(), &PortMapState::Probing(Protocol::NatPmp));
+    exchange(&mut map, &mut gateway, now);
+    assert_eq!(
+        events(&mut map),
+        vec![mapped(Protocol::NatPmp, INTERNAL_PORT, 600)]
+    );
+}
+
+#[test]
 fn nat_pmp_after_pcp_silence() {
     let start = Instant::now();
     let mut gateway = Gateway::new(Speaks::NatPmpSilentToPcp, start);
