@@ -21,6 +21,7 @@ use std::process::Command;
 
 mod headless;
 pub mod hostile;
+pub mod miniupnpd;
 pub mod netns;
 pub mod pcap;
 pub mod prereq;

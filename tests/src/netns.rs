@@ -14,6 +14,24 @@
 //! routes only public addresses: private ones never leave their NAT, as on the real Internet.
 //! Behind a NAT, hosts share one LAN segment (a bridge in the NAT's namespace), IPv4 only.
 //!
+//! More shapes of network:
+//! - [`Lab::carrier_nat`] is a carrier-grade NAT: its LAN is shared address space
+//!   (100.64.N.0/24, RFC 6598), and [`Lab::nat_behind`] puts a home NAT on it (its WAN is an
+//!   address on the carrier's LAN, its own LAN a private 10.N.0.0/24), so a host behind the
+//!   home NAT is behind two NATs and servers see the carrier's WAN address. `nat_behind` works
+//!   behind any NAT (a home router behind another home router too).
+//! - [`Lab::internet_hops`] makes the internet look several routers deep to TTLs (the router
+//!   namespace takes more off each packet's TTL), so a packet sent with a small TTL opens the
+//!   sender's own NAT and dies in the internet before it reaches the far router.
+//! - [`Lab::upnp`] (in [`crate::miniupnpd`]) runs a real `miniupnpd` on a NAT router: UPnP IGD
+//!   and NAT-PMP/PCP port mappings, through both kinds of NAT.
+//!
+//! What reaches a NAT router's WAN unsolicited: without [`Lab::firewall_wan`] the router's own
+//! stack accepts it (nothing listens there, so it answers ICMP port unreachable) and nothing is
+//! forwarded to the LAN unless a mapping says so; with `firewall_wan` it is dropped. Port
+//! mappings (miniupnpd's DNAT) are forwarded in both cases: `firewall_wan` drops in `INPUT`
+//! only, and a DNAT'ed packet goes through `FORWARD`.
+//!
 //! ```no_run
 //! use pinhole_tests::netns::{Lab, NatKind};
 //! let Some(mut lab) = Lab::new() else { return Ok(()) }; // prereq::missing said why
@@ -86,8 +104,17 @@ pub struct Nat {
     pub lan_ip: Ipv4Addr,
     /// How it maps.
     pub kind: NatKind,
-    subnet: u8,
+    /// The first three octets of its LAN /24 (10.N.0 for a home NAT, 100.64.N for a carrier's).
+    lan_prefix: [u8; 3],
     hosts: u8,
+}
+
+impl Nat {
+    /// Its LAN's network address (the LAN is a /24): 10.N.0.0, or 100.64.N.0 for a carrier NAT.
+    pub fn lan_network(&self) -> Ipv4Addr {
+        let [a, b, c] = self.lan_prefix;
+        Ipv4Addr::new(a, b, c, 0)
+    }
 }
 
 /// The lab: owns its namespaces and everything started in them.
@@ -343,9 +370,41 @@ impl Lab {
     /// A NAT router on the internet with a private 10.N.0.0/24 behind it.
     pub fn nat(&mut self, kind: NatKind) -> io::Result<Nat> {
         let router = self.attach("nat", false)?;
+        let subnet = self.next_subnet();
+        self.make_nat(router, kind, [10, subnet, 0])
+    }
+
+    /// A carrier-grade NAT on the internet: like [`Lab::nat`], but its LAN is shared address
+    /// space, 100.64.N.0/24 (RFC 6598), as an ISP's is. Put home NATs on it with
+    /// [`Lab::nat_behind`] (or hosts straight on it with [`Lab::host_behind`], as a mobile
+    /// carrier does).
+    pub fn carrier_nat(&mut self, kind: NatKind) -> io::Result<Nat> {
+        let router = self.attach("cgn", false)?;
+        let subnet = self.next_subnet();
+        self.make_nat(router, kind, [100, 64, subnet])
+    }
+
+    /// A NAT router whose WAN side sits on the LAN of `outer` (a home router behind a carrier's
+    /// NAT, made by [`Lab::carrier_nat`], or behind another home router), with a private
+    /// 10.N.0.0/24 behind it. Its `wan_ip` is its address on `outer`'s LAN; what servers see
+    /// for hosts behind it is `outer.wan_ip`. Its WAN interface is `eth0`, as on every NAT here,
+    /// so [`Lab::firewall_wan`], [`Lab::masquerade`] and [`Lab::set_udp_timeout`] apply to it.
+    pub fn nat_behind(&mut self, outer: &mut Nat, kind: NatKind) -> io::Result<Nat> {
+        let router = self.host_behind(outer, "hnat")?;
+        let subnet = self.next_subnet();
+        self.make_nat(router, kind, [10, subnet, 0])
+    }
+
+    fn next_subnet(&mut self) -> u8 {
         let subnet = self.next_subnet;
         self.next_subnet = self.next_subnet.wrapping_add(1);
-        let lan_ip = Ipv4Addr::new(10, subnet, 0, 1);
+        subnet
+    }
+
+    /// Turns `router` (WAN on its `eth0`) into a NAT with the LAN `lan_prefix`.0/24 on a bridge.
+    fn make_nat(&mut self, router: Host, kind: NatKind, lan_prefix: [u8; 3]) -> io::Result<Nat> {
+        let [a, b, c] = lan_prefix;
+        let lan_ip = Ipv4Addr::new(a, b, c, 1);
         self.sysctl(&router.ns, "net.ipv4.ip_forward", "1")?;
         let extra: &[&str] = match kind {
             NatKind::Masquerade => &[],
@@ -365,7 +424,7 @@ impl Lab {
             wan_ip: router.ip,
             lan_ip,
             kind,
-            subnet,
+            lan_prefix,
             hosts: 0,
         })
     }
@@ -383,9 +442,13 @@ impl Lab {
 
     /// A host behind `nat`, on its private /24, with the NAT as default gateway.
     pub fn host_behind(&mut self, nat: &mut Nat, role: &str) -> io::Result<Host> {
+        if nat.hosts >= 250 {
+            return Err(io::Error::other("lab: that NAT's LAN is full"));
+        }
         let ns = self.namespace(role)?;
         nat.hosts += 1;
-        let ip = Ipv4Addr::new(10, nat.subnet, 0, nat.hosts + 1);
+        let [a, b, c] = nat.lan_prefix;
+        let ip = Ipv4Addr::new(a, b, c, nat.hosts + 1);
         let lan_if = format!("lan{}", nat.hosts);
         self.ip(
             &nat.ns,
@@ -467,6 +530,48 @@ impl Lab {
                 "DROP",
             ],
         )
+    }
+
+    /// Makes the internet look `hops` routers deep to TTLs (IPv4) and hop limits (IPv6): its
+    /// router namespace takes `hops - 1` off each packet it receives (`iptables -t mangle -A
+    /// PREROUTING -j TTL --ttl-dec N`, `ip6tables ... -j HL --hl-dec N`) before forwarding takes
+    /// the last one. A packet from a host behind a NAT then needs a TTL of at least `hops + 2`
+    /// to reach (and make a conntrack entry on) the far NAT router and `hops + 3` to reach a
+    /// host behind it, while a TTL of 2 is enough to make the mapping on its own NAT. `hops` 0
+    /// or 1 changes nothing (the router is one hop); call it once per lab (calls add up).
+    pub fn internet_hops(&self, hops: u8) -> io::Result<()> {
+        if hops <= 1 {
+            return Ok(());
+        }
+        let dec = (hops - 1).to_string();
+        self.iptables(
+            &self.inet,
+            &[
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-j",
+                "TTL",
+                "--ttl-dec",
+                &dec,
+            ],
+        )?;
+        self.exec(
+            &self.inet,
+            "ip6tables",
+            &[
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-j",
+                "HL",
+                "--hl-dec",
+                &dec,
+            ],
+        )?;
+        Ok(())
     }
 
     /// Waits up to `timeout` until something accepts UDP on `addr` inside `ns`, as shown by
