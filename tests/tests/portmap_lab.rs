@@ -8,7 +8,8 @@
 //!   in the internet before the far router (no conntrack entry there), one with enough TTL
 //!   arrives;
 //! - `Lab::nat_behind` a `Lab::carrier_nat`: a host behind both reaches a public host, which
-//!   sees the carrier's WAN address.
+//!   sees the carrier's WAN address; a miniupnpd on that home router refuses mappings (its WAN
+//!   address is shared address space), as a real one does.
 //!
 //! Without root, miniupnpd, upnpc or natpmpc (scripts/packages/nat-tests.txt) they fail under
 //! `./dev test` and skip by hand (`pinhole_tests::prereq`).
@@ -408,5 +409,45 @@ fn a_host_behind_a_carrier_nat_and_a_home_nat_reaches_the_internet() {
     assert_eq!(
         client.got(b"reply", WAIT),
         Some(SocketAddr::from((public.ip, port)))
+    );
+}
+
+/// A home router's miniupnpd behind a carrier NAT has a WAN address in shared address space
+/// and refuses every mapping, as a real one does: the lab leaves that check alone.
+#[test]
+fn a_home_router_behind_a_carrier_nat_maps_nothing() {
+    if !tool("natpmpc", "natpmpc") {
+        return;
+    }
+    let Some(mut lab) = Lab::new() else {
+        return;
+    };
+    if !miniupnpd::installed() {
+        return;
+    }
+    let mut carrier = lab.carrier_nat(NatKind::RandomFully).unwrap();
+    let mut home = lab.nat_behind(&mut carrier, NatKind::Masquerade).unwrap();
+    let host = lab.host_behind(&mut home, "cli").unwrap();
+    let upnp = lab.upnp(&home, Protocols::PCP_PMP).unwrap();
+    let gateway = upnp.lan_ip.to_string();
+    let out = output_within(
+        lab.command(&host.ns, "natpmpc")
+            .args(["-g", &gateway, "-a", "40004", "40004", "udp", "60"]),
+        Duration::from_secs(15),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("network failure"),
+        "natpmpc got a mapping behind a carrier NAT ({}): {} {stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        upnp.log().contains(&format!(
+            "Reserved / private IP address {} on ext interface eth0: Port forwarding is impossible",
+            home.wan_ip
+        )),
+        "miniupnpd: {}",
+        upnp.log()
     );
 }
