@@ -661,6 +661,32 @@ fn path_by_nat_pair() {
     }
 }
 
+/// Two symmetric NATs never go direct (`path_by_nat_pair`), unless one router maps a port to
+/// its phone (PCP, NAT-PMP or UPnP IGD in the driver): the mapped address is a candidate the
+/// other side's checks reach, whichever side calls, and the answers go back through it.
+#[test]
+fn a_routers_port_mapping_turns_symmetric_nats_direct() {
+    for bob_has_it in [false, true] {
+        let (mut w, a, b) = World::pair(NatKind::Symmetric);
+        let (mapped_one, mapped) = if bob_has_it { (b, a) } else { (a, b) };
+        let nat = w.net.host(w.phones[mapped_one].host).nat.unwrap();
+        let internal = w.phones[mapped_one].media;
+        let public = w.net.forward_port(nat, 40_000, internal);
+        w.with(mapped_one, |p, _| p.set_router_mapping(Some(public)));
+        assert_eq!(w.phones[mapped_one].phone.router_mapping(), Some(public));
+        w.connect(a, b);
+        assert!(w.both_direct(a, b), "bob maps: {bob_has_it}");
+        // The other side sends to the mapped address.
+        assert_eq!(
+            w.phones[mapped].phone.media_path(),
+            Some(MediaPath::Direct(public)),
+            "bob maps: {bob_has_it}"
+        );
+        w.run(secs(3));
+        w.assert_media([a, b], secs(2), 90);
+    }
+}
+
 #[test]
 fn phones_on_one_lan_go_direct_over_their_host_addresses() {
     let mut w = World::new();

@@ -212,8 +212,11 @@ struct NatMapping {
     destination: Option<SocketAddr>,
     external_port: u16,
     last: Instant,
-    /// Destinations this mapping sent to (what filtering lets back in).
+    /// Destinations this mapping sent to (what filtering lets back in); for a port forward,
+    /// the sources that came in through it (its replies go out through it, as conntrack's).
     sent_to: Vec<SocketAddr>,
+    /// A port forward ([`Net::forward_port`]): anyone gets in, it never expires.
+    forwarded: bool,
 }
 
 #[derive(Debug)]
@@ -228,11 +231,14 @@ impl Nat {
     fn expire(&mut self, now: Instant) {
         if let Some(timeout) = self.config.timeout {
             self.mappings
-                .retain(|m| now.saturating_duration_since(m.last) < timeout);
+                .retain(|m| m.forwarded || now.saturating_duration_since(m.last) < timeout);
         }
     }
 
     fn admits(&self, m: &NatMapping, from: SocketAddr) -> bool {
+        if m.forwarded {
+            return true;
+        }
         match self.config.kind {
             NatKind::FullCone => true,
             NatKind::RestrictedCone => m.sent_to.iter().any(|d| d.ip() == from.ip()),
@@ -397,6 +403,28 @@ impl Net {
         self.delivered[host]
     }
 
+    /// A port forward on `nat`, as a router makes for PCP, NAT-PMP or UPnP IGD: datagrams
+    /// to its public address and `external_port` go to `internal` whoever sends them, and
+    /// the answers leave through it. Returns the public address.
+    pub fn forward_port(
+        &mut self,
+        nat: NatId,
+        external_port: u16,
+        internal: SocketAddr,
+    ) -> SocketAddr {
+        let now = self.now;
+        let nat = &mut self.nats[nat];
+        nat.mappings.push(NatMapping {
+            internal,
+            destination: None,
+            external_port,
+            last: now,
+            sent_to: Vec::new(),
+            forwarded: true,
+        });
+        SocketAddr::new(nat.config.public_ip, external_port)
+    }
+
     /// The external address `local` on `host` gets toward `destination` (creating the
     /// mapping), as a server there would see it.
     pub fn translate(
@@ -417,11 +445,16 @@ impl Net {
         nat.expire(now);
         let symmetric = nat.config.kind == NatKind::Symmetric;
         let key = symmetric.then_some(to);
-        let i = match nat
+        // A reply to what came in through a port forward leaves through it.
+        let replying = nat
             .mappings
             .iter()
-            .position(|m| m.internal == internal && m.destination == key)
-        {
+            .position(|m| m.forwarded && m.internal == internal && m.sent_to.contains(&to));
+        let i = match replying.or_else(|| {
+            nat.mappings
+                .iter()
+                .position(|m| !m.forwarded && m.internal == internal && m.destination == key)
+        }) {
             Some(i) => i,
             None => {
                 let preserved = nat.config.preserve_ports
@@ -443,6 +476,7 @@ impl Net {
                     external_port,
                     last: now,
                     sent_to: Vec::new(),
+                    forwarded: false,
                 });
                 nat.mappings.len() - 1
             }
@@ -532,6 +566,10 @@ impl Net {
         };
         if nat.config.inbound_refreshes {
             nat.mappings[i].last = now;
+        }
+        let m = &mut nat.mappings[i];
+        if m.forwarded && !m.sent_to.contains(&source) {
+            m.sent_to.push(source);
         }
         let internal = nat.mappings[i].internal;
         match self.host_at(internal.ip(), Some(n)) {

@@ -173,19 +173,29 @@ impl Phone {
         self.send(&ClientMessage::Ping { nonce });
     }
 
-    /// Our candidates: host addresses, then the mapped one.
+    /// Our candidates: host addresses, then the router's port mapping, then the mapped
+    /// address the server saw (the last two always kept).
     pub(super) fn candidates(&self) -> Vec<SocketAddr> {
         let Link::Up(session) = &self.link else {
             return Vec::new();
         };
-        let mut out = session.host_candidates.clone();
-        if let Some(mapped) = session.client.mapped()
-            && !out.contains(&mapped)
+        let mut public: Vec<SocketAddr> = Vec::new();
+        for addr in [self.router_mapping, session.client.mapped()]
+            .into_iter()
+            .flatten()
         {
-            out.truncate(MAX_CANDIDATES - 1);
-            out.push(mapped);
+            if addr.is_ipv4() == session.server.is_ipv4() && !public.contains(&addr) {
+                public.push(addr);
+            }
         }
-        out.truncate(MAX_CANDIDATES);
+        let mut out: Vec<SocketAddr> = session
+            .host_candidates
+            .iter()
+            .copied()
+            .filter(|a| !public.contains(a))
+            .take(MAX_CANDIDATES - public.len())
+            .collect();
+        out.extend(public);
         out
     }
 

@@ -61,7 +61,7 @@ use rand::{Rng, SeedableRng};
 use crate::channel::{self, Kind};
 use crate::client::{self, Client, Socket, e2e};
 use crate::control::{self, ClientMessage, FrameDecoder, ServerMessage};
-use crate::punch::{Punch, PunchEvent};
+use crate::punch::{Punch, PunchEvent, PunchStats};
 
 mod link;
 mod signal;
@@ -199,6 +199,11 @@ pub struct Phone {
     /// [`EndReason::ServerShutDown`], not [`EndReason::ServerLost`].
     server_went_away: bool,
     call: Call,
+    /// The public address the router maps to the media socket (PCP, NAT-PMP or UPnP IGD, the
+    /// patent's router-stored mapping), from [`Phone::set_router_mapping`]: a candidate.
+    router_mapping: Option<SocketAddr>,
+    /// The checks' counters of the last call that ended, for its report.
+    last_punch_stats: Option<PunchStats>,
     tcp: VecDeque<TcpAction>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -215,6 +220,8 @@ impl Phone {
             backoff: Duration::ZERO,
             server_went_away: false,
             call: Call::Idle,
+            router_mapping: None,
+            last_punch_stats: None,
             tcp: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -231,6 +238,15 @@ impl Phone {
         match &self.call {
             Call::Up(up) => Some(up.path),
             _ => None,
+        }
+    }
+
+    /// The connectivity checks' counters of the call in progress, else of the last call that
+    /// ended (`None`: no checks, e.g. no candidate to check).
+    pub fn punch_stats(&self) -> Option<PunchStats> {
+        match &self.call {
+            Call::Up(up) => up.punch.as_ref().map(Punch::stats),
+            _ => self.last_punch_stats,
         }
     }
 
@@ -297,6 +313,24 @@ impl Phone {
             Call::Idle | Call::Ringing { .. } => {}
         }
         next
+    }
+
+    // ---- inputs: the router ----
+
+    /// The router maps this public address to the media socket (a port mapping the driver
+    /// obtained with PCP, NAT-PMP or UPnP IGD), or no longer does (`None`). Calls placed or
+    /// accepted from now on list it among our candidates: the peer's checks to it come
+    /// through the router however it maps and filters.
+    pub fn set_router_mapping(&mut self, mapping: Option<SocketAddr>) {
+        if self.router_mapping != mapping {
+            tracing::info!(?mapping, "router port mapping");
+        }
+        self.router_mapping = mapping;
+    }
+
+    /// The router's port mapping given to [`Phone::set_router_mapping`].
+    pub fn router_mapping(&self) -> Option<SocketAddr> {
+        self.router_mapping
     }
 
     // ---- inputs: the control connection ----
@@ -701,9 +735,10 @@ impl Phone {
             | Call::Ringing { peer, .. }
             | Call::Accepting { peer, .. } => (peer, false),
             Call::Up(mut up) => {
-                if let Some(punch) = up.punch.as_mut() {
+                self.last_punch_stats = up.punch.as_mut().map(|punch| {
                     punch.close();
-                }
+                    punch.stats()
+                });
                 (up.peer, true)
             }
         };
