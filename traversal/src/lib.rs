@@ -19,6 +19,7 @@ pub mod driver;
 pub mod metrics;
 pub mod names_file;
 pub mod plain;
+pub mod portmap;
 pub mod rendezvous;
 pub mod server_config;
 pub mod tls;
