@@ -259,6 +259,7 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
         ..MediaConfig::default()
     };
     config.udp_port = advanced.udp_port;
+    config.port_mapping = advanced.port_mapping;
     config.keepalive = advanced
         .keepalive_s
         .map(|s| Duration::from_secs(u64::from(s)));
@@ -329,22 +330,41 @@ fn watch_signals() -> Arc<AtomicBool> {
     flag
 }
 
-/// Waits for the engine to register; the name on success.
-fn wait_registered(engine: &Engine, interrupted: &AtomicBool) -> Result<(), Failure> {
+/// Waits for the engine to register, and with `mapping` for the router's answer about a port
+/// mapping too (at most [`PORT_MAPPING_WAIT`] more), so that a call placed next lists the
+/// mapped address. (`pinhole answer` takes its answer in its loop: an incoming call must not
+/// be missed meanwhile.)
+fn wait_registered(
+    engine: &Engine,
+    interrupted: &AtomicBool,
+    mapping: bool,
+) -> Result<(), Failure> {
     let deadline = Instant::now() + REGISTER_WAIT;
+    let mut online_until: Option<Instant> = None;
+    let mut mapping_settled = false;
     loop {
         if interrupted.load(Ordering::SeqCst) {
             return Err(failed("interrupted before registering"));
         }
-        if Instant::now() >= deadline {
-            return Err(failed(format!(
-                "server unreachable: not registered within {REGISTER_WAIT:?}"
-            )));
+        match online_until {
+            Some(until) if !mapping || mapping_settled || Instant::now() >= until => {
+                return Ok(());
+            }
+            None if Instant::now() >= deadline => {
+                return Err(failed(format!(
+                    "server unreachable: not registered within {REGISTER_WAIT:?}"
+                )));
+            }
+            _ => {}
         }
         match engine.next_event(POLL) {
             Some(Event::Registration(registration @ Registration::Online { .. })) => {
                 log_registration(&registration);
-                return Ok(());
+                online_until = Some(Instant::now() + PORT_MAPPING_WAIT);
+            }
+            Some(Event::PortMapping(status)) => {
+                log_port_mapping(&status);
+                mapping_settled = !matches!(status, traversal::portmap::Status::Asking);
             }
             Some(Event::Stopped { reason }) => return Err(stopped(reason)),
             Some(Event::Warning(w)) => tracing::warn!("{w}"),
@@ -354,6 +374,17 @@ fn wait_registered(engine: &Engine, interrupted: &AtomicBool) -> Result<(), Fail
             }
             None => {}
         }
+    }
+}
+
+/// How long a headless phone waits for the router's port mapping after registering.
+const PORT_MAPPING_WAIT: Duration = Duration::from_secs(4);
+
+fn log_port_mapping(status: &traversal::portmap::Status) {
+    tracing::info!("headless: router port mapping: {status}");
+    if *status != traversal::portmap::Status::Asking {
+        // For scripts: the candidates of the next call are known.
+        tracing::info!("headless: port mapping settled");
     }
 }
 
@@ -490,7 +521,7 @@ fn run_call(args: CallArgs) -> Result<(), Failure> {
     let call_bound = config.call_timeout + Duration::from_secs(5);
     let interrupted = watch_signals();
     let engine = Engine::start(config).map_err(|e| failed(e.to_string()))?;
-    wait_registered(&engine, &interrupted)?;
+    wait_registered(&engine, &interrupted, true)?;
 
     let peer = args.peer;
     engine.send(Command::Call(peer.clone()));
@@ -583,7 +614,7 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
     let config = configure(&args.common)?;
     let interrupted = watch_signals();
     let engine = Engine::start(config).map_err(|e| failed(e.to_string()))?;
-    wait_registered(&engine, &interrupted)?;
+    wait_registered(&engine, &interrupted, false)?;
     let mut answered = 0u64;
     let mut in_call = false;
     loop {
@@ -595,6 +626,7 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
         }
         match engine.next_event(POLL) {
             Some(Event::Registration(r)) => log_registration(&r),
+            Some(Event::PortMapping(status)) => log_port_mapping(&status),
             Some(Event::Incoming { from }) => {
                 tracing::info!(from, "incoming call: answering");
                 engine.send(Command::Accept);

@@ -62,6 +62,10 @@ pub(crate) struct NatCheckArgs {
     /// filters unsolicited UDP.)
     #[arg(long)]
     filtering: bool,
+    /// Do not ask the router for a port mapping (by default nat-check asks with PCP, NAT-PMP
+    /// and UPnP IGD, reports what it got, and deletes the mapping again).
+    #[arg(long, conflicts_with = "stun")]
+    no_port_mapping: bool,
 }
 
 /// What `pinhole nat-check` found; the measurements that were not made stay `None` (left out
@@ -106,6 +110,15 @@ struct Report {
     mapping_lifetime_at_least: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keepalive_interval_s: Option<f64>,
+    /// The router's port mapping, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_mapping: Option<String>,
+    /// How it was mapped: "PCP", "NAT-PMP", "UPnP IGD".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_mapping_method: Option<String>,
+    /// The public address the router mapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_mapping_external: Option<SocketAddr>,
 }
 
 fn secs(value: f64, flag: &str) -> Result<Duration, String> {
@@ -312,8 +325,64 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
     if hold.is_some() || args.measure_lifetime {
         report.keepalive_interval_s = Some(driver.client().keepalive_interval().as_secs_f64());
     }
+    if !args.no_port_mapping {
+        let port = driver.media_socket().local_addr().map_or(0, |a| a.port());
+        let status = port_mapping(driver.server(), port).await;
+        if let traversal::portmap::Status::Mapped {
+            method, external, ..
+        } = &status
+        {
+            report.port_mapping_method = Some(method.to_string());
+            report.port_mapping_external = Some(*external);
+        }
+        report.port_mapping = Some(status.to_string());
+    }
     driver.close().await;
     Ok(report)
+}
+
+/// Longest nat-check waits for the router's answer about a port mapping.
+const PORT_MAPPING_LIMIT: Duration = Duration::from_secs(10);
+
+/// Asks the router to map the media socket's `port` (when a router may be between us and
+/// `server`), waits for its answer, deletes the mapping again: what it said.
+async fn port_mapping(server: SocketAddr, port: u16) -> traversal::portmap::Status {
+    use traversal::portmap::{self, PortMapper, Status};
+    // The local address towards the server: a route lookup, nothing is sent.
+    let local = std::net::UdpSocket::bind(SocketAddr::new(
+        if server.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        },
+        0,
+    ))
+    .and_then(|s| s.connect(server).and_then(|()| s.local_addr()));
+    let internal = match local {
+        Ok(SocketAddr::V4(local))
+            if port != 0 && portmap::worth_asking(IpAddr::V4(*local.ip()), server.ip()) =>
+        {
+            std::net::SocketAddrV4::new(*local.ip(), port)
+        }
+        _ => return Status::Off,
+    };
+    let mapper = PortMapper::start(internal, portmap::Options::default());
+    let mut watch = mapper.watch();
+    let settled = tokio::time::timeout(PORT_MAPPING_LIMIT, async {
+        loop {
+            let status = watch.borrow_and_update().clone();
+            if status != Status::Asking {
+                return status;
+            }
+            if watch.changed().await.is_err() {
+                return Status::Unavailable("the port mapping stopped".into());
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Status::Unavailable(format!("no answer within {PORT_MAPPING_LIMIT:?}")));
+    mapper.release(Duration::from_secs(2)).await;
+    settled
 }
 
 async fn check_stun(server: &str, timeout: Duration, start: Instant) -> Result<Report, String> {
@@ -407,6 +476,9 @@ fn print_human(r: &Report) {
     }
     if let Some(k) = r.keepalive_interval_s {
         println!("keepalive every: {k:.1} s");
+    }
+    if let Some(m) = &r.port_mapping {
+        println!("port mapping:    {m}");
     }
     println!("took:            {} ms", r.elapsed_ms);
 }

@@ -101,6 +101,9 @@ pub struct Advanced {
     pub udp_port: u16,
     /// The embedded server also listens for other machines on the local network.
     pub embedded_server_lan: bool,
+    /// Ask the router to map the media port (UPnP IGD, NAT-PMP, PCP) so that calls come
+    /// straight in.
+    pub port_mapping: bool,
 }
 
 impl Default for Advanced {
@@ -111,6 +114,7 @@ impl Default for Advanced {
             keepalive_s: None,
             udp_port: 0,
             embedded_server_lan: false,
+            port_mapping: true,
         }
     }
 }

@@ -138,6 +138,8 @@ fn report(peer: &str) -> CallReport {
         peer: peer.into(),
         path: PathKind::Direct,
         path_changes: 1,
+        direct_after_ms: Some(160),
+        checks: None,
         setup_ms: Some(40),
         duration_s: 3.0,
         rtp: RtpReport {

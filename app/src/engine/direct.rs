@@ -81,7 +81,7 @@ async fn direct(call: DirectCall) -> Result<CallReport, EngineError> {
                 let now = std::time::Instant::now();
                 while let Some((at, path)) = switches.next_if(|(at, _)| start + *at <= now) {
                     tracing::debug!(?at, "scheduled path switch");
-                    media.set_path(path);
+                    media.set_path(now, path);
                 }
                 if let Err(e) = media.tick(now, &socket) {
                     tracing::warn!("audio: {e}");

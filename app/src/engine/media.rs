@@ -103,6 +103,30 @@ pub struct RtpReport {
     pub concealed_frames: u64,
 }
 
+/// What hole punching sent and got in a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ChecksReport {
+    /// Checks sent (openers, periodic, triggered and consent).
+    pub sent: u64,
+    /// Of those, openers (TTL 2 and 3).
+    pub openers: u64,
+    /// Of those, to addresses the peer never answered from: what the call spent on probing.
+    pub probes: u64,
+    /// Checks of the peer received.
+    pub received: u64,
+}
+
+impl From<traversal::punch::PunchStats> for ChecksReport {
+    fn from(s: traversal::punch::PunchStats) -> Self {
+        ChecksReport {
+            sent: s.checks_sent,
+            openers: s.openers_sent,
+            probes: s.probes_sent,
+            received: s.checks_received,
+        }
+    }
+}
+
 /// A call's figures: the `Stats` event every second, and the report when it ends (one JSON line
 /// of `pinhole call` / `pinhole answer --json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,6 +137,11 @@ pub struct CallReport {
     pub path: PathKind,
     /// How many times the media moved between relay and direct.
     pub path_changes: u32,
+    /// From connected to the first move to a direct path; `None` if it never went direct.
+    pub direct_after_ms: Option<u64>,
+    /// The connectivity checks of the call (hole punching), once it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ChecksReport>,
     /// From placing (or receiving) the call to the first media packet received; `None` if none
     /// arrived.
     pub setup_ms: Option<u64>,
@@ -228,6 +257,8 @@ pub struct MediaCall {
     playout: Vec<f32>,
     placed: Instant,
     connected: Instant,
+    /// When the media first went direct.
+    first_direct: Option<Instant>,
     first_media: Option<Instant>,
     path_changes: u32,
     audio_errors: u64,
@@ -361,6 +392,7 @@ impl MediaCall {
             playout: vec![0.0; frame],
             placed,
             connected: now,
+            first_direct: None,
             first_media: None,
             path_changes: 0,
             audio_errors: 0,
@@ -384,8 +416,12 @@ impl MediaCall {
         self.path
     }
 
-    /// Moves the media to `path`; true when that is a change (counted in `path_changes`).
-    pub fn set_path(&mut self, path: MediaPath) -> bool {
+    /// Moves the media to `path` at `now`; true when that is a change (counted in
+    /// `path_changes`).
+    pub fn set_path(&mut self, now: Instant, path: MediaPath) -> bool {
+        if path.kind() == PathKind::Direct && self.first_direct.is_none() {
+            self.first_direct = Some(now);
+        }
         if let MediaPath::Relay {
             server, channel, ..
         } = path
@@ -612,6 +648,10 @@ impl MediaCall {
             peer: self.peer.clone(),
             path: self.path.kind(),
             path_changes: self.path_changes,
+            direct_after_ms: self
+                .first_direct
+                .map(|t| t.saturating_duration_since(self.connected).as_millis() as u64),
+            checks: None,
             setup_ms: self
                 .first_media
                 .map(|t| t.saturating_duration_since(self.placed).as_millis() as u64),

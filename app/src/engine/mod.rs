@@ -187,6 +187,8 @@ pub enum Event {
         /// The level of the new device (replaces the meter of [`Event::Connected`]).
         meter: LevelMeter,
     },
+    /// The router's port mapping for the media socket changed (asked, mapped, unavailable).
+    PortMapping(traversal::portmap::Status),
     /// The media moved between relay and direct.
     PathChanged {
         /// The path now.
@@ -249,6 +251,9 @@ pub struct EngineConfig {
     /// The file of peers' name keys remembered from earlier calls (`None`: remembered for this
     /// run only).
     pub contacts: Option<std::path::PathBuf>,
+    /// Ask the router to map the media port (PCP, NAT-PMP, UPnP IGD) when the server is
+    /// beyond the local network ([`traversal::portmap`]).
+    pub port_mapping: bool,
 }
 
 impl EngineConfig {
@@ -268,6 +273,7 @@ impl EngineConfig {
             notify: None,
             trust: traversal::tls::ClientTrust::default(),
             contacts: None,
+            port_mapping: true,
         }
     }
 }
@@ -285,6 +291,7 @@ impl fmt::Debug for EngineConfig {
             .field("keepalive", &self.keepalive)
             .field("connect_timeout", &self.connect_timeout)
             .field("call_timeout", &self.call_timeout)
+            .field("port_mapping", &self.port_mapping)
             .finish_non_exhaustive()
     }
 }

@@ -12,12 +12,14 @@ use ::media::audio::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 use traversal::driver::{ControlStream, DriverError};
 use traversal::phone::{
     self, ControlConnected, Phone, PhoneConfig, Received, StopReason, TcpAction,
 };
+use traversal::portmap::{self, PortMapper};
 
 use super::media::{CallSetup, DeviceMove, MediaCall};
 use super::{AudioSide, Command, EngineConfig, Event, Notify, PathKind, Security, Warning};
@@ -153,6 +155,12 @@ struct Driver {
     stop: Option<Option<StopReason>>,
     /// Peers' name keys from earlier calls.
     contacts: Contacts,
+    /// The router's port mapping for the media socket, once asked for.
+    port_mapper: Option<PortMapper>,
+    /// Its changes.
+    port_mapping: Option<watch::Receiver<portmap::Status>>,
+    /// Whether to ask was decided (on the first connection).
+    port_mapping_decided: bool,
 }
 
 impl Driver {
@@ -192,6 +200,9 @@ impl Driver {
             volume: 1.0,
             stop: None,
             contacts,
+            port_mapper: None,
+            port_mapping: None,
+            port_mapping_decided: false,
         })
     }
 
@@ -250,6 +261,14 @@ impl Driver {
                     }
                 },
                 () = sleep_until(deadline) => self.phone.handle_timeout(Instant::now()),
+                status = port_mapping_changed(&mut self.port_mapping) => match status {
+                    Some(status) => {
+                        self.phone.set_router_mapping(status.external());
+                        self.events.send(Event::PortMapping(status));
+                    }
+                    // The mapper ended: nothing more will change.
+                    None => self.port_mapping = None,
+                },
             }
         }
     }
@@ -327,7 +346,7 @@ impl Driver {
             phone::Event::PathChanged { path } => {
                 // Before the devices are open the front end hears of the path with Connected.
                 if let Some(media) = &mut self.media
-                    && media.call.set_path(path)
+                    && media.call.set_path(now, path)
                     && media.ready
                 {
                     self.events.send(Event::PathChanged {
@@ -341,6 +360,7 @@ impl Driver {
                 let report = self.media.take().map(|mut media| {
                     let mut report = media.call.report(now);
                     report.end = Some(reason);
+                    report.checks = self.phone.punch_stats().map(Into::into);
                     if let Some(socket) = &self.socket
                         && let Err(e) = media.call.finish(now, socket)
                     {
@@ -430,9 +450,42 @@ impl Driver {
     async fn goodbye(&mut self) {
         self.flush(Instant::now());
         self.close_control();
-        if let Some(task) = self.closing.take() {
-            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, task).await;
+        let released = async {
+            if let Some(mapper) = self.port_mapper.take() {
+                let status = mapper.release(GOODBYE_TIMEOUT).await;
+                tracing::info!(%status, "port mapping");
+            }
+        };
+        let closed = async {
+            if let Some(task) = self.closing.take() {
+                let _ = tokio::time::timeout(GOODBYE_TIMEOUT, task).await;
+            }
+        };
+        tokio::join!(released, closed);
+    }
+
+    /// Asks the router to map the media socket's port, once, when the server is beyond the
+    /// local network (over IPv4, from `access`, our address towards the server).
+    fn start_port_mapping(&mut self, access: SocketAddr, server: SocketAddr, media_port: u16) {
+        if self.port_mapping_decided || media_port == 0 {
+            return;
         }
+        self.port_mapping_decided = true;
+        let local = match access.ip() {
+            std::net::IpAddr::V4(local)
+                if self.config.port_mapping && portmap::worth_asking(access.ip(), server.ip()) =>
+            {
+                local
+            }
+            _ => {
+                self.events.send(Event::PortMapping(portmap::Status::Off));
+                return;
+            }
+        };
+        let internal = std::net::SocketAddrV4::new(local, media_port);
+        let mapper = PortMapper::start(internal, portmap::Options::default());
+        self.port_mapping = Some(mapper.watch());
+        self.port_mapper = Some(mapper);
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, len: usize, buf: &[u8]) {
@@ -626,6 +679,7 @@ impl Driver {
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map_or(0, |a| a.port());
+        self.start_port_mapping(access, server, media_port);
         let (reader, mut writer) = tokio::io::split(tls);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let writer_task = tokio::spawn(async move {
@@ -681,7 +735,7 @@ impl Driver {
         call.set_muted(false);
         call.set_volume(self.volume);
         if let Some(path) = self.phone.media_path() {
-            call.set_path(path);
+            call.set_path(now, path);
         }
         let mut frame = tokio::time::interval(call.frame_period());
         frame.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -837,6 +891,19 @@ async fn recv_media(
 ) -> std::io::Result<(usize, SocketAddr)> {
     match socket {
         Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The port mapping's next status; `None` when its task ended.
+async fn port_mapping_changed(
+    watch: &mut Option<watch::Receiver<portmap::Status>>,
+) -> Option<portmap::Status> {
+    match watch {
+        Some(watch) => match watch.changed().await {
+            Ok(()) => Some(watch.borrow_and_update().clone()),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }

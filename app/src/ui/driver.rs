@@ -86,6 +86,7 @@ impl PinholeApp {
             ..MediaConfig::default()
         };
         config.udp_port = saved.advanced.udp_port;
+        config.port_mapping = saved.advanced.port_mapping;
         config.keepalive = saved
             .advanced
             .keepalive_s

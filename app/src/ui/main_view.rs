@@ -180,6 +180,9 @@ impl PinholeApp {
             }
             NatState::Done(Err(e)) => error_line(ui, &words::nat_failed(e)),
         }
+        if let Some(status) = &self.state.port_mapping {
+            ui.label(words::port_mapping(status));
+        }
     }
 
     fn call_field_ui(&mut self, ui: &mut egui::Ui) {

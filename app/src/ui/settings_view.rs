@@ -233,6 +233,13 @@ impl PinholeApp {
                     .labelled_by(label.id);
                     ui.end_row();
 
+                    ui.label("Port mapping");
+                    ui.checkbox(
+                        &mut self.form.advanced.port_mapping,
+                        "ask the router (UPnP, NAT-PMP, PCP)",
+                    );
+                    ui.end_row();
+
                     ui.label("Built-in server");
                     ui.checkbox(
                         &mut self.form.advanced.embedded_server_lan,

@@ -363,6 +363,8 @@ pub struct AppState {
     pub invite: Option<InviteOffer>,
     /// The name to call as soon as the app is registered: an invite's, accepted.
     pub pending_call: Option<String>,
+    /// The router's port mapping for calls, as the engine last said (`None`: not asked).
+    pub port_mapping: Option<traversal::portmap::Status>,
     /// A device problem the engine reported during this call: it says why the call ends with
     /// [`EndReason::Local`].
     audio_problem: Option<(AudioSide, String)>,
@@ -381,6 +383,7 @@ impl Default for AppState {
             notice: None,
             invite: None,
             pending_call: None,
+            port_mapping: None,
             audio_problem: None,
             ended_by_user: None,
         }
@@ -495,6 +498,7 @@ impl AppState {
                     self.audio_problem = None;
                 }
             }
+            Event::PortMapping(status) => self.port_mapping = Some(status),
             Event::PathChanged { path, remote } => {
                 if let Call::Up(up) = &mut self.call {
                     up.path = path;

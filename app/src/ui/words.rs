@@ -265,6 +265,20 @@ pub fn nat_found(report: &NatReport) -> [String; 2] {
     ]
 }
 
+/// The router's port mapping for calls, in one line.
+pub fn port_mapping(status: &traversal::portmap::Status) -> String {
+    use traversal::portmap::Status;
+    match status {
+        Status::Off => "Router port mapping: not asked for".into(),
+        Status::Asking => "Router port mapping: asking the router…".into(),
+        Status::Mapped {
+            method, external, ..
+        } => format!("Router port mapping: {external} ({method}): calls can come straight in"),
+        Status::Unavailable(why) => format!("Router port mapping: none ({why})"),
+        Status::Released => "Router port mapping: released".into(),
+    }
+}
+
 /// The NAT check did not finish.
 pub fn nat_failed(why: &str) -> String {
     format!("Network check failed: {why}")
