@@ -362,6 +362,9 @@ impl Party {
         cmd.args(self.answer_args(server)).args(extra);
         let mut answer = Headless::spawn(cmd);
         answer.expect_log("headless: registered", REGISTER_WAIT);
+        // The router's answer about a port mapping (at once where none is asked for): a call
+        // placed from now on gets the mapped candidate.
+        answer.expect_log("headless: port mapping settled", REGISTER_WAIT);
         answer
     }
 

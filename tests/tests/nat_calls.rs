@@ -12,6 +12,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use pinhole_tests::miniupnpd::{self, Protocols, Upnp};
 use pinhole_tests::netns::{Host, Lab, NatKind};
 use pinhole_tests::{Headless, HeadlessOutput, Party, Place, Rendezvous, TempDir};
 
@@ -29,6 +30,12 @@ enum Side {
     /// (a bare Linux router, many carrier NATs): they reach the router itself, and conntrack
     /// keeps an entry for them.
     OpenNat(NatKind),
+    /// Behind a home router (`MASQUERADE`, WAN firewalled) whose WAN is on the LAN of a
+    /// carrier NAT of that kind (100.64.0.0/10), which lets unsolicited datagrams in.
+    Carrier(NatKind),
+    /// Behind a home router of that kind (WAN firewalled) that maps ports on request: a real
+    /// `miniupnpd` serving these protocols.
+    Mapping(NatKind, Protocols),
 }
 
 /// Where the two clients live.
@@ -40,13 +47,15 @@ enum Topology {
     SameNat(NatKind),
 }
 
-use Side::{Nat, OpenNat, Public};
+use Side::{Carrier, Mapping, Nat, OpenNat, Public};
 use Topology::{Apart, SameNat};
 
 /// A lab with a server on its internet and two parties behind NATs, their WAN sides
 /// firewalled as home routers' are.
 struct CallLab {
     lab: Lab,
+    /// The port-mapping routers' daemons.
+    upnps: Vec<Upnp>,
     server: Rendezvous,
     callee_host: Host,
     caller_host: Host,
@@ -61,25 +70,47 @@ impl CallLab {
     /// Builds the topology (NAT UDP timeouts shortened to `udp_timeout`) and starts the server.
     /// `None` where the lab cannot be made (after `prereq::missing`).
     fn new(topology: Topology, udp_timeout: Option<Duration>) -> Option<Self> {
+        let sides = match topology {
+            Apart(a, b) => vec![a, b],
+            SameNat(_) => Vec::new(),
+        };
+        let mapping = sides.iter().any(|s| matches!(s, Mapping(..)));
         let mut lab = Lab::new()?;
+        if mapping && !miniupnpd::installed() {
+            return None;
+        }
         // The internet is a few routers deep, as the real one is (more, in fact): hole
         // punching's openers (TTL 2 and 3) die in it instead of reaching the peer's router.
-        let depth = ["-t", "mangle", "-A", "PREROUTING", "-j", "TTL", "--ttl-dec", "3"];
-        lab.iptables(&lab.inet, &depth).unwrap();
+        lab.internet_hops(4).unwrap();
         let server_host = lab.server("srv").unwrap();
         let mut wans = Vec::new();
+        let mut upnps = Vec::new();
         let mut host = |side: Side, role: &str| match side {
             Public => lab.public_host(role).unwrap(),
-            Nat(kind) | OpenNat(kind) => {
+            Nat(kind) | OpenNat(kind) | Mapping(kind, _) => {
                 let mut nat = lab.nat(kind).unwrap();
-                if let Nat(_) = side {
+                if !matches!(side, OpenNat(_)) {
                     lab.firewall_wan(&nat).unwrap();
                 }
                 if let Some(t) = udp_timeout {
                     lab.set_udp_timeout(&nat, t).unwrap();
                 }
+                if let Mapping(_, protocols) = side {
+                    upnps.push(lab.upnp(&nat, protocols).unwrap());
+                }
                 wans.push(nat.wan_ip);
                 lab.host_behind(&mut nat, role).unwrap()
+            }
+            Carrier(kind) => {
+                let mut carrier = lab.carrier_nat(kind).unwrap();
+                let mut home = lab.nat_behind(&mut carrier, Masquerade).unwrap();
+                lab.firewall_wan(&home).unwrap();
+                if let Some(t) = udp_timeout {
+                    lab.set_udp_timeout(&carrier, t).unwrap();
+                    lab.set_udp_timeout(&home, t).unwrap();
+                }
+                wans.push(carrier.wan_ip);
+                lab.host_behind(&mut home, role).unwrap()
             }
         };
         let (callee_host, caller_host) = match topology {
@@ -104,6 +135,7 @@ impl CallLab {
         let caller = Party::tone(&dir, "cer", 660.0);
         Some(Self {
             lab,
+            upnps,
             server,
             callee_host,
             caller_host,
@@ -196,6 +228,13 @@ fn check_report(json: &serde_json::Value, peer: &Party, secs: f64, share: f64) {
 
 /// Both processes' reports, after checking that both exited 0 with one JSON line each.
 fn reports(caller: HeadlessOutput, callee: HeadlessOutput) -> [serde_json::Value; 2] {
+    for (who, out) in [("caller", &caller), ("callee", &callee)] {
+        for line in out.log.iter().filter(|l| {
+            l.contains("port mapping") || l.contains("call connected") || l.contains("placing")
+        }) {
+            eprintln!("{who}: {line}");
+        }
+    }
     assert!(caller.status.success(), "caller failed: {caller:#?}");
     assert!(callee.status.success(), "callee failed: {callee:#?}");
     let (caller, callee) = (caller.one_json(), callee.one_json());
@@ -221,7 +260,14 @@ fn call_across(
         std::thread::sleep(at);
         lab.cut_direct();
     }
-    let caller = caller.finish(Duration::from_secs_f64(secs + 20.0));
+    let caller = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        caller.finish(Duration::from_secs_f64(secs + 20.0))
+    }));
+    let caller = caller.unwrap_or_else(|panic| {
+        // The caller never ended: the callee's side of the story first.
+        eprintln!("callee's log: {:#?}", callee.log);
+        std::panic::resume_unwind(panic)
+    });
     let reports = reports(caller, callee.finish(Duration::from_secs(10)));
     // With the direct pair cut mid-call, what was sent on it in the seconds before the switch
     // to the relay is lost (and concealed), and only that: the jitter buffer gives the outage
@@ -248,6 +294,24 @@ fn nat_cell(topology: Topology, path: &str) {
         if path == "relay" {
             assert_eq!(json["path_changes"], 0, "never direct: {json}");
         }
+    }
+    // Issue 13's goals: direct within 1 s of the answer, at most 100 probes per call.
+    let figure = |json: &serde_json::Value, key: &str| json[key].as_u64();
+    let probes = |json: &serde_json::Value| json["checks"]["probes"].as_u64().unwrap_or(0);
+    let [caller, callee] = &reports;
+    eprintln!(
+        "cell {topology:?}: {path}, direct after {:?} / {:?} ms (caller / callee), probes {} / {}",
+        figure(caller, "direct_after_ms"),
+        figure(callee, "direct_after_ms"),
+        probes(caller),
+        probes(callee),
+    );
+    for json in &reports {
+        if path == "direct" {
+            let after = figure(json, "direct_after_ms").expect("went direct");
+            assert!(after <= 1000, "direct {after} ms after the answer: {json}");
+        }
+        assert!(probes(json) <= 100, "probes: {json}");
     }
 }
 
@@ -290,6 +354,18 @@ nat_cell!(random_fully_callee_masquerade_caller_stays_on_the_relay: Apart(Nat(Ra
 nat_cell!(open_masquerade_to_open_masquerade_goes_direct: Apart(OpenNat(Masquerade), OpenNat(Masquerade)) => "direct");
 nat_cell!(open_masquerade_callee_masquerade_caller_goes_direct: Apart(OpenNat(Masquerade), Nat(Masquerade)) => "direct");
 nat_cell!(masquerade_callee_open_masquerade_caller_goes_direct: Apart(Nat(Masquerade), OpenNat(Masquerade)) => "direct");
+// A carrier NAT that lets unsolicited datagrams in, with a home router behind it: the opener
+// with TTL 3 opens both (TTL 2 dies at the carrier NAT), and dies in the internet.
+nat_cell!(carrier_nat_callee_masquerade_caller_goes_direct: Apart(Carrier(Masquerade), Nat(Masquerade)) => "direct");
+nat_cell!(masquerade_callee_carrier_nat_caller_goes_direct: Apart(Nat(Masquerade), Carrier(Masquerade)) => "direct");
+nat_cell!(carrier_nat_to_open_masquerade_goes_direct: Apart(Carrier(Masquerade), OpenNat(Masquerade)) => "direct");
+// A router that maps a port on request (miniupnpd): the mapped address is a candidate the
+// other side's checks reach however the router maps and filters, so even two port-random
+// routers go direct, whichever side has the mapping and whichever protocol it speaks.
+nat_cell!(pcp_callee_random_fully_caller_goes_direct: Apart(Mapping(RandomFully, Protocols::PCP_PMP), Nat(RandomFully)) => "direct");
+nat_cell!(random_fully_callee_pcp_caller_goes_direct: Apart(Nat(RandomFully), Mapping(RandomFully, Protocols::PCP_PMP)) => "direct");
+nat_cell!(upnp_callee_random_fully_caller_goes_direct: Apart(Mapping(RandomFully, Protocols::UPNP), Nat(RandomFully)) => "direct");
+nat_cell!(mapping_masquerade_callee_random_fully_caller_goes_direct: Apart(Mapping(Masquerade, Protocols::ALL), Nat(RandomFully)) => "direct");
 // Both on one NAT's LAN (a bridge): the host candidates reach each other without the NAT.
 nat_cell!(two_clients_behind_one_masquerade_go_direct: SameNat(Masquerade) => "direct");
 nat_cell!(two_clients_behind_one_random_fully_go_direct: SameNat(RandomFully) => "direct");
@@ -376,4 +452,76 @@ fn a_direct_call_survives_the_server_and_both_register_again() {
     check_report(&caller_json, &lab.callee, 3.0, 0.8);
     check_report(&callee_json, &lab.caller, 3.0, 0.8);
     assert_eq!(callee_json["end"], "peer_hung_up", "{callee_json}");
+}
+
+/// The port mappings miniupnpd holds on `upnp`'s router: the DNAT rules it keeps in its nft
+/// table (one per mapping).
+fn router_mappings(lab: &Lab, upnp: &Upnp) -> Vec<String> {
+    let out = lab
+        .exec(&upnp.ns, "nft", &["list", "table", "inet", "miniupnpd"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("dnat"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// Issue 13, item 3: the router's port mapping lives as long as the app needs it. `pinhole
+/// nat-check` behind a PCP router reports the mapping (method, the router's public address)
+/// and deletes it before it exits; `pinhole answer` keeps one while it runs (the only DNAT rule
+/// on the router) and deletes it when it exits.
+#[test]
+fn the_routers_port_mapping_is_reported_and_deleted_at_exit() {
+    let topology = Apart(Mapping(RandomFully, Protocols::PCP_PMP), Public);
+    let Some(lab) = CallLab::new(topology, None) else {
+        return;
+    };
+    let upnp = &lab.upnps[0];
+    let place = Place::In(&lab.lab, &lab.callee_host.ns);
+    let mut cmd = place.command("pinhole");
+    let server = lab.server.addr.to_string();
+    cmd.args(["nat-check", "--server", &server, "--json"]);
+    cmd.env("HOME", lab._dir.join("home"));
+    let out = pinhole_tests::output_within(&mut cmd, Duration::from_secs(20));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nat-check failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("nat-check: {json}");
+    assert_eq!(json["port_mapping_method"], "PCP", "{json}");
+    let external: std::net::SocketAddr = json["port_mapping_external"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(external.ip(), upnp.external_ip, "{json}");
+    assert_eq!(
+        router_mappings(&lab.lab, upnp),
+        Vec::<String>::new(),
+        "nat-check left its mapping behind"
+    );
+
+    let mut callee = lab.answer(1);
+    callee.expect_log("mapped by the router", Duration::from_secs(5));
+    let held = router_mappings(&lab.lab, upnp);
+    assert_eq!(held.len(), 1, "one mapping while it runs: {held:?}");
+    callee.terminate();
+    let out = callee.finish(Duration::from_secs(10));
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.log
+            .iter()
+            .any(|l| l.contains("port mapping status=released")),
+        "{:#?}",
+        out.log
+    );
+    assert_eq!(
+        router_mappings(&lab.lab, upnp),
+        Vec::<String>::new(),
+        "pinhole answer left its mapping behind"
+    );
 }
