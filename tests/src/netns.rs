@@ -12,7 +12,10 @@
 //! 203.0.113.0/24; 192.0.2.0/24 is left for a test's own extra addresses), with IPv6 beside
 //! (2001:db8:1::/48 for servers, 2001:db8:2::/48 for others, a /64 per link). The internet
 //! routes only public addresses: private ones never leave their NAT, as on the real Internet.
-//! Behind a NAT, hosts share one LAN segment (a bridge in the NAT's namespace), IPv4 only.
+//! Behind a NAT, hosts share one LAN segment (a bridge in the NAT's namespace), IPv4 only
+//! unless the router is dual-stack ([`Lab::nat_dual_stack`], [`Lab::enable_ipv6`]): then its LAN
+//! also has a global /64 (2001:db8:3:N::/64), routed to it by the internet and guarded by a
+//! home router's stateful IPv6 firewall (replies only), no NAT66.
 //!
 //! More shapes of network:
 //! - [`Lab::carrier_nat`] is a carrier-grade NAT: its LAN is shared address space
@@ -77,8 +80,9 @@ pub struct Host {
     pub ns: Ns,
     /// Its address (public for hosts on the internet, private behind a NAT).
     pub ip: Ipv4Addr,
-    /// Its IPv6 address (2001:db8::/32), for hosts on the internet; `None` behind a NAT (the
-    /// lab's NATs are IPv4 only, as home routers' NATs are).
+    /// Its IPv6 address (2001:db8::/32), for hosts on the internet and behind a dual-stack
+    /// router ([`Lab::enable_ipv6`]: a global address, routed, not translated); `None` behind
+    /// an IPv4-only NAT.
     pub ip6: Option<Ipv6Addr>,
 }
 
@@ -104,8 +108,18 @@ pub struct Nat {
     pub lan_ip: Ipv4Addr,
     /// How it maps.
     pub kind: NatKind,
+    /// Its WAN IPv6 address, for a NAT on the internet (2001:db8:2:L::2 on its WAN link); for a
+    /// NAT behind another one, its address on that NAT's LAN if it has IPv6, else `None`.
+    pub wan_ip6: Option<Ipv6Addr>,
+    /// Its LAN IPv6 address, 2001:db8:3:N::1 (the gateway of hosts behind it), once
+    /// [`Lab::enable_ipv6`] made it dual-stack; `None` on an IPv4-only NAT.
+    pub lan_ip6: Option<Ipv6Addr>,
     /// The first three octets of its LAN /24 (10.N.0 for a home NAT, 100.64.N for a carrier's).
     lan_prefix: [u8; 3],
+    /// N: its subnet number, in its LAN /24 and in its IPv6 /64.
+    subnet: u8,
+    /// Its WAN is on another NAT's LAN ([`Lab::nat_behind`]).
+    behind: bool,
     hosts: u8,
 }
 
@@ -115,6 +129,17 @@ impl Nat {
         let [a, b, c] = self.lan_prefix;
         Ipv4Addr::new(a, b, c, 0)
     }
+
+    /// Its routed LAN /64 once dual-stack ([`Lab::enable_ipv6`]): 2001:db8:3:N::, else `None`.
+    pub fn lan_network6(&self) -> Option<Ipv6Addr> {
+        self.lan_ip6.map(|_| lan6(self.subnet, 0))
+    }
+}
+
+/// Address `host` in the routed LAN /64 of the NAT with subnet number `subnet`:
+/// 2001:db8:3:N::host.
+fn lan6(subnet: u8, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 3, u16::from(subnet), 0, 0, 0, host)
 }
 
 /// The lab: owns its namespaces and everything started in them.
@@ -237,6 +262,12 @@ impl Lab {
     /// Runs `iptables ARGS...` inside `ns`.
     pub fn iptables(&self, ns: &Ns, args: &[&str]) -> io::Result<()> {
         self.exec(ns, "iptables", args)?;
+        Ok(())
+    }
+
+    /// Runs `ip6tables ARGS...` inside `ns`.
+    pub fn ip6tables(&self, ns: &Ns, args: &[&str]) -> io::Result<()> {
+        self.exec(ns, "ip6tables", args)?;
         Ok(())
     }
 
@@ -371,7 +402,16 @@ impl Lab {
     pub fn nat(&mut self, kind: NatKind) -> io::Result<Nat> {
         let router = self.attach("nat", false)?;
         let subnet = self.next_subnet();
-        self.make_nat(router, kind, [10, subnet, 0])
+        self.make_nat(router, kind, [10, subnet, 0], subnet, false)
+    }
+
+    /// A dual-stack home router: [`Lab::nat`] then [`Lab::enable_ipv6`]. Hosts behind it get
+    /// a private IPv4 address (NAT'ed) and a global IPv6 one (routed, behind a stateful
+    /// firewall).
+    pub fn nat_dual_stack(&mut self, kind: NatKind) -> io::Result<Nat> {
+        let mut nat = self.nat(kind)?;
+        self.enable_ipv6(&mut nat)?;
+        Ok(nat)
     }
 
     /// A carrier-grade NAT on the internet: like [`Lab::nat`], but its LAN is shared address
@@ -381,7 +421,7 @@ impl Lab {
     pub fn carrier_nat(&mut self, kind: NatKind) -> io::Result<Nat> {
         let router = self.attach("cgn", false)?;
         let subnet = self.next_subnet();
-        self.make_nat(router, kind, [100, 64, subnet])
+        self.make_nat(router, kind, [100, 64, subnet], subnet, false)
     }
 
     /// A NAT router whose WAN side sits on the LAN of `outer` (a home router behind a carrier's
@@ -392,7 +432,7 @@ impl Lab {
     pub fn nat_behind(&mut self, outer: &mut Nat, kind: NatKind) -> io::Result<Nat> {
         let router = self.host_behind(outer, "hnat")?;
         let subnet = self.next_subnet();
-        self.make_nat(router, kind, [10, subnet, 0])
+        self.make_nat(router, kind, [10, subnet, 0], subnet, true)
     }
 
     fn next_subnet(&mut self) -> u8 {
@@ -402,7 +442,14 @@ impl Lab {
     }
 
     /// Turns `router` (WAN on its `eth0`) into a NAT with the LAN `lan_prefix`.0/24 on a bridge.
-    fn make_nat(&mut self, router: Host, kind: NatKind, lan_prefix: [u8; 3]) -> io::Result<Nat> {
+    fn make_nat(
+        &mut self,
+        router: Host,
+        kind: NatKind,
+        lan_prefix: [u8; 3],
+        subnet: u8,
+        behind: bool,
+    ) -> io::Result<Nat> {
         let [a, b, c] = lan_prefix;
         let lan_ip = Ipv4Addr::new(a, b, c, 1);
         self.sysctl(&router.ns, "net.ipv4.ip_forward", "1")?;
@@ -424,9 +471,113 @@ impl Lab {
             wan_ip: router.ip,
             lan_ip,
             kind,
+            wan_ip6: router.ip6,
+            lan_ip6: None,
             lan_prefix,
+            subnet,
+            behind,
             hosts: 0,
         })
+    }
+
+    /// Makes `nat` (a NAT on the internet: [`Lab::nat`] or [`Lab::carrier_nat`]) a dual-stack
+    /// router, as a home router with IPv6 is: besides its IPv4 NAT, its LAN gets a global /64,
+    /// 2001:db8:3:N::/64 (N its subnet number, as in 10.N.0.0/24), which the internet routes
+    /// to the router's WAN IPv6 address; its LAN address is 2001:db8:3:N::1 ([`Nat::lan_ip6`]).
+    /// IPv6 is routed, never translated (no NAT66). Hosts added afterwards by
+    /// [`Lab::host_behind`] get 2001:db8:3:N::2, ::3... ([`Host::ip6`]) and a default IPv6
+    /// route via the router; hosts added before stay IPv4 only.
+    ///
+    /// The router has a home router's default stateful IPv6 firewall (`ip6tables` in its
+    /// namespace): what it forwards from the WAN (`eth0`) to the LAN is accepted only when
+    /// conntrack says `ESTABLISHED,RELATED`, or when it is ICMPv6 error IPv6 needs
+    /// (destination unreachable, packet too big, time exceeded, parameter problem); the rest
+    /// is dropped. From the LAN to the WAN everything is forwarded. So a host behind it is
+    /// reachable over IPv6 only from addresses and ports it sent to (a hole punch works between
+    /// two such routers); a ping from outside gets no answer.
+    ///
+    /// A NAT behind another one ([`Lab::nat_behind`]) cannot be made dual-stack (that needs
+    /// prefix delegation): an error.
+    pub fn enable_ipv6(&mut self, nat: &mut Nat) -> io::Result<()> {
+        if nat.lan_ip6.is_some() {
+            return Ok(());
+        }
+        let wan6 = match nat.wan_ip6 {
+            Some(wan6) if !nat.behind => wan6,
+            _ => {
+                return Err(io::Error::other(
+                    "lab: only a NAT on the internet can be made dual-stack",
+                ));
+            }
+        };
+        let ns = nat.ns.clone();
+        let lan6_ip = lan6(nat.subnet, 1);
+        self.sysctl(&ns, "net.ipv6.conf.all.forwarding", "1")?;
+        self.ip(
+            &ns,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{lan6_ip}/64"),
+                "dev",
+                "br0",
+                "nodad",
+            ],
+        )?;
+        // A home router's default (RFC 6092): replies in, ICMPv6 errors in, nothing else.
+        self.ip6tables(
+            &ns,
+            &[
+                "-A",
+                "FORWARD",
+                "-i",
+                "eth0",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+        )?;
+        for icmp in [
+            "destination-unreachable",
+            "packet-too-big",
+            "time-exceeded",
+            "parameter-problem",
+        ] {
+            self.ip6tables(
+                &ns,
+                &[
+                    "-A",
+                    "FORWARD",
+                    "-i",
+                    "eth0",
+                    "-p",
+                    "ipv6-icmp",
+                    "--icmpv6-type",
+                    icmp,
+                    "-j",
+                    "ACCEPT",
+                ],
+            )?;
+        }
+        self.ip6tables(&ns, &["-A", "FORWARD", "-i", "eth0", "-j", "DROP"])?;
+        let inet = self.inet.clone();
+        self.ip(
+            &inet,
+            &[
+                "-6",
+                "route",
+                "add",
+                &format!("{}/64", lan6(nat.subnet, 0)),
+                "via",
+                &wan6.to_string(),
+            ],
+        )?;
+        nat.lan_ip6 = Some(lan6_ip);
+        Ok(())
     }
 
     /// Masquerades what `router` forwards out of its `eth0`: `iptables -t nat -A POSTROUTING
@@ -440,7 +591,9 @@ impl Lab {
         self.iptables(router, &rule)
     }
 
-    /// A host behind `nat`, on its private /24, with the NAT as default gateway.
+    /// A host behind `nat`, on its private /24, with the NAT as default gateway; behind a
+    /// dual-stack router ([`Lab::enable_ipv6`]) also with a global IPv6 address in its /64
+    /// (2001:db8:3:N::2, ::3...) and the router's LAN address as IPv6 default gateway.
     pub fn host_behind(&mut self, nat: &mut Nat, role: &str) -> io::Result<Host> {
         if nat.hosts >= 250 {
             return Err(io::Error::other("lab: that NAT's LAN is full"));
@@ -464,7 +617,30 @@ impl Lab {
             &ns,
             &["route", "add", "default", "via", &nat.lan_ip.to_string()],
         )?;
-        Ok(Host { ns, ip, ip6: None })
+        let ip6 = match nat.lan_ip6 {
+            None => None,
+            Some(gateway) => {
+                let ip6 = lan6(nat.subnet, u16::from(nat.hosts) + 1);
+                self.ip(
+                    &ns,
+                    &[
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("{ip6}/64"),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ],
+                )?;
+                self.ip(
+                    &ns,
+                    &["-6", "route", "add", "default", "via", &gateway.to_string()],
+                )?;
+                Some(ip6)
+            }
+        };
+        Ok(Host { ns, ip, ip6 })
     }
 
     /// Sets the NAT's conntrack UDP timeouts (`nf_conntrack_udp_timeout` for a one-way flow,
