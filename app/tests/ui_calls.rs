@@ -137,6 +137,7 @@ fn report(peer: &str) -> CallReport {
     CallReport {
         peer: peer.into(),
         path: PathKind::Direct,
+        direct_to: None,
         path_changes: 1,
         direct_after_ms: Some(160),
         checks: None,

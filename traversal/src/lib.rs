@@ -16,6 +16,7 @@
 pub use traversal_core::{addr, calls, channel, client, control, phone, punch, server, stun, wire};
 
 pub mod driver;
+pub mod media_socket;
 pub mod metrics;
 pub mod names_file;
 pub mod plain;
@@ -23,5 +24,4 @@ pub mod portmap;
 pub mod rendezvous;
 pub mod server_config;
 pub mod tls;
-pub mod ttl;
 pub mod udp_batch;

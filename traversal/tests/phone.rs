@@ -506,6 +506,7 @@ impl World {
                             access: local,
                             local_addresses: vec![local.ip()],
                             media_port: MEDIA_PORT,
+                            media_ipv6: false,
                         },
                     ),
                     TcpEvent::Refused => {

@@ -135,6 +135,9 @@ pub struct CallReport {
     pub peer: String,
     /// The path in use (at the end, for a report).
     pub path: PathKind,
+    /// The peer's address on the direct path in use (IPv4 or IPv6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct_to: Option<std::net::SocketAddr>,
     /// How many times the media moved between relay and direct.
     pub path_changes: u32,
     /// From connected to the first move to a direct path; `None` if it never went direct.
@@ -315,7 +318,9 @@ impl media::voice::Transport for PathTransport<'_> {
             .protect(datagram, self.sealed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         match self.path {
-            MediaPath::Direct(to) => self.socket.try_send_to(self.sealed, to).map(|_| ()),
+            MediaPath::Direct(to) => {
+                traversal::media_socket::try_send_to(self.socket, self.sealed, to, None).map(|_| ())
+            }
             MediaPath::Relay {
                 server,
                 channel,
@@ -324,7 +329,8 @@ impl media::voice::Transport for PathTransport<'_> {
                 self.scratch.clear();
                 channel::encode_relay_into(channel, token, self.sealed, self.scratch)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                self.socket.try_send_to(self.scratch, server).map(|_| ())
+                traversal::media_socket::try_send_to(self.socket, self.scratch, server, None)
+                    .map(|_| ())
             }
         }
     }
@@ -647,6 +653,7 @@ impl MediaCall {
         CallReport {
             peer: self.peer.clone(),
             path: self.path.kind(),
+            direct_to: self.path.remote(),
             path_changes: self.path_changes,
             direct_after_ms: self
                 .first_direct

@@ -290,9 +290,12 @@ impl Driver {
             }
             if let Some(socket) = &self.socket {
                 while let Some(t) = self.phone.poll_transmit() {
-                    if let Err(e) =
-                        traversal::ttl::try_send_to(socket, &t.contents, t.destination, t.ttl)
-                    {
+                    if let Err(e) = traversal::media_socket::try_send_to(
+                        socket,
+                        &t.contents,
+                        t.destination,
+                        t.ttl,
+                    ) {
                         tracing::debug!(to = %t.destination, "UDP send: {e}");
                     }
                 }
@@ -514,7 +517,10 @@ impl Driver {
                 return;
             };
             match socket.try_recv_from(buf) {
-                Ok((n, from)) => self.handle_datagram(Instant::now(), from, n, buf),
+                Ok((n, from)) => {
+                    let from = traversal::media_socket::peer(from);
+                    self.handle_datagram(Instant::now(), from, n, buf);
+                }
                 // Nothing waiting (or an ICMP error, which the select loop's read sees too).
                 Err(_) => return,
             }
@@ -653,20 +659,15 @@ impl Driver {
             }
         };
         if self.socket.is_none() {
-            let bind = match server {
-                SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], self.config.udp_port)),
-                SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], self.config.udp_port)),
-            };
-            match std::net::UdpSocket::bind(bind)
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .and_then(UdpSocket::from_std)
-            {
+            // IPv4 and IPv6 on one socket: the relay over the server's family, a direct path
+            // over either.
+            match traversal::media_socket::bind(self.config.udp_port) {
                 Ok(socket) => self.socket = Some(socket),
                 Err(e) => {
                     self.stop = Some(Some(StopReason::Local {
                         detail: format!(
                             "cannot use UDP port {} for calls: {}",
-                            bind.port(),
+                            self.config.udp_port,
                             traversal::plain::io_error(&e)
                         ),
                     }));
@@ -679,6 +680,10 @@ impl Driver {
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map_or(0, |a| a.port());
+        let media_ipv6 = self
+            .socket
+            .as_ref()
+            .is_some_and(traversal::media_socket::is_dual_stack);
         self.start_port_mapping(access, server, media_port);
         let (reader, mut writer) = tokio::io::split(tls);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
@@ -704,6 +709,7 @@ impl Driver {
                 access,
                 local_addresses: traversal::driver::local_addresses(),
                 media_port,
+                media_ipv6,
             },
         );
     }
@@ -890,7 +896,10 @@ async fn recv_media(
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr)> {
     match socket {
-        Some(socket) => socket.recv_from(buf).await,
+        Some(socket) => {
+            let (n, from) = socket.recv_from(buf).await?;
+            Ok((n, traversal::media_socket::peer(from)))
+        }
         None => std::future::pending().await,
     }
 }

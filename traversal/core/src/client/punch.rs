@@ -514,6 +514,17 @@ impl Punch {
         }
         match &mut self.direct {
             Some(direct) if same(direct.addr, from) => direct.last_success = now,
+            // An IPv6 pair is preferred to an IPv4 one (no NAT on it, fewer hops to go wrong):
+            // the media moves; the IPv4 pair stays the peer's too until the call ends.
+            Some(direct) if direct.addr.is_ipv4() && from.is_ipv6() => {
+                *direct = Direct {
+                    addr: from,
+                    last_success: now,
+                    next_consent: now + self.consent_interval,
+                };
+                self.stats.path_changes += 1;
+                self.push_event(PunchEvent::DirectPath(from));
+            }
             // Settled on another pair: this one is not needed.
             Some(_) => {}
             None => {
@@ -565,9 +576,13 @@ impl Punch {
                     }
                     self.send_check(now, direct.addr, None);
                 }
-                return;
+                // On IPv4, the IPv6 candidates are still checked: an IPv6 pair is preferred.
+                if direct.addr.is_ipv6() {
+                    return;
+                }
             }
         }
+        let upgrading = self.direct.is_some();
         self.retire_probes(now);
         self.send_openers(now);
         if now < self.next_send {
@@ -579,6 +594,7 @@ impl Punch {
             .iter()
             .enumerate()
             .filter(|(_, c)| !c.retired && c.next_check.is_none_or(|t| t <= now))
+            .filter(|(_, c)| !upgrading || c.addr.is_ipv6())
             .min_by_key(|(_, c)| c.next_check.unwrap_or(self.start))
             .map(|(i, c)| (i, c.addr));
         if let Some((i, addr)) = due {
@@ -644,19 +660,28 @@ impl Punch {
         if self.closed {
             return None;
         }
-        if let Some(d) = self.direct {
-            return Some(
-                d.next_consent
-                    .max(self.next_send)
-                    .min(d.last_success + self.consent_timeout),
-            );
-        }
-        self.candidates
+        let checks = self
+            .candidates
             .iter()
             .filter(|c| !c.retired)
+            // On a direct IPv4 pair, only the IPv6 candidates are still checked.
+            .filter(|c| {
+                self.direct
+                    .is_none_or(|d| d.addr.is_ipv4() && c.addr.is_ipv6())
+            })
             .map(|c| c.next_check.unwrap_or(self.now))
             .min()
-            .map(|t| t.max(self.next_send))
+            .map(|t| t.max(self.next_send));
+        match self.direct {
+            Some(d) => {
+                let consent = d
+                    .next_consent
+                    .max(self.next_send)
+                    .min(d.last_success + self.consent_timeout);
+                Some(checks.map_or(consent, |c| c.min(consent)))
+            }
+            None => checks,
+        }
     }
 
     /// The next datagram to send from the media socket, where, and with what TTL.

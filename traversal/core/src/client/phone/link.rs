@@ -273,13 +273,17 @@ impl Phone {
     }
 }
 
-/// The host candidates: each local address of the server's family with the media port.
-/// Loopback only when the server is on loopback (a test on one machine).
+/// The host candidates: each local address of the server's family with the media port, then,
+/// with a dual-stack media socket (`ipv6`), up to [`MAX_IPV6_HOST_CANDIDATES`] global IPv6
+/// addresses (a direct IPv6 pair needs no NAT traversal, only the stateful firewalls
+/// punched). Loopback only when the server is on loopback (a test on one machine), and then
+/// no IPv6.
 pub(super) fn host_candidates(
     access: IpAddr,
     server: IpAddr,
     locals: &[IpAddr],
     port: u16,
+    ipv6: bool,
 ) -> Vec<SocketAddr> {
     let mut out = vec![SocketAddr::new(access, port)];
     for ip in locals {
@@ -293,9 +297,26 @@ pub(super) fn host_candidates(
             out.push(candidate);
         }
     }
-    out.truncate(MAX_CANDIDATES - 1);
+    out.truncate(MAX_CANDIDATES - 1 - MAX_IPV6_HOST_CANDIDATES);
+    if ipv6 && server.is_ipv4() && !server.is_loopback() {
+        let global = locals.iter().filter_map(|ip| match ip {
+            // Global unicast (2000::/3): not loopback, link-local, unique local or multicast.
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xe000) == 0x2000 => Some(*ip),
+            _ => None,
+        });
+        for ip in global.take(MAX_IPV6_HOST_CANDIDATES) {
+            let candidate = SocketAddr::new(ip, port);
+            if !out.contains(&candidate) {
+                out.push(candidate);
+            }
+        }
+    }
     out
 }
+
+/// At most this many IPv6 host candidates beside IPv4 ones (a host often has a stable and a
+/// temporary address; more would only cost checks).
+pub(super) const MAX_IPV6_HOST_CANDIDATES: usize = 2;
 
 #[cfg(test)]
 mod tests {
@@ -312,7 +333,7 @@ mod tests {
             ip("fe80::1"),
             ip("2001:db8::5"),
         ];
-        let c = host_candidates(ip("192.168.1.20"), ip("203.0.113.7"), &locals, 5000);
+        let c = host_candidates(ip("192.168.1.20"), ip("203.0.113.7"), &locals, 5000, false);
         assert_eq!(
             c,
             vec![
@@ -321,10 +342,44 @@ mod tests {
             ],
             "IPv4 only, no loopback, the access address first"
         );
-        let c = host_candidates(ip("127.0.0.1"), ip("127.0.0.1"), &locals, 5000);
+        let c = host_candidates(ip("127.0.0.1"), ip("127.0.0.1"), &locals, 5000, true);
         assert_eq!(c[0], "127.0.0.1:5000".parse().unwrap());
         assert!(c.len() < MAX_CANDIDATES);
-        let c = host_candidates(ip("2001:db8::5"), ip("2001:db8::1"), &locals, 7);
+        assert!(
+            c.iter().all(|c| c.is_ipv4()),
+            "no IPv6 for a loopback server: {c:?}"
+        );
+        let c = host_candidates(ip("2001:db8::5"), ip("2001:db8::1"), &locals, 7, true);
         assert_eq!(c, vec!["[2001:db8::5]:7".parse().unwrap()], "no link-local");
+    }
+
+    #[test]
+    fn a_dual_stack_socket_adds_global_ipv6_host_candidates() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let locals = [
+            ip("192.168.1.20"),
+            ip("::1"),
+            ip("fe80::1"),
+            ip("fd00::7"),
+            ip("2001:db8:3:1::2"),
+            ip("2001:db8:3:1::99"),
+            ip("2a00::3"),
+        ];
+        let server = ip("203.0.113.7");
+        let c = host_candidates(ip("192.168.1.20"), server, &locals, 5000, true);
+        let want: Vec<SocketAddr> = [
+            "192.168.1.20:5000",
+            "[2001:db8:3:1::2]:5000",
+            "[2001:db8:3:1::99]:5000",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(
+            c, want,
+            "global IPv6 only (no loopback, link-local, unique local), two at most"
+        );
+        let c = host_candidates(ip("192.168.1.20"), server, &locals, 5000, false);
+        assert_eq!(c.len(), 1, "an IPv4-only socket: {c:?}");
     }
 }

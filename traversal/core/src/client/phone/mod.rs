@@ -346,8 +346,13 @@ impl Phone {
         if !locals.contains(&info.access.ip()) {
             locals.insert(0, info.access.ip());
         }
-        let host_candidates =
-            link::host_candidates(info.access.ip(), info.server.ip(), &locals, info.media_port);
+        let host_candidates = link::host_candidates(
+            info.access.ip(),
+            info.server.ip(),
+            &locals,
+            info.media_port,
+            info.media_ipv6,
+        );
         let mut config = client::Config::new(info.server, info.access, info.media_port);
         config.local_addresses = locals;
         config.keepalive_interval = self.config.keepalive;

@@ -93,6 +93,9 @@ pub struct ControlConnected {
     pub local_addresses: Vec<IpAddr>,
     /// The media socket's local port.
     pub media_port: u16,
+    /// The media socket carries IPv6 too (dual-stack): our global IPv6 addresses are
+    /// candidates even when the server is reached over IPv4.
+    pub media_ipv6: bool,
 }
 
 /// Something to do with the control connection.

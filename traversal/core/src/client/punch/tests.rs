@@ -470,3 +470,58 @@ fn candidates_learnt_late_get_openers_and_peer_reflexive_ones_none() {
     assert!(std::iter::from_fn(|| q.poll_transmit()).all(|t| t.ttl.is_none()));
     assert_eq!(q.stats().openers_sent, 0);
 }
+
+#[test]
+fn an_ipv6_pair_is_preferred_to_an_ipv4_one_found_first() {
+    let start = Instant::now();
+    let (a4, a6): (SocketAddr, SocketAddr) = (
+        "192.0.2.1:4000".parse().unwrap(),
+        "[2001:db8:3:1::2]:4000".parse().unwrap(),
+    );
+    let (b4, b6): (SocketAddr, SocketAddr) = (
+        "198.51.100.2:5000".parse().unwrap(),
+        "[2001:db8:3:2::2]:5000".parse().unwrap(),
+    );
+    let mut alice = Punch::new(plain(b"s".to_vec(), 7, vec![b4, b6], 1), start);
+    let mut bob = Punch::new(plain(b"s".to_vec(), 7, vec![a4, a6], 2), start);
+    // The IPv6 path comes up a second late (a firewall rule, a slow router): until then its
+    // datagrams are lost.
+    let mut now = start;
+    let mut paths = Vec::new();
+    while now < start + Duration::from_secs(3) {
+        alice.handle_timeout(now);
+        bob.handle_timeout(now);
+        let v6_up = now >= start + Duration::from_secs(1);
+        loop {
+            let mut moved = false;
+            while let Some(t) = alice.poll_transmit() {
+                let from = if t.destination.is_ipv6() { a6 } else { a4 };
+                if from.is_ipv4() || v6_up {
+                    moved |= bob.handle_datagram(now, from, &t.contents);
+                }
+            }
+            while let Some(t) = bob.poll_transmit() {
+                let from = if t.destination.is_ipv6() { b6 } else { b4 };
+                if from.is_ipv4() || v6_up {
+                    moved |= alice.handle_datagram(now, from, &t.contents);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        while let Some(e) = alice.poll_event() {
+            paths.push((now - start, e));
+        }
+        now += Duration::from_millis(10);
+    }
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert_eq!(paths[0].1, PunchEvent::DirectPath(b4), "{paths:?}");
+    assert!(paths[0].0 < Duration::from_millis(100), "{paths:?}");
+    assert_eq!(paths[1].1, PunchEvent::DirectPath(b6), "{paths:?}");
+    assert!(paths[1].0 < Duration::from_millis(2100), "{paths:?}");
+    assert_eq!(alice.path(), Path::Direct(b6));
+    // And it stays there: no move back to IPv4 while IPv6 answers.
+    assert_eq!(alice.stats().path_changes, 2);
+    assert_eq!(bob.path(), Path::Direct(a6));
+}
