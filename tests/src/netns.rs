@@ -710,7 +710,8 @@ impl Lab {
 
     /// Makes the internet look `hops` routers deep to TTLs (IPv4) and hop limits (IPv6): its
     /// router namespace takes `hops - 1` off each packet it receives (`iptables -t mangle -A
-    /// PREROUTING -j TTL --ttl-dec N`, `ip6tables ... -j HL --hl-dec N`) before forwarding takes
+    /// PREROUTING -j TTL --ttl-dec N`, `ip6tables ... ! -p ipv6-icmp -j HL --hl-dec N`: ICMPv6
+    /// is left alone, as neighbour discovery needs hop limit 255) before forwarding takes
     /// the last one. A packet from a host behind a NAT then needs a TTL of at least `hops + 2`
     /// to reach (and make a conntrack entry on) the far NAT router and `hops + 3` to reach a
     /// host behind it, while a TTL of 2 is enough to make the mapping on its own NAT. `hops` 0
@@ -733,6 +734,8 @@ impl Lab {
                 &dec,
             ],
         )?;
+        // Not ICMPv6: neighbour discovery must arrive with hop limit 255 (RFC 4861), or the
+        // router never answers its neighbours and IPv6 through it dies.
         self.exec(
             &self.inet,
             "ip6tables",
@@ -741,6 +744,9 @@ impl Lab {
                 "mangle",
                 "-A",
                 "PREROUTING",
+                "!",
+                "-p",
+                "ipv6-icmp",
                 "-j",
                 "HL",
                 "--hl-dec",

@@ -36,6 +36,9 @@ enum Side {
     /// Behind a home router of that kind (WAN firewalled) that maps ports on request: a real
     /// `miniupnpd` serving these protocols.
     Mapping(NatKind, Protocols),
+    /// Behind a dual-stack home router: IPv4 NAT of that kind (WAN firewalled), and a routed
+    /// global IPv6 /64 behind a stateful firewall (only replies to what went out come in).
+    DualStack(NatKind),
 }
 
 /// Where the two clients live.
@@ -47,7 +50,7 @@ enum Topology {
     SameNat(NatKind),
 }
 
-use Side::{Carrier, Mapping, Nat, OpenNat, Public};
+use Side::{Carrier, DualStack, Mapping, Nat, OpenNat, Public};
 use Topology::{Apart, SameNat};
 
 /// A lab with a server on its internet and two parties behind NATs, their WAN sides
@@ -87,8 +90,11 @@ impl CallLab {
         let mut upnps = Vec::new();
         let mut host = |side: Side, role: &str| match side {
             Public => lab.public_host(role).unwrap(),
-            Nat(kind) | OpenNat(kind) | Mapping(kind, _) => {
+            Nat(kind) | OpenNat(kind) | Mapping(kind, _) | DualStack(kind) => {
                 let mut nat = lab.nat(kind).unwrap();
+                if let DualStack(_) = side {
+                    lab.enable_ipv6(&mut nat).unwrap();
+                }
                 if !matches!(side, OpenNat(_)) {
                     lab.firewall_wan(&nat).unwrap();
                 }
@@ -283,9 +289,14 @@ fn call_across(
     Some(reports)
 }
 
-/// One cell of the NAT matrix: a 5 s call across `topology` takes `path` on both sides, with
-/// audio both ways.
+/// One cell of the NAT matrix: a 5 s call across `topology` takes `path` on both sides (a
+/// direct one over IPv6 when `path` is "direct6"), with audio both ways.
 fn nat_cell(topology: Topology, path: &str) {
+    let (path, ipv6) = match path {
+        "direct6" => ("direct", Some(true)),
+        "direct4" => ("direct", Some(false)),
+        other => (other, None),
+    };
     let Some(reports) = call_across(topology, None, 5.0, None) else {
         return;
     };
@@ -293,6 +304,10 @@ fn nat_cell(topology: Topology, path: &str) {
         assert_eq!(json["path"], path, "{json}");
         if path == "relay" {
             assert_eq!(json["path_changes"], 0, "never direct: {json}");
+        }
+        if let Some(ipv6) = ipv6 {
+            let to: std::net::SocketAddr = json["direct_to"].as_str().unwrap().parse().unwrap();
+            assert_eq!(to.is_ipv6(), ipv6, "{json}");
         }
     }
     // Issue 13's goals: direct within 1 s of the answer, at most 100 probes per call.
@@ -366,6 +381,13 @@ nat_cell!(pcp_callee_random_fully_caller_goes_direct: Apart(Mapping(RandomFully,
 nat_cell!(random_fully_callee_pcp_caller_goes_direct: Apart(Nat(RandomFully), Mapping(RandomFully, Protocols::PCP_PMP)) => "direct");
 nat_cell!(upnp_callee_random_fully_caller_goes_direct: Apart(Mapping(RandomFully, Protocols::UPNP), Nat(RandomFully)) => "direct");
 nat_cell!(mapping_masquerade_callee_random_fully_caller_goes_direct: Apart(Mapping(Masquerade, Protocols::ALL), Nat(RandomFully)) => "direct");
+// Dual-stack home routers: each side's global IPv6 address is a host candidate; their stateful
+// firewalls open to the simultaneous checks as a port-preserving NAT does, and an IPv6 pair is
+// preferred to an IPv4 one. So two port-random IPv4 NATs go direct over IPv6, and two
+// port-preserving ones move to IPv6 too. With one side on IPv4 only, IPv4 it is.
+nat_cell!(dual_stack_random_fully_pair_goes_direct_over_ipv6: Apart(DualStack(RandomFully), DualStack(RandomFully)) => "direct6");
+nat_cell!(dual_stack_masquerade_pair_goes_direct_over_ipv6: Apart(DualStack(Masquerade), DualStack(Masquerade)) => "direct6");
+nat_cell!(dual_stack_callee_ipv4_caller_goes_direct_over_ipv4: Apart(DualStack(Masquerade), Nat(Masquerade)) => "direct4");
 // Both on one NAT's LAN (a bridge): the host candidates reach each other without the NAT.
 nat_cell!(two_clients_behind_one_masquerade_go_direct: SameNat(Masquerade) => "direct");
 nat_cell!(two_clients_behind_one_random_fully_go_direct: SameNat(RandomFully) => "direct");

@@ -248,7 +248,8 @@ impl Person {
              frame_ms = 20\n\
              bitrate_bps = 32000\n\
              udp_port = 0\n\
-             embedded_server_lan = false\n",
+             embedded_server_lan = false\n\
+             port_mapping = true\n",
             self.name
         )
     }
