@@ -118,6 +118,9 @@ fn nat_topology(args: &Args, kind: NatKind, firewall: bool) -> Result<Option<Fig
     let Some(mut lab) = Lab::new() else {
         return Ok(None);
     };
+    // As deep as the real internet is at least (hole punching's openers, TTL 2 and 3, die in
+    // it rather than at the peer's router).
+    lab.internet_hops(4)?;
     let server_host = lab.server("srv")?;
     let mut nat_a = lab.nat(kind)?;
     let mut nat_b = lab.nat(kind)?;

@@ -296,7 +296,8 @@ impl Punch {
 
     /// The peer's candidates that a check of this call may go to, given `ours`: our own
     /// addresses (the local ones, and the mapped one the server reported). Unusable addresses
-    /// (unspecified, multicast, broadcast, reserved, port 0) go; loopback stays only when one
+    /// (unspecified, multicast, broadcast, reserved, port 0) and addresses of a family none of
+    /// ours is in (IPv6 for an IPv4-only host) go; loopback stays only when one
     /// of ours is loopback; link-local only on a link-local subnet of ours (IPv4 /16, IPv6
     /// /64); private ones (RFC 1918, RFC 6598, RFC 4193) only in a private network of ours
     /// (IPv4 /24, IPv6 /48); documentation and benchmarking ranges only when one of ours is

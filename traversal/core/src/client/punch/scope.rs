@@ -26,11 +26,17 @@ pub(super) fn checkable(addr: SocketAddr) -> bool {
     addr.port() != 0 && of(addr.ip()) != Scope::Unusable
 }
 
-/// True when a check to `ip` makes sense from `ours` (normalized): public addresses always;
+/// True when a check to `ip` makes sense from `ours` (normalized): never to a family none of
+/// ours is in (an IPv6 peer from an IPv4-only host); public addresses always;
 /// loopback only from loopback; link-local on a link-local subnet of ours (IPv4 /16, IPv6 /64);
 /// private ones in a private network of ours (IPv4 /24, IPv6 /48); documentation and
 /// benchmarking ranges only in a lab that has such an address; unusable ones never.
 pub(super) fn reachable(ip: IpAddr, ours: &[IpAddr]) -> bool {
+    // No address of that family (a peer's IPv6 address, and we have IPv4 only): unreachable.
+    let v4 = addr::normalize(ip).is_ipv4();
+    if !ours.is_empty() && !ours.iter().any(|o| addr::normalize(*o).is_ipv4() == v4) {
+        return false;
+    }
     let kind = of(ip);
     let ours_of = |k: Scope| ours.iter().filter(move |o| of(**o) == k);
     match kind {

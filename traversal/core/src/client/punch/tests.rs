@@ -167,7 +167,10 @@ fn candidates_are_filtered_by_our_own_addresses() {
         203.0.113.1:5000            home                    dropped
         198.18.0.1:5000             home                    dropped
         [2001:db8::1]:5000          home                    dropped
-        203.0.113.1:5000            10.1.0.2,203.0.113.6    kept";
+        203.0.113.1:5000            10.1.0.2,203.0.113.6    kept
+        [2001:4860::9]:5000         home                    kept
+        [2001:4860::9]:5000         192.168.1.20            dropped
+        8.8.8.8:5000                2001:4860::5            dropped";
     for row in table.lines().filter(|l| !l.trim().is_empty()) {
         let [candidate, ours, kept] = row.split_whitespace().collect::<Vec<_>>()[..] else {
             panic!("{row}");
