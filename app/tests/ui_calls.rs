@@ -181,6 +181,33 @@ fn main_view_shows_who_and_where_and_the_nat_verdict() {
 }
 
 #[test]
+fn main_view_shows_the_routers_port_mapping() {
+    use traversal::portmap::{Method, Status};
+    let (_dir, fake, mut h) = registered_app();
+    // Not asked for (a server on this machine): no line.
+    fake.push(Event::PortMapping(Status::Off));
+    h.run();
+    assert!(h.query_by_label_contains("Router port mapping").is_none());
+    fake.push(Event::PortMapping(Status::Asking));
+    h.run();
+    h.get_by_label("Router port mapping: asking the router…");
+    fake.push(Event::PortMapping(Status::Mapped {
+        method: Method::Pcp,
+        external: "203.0.113.9:41000".parse().unwrap(),
+        gateway: "10.0.0.1".parse().unwrap(),
+    }));
+    h.run();
+    h.get_by_label("Router port mapping: 203.0.113.9:41000 (PCP): calls can come straight in");
+    fake.push(Event::PortMapping(Status::Unavailable(
+        "the router does not listen for PCP or NAT-PMP".into(),
+    )));
+    h.run();
+    h.get_by_label(
+        "Router port mapping: none (the router does not listen for PCP or NAT-PMP)",
+    );
+}
+
+#[test]
 fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
     let (_dir, fake, mut h) = registered_app();
 

@@ -180,7 +180,10 @@ impl PinholeApp {
             }
             NatState::Done(Err(e)) => error_line(ui, &words::nat_failed(e)),
         }
-        if let Some(status) = &self.state.port_mapping {
+        // Not asked for (switched off, or a server on this machine or network): nothing to say.
+        if let Some(status) = &self.state.port_mapping
+            && *status != traversal::portmap::Status::Off
+        {
             ui.label(words::port_mapping(status));
         }
     }
