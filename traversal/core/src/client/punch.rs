@@ -111,7 +111,7 @@
 //!   section 14.2's Ta), triggered and consent checks included.
 //! - A candidate that never answered (the peer was never authenticated from it) gets checks
 //!   for [`PunchConfig::probe_window`] (30 s) from the start of the call, and all of them
-//!   together at most [`PunchConfig::probe_budget`] (200) checks; then it is retired
+//!   together at most [`PunchConfig::probe_budget`] (100) checks; then it is retired
 //!   (`candidates_retired`). Addresses the peer was authenticated from are checked as long as
 //!   the call lasts (consent, and rechecks after a lost path).
 
