@@ -202,9 +202,7 @@ fn main_view_shows_the_routers_port_mapping() {
         "the router does not listen for PCP or NAT-PMP".into(),
     )));
     h.run();
-    h.get_by_label(
-        "Router port mapping: none (the router does not listen for PCP or NAT-PMP)",
-    );
+    h.get_by_label("Router port mapping: none (the router does not listen for PCP or NAT-PMP)");
 }
 
 #[test]
