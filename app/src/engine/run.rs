@@ -159,8 +159,9 @@ struct Driver {
     port_mapper: Option<PortMapper>,
     /// Its changes.
     port_mapping: Option<watch::Receiver<portmap::Status>>,
-    /// Whether to ask was decided (on the first connection).
-    port_mapping_decided: bool,
+    /// Our address towards the server when the port mapping was last decided: a new one (a
+    /// laptop on another network) decides again, with the new router.
+    port_mapping_access: Option<std::net::IpAddr>,
 }
 
 impl Driver {
@@ -202,7 +203,7 @@ impl Driver {
             contacts,
             port_mapper: None,
             port_mapping: None,
-            port_mapping_decided: false,
+            port_mapping_access: None,
         })
     }
 
@@ -467,13 +468,23 @@ impl Driver {
         tokio::join!(released, closed);
     }
 
-    /// Asks the router to map the media socket's port, once, when the server is beyond the
-    /// local network (over IPv4, from `access`, our address towards the server).
+    /// Asks the router to map the media socket's port when the server is beyond the local
+    /// network (over IPv4, from `access`, our address towards the server): on the first
+    /// connection, and again on one from another address (another network, another router),
+    /// after deleting the old mapping in the background.
     fn start_port_mapping(&mut self, access: SocketAddr, server: SocketAddr, media_port: u16) {
-        if self.port_mapping_decided || media_port == 0 {
+        if self.port_mapping_access == Some(access.ip()) || media_port == 0 {
             return;
         }
-        self.port_mapping_decided = true;
+        self.port_mapping_access = Some(access.ip());
+        if let Some(old) = self.port_mapper.take() {
+            tracing::info!(%access, "new local address: asking the router again");
+            self.port_mapping = None;
+            self.phone.set_router_mapping(None);
+            tokio::spawn(async move {
+                old.release(GOODBYE_TIMEOUT).await;
+            });
+        }
         let local = match access.ip() {
             std::net::IpAddr::V4(local)
                 if self.config.port_mapping && portmap::worth_asking(access.ip(), server.ip()) =>
