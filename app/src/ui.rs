@@ -195,6 +195,9 @@ pub struct PinholeApp {
     /// Text of the advanced numeric fields, kept as typed so that a half-typed number is not lost.
     bitrate_text: String,
     keepalive_text: String,
+    /// The name field was edited: an empty name is a problem to say only from then on (the
+    /// first run does not open with an error).
+    name_edited: bool,
     devices: DeviceList,
     /// Lists the devices in the background; the pickers follow it (hot-plug).
     watcher: Option<media::audio::DeviceWatcher>,
@@ -305,6 +308,7 @@ impl PinholeApp {
             test_sound: None,
             test_sound_result: None,
             frames: FrameStats::default(),
+            name_edited: false,
         };
         app.reset_form_text();
         app.refresh_own_invite();

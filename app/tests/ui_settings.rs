@@ -61,6 +61,17 @@ fn first_run_setup_saves_settings_and_shows_the_main_view() {
     let (_dir, path, mut h) = first_run();
     assert_eq!(h.state().view(), View::Setup);
     h.get_by_label("Welcome to Pinhole");
+    // Nothing typed yet: no error on arrival, and Save waits for a name.
+    assert!(
+        h.query_by_label("enter a name others can call you by")
+            .is_none()
+    );
+    click(&mut h, "Save and start");
+    assert_eq!(h.state().view(), View::Setup);
+    // A name typed and erased is said to be missing.
+    type_into(&mut h, "Your name", "a");
+    type_into(&mut h, "Your name", "");
+    h.get_by_label("enter a name others can call you by");
 
     type_into(&mut h, "Server", "rendezvous.example.org:4000");
     type_into(&mut h, "Your name", "alice");

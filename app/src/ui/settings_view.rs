@@ -156,10 +156,22 @@ impl PinholeApp {
                 valid &= problem_row(ui, fingerprint);
 
                 let label = ui.label("Your name");
-                ui.add(egui::TextEdit::singleline(&mut self.form.name).desired_width(220.0))
+                let field = ui
+                    .add(
+                        egui::TextEdit::singleline(&mut self.form.name)
+                            .hint_text("what others call you, e.g. alice")
+                            .desired_width(220.0),
+                    )
                     .labelled_by(label.id);
+                self.name_edited |= field.changed();
                 ui.end_row();
-                valid &= problem_row(ui, settings::validate_name(&self.form.name));
+                let name = settings::validate_name(&self.form.name);
+                // Nothing typed yet: Save waits for a name, without an error on arrival.
+                if self.name_edited || !self.form.name.is_empty() {
+                    valid &= problem_row(ui, name);
+                } else {
+                    valid &= name.is_ok();
+                }
 
                 let label = ui.label("Microphone");
                 let inputs = &self.devices.inputs;
