@@ -475,7 +475,7 @@ fn print_report(report: &CallReport, json: bool) {
             format!(", your voice came back after {ms:.0} ms")
         });
         println!(
-            "call with {}: encrypted {}{code}{changed}, {:.1} s, {} ({} path changes), setup {}, RTP sent {} received {} lost {}, jitter {:.1} ms, RTT {}{echo}",
+            "call with {}: encrypted {}{code}{changed}, {:.1} s, {} ({} path changes), setup {}, RTP sent {} received {} lost {}, jitter {:.1} ms, RTT {}{echo}; quality: {}",
             report.peer,
             report.e2e,
             report.duration_s,
@@ -491,6 +491,7 @@ fn print_report(report: &CallReport, json: bool) {
             report
                 .rtt_ms
                 .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms")),
+            report.quality.words(),
         );
     }
 }

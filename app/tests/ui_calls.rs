@@ -137,6 +137,7 @@ fn report(peer: &str) -> CallReport {
     CallReport {
         peer: peer.into(),
         path: PathKind::Direct,
+        quality: pinhole::engine::quality::CallQuality::Good,
         direct_to: None,
         path_changes: 1,
         direct_after_ms: Some(160),
@@ -223,6 +224,7 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
     h.get_by_label("In a call with");
     h.get_by_label("Relayed through the server");
     h.get_by_label("measuring…");
+    h.get_by_label("Measuring…");
     // The encryption, and the code to compare in large digits; a known key: no warning.
     h.get_by_label("Encrypted end to end (AEAD_AES_128_GCM)");
     h.get_by_label("Compare with bob:");
@@ -232,6 +234,8 @@ fn an_incoming_call_accepted_shows_the_call_and_hang_up_returns_to_main() {
 
     fake.push(stats("bob"));
     h.run();
+    h.get_by_label("Quality");
+    h.get_by_label("Good");
     h.get_by_label("Direct");
     h.get_by_label("23 ms");
     h.get_by_label("1.5 ms");

@@ -64,6 +64,8 @@ struct CallLab {
     caller_host: Host,
     /// The NATs' WAN addresses (one for a shared NAT, none for public clients).
     wans: Vec<Ipv4Addr>,
+    /// The NAT routers' namespaces, in the same order (the home router for a carrier NAT).
+    routers: Vec<pinhole_tests::netns::Ns>,
     callee: Party,
     caller: Party,
     _dir: TempDir,
@@ -87,6 +89,7 @@ impl CallLab {
         lab.internet_hops(4).unwrap();
         let server_host = lab.server("srv").unwrap();
         let mut wans = Vec::new();
+        let mut routers = Vec::new();
         let mut upnps = Vec::new();
         let mut host = |side: Side, role: &str| match side {
             Public => lab.public_host(role).unwrap(),
@@ -105,6 +108,7 @@ impl CallLab {
                     upnps.push(lab.upnp(&nat, protocols).unwrap());
                 }
                 wans.push(nat.wan_ip);
+                routers.push(nat.ns.clone());
                 lab.host_behind(&mut nat, role).unwrap()
             }
             Carrier(kind) => {
@@ -116,6 +120,7 @@ impl CallLab {
                     lab.set_udp_timeout(&home, t).unwrap();
                 }
                 wans.push(carrier.wan_ip);
+                routers.push(home.ns.clone());
                 lab.host_behind(&mut home, role).unwrap()
             }
         };
@@ -146,6 +151,7 @@ impl CallLab {
             callee_host,
             caller_host,
             wans,
+            routers,
             callee,
             caller,
             _dir: dir,
@@ -546,4 +552,42 @@ fn the_routers_port_mapping_is_reported_and_deleted_at_exit() {
         Vec::<String>::new(),
         "pinhole answer left its mapping behind"
     );
+}
+
+/// Issue 16, item 6: the call's quality in words says whose network loses packets. The
+/// callee's router drops a fifth of the UDP coming in from the internet: the callee hears the
+/// caller choppy ("your network is losing ..."), and the caller learns from the callee's RTCP
+/// reports that the callee loses its voice ("their connection is weak").
+#[test]
+fn call_quality_says_whose_network_loses_packets() {
+    let Some(lab) = CallLab::new(Apart(Nat(Masquerade), Nat(Masquerade)), None) else {
+        return;
+    };
+    let callee_router = &lab.routers[0];
+    let drop = [
+        "-I",
+        "FORWARD",
+        "-i",
+        "eth0",
+        "-p",
+        "udp",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.2",
+        "-j",
+        "DROP",
+    ];
+    lab.lab.iptables(callee_router, &drop).unwrap();
+    let callee = lab.answer(1);
+    let caller = lab.call(8.0).finish(Duration::from_secs(30));
+    let [caller, callee] = reports(caller, callee.finish(Duration::from_secs(10)));
+    assert_eq!(callee["quality"]["verdict"], "choppy_here", "{callee}");
+    let heard = callee["quality"]["loss_percent"].as_f64().unwrap();
+    assert!((10.0..=30.0).contains(&heard), "{callee}");
+    assert_eq!(caller["quality"]["verdict"], "weak_there", "{caller}");
+    let reported = caller["quality"]["loss_percent"].as_f64().unwrap();
+    assert!((5.0..=40.0).contains(&reported), "{caller}");
 }

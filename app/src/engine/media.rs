@@ -135,6 +135,8 @@ pub struct CallReport {
     pub peer: String,
     /// The path in use (at the end, for a report).
     pub path: PathKind,
+    /// How the call sounds over the last seconds, in a word and a reason.
+    pub quality: super::quality::CallQuality,
     /// The peer's address on the direct path in use (IPv4 or IPv6).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_to: Option<std::net::SocketAddr>,
@@ -262,6 +264,8 @@ pub struct MediaCall {
     connected: Instant,
     /// When the media first went direct.
     first_direct: Option<Instant>,
+    /// Our reception over the last seconds, for [`CallReport::quality`].
+    loss_window: super::quality::LossWindow,
     first_media: Option<Instant>,
     path_changes: u32,
     audio_errors: u64,
@@ -399,6 +403,7 @@ impl MediaCall {
             placed,
             connected: now,
             first_direct: None,
+            loss_window: super::quality::LossWindow::default(),
             first_media: None,
             path_changes: 0,
             audio_errors: 0,
@@ -641,6 +646,13 @@ impl MediaCall {
         }
     }
 
+    /// Samples what was received and lost so far (about once a second), for the quality.
+    pub fn sample_quality(&mut self, now: Instant) {
+        let stats = self.session.stats();
+        self.loss_window
+            .sample(now, stats.received.packets, stats.received.lost);
+    }
+
     /// The call's figures now.
     pub fn report(&self, now: Instant) -> CallReport {
         let stats = self.session.stats();
@@ -653,6 +665,11 @@ impl MediaCall {
         CallReport {
             peer: self.peer.clone(),
             path: self.path.kind(),
+            quality: super::quality::CallQuality::assess(
+                self.loss_window.loss_percent(),
+                stats.remote.map(|r| f64::from(r.fraction_lost_percent)),
+                stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            ),
             direct_to: self.path.remote(),
             path_changes: self.path_changes,
             direct_after_ms: self

@@ -23,6 +23,7 @@
 pub mod direct;
 pub mod echo_test;
 pub mod media;
+pub mod quality;
 mod run;
 
 use std::fmt;

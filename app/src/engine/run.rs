@@ -256,8 +256,12 @@ impl Driver {
                     }
                     MediaTick::Reopened(result) => self.handle_reopened(result),
                     MediaTick::Second => {
-                        if let Some(media) = self.media.as_ref().filter(|m| m.ready) {
-                            self.events.send(Event::Stats(media.call.report(Instant::now())));
+                        if let Some(media) = self.media.as_mut() {
+                            let now = Instant::now();
+                            media.call.sample_quality(now);
+                            if media.ready {
+                                self.events.send(Event::Stats(media.call.report(now)));
+                            }
                         }
                     }
                 },

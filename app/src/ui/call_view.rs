@@ -175,8 +175,9 @@ fn security_ui(ui: &mut egui::Ui, up: &UpCall) {
 }
 
 /// The call's figures as (name, value) rows.
-fn figures(path: &str, stats: Option<&CallReport>) -> [(&'static str, String); 5] {
+fn figures(path: &str, stats: Option<&CallReport>) -> [(&'static str, String); 6] {
     let dash = || "–".to_owned();
+    let quality = stats.map_or_else(|| "Measuring…".to_owned(), |s| s.quality.words());
     let rtt = stats
         .and_then(|s| s.rtt_ms)
         .map_or("measuring…".to_owned(), |ms| format!("{ms:.0} ms"));
@@ -194,6 +195,7 @@ fn figures(path: &str, stats: Option<&CallReport>) -> [(&'static str, String); 5
         format!("{pct:.1} % ({} of {expected} packets)", s.rtp.lost)
     });
     [
+        ("Quality", quality),
         ("Path", path.to_owned()),
         ("Round trip", rtt),
         ("Jitter", jitter),
