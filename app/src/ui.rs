@@ -195,6 +195,8 @@ pub struct PinholeApp {
     /// Text of the advanced numeric fields, kept as typed so that a half-typed number is not lost.
     bitrate_text: String,
     keepalive_text: String,
+    /// The UDP port field as typed (empty: any port).
+    udp_port_text: String,
     /// The name field was edited: an empty name is a problem to say only from then on (the
     /// first run does not open with an error).
     name_edited: bool,
@@ -309,6 +311,7 @@ impl PinholeApp {
             test_sound_result: None,
             frames: FrameStats::default(),
             name_edited: false,
+            udp_port_text: String::new(),
         };
         app.reset_form_text();
         app.refresh_own_invite();
@@ -504,6 +507,10 @@ impl PinholeApp {
             .keepalive_s
             .map(|k| k.to_string())
             .unwrap_or_default();
+        self.udp_port_text = match self.form.advanced.udp_port {
+            0 => String::new(),
+            port => port.to_string(),
+        };
     }
 
     /// The form as saved, for Settings or after Cancel.

@@ -141,6 +141,18 @@ fn settings_view_edits_advanced_fields_and_cancel_keeps_the_saved_ones() {
     type_into(&mut h, "Bitrate (kbit/s)", "24");
     type_into(&mut h, "Keepalive (s)", "10");
     click(&mut h, "10 ms");
+    // The UDP port is a plain field: empty is any port, a bad one is said and blocks saving.
+    type_into(&mut h, "UDP port", "70000");
+    h.get_by_label("the UDP port is empty (any free port) or a number from 1 to 65535");
+    type_into(&mut h, "UDP port", "40000");
+    // Port mapping is on by default; it can be switched off.
+    assert_eq!(
+        h.get_by_label("ask the router (UPnP, NAT-PMP, PCP)")
+            .accesskit_node()
+            .toggled(),
+        Some(egui::accesskit::Toggled::True)
+    );
+    click(&mut h, "ask the router (UPnP, NAT-PMP, PCP)");
     click(&mut h, "Save");
     assert_eq!(h.state().view(), View::Main);
     let saved = settings::load(&path).unwrap().unwrap();
@@ -148,6 +160,14 @@ fn settings_view_edits_advanced_fields_and_cancel_keeps_the_saved_ones() {
     assert_eq!(saved.advanced.bitrate_bps, 24_000);
     assert_eq!(saved.advanced.keepalive_s, Some(10));
     assert_eq!(saved.advanced.frame_ms, 10);
+    assert_eq!(saved.advanced.udp_port, 40_000);
+    assert!(!saved.advanced.port_mapping);
+
+    // Back to any port (Advanced is still open).
+    click(&mut h, "Settings");
+    type_into(&mut h, "UDP port", "");
+    click(&mut h, "Save");
+    assert_eq!(settings::load(&path).unwrap().unwrap().advanced.udp_port, 0);
 }
 
 #[test]

@@ -230,20 +230,17 @@ impl PinholeApp {
                     }
                     valid &= problem_row(ui, keepalive.map(|_| ()));
 
-                    let label = ui.label("UDP port");
-                    ui.add(
-                        egui::DragValue::new(&mut self.form.advanced.udp_port)
-                            .range(0..=65535)
-                            .custom_formatter(|v, _| {
-                                if v == 0.0 {
-                                    "any".into()
-                                } else {
-                                    format!("{v}")
-                                }
-                            }),
-                    )
-                    .labelled_by(label.id);
-                    ui.end_row();
+                    text_row(
+                        ui,
+                        "UDP port",
+                        &mut self.udp_port_text,
+                        "empty: any free port",
+                    );
+                    let port = parse_udp_port(&self.udp_port_text);
+                    if let Ok(p) = port {
+                        self.form.advanced.udp_port = p;
+                    }
+                    valid &= problem_row(ui, port.map(|_| ()));
 
                     ui.label("Port mapping");
                     ui.checkbox(
@@ -270,6 +267,16 @@ fn parse_bitrate(text: &str) -> Result<u32, String> {
         Ok(k) if settings::BITRATE_RANGE.contains(&k.saturating_mul(1000)) => Ok(k * 1000),
         _ => Err("bitrate is a number from 6 to 510 kbit/s".into()),
     }
+}
+
+/// The UDP port field: empty (or 0) means any free port.
+fn parse_udp_port(text: &str) -> Result<u16, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("any") {
+        return Ok(0);
+    }
+    text.parse::<u16>()
+        .map_err(|_| "the UDP port is empty (any free port) or a number from 1 to 65535".into())
 }
 
 /// The keepalive field: empty means the default (every 15 s).
