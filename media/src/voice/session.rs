@@ -663,7 +663,7 @@ fn plc_len(samples: usize) -> usize {
 /// 50 a second) into the call. A receiver takes the first packet it decrypts as ROC 0 (RFC 3711
 /// section 3.3.1): had the sequence wrapped among the packets it missed at the start (its media
 /// not running yet), it would guess ROC 0 for ROC 1 and reject every packet of the call as
-/// forged (seen once in the NAT lab under load: 600 of 600).
+/// forged.
 fn initial_seq(random: u32) -> u16 {
     (random & 0x7fff) as u16
 }
