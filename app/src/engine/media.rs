@@ -647,10 +647,12 @@ impl MediaCall {
     }
 
     /// Samples what was received and lost so far (about once a second), for the quality.
+    /// Packets that did not decrypt count as lost: a call where nothing decrypts is not good.
     pub fn sample_quality(&mut self, now: Instant) {
         let stats = self.session.stats();
+        let forged = self.wire.srtp.stats().forged;
         self.loss_window
-            .sample(now, stats.received.packets, stats.received.lost);
+            .sample(now, stats.received.packets, stats.received.lost + forged);
     }
 
     /// The call's figures now.
