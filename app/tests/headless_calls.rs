@@ -509,7 +509,8 @@ fn a_changed_server_certificate_stops_answer_until_trusted() {
     );
     let answer = bob.answer(Place::Local, &addr, &[]);
     answer.terminate();
-    assert!(answer.finish(Duration::from_secs(10)).status.success());
+    let out = answer.finish(Duration::from_secs(10));
+    assert!(out.status.success(), "{out:#?}");
 
     // Without a fingerprint it forgets: the next connection trusts on first use again.
     let (ok, stdout, _) = pinhole(&["trust-server", &addr, "--config", &config]);
@@ -517,7 +518,8 @@ fn a_changed_server_certificate_stops_answer_until_trusted() {
     assert_eq!(std::fs::read_to_string(&known).unwrap().trim(), "");
     let answer = bob.answer(Place::Local, &addr, &[]);
     answer.terminate();
-    assert!(answer.finish(Duration::from_secs(10)).status.success());
+    let out = answer.finish(Duration::from_secs(10));
+    assert!(out.status.success(), "{out:#?}");
     assert_eq!(
         std::fs::read_to_string(&known).unwrap(),
         format!("{addr} {real}\n"),
