@@ -660,24 +660,32 @@ impl Lab {
     /// `probability` (0.0-1.0), both ways: `iptables -m statistic --mode random` (there is no
     /// `tc netem` here).
     pub fn drop_udp_randomly(&self, router: &Ns, probability: f64) -> io::Result<()> {
+        self.drop_udp(router, &[], probability)
+    }
+
+    /// Like [`Lab::drop_udp_randomly`], only what a NAT router forwards in from its WAN side
+    /// (`-i eth0`): the hosts behind it lose packets, what they send is untouched.
+    pub fn drop_udp_randomly_inbound(&self, router: &Ns, probability: f64) -> io::Result<()> {
+        self.drop_udp(router, &["-i", "eth0"], probability)
+    }
+
+    fn drop_udp(&self, router: &Ns, matches: &[&str], probability: f64) -> io::Result<()> {
         let p = format!("{:.4}", probability.clamp(0.0, 1.0));
-        self.iptables(
-            router,
-            &[
-                "-A",
-                "FORWARD",
-                "-p",
-                "udp",
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &p,
-                "-j",
-                "DROP",
-            ],
-        )
+        let mut rule = vec!["-A", "FORWARD"];
+        rule.extend_from_slice(matches);
+        rule.extend_from_slice(&[
+            "-p",
+            "udp",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &p,
+            "-j",
+            "DROP",
+        ]);
+        self.iptables(router, &rule)
     }
 
     /// Drops unsolicited UDP addressed to the NAT router itself on its WAN side, as a home

@@ -564,23 +564,9 @@ fn call_quality_says_whose_network_loses_packets() {
         return;
     };
     let callee_router = &lab.routers[0];
-    let drop = [
-        "-I",
-        "FORWARD",
-        "-i",
-        "eth0",
-        "-p",
-        "udp",
-        "-m",
-        "statistic",
-        "--mode",
-        "random",
-        "--probability",
-        "0.2",
-        "-j",
-        "DROP",
-    ];
-    lab.lab.iptables(callee_router, &drop).unwrap();
+    lab.lab
+        .drop_udp_randomly_inbound(callee_router, 0.2)
+        .unwrap();
     let callee = lab.answer(1);
     let caller = lab.call(8.0).finish(Duration::from_secs(30));
     let [caller, callee] = reports(caller, callee.finish(Duration::from_secs(10)));

@@ -4,9 +4,9 @@
 //! - [`bind`] opens `[::]:PORT` with `IPV6_V6ONLY` off, so that one socket (one port, one
 //!   router mapping) carries the relay and registration over IPv4 and a direct IPv6 path to
 //!   the peer; where the system has no IPv6 it opens `0.0.0.0:PORT`.
-//! - On a dual-stack socket IPv4 addresses are IPv4-mapped IPv6 ones (`::ffff:a.b.c.d`):
-//!   [`try_send_to`] maps an IPv4 destination, [`peer`] turns a received source back into
-//!   plain IPv4, so the sans-IO phone only ever sees plain addresses.
+//! - On a dual-stack socket IPv4 sources arrive as IPv4-mapped IPv6 addresses
+//!   (`::ffff:a.b.c.d`): [`peer`] turns them back into plain IPv4, so the sans-IO phone only
+//!   ever sees plain addresses; a plain IPv4 destination is sent to as it is (Linux).
 //! - [`try_send_to`] with a TTL sets the socket's TTL (IPv4: `IP_TTL`, which Linux applies to
 //!   IPv4-mapped destinations of an IPv6 socket too; IPv6: the hop limit) for the one send and
 //!   puts it back at once. Everything else on the media socket is sent from the same task, so
@@ -59,21 +59,15 @@ pub fn peer(from: SocketAddr) -> SocketAddr {
 }
 
 /// Sends `bytes` to `to` from `socket`, with IP TTL (IPv6 hop limit) `ttl` when given, else
-/// the socket's own. An IPv4 destination goes IPv4-mapped on a dual-stack socket. Returns the
-/// bytes sent; `WouldBlock` when the socket's buffer is full.
+/// the socket's own. Returns the bytes sent; `WouldBlock` when the socket's buffer is full.
 pub fn try_send_to(
     socket: &tokio::net::UdpSocket,
     bytes: &[u8],
     to: SocketAddr,
     ttl: Option<u8>,
 ) -> io::Result<usize> {
-    let v6_socket = is_dual_stack(socket);
-    let to = match to {
-        SocketAddr::V4(v4) if v6_socket => {
-            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-        }
-        _ => to,
-    };
+    // No mapping to `::ffff:a.b.c.d` needed, nor a look at the socket's family on every
+    // packet: Linux sends to a plain IPv4 address from a dual-stack socket as it is.
     let Some(ttl) = ttl else {
         return socket.try_send_to(bytes, to);
     };
