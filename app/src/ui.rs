@@ -34,6 +34,7 @@ mod incoming_view;
 mod invite_view;
 mod main_view;
 pub mod net;
+pub mod notify;
 mod settings_view;
 mod setup_view;
 pub mod sound;
