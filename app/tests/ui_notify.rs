@@ -1,0 +1,466 @@
+//! Desktop notifications for incoming and missed calls (`pinhole::ui::notify`), against a
+//! private D-Bus session bus (a `dbus-daemon` each test starts, and stops by its PID when it
+//! ends, failed or not) and a fake notification service on it: an
+//! `org.freedesktop.Notifications` object that records every `Notify` and `CloseNotification`
+//! and emits `ActionInvoked` when the test clicks a button.
+//!
+//! Needs `dbus-daemon` (Debian package `dbus-daemon`, in scripts/packages/desktop.txt).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use pinhole::ui::notify::{Notifier, Reply, Status, Wake};
+use pinhole_tests::prereq::missing;
+use zbus::Connection;
+use zbus::zvariant::{OwnedValue, Value};
+
+const PATH: &str = "/org/freedesktop/Notifications";
+const INTERFACE: &str = "org.freedesktop.Notifications";
+/// Every wait in these tests ends after this.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A `dbus-daemon` of the test's own, stopped (by its PID) when dropped.
+struct Bus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a session bus that listens in a directory of its own and activates no services (so
+/// a notification daemon installed on the machine never answers for the fake one). `None`
+/// (after `missing`) when `dbus-daemon` is not installed.
+fn start_bus() -> Option<Bus> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let spawned = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", config.display()))
+        .args(["--print-address", "--nofork"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            missing(
+                "dbus-daemon is not installed (Debian package dbus-daemon, \
+                 scripts/packages/desktop.txt)",
+            );
+            return None;
+        }
+        Err(e) => panic!("dbus-daemon did not start: {e}"),
+    };
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    // The guard exists before the wait, so a daemon that never prints is still stopped.
+    let mut bus = Bus {
+        child,
+        address: String::new(),
+        _dir: dir,
+    };
+    let line = rx
+        .recv_timeout(WAIT)
+        .expect("dbus-daemon printed no address within 5 s");
+    bus.address = line.trim().to_owned();
+    assert!(
+        bus.address.starts_with("unix:"),
+        "dbus-daemon printed {line:?}, not an address"
+    );
+    Some(bus)
+}
+
+/// One call the fake service received.
+#[derive(Debug)]
+enum Seen {
+    Notify(Notified),
+    Close(u32),
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // app_name, app_icon: shown when an assertion fails
+struct Notified {
+    id: u32,
+    app_name: String,
+    replaces_id: u32,
+    app_icon: String,
+    summary: String,
+    body: String,
+    actions: Vec<String>,
+    hints: HashMap<String, OwnedValue>,
+    expire_timeout: i32,
+}
+
+impl Notified {
+    /// The actions as (key, label) pairs.
+    fn actions(&self) -> Vec<(&str, &str)> {
+        self.actions
+            .chunks(2)
+            .map(|p| (p[0].as_str(), p.get(1).map_or("", String::as_str)))
+            .collect()
+    }
+
+    fn hint(&self, name: &str) -> Option<&Value<'static>> {
+        self.hints.get(name).map(|v| &**v)
+    }
+}
+
+/// The fake `org.freedesktop.Notifications`.
+struct Service {
+    capabilities: Vec<String>,
+    next_id: u32,
+    seen: mpsc::Sender<Seen>,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl Service {
+    fn get_capabilities(&self) -> Vec<String> {
+        self.capabilities.clone()
+    }
+
+    #[allow(clippy::too_many_arguments)] // the method as the specification defines it
+    fn notify(
+        &mut self,
+        app_name: String,
+        replaces_id: u32,
+        app_icon: String,
+        summary: String,
+        body: String,
+        actions: Vec<String>,
+        hints: HashMap<String, OwnedValue>,
+        expire_timeout: i32,
+    ) -> u32 {
+        let id = if replaces_id != 0 {
+            replaces_id
+        } else {
+            self.next_id += 1;
+            self.next_id
+        };
+        let _ = self.seen.send(Seen::Notify(Notified {
+            id,
+            app_name,
+            replaces_id,
+            app_icon,
+            summary,
+            body,
+            actions,
+            hints,
+            expire_timeout,
+        }));
+        id
+    }
+
+    fn close_notification(&self, id: u32) {
+        let _ = self.seen.send(Seen::Close(id));
+    }
+
+    fn get_server_information(&self) -> (String, String, String, String) {
+        (
+            "fake".into(),
+            "pinhole tests".into(),
+            "0".into(),
+            "1.2".into(),
+        )
+    }
+}
+
+/// The fake service on `bus`, with these capabilities; what it receives comes out of the
+/// receiver.
+fn start_service(bus: &Bus, capabilities: &[&str]) -> (Connection, mpsc::Receiver<Seen>) {
+    let (seen, rx) = mpsc::channel();
+    let service = Service {
+        capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+        next_id: 0,
+        seen,
+    };
+    let conn = async_io::block_on(async {
+        zbus::connection::Builder::address(bus.address.as_str())?
+            .name(INTERFACE)?
+            .serve_at(PATH, service)?
+            .build()
+            .await
+    })
+    .unwrap();
+    (conn, rx)
+}
+
+/// The service's `ActionInvoked(id, key)`: the user clicked a button.
+fn click(service: &Connection, id: u32, key: &str) {
+    async_io::block_on(service.emit_signal(
+        None::<&str>,
+        PATH,
+        INTERFACE,
+        "ActionInvoked",
+        &(id, key),
+    ))
+    .unwrap();
+}
+
+/// The service's `NotificationClosed(id, reason)`; reason 2: the user closed it.
+fn closed_by_user(service: &Connection, id: u32) {
+    async_io::block_on(service.emit_signal(
+        None::<&str>,
+        PATH,
+        INTERFACE,
+        "NotificationClosed",
+        &(id, 2u32),
+    ))
+    .unwrap();
+}
+
+fn next_notify(seen: &mpsc::Receiver<Seen>) -> Notified {
+    match seen.recv_timeout(WAIT) {
+        Ok(Seen::Notify(n)) => n,
+        other => panic!("expected one Notify within 5 s, got {other:?}"),
+    }
+}
+
+fn next_close(seen: &mpsc::Receiver<Seen>) -> u32 {
+    match seen.recv_timeout(WAIT) {
+        Ok(Seen::Close(id)) => id,
+        other => panic!("expected CloseNotification within 5 s, got {other:?}"),
+    }
+}
+
+/// Nothing more reaches the service for a moment.
+fn nothing_more(seen: &mpsc::Receiver<Seen>) {
+    if let Ok(extra) = seen.recv_timeout(Duration::from_millis(300)) {
+        panic!("the service got more than expected: {extra:?}");
+    }
+}
+
+fn wait_status(n: &Notifier, want: impl Fn(&Status) -> bool) -> Status {
+    let start = Instant::now();
+    loop {
+        let status = n.status();
+        if want(&status) {
+            return status;
+        }
+        assert!(start.elapsed() < WAIT, "status still {status:?} after 5 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_reply(n: &Notifier) -> Reply {
+    let start = Instant::now();
+    loop {
+        if let Some(reply) = n.poll() {
+            return reply;
+        }
+        assert!(start.elapsed() < WAIT, "no reply within 5 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn counting_wake() -> (Wake, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&count);
+    (
+        Arc::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }),
+        count,
+    )
+}
+
+#[test]
+fn incoming_call_is_answered_and_declined_from_the_notification() {
+    let Some(bus) = start_bus() else { return };
+    let (service, seen) = start_service(&bus, &["actions", "body", "body-markup"]);
+    let (wake, woken) = counting_wake();
+    let n = Notifier::start_at(&bus.address, "Pinhole", wake);
+    wait_status(&n, |s| *s == Status::On { actions: true });
+
+    n.incoming("alice");
+    let shown = next_notify(&seen);
+    nothing_more(&seen);
+    assert_eq!(shown.summary, "Incoming call");
+    assert_eq!(shown.body, "alice is calling.");
+    assert_eq!(shown.replaces_id, 0);
+    assert_eq!(
+        shown.actions(),
+        [
+            ("default", "Open Pinhole"),
+            ("accept", "Accept"),
+            ("reject", "Reject")
+        ]
+    );
+    assert_eq!(shown.hint("urgency"), Some(&Value::U8(2)), "critical");
+    assert_eq!(shown.hint("category"), Some(&Value::from("call.incoming")));
+    assert_eq!(shown.hint("desktop-entry"), Some(&Value::from("pinhole")));
+    assert_eq!(shown.expire_timeout, 0, "an incoming call never expires");
+
+    let before = woken.load(Ordering::SeqCst);
+    click(&service, shown.id, "accept");
+    assert_eq!(wait_reply(&n), Reply::Accept);
+    assert!(woken.load(Ordering::SeqCst) > before, "the UI was woken");
+    click(&service, shown.id, "reject");
+    assert_eq!(wait_reply(&n), Reply::Reject);
+    // Signals are handled in order: an action on someone else's notification, then a click on
+    // ours; only the click comes out.
+    click(&service, shown.id + 100, "accept");
+    click(&service, shown.id, "default");
+    assert_eq!(wait_reply(&n), Reply::Open);
+    assert_eq!(n.poll(), None);
+
+    n.withdraw();
+    assert_eq!(next_close(&seen), shown.id);
+    n.withdraw(); // nothing shown any more: nothing to close
+    nothing_more(&seen);
+
+    // A hostile name arrives escaped (this service reads markup in the body).
+    n.incoming("<b>x</b>&");
+    let hostile = next_notify(&seen);
+    assert_eq!(hostile.body, "&lt;b&gt;x&lt;/b&gt;&amp; is calling.");
+    // A second call while the first still shows replaces it.
+    n.incoming("bob");
+    let replaced = next_notify(&seen);
+    assert_eq!(replaced.replaces_id, hostile.id);
+    assert_eq!(replaced.body, "bob is calling.");
+    // The app quits while it rings: the notification goes with it.
+    drop(n);
+    assert_eq!(next_close(&seen), hostile.id);
+    nothing_more(&seen);
+}
+
+#[test]
+fn missed_call_shows_once_and_calls_back() {
+    let Some(bus) = start_bus() else { return };
+    let (service, seen) = start_service(&bus, &["actions", "body", "body-markup"]);
+    let (wake, _) = counting_wake();
+    let n = Notifier::start_at(&bus.address, "Pinhole", wake);
+
+    n.missed("carol & dave");
+    let shown = next_notify(&seen);
+    nothing_more(&seen);
+    assert_eq!(shown.summary, "Missed call");
+    assert_eq!(shown.body, "You missed a call from carol &amp; dave.");
+    assert_eq!(
+        shown.actions(),
+        [("default", "Open Pinhole"), ("call-back", "Call back")]
+    );
+    assert_eq!(
+        shown.hint("category"),
+        Some(&Value::from("call.unanswered"))
+    );
+    assert_eq!(shown.expire_timeout, -1);
+
+    click(&service, shown.id, "call-back");
+    assert_eq!(wait_reply(&n), Reply::CallBack("carol & dave".into()));
+    // Its buttons are not the incoming call's.
+    click(&service, shown.id, "accept");
+    click(&service, shown.id, "default");
+    assert_eq!(wait_reply(&n), Reply::Open);
+    // Withdrawing the incoming call leaves missed calls alone.
+    n.withdraw();
+    nothing_more(&seen);
+    // Once the user closed it, its buttons mean nothing.
+    closed_by_user(&service, shown.id);
+    click(&service, shown.id, "call-back");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(n.poll(), None);
+}
+
+#[test]
+fn without_actions_the_notification_has_no_buttons() {
+    let Some(bus) = start_bus() else { return };
+    // A service that shows a body as plain text and no buttons.
+    let (service, seen) = start_service(&bus, &["body"]);
+    let (wake, _) = counting_wake();
+    let n = Notifier::start_at(&bus.address, "Pinhole", wake);
+    wait_status(&n, |s| *s == Status::On { actions: false });
+
+    n.incoming("<b>x</b>&");
+    let shown = next_notify(&seen);
+    assert!(shown.actions.is_empty(), "{:?}", shown.actions);
+    // Plain text: the name as it is (escaped it would show "&lt;b&gt;").
+    assert_eq!(shown.body, "<b>x</b>& is calling.");
+    // The user closed it; the call ends later: nothing left to close.
+    closed_by_user(&service, shown.id);
+    std::thread::sleep(Duration::from_millis(200));
+    n.withdraw();
+    nothing_more(&seen);
+}
+
+#[test]
+fn a_bus_without_a_notification_service_is_off_until_one_starts() {
+    let Some(bus) = start_bus() else { return };
+    let (wake, _) = counting_wake();
+    let n = Notifier::start_at(&bus.address, "Pinhole", wake);
+    let Status::Off(why) = wait_status(&n, |s| matches!(s, Status::Off(_))) else {
+        unreachable!()
+    };
+    assert!(why.contains("no notification service"), "{why}");
+    n.incoming("alice"); // shown nowhere, asks again
+
+    // The desktop's service starts after the app: the next notification reaches it.
+    let (_service, seen) = start_service(&bus, &["actions", "body"]);
+    n.missed("bob");
+    let shown = next_notify(&seen);
+    assert_eq!(shown.body, "You missed a call from bob.");
+    wait_status(&n, |s| *s == Status::On { actions: true });
+}
+
+#[test]
+fn without_a_bus_it_is_off_and_never_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:path={}", dir.path().join("no-bus").display());
+    let (wake, woken) = counting_wake();
+    let start = Instant::now();
+    let n = Notifier::start_at(&address, "Pinhole", wake);
+    n.incoming("alice");
+    n.missed("bob");
+    n.withdraw();
+    assert_eq!(n.poll(), None);
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "the calls waited: {:?}",
+        start.elapsed()
+    );
+    let Status::Off(why) = wait_status(&n, |s| matches!(s, Status::Off(_))) else {
+        unreachable!()
+    };
+    assert!(why.contains("no desktop session bus"), "{why}");
+    assert!(woken.load(Ordering::SeqCst) > 0, "the UI learns it is off");
+    // Still fine once the thread has ended.
+    n.incoming("alice");
+    n.withdraw();
+    assert_eq!(n.poll(), None);
+}
