@@ -43,6 +43,8 @@ pub struct Settings {
     pub output_device: Option<String>,
     /// What is done to the microphone's sound before it is sent (`[audio]`).
     pub audio: Audio,
+    /// How the window looks and which keys do what (`[interface]`).
+    pub interface: Interface,
     /// Advanced settings most users never touch.
     pub advanced: Advanced,
     /// The Ed25519 secret key (64 hex digits) that proves the name to the server; created on
@@ -85,6 +87,29 @@ impl Audio {
             high_pass: self.noise_suppression,
         }
     }
+}
+
+/// The window's look and keys (`[interface]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Interface {
+    /// Light or dark colours, or whatever the desktop says (the default).
+    pub theme: Theme,
+    /// The microphone is off in calls except while the push-to-talk key (Space) is held.
+    pub push_to_talk: bool,
+}
+
+/// The colour theme: `"system"`, `"light"` or `"dark"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Theme {
+    /// Follow the desktop's light or dark setting (dark where the desktop does not say).
+    #[default]
+    System,
+    /// Dark text on a light background.
+    Light,
+    /// Light text on a dark background.
+    Dark,
 }
 
 /// Settings behind the "Advanced" section.
@@ -543,6 +568,10 @@ mod tests {
                 gain_control: false,
                 ..Audio::default()
             },
+            interface: Interface {
+                theme: Theme::Dark,
+                push_to_talk: true,
+            },
             advanced: Advanced {
                 keepalive_s: Some(20),
                 ..Advanced::default()
@@ -569,6 +598,22 @@ mod tests {
             );
         }
         assert!(!path.with_extension("toml.tmp").exists());
+    }
+
+    #[test]
+    fn the_interface_section_reads_its_words_and_refuses_others() {
+        let (_dir, path) = temp_settings();
+        std::fs::write(
+            &path,
+            "name = \"bob\"\n[interface]\ntheme = \"light\"\npush_to_talk = true\n",
+        )
+        .unwrap();
+        let s = load(&path).unwrap().unwrap();
+        assert_eq!(s.interface.theme, Theme::Light);
+        assert!(s.interface.push_to_talk);
+        std::fs::write(&path, "name = \"bob\"\n[interface]\ntheme = \"purple\"\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("purple"), "{err}");
     }
 
     #[test]

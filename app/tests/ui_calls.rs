@@ -551,7 +551,13 @@ fn contacts_are_kept_and_a_click_calls_them() {
 fn with_no_server_the_app_runs_its_own_and_the_engine_uses_it() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeEngine::new();
-    let mut h = harness(app_at(dir.path(), &fake, ""));
+    // Tall enough for the whole settings form without scrolling.
+    let mut h = Harness::builder()
+        .with_size([480.0, 1000.0])
+        .build_ui_state(
+            |ui, app: &mut PinholeApp| app.show(ui),
+            app_at(dir.path(), &fake, ""),
+        );
     h.run();
     let addr = h.state().embedded_server().expect("embedded server runs");
     assert!(addr.ip().is_loopback(), "this machine only: {addr}");

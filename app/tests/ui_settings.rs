@@ -21,7 +21,7 @@ fn harness(app: PinholeApp) -> Harness<'static, PinholeApp> {
         .with_engine(FakeEngine::new().starter())
         .without_sounds();
     Harness::builder()
-        .with_size([480.0, 640.0])
+        .with_size([480.0, 1100.0])
         .build_ui_state(|ui, app: &mut PinholeApp| app.show(ui), app)
 }
 

@@ -8,9 +8,9 @@ use egui::RichText;
 
 use super::state::{Action, Call, UpCall};
 use super::widgets::{
-    GOOD, METER_REPAINT, STOP, big_button, error_line, meter_bar, warning_banner, who, working,
+    Fill, METER_REPAINT, big_button, error_line, good_text, meter_bar, warning_banner, who, working,
 };
-use super::{PinholeApp, words};
+use super::{PinholeApp, keys, words};
 use crate::engine::CallReport;
 
 impl PinholeApp {
@@ -36,9 +36,14 @@ impl PinholeApp {
             ui.add_space(24.0);
         });
         ui.ctx().request_repaint_after(Duration::from_millis(500));
-        let esc = ui.input(|i| i.key_pressed(egui::Key::Escape));
+        let esc = keys::pressed(ui, keys::HANG_UP);
+        let hint = keys::hint(ui, "Stop calling", keys::HANG_UP);
         let cancel = ui
-            .vertical_centered(|ui| big_button(ui, "Cancel", STOP, egui::vec2(120.0, 36.0)))
+            .vertical_centered(|ui| {
+                big_button(ui, "Cancel", Fill::Stop, egui::vec2(120.0, 36.0))
+                    .on_hover_text(hint)
+                    .clicked()
+            })
             .inner;
         if cancel || esc {
             self.act(Action::HangUp);
@@ -115,20 +120,39 @@ impl PinholeApp {
         ui.add_space(8.0);
         // The button shows what the engine says (Event::Muted), and asks for the other state.
         let muted = self.state.muted;
-        let mut hang_up = ui.input(|i| i.key_pressed(egui::Key::Escape));
+        let mut hang_up = keys::pressed(ui, keys::HANG_UP);
+        let push_to_talk = self.form.interface.push_to_talk;
+        if push_to_talk {
+            if let Some(mute) = self.talk_key_changed(ui) {
+                actions.push(Action::Mute(mute));
+            }
+            ui.weak(words::PUSH_TO_TALK_HINT);
+        } else if keys::pressed(ui, keys::MUTE) {
+            actions.push(Action::Mute(!muted));
+        }
         ui.horizontal(|ui| {
-            let text = if muted {
-                "Unmute microphone"
+            let (text, what) = if muted {
+                ("Unmute microphone", "Switch the microphone on")
             } else {
-                "Mute microphone"
+                ("Mute microphone", "Switch the microphone off")
             };
+            let hint = keys::hint(ui, what, keys::MUTE);
             let button = egui::Button::new(text)
                 .selected(muted)
                 .min_size(egui::vec2(140.0, 32.0));
-            if ui.add(button).clicked() {
+            let button = ui.add(button);
+            let button = if push_to_talk {
+                button
+            } else {
+                button.on_hover_text(hint)
+            };
+            if button.clicked() {
                 actions.push(Action::Mute(!muted));
             }
-            hang_up |= big_button(ui, "Hang up (Esc)", STOP, egui::vec2(120.0, 32.0));
+            let hint = keys::hint(ui, "End the call", keys::HANG_UP);
+            hang_up |= big_button(ui, "Hang up (Esc)", Fill::Stop, egui::vec2(120.0, 32.0))
+                .on_hover_text(hint)
+                .clicked();
         });
         if hang_up {
             actions.push(Action::HangUp);
@@ -137,6 +161,23 @@ impl PinholeApp {
         for action in actions {
             self.act(action);
         }
+    }
+
+    /// Push-to-talk: the microphone follows the talk key. The mute to ask for when the key went
+    /// down or up, and on the call's first frame (muted unless the key is held).
+    fn talk_key_changed(&mut self, ui: &egui::Ui) -> Option<bool> {
+        let held = ui.input(|i| i.key_down(keys::TALK));
+        // egui presses the focused button on Space: the talk key presses nothing.
+        if ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, keys::TALK))
+            && let Some(id) = ui.memory(|m| m.focused())
+        {
+            ui.memory_mut(|m| m.surrender_focus(id));
+        }
+        if self.talk_key == Some(held) {
+            return None;
+        }
+        self.talk_key = Some(held);
+        Some(!held)
     }
 }
 
@@ -157,7 +198,7 @@ fn echo_latency_ui(ui: &mut egui::Ui, stats: Option<&CallReport>) {
 
 fn security_ui(ui: &mut egui::Ui, up: &UpCall) {
     let security = &up.security;
-    ui.label(RichText::new(words::encrypted(security.suite)).color(GOOD));
+    ui.label(RichText::new(words::encrypted(security.suite)).color(good_text(ui)));
     match &security.sas {
         Some(sas) => {
             ui.label(words::compare_with(&up.peer));

@@ -1,11 +1,13 @@
-//! Someone calls: who, Accept and Reject. The window asks for attention once when it is not
-//! focused.
+//! Someone calls: who, Accept (Enter) and Reject (Esc). The window asks for attention once
+//! when it is not focused.
+
+use std::time::Instant;
 
 use egui::{RichText, UserAttentionType, ViewportCommand};
 
-use super::PinholeApp;
 use super::state::{Action, Call};
-use super::widgets::{GOOD, STOP, working};
+use super::widgets::{Fill, working};
+use super::{PinholeApp, keys};
 
 impl PinholeApp {
     pub(super) fn incoming_ui(&mut self, ui: &mut egui::Ui) {
@@ -13,6 +15,7 @@ impl PinholeApp {
             return;
         };
         let (from, answered) = (from.clone(), *answered);
+        let since = *self.incoming_since.get_or_insert_with(Instant::now);
         let focused = ui.input(|i| i.viewport().focused.unwrap_or(true));
         if !focused && !self.attention {
             ui.ctx()
@@ -34,17 +37,25 @@ impl PinholeApp {
             return;
         }
         let mut action = None;
+        if keys::pressed(ui, keys::REJECT) {
+            action = Some(Action::Reject);
+        } else if since.elapsed() >= keys::ACCEPT_GRACE && keys::pressed(ui, keys::ACCEPT) {
+            action = Some(Action::Accept);
+        }
+        let accept_hint = keys::hint(ui, "Accept the call", keys::ACCEPT);
+        let reject_hint = keys::hint(ui, "Reject the call", keys::REJECT);
         ui.columns(2, |cols| {
             let size = egui::vec2(120.0, 40.0);
-            for (col, (text, fill, what)) in cols.iter_mut().zip([
-                ("Accept", GOOD, Action::Accept),
-                ("Reject", STOP, Action::Reject),
+            for (col, (text, fill, what, hint)) in cols.iter_mut().zip([
+                ("Accept", Fill::Good, Action::Accept, &accept_hint),
+                ("Reject", Fill::Stop, Action::Reject, &reject_hint),
             ]) {
                 col.vertical_centered(|ui| {
-                    let button = egui::Button::new(
-                        RichText::new(text).color(egui::Color32::WHITE).size(18.0),
-                    );
-                    if ui.add(button.fill(fill).min_size(size)).clicked() {
+                    let text = RichText::new(text).size(18.0);
+                    if super::widgets::big_button(ui, text, fill, size)
+                        .on_hover_text(hint)
+                        .clicked()
+                    {
                         action = Some(what);
                     }
                 });

@@ -5,7 +5,7 @@
 use egui::RichText;
 
 use super::state::{Action, InviteOffer};
-use super::widgets::{GOOD, warning_banner};
+use super::widgets::{Fill, big_button, warning_banner};
 use super::{PinholeApp, View, words};
 use crate::invite::{self, Invite};
 use crate::settings;
@@ -95,15 +95,7 @@ impl PinholeApp {
         ui.add_space(16.0);
         let mut action = None;
         ui.horizontal(|ui| {
-            let text = RichText::new(words::USE_INVITE).color(egui::Color32::WHITE);
-            if ui
-                .add(
-                    egui::Button::new(text)
-                        .fill(GOOD)
-                        .min_size(egui::vec2(0.0, 36.0)),
-                )
-                .clicked()
-            {
+            if big_button(ui, words::USE_INVITE, Fill::Good, egui::vec2(0.0, 36.0)).clicked() {
                 action = Some(Action::UseInvite);
             }
             if ui
@@ -113,7 +105,7 @@ impl PinholeApp {
                 action = Some(Action::DismissInvite);
             }
         });
-        if ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+        if super::keys::pressed(ui, super::keys::CANCEL) {
             action = Some(Action::DismissInvite);
         }
         if let Some(action) = action {

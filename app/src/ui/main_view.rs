@@ -8,8 +8,8 @@ use egui::RichText;
 
 use super::driver::NatState;
 use super::state::{Action, Failure, Link};
-use super::widgets::{GOOD, error_line, warning_banner, working};
-use super::{PinholeApp, View, words};
+use super::widgets::{error_line, good_text, warning_banner, working};
+use super::{PinholeApp, View, keys, words};
 use crate::engine::StopReason;
 
 impl PinholeApp {
@@ -25,7 +25,9 @@ impl PinholeApp {
         ui.horizontal(|ui| {
             ui.heading(format!("You are {name}"));
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if ui.button("Settings").clicked() {
+                let hint = keys::hint(ui, "Server, name, devices and more", keys::SETTINGS);
+                let open = ui.button("Settings").on_hover_text(hint).clicked();
+                if open || keys::pressed(ui, keys::SETTINGS) {
                     self.reset_form();
                     self.test_sound_result = None;
                     self.view = View::Settings;
@@ -81,7 +83,7 @@ impl PinholeApp {
                 self.invite_copied = true;
             }
             if self.invite_copied {
-                ui.label(RichText::new(words::INVITE_COPIED).color(GOOD));
+                ui.label(RichText::new(words::INVITE_COPIED).color(good_text(ui)));
             }
         });
         let text = RichText::new(link).monospace().weak();
@@ -101,7 +103,7 @@ impl PinholeApp {
                 });
             }
             Link::Registered { server, .. } => {
-                ui.label(RichText::new(words::online(server)).color(GOOD));
+                ui.label(RichText::new(words::online(server)).color(good_text(ui)));
             }
             Link::Offline {
                 reason, retry_at, ..
@@ -174,7 +176,9 @@ impl PinholeApp {
                 });
             }
             NatState::Done(Ok(report)) => {
-                for line in words::nat_found(report) {
+                let [ok, rest @ ..] = words::nat_found(report);
+                ui.label(RichText::new(ok).color(good_text(ui)));
+                for line in rest {
                     ui.label(line);
                 }
             }
@@ -205,7 +209,11 @@ impl PinholeApp {
             }
             let peer = self.call_field.trim().to_owned();
             let ready = !peer.is_empty();
-            let clicked = ui.add_enabled(ready, egui::Button::new("Call")).clicked();
+            let hint = keys::hint(ui, "Call the name typed", keys::CALL);
+            let clicked = ui
+                .add_enabled(ready, egui::Button::new("Call"))
+                .on_hover_text(hint)
+                .clicked();
             if (enter || clicked) && ready {
                 self.act(Action::Call(peer.clone()));
             }

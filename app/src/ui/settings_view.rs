@@ -6,34 +6,76 @@ use std::sync::Arc;
 use super::driver::NatState;
 use super::sound::{self, InputMonitor, MonitorState};
 use super::widgets::{METER_REPAINT, error_line, meter_bar, server_message, working};
-use super::{DeviceChoice, PinholeApp, View, words};
-use crate::settings;
+use super::{DeviceChoice, PinholeApp, View, keys, words};
+use crate::settings::{self, Theme};
 
 impl PinholeApp {
     pub(super) fn settings_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Settings");
-        self.file_error_ui(ui);
-        let basic_ok = self.basic_fields_ui(ui);
-        ui.add_space(6.0);
-        self.device_tests_ui(ui);
-        ui.add_space(6.0);
-        self.processing_fields_ui(ui);
-        ui.add_space(6.0);
-        self.connection_test_ui(ui, basic_ok);
-        let advanced_ok = self.advanced_fields_ui(ui);
-        ui.add_space(8.0);
-        ui.horizontal(|ui| {
-            if ui
-                .add_enabled(basic_ok && advanced_ok, egui::Button::new("Save"))
-                .clicked()
-            {
-                self.save();
-            }
-            if ui.button("Cancel").clicked() {
-                self.reset_form();
-                self.view = View::Main;
-            }
+        // The fields scroll; Save and Cancel stay at the bottom of the window.
+        let (basic_ok, advanced_ok) = scrolled_above_buttons(ui, |ui| {
+            self.file_error_ui(ui);
+            let basic_ok = self.basic_fields_ui(ui);
+            ui.add_space(6.0);
+            self.device_tests_ui(ui);
+            ui.add_space(6.0);
+            self.processing_fields_ui(ui);
+            ui.add_space(6.0);
+            self.connection_test_ui(ui, basic_ok);
+            ui.add_space(6.0);
+            self.interface_fields_ui(ui);
+            (basic_ok, self.advanced_fields_ui(ui))
         });
+        let valid = basic_ok && advanced_ok;
+        let (mut save, mut cancel) = (
+            valid && keys::pressed(ui, keys::SAVE),
+            keys::pressed(ui, keys::CANCEL),
+        );
+        ui.horizontal(|ui| {
+            let hint = keys::hint(ui, "Keep these settings", keys::SAVE);
+            save |= ui
+                .add_enabled(valid, egui::Button::new("Save"))
+                .on_hover_text(hint)
+                .clicked();
+            let hint = keys::hint(ui, "Forget the changes", keys::CANCEL);
+            cancel |= ui.button("Cancel").on_hover_text(hint).clicked();
+        });
+        if save {
+            self.save();
+        } else if cancel {
+            self.reset_form();
+            self.view = View::Main;
+        }
+    }
+
+    /// The look and the keys (`[interface]`): the theme shows at once, and goes back on Cancel.
+    fn interface_fields_ui(&mut self, ui: &mut egui::Ui) {
+        let interface = &mut self.form.interface;
+        egui::Grid::new("interface")
+            .num_columns(2)
+            .spacing([12.0, 6.0])
+            .show(ui, |ui| {
+                let label = ui.label("Theme");
+                ui.horizontal(|ui| {
+                    for (theme, text) in [
+                        (Theme::System, "As the desktop"),
+                        (Theme::Light, "Light"),
+                        (Theme::Dark, "Dark"),
+                    ] {
+                        ui.radio_value(&mut interface.theme, theme, text);
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+                ui.end_row();
+                ui.label("Push to talk");
+                ui.checkbox(
+                    &mut interface.push_to_talk,
+                    "microphone on only while Space is held",
+                )
+                .on_hover_text(words::PUSH_TO_TALK_HINT);
+                ui.end_row();
+            });
     }
 
     pub(super) fn file_error_ui(&self, ui: &mut egui::Ui) {
@@ -43,7 +85,7 @@ impl PinholeApp {
     }
 
     /// The chosen input's live level, and a test sound on the chosen output.
-    fn device_tests_ui(&mut self, ui: &mut egui::Ui) {
+    pub(super) fn device_tests_ui(&mut self, ui: &mut egui::Ui) {
         if self.sounds {
             let wanted = self.form.input_device.clone();
             if self.monitor.as_ref().is_none_or(|m| m.device != wanted) {
@@ -99,7 +141,7 @@ impl PinholeApp {
         });
     }
 
-    fn connection_test_ui(&mut self, ui: &mut egui::Ui, valid: bool) {
+    pub(super) fn connection_test_ui(&mut self, ui: &mut egui::Ui, valid: bool) {
         ui.horizontal(|ui| {
             let running = matches!(self.nat, NatState::Running(_));
             if ui
@@ -259,6 +301,24 @@ impl PinholeApp {
         });
         valid
     }
+}
+
+/// Room kept under a scrolled form for its row of buttons.
+const BUTTON_ROW: f32 = 44.0;
+
+/// `form` in a vertical scroll area that leaves room for one row of buttons below it.
+pub(super) fn scrolled_above_buttons<R>(
+    ui: &mut egui::Ui,
+    form: impl FnOnce(&mut egui::Ui) -> R,
+) -> R {
+    let height = (ui.available_height() - BUTTON_ROW).max(120.0);
+    let inner = egui::ScrollArea::vertical()
+        .max_height(height)
+        .auto_shrink([false, true])
+        .show(ui, form)
+        .inner;
+    ui.separator();
+    inner
 }
 
 /// The bitrate field, in kbit/s as typed, to bit/s.

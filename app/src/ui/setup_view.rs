@@ -5,22 +5,30 @@ use super::PinholeApp;
 impl PinholeApp {
     pub(super) fn setup_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Welcome to Pinhole");
-        ui.label("Pinhole calls people straight through their routers. Tell it who you are.");
-        ui.label(
-            "Leave the server empty to use the one built into this app: call echo to hear \
-             yourself.",
-        );
-        ui.add_space(8.0);
-        self.file_error_ui(ui);
-        if let Some(peer) = &self.state.pending_call {
-            ui.label(super::words::call_after_setup(peer));
-        }
-        let valid = self.basic_fields_ui(ui);
-        ui.add_space(8.0);
-        if ui
+        let valid = super::settings_view::scrolled_above_buttons(ui, |ui| {
+            ui.label("Pinhole calls people straight through their routers. Tell it who you are.");
+            ui.label(
+                "Leave the server empty to use the one built into this app: call echo to hear \
+                 yourself.",
+            );
+            ui.add_space(8.0);
+            self.file_error_ui(ui);
+            if let Some(peer) = &self.state.pending_call {
+                ui.label(super::words::call_after_setup(peer));
+            }
+            let valid = self.basic_fields_ui(ui);
+            ui.add_space(6.0);
+            self.device_tests_ui(ui);
+            ui.add_space(6.0);
+            self.connection_test_ui(ui, valid);
+            valid
+        });
+        let hint = super::keys::hint(ui, "Keep these settings and go online", super::keys::SAVE);
+        let save = ui
             .add_enabled(valid, egui::Button::new("Save and start"))
-            .clicked()
-        {
+            .on_hover_text(hint)
+            .clicked();
+        if save || (valid && super::keys::pressed(ui, super::keys::SAVE)) {
             self.save();
         }
     }

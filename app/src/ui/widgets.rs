@@ -5,14 +5,34 @@ use std::time::Duration;
 use egui::{Color32, RichText};
 use media::audio::LevelMeter;
 
+use super::theme::palette;
 use crate::settings::AddrError;
 
 /// Meters and timers repaint this often while they move (20 Hz).
 pub(super) const METER_REPAINT: Duration = Duration::from_millis(50);
-/// Green for "online" and "accept".
-pub(super) const GOOD: Color32 = Color32::from_rgb(60, 170, 90);
-/// Red for "hang up" and "reject".
-pub(super) const STOP: Color32 = Color32::from_rgb(190, 50, 50);
+/// Good news in text ("online", "encrypted"), legible in the current theme.
+pub(super) fn good_text(ui: &egui::Ui) -> Color32 {
+    palette(ui.visuals()).good
+}
+
+/// What a big button means: its fill colour (with white text).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fill {
+    /// Green: accept, call, use.
+    Good,
+    /// Red: hang up, reject, cancel.
+    Stop,
+}
+
+impl Fill {
+    fn colors(self, ui: &egui::Ui) -> (Color32, Color32) {
+        let p = palette(ui.visuals());
+        match self {
+            Fill::Good => (p.good_fill, p.on_fill),
+            Fill::Stop => (p.stop_fill, p.on_fill),
+        }
+    }
+}
 
 /// A level meter: the peak on a dB scale (-60 dBFS empty, 0 dBFS full).
 pub(super) fn meter_bar(ui: &mut egui::Ui, meter: &LevelMeter, label: egui::Id) {
@@ -22,7 +42,7 @@ pub(super) fn meter_bar(ui: &mut egui::Ui, meter: &LevelMeter, label: egui::Id) 
     let color = if db > -3.0 {
         Color32::from_rgb(200, 60, 50)
     } else {
-        GOOD
+        palette(ui.visuals()).good_fill
     };
     ui.add(
         egui::ProgressBar::new(fill)
@@ -41,20 +61,17 @@ pub(super) fn working(ui: &mut egui::Ui) {
     ui.ctx().request_repaint_after(Duration::from_millis(250));
 }
 
-/// A problem, small and in the error colour.
+/// A problem, in body-size text of the error colour (4.5:1 or more on the panel in both
+/// themes).
 pub(super) fn error_line(ui: &mut egui::Ui, text: &str) {
-    ui.label(
-        RichText::new(text)
-            .color(ui.visuals().error_fg_color)
-            .small(),
-    );
+    ui.label(RichText::new(text).color(ui.visuals().error_fg_color));
 }
 
 /// A loud warning: large text in the warning colour, in a framed box that fills the width.
 pub(super) fn warning_banner(ui: &mut egui::Ui, text: &str, add: impl FnOnce(&mut egui::Ui)) {
     let warn = ui.visuals().warn_fg_color;
     egui::Frame::new()
-        .fill(warn.gamma_multiply(0.12))
+        .fill(warn.gamma_multiply(super::theme::BANNER_TINT))
         .stroke(egui::Stroke::new(2.0, warn))
         .corner_radius(6.0)
         .inner_margin(10.0)
@@ -65,14 +82,19 @@ pub(super) fn warning_banner(ui: &mut egui::Ui, text: &str, add: impl FnOnce(&mu
         });
 }
 
-/// A big button with white text on `fill`.
-pub(super) fn big_button(ui: &mut egui::Ui, text: &str, fill: Color32, size: egui::Vec2) -> bool {
+/// A big button with white text on the colour of what it does.
+pub(super) fn big_button(
+    ui: &mut egui::Ui,
+    text: impl Into<RichText>,
+    fill: Fill,
+    size: egui::Vec2,
+) -> egui::Response {
+    let (fill, on) = fill.colors(ui);
     ui.add(
-        egui::Button::new(RichText::new(text).color(Color32::WHITE))
+        egui::Button::new(text.into().color(on))
             .fill(fill)
             .min_size(size),
     )
-    .clicked()
 }
 
 /// A name in large type under a small line saying what is going on.

@@ -258,8 +258,12 @@ pub fn lan_hint(addresses: &str) -> String {
 }
 
 /// The NAT check's verdict, and the address the server saw.
-pub fn nat_found(report: &NatReport) -> [String; 2] {
+pub fn nat_found(report: &NatReport) -> [String; 3] {
     [
+        format!(
+            "Connection OK: the server answered (the check took {} ms).",
+            report.elapsed.as_millis()
+        ),
         format!("Network: {} ({})", report.describe(), report.verdict),
         format!("Your address as the server sees it: {}", report.mapped),
     ]
@@ -506,6 +510,9 @@ pub fn voice_came_back(ms: f64) -> String {
 }
 
 /// Until the echo test has a figure: what it needs.
+/// Under the call's buttons when push-to-talk is on.
+pub const PUSH_TO_TALK_HINT: &str = "Push to talk: hold Space to speak.";
+
 pub const ECHO_MEASURING: &str =
     "Say something: the time your voice takes to come back is measured as you speak.";
 
