@@ -32,6 +32,7 @@ mod driver;
 pub mod handoff;
 mod incoming_view;
 mod invite_view;
+mod keys;
 mod main_view;
 pub mod net;
 pub mod notify;
@@ -39,6 +40,7 @@ mod settings_view;
 mod setup_view;
 pub mod sound;
 pub mod state;
+mod theme;
 mod widgets;
 pub mod words;
 
@@ -242,6 +244,13 @@ pub struct PinholeApp {
     test_sound: Option<mpsc::Receiver<Result<(), String>>>,
     test_sound_result: Option<Result<(), String>>,
     frames: FrameStats,
+    /// The theme last put into the context (the form's: a choice in Settings shows at once).
+    applied_theme: Option<settings::Theme>,
+    /// When the ringing call came in: Enter accepts only after a moment (an Enter typed for
+    /// something else does not answer a call that just arrived).
+    incoming_since: Option<Instant>,
+    /// Push-to-talk: whether the key was held when the microphone was last switched.
+    talk_key: Option<bool>,
 }
 
 impl std::fmt::Debug for PinholeApp {
@@ -313,6 +322,9 @@ impl PinholeApp {
             frames: FrameStats::default(),
             name_edited: false,
             udp_port_text: String::new(),
+            applied_theme: None,
+            incoming_since: None,
+            talk_key: None,
         };
         app.reset_form_text();
         app.refresh_own_invite();
@@ -439,6 +451,10 @@ impl PinholeApp {
             let ctx = ui.ctx().clone();
             self.wake = Some(Arc::new(move || ctx.request_repaint()));
         }
+        if self.applied_theme != Some(self.form.interface.theme) {
+            theme::apply(ui.ctx(), self.form.interface.theme);
+            self.applied_theme = Some(self.form.interface.theme);
+        }
         self.poll_devices(ui);
         self.ensure_engine(start);
         self.poll_engine();
@@ -454,11 +470,17 @@ impl PinholeApp {
             View::InCall => self.in_call_ui(ui),
             View::Invite => self.invite_ui(ui),
         }
-        if self.view() != View::Settings {
+        if !matches!(self.view(), View::Settings | View::Setup) {
             self.monitor = None;
         }
         if self.view() != View::Main {
             self.invite_copied = false;
+        }
+        if self.view() != View::Incoming {
+            self.incoming_since = None;
+        }
+        if self.view() != View::InCall {
+            self.talk_key = None;
         }
         // The engine is started again at its retry time, whatever the view.
         if let Link::Failed {
