@@ -29,6 +29,7 @@ pub mod backend;
 mod call_view;
 pub mod contacts;
 mod driver;
+pub mod fonts;
 pub mod handoff;
 mod incoming_view;
 mod invite_view;
