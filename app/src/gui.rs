@@ -21,12 +21,17 @@ pub(crate) fn run(
             .with_min_inner_size([320.0, 400.0])
             .with_app_id("pinhole")
             .with_icon(icon()),
+        // Fonts for the scripts egui's own lack come from pinhole::ui::fonts (guarded).
+        system_font_fallback: false,
         ..Default::default()
     };
     eframe::run_native(
         APP_NAME,
         options,
         Box::new(move |cc| {
+            // Names and messages in any script: system fonts fill in what egui's fonts lack.
+            cc.egui_ctx
+                .add_font_provider(pinhole::ui::fonts::system_fallback());
             let mut window = Window::new(started, cc.egui_ctx.clone(), invite);
             window.listen(socket.as_deref(), cc.egui_ctx.clone());
             Ok(Box::new(window))
@@ -85,8 +90,13 @@ impl Window {
         // Devices are listed on a thread: cpal can take a while to probe them.
         let app = settings::default_path()
             .map(|path| {
+                let wake = {
+                    let ctx = ctx.clone();
+                    std::sync::Arc::new(move || ctx.request_repaint())
+                };
                 let mut app = PinholeApp::new(path, DeviceList::default())
                     .with_repaint(ctx)
+                    .with_notifier(pinhole::ui::notify::Notifier::start(APP_NAME, wake))
                     .list_devices_in_background();
                 if let Some(invite) = invite {
                     app.open_invite(invite);

@@ -20,11 +20,17 @@
 //!   `call_view` (calling and in a call); `widgets` holds what they share.
 //! - [`backend`]: the engine behind a trait ([`CallEngine`]): the real one or a fake for tests.
 //! - [`sound`]: ringtone, test sound, input level meter (threads of their own).
+//! - `theme`: the type scale, spacing and the light and dark palettes (WCAG AA contrast);
+//!   `keys`: every action's key, named in tooltips.
+//! - [`notify`]: desktop notifications over D-Bus; `alerts`: when the app shows them (a call
+//!   ringing or missed while the window is in the background) and what their buttons do.
+//! - [`fonts`]: system fonts for the scripts egui's own fonts lack (CJK, Arabic, ...).
 //! - [`net`]: NAT check and the embedded rendezvous server.
 //! - [`contacts`]: contacts and recent calls, persisted next to the settings.
 //! - `invite_view`: an invite link's confirmation, and the user's own link; [`handoff`]: a link
 //!   opened while the app runs goes to it (one app per profile).
 
+mod alerts;
 pub mod backend;
 mod call_view;
 pub mod contacts;
@@ -252,6 +258,12 @@ pub struct PinholeApp {
     incoming_since: Option<Instant>,
     /// Push-to-talk: whether the key was held when the microphone was last switched.
     talk_key: Option<bool>,
+    /// Desktop notifications, when the app shows them ([`PinholeApp::with_notifier`]).
+    notifier: Option<notify::Notifier>,
+    /// The caller whose ringing call has a notification on the desktop.
+    notified_incoming: Option<String>,
+    /// The window had the keyboard focus at the last frame (or nobody said it had not).
+    focused: bool,
 }
 
 impl std::fmt::Debug for PinholeApp {
@@ -326,6 +338,9 @@ impl PinholeApp {
             applied_theme: None,
             incoming_since: None,
             talk_key: None,
+            notifier: None,
+            notified_incoming: None,
+            focused: true,
         };
         app.reset_form_text();
         app.refresh_own_invite();
@@ -349,6 +364,13 @@ impl PinholeApp {
     /// without a sound card.
     pub fn without_sounds(mut self) -> Self {
         self.sounds = false;
+        self
+    }
+
+    /// Shows incoming and missed calls as desktop notifications while the window is in the
+    /// background, and takes Accept, Reject and Call back from them.
+    pub fn with_notifier(mut self, notifier: notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
         self
     }
 
@@ -459,6 +481,7 @@ impl PinholeApp {
         self.poll_devices(ui);
         self.ensure_engine(start);
         self.poll_engine();
+        self.notifications(ui);
         self.poll_nat();
         self.ring();
 

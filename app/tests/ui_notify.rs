@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use egui_kittest::kittest::Queryable;
 use pinhole::ui::notify::{Notifier, Reply, Status, Wake};
 use pinhole_tests::prereq::missing;
 use zbus::Connection;
@@ -508,4 +509,124 @@ fn by_hand_on_the_desktop() {
     }
     n.withdraw();
     println!("status: {:?}", n.status());
+}
+
+/// The app on a fake engine, with its notifier on `bus`; its window's focus as given.
+struct App {
+    fake: pinhole::ui::FakeEngine,
+    h: egui_kittest::Harness<'static, pinhole::ui::PinholeApp>,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    fn on(bus: &Bus) -> App {
+        use pinhole::engine::{Event, Registration};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        let s = pinhole::settings::Settings {
+            name: "alice".into(),
+            server: "127.0.0.1:3478".into(),
+            ..Default::default()
+        };
+        pinhole::settings::save(&path, &s).unwrap();
+        let fake = pinhole::ui::FakeEngine::new();
+        let notifier = Notifier::start_at(&bus.address, "Pinhole", Arc::new(|| {}));
+        wait_status(&notifier, |s| matches!(s, Status::On { .. }));
+        let app = pinhole::ui::PinholeApp::new(path, pinhole::ui::DeviceList::default())
+            .with_engine(fake.starter())
+            .without_sounds()
+            .with_notifier(notifier);
+        let mut h = egui_kittest::Harness::builder()
+            .with_size([480.0, 700.0])
+            .build_ui_state(|ui, app: &mut pinhole::ui::PinholeApp| app.show(ui), app);
+        h.run();
+        fake.push(Event::Registration(Registration::Online {
+            name: "alice".into(),
+            mapped: "203.0.113.9:40000".parse().unwrap(),
+            verdict: None,
+        }));
+        h.run();
+        App { fake, h, _dir: dir }
+    }
+
+    fn focused(&mut self, focused: bool) {
+        let id = egui::ViewportId::ROOT;
+        self.h.input_mut().viewports.entry(id).or_default().focused = Some(focused);
+    }
+
+    /// Runs frames until `done` holds (the notifier's replies come from its thread).
+    fn run_until(&mut self, what: &str, done: impl Fn(&App) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.h.run();
+            if done(self) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn the_app_notifies_a_call_in_the_background_and_accept_there_answers_it() {
+    use pinhole::engine::{Command as EngineCommand, EndReason, Event};
+    let Some(bus) = start_bus() else { return };
+    let (service, seen) = start_service(&bus, &["actions", "body"]);
+    let mut app = App::on(&bus);
+
+    // In the foreground a ringing call is in the window only.
+    app.focused(true);
+    app.fake.push(Event::Incoming { from: "bob".into() });
+    app.h.run();
+    nothing_more(&seen);
+    app.h.get_by_label("Reject").click();
+    app.h.run();
+
+    // In the background it is on the desktop; Accept there answers it.
+    app.focused(false);
+    app.fake.push(Event::Incoming {
+        from: "carol".into(),
+    });
+    app.h.run();
+    let shown = next_notify(&seen);
+    assert_eq!(shown.body, "carol is calling.");
+    click(&service, shown.id, "accept");
+    app.run_until("Accept from the notification", |a| {
+        a.fake.commands().contains(&EngineCommand::Accept)
+    });
+    // Answered: the notification goes.
+    assert_eq!(next_close(&seen), shown.id);
+
+    // A call that rings out in the background is a missed-call notification, and Call back
+    // there calls.
+    app.fake.push(Event::Ended {
+        reason: EndReason::Remote(traversal::control::EndReason::HungUp),
+        peer: "carol".into(),
+        connected: false,
+        report: None,
+    });
+    app.h.run();
+    app.fake.push(Event::Incoming {
+        from: "dave".into(),
+    });
+    app.h.run();
+    let ringing = next_notify(&seen);
+    app.fake.push(Event::Ended {
+        reason: EndReason::Remote(traversal::control::EndReason::Cancelled),
+        peer: "dave".into(),
+        connected: false,
+        report: None,
+    });
+    app.h.run();
+    assert_eq!(next_close(&seen), ringing.id);
+    let missed = next_notify(&seen);
+    assert_eq!(missed.summary, "Missed call");
+    assert!(missed.body.contains("dave"), "{}", missed.body);
+    click(&service, missed.id, "call-back");
+    app.run_until("Call back from the notification", |a| {
+        a.fake
+            .commands()
+            .contains(&EngineCommand::Call("dave".into()))
+    });
 }

@@ -226,6 +226,7 @@ impl PinholeApp {
                         self.start_nat_check(server, self.trust.clone());
                     }
                 }
+                Effect::Missed { peer } => self.notify_missed(&peer),
                 Effect::EngineStopped => self.engine = None,
                 Effect::TrustKey { peer, key } => self.trust_key(&peer, &key),
                 Effect::TrustServer { server, presented } => self.trust_server(&server, &presented),

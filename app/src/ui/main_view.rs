@@ -270,7 +270,13 @@ impl PinholeApp {
                         }
                         let way = if r.outgoing { "outgoing" } else { "incoming" };
                         let ago = words::ago(now.saturating_sub(r.when));
-                        ui.weak(format!("{way} · {} · {ago}", r.outcome));
+                        let line = format!("{way} · {} · {ago}", r.outcome);
+                        // A missed call stands out: it may want calling back (click the name).
+                        if !r.outgoing && r.outcome == words::OUTCOME_MISSED {
+                            ui.label(RichText::new(line).color(ui.visuals().warn_fg_color));
+                        } else {
+                            ui.weak(line);
+                        }
                     });
                 });
             }

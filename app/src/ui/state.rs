@@ -283,6 +283,11 @@ pub enum Effect {
         /// In a few words.
         outcome: String,
     },
+    /// A call came in and ended before anyone answered it: say so on the desktop.
+    Missed {
+        /// Who called.
+        peer: String,
+    },
     /// Registered with `server`: show the NAT verdict, or check it when none came.
     Registered {
         /// The server.
@@ -618,6 +623,11 @@ impl AppState {
             failure: ending.failure,
             about_link: false,
         });
+        if matches!(self.call, Call::Incoming { answered: false, .. }) {
+            effects.push(Effect::Missed {
+                peer: peer.to_owned(),
+            });
+        }
         effects.push(Effect::Record {
             peer: peer.to_owned(),
             outgoing,

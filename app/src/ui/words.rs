@@ -56,7 +56,7 @@ pub fn ending(
         return Ending {
             text: format!("You missed a call from {peer}."),
             failure: false,
-            outcome: "missed".into(),
+            outcome: OUTCOME_MISSED.into(),
         };
     }
     let by_us = matches!(
@@ -510,6 +510,9 @@ pub fn voice_came_back(ms: f64) -> String {
 }
 
 /// Until the echo test has a figure: what it needs.
+/// The recent calls list's word for a call that rang out unanswered.
+pub const OUTCOME_MISSED: &str = "missed";
+
 /// Under the call's buttons when push-to-talk is on.
 pub const PUSH_TO_TALK_HINT: &str = "Push to talk: hold Space to speak.";
 
