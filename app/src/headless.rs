@@ -109,8 +109,20 @@ pub struct AnswerArgs {
     /// Answer this many calls (1 or more), then exit (default: until interrupted).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub calls: Option<u64>,
+    /// Let each call ring this many seconds before answering (default: answer at once). Past
+    /// the server's ringing time (30 s) the caller hears no answer.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_ring)]
+    pub ring: f64,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `--ring`: seconds, 0 to 300.
+fn parse_ring(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=300.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds from 0 to 300")),
+    }
 }
 
 /// A failure for the user: a status and one line.
@@ -618,7 +630,15 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
     wait_registered(&engine, &interrupted, false)?;
     let mut answered = 0u64;
     let mut in_call = false;
+    let ring = Duration::from_secs_f64(args.ring);
+    // The call ringing now, and when it is answered.
+    let mut ringing: Option<Instant> = None;
     loop {
+        if ringing.is_some_and(|at| Instant::now() >= at) {
+            ringing = None;
+            tracing::info!("answering");
+            engine.send(Command::Accept);
+        }
         if interrupted.load(Ordering::SeqCst) {
             if in_call && let Some(report) = hang_up_and_wait(&engine) {
                 print_report(&report, args.common.json);
@@ -628,9 +648,13 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
         match engine.next_event(POLL) {
             Some(Event::Registration(r)) => log_registration(&r),
             Some(Event::PortMapping(status)) => log_port_mapping(&status),
-            Some(Event::Incoming { from }) => {
+            Some(Event::Incoming { from }) if ring.is_zero() => {
                 tracing::info!(from, "incoming call: answering");
                 engine.send(Command::Accept);
+            }
+            Some(Event::Incoming { from }) => {
+                tracing::info!(from, secs = args.ring, "incoming call: ringing");
+                ringing = Some(Instant::now() + ring);
             }
             Some(Event::Connected { peer, security, .. }) => {
                 say_security(&peer, &security);
@@ -647,6 +671,7 @@ fn run_answer(args: AnswerArgs) -> Result<(), Failure> {
                 ..
             }) => {
                 in_call = false;
+                ringing = None;
                 match report {
                     Some(report) => {
                         print_report(&report, args.common.json);

@@ -114,6 +114,26 @@ fn call_and_answer_exchange_tones_and_report_json() {
 }
 
 #[test]
+fn answer_lets_a_call_ring_as_long_as_asked() {
+    let (_server, addr, dir) = setup("ring");
+    let (alice, bob) = talkers(&dir);
+    let mut answer = bob.answer(Place::Local, &addr, &["--calls", "1", "--ring", "2"]);
+    let caller = alice.call(Place::Local, &addr, &bob.name, 1.0);
+    answer.expect_log("incoming call: ringing", Duration::from_secs(10));
+    let a = caller.finish(Duration::from_secs(30));
+    assert!(a.status.success(), "call failed: {a:#?}");
+    let b = answer.finish(Duration::from_secs(15));
+    assert!(b.status.success(), "answer failed: {b:#?}");
+    // The caller heard it ring for the 2 s before the first audio came.
+    let setup = a.one_json()["setup_ms"].as_u64().unwrap();
+    assert!((2000..6000).contains(&setup), "setup {setup} ms");
+
+    let (ok, _, err) = pinhole(&["answer", "--ring", "forever"]);
+    assert!(!ok);
+    assert!(err.contains("not a number of seconds from 0 to 300"), "{err}");
+}
+
+#[test]
 fn a_call_to_echo_returns_the_callers_own_tone() {
     let (_server, addr, dir) = setup("echo");
     let carol = Party::tone(&dir, "carol", 520.0);

@@ -179,6 +179,166 @@ fn screenshot_and_figures_of_the_real_window() {
     eprintln!("screenshot: {}", shot.display());
 }
 
+/// Starts the real app on `settings` (which may not exist: the first run) and waits for its
+/// window; the built-in server's address when it runs one.
+fn start_app(settings: &Path) -> (Headless, String, Option<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinhole"));
+    cmd.env("PINHOLE_CONFIG", settings)
+        .env("RUST_LOG", "warn,pinhole=info");
+    let mut app = Headless::spawn_as_is(cmd);
+    wait_line(&mut app, "first frame drawn", 0, 30);
+    let server = app
+        .log
+        .iter()
+        .find_map(|l| {
+            l.split("built-in server listening")
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .and_then(|rest| {
+            rest.split("addr=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_owned)
+        });
+    let window = xdotool(&["search", "--sync", "--name", "^Pinhole$"]);
+    let window = window.lines().last().unwrap().to_owned();
+    // Fonts, devices and the registration settle.
+    std::thread::sleep(Duration::from_secs(3));
+    (app, window, server)
+}
+
+/// Every view of the real app in the light and the dark theme, each in a PNG of its own and a
+/// contact sheet per theme (`assets/views-light.png`, `assets/views-dark.png` with
+/// `PINHOLE_WRITE_ASSETS=1`):
+///
+/// ```text
+/// xvfb-run -a -s "-screen 0 1280x1024x24" \
+///   cargo test -p pinhole --test ui_screenshot every_view -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "needs a display (Xvfb), xdotool and ImageMagick; takes the README's view sheets"]
+fn every_view_in_both_themes() {
+    if std::env::var_os("DISPLAY").is_none() {
+        return prereq::missing("no display: run under xvfb-run (scripts/packages/base.txt)");
+    }
+    let out = if std::env::var_os("PINHOLE_WRITE_ASSETS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets")
+    } else if let Some(d) = std::env::var_os("PINHOLE_SHOT_DIR") {
+        d.into()
+    } else {
+        std::env::temp_dir()
+    };
+    for theme in ["light", "dark"] {
+        let dir = TempDir::new(&format!("views-{theme}"));
+        let shot = |name: &str| dir.join(&format!("{name}.png"));
+
+        // The first run (no settings file yet) follows the desktop's theme; Xvfb has none
+        // (dark), so it is on the dark sheet only.
+        let mut views = vec![
+            "2-main",
+            "3-settings",
+            "4-calling",
+            "5-in-call",
+            "6-incoming",
+        ];
+        if theme == "dark" {
+            let (app, window, _) = start_app(&dir.join("fresh").join("settings.toml"));
+            capture(&window, &shot("1-setup"));
+            drop(app);
+            views.insert(0, "1-setup");
+        }
+
+        let settings = dir.join("settings.toml");
+        std::fs::write(
+            &settings,
+            format!("name = \"alice\"\n[interface]\ntheme = \"{theme}\"\n"),
+        )
+        .unwrap();
+        // Contacts in several scripts (the system fonts draw what egui's lack), and a missed
+        // call.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        std::fs::write(
+            dir.join("contacts.toml"),
+            format!(
+                "contacts = [\"张伟\", \"Жанна\", \"Ελένη\"]\n\
+                 [[recent]]\nname = \"carol\"\noutgoing = false\noutcome = \"missed\"\nwhen = {}\n\
+                 [[recent]]\nname = \"张伟\"\noutgoing = true\noutcome = \"12:41\"\nwhen = {}\n",
+                now - 600,
+                now - 26 * 3600
+            ),
+        )
+        .unwrap();
+        let (app, window, server) = start_app(&settings);
+        let server = server.expect("the built-in server runs");
+        capture(&window, &shot("2-main"));
+
+        xdotool(&["windowfocus", "--sync", &window]);
+        xdotool(&["key", "ctrl+comma"]);
+        std::thread::sleep(Duration::from_secs(2));
+        capture(&window, &shot("3-settings"));
+        xdotool(&["key", "Escape"]);
+        std::thread::sleep(Duration::from_secs(1));
+
+        // bob lets the call ring 4 s: the calling view, then the call.
+        let bob = Party {
+            name: format!("bob{}", std::process::id()),
+            input: "tone:500".into(),
+            ..Party::silent(&dir, "bob")
+        };
+        let answering = bob.answer(Place::Local, &server, &["--ring", "4"]);
+        xdotool(&["windowfocus", "--sync", &window]);
+        xdotool(&["type", "--delay", "40", &bob.name]);
+        xdotool(&["key", "Return"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        capture(&window, &shot("4-calling"));
+        // Answered after 4 s of ringing; the figures fill in during the first seconds.
+        std::thread::sleep(Duration::from_secs(6));
+        capture(&window, &shot("5-in-call"));
+        xdotool(&["key", "Escape"]);
+        std::thread::sleep(Duration::from_secs(1));
+        drop(answering);
+
+        // carol calls alice: the incoming view.
+        let carol = Party {
+            name: "carol".into(),
+            ..Party::silent(&dir, "carol")
+        };
+        let caller = carol.call(Place::Local, &server, "alice", 10.0);
+        std::thread::sleep(Duration::from_secs(3));
+        capture(&window, &shot("6-incoming"));
+        xdotool(&["key", "Escape"]);
+        drop(caller);
+        drop(app);
+
+        let sheet = out.join(format!("views-{theme}.png"));
+        let background = if theme == "light" {
+            "#f6f6f8"
+        } else {
+            "#202124"
+        };
+        let status = Command::new("convert")
+            .args(views.iter().map(|v| shot(v)))
+            .args([
+                "-background",
+                background,
+                "-splice",
+                "12x0",
+                "+append",
+                "-chop",
+                "12x0",
+            ])
+            .arg(&sheet)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        eprintln!("views ({theme}): {}", sheet.display());
+    }
+}
+
 /// A `module-sine-source` loaded for the test and unloaded when dropped.
 struct SineSource {
     name: String,

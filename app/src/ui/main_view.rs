@@ -199,7 +199,7 @@ impl PinholeApp {
                 .add(
                     egui::TextEdit::singleline(&mut self.call_field)
                         .hint_text("a name, or echo to hear yourself")
-                        .desired_width((ui.available_width() - 150.0).max(120.0)),
+                        .desired_width((ui.available_width() - 190.0).max(120.0)),
                 )
                 .labelled_by(label.id);
             let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));

@@ -260,10 +260,15 @@ pub fn lan_hint(addresses: &str) -> String {
 /// The NAT check's verdict, and the address the server saw.
 pub fn nat_found(report: &NatReport) -> [String; 3] {
     [
-        format!(
-            "Connection OK: the server answered (the check took {} ms).",
-            report.elapsed.as_millis()
-        ),
+        if report.elapsed.is_zero() {
+            // From the registration itself: no check of its own ran.
+            "Connection OK: registered with the server.".to_owned()
+        } else {
+            format!(
+                "Connection OK: the server answered (the check took {} ms).",
+                report.elapsed.as_millis()
+            )
+        },
         format!("Network: {} ({})", report.describe(), report.verdict),
         format!("Your address as the server sees it: {}", report.mapped),
     ]
