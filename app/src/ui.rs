@@ -264,6 +264,9 @@ pub struct PinholeApp {
     notified_incoming: Option<String>,
     /// The window had the keyboard focus at the last frame (or nobody said it had not).
     focused: bool,
+    /// Contacts verified with the key the key file holds for them now (a changed key since
+    /// takes the mark away); from [`PinholeApp::refresh_verified`].
+    verified_now: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for PinholeApp {
@@ -341,7 +344,9 @@ impl PinholeApp {
             notifier: None,
             notified_incoming: None,
             focused: true,
+            verified_now: Default::default(),
         };
+        app.refresh_verified();
         app.reset_form_text();
         app.refresh_own_invite();
         app
@@ -569,6 +574,43 @@ impl PinholeApp {
     fn record(&mut self, peer: &str, outgoing: bool, outcome: String) {
         self.book.record(peer, outgoing, outcome);
         self.save_book();
+        // The call may have recorded a first key, or met a changed one.
+        self.refresh_verified();
+    }
+
+    /// Marks `peer` verified with the call's `key`: the person compared the code.
+    fn verify(&mut self, peer: &str, key: &str) {
+        self.book.verify(peer, key);
+        self.save_book();
+        self.refresh_verified();
+    }
+
+    /// Which verified contacts still have the key they were verified with, as the key file
+    /// (`contact-keys.txt`) holds it now. Read once per change, not per frame.
+    fn refresh_verified(&mut self) {
+        if self.book.verified.is_empty() {
+            self.verified_now.clear();
+            return;
+        }
+        let keys = crate::contacts::Contacts::open(settings::contacts_path(&self.path));
+        self.verified_now = match keys {
+            Ok(keys) => self
+                .book
+                .verified
+                .iter()
+                .filter(|v| self.book.is_verified(&v.name, keys.get(&v.name)))
+                .map(|v| v.name.clone())
+                .collect(),
+            Err(e) => {
+                tracing::warn!("contact keys not read: {e}");
+                Default::default()
+            }
+        };
+    }
+
+    /// Whether `name` is a verified contact (with the key known now).
+    pub fn is_verified(&self, name: &str) -> bool {
+        self.verified_now.contains(name)
     }
 
     fn save_book(&mut self) {

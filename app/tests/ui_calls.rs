@@ -820,3 +820,50 @@ fn the_built_in_server_keeps_its_certificate_and_the_app_pins_it() {
     h.run();
     assert_eq!(pinned(&fake), first);
 }
+
+#[test]
+fn codes_compared_mark_a_contact_verified_until_the_key_changes() {
+    let (dir, fake, mut h) = registered_app();
+    // The engine recorded bob's key on the first call (trust on first use).
+    std::fs::write(dir.path().join("contact-keys.txt"), format!("bob {KEY}\n")).unwrap();
+    type_name(&mut h, "bob");
+    click(&mut h, "Add contact");
+    click(&mut h, "Call");
+    fake.push(connected("bob"));
+    h.run();
+    assert!(h.query_by_label_contains("Verified").is_none());
+    click(&mut h, "The codes match: mark bob as verified");
+    h.get_by_label("Verified: you compared the code with bob for this key.");
+    assert!(h.query_by_label_contains("The codes match").is_none());
+    let book = pinhole::ui::contacts::load(&dir.path().join("contacts.toml")).unwrap();
+    assert_eq!(book.verified.len(), 1);
+    assert_eq!(book.verified[0].key, KEY);
+
+    h.key_press(egui::Key::Escape);
+    h.run();
+    fake.push(ended("bob", EndReason::HungUp, true));
+    h.run();
+    assert_eq!(h.state().view(), View::Main);
+    assert!(h.state().is_verified("bob"));
+    h.get_by_label("✔ verified");
+
+    // bob's key changes and the user trusts the new one: no longer verified.
+    click(&mut h, "Call bob");
+    fake.push(connected_with(
+        "bob",
+        KeyCheck::Changed {
+            previous: KEY.into(),
+        },
+    ));
+    h.run();
+    assert!(h.query_by_label_contains("Verified:").is_none());
+    assert!(
+        h.query_by_label_contains("The codes match").is_none(),
+        "a changed key is trusted first"
+    );
+    click(&mut h, "Trust the new key");
+    assert!(!h.state().is_verified("bob"));
+    // Compared again: verified with the new key.
+    click(&mut h, "The codes match: mark bob as verified");
+    assert!(h.state().is_verified("bob"));
+}

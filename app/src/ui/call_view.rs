@@ -61,6 +61,7 @@ impl PinholeApp {
         let (input, output) = (up.input.clone(), up.output.clone());
         let moves = up.moves.clone();
         let mut actions = Vec::new();
+        let mut verify = None;
 
         if up.key_warning() {
             warning_banner(ui, &words::key_changed(&peer), |ui| {
@@ -75,7 +76,14 @@ impl PinholeApp {
             who(ui, "In a call with", &peer);
             ui.label(RichText::new(words::clock(elapsed)).size(22.0).monospace());
             ui.add_space(4.0);
-            security_ui(ui, up);
+            let verified = self
+                .book
+                .is_verified(&up.peer, up.security.peer_key.as_deref());
+            if security_ui(ui, up, verified)
+                && let Some(key) = up.security.peer_key.clone()
+            {
+                verify = Some((up.peer.clone(), key));
+            }
             if peer.eq_ignore_ascii_case("echo") {
                 echo_latency_ui(ui, stats.as_ref());
             }
@@ -158,6 +166,9 @@ impl PinholeApp {
             actions.push(Action::HangUp);
         }
         ui.ctx().request_repaint_after(METER_REPAINT);
+        if let Some((peer, key)) = verify {
+            self.verify(&peer, &key);
+        }
         for action in actions {
             self.act(action);
         }
@@ -196,23 +207,35 @@ fn echo_latency_ui(ui: &mut egui::Ui, stats: Option<&CallReport>) {
     }
 }
 
-fn security_ui(ui: &mut egui::Ui, up: &UpCall) {
+/// Whether the person pressed "The codes match".
+fn security_ui(ui: &mut egui::Ui, up: &UpCall, verified: bool) -> bool {
     let security = &up.security;
     ui.label(RichText::new(words::encrypted(security.suite)).color(good_text(ui)));
+    let mut verify = false;
     match &security.sas {
         Some(sas) => {
             ui.label(words::compare_with(&up.peer));
             ui.label(RichText::new(sas).size(40.0).monospace().strong());
-            if up.key_trusted {
+            if verified {
+                ui.label(RichText::new(words::verified(&up.peer)).color(good_text(ui)));
+            } else if up.key_trusted {
                 ui.label(words::key_trusted(&up.peer));
             } else if !up.key_warning() {
                 ui.weak(words::compare_hint(&up.peer));
+            }
+            // A changed key is trusted first (the warning's button), then verified.
+            if !verified && !up.key_warning() && security.peer_key.is_some() {
+                verify = ui
+                    .button(words::codes_match(&up.peer))
+                    .on_hover_text(words::CODES_MATCH_HINT)
+                    .clicked();
             }
         }
         None => {
             ui.weak(words::NO_CODE_FOR_ECHO);
         }
     }
+    verify
 }
 
 /// The call's figures as (name, value) rows.

@@ -22,6 +22,17 @@ pub struct Recent {
     pub when: u64,
 }
 
+/// A contact whose key the user verified: in a call with them, both read the same code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    /// The contact.
+    pub name: String,
+    /// The key (hex) the call had: verification holds for this key only.
+    pub key: String,
+    /// When, seconds since the Unix epoch.
+    pub when: u64,
+}
+
 /// The app's address book.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -30,6 +41,8 @@ pub struct Book {
     pub contacts: Vec<String>,
     /// Latest first.
     pub recent: Vec<Recent>,
+    /// Contacts verified by comparing the code in a call, with the key they had then.
+    pub verified: Vec<Verified>,
 }
 
 impl Book {
@@ -46,12 +59,29 @@ impl Book {
         self.contacts.retain(|c| c != name);
     }
 
+    /// Marks `name` verified with `key` (hex), replacing an earlier mark for another key.
+    pub fn verify(&mut self, name: &str, key: &str) {
+        let key = key.trim().to_ascii_lowercase();
+        self.verified.retain(|v| v.name != name);
+        self.verified.push(Verified {
+            name: name.to_owned(),
+            key,
+            when: now(),
+        });
+    }
+
+    /// Whether `name` was verified with this very `key` (a changed key is not verified).
+    pub fn is_verified(&self, name: &str, key: Option<&str>) -> bool {
+        key.is_some_and(|key| {
+            self.verified
+                .iter()
+                .any(|v| v.name == name && v.key.eq_ignore_ascii_case(key.trim()))
+        })
+    }
+
     /// Records a call, latest first, keeping [`MAX_RECENT`].
     pub fn record(&mut self, name: &str, outgoing: bool, outcome: String) {
-        let when = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let when = now();
         self.recent.insert(
             0,
             Recent {
@@ -63,6 +93,14 @@ impl Book {
         );
         self.recent.truncate(MAX_RECENT);
     }
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// `contacts.toml` in the settings file's directory.
@@ -91,4 +129,34 @@ pub fn save(path: &Path, book: &Book) -> Result<(), String> {
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("contacts not saved: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_holds_for_the_key_it_was_made_with_and_survives_the_file() {
+        let mut book = Book::default();
+        assert!(!book.is_verified("bob", Some("AA")));
+        book.verify("bob", "AA");
+        assert!(book.is_verified("bob", Some("aa")));
+        assert!(
+            !book.is_verified("bob", Some("bb")),
+            "a changed key is not verified"
+        );
+        assert!(!book.is_verified("bob", None));
+        assert!(!book.is_verified("carol", Some("aa")));
+        book.verify("bob", "bb");
+        assert_eq!(book.verified.len(), 1, "one mark per contact");
+        assert!(book.is_verified("bob", Some("bb")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("contacts.toml");
+        save(&path, &book).unwrap();
+        assert_eq!(load(&path).unwrap(), book);
+        // A book from before verification reads as none verified.
+        std::fs::write(&path, "contacts = [\"bob\"]\n").unwrap();
+        assert!(load(&path).unwrap().verified.is_empty());
+    }
 }

@@ -242,7 +242,10 @@ impl PinholeApp {
             .map_err(|e| e.to_string())
             .and_then(|mut book| book.trust(peer, key).map_err(|e| e.to_string()));
         match result {
-            Ok(()) => self.state.key_trusted(peer),
+            Ok(()) => {
+                self.state.key_trusted(peer);
+                self.refresh_verified();
+            }
             Err(e) => self.state.app_failed(words::key_not_trusted(peer, &e)),
         }
     }

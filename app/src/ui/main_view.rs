@@ -240,6 +240,10 @@ impl PinholeApp {
                     if ui.button(format!("Call {name}")).clicked() {
                         call = Some(name.clone());
                     }
+                    if self.is_verified(name) {
+                        ui.label(RichText::new(words::VERIFIED_MARK).color(good_text(ui)))
+                            .on_hover_text(words::verified(name));
+                    }
                     if ui
                         .small_button("remove")
                         .on_hover_text("Remove from contacts")

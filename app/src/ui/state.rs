@@ -623,7 +623,13 @@ impl AppState {
             failure: ending.failure,
             about_link: false,
         });
-        if matches!(self.call, Call::Incoming { answered: false, .. }) {
+        if matches!(
+            self.call,
+            Call::Incoming {
+                answered: false,
+                ..
+            }
+        ) {
             effects.push(Effect::Missed {
                 peer: peer.to_owned(),
             });

@@ -515,6 +515,23 @@ pub fn voice_came_back(ms: f64) -> String {
 }
 
 /// Until the echo test has a figure: what it needs.
+/// After the code in a call: the person read the same digits as `peer`.
+pub fn codes_match(peer: &str) -> String {
+    format!("The codes match: mark {peer} as verified")
+}
+
+/// What "The codes match" means.
+pub const CODES_MATCH_HINT: &str = "Press this only after you and they read the same digits \
+    to each other. Pinhole then marks them verified, until their key changes.";
+
+/// A verified contact, in a call or in the contacts list.
+pub fn verified(peer: &str) -> String {
+    format!("Verified: you compared the code with {peer} for this key.")
+}
+
+/// Beside a verified contact's name.
+pub const VERIFIED_MARK: &str = "✔ verified";
+
 /// The recent calls list's word for a call that rang out unanswered.
 pub const OUTCOME_MISSED: &str = "missed";
 
