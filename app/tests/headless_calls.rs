@@ -130,7 +130,10 @@ fn answer_lets_a_call_ring_as_long_as_asked() {
 
     let (ok, _, err) = pinhole(&["answer", "--ring", "forever"]);
     assert!(!ok);
-    assert!(err.contains("not a number of seconds from 0 to 300"), "{err}");
+    assert!(
+        err.contains("not a number of seconds from 0 to 300"),
+        "{err}"
+    );
 }
 
 #[test]
