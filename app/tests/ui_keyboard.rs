@@ -364,7 +364,10 @@ fn save_and_cancel_stay_in_a_small_window_while_the_long_form_scrolls() {
     let window = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(320.0, 400.0));
     for button in ["Save", "Cancel"] {
         let rect = h.get_by_label(button).rect();
-        assert!(window.contains_rect(rect), "{button} at {rect:?} is outside {window:?}");
+        assert!(
+            window.contains_rect(rect),
+            "{button} at {rect:?} is outside {window:?}"
+        );
     }
     h.get_by_label("Cancel").click();
     h.run();
