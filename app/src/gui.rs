@@ -14,6 +14,8 @@ pub(crate) fn run(
     socket: Option<std::path::PathBuf>,
 ) -> Result<(), eframe::Error> {
     let started = std::time::Instant::now();
+    // The window's words: PINHOLE_LANG, else the system locale (English when we lack it).
+    pinhole::ui::i18n::use_system_language();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(APP_NAME)

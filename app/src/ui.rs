@@ -36,6 +36,7 @@ mod call_view;
 pub mod contacts;
 mod driver;
 pub mod fonts;
+pub mod i18n;
 pub mod handoff;
 mod incoming_view;
 mod invite_view;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use egui::{RichText, UserAttentionType, ViewportCommand};
 
+use super::i18n::t;
 use super::state::{Action, Call};
 use super::widgets::{Fill, working};
 use super::{PinholeApp, keys};
@@ -26,13 +27,13 @@ impl PinholeApp {
         }
         ui.vertical_centered(|ui| {
             ui.add_space(24.0);
-            super::widgets::who(ui, "Incoming call", &from);
+            super::widgets::who(ui, &t("incoming-call"), &from);
             ui.add_space(24.0);
         });
         if answered {
             ui.vertical_centered(|ui| {
                 working(ui);
-                ui.label("Connecting…");
+                ui.label(t("connecting"));
             });
             return;
         }
@@ -42,13 +43,13 @@ impl PinholeApp {
         } else if since.elapsed() >= keys::ACCEPT_GRACE && keys::pressed(ui, keys::ACCEPT) {
             action = Some(Action::Accept);
         }
-        let accept_hint = keys::hint(ui, "Accept the call", keys::ACCEPT);
-        let reject_hint = keys::hint(ui, "Reject the call", keys::REJECT);
+        let accept_hint = keys::hint(ui, &t("accept-hint"), keys::ACCEPT);
+        let reject_hint = keys::hint(ui, &t("reject-hint"), keys::REJECT);
         ui.columns(2, |cols| {
             let size = egui::vec2(120.0, 40.0);
             for (col, (text, fill, what, hint)) in cols.iter_mut().zip([
-                ("Accept", Fill::Good, Action::Accept, &accept_hint),
-                ("Reject", Fill::Stop, Action::Reject, &reject_hint),
+                (t("accept"), Fill::Good, Action::Accept, &accept_hint),
+                (t("reject"), Fill::Stop, Action::Reject, &reject_hint),
             ]) {
                 col.vertical_centered(|ui| {
                     let text = RichText::new(text).size(18.0);

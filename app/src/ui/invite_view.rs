@@ -4,6 +4,7 @@
 
 use egui::RichText;
 
+use super::i18n::t;
 use super::state::{Action, InviteOffer};
 use super::widgets::{Fill, big_button, warning_banner};
 use super::{PinholeApp, View, words};
@@ -42,7 +43,7 @@ impl PinholeApp {
         let server = invite.server.to_string();
         ui.add_space(16.0);
         ui.vertical_centered(|ui| {
-            ui.weak("Invite link");
+            ui.weak(t("invite-link"));
             ui.heading(RichText::new(words::invite_heading(&invite.name)).size(24.0));
             ui.label(words::invite_question(&invite.name));
         });
@@ -56,23 +57,23 @@ impl PinholeApp {
                     .num_columns(2)
                     .spacing([12.0, 10.0])
                     .show(ui, |ui| {
-                        ui.strong("Server");
+                        ui.strong(t("invite-server"));
                         ui.vertical(|ui| {
                             ui.label(RichText::new(&server).monospace().size(14.0));
                             ui.weak(words::invite_server_note(&offer));
                         });
                         ui.end_row();
-                        ui.strong("Certificate");
+                        ui.strong(t("invite-certificate"));
                         ui.vertical(|ui| {
                             ui.set_max_width(ui.available_width());
                             match &invite.fingerprint {
                                 Some(fp) => {
                                     let text = RichText::new(fp.to_string()).monospace();
                                     ui.add(egui::Label::new(text).wrap());
-                                    ui.weak(words::INVITE_FINGERPRINT_PINS);
+                                    ui.weak(words::invite_fingerprint_pins());
                                 }
                                 None => {
-                                    ui.add(egui::Label::new(words::INVITE_NO_FINGERPRINT).wrap());
+                                    ui.add(egui::Label::new(words::invite_no_fingerprint()).wrap());
                                 }
                             }
                         });
@@ -95,11 +96,11 @@ impl PinholeApp {
         ui.add_space(16.0);
         let mut action = None;
         ui.horizontal(|ui| {
-            if big_button(ui, words::USE_INVITE, Fill::Good, egui::vec2(0.0, 36.0)).clicked() {
+            if big_button(ui, words::use_invite(), Fill::Good, egui::vec2(0.0, 36.0)).clicked() {
                 action = Some(Action::UseInvite);
             }
             if ui
-                .add(egui::Button::new("Cancel").min_size(egui::vec2(0.0, 36.0)))
+                .add(egui::Button::new(t("cancel")).min_size(egui::vec2(0.0, 36.0)))
                 .clicked()
             {
                 action = Some(Action::DismissInvite);

@@ -33,6 +33,8 @@ use zbus::message::Type as MessageType;
 use zbus::zvariant::Value;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
+use super::i18n::{t, tr};
+
 pub use super::sound::Wake;
 
 /// The service's well-known name, object and interface (spec "D-Bus Protocol").
@@ -334,17 +336,18 @@ impl Worker {
         };
         let name = clean_name(caller);
         let text = incoming_text(&name, caps);
-        let actions: &[&str] = if caps.actions {
-            &[
+        let labels = [t("notify-open"), t("accept"), t("reject")];
+        let actions: Vec<&str> = if caps.actions {
+            vec![
                 ACTION_DEFAULT,
-                "Open Pinhole",
+                &labels[0],
                 ACTION_ACCEPT,
-                "Accept",
+                &labels[1],
                 ACTION_REJECT,
-                "Reject",
+                &labels[2],
             ]
         } else {
-            &[]
+            Vec::new()
         };
         let hints = HashMap::from([
             ("urgency", Value::U8(2)), // critical: stays until closed (spec "Urgency Levels")
@@ -354,7 +357,7 @@ impl Worker {
         ]);
         let replaces = self.incoming.as_ref().map_or(0, |s| s.id);
         // Expire timeout 0: never expires (the call is withdrawn when it ends).
-        if let Some(shown) = self.notify(replaces, text, actions, hints, 0).await {
+        if let Some(shown) = self.notify(replaces, text, &actions, hints, 0).await {
             self.incoming = Some(shown);
         }
     }
@@ -365,15 +368,11 @@ impl Worker {
         };
         let name = clean_name(caller);
         let text = missed_text(&name, caps);
-        let actions: &[&str] = if caps.actions {
-            &[
-                ACTION_DEFAULT,
-                "Open Pinhole",
-                ACTION_CALL_BACK,
-                "Call back",
-            ]
+        let labels = [t("notify-open"), t("notify-call-back")];
+        let actions: Vec<&str> = if caps.actions {
+            vec![ACTION_DEFAULT, &labels[0], ACTION_CALL_BACK, &labels[1]]
         } else {
-            &[]
+            Vec::new()
         };
         let hints = HashMap::from([
             ("urgency", Value::U8(1)),
@@ -381,7 +380,7 @@ impl Worker {
             ("desktop-entry", Value::from(DESKTOP_ENTRY)),
         ]);
         // Expire timeout -1: as the desktop does for its other notifications.
-        if let Some(shown) = self.notify(0, text, actions, hints, -1).await {
+        if let Some(shown) = self.notify(0, text, &actions, hints, -1).await {
             if self.missed.len() == MISSED_KEPT {
                 self.missed.pop_front();
             }
@@ -562,12 +561,12 @@ struct Text {
 fn incoming_text(name: &str, caps: Caps) -> Text {
     if caps.body {
         Text {
-            summary: "Incoming call".into(),
-            body: format!("{} is calling.", body_text(name, caps)),
+            summary: t("incoming-call"),
+            body: tr("notify-calling", &[("peer", &body_text(name, caps))]),
         }
     } else {
         Text {
-            summary: format!("{name} is calling"),
+            summary: tr("notify-calling-summary", &[("peer", &name)]),
             body: String::new(),
         }
     }
@@ -577,12 +576,12 @@ fn incoming_text(name: &str, caps: Caps) -> Text {
 fn missed_text(name: &str, caps: Caps) -> Text {
     if caps.body {
         Text {
-            summary: "Missed call".into(),
-            body: format!("You missed a call from {}.", body_text(name, caps)),
+            summary: t("notify-missed"),
+            body: tr("missed-call", &[("peer", &body_text(name, caps))]),
         }
     } else {
         Text {
-            summary: format!("Missed call from {name}"),
+            summary: tr("notify-missed-from", &[("peer", &name)]),
             body: String::new(),
         }
     }
@@ -608,7 +607,7 @@ fn clean_name(name: &str) -> String {
     let words: Vec<&str> = spaced.split_whitespace().collect();
     let joined = words.join(" ");
     if joined.is_empty() {
-        return "Someone".into();
+        return t("notify-someone");
     }
     if joined.chars().count() > NAME_CHARS {
         let mut cut: String = joined.chars().take(NAME_CHARS - 1).collect();

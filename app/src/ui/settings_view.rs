@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::driver::NatState;
+use super::i18n::{t, tr};
 use super::sound::{self, InputMonitor, MonitorState};
 use super::widgets::{METER_REPAINT, error_line, meter_bar, server_message, working};
 use super::{DeviceChoice, PinholeApp, View, keys, words};
@@ -11,7 +12,7 @@ use crate::settings::{self, Theme};
 
 impl PinholeApp {
     pub(super) fn settings_ui(&mut self, ui: &mut egui::Ui) {
-        ui.heading("Settings");
+        ui.heading(t("settings"));
         // The fields scroll; Save and Cancel stay at the bottom of the window.
         let (basic_ok, advanced_ok) = scrolled_above_buttons(ui, |ui| {
             self.file_error_ui(ui);
@@ -32,13 +33,13 @@ impl PinholeApp {
             keys::pressed(ui, keys::CANCEL),
         );
         ui.horizontal(|ui| {
-            let hint = keys::hint(ui, "Keep these settings", keys::SAVE);
+            let hint = keys::hint(ui, &t("save-hint"), keys::SAVE);
             save |= ui
-                .add_enabled(valid, egui::Button::new("Save"))
+                .add_enabled(valid, egui::Button::new(t("save")))
                 .on_hover_text(hint)
                 .clicked();
-            let hint = keys::hint(ui, "Forget the changes", keys::CANCEL);
-            cancel |= ui.button("Cancel").on_hover_text(hint).clicked();
+            let hint = keys::hint(ui, &t("cancel-hint"), keys::CANCEL);
+            cancel |= ui.button(t("cancel")).on_hover_text(hint).clicked();
         });
         if save {
             self.save();
@@ -55,12 +56,12 @@ impl PinholeApp {
             .num_columns(2)
             .spacing([12.0, 6.0])
             .show(ui, |ui| {
-                let label = ui.label("Theme");
+                let label = ui.label(t("theme"));
                 ui.horizontal(|ui| {
                     for (theme, text) in [
-                        (Theme::System, "As the desktop"),
-                        (Theme::Light, "Light"),
-                        (Theme::Dark, "Dark"),
+                        (Theme::System, t("theme-system")),
+                        (Theme::Light, t("theme-light")),
+                        (Theme::Dark, t("theme-dark")),
                     ] {
                         ui.radio_value(&mut interface.theme, theme, text);
                     }
@@ -68,12 +69,9 @@ impl PinholeApp {
                 .response
                 .labelled_by(label.id);
                 ui.end_row();
-                ui.label("Push to talk");
-                ui.checkbox(
-                    &mut interface.push_to_talk,
-                    "microphone on only while Space is held",
-                )
-                .on_hover_text(words::PUSH_TO_TALK_HINT);
+                ui.label(t("push-to-talk"));
+                ui.checkbox(&mut interface.push_to_talk, t("push-to-talk-what"))
+                    .on_hover_text(words::push_to_talk_hint());
                 ui.end_row();
             });
     }
@@ -94,7 +92,7 @@ impl PinholeApp {
             }
         }
         ui.horizontal(|ui| {
-            let label = ui.label("Microphone level");
+            let label = ui.label(t("microphone-level"));
             match self.monitor.as_mut().map(|m| m.state().clone()) {
                 Some(MonitorState::Running(meter)) => {
                     meter_bar(ui, &meter, label.id);
@@ -103,14 +101,14 @@ impl PinholeApp {
                 Some(MonitorState::Opening) => working(ui),
                 Some(MonitorState::Failed(e)) => error_line(ui, &words::no_microphone(&e)),
                 None => {
-                    ui.label("off").labelled_by(label.id);
+                    ui.label(t("level-off")).labelled_by(label.id);
                 }
             }
         });
         ui.horizontal(|ui| {
             let playing = self.test_sound.is_some();
             if ui
-                .add_enabled(!playing, egui::Button::new("Play test sound"))
+                .add_enabled(!playing, egui::Button::new(t("play-test-sound")))
                 .clicked()
             {
                 let wake = self.wake.clone().unwrap_or_else(|| Arc::new(|| {}));
@@ -128,7 +126,7 @@ impl PinholeApp {
             }
             if self.test_sound.is_some() {
                 working(ui);
-                ui.label("Playing a 440 Hz tone…");
+                ui.label(t("playing-tone"));
             } else {
                 match &self.test_sound_result {
                     Some(result @ Ok(())) => {
@@ -145,7 +143,7 @@ impl PinholeApp {
         ui.horizontal(|ui| {
             let running = matches!(self.nat, NatState::Running(_));
             if ui
-                .add_enabled(valid && !running, egui::Button::new("Test connection"))
+                .add_enabled(valid && !running, egui::Button::new(t("test-connection")))
                 .clicked()
             {
                 let form = self.form.clone();
@@ -166,10 +164,10 @@ impl PinholeApp {
             .num_columns(2)
             .spacing([12.0, 6.0])
             .show(ui, |ui| {
-                let label = ui.label("Server");
+                let label = ui.label(t("server"));
                 ui.add(
                     egui::TextEdit::singleline(&mut self.form.server)
-                        .hint_text("empty: built-in server")
+                        .hint_text(t("server-empty"))
                         .desired_width(220.0),
                 )
                 .labelled_by(label.id);
@@ -181,14 +179,14 @@ impl PinholeApp {
                     .map_err(|e| server_message(&e));
                 valid &= problem_row(ui, server);
 
-                let label = ui.label("Server certificate");
+                let label = ui.label(t("server-certificate"));
                 ui.add(
                     egui::TextEdit::singleline(&mut self.form.server_fingerprint)
-                        .hint_text("empty: trust on first use")
+                        .hint_text(t("server-certificate-empty"))
                         .desired_width(220.0),
                 )
                 .labelled_by(label.id)
-                .on_hover_text(words::FINGERPRINT_HINT);
+                .on_hover_text(words::fingerprint_hint());
                 ui.end_row();
                 let fingerprint = self
                     .form
@@ -197,11 +195,11 @@ impl PinholeApp {
                     .map_err(|e| words::sentence(&e.to_string()));
                 valid &= problem_row(ui, fingerprint);
 
-                let label = ui.label("Your name");
+                let label = ui.label(t("your-name"));
                 let field = ui
                     .add(
                         egui::TextEdit::singleline(&mut self.form.name)
-                            .hint_text("what others call you, e.g. alice")
+                            .hint_text(t("your-name-hint"))
                             .desired_width(220.0),
                     )
                     .labelled_by(label.id);
@@ -215,11 +213,11 @@ impl PinholeApp {
                     valid &= name.is_ok();
                 }
 
-                let label = ui.label("Microphone");
+                let label = ui.label(t("microphone"));
                 let inputs = &self.devices.inputs;
                 device_picker(ui, label.id, &mut self.form.input_device, inputs);
                 ui.end_row();
-                let label = ui.label("Speaker");
+                let label = ui.label(t("speaker"));
                 let outputs = &self.devices.outputs;
                 device_picker(ui, label.id, &mut self.form.output_device, outputs);
                 ui.end_row();
@@ -230,25 +228,25 @@ impl PinholeApp {
     /// What is done to the microphone's sound (`[audio]`); from the next call.
     fn processing_fields_ui(&mut self, ui: &mut egui::Ui) {
         let audio = &mut self.form.audio;
-        ui.label(words::PROCESSING_HEADING);
+        ui.label(words::processing_heading());
         ui.indent("processing", |ui| {
-            ui.checkbox(&mut audio.echo_cancellation, words::ECHO_CANCELLATION)
-                .on_hover_text(words::ECHO_CANCELLATION_HINT);
-            ui.checkbox(&mut audio.noise_suppression, words::NOISE_SUPPRESSION)
-                .on_hover_text(words::NOISE_SUPPRESSION_HINT);
-            ui.checkbox(&mut audio.gain_control, words::GAIN_CONTROL)
-                .on_hover_text(words::GAIN_CONTROL_HINT);
+            ui.checkbox(&mut audio.echo_cancellation, words::echo_cancellation())
+                .on_hover_text(words::echo_cancellation_hint());
+            ui.checkbox(&mut audio.noise_suppression, words::noise_suppression())
+                .on_hover_text(words::noise_suppression_hint());
+            ui.checkbox(&mut audio.gain_control, words::gain_control())
+                .on_hover_text(words::gain_control_hint());
         });
     }
 
     fn advanced_fields_ui(&mut self, ui: &mut egui::Ui) -> bool {
         let mut valid = true;
-        egui::CollapsingHeader::new("Advanced").show(ui, |ui| {
+        egui::CollapsingHeader::new(t("advanced")).show(ui, |ui| {
             egui::Grid::new("advanced")
                 .num_columns(2)
                 .spacing([12.0, 6.0])
                 .show(ui, |ui| {
-                    ui.label("Frame length");
+                    ui.label(t("frame-length"));
                     ui.horizontal(|ui| {
                         for ms in settings::FRAME_MS_CHOICES {
                             let frame = &mut self.form.advanced.frame_ms;
@@ -257,7 +255,7 @@ impl PinholeApp {
                     });
                     ui.end_row();
 
-                    text_row(ui, "Bitrate (kbit/s)", &mut self.bitrate_text, "");
+                    text_row(ui, &t("bitrate"), &mut self.bitrate_text, "");
                     let bitrate = parse_bitrate(&self.bitrate_text);
                     if let Ok(bps) = bitrate {
                         self.form.advanced.bitrate_bps = bps;
@@ -265,7 +263,7 @@ impl PinholeApp {
                     valid &= problem_row(ui, bitrate.map(|_| ()));
 
                     let keepalive_text = &mut self.keepalive_text;
-                    text_row(ui, "Keepalive (s)", keepalive_text, "empty: every 15 s");
+                    text_row(ui, &t("keepalive"), keepalive_text, &t("keepalive-empty"));
                     let keepalive = parse_keepalive(&self.keepalive_text);
                     if let Ok(k) = keepalive {
                         self.form.advanced.keepalive_s = k;
@@ -274,9 +272,9 @@ impl PinholeApp {
 
                     text_row(
                         ui,
-                        "UDP port",
+                        &t("udp-port"),
                         &mut self.udp_port_text,
-                        "empty: any free port",
+                        &t("udp-port-empty"),
                     );
                     let port = parse_udp_port(&self.udp_port_text);
                     if let Ok(p) = port {
@@ -284,17 +282,14 @@ impl PinholeApp {
                     }
                     valid &= problem_row(ui, port.map(|_| ()));
 
-                    ui.label("Port mapping");
-                    ui.checkbox(
-                        &mut self.form.advanced.port_mapping,
-                        "ask the router (UPnP, NAT-PMP, PCP)",
-                    );
+                    ui.label(t("port-mapping"));
+                    ui.checkbox(&mut self.form.advanced.port_mapping, t("port-mapping-what"));
                     ui.end_row();
 
-                    ui.label("Built-in server");
+                    ui.label(t("builtin-server"));
                     ui.checkbox(
                         &mut self.form.advanced.embedded_server_lan,
-                        "reachable from the local network",
+                        t("builtin-server-what"),
                     );
                     ui.end_row();
                 });
@@ -325,7 +320,7 @@ pub(super) fn scrolled_above_buttons<R>(
 fn parse_bitrate(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {
         Ok(k) if settings::BITRATE_RANGE.contains(&k.saturating_mul(1000)) => Ok(k * 1000),
-        _ => Err("bitrate is a number from 6 to 510 kbit/s".into()),
+        _ => Err(t("bad-bitrate")),
     }
 }
 
@@ -335,8 +330,7 @@ fn parse_udp_port(text: &str) -> Result<u16, String> {
     if text.is_empty() || text.eq_ignore_ascii_case("any") {
         return Ok(0);
     }
-    text.parse::<u16>()
-        .map_err(|_| "the UDP port is empty (any free port) or a number from 1 to 65535".into())
+    text.parse::<u16>().map_err(|_| t("bad-udp-port"))
 }
 
 /// The keepalive field: empty means the default (every 15 s).
@@ -347,7 +341,7 @@ fn parse_keepalive(text: &str) -> Result<Option<u32>, String> {
     }
     match text.parse::<u32>() {
         Ok(k) if settings::KEEPALIVE_RANGE.contains(&k) => Ok(Some(k)),
-        _ => Err("keepalive is empty (every 15 s) or 1 to 300 seconds".into()),
+        _ => Err(t("bad-keepalive")),
     }
 }
 
@@ -383,14 +377,17 @@ fn device_picker(
         devices
             .iter()
             .find(|d| d.id == saved || d.label == saved)
-            .map_or_else(|| format!("{saved} (missing)"), |d| d.label.clone())
+            .map_or_else(
+                || tr("device-missing", &[("device", &saved)]),
+                |d| d.label.clone(),
+            )
     });
-    let shown = current.clone().unwrap_or_else(|| "System default".into());
+    let shown = current.clone().unwrap_or_else(|| t("system-default"));
     egui::ComboBox::from_id_salt(label)
         .selected_text(shown)
         .width(220.0)
         .show_ui(ui, |ui| {
-            ui.selectable_value(choice, None, "System default");
+            ui.selectable_value(choice, None, t("system-default"));
             for d in devices {
                 let selected = choice.as_deref().is_some_and(|c| c == d.id || c == d.label);
                 if ui.selectable_label(selected, &d.label).clicked() {

@@ -426,7 +426,7 @@ impl AppState {
 
     /// A command could not reach the engine.
     pub fn engine_missing(&mut self) {
-        self.notice = Some(Notice::failure(words::ENGINE_NOT_RUNNING.into()));
+        self.notice = Some(Notice::failure(words::engine_not_running()));
     }
 
     /// Whether the app should start an engine now (none runs: it is off, or failed and the

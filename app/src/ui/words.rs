@@ -2,12 +2,16 @@
 //! why the engine stopped ([`StopReason`]), why the server was lost ([`ServerLoss`]), what went
 //! wrong on the way ([`Warning`](crate::engine::Warning)). Nothing here reads error text to
 //! decide what happened: a `detail` is only shown, for people.
+//!
+//! The sentences themselves are Fluent messages in the app's language ([`super::i18n`]); the
+//! functions here pick the message and its arguments.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use traversal::control::EndReason as Remote;
 
+use super::i18n::{t, tr};
 use super::net::NatReport;
 use super::state::{Failure, InviteOffer, Link};
 use crate::engine::{AudioSide, EndReason, PathKind, ServerLoss, StopReason};
@@ -19,7 +23,8 @@ pub struct Ending {
     pub text: String,
     /// Whether the notice reports a failure (shown in the error colour).
     pub failure: bool,
-    /// A few words for the recent calls list ("2:31", "declined", "missed"...).
+    /// A few words for the recent calls list ("2:31", "declined", "missed"...), stored in
+    /// English: [`outcome_shown`] says them in the app's language.
     pub outcome: String,
 }
 
@@ -39,11 +44,12 @@ pub fn ending(
     if let Some(up) = connected_for {
         let took = clock(up);
         let text = if normal {
-            format!("Call with {peer} ended after {took}.")
+            tr("call-ended-after", &[("peer", &peer), ("took", &took)])
         } else {
-            format!(
-                "Call with {peer} ended after {took}: {}",
-                why(reason, peer, outgoing, audio)
+            let why = why(reason, peer, outgoing, audio);
+            tr(
+                "call-ended-after-because",
+                &[("peer", &peer), ("took", &took), ("why", &why)],
             )
         };
         return Ending {
@@ -54,7 +60,7 @@ pub fn ending(
     }
     if is_missed(reason, outgoing) {
         return Ending {
-            text: format!("You missed a call from {peer}."),
+            text: tr("missed-call", &[("peer", &peer)]),
             failure: false,
             outcome: OUTCOME_MISSED.into(),
         };
@@ -87,54 +93,44 @@ fn why(
     outgoing: bool,
     audio: Option<&(AudioSide, String)>,
 ) -> String {
+    let with_peer = |id: &str| tr(id, &[("peer", &peer)]);
     match reason {
-        EndReason::HungUp => format!("Call with {peer} ended."),
+        EndReason::HungUp => with_peer("call-ended"),
         EndReason::Cancelled if outgoing => cancelled_by_you(peer),
-        EndReason::Cancelled => format!("The call from {peer} was cancelled."),
+        EndReason::Cancelled => with_peer("call-from-cancelled"),
         EndReason::Declined => declined_by_you(peer),
         EndReason::Remote(remote) => match remote {
-            Remote::HungUp => format!("{peer} hung up."),
-            Remote::Cancelled if outgoing => format!("The call to {peer} was cancelled."),
-            Remote::Cancelled => format!("{peer} gave up before you answered."),
-            Remote::Rejected => format!("{peer} declined the call."),
-            Remote::Busy => format!("{peer} is busy in another call."),
-            Remote::Offline => format!("{peer} is not online right now."),
-            Remote::NoAnswer if outgoing => format!("{peer} did not answer."),
-            Remote::NoAnswer => format!("You did not answer {peer} in time."),
-            Remote::PeerLost => format!("The connection to {peer} was lost."),
-            Remote::ServerError => "The server dropped the call.".into(),
-            Remote::RelayLimit => {
-                "The server would not carry the call (it relays one call per person).".into()
-            }
+            Remote::HungUp => with_peer("peer-hung-up"),
+            Remote::Cancelled if outgoing => with_peer("call-to-cancelled"),
+            Remote::Cancelled => with_peer("peer-gave-up"),
+            Remote::Rejected => with_peer("peer-declined"),
+            Remote::Busy => with_peer("peer-busy"),
+            Remote::Offline => with_peer("peer-offline"),
+            Remote::NoAnswer if outgoing => with_peer("peer-no-answer"),
+            Remote::NoAnswer => with_peer("you-no-answer"),
+            Remote::PeerLost => with_peer("peer-lost"),
+            Remote::ServerError => t("server-dropped-call"),
+            Remote::RelayLimit => t("relay-limit"),
         },
-        EndReason::ServerLost => {
-            format!("The server went away, and the call with {peer} needed it.")
-        }
-        EndReason::ServerShutDown => {
-            format!("The server shut down (a restart), and the call with {peer} went through it.")
-        }
-        EndReason::ServerUnreachable => {
-            format!("Cannot call {peer}: the server cannot be reached right now.")
-        }
-        EndReason::PeerSilent => {
-            format!("Nothing came from {peer} for 5 seconds: the connection was lost.")
-        }
-        EndReason::SelfCall => SELF_CALL.into(),
+        EndReason::ServerLost => with_peer("call-server-lost"),
+        EndReason::ServerShutDown => with_peer("call-server-shut-down"),
+        EndReason::ServerUnreachable => with_peer("call-server-unreachable"),
+        EndReason::PeerSilent => with_peer("peer-silent"),
+        EndReason::SelfCall => self_call(),
         EndReason::Local => match audio {
             Some((side, detail)) => audio_failed(side, detail),
-            None => "The call failed on this computer (an audio device or the network).".into(),
+            None => t("call-failed-locally"),
         },
-        EndReason::Insecure => format!(
-            "The call with {peer} was ended: its encryption keys did not check out, so it \
-             could not be private (someone may be interfering between you)."
-        ),
+        EndReason::Insecure => with_peer("call-insecure"),
     }
 }
 
 /// What calling your own name says.
-pub const SELF_CALL: &str = "That is you: call someone else, or echo to hear yourself.";
+pub fn self_call() -> String {
+    t("self-call")
+}
 
-/// A few words for the recent calls list.
+/// A few words for the recent calls list (data: stored in English).
 fn outcome(reason: &EndReason) -> &'static str {
     match reason {
         EndReason::HungUp | EndReason::Remote(Remote::HungUp) => "ended",
@@ -154,22 +150,50 @@ fn outcome(reason: &EndReason) -> &'static str {
     }
 }
 
+/// A stored outcome (see [`Ending::outcome`]) in the app's language; a call's length and
+/// words from elsewhere as they are.
+pub fn outcome_shown(outcome: &str) -> String {
+    let id = match outcome {
+        "ended" => "outcome-ended",
+        "cancelled" => "outcome-cancelled",
+        "declined" => "outcome-declined",
+        "busy" => "outcome-busy",
+        "offline" => "outcome-offline",
+        "no answer" => "outcome-no-answer",
+        "connection lost" => "outcome-connection-lost",
+        "server error" => "outcome-server-error",
+        "server lost" => "outcome-server-lost",
+        "server restart" => "outcome-server-restart",
+        "no server" => "outcome-no-server",
+        "that is you" => "outcome-that-is-you",
+        "failed" => "outcome-failed",
+        "not private" => "outcome-not-private",
+        "hung up" => "outcome-hung-up",
+        "missed" => "outcome-missed",
+        _ => return outcome.to_owned(),
+    };
+    t(id)
+}
+
 /// We gave up on a call before an answer.
 pub fn cancelled_by_you(peer: &str) -> String {
-    format!("You cancelled the call to {peer}.")
+    tr("cancelled-by-you", &[("peer", &peer)])
 }
 
 /// We rejected an incoming call.
 pub fn declined_by_you(peer: &str) -> String {
-    format!("You declined the call from {peer}.")
+    tr("declined-by-you", &[("peer", &peer)])
 }
 
 /// We hung up a call that was up for `took`.
 pub fn hung_up(peer: &str, took: Duration) -> String {
-    format!("Call with {peer} ended after {}.", clock(took))
+    tr(
+        "call-ended-after",
+        &[("peer", &peer), ("took", &clock(took))],
+    )
 }
 
-/// Recent-list outcomes of what the user did.
+/// Recent-list outcomes of what the user did (data, stored in English; see [`outcome_shown`]).
 pub const OUTCOME_CANCELLED: &str = "cancelled";
 /// See [`OUTCOME_CANCELLED`].
 pub const OUTCOME_DECLINED: &str = "declined";
@@ -180,50 +204,46 @@ pub const OUTCOME_FAILED: &str = "failed";
 
 /// The engine stopped during a call with `peer`; `why` is [`failed`]'s sentence.
 pub fn call_failed(peer: &str, why: &str) -> String {
-    format!("The call with {peer} failed: {why}")
+    tr("call-failed", &[("peer", &peer), ("why", &why)])
 }
 
 /// An audio device that failed. Only the first clause of `detail` is shown: what follows
 /// (the list of devices present) belongs in Settings.
 pub fn audio_failed(side: &AudioSide, detail: &str) -> String {
     let detail = detail.split("; ").next().unwrap_or(detail).trim();
-    match side {
-        AudioSide::Microphone => {
-            format!("No microphone could be opened ({detail}). Pick another one in Settings.")
-        }
-        AudioSide::Speaker => {
-            format!("No speaker could be opened ({detail}). Pick another one in Settings.")
-        }
-    }
+    let id = match side {
+        AudioSide::Microphone => "microphone-not-opened",
+        AudioSide::Speaker => "speaker-not-opened",
+    };
+    tr(id, &[("detail", &detail)])
 }
 
 /// An audio device that failed during a call that goes on.
 pub fn audio_failed_in_call(side: &AudioSide, detail: &str) -> String {
     let detail = detail.split("; ").next().unwrap_or(detail).trim();
-    match side {
-        AudioSide::Microphone => format!("The microphone failed ({detail}): they cannot hear you."),
-        AudioSide::Speaker => format!("The speaker failed ({detail}): you cannot hear them."),
-    }
+    let id = match side {
+        AudioSide::Microphone => "microphone-failed-in-call",
+        AudioSide::Speaker => "speaker-failed-in-call",
+    };
+    tr(id, &[("detail", &detail)])
 }
 
 /// A device of the call vanished and the call moved to the system default.
 pub fn device_moved(side: AudioSide, moved: &crate::engine::DeviceMove) -> String {
-    let what = match side {
-        AudioSide::Microphone => "microphone",
-        AudioSide::Speaker => "speaker",
-    };
+    let (from, to) = (&moved.from, &moved.to);
     if moved.reason.contains("removed") || moved.reason.contains("unplugged") {
-        format!(
-            "Your {what} {} was unplugged; now using {}.",
-            moved.from, moved.to
-        )
+        let id = match side {
+            AudioSide::Microphone => "microphone-unplugged",
+            AudioSide::Speaker => "speaker-unplugged",
+        };
+        tr(id, &[("from", from), ("to", to)])
     } else {
-        format!(
-            "Your {what} {} stopped working ({}); now using {}.",
-            moved.from,
-            sentence_fragment(&moved.reason),
-            moved.to
-        )
+        let id = match side {
+            AudioSide::Microphone => "microphone-stopped",
+            AudioSide::Speaker => "speaker-stopped",
+        };
+        let why = sentence_fragment(&moved.reason);
+        tr(id, &[("from", from), ("why", &why), ("to", to)])
     }
 }
 
@@ -234,11 +254,13 @@ fn sentence_fragment(reason: &str) -> &str {
 
 /// The server refused something after registration; `message` is its text for people.
 pub fn refused(message: &str) -> String {
-    format!("The server refused: {}", sentence(message))
+    tr("refused", &[("message", &sentence(message))])
 }
 
 /// The engine is gone and a command could not be sent.
-pub const ENGINE_NOT_RUNNING: &str = "The call engine is not running.";
+pub fn engine_not_running() -> String {
+    t("engine-not-running")
+}
 
 // ----- the main view's status lines -----
 
@@ -246,15 +268,15 @@ pub const ENGINE_NOT_RUNNING: &str = "The call engine is not running.";
 /// local network).
 pub fn server_line(server: &str, lan: bool) -> String {
     match (server.is_empty(), lan) {
-        (false, _) => format!("Server: {server}"),
-        (true, false) => "Server: built into this app (this machine only)".into(),
-        (true, true) => "Server: built into this app (this machine and the local network)".into(),
+        (false, _) => tr("server-line", &[("server", &server)]),
+        (true, false) => t("server-builtin-local"),
+        (true, true) => t("server-builtin-lan"),
     }
 }
 
 /// Where other machines find the built-in server.
 pub fn lan_hint(addresses: &str) -> String {
-    format!("Others on your network set their server to {addresses}")
+    tr("lan-hint", &[("addresses", &addresses)])
 }
 
 /// The NAT check's verdict, and the address the server saw.
@@ -262,15 +284,15 @@ pub fn nat_found(report: &NatReport) -> [String; 3] {
     [
         if report.elapsed.is_zero() {
             // From the registration itself: no check of its own ran.
-            "Connection OK: registered with the server.".to_owned()
+            t("nat-registered")
         } else {
-            format!(
-                "Connection OK: the server answered (the check took {} ms).",
-                report.elapsed.as_millis()
-            )
+            tr("nat-answered", &[("ms", &report.elapsed.as_millis())])
         },
-        format!("Network: {} ({})", report.describe(), report.verdict),
-        format!("Your address as the server sees it: {}", report.mapped),
+        tr(
+            "nat-network",
+            &[("nat", &report.describe()), ("verdict", &report.verdict)],
+        ),
+        tr("nat-mapped", &[("address", &report.mapped)]),
     ]
 }
 
@@ -278,35 +300,38 @@ pub fn nat_found(report: &NatReport) -> [String; 3] {
 pub fn port_mapping(status: &traversal::portmap::Status) -> String {
     use traversal::portmap::Status;
     match status {
-        Status::Off => "Router port mapping: not asked for".into(),
-        Status::Asking => "Router port mapping: asking the router…".into(),
+        Status::Off => t("port-mapping-off"),
+        Status::Asking => t("port-mapping-asking"),
         Status::Mapped {
             method, external, ..
-        } => format!("Router port mapping: {external} ({method}): calls can come straight in"),
-        Status::Unavailable(why) => format!("Router port mapping: none ({why})"),
-        Status::Released => "Router port mapping: released".into(),
+        } => tr(
+            "port-mapping-mapped",
+            &[("external", external), ("method", method)],
+        ),
+        Status::Unavailable(why) => tr("port-mapping-none", &[("why", why)]),
+        Status::Released => t("port-mapping-released"),
     }
 }
 
 /// The NAT check did not finish.
 pub fn nat_failed(why: &str) -> String {
-    format!("Network check failed: {why}")
+    tr("nat-failed", &[("why", &why)])
 }
 
 /// The media path of the call in progress.
 pub fn path(path: PathKind, remote: Option<SocketAddr>) -> String {
     match (path, remote) {
-        (PathKind::Direct, Some(remote)) => format!("Direct to {remote}"),
-        (PathKind::Direct, None) => "Direct".to_owned(),
-        (PathKind::Relay, _) => "Relayed through the server".to_owned(),
+        (PathKind::Direct, Some(remote)) => tr("path-direct-to", &[("remote", &remote)]),
+        (PathKind::Direct, None) => t("path-direct"),
+        (PathKind::Relay, _) => t("path-relay"),
     }
 }
 
 /// A placed call: ringing for `ringing`, or not yet.
 pub fn placing(ringing: Option<Duration>) -> String {
     match ringing {
-        Some(d) => format!("Ringing… {}", clock(d)),
-        None => "Reaching them…".into(),
+        Some(d) => tr("ringing", &[("time", &clock(d))]),
+        None => t("reaching"),
     }
 }
 
@@ -314,29 +339,29 @@ pub fn placing(ringing: Option<Duration>) -> String {
 
 /// The settings file could not be read at start.
 pub fn settings_unreadable(err: &dyn std::fmt::Display) -> String {
-    format!("Your settings could not be read: {err}")
+    tr("settings-unreadable", &[("error", err)])
 }
 
 /// The settings file could not be written.
 pub fn settings_not_saved(err: &dyn std::fmt::Display) -> String {
-    format!("Settings not saved: {err}")
+    tr("settings-not-saved", &[("error", err)])
 }
 
 /// The key made on the first start could not be written.
 pub fn key_not_saved(err: &dyn std::fmt::Display) -> String {
-    format!("Your key could not be saved: {err}")
+    tr("key-not-saved", &[("error", err)])
 }
 
 /// The microphone monitor could not open the device.
 pub fn no_microphone(why: &str) -> String {
-    format!("No microphone: {why}")
+    tr("no-microphone", &[("why", &why)])
 }
 
 /// The test sound: played, or why not.
 pub fn test_sound(result: &Result<(), String>) -> String {
     match result {
-        Ok(()) => "Played: did you hear it?".into(),
-        Err(why) => format!("No sound: {why}"),
+        Ok(()) => t("test-sound-played"),
+        Err(why) => tr("no-sound", &[("why", why)]),
     }
 }
 
@@ -344,12 +369,12 @@ pub fn test_sound(result: &Result<(), String>) -> String {
 
 /// While the engine reaches the server.
 pub fn connecting(server: &str) -> String {
-    format!("Connecting to {}…", shown(server))
+    tr("connecting-to", &[("server", &shown(server))])
 }
 
 /// Registered.
 pub fn online(server: &str) -> String {
-    format!("Online: registered at {}", shown(server))
+    tr("online", &[("server", &shown(server))])
 }
 
 /// The server was lost; the engine tries again in `left`.
@@ -357,90 +382,83 @@ pub fn offline(reason: &ServerLoss, left: Duration) -> String {
     if *reason == ServerLoss::ShuttingDown {
         // Not a failure: the server said so and said when to come back.
         return match whole_seconds(left) {
-            0 => "The server is restarting; signing in again now.".to_owned(),
-            n => format!("The server is restarting; signing in again in {n} s."),
+            0 => t("server-restarting-now"),
+            n => tr("server-restarting-in", &[("seconds", &n)]),
         };
     }
     let why = match reason {
-        ServerLoss::Closed => "it closed the connection".to_owned(),
+        ServerLoss::Closed => t("loss-closed"),
         // The detail names the server and the step that failed.
         ServerLoss::Unreachable { detail } => detail.trim().to_owned(),
-        ServerLoss::NotAnswering => "it stopped answering".to_owned(),
-        ServerLoss::ShuttingDown => "it is shutting down".to_owned(),
+        ServerLoss::NotAnswering => t("loss-not-answering"),
+        ServerLoss::ShuttingDown => t("loss-shutting-down"),
     };
     match whole_seconds(left) {
-        0 => format!("Lost the server ({why}); trying again now."),
-        n => format!("Lost the server ({why}); trying again in {n} s."),
+        0 => tr("lost-server-now", &[("why", &why)]),
+        n => tr("lost-server-in", &[("why", &why), ("seconds", &n)]),
     }
 }
 
 /// Another device registered our name.
 pub fn replaced(name: &str) -> String {
-    format!("{name} signed in on another device.")
+    tr("replaced", &[("name", &name)])
 }
 
 /// The label of the button that takes the name back after [`replaced`].
-pub const SIGN_IN_AGAIN: &str = "Sign in here again";
+pub fn sign_in_again() -> String {
+    t("sign-in-again")
+}
 
 /// When the app starts the engine again.
 pub fn retry_in(left: Duration) -> String {
-    format!("Trying again in {} s.", whole_seconds(left).max(1))
+    tr("retry-in", &[("seconds", &whole_seconds(left).max(1))])
 }
 
 /// Why the app is not connected to `server`.
 pub fn failed(server: &str, failure: &Failure) -> String {
     let server = shown(server);
     match failure {
-        Failure::Stopped(None) => format!("Not connected to {server}: the call engine stopped."),
-        Failure::Stopped(Some(reason)) => stopped(server, reason),
-        Failure::Start(why) | Failure::Settings(why) => {
-            format!("Not connected to {server}: {}", sentence(why))
-        }
+        Failure::Stopped(None) => tr("engine-stopped", &[("server", &server)]),
+        Failure::Stopped(Some(reason)) => stopped(&server, reason),
+        Failure::Start(why) | Failure::Settings(why) => tr(
+            "not-connected",
+            &[("server", &server), ("why", &sentence(why))],
+        ),
     }
 }
 
+/// `server` is [`shown`]; its form at the start of a sentence goes along as `subject`.
 fn stopped(server: &str, reason: &StopReason) -> String {
+    let subject = if server.is_empty() || server == t("the-server") {
+        t("the-server-subject")
+    } else {
+        server.to_owned()
+    };
+    let with_server = |id: &str| tr(id, &[("server", &server), ("subject", &subject)]);
     match reason {
-        StopReason::Unreachable { detail } => {
-            format!(
-                "The server {server} cannot be reached: {}",
-                sentence(detail)
-            )
-        }
-        StopReason::NameTaken => format!(
-            "Your name is taken on {server}: someone else registered it first. Choose another \
-             name in Settings."
+        StopReason::Unreachable { detail } => tr(
+            "server-unreachable",
+            &[
+                ("server", &server),
+                ("subject", &subject),
+                ("detail", &sentence(detail)),
+            ],
         ),
-        StopReason::NameConfusable => format!(
-            "Your name looks too much like a name someone else registered on {server} (the \
-             same letters from another alphabet, or I and l): people could mistake one for the \
-             other. Choose another name in Settings."
+        StopReason::NameTaken => with_server("name-taken"),
+        StopReason::NameConfusable => with_server("name-confusable"),
+        StopReason::TooManyNames => with_server("too-many-names"),
+        StopReason::BadName => with_server("name-not-accepted"),
+        StopReason::BadSignature => with_server("bad-signature"),
+        StopReason::ServerFull => with_server("server-full"),
+        StopReason::Incompatible { detail } => tr(
+            "incompatible",
+            &[
+                ("server", &server),
+                ("subject", &subject),
+                ("detail", &detail.trim()),
+            ],
         ),
-        StopReason::TooManyNames => format!(
-            "Your key already holds as many names as {server} allows one person. Use one of \
-             your names, or another server."
-        ),
-        StopReason::BadName => {
-            format!("{server} does not accept your name. Choose another name in Settings.")
-        }
-        StopReason::BadSignature => format!(
-            "{server} did not accept your key's signature for your name. Choose another name \
-             in Settings."
-        ),
-        StopReason::ServerFull => {
-            format!("{server} is full: it has no room for more people right now.")
-        }
-        StopReason::Incompatible { detail } => format!(
-            "{server} has no call service for this app ({}): set a server that has it in \
-             Settings.",
-            detail.trim()
-        ),
-        StopReason::Local { detail } => {
-            format!(
-                "Pinhole could not run on this computer: {}",
-                sentence(detail)
-            )
-        }
+        StopReason::Local { detail } => tr("local-failure", &[("detail", &sentence(detail))]),
         StopReason::UntrustedServer { .. } => certificate_changed(server),
     }
 }
@@ -450,171 +468,188 @@ fn stopped(server: &str, reason: &StopReason) -> String {
 /// The server presented another certificate than the one trusted for it (the fingerprints are
 /// shown apart, by [`fingerprints`]).
 pub fn certificate_changed(server: &str) -> String {
-    format!(
-        "The certificate of {server} changed since you last connected. Someone may be \
-         intercepting the connection, so Pinhole did not connect and sent nothing. If the \
-         server's operator replaced the certificate, check the new fingerprint with them, then \
-         trust it."
-    )
+    tr("certificate-changed", &[("server", &server)])
 }
 
 /// The two fingerprints of a changed certificate: (what, fingerprint).
-pub fn fingerprints<'a>(pinned: &'a str, presented: &'a str) -> [(&'static str, &'a str); 2] {
+pub fn fingerprints<'a>(pinned: &'a str, presented: &'a str) -> [(String, &'a str); 2] {
     [
-        ("Trusted until now:", pinned),
-        ("Presented now:", presented),
+        (t("trusted-until-now"), pinned),
+        (t("presented-now"), presented),
     ]
 }
 
 /// What the settings' "Server certificate" field is for.
-pub const FINGERPRINT_HINT: &str = "The fingerprint of the server's certificate, sha256:…, as \
-     its operator publishes it (pinhole-rendezvous prints it when it starts). Pinhole then \
-     talks to that server only. Empty: the certificate the server presents on the first \
-     connection is remembered and must stay the same.";
+pub fn fingerprint_hint() -> String {
+    t("fingerprint-hint")
+}
 
 /// The button that accepts a server's new certificate.
-pub const TRUST_NEW_CERTIFICATE: &str = "Trust the new certificate";
+pub fn trust_new_certificate() -> String {
+    t("trust-new-certificate")
+}
 
 /// The new certificate could not be remembered.
 pub fn certificate_not_trusted(err: &dyn std::fmt::Display) -> String {
-    format!("The new certificate could not be saved: {err}")
+    tr("certificate-not-saved", &[("error", err)])
 }
 
 /// The call view's line about the media's encryption.
 pub fn encrypted(suite: &str) -> String {
-    format!("Encrypted end to end ({suite})")
+    tr("encrypted", &[("suite", &suite)])
 }
 
 /// Above the short authentication string, which is shown in large digits.
 pub fn compare_with(peer: &str) -> String {
-    format!("Compare with {peer}:")
+    tr("compare-with", &[("peer", &peer)])
 }
 
 /// Under the code on a call whose key was known: what comparing does.
 pub fn compare_hint(peer: &str) -> String {
-    format!(
-        "{peer} sees the same digits if nobody is in the middle. Read them to each other once \
-         to be sure."
-    )
+    tr("compare-hint", &[("peer", &peer)])
 }
 
 /// Settings: the capture processing's heading and checkboxes (`[audio]`).
-pub const PROCESSING_HEADING: &str = "Microphone sound (from the next call)";
-pub const ECHO_CANCELLATION: &str = "Echo cancellation";
-pub const ECHO_CANCELLATION_HINT: &str = "Keeps the other side from hearing themselves when \
-     your microphone picks up your speakers. Turn it off only with headphones.";
-pub const NOISE_SUPPRESSION: &str = "Noise suppression";
-pub const NOISE_SUPPRESSION_HINT: &str =
-    "Removes steady background noise (fans, hum, rumble) from what you send.";
-pub const GAIN_CONTROL: &str = "Automatic gain";
-pub const GAIN_CONTROL_HINT: &str = "Brings a quiet or loud microphone to a steady speaking level.";
+pub fn processing_heading() -> String {
+    t("processing-heading")
+}
+/// See [`processing_heading`].
+pub fn echo_cancellation() -> String {
+    t("echo-cancellation")
+}
+/// See [`processing_heading`].
+pub fn echo_cancellation_hint() -> String {
+    t("echo-cancellation-hint")
+}
+/// See [`processing_heading`].
+pub fn noise_suppression() -> String {
+    t("noise-suppression")
+}
+/// See [`processing_heading`].
+pub fn noise_suppression_hint() -> String {
+    t("noise-suppression-hint")
+}
+/// See [`processing_heading`].
+pub fn gain_control() -> String {
+    t("gain-control")
+}
+/// See [`processing_heading`].
+pub fn gain_control_hint() -> String {
+    t("gain-control-hint")
+}
 
 /// The echo test's figure (see `engine::echo_test`).
 pub fn voice_came_back(ms: f64) -> String {
-    format!("Your voice came back after {ms:.0} ms")
+    tr("voice-came-back", &[("ms", &format!("{ms:.0}"))])
 }
 
-/// Until the echo test has a figure: what it needs.
 /// After the code in a call: the person read the same digits as `peer`.
 pub fn codes_match(peer: &str) -> String {
-    format!("The codes match: mark {peer} as verified")
+    tr("codes-match", &[("peer", &peer)])
 }
 
 /// What "The codes match" means.
-pub const CODES_MATCH_HINT: &str = "Press this only after you and they read the same digits \
-    to each other. Pinhole then marks them verified, until their key changes.";
+pub fn codes_match_hint() -> String {
+    t("codes-match-hint")
+}
 
 /// A verified contact, in a call or in the contacts list.
 pub fn verified(peer: &str) -> String {
-    format!("Verified: you compared the code with {peer} for this key.")
+    tr("verified", &[("peer", &peer)])
 }
 
 /// Beside a verified contact's name.
-pub const VERIFIED_MARK: &str = "✔ verified";
+pub fn verified_mark() -> String {
+    t("verified-mark")
+}
 
-/// The recent calls list's word for a call that rang out unanswered.
+/// The recent calls list's word for a call that rang out unanswered (data: stored in
+/// English; see [`outcome_shown`]).
 pub const OUTCOME_MISSED: &str = "missed";
 
 /// Under the call's buttons when push-to-talk is on.
-pub const PUSH_TO_TALK_HINT: &str = "Push to talk: hold Space to speak.";
+pub fn push_to_talk_hint() -> String {
+    t("push-to-talk-hint")
+}
 
-pub const ECHO_MEASURING: &str =
-    "Say something: the time your voice takes to come back is measured as you speak.";
+/// Until the echo test has a figure: what it needs.
+pub fn echo_measuring() -> String {
+    t("echo-measuring")
+}
 
 /// The echo test's figure in its parts.
 pub fn echo_latency_parts(l: &crate::engine::EchoLatency) -> String {
-    format!(
-        "From microphone to speaker: {:.0} ms in the microphone's buffers, {:.0} ms through \
-         the call (the frame, the codec, the network to the server and back, the jitter \
-         buffer), {:.0} ms in the speaker's buffers.",
-        l.capture_ms, l.path_ms, l.playback_ms
+    tr(
+        "echo-latency-parts",
+        &[
+            ("capture", &format!("{:.0}", l.capture_ms)),
+            ("path", &format!("{:.0}", l.path_ms)),
+            ("playback", &format!("{:.0}", l.playback_ms)),
+        ],
     )
 }
 
 /// The echo service has no other side to compare a code with.
-pub const NO_CODE_FOR_ECHO: &str = "The echo service has no code to compare.";
+pub fn no_code_for_echo() -> String {
+    t("no-code-for-echo")
+}
 
 /// The loud warning of a call whose peer's key is not the one remembered.
 pub fn key_changed(peer: &str) -> String {
-    format!(
-        "{peer}'s key changed since your last call. Compare the code below with {peer} before \
-         saying anything private: if the digits differ, someone is listening in. If they \
-         match ({peer} may have a new computer or reinstalled Pinhole), trust the new key."
-    )
+    tr("key-changed", &[("peer", &peer)])
 }
 
 /// The button that accepts a peer's changed key.
-pub const TRUST_NEW_KEY: &str = "Trust the new key";
+pub fn trust_new_key() -> String {
+    t("trust-new-key")
+}
 
 /// After the user trusted the new key.
 pub fn key_trusted(peer: &str) -> String {
-    format!("You trust {peer}'s new key from now on.")
+    tr("key-trusted", &[("peer", &peer)])
 }
 
 /// The new key could not be remembered.
 pub fn key_not_trusted(peer: &str, err: &dyn std::fmt::Display) -> String {
-    format!("{peer}'s new key could not be saved: {err}")
+    tr("key-not-trusted", &[("peer", &peer), ("error", err)])
 }
 
 /// The contacts file could not be read: keys are remembered for this run only.
 pub fn contacts_unreadable(detail: &str) -> String {
-    format!(
-        "Your contacts' keys could not be read, so changed keys cannot be noticed until it is \
-         fixed: {}",
-        sentence(detail)
-    )
+    tr("contacts-unreadable", &[("detail", &sentence(detail))])
 }
 
 /// Why a call to `peer` is not placed now (the registration is not [`Link::Registered`]).
 pub fn cannot_call(peer: &str, link: &Link, name: &str) -> String {
     match link {
         Link::Off | Link::Connecting { .. } | Link::Registered { .. } => {
-            format!("Cannot call {peer} yet: still connecting to the server.")
+            tr("cannot-call-connecting", &[("peer", &peer)])
         }
-        Link::Offline { .. } => {
-            format!("Cannot call {peer} now: the server was lost and the app is reaching it again.")
-        }
-        Link::Replaced { .. } => format!(
-            "Cannot call {peer}: {} Press \"{SIGN_IN_AGAIN}\" first.",
-            replaced(name)
+        Link::Offline { .. } => tr("cannot-call-offline", &[("peer", &peer)]),
+        Link::Replaced { .. } => tr(
+            "cannot-call-replaced",
+            &[("peer", &peer), ("why", &replaced(name))],
         ),
         Link::Failed {
             server, failure, ..
-        } => format!("Cannot call {peer}: {}", failed(server, failure)),
+        } => tr(
+            "cannot-call",
+            &[("peer", &peer), ("why", &failed(server, failure))],
+        ),
     }
 }
 
 /// A name that cannot be called.
 pub fn bad_name(peer: &str, why: &str) -> String {
-    format!("Cannot call {peer:?}: {why}.")
+    tr("bad-name", &[("peer", &format!("{peer:?}")), ("why", &why)])
 }
 
 /// "the server" for an empty address.
-fn shown(server: &str) -> &str {
+fn shown(server: &str) -> String {
     if server.is_empty() {
-        "the server"
+        t("the-server")
     } else {
-        server
+        server.to_owned()
     }
 }
 
@@ -648,11 +683,11 @@ pub fn clock(d: Duration) -> String {
 /// How long ago, in words.
 pub fn ago(secs: u64) -> String {
     match secs {
-        0..60 => "just now".into(),
-        60..3600 => format!("{} min ago", secs / 60),
-        3600..86_400 => format!("{} h ago", secs / 3600),
-        86_400..172_800 => "yesterday".into(),
-        _ => format!("{} days ago", secs / 86_400),
+        0..60 => t("ago-just-now"),
+        60..3600 => tr("ago-minutes", &[("n", &(secs / 60))]),
+        3600..86_400 => tr("ago-hours", &[("n", &(secs / 3600))]),
+        86_400..172_800 => t("ago-yesterday"),
+        _ => tr("ago-days", &[("n", &(secs / 86_400))]),
     }
 }
 
@@ -661,81 +696,116 @@ pub fn ago(secs: u64) -> String {
 /// The invite dialog's heading: who invites (the link's name is the one to call).
 pub fn invite_heading(name: &str) -> String {
     if name == "echo" {
-        "A link to the echo service".into()
+        t("invite-heading-echo")
     } else {
-        format!("{name} invites you")
+        tr("invite-heading", &[("name", &name)])
     }
 }
 
 /// The question the invite dialog asks.
 pub fn invite_question(name: &str) -> String {
     if name == "echo" {
-        "Call echo (you hear yourself) through this server?".into()
+        t("invite-question-echo")
     } else {
-        format!("Call {name} through this server?")
+        tr("invite-question", &[("name", &name)])
     }
 }
 
 /// What taking the invite's server changes in the settings.
 pub fn invite_server_note(offer: &InviteOffer) -> String {
     if offer.same_server() {
-        "the server you use already".into()
+        t("invite-same-server")
     } else if offer.current_server.trim().is_empty() {
-        "instead of the server built into this app".into()
+        t("invite-instead-of-builtin")
     } else {
-        format!("instead of {}", offer.current_server.trim())
+        tr(
+            "invite-instead-of",
+            &[("server", &offer.current_server.trim())],
+        )
     }
 }
 
 /// The link pins no certificate.
-pub const INVITE_NO_FINGERPRINT: &str = "not in the link: checked as for any server (a \
-     certificate signed by an authority, else the one it presents the first time is remembered)";
+pub fn invite_no_fingerprint() -> String {
+    t("invite-no-fingerprint")
+}
 
 /// Under the fingerprint: what it does.
-pub const INVITE_FINGERPRINT_PINS: &str = "Pinhole will talk to this server only with this \
-     certificate.";
+pub fn invite_fingerprint_pins() -> String {
+    t("invite-fingerprint-pins")
+}
 
 /// The link pins another certificate than the one trusted for its server.
 pub fn invite_certificate_differs(server: &str) -> String {
-    format!(
-        "This link gives another certificate for {server} than the one you trusted until now. \
-         Use it only if the link came from someone you trust: a wrong one would let someone \
-         else's server stand in for {server}."
-    )
+    tr("invite-certificate-differs", &[("server", &server)])
 }
 
 /// The two fingerprints of [`invite_certificate_differs`].
-pub fn invite_fingerprints<'a>(trusted: &'a str, link: &'a str) -> [(&'static str, &'a str); 2] {
-    [("Trusted until now:", trusted), ("In the link:", link)]
+pub fn invite_fingerprints<'a>(trusted: &'a str, link: &'a str) -> [(String, &'a str); 2] {
+    [(t("trusted-until-now"), trusted), (t("in-the-link"), link)]
 }
 
 /// The dialog's yes.
-pub const USE_INVITE: &str = "Use this server and call";
+pub fn use_invite() -> String {
+    t("use-invite")
+}
 
 /// On first run, after taking the invite's server.
 pub fn call_after_setup(peer: &str) -> String {
-    format!("Once you have told Pinhole your name and saved, it calls {peer}.")
+    tr("call-after-setup", &[("peer", &peer)])
 }
 
 /// The invite's call waits for the registration.
 pub fn call_when_connected(peer: &str) -> String {
-    format!("Calling {peer} once connected to the server…")
+    tr("call-when-connected", &[("peer", &peer)])
 }
 
 /// The invite's server could not be saved.
 pub fn invite_not_used(why: &str) -> String {
-    format!("The invite's server was not taken: {why}")
+    tr("invite-not-used", &[("why", &why)])
 }
 
 /// The main view's button that copies the user's own invite link.
-pub const COPY_INVITE: &str = "Copy invite link";
+pub fn copy_invite() -> String {
+    t("copy-invite")
+}
 
 /// Its tooltip.
-pub const COPY_INVITE_HINT: &str = "Send this link to someone: opening it in Pinhole sets their \
-     server (and its certificate) to yours and calls you.";
+pub fn copy_invite_hint() -> String {
+    t("copy-invite-hint")
+}
 
 /// After the copy.
+pub fn invite_copied() -> String {
+    t("invite-copied")
+}
+
+// Until call_view.rs and main_view.rs take the functions above (the lead is editing them).
+#[doc(hidden)]
+pub const SIGN_IN_AGAIN: &str = "Sign in here again";
+#[doc(hidden)]
+pub const TRUST_NEW_CERTIFICATE: &str = "Trust the new certificate";
+#[doc(hidden)]
+pub const PUSH_TO_TALK_HINT: &str = "Push to talk: hold Space to speak.";
+#[doc(hidden)]
+pub const ECHO_MEASURING: &str =
+    "Say something: the time your voice takes to come back is measured as you speak.";
+#[doc(hidden)]
+pub const NO_CODE_FOR_ECHO: &str = "The echo service has no code to compare.";
+#[doc(hidden)]
+pub const TRUST_NEW_KEY: &str = "Trust the new key";
+#[doc(hidden)]
+pub const COPY_INVITE: &str = "Copy invite link";
+#[doc(hidden)]
+pub const COPY_INVITE_HINT: &str = "Send this link to someone: opening it in Pinhole sets their \
+     server (and its certificate) to yours and calls you.";
+#[doc(hidden)]
 pub const INVITE_COPIED: &str = "Copied";
+#[doc(hidden)]
+pub const CODES_MATCH_HINT: &str = "Press this only after you and they read the same digits \
+    to each other. Pinhole then marks them verified, until their key changes.";
+#[doc(hidden)]
+pub const VERIFIED_MARK: &str = "✔ verified";
 
 #[cfg(test)]
 mod tests {
@@ -782,7 +852,7 @@ mod tests {
     #[test]
     fn calling_yourself_is_not_busy() {
         let e = not_connected(EndReason::SelfCall, true);
-        assert_eq!(e.text, SELF_CALL);
+        assert_eq!(e.text, self_call());
         assert_eq!(e.outcome, "that is you");
         assert!(!e.text.contains("busy"));
     }

@@ -299,7 +299,7 @@ fn calling_yourself_has_its_own_words() {
     let (mut s, now) = registered_now();
     s.act(Action::Call("alice".into()), now);
     let effects = s.apply(ended("alice", EndReason::SelfCall, false), now);
-    assert_eq!(notice(&s), words::SELF_CALL);
+    assert_eq!(notice(&s), words::self_call());
     assert!(!notice(&s).contains("busy"));
     assert_eq!(
         recorded(&effects),
