@@ -73,6 +73,10 @@ lan-hint = Andere in Ihrem Netzwerk stellen als Server {$addresses} ein
 nat-registered = Verbindung in Ordnung: beim Server angemeldet.
 nat-answered = Verbindung in Ordnung: Der Server hat geantwortet (die Prüfung dauerte {$ms} ms).
 nat-network = Netzwerk: {$nat} ({$verdict})
+nat-public = Öffentliche Adresse: kein NAT im Weg
+nat-proxy = Öffentliche Adresse hinter einem Proxy oder einer Firewall
+nat-behind = Hinter NAT: Anrufe laufen über die Portzuordnung des Routers
+nat-unknown = Unbekannt
 nat-mapped = Ihre Adresse, wie der Server sie sieht: {$address}
 port-mapping-off = Portfreigabe am Router: nicht angefragt
 port-mapping-asking = Portfreigabe am Router: Router wird gefragt …
@@ -268,3 +272,46 @@ bad-udp-port = Der UDP-Port ist leer (ein beliebiger freier Port) oder eine Zahl
 bad-keepalive = Keepalive ist leer (alle 15 s) oder 1 bis 300 Sekunden
 device-missing = {$device} (fehlt)
 system-default = Systemstandard
+
+## Die Hauptansicht
+
+you-are = Sie sind {$name}
+settings-hint = Server, Name, Geräte und mehr
+try-again-now = Jetzt erneut versuchen
+checking-network = Netzwerk wird geprüft …
+name-to-call = Wen anrufen?
+name-to-call-hint = ein Name, oder echo, um sich selbst zu hören
+call-hint = Den eingegebenen Namen anrufen
+call = Anrufen
+add-contact = Kontakt hinzufügen
+contacts = Kontakte
+no-contacts = Noch niemand: Geben Sie oben einen Namen ein und drücken Sie „Kontakt hinzufügen“.
+call-name = {$name} anrufen
+remove = entfernen
+remove-hint = Aus den Kontakten entfernen
+recent-calls = Letzte Anrufe
+no-calls = Noch keine Anrufe.
+way-outgoing = ausgehend
+way-incoming = eingehend
+
+## Die Anrufansicht
+
+calling = Anruf an
+stop-calling-hint = Anruf abbrechen
+in-a-call-with = Im Gespräch mit
+volume = Lautstärke
+mute = Stummschalten
+mute-hint = Das Mikrofon ausschalten
+unmute = Stummschaltung aufheben
+unmute-hint = Das Mikrofon einschalten
+hang-up = Auflegen (Esc)
+hang-up-hint = Den Anruf beenden
+measuring = Wird gemessen …
+measuring-lower = wird gemessen …
+loss-packets = {$pct} % ({$lost} von {$expected} Paketen)
+stat-quality = Qualität
+stat-path = Weg
+stat-round-trip = Umlaufzeit
+stat-jitter = Jitter
+stat-first-audio = Zeit bis zum ersten Ton
+stat-loss = Verlust

@@ -75,6 +75,10 @@ lan-hint = Others on your network set their server to {$addresses}
 nat-registered = Connection OK: registered with the server.
 nat-answered = Connection OK: the server answered (the check took {$ms} ms).
 nat-network = Network: {$nat} ({$verdict})
+nat-public = Public address: no NAT in the way
+nat-proxy = Public address behind a proxy or firewall
+nat-behind = Behind NAT: calls go through the router's mapping
+nat-unknown = Unknown
 nat-mapped = Your address as the server sees it: {$address}
 port-mapping-off = Router port mapping: not asked for
 port-mapping-asking = Router port mapping: asking the router…
@@ -270,3 +274,46 @@ bad-udp-port = the UDP port is empty (any free port) or a number from 1 to 65535
 bad-keepalive = keepalive is empty (every 15 s) or 1 to 300 seconds
 device-missing = {$device} (missing)
 system-default = System default
+
+## The main view
+
+you-are = You are {$name}
+settings-hint = Server, name, devices and more
+try-again-now = Try again now
+checking-network = Checking your network…
+name-to-call = Name to call
+name-to-call-hint = a name, or echo to hear yourself
+call-hint = Call the name typed
+call = Call
+add-contact = Add contact
+contacts = Contacts
+no-contacts = Nobody yet: type a name above and press Add contact.
+call-name = Call {$name}
+remove = remove
+remove-hint = Remove from contacts
+recent-calls = Recent calls
+no-calls = No calls yet.
+way-outgoing = outgoing
+way-incoming = incoming
+
+## The call view
+
+calling = Calling
+stop-calling-hint = Stop calling
+in-a-call-with = In a call with
+volume = Volume
+mute = Mute microphone
+mute-hint = Switch the microphone off
+unmute = Unmute microphone
+unmute-hint = Switch the microphone on
+hang-up = Hang up (Esc)
+hang-up-hint = End the call
+measuring = Measuring…
+measuring-lower = measuring…
+loss-packets = {$pct} % ({$lost} of {$expected} packets)
+stat-quality = Quality
+stat-path = Path
+stat-round-trip = Round trip
+stat-jitter = Jitter
+stat-first-audio = Time to first audio
+stat-loss = Loss

@@ -290,10 +290,23 @@ pub fn nat_found(report: &NatReport) -> [String; 3] {
         },
         tr(
             "nat-network",
-            &[("nat", &report.describe()), ("verdict", &report.verdict)],
+            &[
+                ("nat", &nat_kind(&report.verdict)),
+                ("verdict", &report.verdict),
+            ],
         ),
         tr("nat-mapped", &[("address", &report.mapped)]),
     ]
+}
+
+/// [`NatReport::describe`] in the app's language (the verdict itself is the server's word).
+fn nat_kind(verdict: &str) -> String {
+    t(match verdict {
+        "public" => "nat-public",
+        "proxy" => "nat-proxy",
+        "nat" => "nat-behind",
+        _ => "nat-unknown",
+    })
 }
 
 /// The router's port mapping for calls, in one line.
