@@ -3,6 +3,7 @@
 use eframe::egui;
 use pinhole::invite::Invite;
 use pinhole::settings;
+use pinhole::ui::tray::{Tray, TrayAction};
 use pinhole::ui::{DeviceList, PinholeApp, handoff};
 
 const APP_NAME: &str = "Pinhole";
@@ -62,6 +63,8 @@ struct Window {
     period: FramePeriod,
     /// Links opened while the app runs (a second `pinhole LINK` hands them over).
     handoff: Option<handoff::Listener>,
+    /// The tray icon (where the desktop hosts one).
+    tray: Tray,
 }
 
 #[derive(Debug)]
@@ -89,6 +92,7 @@ impl FramePeriod {
 
 impl Window {
     fn new(started: std::time::Instant, ctx: egui::Context, invite: Option<Invite>) -> Self {
+        let tray_ctx = ctx.clone();
         // Devices are listed on a thread: cpal can take a while to probe them.
         let app = settings::default_path()
             .map(|path| {
@@ -106,11 +110,18 @@ impl Window {
                 app
             })
             .map_err(|err| err.to_string());
+        let icon = icon();
+        let wake = std::sync::Arc::new(move || tray_ctx.request_repaint());
+        let tray = Tray::start(
+            (icon.width == icon.height && icon.width > 0).then_some((icon.width, icon.rgba)),
+            wake,
+        );
         Self {
             app,
             started: Some(started),
             period: FramePeriod::new(pinhole::ui::FrameStats::default()),
             handoff: None,
+            tray,
         }
     }
 
@@ -125,6 +136,22 @@ impl Window {
                 "links opened while the app runs will start another app: {}: {e}",
                 socket.display()
             ),
+        }
+    }
+
+    /// Shows the app's state on the tray icon, and does what was chosen there.
+    fn follow_tray(&mut self, ctx: &egui::Context) {
+        if let Ok(app) = &self.app {
+            self.tray.show(app.tray_state());
+        }
+        while let Some(action) = self.tray.poll() {
+            match action {
+                TrayAction::Open => {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
+                }
+                TrayAction::Quit => ctx.send_viewport_cmd(egui::ViewportCommand::Close),
+            }
         }
     }
 
@@ -146,6 +173,7 @@ impl Window {
 impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.take_handed_over(&ui.ctx().clone());
+        self.follow_tray(ui.ctx());
         egui::CentralPanel::default().show(ui, |ui| match &mut self.app {
             Ok(app) => app.show(ui),
             Err(err) => {

@@ -49,6 +49,7 @@ mod setup_view;
 pub mod sound;
 pub mod state;
 mod theme;
+pub mod tray;
 mod widgets;
 pub mod words;
 

@@ -9,15 +9,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
 use pinhole::ui::notify::{Notifier, Reply, Status, Wake};
-use pinhole_tests::prereq::missing;
+use pinhole_tests::dbus::Bus;
 use zbus::Connection;
 use zbus::zvariant::{OwnedValue, Value};
 
@@ -26,86 +24,9 @@ const INTERFACE: &str = "org.freedesktop.Notifications";
 /// Every wait in these tests ends after this.
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A `dbus-daemon` of the test's own, stopped (by its PID) when dropped.
-struct Bus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a session bus that listens in a directory of its own and activates no services (so
-/// a notification daemon installed on the machine never answers for the fake one). `None`
-/// (after `missing`) when `dbus-daemon` is not installed.
+/// The test's own session bus.
 fn start_bus() -> Option<Bus> {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bus.conf");
-    std::fs::write(
-        &config,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:dir={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let spawned = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", config.display()))
-        .args(["--print-address", "--nofork"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            missing(
-                "dbus-daemon is not installed (Debian package dbus-daemon, \
-                 scripts/packages/desktop.txt)",
-            );
-            return None;
-        }
-        Err(e) => panic!("dbus-daemon did not start: {e}"),
-    };
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    // The guard exists before the wait, so a daemon that never prints is still stopped.
-    let mut bus = Bus {
-        child,
-        address: String::new(),
-        _dir: dir,
-    };
-    let line = rx
-        .recv_timeout(WAIT)
-        .expect("dbus-daemon printed no address within 5 s");
-    bus.address = line.trim().to_owned();
-    assert!(
-        bus.address.starts_with("unix:"),
-        "dbus-daemon printed {line:?}, not an address"
-    );
-    Some(bus)
+    Bus::start()
 }
 
 /// One call the fake service received.

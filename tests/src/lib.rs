@@ -19,6 +19,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub mod dbus;
 mod headless;
 pub mod hostile;
 pub mod miniupnpd;
