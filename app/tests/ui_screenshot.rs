@@ -181,9 +181,10 @@ fn screenshot_and_figures_of_the_real_window() {
 
 /// Starts the real app on `settings` (which may not exist: the first run) and waits for its
 /// window; the built-in server's address when it runs one.
-fn start_app(settings: &Path) -> (Headless, String, Option<String>) {
+fn start_app(settings: &Path, args: &[&str]) -> (Headless, String, Option<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinhole"));
-    cmd.env("PINHOLE_CONFIG", settings)
+    cmd.args(args)
+        .env("PINHOLE_CONFIG", settings)
         .env("RUST_LOG", "warn,pinhole=info");
     let mut app = Headless::spawn_as_is(cmd);
     wait_line(&mut app, "first frame drawn", 0, 30);
@@ -243,7 +244,7 @@ fn every_view_in_both_themes() {
             "6-incoming",
         ];
         if theme == "dark" {
-            let (app, window, _) = start_app(&dir.join("fresh").join("settings.toml"));
+            let (app, window, _) = start_app(&dir.join("fresh").join("settings.toml"), &[]);
             capture(&window, &shot("1-setup"));
             drop(app);
             views.insert(0, "1-setup");
@@ -272,7 +273,7 @@ fn every_view_in_both_themes() {
             ),
         )
         .unwrap();
-        let (app, window, server) = start_app(&settings);
+        let (app, window, server) = start_app(&settings, &[]);
         let server = server.expect("the built-in server runs");
         capture(&window, &shot("2-main"));
 
@@ -313,6 +314,16 @@ fn every_view_in_both_themes() {
         xdotool(&["key", "Escape"]);
         drop(caller);
         drop(app);
+
+        // An invite link opened: its confirmation.
+        let link = format!(
+            "pinhole://call/zo%C3%AB?server=rendezvous.example.org&fp=sha256:{}",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+        let (app, window, _) = start_app(&settings, &[&link]);
+        capture(&window, &shot("7-invite"));
+        drop(app);
+        views.push("7-invite");
 
         let sheet = out.join(format!("views-{theme}.png"));
         let background = if theme == "light" {
