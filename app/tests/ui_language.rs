@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use pinhole::engine::{AudioSide, Command, EndReason, Event, Registration, ServerLoss, StopReason};
+use media::audio::LevelMeter;
+use pinhole::engine::{
+    AudioSide, Command, EndReason, Event, Registration, Security, ServerLoss, StopReason,
+};
 use pinhole::settings::{self, Settings};
 use pinhole::ui::i18n::{self, Language};
 use pinhole::ui::{DeviceList, Failure, FakeEngine, Link, PinholeApp, View, words};
@@ -55,6 +58,20 @@ fn online() -> Event {
     })
 }
 
+fn connected(peer: &str) -> Event {
+    Event::Connected {
+        peer: peer.into(),
+        input_meter: LevelMeter::new(),
+        output_meter: LevelMeter::new(),
+        security: Security {
+            suite: "AEAD_AES_128_GCM",
+            sas: Some("123 456".into()),
+            peer_key: None,
+            key_check: None,
+        },
+    }
+}
+
 fn click(h: &mut Harness<'static, PinholeApp>, label: &str) {
     h.get_by_label(label).click();
     h.run();
@@ -73,8 +90,12 @@ fn the_views_speak_german() {
     assert_eq!(h.state().view(), View::Main);
     h.get_by_label("Online: angemeldet bei 127.0.0.1:3478");
 
-    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Comma);
-    h.run();
+    h.get_by_label("Sie sind alice");
+    h.get_by_label("Anrufen");
+    h.get_by_label("Kontakte");
+    h.get_by_label("Noch keine Anrufe.");
+    assert!(h.query_by_label("Settings").is_none());
+    click(&mut h, "Einstellungen");
     assert_eq!(h.state().view(), View::Settings);
     h.get_by_label("Ihr Name");
     h.get_by_label("Mikrofon");
@@ -96,7 +117,30 @@ fn the_views_speak_german() {
         "Sie haben den Anruf von bob abgelehnt."
     );
     assert!(h.query_by_label("Accept").is_none());
-    // MAIN-VIEW-TODO
+
+    // A call that is up: the call view's buttons.
+    fake.push(Event::Incoming { from: "bob".into() });
+    h.run();
+    click(&mut h, "Annehmen");
+    fake.push(connected("bob"));
+    h.run();
+    assert_eq!(h.state().view(), View::InCall);
+    h.get_by_label("Im Gespräch mit");
+    h.get_by_label("Über den Server weitergeleitet");
+    h.get_by_label("Mit bob vergleichen:");
+    h.get_by_label("Stummschalten");
+    click(&mut h, "Auflegen (Esc)");
+    assert_eq!(h.state().view(), View::Main);
+    assert!(
+        h.state()
+            .notice()
+            .unwrap()
+            .text
+            .starts_with("Anruf mit bob nach 0:0")
+    );
+    // The recent calls, their outcomes in German (stored in English).
+    h.get_by_label_contains("eingehend · abgelehnt · gerade eben");
+    h.get_by_label_contains("eingehend · 0:0");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use egui::RichText;
 
+use super::i18n::{t, tr};
 use super::state::{Action, Call, UpCall};
 use super::widgets::{
     Fill, METER_REPAINT, big_button, error_line, good_text, meter_bar, warning_banner, who, working,
@@ -27,7 +28,7 @@ impl PinholeApp {
         let peer = peer.clone();
         ui.vertical_centered(|ui| {
             ui.add_space(24.0);
-            who(ui, "Calling", &peer);
+            who(ui, &t("calling"), &peer);
             ui.add_space(8.0);
             ui.horizontal(|ui| {
                 working(ui);
@@ -37,10 +38,10 @@ impl PinholeApp {
         });
         ui.ctx().request_repaint_after(Duration::from_millis(500));
         let esc = keys::pressed(ui, keys::HANG_UP);
-        let hint = keys::hint(ui, "Stop calling", keys::HANG_UP);
+        let hint = keys::hint(ui, &t("stop-calling-hint"), keys::HANG_UP);
         let cancel = ui
             .vertical_centered(|ui| {
-                big_button(ui, "Cancel", Fill::Stop, egui::vec2(120.0, 36.0))
+                big_button(ui, t("cancel"), Fill::Stop, egui::vec2(120.0, 36.0))
                     .on_hover_text(hint)
                     .clicked()
             })
@@ -66,14 +67,14 @@ impl PinholeApp {
         if up.key_warning() {
             warning_banner(ui, &words::key_changed(&peer), |ui| {
                 ui.add_space(4.0);
-                if ui.button(words::TRUST_NEW_KEY).clicked() {
+                if ui.button(words::trust_new_key()).clicked() {
                     actions.push(Action::TrustKey);
                 }
             });
         }
         ui.vertical_centered(|ui| {
             ui.add_space(8.0);
-            who(ui, "In a call with", &peer);
+            who(ui, &t("in-a-call-with"), &peer);
             ui.label(RichText::new(words::clock(elapsed)).size(22.0).monospace());
             ui.add_space(4.0);
             let verified = self
@@ -98,13 +99,13 @@ impl PinholeApp {
                     ui.label(value);
                     ui.end_row();
                 }
-                let label = ui.label("Microphone");
+                let label = ui.label(t("microphone"));
                 meter_bar(ui, &input, label.id);
                 ui.end_row();
-                let label = ui.label("Speaker");
+                let label = ui.label(t("speaker"));
                 meter_bar(ui, &output, label.id);
                 ui.end_row();
-                let label = ui.label("Volume");
+                let label = ui.label(t("volume"));
                 let mut volume = self.state.volume;
                 ui.add(
                     egui::Slider::new(&mut volume, 0.0..=2.0)
@@ -134,17 +135,17 @@ impl PinholeApp {
             if let Some(mute) = self.talk_key_changed(ui) {
                 actions.push(Action::Mute(mute));
             }
-            ui.weak(words::PUSH_TO_TALK_HINT);
+            ui.weak(words::push_to_talk_hint());
         } else if keys::pressed(ui, keys::MUTE) {
             actions.push(Action::Mute(!muted));
         }
         ui.horizontal(|ui| {
             let (text, what) = if muted {
-                ("Unmute microphone", "Switch the microphone on")
+                (t("unmute"), t("unmute-hint"))
             } else {
-                ("Mute microphone", "Switch the microphone off")
+                (t("mute"), t("mute-hint"))
             };
-            let hint = keys::hint(ui, what, keys::MUTE);
+            let hint = keys::hint(ui, &what, keys::MUTE);
             let button = egui::Button::new(text)
                 .selected(muted)
                 .min_size(egui::vec2(140.0, 32.0));
@@ -157,8 +158,8 @@ impl PinholeApp {
             if button.clicked() {
                 actions.push(Action::Mute(!muted));
             }
-            let hint = keys::hint(ui, "End the call", keys::HANG_UP);
-            hang_up |= big_button(ui, "Hang up (Esc)", Fill::Stop, egui::vec2(120.0, 32.0))
+            let hint = keys::hint(ui, &t("hang-up-hint"), keys::HANG_UP);
+            hang_up |= big_button(ui, t("hang-up"), Fill::Stop, egui::vec2(120.0, 32.0))
                 .on_hover_text(hint)
                 .clicked();
         });
@@ -202,7 +203,7 @@ fn echo_latency_ui(ui: &mut egui::Ui, stats: Option<&CallReport>) {
                 .on_hover_text(words::echo_latency_parts(&latency));
         }
         None => {
-            ui.weak(words::ECHO_MEASURING);
+            ui.weak(words::echo_measuring());
         }
     }
 }
@@ -227,24 +228,24 @@ fn security_ui(ui: &mut egui::Ui, up: &UpCall, verified: bool) -> bool {
             if !verified && !up.key_warning() && security.peer_key.is_some() {
                 verify = ui
                     .button(words::codes_match(&up.peer))
-                    .on_hover_text(words::CODES_MATCH_HINT)
+                    .on_hover_text(words::codes_match_hint())
                     .clicked();
             }
         }
         None => {
-            ui.weak(words::NO_CODE_FOR_ECHO);
+            ui.weak(words::no_code_for_echo());
         }
     }
     verify
 }
 
 /// The call's figures as (name, value) rows.
-fn figures(path: &str, stats: Option<&CallReport>) -> [(&'static str, String); 6] {
+fn figures(path: &str, stats: Option<&CallReport>) -> [(String, String); 6] {
     let dash = || "–".to_owned();
-    let quality = stats.map_or_else(|| "Measuring…".to_owned(), |s| s.quality.words());
+    let quality = stats.map_or_else(|| t("measuring"), |s| s.quality.words());
     let rtt = stats
         .and_then(|s| s.rtt_ms)
-        .map_or("measuring…".to_owned(), |ms| format!("{ms:.0} ms"));
+        .map_or_else(|| t("measuring-lower"), |ms| format!("{ms:.0} ms"));
     let jitter = stats.map_or_else(dash, |s| format!("{:.1} ms", s.rtp.jitter_ms));
     let setup = stats
         .and_then(|s| s.setup_ms)
@@ -256,14 +257,21 @@ fn figures(path: &str, stats: Option<&CallReport>) -> [(&'static str, String); 6
         } else {
             100.0 * s.rtp.lost as f64 / expected as f64
         };
-        format!("{pct:.1} % ({} of {expected} packets)", s.rtp.lost)
+        tr(
+            "loss-packets",
+            &[
+                ("pct", &format!("{pct:.1}")),
+                ("lost", &s.rtp.lost),
+                ("expected", &expected),
+            ],
+        )
     });
     [
-        ("Quality", quality),
-        ("Path", path.to_owned()),
-        ("Round trip", rtt),
-        ("Jitter", jitter),
-        ("Time to first audio", setup),
-        ("Loss", loss),
+        (t("stat-quality"), quality),
+        (t("stat-path"), path.to_owned()),
+        (t("stat-round-trip"), rtt),
+        (t("stat-jitter"), jitter),
+        (t("stat-first-audio"), setup),
+        (t("stat-loss"), loss),
     ]
 }

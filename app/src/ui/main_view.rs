@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use egui::RichText;
 
 use super::driver::NatState;
+use super::i18n::{t, tr};
 use super::state::{Action, Failure, Link};
 use super::widgets::{error_line, good_text, warning_banner, working};
 use super::{PinholeApp, View, keys, words};
@@ -23,10 +24,10 @@ impl PinholeApp {
             })
             .unwrap_or_default();
         ui.horizontal(|ui| {
-            ui.heading(format!("You are {name}"));
+            ui.heading(tr("you-are", &[("name", &name)]));
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let hint = keys::hint(ui, "Server, name, devices and more", keys::SETTINGS);
-                let open = ui.button("Settings").on_hover_text(hint).clicked();
+                let hint = keys::hint(ui, &t("settings-hint"), keys::SETTINGS);
+                let open = ui.button(t("settings")).on_hover_text(hint).clicked();
                 if open || keys::pressed(ui, keys::SETTINGS) {
                     self.reset_form();
                     self.test_sound_result = None;
@@ -75,15 +76,15 @@ impl PinholeApp {
         };
         ui.horizontal(|ui| {
             if ui
-                .button(words::COPY_INVITE)
-                .on_hover_text(words::COPY_INVITE_HINT)
+                .button(words::copy_invite())
+                .on_hover_text(words::copy_invite_hint())
                 .clicked()
             {
                 ui.ctx().copy_text(link.clone());
                 self.invite_copied = true;
             }
             if self.invite_copied {
-                ui.label(RichText::new(words::INVITE_COPIED).color(good_text(ui)));
+                ui.label(RichText::new(words::invite_copied()).color(good_text(ui)));
             }
         });
         let text = RichText::new(link).monospace().weak();
@@ -116,7 +117,7 @@ impl PinholeApp {
             }
             Link::Replaced { .. } => {
                 error_line(ui, &words::replaced(&self.state.name));
-                if ui.button(words::SIGN_IN_AGAIN).clicked() {
+                if ui.button(words::sign_in_again()).clicked() {
                     action = Some(Action::Reconnect);
                 }
             }
@@ -136,10 +137,10 @@ impl PinholeApp {
                     }
                     ui.add_space(4.0);
                     ui.horizontal(|ui| {
-                        if ui.button(words::TRUST_NEW_CERTIFICATE).clicked() {
+                        if ui.button(words::trust_new_certificate()).clicked() {
                             action = Some(Action::TrustServer);
                         }
-                        if ui.button("Try again now").clicked() {
+                        if ui.button(t("try-again-now")).clicked() {
                             action = Some(Action::TryAgainNow);
                         }
                     });
@@ -155,7 +156,7 @@ impl PinholeApp {
                     if let Some(at) = retry_at {
                         ui.label(words::retry_in(at.saturating_duration_since(now)));
                     }
-                    if ui.button("Try again now").clicked() {
+                    if ui.button(t("try-again-now")).clicked() {
                         action = Some(Action::TryAgainNow);
                     }
                 });
@@ -172,7 +173,7 @@ impl PinholeApp {
             NatState::Running(_) => {
                 ui.horizontal(|ui| {
                     working(ui);
-                    ui.label("Checking your network…");
+                    ui.label(t("checking-network"));
                 });
             }
             NatState::Done(Ok(report)) => {
@@ -194,12 +195,12 @@ impl PinholeApp {
 
     fn call_field_ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            let label = ui.label("Name to call");
+            let label = ui.label(t("name-to-call"));
             let field = ui
                 .add(
                     egui::TextEdit::singleline(&mut self.call_field)
-                        .hint_text("a name, or echo to hear yourself")
-                        .desired_width((ui.available_width() - 190.0).max(120.0)),
+                        .hint_text(t("name-to-call-hint"))
+                        .desired_width((ui.available_width() - buttons_room(ui)).max(120.0)),
                 )
                 .labelled_by(label.id);
             let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
@@ -209,16 +210,16 @@ impl PinholeApp {
             }
             let peer = self.call_field.trim().to_owned();
             let ready = !peer.is_empty();
-            let hint = keys::hint(ui, "Call the name typed", keys::CALL);
+            let hint = keys::hint(ui, &t("call-hint"), keys::CALL);
             let clicked = ui
-                .add_enabled(ready, egui::Button::new("Call"))
+                .add_enabled(ready, egui::Button::new(t("call")))
                 .on_hover_text(hint)
                 .clicked();
             if (enter || clicked) && ready {
                 self.act(Action::Call(peer.clone()));
             }
             if ui
-                .add_enabled(ready, egui::Button::new("Add contact"))
+                .add_enabled(ready, egui::Button::new(t("add-contact")))
                 .clicked()
             {
                 self.book.add_contact(&peer);
@@ -231,22 +232,22 @@ impl PinholeApp {
         let mut call = None;
         let mut remove = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
-            ui.strong("Contacts");
+            ui.strong(t("contacts"));
             if self.book.contacts.is_empty() {
-                ui.weak("Nobody yet: type a name above and press Add contact.");
+                ui.weak(t("no-contacts"));
             }
             for name in &self.book.contacts {
                 ui.horizontal(|ui| {
-                    if ui.button(format!("Call {name}")).clicked() {
+                    if ui.button(tr("call-name", &[("name", name)])).clicked() {
                         call = Some(name.clone());
                     }
                     if self.is_verified(name) {
-                        ui.label(RichText::new(words::VERIFIED_MARK).color(good_text(ui)))
+                        ui.label(RichText::new(words::verified_mark()).color(good_text(ui)))
                             .on_hover_text(words::verified(name));
                     }
                     if ui
-                        .small_button("remove")
-                        .on_hover_text("Remove from contacts")
+                        .small_button(t("remove"))
+                        .on_hover_text(t("remove-hint"))
                         .clicked()
                     {
                         remove = Some(name.clone());
@@ -254,9 +255,9 @@ impl PinholeApp {
                 });
             }
             ui.add_space(8.0);
-            ui.strong("Recent calls");
+            ui.strong(t("recent-calls"));
             if self.book.recent.is_empty() {
-                ui.weak("No calls yet.");
+                ui.weak(t("no-calls"));
             }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -267,14 +268,19 @@ impl PinholeApp {
                     ui.horizontal(|ui| {
                         if ui
                             .add(egui::Button::new(&r.name).frame(false))
-                            .on_hover_text(format!("Call {}", r.name))
+                            .on_hover_text(tr("call-name", &[("name", &r.name)]))
                             .clicked()
                         {
                             call = Some(r.name.clone());
                         }
-                        let way = if r.outgoing { "outgoing" } else { "incoming" };
+                        let way = t(if r.outgoing {
+                            "way-outgoing"
+                        } else {
+                            "way-incoming"
+                        });
                         let ago = words::ago(now.saturating_sub(r.when));
-                        let line = format!("{way} · {} · {ago}", r.outcome);
+                        let outcome = words::outcome_shown(&r.outcome);
+                        let line = format!("{way} · {outcome} · {ago}");
                         // A missed call stands out: it may want calling back (click the name).
                         if !r.outgoing && r.outcome == words::OUTCOME_MISSED {
                             ui.label(RichText::new(line).color(ui.visuals().warn_fg_color));
@@ -294,4 +300,25 @@ impl PinholeApp {
             self.act(Action::Call(name));
         }
     }
+}
+
+/// The room the call field leaves for Call and Add contact: 190 points, more where their
+/// words are longer than in English.
+fn buttons_room(ui: &egui::Ui) -> f32 {
+    let width = |text: String| {
+        egui::WidgetText::from(text)
+            .into_galley(
+                ui,
+                Some(egui::TextWrapMode::Extend),
+                f32::INFINITY,
+                egui::TextStyle::Button,
+            )
+            .size()
+            .x
+    };
+    let spacing = ui.spacing();
+    let words = width(t("call")) + width(t("add-contact"));
+    let around = 4.0 * spacing.button_padding.x + 3.0 * spacing.item_spacing.x;
+    // 190 left English ("Call", "Add contact") about 45 points to spare.
+    190.0_f32.max(words + around + 45.0)
 }

@@ -793,33 +793,6 @@ pub fn invite_copied() -> String {
     t("invite-copied")
 }
 
-// Until call_view.rs and main_view.rs take the functions above (the lead is editing them).
-#[doc(hidden)]
-pub const SIGN_IN_AGAIN: &str = "Sign in here again";
-#[doc(hidden)]
-pub const TRUST_NEW_CERTIFICATE: &str = "Trust the new certificate";
-#[doc(hidden)]
-pub const PUSH_TO_TALK_HINT: &str = "Push to talk: hold Space to speak.";
-#[doc(hidden)]
-pub const ECHO_MEASURING: &str =
-    "Say something: the time your voice takes to come back is measured as you speak.";
-#[doc(hidden)]
-pub const NO_CODE_FOR_ECHO: &str = "The echo service has no code to compare.";
-#[doc(hidden)]
-pub const TRUST_NEW_KEY: &str = "Trust the new key";
-#[doc(hidden)]
-pub const COPY_INVITE: &str = "Copy invite link";
-#[doc(hidden)]
-pub const COPY_INVITE_HINT: &str = "Send this link to someone: opening it in Pinhole sets their \
-     server (and its certificate) to yours and calls you.";
-#[doc(hidden)]
-pub const INVITE_COPIED: &str = "Copied";
-#[doc(hidden)]
-pub const CODES_MATCH_HINT: &str = "Press this only after you and they read the same digits \
-    to each other. Pinhole then marks them verified, until their key changes.";
-#[doc(hidden)]
-pub const VERIFIED_MARK: &str = "✔ verified";
-
 #[cfg(test)]
 mod tests {
     use super::*;
