@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use egui::RichText;
 
 use super::driver::NatState;
-use super::i18n::{t, tr};
+use super::i18n::{self, t, tr};
 use super::state::{Action, Failure, Link};
 use super::widgets::{error_line, good_text, warning_banner, working};
 use super::{PinholeApp, View, keys, words};
@@ -302,8 +302,8 @@ impl PinholeApp {
     }
 }
 
-/// The room the call field leaves for Call and Add contact: 190 points, more where their
-/// words are longer than in English.
+/// The room the call field leaves for Call and Add contact: 190 points for the English words,
+/// more where the app's language has longer ones.
 fn buttons_room(ui: &egui::Ui) -> f32 {
     let width = |text: String| {
         egui::WidgetText::from(text)
@@ -316,9 +316,9 @@ fn buttons_room(ui: &egui::Ui) -> f32 {
             .size()
             .x
     };
-    let spacing = ui.spacing();
-    let words = width(t("call")) + width(t("add-contact"));
-    let around = 4.0 * spacing.button_padding.x + 3.0 * spacing.item_spacing.x;
-    // 190 left English ("Call", "Add contact") about 45 points to spare.
-    190.0_f32.max(words + around + 45.0)
+    let words = |language| {
+        width(i18n::tr_in(language, "call", &[])) + width(i18n::tr_in(language, "add-contact", &[]))
+    };
+    let longer = words(i18n::language()) - words(i18n::Language::English);
+    190.0 + longer.max(0.0)
 }
