@@ -242,7 +242,7 @@ fn security_ui(ui: &mut egui::Ui, up: &UpCall, verified: bool) -> bool {
 /// The call's figures as (name, value) rows.
 fn figures(path: &str, stats: Option<&CallReport>) -> [(String, String); 6] {
     let dash = || "–".to_owned();
-    let quality = stats.map_or_else(|| t("measuring"), |s| s.quality.words());
+    let quality = stats.map_or_else(|| t("measuring"), |s| words::quality(&s.quality));
     let rtt = stats
         .and_then(|s| s.rtt_ms)
         .map_or_else(|| t("measuring-lower"), |ms| format!("{ms:.0} ms"));

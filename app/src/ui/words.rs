@@ -340,6 +340,27 @@ pub fn path(path: PathKind, remote: Option<SocketAddr>) -> String {
     }
 }
 
+/// The call's quality in words, in the app's language (`CallQuality::words` is the English
+/// the command line and the reports keep).
+pub fn quality(quality: &crate::engine::quality::CallQuality) -> String {
+    use crate::engine::quality::CallQuality;
+    match quality {
+        CallQuality::Measuring => t("measuring"),
+        CallQuality::Good => t("quality-good"),
+        CallQuality::ChoppyHere { loss_percent } => tr(
+            "quality-choppy",
+            &[("percent", &format!("{loss_percent:.0}"))],
+        ),
+        CallQuality::WeakThere { loss_percent } => tr(
+            "quality-weak",
+            &[("percent", &format!("{loss_percent:.0}"))],
+        ),
+        CallQuality::Delayed { rtt_ms } => {
+            tr("quality-delayed", &[("ms", &format!("{rtt_ms:.0}"))])
+        }
+    }
+}
+
 /// A placed call: ringing for `ringing`, or not yet.
 pub fn placing(ringing: Option<Duration>) -> String {
     match ringing {
@@ -931,6 +952,20 @@ mod tests {
             failed("", &Failure::Stopped(None)),
             "Not connected to the server: the call engine stopped."
         );
+    }
+
+    #[test]
+    fn the_call_quality_reads_as_the_engine_says_it_in_english() {
+        use crate::engine::quality::CallQuality;
+        for q in [
+            CallQuality::Measuring,
+            CallQuality::Good,
+            CallQuality::ChoppyHere { loss_percent: 8.2 },
+            CallQuality::WeakThere { loss_percent: 12.0 },
+            CallQuality::Delayed { rtt_ms: 612.4 },
+        ] {
+            assert_eq!(quality(&q), q.words());
+        }
     }
 
     #[test]
