@@ -214,6 +214,19 @@ notify-missed = Verpasster Anruf
 notify-missed-from = Verpasster Anruf von {$peer}
 notify-someone = Jemand
 
+## Das Symbol im Systembereich
+
+tray-connecting = Verbinde …
+tray-online = Online: Anrufe können ankommen
+tray-offline = Offline: {$why}
+tray-ringing = {$peer} ruft an
+tray-in-call = Im Gespräch mit {$peer}
+tray-open = Pinhole öffnen
+tray-quit = Beenden
+tray-server-lost = die Verbindung zum Server ist verloren
+tray-replaced = an einem anderen Gerät angemeldet
+tray-unreachable = der Server ist nicht erreichbar
+
 ## Eingehender Anruf
 
 incoming-call = Eingehender Anruf

@@ -216,6 +216,19 @@ notify-missed = Missed call
 notify-missed-from = Missed call from {$peer}
 notify-someone = Someone
 
+## The tray icon
+
+tray-connecting = Connecting…
+tray-online = Online: calls can come in
+tray-offline = Offline: {$why}
+tray-ringing = {$peer} is calling
+tray-in-call = In a call with {$peer}
+tray-open = Open Pinhole
+tray-quit = Quit
+tray-server-lost = the server was lost
+tray-replaced = signed in on another device
+tray-unreachable = the server cannot be reached
+
 ## The incoming call
 
 incoming-call = Incoming call

@@ -330,6 +330,7 @@ mod tests {
             ("widgets.rs", include_str!("widgets.rs")),
             ("keys.rs", include_str!("keys.rs")),
             ("notify.rs", include_str!("notify.rs")),
+            ("tray.rs", include_str!("tray.rs")),
         ];
         let mut used = 0;
         for (file, source) in sources {

@@ -15,6 +15,7 @@
 use std::sync::mpsc;
 
 use super::PinholeApp;
+use super::i18n::{t, tr};
 use super::sound::Wake;
 use super::state::{Call, Link};
 
@@ -35,9 +36,9 @@ impl PinholeApp {
         match &self.state.link {
             Link::Off | Link::Connecting { .. } => TrayState::Connecting,
             Link::Registered { .. } => TrayState::Online,
-            Link::Offline { .. } => TrayState::Offline("the server was lost".into()),
-            Link::Replaced { .. } => TrayState::Offline("signed in on another device".into()),
-            Link::Failed { .. } => TrayState::Offline("the server cannot be reached".into()),
+            Link::Offline { .. } => TrayState::Offline(t("tray-server-lost")),
+            Link::Replaced { .. } => TrayState::Offline(t("tray-replaced")),
+            Link::Failed { .. } => TrayState::Offline(t("tray-unreachable")),
         }
     }
 }
@@ -61,11 +62,11 @@ impl TrayState {
     /// The tooltip's line.
     pub fn words(&self) -> String {
         match self {
-            TrayState::Connecting => "Connecting…".to_owned(),
-            TrayState::Online => "Online: calls can come in".to_owned(),
-            TrayState::Offline(why) => format!("Offline: {why}"),
-            TrayState::Ringing(who) => format!("{who} is calling"),
-            TrayState::InCall(who) => format!("In a call with {who}"),
+            TrayState::Connecting => t("tray-connecting"),
+            TrayState::Online => t("tray-online"),
+            TrayState::Offline(why) => tr("tray-offline", &[("why", why)]),
+            TrayState::Ringing(who) => tr("tray-ringing", &[("peer", who)]),
+            TrayState::InCall(who) => tr("tray-in-call", &[("peer", who)]),
         }
     }
 }
@@ -215,14 +216,14 @@ impl ksni::Tray for Item {
         use ksni::menu::StandardItem;
         vec![
             StandardItem {
-                label: "Open Pinhole".into(),
+                label: t("tray-open"),
                 activate: Box::new(|item: &mut Self| item.choose(TrayAction::Open)),
                 ..Default::default()
             }
             .into(),
             ksni::MenuItem::Separator,
             StandardItem {
-                label: "Quit".into(),
+                label: t("tray-quit"),
                 icon_name: "application-exit".into(),
                 activate: Box::new(|item: &mut Self| item.choose(TrayAction::Quit)),
                 ..Default::default()
