@@ -252,23 +252,43 @@ fn parse_key(hex: &str) -> Option<ed25519_dalek::SigningKey> {
 
 /// Checks a user name: what others type to call you.
 pub fn validate_name(name: &str) -> Result<(), String> {
+    check_name(name).map_err(|e| e.to_string())
+}
+
+/// Why a name cannot be registered ([`check_name`]); the app says it in the user's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Nothing but spaces.
+    #[error("enter a name others can call you by")]
+    Empty,
+    /// More than 32 characters.
+    #[error("a name has at most 32 characters")]
+    TooLong,
+    /// A character other than a letter, a digit, `.`, `_` or `-`.
+    #[error("a name has only letters, digits, '.', '_' and '-', not {0:?}")]
+    Character(char),
+    /// `echo`, the server's echo service.
+    #[error("\"echo\" is the server's echo service; choose another name")]
+    Echo,
+}
+
+/// [`validate_name`], with the reason as a value.
+pub fn check_name(name: &str) -> Result<(), NameError> {
     let name = name.trim();
     if name.is_empty() {
-        return Err("enter a name others can call you by".into());
+        return Err(NameError::Empty);
     }
     if name.chars().count() > 32 {
-        return Err("a name has at most 32 characters".into());
+        return Err(NameError::TooLong);
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
-            "a name has only letters, digits, '.', '_' and '-', not {c:?}"
-        ));
+        return Err(NameError::Character(c));
     }
     if name.eq_ignore_ascii_case("echo") {
-        return Err("\"echo\" is the server's echo service; choose another name".into());
+        return Err(NameError::Echo);
     }
     Ok(())
 }

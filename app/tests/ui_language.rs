@@ -322,3 +322,40 @@ fn a_missing_german_message_is_english_never_an_id() {
         "Der Server ist voll: Gerade ist kein Platz für weitere Personen."
     );
 }
+
+#[test]
+fn field_problems_in_both_languages() {
+    use pinhole::settings::{AddrError, NameError, check_name};
+    let cases = |language| {
+        let _turn = speaking(language);
+        (
+            words::name_problem(&check_name("a b").unwrap_err()),
+            words::name_problem(&NameError::Echo),
+            words::server_problem(&AddrError::Port("99999".into())),
+            words::server_problem(&AddrError::Host("bad_host".into())),
+        )
+    };
+    assert_eq!(
+        cases(Language::English),
+        (
+            "a name has only letters, digits, '.', '_' and '-', not ' '".to_owned(),
+            "\"echo\" is the server's echo service; choose another name".to_owned(),
+            "The port must be a number from 1 to 65535, not \"99999\"".to_owned(),
+            "\"bad_host\" is not a host name or IP address".to_owned(),
+        )
+    );
+    assert_eq!(
+        cases(Language::German),
+        (
+            "ein Name besteht nur aus Buchstaben, Ziffern, '.', '_' und '-', nicht ' '".to_owned(),
+            "„echo“ ist der Echodienst des Servers; wählen Sie einen anderen Namen".to_owned(),
+            "Der Port ist eine Zahl von 1 bis 65535, nicht \"99999\"".to_owned(),
+            "\"bad_host\" ist kein Hostname und keine IP-Adresse".to_owned(),
+        )
+    );
+    // The English words are the errors' own (the command line says those).
+    assert_eq!(
+        NameError::Echo.to_string(),
+        "\"echo\" is the server's echo service; choose another name"
+    );
+}

@@ -170,6 +170,14 @@ cannot-call-offline = {$peer} kann gerade nicht angerufen werden: Die Verbindung
 cannot-call-replaced = {$peer} kann nicht angerufen werden: {$why} Drücken Sie zuerst „{sign-in-again}“.
 cannot-call = {$peer} kann nicht angerufen werden: {$why}
 bad-name = {$peer} kann nicht angerufen werden: {$why}.
+name-empty = geben Sie einen Namen ein, unter dem andere Sie anrufen
+name-too-long = ein Name hat höchstens 32 Zeichen
+name-character = ein Name besteht nur aus Buchstaben, Ziffern, '.', '_' und '-', nicht {$char}
+name-echo = „echo“ ist der Echodienst des Servers; wählen Sie einen anderen Namen
+address-empty = Geben Sie die Adresse des Servers ein, etwa example.org oder 203.0.113.7:3478
+address-port = Der Port ist eine Zahl von 1 bis 65535, nicht {$port}
+address-ipv6 = Eine IPv6-Adresse steht in eckigen Klammern, etwa [2001:db8::1]:3478
+address-host = {$host} ist kein Hostname und keine IP-Adresse
 
 ## Wie lange her
 

@@ -172,6 +172,14 @@ cannot-call-offline = Cannot call {$peer} now: the server was lost and the app i
 cannot-call-replaced = Cannot call {$peer}: {$why} Press "{sign-in-again}" first.
 cannot-call = Cannot call {$peer}: {$why}
 bad-name = Cannot call {$peer}: {$why}.
+name-empty = enter a name others can call you by
+name-too-long = a name has at most 32 characters
+name-character = a name has only letters, digits, '.', '_' and '-', not {$char}
+name-echo = "echo" is the server's echo service; choose another name
+address-empty = Enter the server's address, such as example.org or 203.0.113.7:3478
+address-port = The port must be a number from 1 to 65535, not {$port}
+address-ipv6 = An IPv6 address goes in brackets, such as [2001:db8::1]:3478
+address-host = {$host} is not a host name or IP address
 
 ## How long ago
 

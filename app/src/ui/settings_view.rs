@@ -205,7 +205,8 @@ impl PinholeApp {
                     .labelled_by(label.id);
                 self.name_edited |= field.changed();
                 ui.end_row();
-                let name = settings::validate_name(&self.form.name);
+                let name =
+                    settings::check_name(&self.form.name).map_err(|e| words::name_problem(&e));
                 // Nothing typed yet: Save waits for a name, without an error on arrival.
                 if self.name_edited || !self.form.name.is_empty() {
                     valid &= problem_row(ui, name);

@@ -798,10 +798,13 @@ impl AppState {
         if peer.is_empty() || !matches!(self.call, Call::Idle) {
             return;
         }
-        if let Err(e) = settings::validate_name(peer)
+        if let Err(e) = settings::check_name(peer)
             && peer != "echo"
         {
-            self.notice = Some(Notice::failure(words::bad_name(peer, &e)));
+            self.notice = Some(Notice::failure(words::bad_name(
+                peer,
+                &words::name_problem(&e),
+            )));
             return;
         }
         if !matches!(self.link, Link::Registered { .. }) {

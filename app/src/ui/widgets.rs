@@ -106,9 +106,5 @@ pub(super) fn who(ui: &mut egui::Ui, what: &str, name: &str) {
 /// The server field's message: the empty field is valid (built-in server), so only real
 /// problems reach here.
 pub(super) fn server_message(err: &AddrError) -> String {
-    let mut msg = err.to_string();
-    if let Some(first) = msg.get_mut(0..1) {
-        first.make_ascii_uppercase();
-    }
-    msg
+    super::words::server_problem(err)
 }

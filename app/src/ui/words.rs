@@ -674,6 +674,28 @@ pub fn cannot_call(peer: &str, link: &Link, name: &str) -> String {
 }
 
 /// A name that cannot be called.
+/// Why a name cannot be registered, for the name field.
+pub fn name_problem(why: &crate::settings::NameError) -> String {
+    use crate::settings::NameError;
+    match why {
+        NameError::Empty => t("name-empty"),
+        NameError::TooLong => t("name-too-long"),
+        NameError::Character(c) => tr("name-character", &[("char", &format!("{c:?}"))]),
+        NameError::Echo => t("name-echo"),
+    }
+}
+
+/// Why a server address cannot be used, for the server field (a sentence).
+pub fn server_problem(why: &crate::settings::AddrError) -> String {
+    use crate::settings::AddrError;
+    match why {
+        AddrError::Empty => t("address-empty"),
+        AddrError::Port(port) => tr("address-port", &[("port", &format!("{port:?}"))]),
+        AddrError::Ipv6 => t("address-ipv6"),
+        AddrError::Host(host) => tr("address-host", &[("host", &format!("{host:?}"))]),
+    }
+}
+
 pub fn bad_name(peer: &str, why: &str) -> String {
     tr("bad-name", &[("peer", &format!("{peer:?}")), ("why", &why)])
 }
