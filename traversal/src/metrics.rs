@@ -33,8 +33,12 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Snapshot {
     /// The server's counters.
     pub stats: Stats,
-    /// Plain STUN Binding Requests answered (RFC 8489), counted by the UDP thread.
+    /// Plain STUN Binding Requests answered (RFC 8489), counted by every UDP thread.
     pub stun_answers: u64,
+    /// UDP threads serving the port.
+    pub udp_threads: u64,
+    /// Batches of datagrams whose UDP thread waited for the server's lock, held by another.
+    pub udp_lock_waits: u64,
     /// The server is going away (a graceful shutdown has begun).
     pub shutting_down: bool,
 }
@@ -89,7 +93,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         "version",
         &[(env!("CARGO_PKG_VERSION"), 1)],
     );
-    let gauges: [(&str, &str, u64); 7] = [
+    let gauges: [(&str, &str, u64); 8] = [
         (
             "pinhole_registrations",
             "Registrations now (control connections that said hello).",
@@ -121,11 +125,16 @@ pub fn render(snapshot: &Snapshot) -> String {
             "1 once a graceful shutdown has begun (clients were told to go away).",
             u64::from(snapshot.shutting_down),
         ),
+        (
+            "pinhole_udp_threads",
+            "UDP threads serving the port (udp_threads).",
+            snapshot.udp_threads,
+        ),
     ];
     for (name, help, value) in gauges {
         f.single(name, "gauge", help, value);
     }
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 11] = [
         (
             "pinhole_calls_placed_total",
             "Calls placed (to an online name or the echo service).",
@@ -150,6 +159,11 @@ pub fn render(snapshot: &Snapshot) -> String {
             "pinhole_stun_answers_total",
             "Plain STUN Binding Requests answered.",
             snapshot.stun_answers,
+        ),
+        (
+            "pinhole_udp_lock_waits_total",
+            "Batches of datagrams whose UDP thread waited for the server's lock.",
+            snapshot.udp_lock_waits,
         ),
         (
             "pinhole_p4_sent_total",

@@ -5,9 +5,17 @@
 //! this plus flags, logging and signals; the app can embed the same server.
 //!
 //! Threads:
-//! - `udp`: the hot path, batched `recvmmsg`/`sendmmsg` ([`crate::udp_batch`]): plain STUN
-//!   Binding Requests are answered without any lock; Pinhole messages lock the server once per
-//!   batch;
+//! - `udp-0` .. `udp-{N-1}` ([`RendezvousConfig::udp_threads`]): the hot path, batched
+//!   `recvmmsg`/`sendmmsg` ([`crate::udp_batch`]), each on a socket of its own bound to the
+//!   same address with `SO_REUSEPORT` (with more than one), so the kernel spreads the
+//!   datagrams over the threads by a hash of their source and destination (a client's
+//!   datagrams always reach the same thread). Plain STUN Binding Requests are answered without
+//!   any lock; Pinhole messages and relayed ChannelData lock the server once per batch, for the
+//!   table lookups only: receiving and sending (the system calls, most of the cost) happen
+//!   outside the lock, so two threads overlap there (docs/figures.md measures how often a
+//!   batch waits for the lock). Every socket sends from the same address and port, so a thread
+//!   answers and relays to any peer from its own socket and the server's address is the same
+//!   whichever thread a datagram reached;
 //! - `rendezvous-tcp`: one `mio` poll loop for every control connection (no task, channel or
 //!   buffer per connection: a slab of small entries inside the shared state, one read buffer
 //!   for all): accepts, reads, writes what did not fit at first, and ticks the server's timer
@@ -58,6 +66,10 @@ pub struct RendezvousConfig {
     pub server: server::Config,
     /// Datagrams per system call on the UDP path.
     pub batch: usize,
+    /// UDP threads, each with a socket of its own on `listen` (`SO_REUSEPORT` when more than
+    /// one); clamped to 1..=[`MAX_UDP_THREADS`]. Default 1 (the app's embedded server); the
+    /// `pinhole-rendezvous` binary defaults to the machine's cores.
+    pub udp_threads: usize,
     /// Where the name table is kept across restarts (`None`: in memory only).
     pub names_file: Option<PathBuf>,
     /// The certificate and key of the control connections' TLS (`None`: a self-signed one
@@ -75,11 +87,26 @@ impl RendezvousConfig {
             listen,
             server: server::Config::default(),
             batch: 32,
+            udp_threads: 1,
             names_file: None,
             identity: None,
             metrics: None,
         }
     }
+}
+
+/// Most UDP threads ([`RendezvousConfig::udp_threads`]).
+pub const MAX_UDP_THREADS: usize = 64;
+
+/// What the UDP threads count outside the server's lock.
+#[derive(Debug)]
+struct UdpCounters {
+    /// Plain STUN Binding Requests answered (added once per batch, by every thread).
+    stun_answers: AtomicU64,
+    /// Batches that found the server's lock held by another thread and waited for it.
+    lock_waits: AtomicU64,
+    /// Datagrams received, per thread.
+    datagrams: Vec<AtomicU64>,
 }
 
 /// A running server. Dropping it stops the server.
@@ -93,8 +120,8 @@ pub struct Rendezvous {
     /// Wakes the TCP thread's poll (to see `stop`).
     waker: mio::Waker,
     threads: Vec<std::thread::JoinHandle<()>>,
-    /// Plain STUN Binding Requests answered by the UDP thread (added once per batch).
-    stun_answers: Arc<AtomicU64>,
+    /// What the UDP threads count outside the lock.
+    udp: Arc<UdpCounters>,
     /// Sends what the server queues from outside the serving threads (a shutdown's messages).
     side_sender: Arc<UdpSocket>,
     metrics: Option<metrics::Endpoint>,
@@ -129,7 +156,17 @@ impl Rendezvous {
 
     /// What the metrics endpoint shows now.
     pub fn metrics_snapshot(&self) -> Snapshot {
-        snapshot(&self.shared, &self.stun_answers)
+        snapshot(&self.shared, &self.udp)
+    }
+
+    /// Datagrams each UDP thread has received so far, one entry per thread (which thread
+    /// serves a client is the kernel's choice: a hash of the datagram's addresses).
+    pub fn udp_datagrams_per_thread(&self) -> Vec<u64> {
+        self.udp
+            .datagrams
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Stops the server and waits for its threads.
@@ -207,11 +244,15 @@ impl Drop for Rendezvous {
 /// UDP and TCP on one port: `listen`'s, or with port 0 one that is free for both. The system
 /// picks a free UDP port, which another program may hold for TCP: then a new one is tried (a
 /// few times), so `--listen HOST:0` never fails on a busy machine where a free pair exists.
-fn bind_udp_and_tcp(listen: SocketAddr) -> std::io::Result<(UdpSocket, std::net::TcpListener)> {
+/// With `reuse_port` the UDP socket has `SO_REUSEPORT`, so more can join it ([`bind_udp`]).
+fn bind_udp_and_tcp(
+    listen: SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<(UdpSocket, std::net::TcpListener)> {
     const ATTEMPTS: usize = 16;
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        let udp = UdpSocket::bind(listen)?;
+        let udp = bind_udp(listen, reuse_port)?;
         match std::net::TcpListener::bind(udp.local_addr()?) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -223,6 +264,24 @@ fn bind_udp_and_tcp(listen: SocketAddr) -> std::io::Result<(UdpSocket, std::net:
     Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
 
+/// A UDP socket bound to `addr`, with `SO_REUSEPORT` set before the bind when `reuse_port`
+/// (every socket of a group needs it, the first included). The TCP listener on the same port
+/// has no `SO_REUSEPORT`: two servers given port 0 never share a port, since the second's TCP
+/// bind fails and [`bind_udp_and_tcp`] picks another.
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
+    if !reuse_port {
+        return UdpSocket::bind(addr);
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Binds `config.listen` (UDP, then TCP on the same port) and starts serving.
 pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let identity = match &config.identity {
@@ -232,8 +291,15 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)
         .map_err(|e| std::io::Error::other(format!("random bytes: {e}")))?;
-    let (udp, std_tcp) = bind_udp_and_tcp(config.listen)?;
+    let threads = config.udp_threads.clamp(1, MAX_UDP_THREADS);
+    let (udp, std_tcp) = bind_udp_and_tcp(config.listen, threads > 1)?;
     let addr = udp.local_addr()?;
+    // The other threads' sockets join the first's port (SO_REUSEPORT): same address, so
+    // whichever sends, peers see the server's one address.
+    let mut sockets = vec![udp];
+    for _ in 1..threads {
+        sockets.push(bind_udp(addr, true)?);
+    }
     // A second port for RFC 5780's filtering test: same address, any free port.
     let alternate = UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0))?;
     let alternate_addr = alternate.local_addr()?;
@@ -258,15 +324,19 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     }));
     std_tcp.set_nonblocking(true)?;
     let listener = mio::net::TcpListener::from_std(std_tcp);
-    let side_sender = Arc::new(udp.try_clone()?);
-    let (rx, tx) = udp_batch::split(udp, config.batch)?;
+    // Sends from the first socket's address, which is every UDP thread's.
+    let side_sender = Arc::new(sockets[0].try_clone()?);
     let stop = Arc::new(AtomicBool::new(false));
-    let stun_answers = Arc::new(AtomicU64::new(0));
+    let udp = Arc::new(UdpCounters {
+        stun_answers: AtomicU64::new(0),
+        lock_waits: AtomicU64::new(0),
+        datagrams: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+    });
     // Bound before any thread starts: a port that is taken fails the spawn, nothing runs.
     let metrics = match config.metrics {
         Some(addr) => {
-            let (shared, stun_answers) = (shared.clone(), stun_answers.clone());
-            let endpoint = metrics::Endpoint::spawn(addr, move || snapshot(&shared, &stun_answers))
+            let (shared, udp) = (shared.clone(), udp.clone());
+            let endpoint = metrics::Endpoint::spawn(addr, move || snapshot(&shared, &udp))
                 .map_err(|e| {
                     std::io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}"))
                 })?;
@@ -274,14 +344,25 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         }
         None => None,
     };
-    let udp_thread = {
-        let shared = shared.clone();
-        let stop = stop.clone();
-        let stun_answers = stun_answers.clone();
-        std::thread::Builder::new()
-            .name("udp".into())
-            .spawn(move || serve_udp(rx, tx, &shared, &stop, &stun_answers))?
-    };
+    let mut threads = Vec::with_capacity(sockets.len() + 1);
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let (rx, tx) = udp_batch::split(socket, config.batch)?;
+        let (shared, thread_stop, udp) = (shared.clone(), stop.clone(), udp.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("udp-{index}"))
+            .spawn(move || serve_udp(rx, tx, &shared, &thread_stop, &udp, index));
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(err) => {
+                // The threads already running stop before the error goes back.
+                stop.store(true, Ordering::Relaxed);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(err);
+            }
+        }
+    }
     let tcp_thread = {
         let shared = shared.clone();
         let stop = stop.clone();
@@ -307,22 +388,27 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         shared,
         stop,
         waker,
-        threads: vec![udp_thread, tcp_thread],
-        stun_answers,
+        threads: {
+            threads.push(tcp_thread);
+            threads
+        },
+        udp,
         side_sender,
         metrics,
     })
 }
 
 /// The counters, copied under the lock (a struct of integers), for the metrics endpoint.
-fn snapshot(shared: &Mutex<Shared>, stun_answers: &AtomicU64) -> Snapshot {
+fn snapshot(shared: &Mutex<Shared>, udp: &UdpCounters) -> Snapshot {
     let (stats, shutting_down) = {
         let s = lock(shared);
         (s.server.stats(), s.server.is_going_away())
     };
     Snapshot {
         stats,
-        stun_answers: stun_answers.load(Ordering::Relaxed),
+        stun_answers: udp.stun_answers.load(Ordering::Relaxed),
+        udp_threads: udp.datagrams.len() as u64,
+        udp_lock_waits: udp.lock_waits.load(Ordering::Relaxed),
         shutting_down,
     }
 }
@@ -584,22 +670,28 @@ fn send_side(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
     }
 }
 
-/// The UDP hot path: answers plain Binding Requests without touching shared state, and hands
-/// Pinhole messages to the server under one lock per batch.
+/// The UDP hot path, one thread per socket: answers plain Binding Requests without touching
+/// shared state, and hands Pinhole messages and relay frames to the server under one lock per
+/// batch (taken at the first such datagram, after the receive; released before the send).
 fn serve_udp(
     mut rx: udp_batch::RecvBatch,
     mut tx: udp_batch::SendBatch,
     shared: &Mutex<Shared>,
     stop: &AtomicBool,
-    stun_answers: &AtomicU64,
+    counters: &UdpCounters,
+    index: usize,
 ) {
     let mut answer = [0u8; 44];
     let mut plain: u64 = 0;
+    let mut datagrams: u64 = 0;
+    let mut waits: u64 = 0;
+    let received_here = counters.datagrams.get(index);
     while !stop.load(Ordering::Relaxed) {
-        let before = plain;
+        let (before, datagrams_before, waits_before) = (plain, datagrams, waits);
         let mut guard: Option<MutexGuard<'_, Shared>> = None;
         let mut now: Option<Instant> = None;
         let received = rx.recv_batch(Duration::from_millis(100), |data, from| {
+            datagrams += 1;
             if let Some(n) = stun::answer_plain_binding(data, from, &mut answer) {
                 plain += 1;
                 if let Err(err) = tx.queue(&answer[..n], from) {
@@ -608,7 +700,14 @@ fn serve_udp(
                 return;
             }
             let now = *now.get_or_insert_with(Instant::now);
-            let s = guard.get_or_insert_with(|| lock(shared));
+            let s = guard.get_or_insert_with(|| match shared.try_lock() {
+                Ok(s) => s,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    waits += 1;
+                    lock(shared)
+                }
+            });
             s.server.handle_udp(now, from, data);
         });
         if let Some(mut s) = guard {
@@ -622,14 +721,32 @@ fn serve_udp(
             tracing::debug!("UDP send: {err}");
         }
         if plain != before {
-            stun_answers.fetch_add(plain - before, Ordering::Relaxed);
+            counters
+                .stun_answers
+                .fetch_add(plain - before, Ordering::Relaxed);
+        }
+        if datagrams != datagrams_before
+            && let Some(c) = received_here
+        {
+            c.fetch_add(datagrams - datagrams_before, Ordering::Relaxed);
+        }
+        if waits != waits_before {
+            counters
+                .lock_waits
+                .fetch_add(waits - waits_before, Ordering::Relaxed);
         }
         if let Err(err) = received {
             tracing::warn!("UDP receive: {err}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    tracing::debug!(plain, "UDP thread done");
+    tracing::debug!(
+        index,
+        plain,
+        datagrams,
+        lock_waits = waits,
+        "UDP thread done"
+    );
 }
 
 /// Most messages queued for one control connection; a client that does not read its

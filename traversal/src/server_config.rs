@@ -152,6 +152,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 32,
           env = "PINHOLE_RENDEZVOUS_BATCH", hide_env_values = true, value_parser = parse_batch)]
     pub batch: usize,
+    /// UDP threads, 1 to 64 (default: the machine's cores)
+    ///
+    /// Each serves the port from a socket of its own (SO_REUSEPORT); the kernel spreads
+    /// clients over them. The default is the number of cores the server may run on.
+    #[arg(long, value_name = "N",
+          env = "PINHOLE_RENDEZVOUS_UDP_THREADS", hide_env_values = true, value_parser = parse_udp_threads)]
+    pub udp_threads: Option<usize>,
     /// Keep the names in this file
     ///
     /// The registered names, each with its owner's public key, go there instead of names.txt
@@ -262,6 +269,8 @@ pub struct Settings {
     pub max_connections_per_address: usize,
     /// Datagrams per system call.
     pub batch: usize,
+    /// UDP threads (each with a socket of its own on the port).
+    pub udp_threads: usize,
     /// The names file, when not the state directory's.
     pub names_file: Option<PathBuf>,
     /// Names in memory only.
@@ -341,6 +350,7 @@ impl Settings {
                 Some(self.max_connections_per_address.to_string()),
             ),
             ("batch", Some(self.batch.to_string())),
+            ("udp_threads", Some(self.udp_threads.to_string())),
             ("names_file", path(&self.names_file)),
             ("ephemeral_names", Some(self.ephemeral_names.to_string())),
             ("state_dir", path(&self.state_dir)),
@@ -535,6 +545,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("idle_timeout", Kind::Number),
     ("max_connections_per_address", Kind::Number),
     ("batch", Kind::Number),
+    ("udp_threads", Kind::Number),
     ("names_file", Kind::Path),
     ("ephemeral_names", Kind::Switch),
     ("state_dir", Kind::Path),
@@ -738,6 +749,9 @@ fn merge(args: &Args, matches: &ArgMatches) -> Result<Loaded, ConfigError> {
             parse_max_connections_per_address,
         )?,
         batch: m.pick_or("batch", args.batch, parse_batch)?,
+        udp_threads: m
+            .pick("udp_threads", args.udp_threads, parse_udp_threads)?
+            .unwrap_or_else(default_udp_threads),
         names_file: m.pick("names_file", args.names_file.clone(), parse_path)?,
         ephemeral_names: m.pick_or("ephemeral_names", args.ephemeral_names, parse_switch)?,
         state_dir: m.pick("state_dir", args.state_dir.clone(), parse_path)?,
@@ -860,6 +874,21 @@ fn parse_max_connections_per_address(s: &str) -> Result<usize, String> {
 
 fn parse_batch(s: &str) -> Result<usize, String> {
     count(s, 1, 64, "datagrams")
+}
+
+fn parse_udp_threads(s: &str) -> Result<usize, String> {
+    count(s, 1, MAX_UDP_THREADS as u64, "threads")
+}
+
+/// Most UDP threads (`udp_threads`).
+pub const MAX_UDP_THREADS: usize = crate::rendezvous::MAX_UDP_THREADS;
+
+/// `udp_threads` when not set: the cores this process may run on (its CPU affinity, as
+/// `taskset` or systemd's `CPUAffinity=` leave it), at most [`MAX_UDP_THREADS`].
+pub fn default_udp_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, MAX_UDP_THREADS)
 }
 
 fn parse_shutdown_grace(s: &str) -> Result<u64, String> {

@@ -387,8 +387,8 @@ fn bad_settings_say_where_and_what() {
             format!(
                 "pinhole-rendezvous: {shown} line 3: unknown key `listn`; known keys: listen, \
                  max_registrations, idle_timeout, max_connections_per_address, batch, \
-                 names_file, ephemeral_names, state_dir, cert, key, metrics, shutdown_grace, \
-                 log_format, allow_private_targets, no_limits\n"
+                 udp_threads, names_file, ephemeral_names, state_dir, cert, key, metrics, \
+                 shutdown_grace, log_format, allow_private_targets, no_limits\n"
             ),
         ),
         (
@@ -399,6 +399,39 @@ fn bad_settings_say_where_and_what() {
                 "pinhole-rendezvous: {shown} line 1: `batch`: `65` is not a whole number of \
                  datagrams from 1 to 64\n"
             ),
+        ),
+        (
+            "udp_threads = 65\n",
+            &[],
+            &[],
+            format!(
+                "pinhole-rendezvous: {shown} line 1: `udp_threads`: `65` is not a whole number \
+                 of threads from 1 to 64\n"
+            ),
+        ),
+        (
+            "",
+            &[],
+            &["--udp-threads", "0"],
+            "error: invalid value '0' for '--udp-threads <N>': `0` is not a whole number of \
+             threads from 1 to 64"
+                .to_string(),
+        ),
+        (
+            "",
+            &[],
+            &["--udp-threads=65"],
+            "error: invalid value '65' for '--udp-threads <N>': `65` is not a whole number of \
+             threads from 1 to 64"
+                .to_string(),
+        ),
+        (
+            "",
+            &[("PINHOLE_RENDEZVOUS_UDP_THREADS", "0")],
+            &[],
+            "pinhole-rendezvous: environment variable PINHOLE_RENDEZVOUS_UDP_THREADS: `0` is not \
+             a whole number of threads from 1 to 64\n"
+                .to_string(),
         ),
         (
             "idle_timeout = \"180\"\n",
@@ -533,6 +566,13 @@ fn check_config_prints_the_settings_and_their_sources() {
         "{shown}"
     );
     assert!(source("idle_timeout").ends_with("# default"), "{shown}");
+    // Not set: the cores this process may run on.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+    assert!(
+        source("udp_threads").starts_with(&format!("udp_threads = {cores} "))
+            && source("udp_threads").ends_with("# default"),
+        "{shown}"
+    );
     assert!(shown.contains("# the settings are good"), "{shown}");
     assert!(
         !dir.join("state").exists(),

@@ -53,6 +53,25 @@ struct Args {
     /// The server binary (default: pinhole-rendezvous next to this one).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// The server's UDP threads (`--udp-threads`), one run per value (`1,2`); with N it runs
+    /// on cores 0..N-1 (the bench stays on core 1, so from 2 on it shares that core).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    udp_threads: Vec<usize>,
+}
+
+/// One metric's value from the server's Prometheus endpoint (0 when absent).
+fn scrape(metrics: SocketAddr, name: &str) -> Result<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(metrics)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .next()
+        .unwrap_or(0))
 }
 
 /// A connected call: caller, callee, channel, and each one's relay token.
@@ -223,14 +242,71 @@ fn main() -> Result<()> {
     if !bin.exists() {
         bail!("{} is not built", bin.display());
     }
+    let mut rows = Vec::new();
+    for &threads in &args.udp_threads {
+        rows.push(run(&args, &bin, threads.max(1))?);
+    }
+    println!();
+    println!(
+        "| UDP threads | calls | relayed packets/s | lost | server CPU | CPU per relayed packet | lock waits per 1,000 packets |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.2}% | {:.1}% | {:.2} µs | {:.3} |",
+            r.threads, r.calls, r.rate, r.lost_pct, r.cpu_pct, r.us_per_packet, r.waits_per_k
+        );
+    }
+    if let (Some(one), Some(last)) = (rows.first(), rows.last())
+        && rows.len() > 1
+    {
+        println!(
+            "{} threads against {}: relayed packets/s {:.2}x, CPU per packet {:.2}x",
+            last.threads,
+            one.threads,
+            last.rate / one.rate.max(1.0),
+            last.us_per_packet / one.us_per_packet.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// One run's figures, for the table at the end.
+#[derive(Debug)]
+struct Row {
+    threads: usize,
+    calls: usize,
+    rate: f64,
+    lost_pct: f64,
+    cpu_pct: f64,
+    us_per_packet: f64,
+    waits_per_k: f64,
+}
+
+/// Starts a server with `threads` UDP threads, connects the calls, measures; the server is
+/// stopped when it returns.
+fn run(args: &Args, bin: &std::path::Path, threads: usize) -> Result<Row> {
+    let cores = if threads > 1 {
+        format!("0-{}", threads - 1)
+    } else {
+        "0".into()
+    };
+    let metrics = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
     let mut cmd = std::process::Command::new("taskset");
-    cmd.args(["-c", "0"]).arg(&bin).arg("--no-limits");
+    cmd.args(["-c", &cores])
+        .arg(bin)
+        .arg("--no-limits")
+        .args(["--udp-threads", &threads.to_string()])
+        .args(["--metrics", &metrics.to_string()]);
     let server = Rendezvous::start_command(cmd, "127.0.0.1:0");
     let mut cpus = nix::sched::CpuSet::new();
     cpus.set(1)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
     println!(
-        "server {} (pid {}) on core 0, bench on core 1",
+        "server {} (pid {}, {threads} UDP thread(s)) on cores {cores}, bench on core 1",
         bin.display(),
         server.pid()
     );
@@ -261,6 +337,7 @@ fn main() -> Result<()> {
     // Load: every client sends `pps` frames a second on its call's channel.
     let t0 = Instant::now();
     let cpu0 = cpu_ns(server.pid())?;
+    let waits0 = scrape(metrics, "pinhole_udp_lock_waits_total")?;
     let mut sent = vec![0u64; pairs.len() * 2];
     let mut received = 0u64;
     let mut delays = Vec::new();
@@ -295,6 +372,7 @@ fn main() -> Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_ns(server.pid())?.saturating_sub(cpu0);
+    let waits = scrape(metrics, "pinhole_udp_lock_waits_total")?.saturating_sub(waits0);
     let total_sent: u64 = sent.iter().sum();
     delays.sort_by(f64::total_cmp);
     let us_per_packet = cpu as f64 / 1_000.0 / received.max(1) as f64;
@@ -316,10 +394,23 @@ fn main() -> Result<()> {
         1e6 / us_per_packet
     );
     println!(
+        "UDP batches that waited for the server's lock held by another thread: {waits} \
+         ({:.3} per 1,000 relayed packets)",
+        waits as f64 * 1000.0 / received.max(1) as f64
+    );
+    println!(
         "delay under load (send to receive, including the bench's sweep over {} sockets): p50 {:.0} µs p99 {:.0} µs",
         pairs.len() * 2,
         pct(&delays, 0.5),
         pct(&delays, 0.99)
     );
-    Ok(())
+    Ok(Row {
+        threads,
+        calls: pairs.len(),
+        rate: received as f64 / elapsed,
+        lost_pct: 100.0 * (total_sent.saturating_sub(received)) as f64 / total_sent.max(1) as f64,
+        cpu_pct: 100.0 * cpu as f64 / 1e9 / elapsed,
+        us_per_packet,
+        waits_per_k: waits as f64 * 1000.0 / received.max(1) as f64,
+    })
 }

@@ -62,7 +62,17 @@ enum Cmd {
             default_value = "pinhole,coturn,batched,blocking"
         )]
         servers: Vec<ServerKind>,
-        /// Core for the servers.
+        /// Server threads, one set of runs per value: `pinhole-rendezvous --udp-threads N`,
+        /// coturn `-m N` (the reference responders run at 1 only). A server with N threads
+        /// runs on cores `server_core` .. `server_core + N - 1`.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        /// Source sockets of the load generator (requests in flight spread over them): with
+        /// `SO_REUSEPORT` a server's threads each serve the sources that hash to them, so one
+        /// source would reach one thread only.
+        #[arg(long, default_value_t = 16)]
+        sockets: usize,
+        /// First core for the servers.
         #[arg(long, default_value_t = 0)]
         server_core: usize,
         /// Core for the load generator.
@@ -83,6 +93,9 @@ enum Cmd {
         /// Seconds measured.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Source sockets.
+        #[arg(long, default_value_t = 16)]
+        sockets: usize,
     },
     /// Run a reference Binding responder (used by `bench`).
     Serve {
@@ -116,8 +129,15 @@ fn main() -> anyhow::Result<()> {
             target,
             window,
             seconds,
+            sockets,
         } => {
-            let r = run_load(target, window, Duration::from_secs_f64(seconds), None)?;
+            let r = run_load(
+                target,
+                window,
+                sockets,
+                Duration::from_secs_f64(seconds),
+                None,
+            )?;
             println!("{}", r.row("server", window));
             Ok(())
         }
@@ -125,17 +145,21 @@ fn main() -> anyhow::Result<()> {
             seconds,
             windows,
             servers,
+            threads,
+            sockets,
             server_core,
             load_core,
             rendezvous,
-        } => bench(
+        } => bench(&Bench {
             seconds,
-            &windows,
-            &servers,
+            windows,
+            servers,
+            threads,
+            sockets,
             server_core,
             load_core,
             rendezvous,
-        ),
+        }),
     }
 }
 
@@ -228,26 +252,41 @@ impl LoadResult {
 const LOST_AFTER: Duration = Duration::from_millis(200);
 const WARMUP: Duration = Duration::from_millis(500);
 
-/// Closed-loop load: `window` requests in flight; see the module docs.
+/// Closed-loop load: `window` requests in flight, spread over `sockets` source sockets (slot
+/// `i` on socket `i % sockets`); see the module docs.
 fn run_load(
     target: SocketAddr,
     window: usize,
+    sockets: usize,
     measure: Duration,
     server_pid: Option<u32>,
 ) -> anyhow::Result<LoadResult> {
     let window = window.max(1);
-    let socket = UdpSocket::bind(if target.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    })?;
-    // Room for a whole window of answers, so the generator's own buffer never drops any.
-    let _ =
-        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20))
-            .or_else(|_| {
-                nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))
-            });
-    let (mut rx, mut tx) = udp_batch::split(socket, 64)?;
+    let sockets = sockets.clamp(1, window);
+    let mut polled = Vec::with_capacity(sockets);
+    let mut rxs = Vec::with_capacity(sockets);
+    let mut txs = Vec::with_capacity(sockets);
+    for _ in 0..sockets {
+        let socket = UdpSocket::bind(if target.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        })?;
+        // Room for a whole window of answers, so the generator's own buffer never drops any.
+        let _ = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &(4 << 20),
+        )
+        .or_else(|_| {
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))
+        });
+        // Waited on with poll(2) (the same open socket as the receiver's).
+        polled.push(socket.try_clone()?);
+        let (rx, tx) = udp_batch::split(socket, 64)?;
+        rxs.push(rx);
+        txs.push(tx);
+    }
     // Per slot: generation of the request in flight and when it was sent.
     let mut generation = vec![0u32; window];
     let mut sent_at = vec![Instant::now(); window];
@@ -262,10 +301,12 @@ fn run_load(
     };
     let start = Instant::now();
     for (slot, sent) in sent_at.iter_mut().enumerate() {
-        tx.queue(&request(slot, 0), target)?;
+        txs[slot % sockets].queue(&request(slot, 0), target)?;
         *sent = Instant::now();
     }
-    tx.flush()?;
+    for tx in &mut txs {
+        tx.flush()?;
+    }
     let measure_from = start + WARMUP;
     let end = measure_from + measure;
     let mut answers = 0u64;
@@ -282,27 +323,44 @@ fn run_load(
             cpu_start = Some((now, server_pid.and_then(cpu_ticks)));
         }
         let measuring = cpu_start.is_some();
-        rx.recv_batch(Duration::from_millis(5), |data, _from| {
-            let Ok(answer) = stun::Message::decode(data) else {
-                return;
-            };
-            if answer.kind != stun::BINDING_SUCCESS {
-                return;
+        let mut ready = vec![false; sockets];
+        {
+            use std::os::fd::AsFd;
+            let mut fds: Vec<nix::poll::PollFd<'_>> = polled
+                .iter()
+                .map(|s| nix::poll::PollFd::new(s.as_fd(), nix::poll::PollFlags::POLLIN))
+                .collect();
+            match nix::poll::poll(&mut fds, 5u8) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
-            let id = answer.transaction_id;
-            let slot = u32::from_be_bytes([id[0], id[1], id[2], id[3]]) as usize;
-            let generation_of = u32::from_be_bytes([id[4], id[5], id[6], id[7]]);
-            if slot >= window || generation[slot] != generation_of {
-                return; // a late answer to a request already counted lost
+            for (r, fd) in ready.iter_mut().zip(&fds) {
+                *r = fd.any().unwrap_or(false);
             }
-            let received = Instant::now();
-            if measuring {
-                answers += 1;
-                let ns = received.duration_since(sent_at[slot]).as_nanos();
-                latencies.push(u32::try_from(ns).unwrap_or(u32::MAX));
-            }
-            to_resend.push(slot);
-        })?;
+        }
+        for (rx, _) in rxs.iter_mut().zip(&ready).filter(|(_, r)| **r) {
+            rx.recv_batch(Duration::ZERO, |data, _from| {
+                let Ok(answer) = stun::Message::decode(data) else {
+                    return;
+                };
+                if answer.kind != stun::BINDING_SUCCESS {
+                    return;
+                }
+                let id = answer.transaction_id;
+                let slot = u32::from_be_bytes([id[0], id[1], id[2], id[3]]) as usize;
+                let generation_of = u32::from_be_bytes([id[4], id[5], id[6], id[7]]);
+                if slot >= window || generation[slot] != generation_of {
+                    return; // a late answer to a request already counted lost
+                }
+                let received = Instant::now();
+                if measuring {
+                    answers += 1;
+                    let ns = received.duration_since(sent_at[slot]).as_nanos();
+                    latencies.push(u32::try_from(ns).unwrap_or(u32::MAX));
+                }
+                to_resend.push(slot);
+            })?;
+        }
         let now = Instant::now();
         if now >= next_scan {
             for (slot, sent) in sent_at.iter().enumerate() {
@@ -317,12 +375,14 @@ fn run_load(
         }
         for &slot in &to_resend {
             generation[slot] = generation[slot].wrapping_add(1);
-            tx.queue(&request(slot, generation[slot]), target)?;
+            txs[slot % sockets].queue(&request(slot, generation[slot]), target)?;
             sent_at[slot] = Instant::now();
         }
         to_resend.clear();
         // A refused send (server gone) shows up as loss, not as an abort.
-        let _ = tx.flush();
+        for tx in &mut txs {
+            let _ = tx.flush();
+        }
     }
     let Some((measured_from, ticks_start)) = cpu_start else {
         bail!("the run ended before the warm-up did");
@@ -402,18 +462,25 @@ fn free_port() -> anyhow::Result<u16> {
 
 fn start_server(
     kind: ServerKind,
+    threads: usize,
     core: usize,
     rendezvous: &std::path::Path,
 ) -> anyhow::Result<Server> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", &core.to_string()]);
+    let cores = if threads > 1 {
+        format!("{core}-{}", core + threads - 1)
+    } else {
+        core.to_string()
+    };
+    cmd.args(["-c", &cores]);
     let mut temp = None;
     match kind {
         ServerKind::Pinhole => {
             cmd.arg(rendezvous)
                 .args(["--listen", &addr.to_string()])
+                .args(["--udp-threads", &threads.to_string()])
                 .env("RUST_LOG", "warn");
         }
         ServerKind::Coturn => {
@@ -430,7 +497,7 @@ fn start_server(
                 "--no-tls",
                 "--no-dtls",
                 "-m",
-                "1",
+                &threads.to_string(),
                 "--no-stdout-log",
                 "--log-file",
                 "/dev/null",
@@ -471,34 +538,46 @@ fn start_server(
     Ok(server)
 }
 
-fn bench(
+/// What `bench` runs.
+#[derive(Debug)]
+struct Bench {
     seconds: f64,
-    windows: &[usize],
-    servers: &[ServerKind],
+    windows: Vec<usize>,
+    servers: Vec<ServerKind>,
+    threads: Vec<usize>,
+    sockets: usize,
     server_core: usize,
     load_core: usize,
     rendezvous: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let rendezvous = match rendezvous {
-        Some(path) => path,
+}
+
+fn bench(b: &Bench) -> anyhow::Result<()> {
+    let rendezvous = match &b.rendezvous {
+        Some(path) => path.clone(),
         None => std::env::current_exe()?
             .parent()
             .context("executable directory")?
             .join("pinhole-rendezvous"),
     };
-    if servers.contains(&ServerKind::Pinhole) && !rendezvous.exists() {
+    if b.servers.contains(&ServerKind::Pinhole) && !rendezvous.exists() {
         bail!(
             "{} not built: cargo build --release -p traversal --bin pinhole-rendezvous",
             rendezvous.display()
         );
     }
     let mut cpus = nix::sched::CpuSet::new();
-    cpus.set(load_core)?;
+    cpus.set(b.load_core)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)
         .context("pinning the load generator")?;
     println!(
-        "STUN Binding over loopback: servers on core {server_core}, load generator on core {load_core}, \
-         {seconds} s per run after a {} ms warm-up; window = requests in flight",
+        "STUN Binding over loopback: servers with N threads on cores {}..{}+N-1, load generator \
+         on core {} ({} source sockets), {} s per run after a {} ms warm-up; window = requests \
+         in flight",
+        b.server_core,
+        b.server_core,
+        b.load_core,
+        b.sockets,
+        b.seconds,
         WARMUP.as_millis()
     );
     println!(
@@ -507,75 +586,95 @@ fn bench(
     println!(
         "|------------------------|-------:|-----------:|----------:|---------:|---------:|---------:|--------:|"
     );
-    let mut results: Vec<(ServerKind, usize, LoadResult)> = Vec::new();
-    for &kind in servers {
-        let name = match kind {
-            ServerKind::Pinhole => "pinhole-rendezvous",
-            ServerKind::Coturn => "coturn turnserver -m 1",
-            ServerKind::Batched => "ref: udp_batch echo",
-            ServerKind::Blocking => "ref: blocking loop",
-        };
-        let server = match start_server(kind, server_core, &rendezvous) {
-            Ok(server) => server,
-            Err(err) => {
-                println!("| {name:<22} | (not measured: {err:#})");
-                continue;
+    let mut results: Vec<(ServerKind, usize, usize, LoadResult)> = Vec::new();
+    for &kind in &b.servers {
+        for &threads in &b.threads {
+            let name = match kind {
+                ServerKind::Pinhole => format!("pinhole-rendezvous x{threads}"),
+                ServerKind::Coturn => format!("coturn turnserver -m {threads}"),
+                ServerKind::Batched if threads == 1 => "ref: udp_batch echo".into(),
+                ServerKind::Blocking if threads == 1 => "ref: blocking loop".into(),
+                ServerKind::Batched | ServerKind::Blocking => continue,
+            };
+            let server = match start_server(kind, threads, b.server_core, &rendezvous) {
+                Ok(server) => server,
+                Err(err) => {
+                    println!("| {name:<22} | (not measured: {err:#})");
+                    continue;
+                }
+            };
+            let pid = resolve_pid(server.child.id());
+            for &window in &b.windows {
+                let r = run_load(
+                    server.addr,
+                    window,
+                    b.sockets,
+                    Duration::from_secs_f64(b.seconds),
+                    Some(pid),
+                )?;
+                println!("{}", r.row(&name, window));
+                results.push((kind, threads, window, r));
             }
-        };
-        let pid = resolve_pid(server.child.id());
-        for &window in windows {
-            let r = run_load(
-                server.addr,
-                window,
-                Duration::from_secs_f64(seconds),
-                Some(pid),
-            )?;
-            println!("{}", r.row(name, window));
-            results.push((kind, window, r));
         }
     }
     summary(&results);
     Ok(())
 }
 
-/// The issue's comparison: best answers/s of each server over the windows, pinhole against
-/// coturn, and p99 at each window both ran.
-fn summary(results: &[(ServerKind, usize, LoadResult)]) {
-    let best = |kind: ServerKind| {
+/// The issue's comparison: best answers/s of each server over the windows at each thread
+/// count, pinhole against coturn and N threads against one; p99 at each window both ran.
+fn summary(results: &[(ServerKind, usize, usize, LoadResult)]) {
+    let best = |kind: ServerKind, threads: usize| {
         results
             .iter()
-            .filter(|(k, _, _)| *k == kind)
-            .map(|(_, w, r)| (r.rate(), *w))
+            .filter(|(k, t, _, _)| *k == kind && *t == threads)
+            .map(|(_, _, w, r)| (r.rate(), *w))
             .fold(None, |acc: Option<(f64, usize)>, x| match acc {
                 Some(a) if a.0 >= x.0 => Some(a),
                 _ => Some(x),
             })
     };
-    let (Some((ours, ours_w)), Some((theirs, theirs_w))) =
-        (best(ServerKind::Pinhole), best(ServerKind::Coturn))
-    else {
-        return;
-    };
+    let mut counts: Vec<usize> = results.iter().map(|(_, t, _, _)| *t).collect();
+    counts.sort_unstable();
+    counts.dedup();
     println!();
-    println!(
-        "best answers/s: pinhole-rendezvous {ours:.0} (window {ours_w}), coturn {theirs:.0} \
-         (window {theirs_w}): {:.2}x (target >= 2x)",
-        ours / theirs
-    );
-    for (kind, window, r) in results {
-        if *kind != ServerKind::Pinhole {
+    for &threads in &counts {
+        let (Some((ours, ours_w)), Some((theirs, theirs_w))) = (
+            best(ServerKind::Pinhole, threads),
+            best(ServerKind::Coturn, threads),
+        ) else {
             continue;
+        };
+        println!(
+            "{threads} thread(s): best answers/s: pinhole-rendezvous {ours:.0} (window {ours_w}), \
+             coturn {theirs:.0} (window {theirs_w}): {:.2}x",
+            ours / theirs
+        );
+        for (kind, t, window, r) in results {
+            if *kind != ServerKind::Pinhole || *t != threads {
+                continue;
+            }
+            if let Some((_, _, _, c)) = results
+                .iter()
+                .find(|(k, t, w, _)| *k == ServerKind::Coturn && *t == threads && w == window)
+            {
+                println!(
+                    "  window {window:>4}: p99 pinhole {:.0} us, coturn {:.0} us ({})",
+                    r.p99.as_secs_f64() * 1e6,
+                    c.p99.as_secs_f64() * 1e6,
+                    if r.p99 <= c.p99 { "no worse" } else { "WORSE" }
+                );
+            }
         }
-        if let Some((_, _, c)) = results
-            .iter()
-            .find(|(k, w, _)| *k == ServerKind::Coturn && w == window)
-        {
-            println!(
-                "window {window:>4}: p99 pinhole {:.0} us, coturn {:.0} us ({})",
-                r.p99.as_secs_f64() * 1e6,
-                c.p99.as_secs_f64() * 1e6,
-                if r.p99 <= c.p99 { "no worse" } else { "WORSE" }
-            );
+    }
+    for kind in [ServerKind::Pinhole, ServerKind::Coturn] {
+        for &threads in counts.iter().filter(|&&t| t > 1) {
+            if let (Some((one, _)), Some((many, _))) = (best(kind, 1), best(kind, threads)) {
+                println!(
+                    "{kind:?}: {threads} threads against 1: {many:.0} / {one:.0} = {:.2}x",
+                    many / one
+                );
+            }
         }
     }
 }

@@ -217,6 +217,7 @@ fn run(loaded: &Loaded) -> anyhow::Result<ExitCode> {
             ..server::Config::default()
         },
         batch: s.batch,
+        udp_threads: s.udp_threads,
         names_file,
         identity: Some(Arc::new(identity)),
         metrics: s.metrics,
