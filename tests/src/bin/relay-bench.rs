@@ -57,6 +57,10 @@ struct Args {
     /// on cores 0..N-1 (the bench stays on core 1, so from 2 on it shares that core).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     udp_threads: Vec<usize>,
+    /// Also coturn's relay at each thread count (`turnserver -m N` on the same cores), driven
+    /// by `turnutils_uclient` against a `turnutils_peer` echo on core 1 (Debian `coturn`).
+    #[arg(long)]
+    coturn: bool,
 }
 
 /// One metric's value from the server's Prometheus endpoint (0 when absent).
@@ -246,29 +250,241 @@ fn main() -> Result<()> {
     for &threads in &args.udp_threads {
         rows.push(run(&args, &bin, threads.max(1))?);
     }
+    let mut theirs = Vec::new();
+    if args.coturn {
+        for &threads in &args.udp_threads {
+            match coturn(&args, threads.max(1)) {
+                Ok(row) => theirs.push(row),
+                Err(err) => println!("coturn -m {threads}: not measured: {err:#}"),
+            }
+        }
+    }
     println!();
     println!(
-        "| UDP threads | calls | relayed packets/s | lost | server CPU | CPU per relayed packet | lock waits per 1,000 packets |"
+        "| server | threads | calls | relayed packets/s | lost | server CPU | CPU per relayed packet | lock waits per 1,000 packets |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.0} | {:.2}% | {:.1}% | {:.2} µs | {:.3} |",
-            r.threads, r.calls, r.rate, r.lost_pct, r.cpu_pct, r.us_per_packet, r.waits_per_k
-        );
-    }
-    if let (Some(one), Some(last)) = (rows.first(), rows.last())
-        && rows.len() > 1
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in rows
+        .iter()
+        .map(|r| ("pinhole-rendezvous", r))
+        .chain(theirs.iter().map(|r| ("coturn", r)))
     {
         println!(
-            "{} threads against {}: relayed packets/s {:.2}x, CPU per packet {:.2}x",
-            last.threads,
-            one.threads,
-            last.rate / one.rate.max(1.0),
-            last.us_per_packet / one.us_per_packet.max(1e-9)
+            "| {name} | {} | {} | {:.0} | {:.2}% | {:.1}% | {:.2} µs | {} |",
+            r.threads,
+            r.calls,
+            r.rate,
+            r.lost_pct,
+            r.cpu_pct,
+            r.us_per_packet,
+            if name == "coturn" {
+                "-".to_string()
+            } else {
+                format!("{:.3}", r.waits_per_k)
+            }
         );
     }
+    for (name, rows) in [("pinhole-rendezvous", &rows), ("coturn", &theirs)] {
+        if let (Some(one), Some(last)) = (rows.first(), rows.last())
+            && rows.len() > 1
+        {
+            println!(
+                "{name}: {} threads against {}: relayed packets/s {:.2}x, CPU per packet {:.2}x",
+                last.threads,
+                one.threads,
+                last.rate / one.rate.max(1.0),
+                last.us_per_packet / one.us_per_packet.max(1e-9)
+            );
+        }
+    }
+    for ours in &rows {
+        if let Some(c) = theirs.iter().find(|c| c.threads == ours.threads) {
+            println!(
+                "{} thread(s): CPU per relayed packet, coturn / pinhole-rendezvous: {:.2}x",
+                ours.threads,
+                c.us_per_packet / ours.us_per_packet.max(1e-9)
+            );
+        }
+    }
     Ok(())
+}
+
+/// A child process killed (by its PID) and reaped when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// coturn's relay under the same load: `--pairs` TURN clients (`turnutils_uclient`, UDP,
+/// channels, no RTCP), each sending `--pps` packets a second of `--payload` bytes to an echo
+/// peer (`turnutils_peer`) through its allocation; each packet is relayed twice (out to the
+/// peer, back to the client), so the relayed rate matches `--pairs` calls both ways. The
+/// server's CPU is read from /proc around the client's run (its allocations included).
+fn coturn(args: &Args, threads: usize) -> Result<Row> {
+    let port = {
+        let probe = UdpSocket::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let peer_port = {
+        let probe = UdpSocket::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let dir = std::env::temp_dir().join(format!("relay-bench-coturn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cores = if threads > 1 {
+        format!("0-{}", threads - 1)
+    } else {
+        "0".into()
+    };
+    let quiet = || std::process::Stdio::null();
+    let server = Killed(
+        std::process::Command::new("taskset")
+            .args([
+                "-c",
+                &cores,
+                "turnserver",
+                "-n",
+                "--listening-ip",
+                "127.0.0.1",
+            ])
+            .args([
+                "--relay-ip",
+                "127.0.0.1",
+                "--listening-port",
+                &port.to_string(),
+            ])
+            .args([
+                "-a",
+                "-u",
+                "bench:bench",
+                "-r",
+                "pinhole",
+                "--no-tls",
+                "--no-dtls",
+            ])
+            .args([
+                "-m",
+                &threads.to_string(),
+                "--no-cli",
+                "--allow-loopback-peers",
+            ])
+            .args(["--no-stdout-log", "--log-file", "/dev/null", "--pidfile"])
+            .arg(dir.join("turnserver.pid"))
+            .args(["--min-port", "40000", "--max-port", "60000"])
+            .stdin(quiet())
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .context("starting turnserver")?,
+    );
+    let _peer = Killed(
+        std::process::Command::new("taskset")
+            .args(["-c", "1", "turnutils_peer", "-L", "127.0.0.1"])
+            .args(["-p", &peer_port.to_string()])
+            .stdin(quiet())
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .context("starting turnutils_peer")?,
+    );
+    // Ready when it answers a Binding Request.
+    pinhole_tests::stun_client::binding(
+        "127.0.0.1:0".parse()?,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    )
+    .context("turnserver did not answer")?;
+    let pid = server.0.id();
+    let interval_ms = (1000 / args.pps.max(1)).max(1);
+    let messages = (args.secs * f64::from(args.pps)).round() as u64;
+    let mut client = Killed(
+        std::process::Command::new("taskset")
+            .args([
+                "-c",
+                "1",
+                "turnutils_uclient",
+                "-u",
+                "bench",
+                "-w",
+                "bench",
+                "-c",
+            ])
+            .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
+            .args(["-m", &args.pairs.to_string(), "-n", &messages.to_string()])
+            .args([
+                "-l",
+                &args.payload.to_string(),
+                "-z",
+                &interval_ms.to_string(),
+            ])
+            .args(["-p", &port.to_string(), "127.0.0.1"])
+            .stdin(quiet())
+            .stdout(std::process::Stdio::piped())
+            .stderr(quiet())
+            .spawn()
+            .context("starting turnutils_uclient")?,
+    );
+    let stdout = client.0.stdout.take().context("uclient's stdout")?;
+    // It reports its totals once a second ("start_mclient: msz=M, tot_send_msgs=N,
+    // tot_recv_msgs=R, ...") and once more at the end (without msz): the measurement runs from
+    // the first report with packets sent (the allocations are made by then) to the last.
+    let count = |line: &str, key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut first: Option<(Instant, u64, u64, u64)> = None;
+    let mut last: Option<(Instant, u64, u64, u64)> = None;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        let (Some(sent), Some(back)) = (
+            count(&line, "tot_send_msgs="),
+            count(&line, "tot_recv_msgs="),
+        ) else {
+            continue;
+        };
+        let at = (Instant::now(), cpu_ns(pid)?, sent, back);
+        if first.is_none() && sent > 0 {
+            first = Some(at);
+        } else if first.is_some() {
+            last = Some(at);
+        }
+    }
+    let _ = client.0.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (Some((t0, cpu0, sent0, back0)), Some((t1, cpu1, sent1, back1))) = (first, last) else {
+        bail!("turnutils_uclient printed too few reports");
+    };
+    let elapsed = t1.duration_since(t0).as_secs_f64();
+    let cpu = cpu1.saturating_sub(cpu0);
+    let (sent, back) = (sent1 - sent0, back1.saturating_sub(back0));
+    // Out to the peer and back: two relayed packets per message that came back.
+    let relayed = 2 * back;
+    let us_per_packet = cpu as f64 / 1_000.0 / relayed.max(1) as f64;
+    println!(
+        "coturn -m {threads} on cores {cores}: {} clients, {} B, {elapsed:.1} s measured: sent \
+         {sent}, came back {back}, {:.0} packets/s relayed, server CPU {:.1}%, \
+         {us_per_packet:.2} µs per relayed packet",
+        args.pairs,
+        args.payload,
+        relayed as f64 / elapsed,
+        100.0 * cpu as f64 / 1e9 / elapsed,
+    );
+    Ok(Row {
+        threads,
+        calls: args.pairs,
+        rate: relayed as f64 / elapsed,
+        lost_pct: 100.0 * sent.saturating_sub(back) as f64 / sent.max(1) as f64,
+        cpu_pct: 100.0 * cpu as f64 / 1e9 / elapsed,
+        us_per_packet,
+        waits_per_k: 0.0,
+    })
 }
 
 /// One run's figures, for the table at the end.
