@@ -710,16 +710,7 @@ fn serve_udp(
             });
             s.server.handle_udp(now, from, data);
         });
-        if let Some(mut s) = guard {
-            s.drain(|bytes, to| {
-                if let Err(err) = tx.queue(bytes, to) {
-                    tracing::debug!(%to, "UDP send: {err}");
-                }
-            });
-        }
-        if let Err(err) = tx.flush() {
-            tracing::debug!("UDP send: {err}");
-        }
+        // Counted before the answers go out: whoever got an answer sees it counted.
         if plain != before {
             counters
                 .stun_answers
@@ -734,6 +725,16 @@ fn serve_udp(
             counters
                 .lock_waits
                 .fetch_add(waits - waits_before, Ordering::Relaxed);
+        }
+        if let Some(mut s) = guard {
+            s.drain(|bytes, to| {
+                if let Err(err) = tx.queue(bytes, to) {
+                    tracing::debug!(%to, "UDP send: {err}");
+                }
+            });
+        }
+        if let Err(err) = tx.flush() {
+            tracing::debug!("UDP send: {err}");
         }
         if let Err(err) = received {
             tracing::warn!("UDP receive: {err}");
