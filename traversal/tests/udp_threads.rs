@@ -65,7 +65,10 @@ fn binding(socket: &UdpSocket, server: &Rendezvous, tid: [u8; 12]) {
             server.local_addr(),
             "answered from the server's address"
         );
-        assert_eq!(m.xor_mapped_address().unwrap(), Some(socket.local_addr().unwrap()));
+        assert_eq!(
+            m.xor_mapped_address().unwrap(),
+            Some(socket.local_addr().unwrap())
+        );
         return;
     }
     panic!(
@@ -155,7 +158,10 @@ fn plain_stun_from_many_ports_is_answered_by_both_threads() {
         assert_eq!(from, server.local_addr());
         let m = stun::Message::decode(&buf[..n]).unwrap();
         assert_eq!(m.transaction_id, [i as u8; 12]);
-        assert_eq!(m.xor_mapped_address().unwrap(), Some(s.local_addr().unwrap()));
+        assert_eq!(
+            m.xor_mapped_address().unwrap(),
+            Some(s.local_addr().unwrap())
+        );
     }
     // Counted once per batch, as it ends: a full batch may have gone out a moment before.
     let end = Instant::now() + WAIT;

@@ -10,6 +10,11 @@
 //! chrt -f 10 target/release/relay-bench            # root for chrt; --pairs 200 --secs 5
 //! ```
 //!
+//! `--udp-threads 1,2` runs the server once per count (`--udp-threads N`, on cores 0..N-1) and
+//! prints one table; `--coturn` adds coturn's relay at the same counts (`turnserver -m N`,
+//! driven by `turnutils_uclient` through a `turnutils_peer` echo, both on core 1). With
+//! several threads the table shows how often a UDP thread waited for the server's lock.
+//!
 //! The server runs pinned to core 0 (`taskset -c 0`), the bench on core 1. The bench scripts
 //! `2 x --pairs` clients with the real control protocol (TCP Hello, the authenticated UDP
 //! keepalive from the client's own media socket, `Register` signed with an Ed25519 key, then
@@ -162,6 +167,29 @@ fn cpu_ns(pid: u32) -> Result<u64> {
             .unwrap_or(0);
     }
     Ok(total)
+}
+
+/// CPU time used so far by each thread of `pid` whose name starts with `prefix`, by name.
+fn cpu_ns_by_thread(pid: u32, prefix: &str) -> Result<Vec<(String, u64)>> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path();
+        let name = std::fs::read_to_string(path.join("comm"))?
+            .trim()
+            .to_string();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat"))?;
+        let ns = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        threads.push((name, ns));
+    }
+    threads.sort();
+    Ok(threads)
 }
 
 fn frame(payload_len: usize, t0: Instant) -> Vec<u8> {
@@ -553,6 +581,7 @@ fn run(args: &Args, bin: &std::path::Path, threads: usize) -> Result<Row> {
     // Load: every client sends `pps` frames a second on its call's channel.
     let t0 = Instant::now();
     let cpu0 = cpu_ns(server.pid())?;
+    let udp0 = cpu_ns_by_thread(server.pid(), "udp-")?;
     let waits0 = scrape(metrics, "pinhole_udp_lock_waits_total")?;
     let mut sent = vec![0u64; pairs.len() * 2];
     let mut received = 0u64;
@@ -588,6 +617,7 @@ fn run(args: &Args, bin: &std::path::Path, threads: usize) -> Result<Row> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_ns(server.pid())?.saturating_sub(cpu0);
+    let udp1 = cpu_ns_by_thread(server.pid(), "udp-")?;
     let waits = scrape(metrics, "pinhole_udp_lock_waits_total")?.saturating_sub(waits0);
     let total_sent: u64 = sent.iter().sum();
     delays.sort_by(f64::total_cmp);
@@ -609,6 +639,17 @@ fn run(args: &Args, bin: &std::path::Path, threads: usize) -> Result<Row> {
         us_per_packet,
         1e6 / us_per_packet
     );
+    let per_thread: Vec<String> = udp1
+        .iter()
+        .map(|(name, ns)| {
+            let before = udp0.iter().find(|(n, _)| n == name).map_or(0, |(_, b)| *b);
+            format!(
+                "{name} {:.1}%",
+                100.0 * ns.saturating_sub(before) as f64 / 1e9 / elapsed
+            )
+        })
+        .collect();
+    println!("UDP threads' CPU: {}", per_thread.join(", "));
     println!(
         "UDP batches that waited for the server's lock held by another thread: {waits} \
          ({:.3} per 1,000 relayed packets)",

@@ -12,6 +12,12 @@
 //! cores away mid-run; without it the figures swing by a factor of several when the machine is
 //! busy. The kernel's RT throttling still leaves 5% of each second to everything else.
 //!
+//! Several server threads: `bench --threads 1,2` runs each server once per count
+//! (`pinhole-rendezvous --udp-threads N`, coturn `-m N`) on cores 0..N-1; the generator spreads
+//! its requests over `--sockets` source ports (16), since `SO_REUSEPORT` hands each source to
+//! one server thread. On a 2-core machine the second server thread shares core 1 with the
+//! generator: a second thread can then show its cost, not a gain.
+//!
 //! `bench` starts each server pinned to core 0 (`taskset -c 0`) and pins itself to core 1, then
 //! for each server and each window size runs a closed loop: `window` Binding Requests in flight
 //! at all times, each answer immediately replaced by a new request (a request unanswered after
