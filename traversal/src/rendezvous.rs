@@ -379,7 +379,18 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
                     &stop,
                     names_file.as_deref(),
                 );
-            })?
+            })
+    };
+    let tcp_thread = match tcp_thread {
+        Ok(thread) => thread,
+        Err(err) => {
+            // The UDP threads stop before the error goes back.
+            stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(err);
+        }
     };
     Ok(Rendezvous {
         addr,
