@@ -9,7 +9,8 @@ use egui::RichText;
 use super::i18n::{t, tr};
 use super::state::{Action, Call, UpCall};
 use super::widgets::{
-    Fill, METER_REPAINT, big_button, error_line, good_text, meter_bar, warning_banner, who, working,
+    Fill, METER_REPAINT, big_button, error_line, good_text, icons, meter_bar, named,
+    warning_banner, who, with_icon, working,
 };
 use super::{PinholeApp, keys, words};
 use crate::engine::CallReport;
@@ -140,16 +141,16 @@ impl PinholeApp {
             actions.push(Action::Mute(!muted));
         }
         ui.horizontal(|ui| {
-            let (text, what) = if muted {
-                (t("unmute"), t("unmute-hint"))
+            let (text, what, icon) = if muted {
+                (t("unmute"), t("unmute-hint"), icons::MUTED)
             } else {
-                (t("mute"), t("mute-hint"))
+                (t("mute"), t("mute-hint"), icons::MICROPHONE)
             };
             let hint = keys::hint(ui, &what, keys::MUTE);
-            let button = egui::Button::new(text)
+            let button = egui::Button::new(with_icon(icon, &text))
                 .selected(muted)
                 .min_size(egui::vec2(140.0, 32.0));
-            let button = ui.add(button);
+            let button = named(ui.add(button), &text);
             let button = if push_to_talk {
                 button
             } else {
@@ -159,9 +160,14 @@ impl PinholeApp {
                 actions.push(Action::Mute(!muted));
             }
             let hint = keys::hint(ui, &t("hang-up-hint"), keys::HANG_UP);
-            hang_up |= big_button(ui, t("hang-up"), Fill::Stop, egui::vec2(120.0, 32.0))
-                .on_hover_text(hint)
-                .clicked();
+            let name = t("hang-up");
+            let face = with_icon(icons::CALL, &name);
+            hang_up |= named(
+                big_button(ui, face, Fill::Stop, egui::vec2(120.0, 32.0)),
+                &name,
+            )
+            .on_hover_text(hint)
+            .clicked();
         });
         if hang_up {
             actions.push(Action::HangUp);

@@ -7,7 +7,7 @@ use egui::{RichText, UserAttentionType, ViewportCommand};
 
 use super::i18n::t;
 use super::state::{Action, Call};
-use super::widgets::{Fill, working};
+use super::widgets::{Fill, icons, named, with_icon, working};
 use super::{PinholeApp, keys};
 
 impl PinholeApp {
@@ -47,16 +47,26 @@ impl PinholeApp {
         let reject_hint = keys::hint(ui, &t("reject-hint"), keys::REJECT);
         ui.columns(2, |cols| {
             let size = egui::vec2(120.0, 40.0);
-            for (col, (text, fill, what, hint)) in cols.iter_mut().zip([
-                (t("accept"), Fill::Good, Action::Accept, &accept_hint),
-                (t("reject"), Fill::Stop, Action::Reject, &reject_hint),
+            for (col, (text, icon, fill, what, hint)) in cols.iter_mut().zip([
+                (
+                    t("accept"),
+                    icons::CALL,
+                    Fill::Good,
+                    Action::Accept,
+                    &accept_hint,
+                ),
+                (
+                    t("reject"),
+                    icons::REJECT,
+                    Fill::Stop,
+                    Action::Reject,
+                    &reject_hint,
+                ),
             ]) {
                 col.vertical_centered(|ui| {
-                    let text = RichText::new(text).size(18.0);
-                    if super::widgets::big_button(ui, text, fill, size)
-                        .on_hover_text(hint)
-                        .clicked()
-                    {
+                    let face = RichText::new(with_icon(icon, &text)).size(18.0);
+                    let button = super::widgets::big_button(ui, face, fill, size);
+                    if named(button, &text).on_hover_text(hint).clicked() {
                         action = Some(what);
                     }
                 });

@@ -9,7 +9,7 @@ use egui::RichText;
 use super::driver::NatState;
 use super::i18n::{self, t, tr};
 use super::state::{Action, Failure, Link};
-use super::widgets::{error_line, good_text, warning_banner, working};
+use super::widgets::{error_line, good_text, icons, named, warning_banner, with_icon, working};
 use super::{PinholeApp, View, keys, words};
 use crate::engine::StopReason;
 
@@ -27,7 +27,9 @@ impl PinholeApp {
             ui.heading(tr("you-are", &[("name", &name)]));
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let hint = keys::hint(ui, &t("settings-hint"), keys::SETTINGS);
-                let open = ui.button(t("settings")).on_hover_text(hint).clicked();
+                let name = t("settings");
+                let face = with_icon(icons::SETTINGS, &name);
+                let open = named(ui.button(face), &name).on_hover_text(hint).clicked();
                 if open || keys::pressed(ui, keys::SETTINGS) {
                     self.reset_form();
                     self.test_sound_result = None;
@@ -75,8 +77,8 @@ impl PinholeApp {
             return;
         };
         ui.horizontal(|ui| {
-            if ui
-                .button(words::copy_invite())
+            let name = words::copy_invite();
+            if named(ui.button(with_icon(icons::COPY, &name)), &name)
                 .on_hover_text(words::copy_invite_hint())
                 .clicked()
             {
@@ -211,8 +213,9 @@ impl PinholeApp {
             let peer = self.call_field.trim().to_owned();
             let ready = !peer.is_empty();
             let hint = keys::hint(ui, &t("call-hint"), keys::CALL);
-            let clicked = ui
-                .add_enabled(ready, egui::Button::new(t("call")))
+            let name = t("call");
+            let button = egui::Button::new(with_icon(icons::CALL, &name));
+            let clicked = named(ui.add_enabled(ready, button), &name)
                 .on_hover_text(hint)
                 .clicked();
             if (enter || clicked) && ready {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::driver::NatState;
 use super::i18n::{t, tr};
 use super::sound::{self, InputMonitor, MonitorState};
-use super::widgets::{METER_REPAINT, error_line, meter_bar, server_message, working};
+use super::widgets::{
+    METER_REPAINT, error_line, icons, meter_bar, named, server_message, with_icon, working,
+};
 use super::{DeviceChoice, PinholeApp, View, keys, words};
 use crate::settings::{self, Theme};
 
@@ -107,10 +109,9 @@ impl PinholeApp {
         });
         ui.horizontal(|ui| {
             let playing = self.test_sound.is_some();
-            if ui
-                .add_enabled(!playing, egui::Button::new(t("play-test-sound")))
-                .clicked()
-            {
+            let name = t("play-test-sound");
+            let button = egui::Button::new(with_icon(icons::SOUND, &name));
+            if named(ui.add_enabled(!playing, button), &name).clicked() {
                 let wake = self.wake.clone().unwrap_or_else(|| Arc::new(|| {}));
                 self.test_sound_result = None;
                 self.test_sound = Some(sound::play_test_sound(
@@ -142,10 +143,9 @@ impl PinholeApp {
     pub(super) fn connection_test_ui(&mut self, ui: &mut egui::Ui, valid: bool) {
         ui.horizontal(|ui| {
             let running = matches!(self.nat, NatState::Running(_));
-            if ui
-                .add_enabled(valid && !running, egui::Button::new(t("test-connection")))
-                .clicked()
-            {
+            let name = t("test-connection");
+            let button = egui::Button::new(with_icon(icons::NETWORK, &name));
+            if named(ui.add_enabled(valid && !running, button), &name).clicked() {
                 let form = self.form.clone();
                 match self.test_target(&form) {
                     Ok((server, trust)) => self.start_nat_check(server, trust),

@@ -108,3 +108,57 @@ pub(super) fn who(ui: &mut egui::Ui, what: &str, name: &str) {
 pub(super) fn server_message(err: &AddrError) -> String {
     super::words::server_problem(err)
 }
+
+/// The icons on buttons: glyphs of egui's bundled emoji fonts (the test below checks each is
+/// there), drawn before a button's words. Screen readers get the words alone ([`named`]).
+pub(super) mod icons {
+    pub(in crate::ui) const SETTINGS: &str = "⚙";
+    pub(in crate::ui) const CALL: &str = "📞";
+    pub(in crate::ui) const REJECT: &str = "✖";
+    pub(in crate::ui) const MUTED: &str = "🔇";
+    pub(in crate::ui) const MICROPHONE: &str = "🎤";
+    pub(in crate::ui) const SOUND: &str = "🔊";
+    pub(in crate::ui) const NETWORK: &str = "🌐";
+    pub(in crate::ui) const COPY: &str = "📋";
+    /// Every icon, for the test.
+    #[cfg(test)]
+    pub(in crate::ui) const ALL: [&str; 8] = [
+        SETTINGS, CALL, REJECT, MUTED, MICROPHONE, SOUND, NETWORK, COPY,
+    ];
+}
+
+/// `icon` and `text` as a button's face.
+pub(super) fn with_icon(icon: &str, text: &str) -> String {
+    format!("{icon}  {text}")
+}
+
+/// Gives a widget `name` as its accessible name (a button whose face has an icon is read as
+/// its words alone).
+pub(super) fn named(response: egui::Response, name: &str) -> egui::Response {
+    let enabled = response.enabled();
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, enabled, name));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::icons;
+
+    #[test]
+    fn every_icon_is_in_the_bundled_fonts() {
+        let ctx = egui::Context::default();
+        let mut missing = Vec::new();
+        let mut output = ctx.run_ui(egui::RawInput::default(), |ui| {
+            let font = egui::FontId::proportional(15.0);
+            ui.fonts_mut(|f| {
+                for icon in icons::ALL {
+                    if !f.has_glyphs(&font, icon) {
+                        missing.push(icon);
+                    }
+                }
+            });
+        });
+        output.textures_delta.clear();
+        assert!(missing.is_empty(), "no glyph for {missing:?}");
+    }
+}
