@@ -244,6 +244,10 @@ impl Person {
              noise_suppression = true\n\
              gain_control = true\n\
              \n\
+             [interface]\n\
+             theme = \"system\"\n\
+             push_to_talk = false\n\
+             \n\
              [advanced]\n\
              frame_ms = 20\n\
              bitrate_bps = 32000\n\
