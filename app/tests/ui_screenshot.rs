@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! xvfb-run -a -s "-screen 0 1024x768x24" \
-//!   cargo test -p pinhole --test ui_screenshot -- --ignored --nocapture
+//!   cargo test -p pinhole --test ui_screenshot -- --ignored --nocapture --test-threads=1
 //! ```
 //!
 //! Writes `assets/screenshot.png` (main, incoming and in-call views side by side) when
