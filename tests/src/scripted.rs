@@ -65,6 +65,17 @@ pub fn connect_tls(target: impl Into<Target>, read_timeout: Duration) -> Result<
     Ok(stream)
 }
 
+/// A call the server relays, from [`Client::call_accepted`].
+#[derive(Debug, Clone, Copy)]
+pub struct RelayedCall {
+    /// The relay channel both sides use.
+    pub channel: u16,
+    /// The caller's relay token.
+    pub caller_token: [u8; 8],
+    /// The callee's relay token.
+    pub callee_token: [u8; 8],
+}
+
 /// A scripted client: its control connection and its media socket on 127.0.0.1.
 #[derive(Debug)]
 pub struct Client {
@@ -119,6 +130,36 @@ impl Client {
         self.tcp.write_all(&control::encode(message))?;
         self.tcp.flush()?;
         Ok(())
+    }
+
+    /// `self` calls `callee` (registered as `name`) with `call_id`, `callee` accepts (with a
+    /// key-exchange half the server only passes on), and both are told the call connected:
+    /// the relay channel and each side's relay token.
+    pub fn call_accepted(
+        &mut self,
+        callee: &mut Client,
+        name: &str,
+        call_id: u64,
+    ) -> Result<RelayedCall> {
+        self.send(&json!({"type": "call", "call_id": call_id, "to": name,
+            "candidates": [self.mapped()?], "commitment": "ab".repeat(32)}))?;
+        callee.expect("incoming")?;
+        let e2e = json!({"ephemeral": "cd".repeat(32), "signature": "ef".repeat(64)});
+        callee
+            .send(&json!({"type": "accept", "call_id": call_id, "candidates": [], "e2e": e2e}))?;
+        let token = |m: &Value| -> Result<[u8; 8]> {
+            let hex = m["relay_token"].as_str().context("no relay token")?;
+            let bytes = unhex(hex).context("relay token not hex")?;
+            bytes.try_into().ok().context("relay token not 8 bytes")
+        };
+        let to_caller = self.expect("connected")?;
+        let to_callee = callee.expect("connected")?;
+        let channel = to_caller["channel"].as_u64().context("no channel")?;
+        Ok(RelayedCall {
+            channel: u16::try_from(channel)?,
+            caller_token: token(&to_caller)?,
+            callee_token: token(&to_callee)?,
+        })
     }
 
     /// Waits (5 s) for the next control message of type `kind`, skipping others; an `error`

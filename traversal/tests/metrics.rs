@@ -14,7 +14,6 @@ use pinhole_tests::scripted::{Client, Target};
 use serde_json::{Value, json};
 use traversal::channel;
 use traversal::rendezvous::{self, Rendezvous, RendezvousConfig};
-use traversal::server::unhex;
 use traversal::stun;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -98,28 +97,6 @@ fn expect(client: &mut Client, kind: &str) -> Value {
     client.next_where(WAIT, |m| m["type"] == kind).unwrap()
 }
 
-/// Alice calls bob and bob accepts: returns the channel and each side's relay token.
-fn connect_call(alice: &mut Client, bob: &mut Client) -> (u16, [u8; 8], [u8; 8]) {
-    alice
-        .send(&json!({"type": "call", "call_id": 1, "to": "bob",
-            "candidates": [alice.mapped().unwrap()], "commitment": "ab".repeat(32)}))
-        .unwrap();
-    expect(bob, "incoming");
-    let e2e = json!({"ephemeral": "cd".repeat(32), "signature": "ef".repeat(64)});
-    bob.send(&json!({"type": "accept", "call_id": 1, "candidates": [], "e2e": e2e}))
-        .unwrap();
-    let token = |m: &Value| -> [u8; 8] {
-        unhex(m["relay_token"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap()
-    };
-    let to_alice = expect(alice, "connected");
-    let to_bob = expect(bob, "connected");
-    let channel = u16::try_from(to_alice["channel"].as_u64().unwrap()).unwrap();
-    (channel, token(&to_alice), token(&to_bob))
-}
-
 /// Sends a relay frame from `from` and waits for one to reach `to`; returns the frame's length.
 fn relay(from: &Client, to: &Client, channel: u16, token: [u8; 8], payload: &[u8]) -> usize {
     let mut frame = Vec::new();
@@ -181,7 +158,8 @@ fn the_counters_move_with_registrations_calls_and_the_relay() {
     let mut bob = Client::connect(target(&server)).unwrap();
     alice.register("alice", &key(1)).unwrap();
     bob.register("bob", &key(2)).unwrap();
-    let (channel, alice_token, bob_token) = connect_call(&mut alice, &mut bob);
+    let call = alice.call_accepted(&mut bob, "bob", 1).unwrap();
+    let (channel, alice_token, bob_token) = (call.channel, call.caller_token, call.callee_token);
     let mut bytes = relay(&alice, &bob, channel, alice_token, b"\x80hello bob");
     bytes += relay(
         &bob,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use traversal::channel;
 use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
 use traversal::rendezvous::{self, Rendezvous, RendezvousConfig};
-use traversal::server::{RESTART_ALLOWANCE, unhex};
+use traversal::server::RESTART_ALLOWANCE;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -57,24 +57,9 @@ impl Call {
         let mut bob = Client::connect(target(server)).unwrap();
         alice.register("alice", &key(1)).unwrap();
         bob.register("bob", &key(2)).unwrap();
-        alice
-            .send(&json!({"type": "call", "call_id": 1, "to": "bob",
-                "candidates": [alice.mapped().unwrap()], "commitment": "ab".repeat(32)}))
-            .unwrap();
-        expect(&mut bob, "incoming");
-        let e2e = json!({"ephemeral": "cd".repeat(32), "signature": "ef".repeat(64)});
-        bob.send(&json!({"type": "accept", "call_id": 1, "candidates": [], "e2e": e2e}))
-            .unwrap();
-        let token = |m: &Value| -> [u8; 8] {
-            unhex(m["relay_token"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap()
-        };
-        let to_alice = expect(&mut alice, "connected");
-        let to_bob = expect(&mut bob, "connected");
-        let channel = u16::try_from(to_alice["channel"].as_u64().unwrap()).unwrap();
-        let tokens = [token(&to_alice), token(&to_bob)];
+        let relayed = alice.call_accepted(&mut bob, "bob", 1).unwrap();
+        let channel = relayed.channel;
+        let tokens = [relayed.caller_token, relayed.callee_token];
         let call = Call {
             alice,
             bob,

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use pinhole_tests::scripted::{Client, Target};
-use serde_json::{Value, json};
 use traversal::channel;
 use traversal::rendezvous::{self, Rendezvous, RendezvousConfig};
-use traversal::server::unhex;
 use traversal::stun;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -37,10 +35,6 @@ fn key(seed: u64) -> SigningKey {
     let mut bytes = [7u8; 32];
     bytes[..8].copy_from_slice(&seed.to_be_bytes());
     SigningKey::from_bytes(&bytes)
-}
-
-fn expect(client: &mut Client, kind: &str) -> Value {
-    client.next_where(WAIT, |m| m["type"] == kind).unwrap()
 }
 
 /// One Binding Request from `socket`, its answer checked (the mapped address is `socket`'s).
@@ -86,32 +80,6 @@ fn thread_of(socket: &UdpSocket, server: &Rendezvous, tid: [u8; 12]) -> usize {
     let grew: Vec<usize> = (0..after.len()).filter(|&i| after[i] > before[i]).collect();
     assert_eq!(grew.len(), 1, "{before:?} -> {after:?}");
     grew[0]
-}
-
-/// `a` calls `b` (registered as `b_name`) and `b` accepts: the channel and each one's token.
-fn connect_call(
-    a: &mut Client,
-    b: &mut Client,
-    b_name: &str,
-    call_id: u64,
-) -> (u16, [u8; 8], [u8; 8]) {
-    a.send(&json!({"type": "call", "call_id": call_id, "to": b_name,
-        "candidates": [a.mapped().unwrap()], "commitment": "ab".repeat(32)}))
-        .unwrap();
-    expect(b, "incoming");
-    let e2e = json!({"ephemeral": "cd".repeat(32), "signature": "ef".repeat(64)});
-    b.send(&json!({"type": "accept", "call_id": call_id, "candidates": [], "e2e": e2e}))
-        .unwrap();
-    let token = |m: &Value| -> [u8; 8] {
-        unhex(m["relay_token"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap()
-    };
-    let to_a = expect(a, "connected");
-    let to_b = expect(b, "connected");
-    let channel = u16::try_from(to_a["channel"].as_u64().unwrap()).unwrap();
-    (channel, token(&to_a), token(&to_b))
 }
 
 /// Sends a relay frame carrying `payload` from `from` and waits for it at `to`, from the
@@ -199,7 +167,8 @@ fn a_call_across_two_threads_relays_both_ways() {
     };
     alice.register("alice", &key(1)).unwrap();
     bob.register("bob", &key(2)).unwrap();
-    let (channel, alice_token, bob_token) = connect_call(&mut alice, &mut bob, "bob", 1);
+    let call = alice.call_accepted(&mut bob, "bob", 1).unwrap();
+    let (channel, alice_token, bob_token) = (call.channel, call.caller_token, call.callee_token);
     for n in 0..10u8 {
         relay(&alice, &bob, channel, alice_token, &[0x80, n, 1]);
         relay(&bob, &alice, channel, bob_token, &[0x80, n, 2]);
@@ -220,7 +189,8 @@ fn calls_relay(threads: usize, pairs: usize) -> Vec<u64> {
         let (na, nb) = (format!("a{i}"), format!("b{i}"));
         a.register(&na, &key(2 * i as u64)).unwrap();
         b.register(&nb, &key(2 * i as u64 + 1)).unwrap();
-        let (channel, ta, tb) = connect_call(&mut a, &mut b, &nb, 10 + i as u64);
+        let call = a.call_accepted(&mut b, &nb, 10 + i as u64).unwrap();
+        let (channel, ta, tb) = (call.channel, call.caller_token, call.callee_token);
         calls.push((a, b, channel, ta, tb));
     }
     for round in 0..3u8 {
