@@ -36,9 +36,9 @@ impl PinholeApp {
         match &self.state.link {
             Link::Off | Link::Connecting { .. } => TrayState::Connecting,
             Link::Registered { .. } => TrayState::Online,
-            Link::Offline { .. } => TrayState::Offline(t("tray-server-lost")),
-            Link::Replaced { .. } => TrayState::Offline(t("tray-replaced")),
-            Link::Failed { .. } => TrayState::Offline(t("tray-unreachable")),
+            Link::Offline { .. } => TrayState::Offline(Offline::ServerLost),
+            Link::Replaced { .. } => TrayState::Offline(Offline::Replaced),
+            Link::Failed { .. } => TrayState::Offline(Offline::Unreachable),
         }
     }
 }
@@ -50,8 +50,8 @@ pub enum TrayState {
     Connecting,
     /// Registered: calls can come in.
     Online,
-    /// Not registered, and why in a few words.
-    Offline(String),
+    /// Not registered, and why.
+    Offline(Offline),
     /// Someone is calling.
     Ringing(String),
     /// In a call with someone (or calling them).
@@ -64,11 +64,29 @@ impl TrayState {
         match self {
             TrayState::Connecting => t("tray-connecting"),
             TrayState::Online => t("tray-online"),
-            TrayState::Offline(why) => tr("tray-offline", &[("why", why)]),
+            TrayState::Offline(why) => {
+                let why = t(match why {
+                    Offline::ServerLost => "tray-server-lost",
+                    Offline::Replaced => "tray-replaced",
+                    Offline::Unreachable => "tray-unreachable",
+                });
+                tr("tray-offline", &[("why", &why)])
+            }
             TrayState::Ringing(who) => tr("tray-ringing", &[("peer", who)]),
             TrayState::InCall(who) => tr("tray-in-call", &[("peer", who)]),
         }
     }
+}
+
+/// Why the app is not registered, as the tray says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offline {
+    /// The server went away; the app connects again.
+    ServerLost,
+    /// The name was registered from another device.
+    Replaced,
+    /// The server cannot be reached (or refused us).
+    Unreachable,
 }
 
 /// What the person chose from the tray.
@@ -258,7 +276,7 @@ mod tests {
         assert_eq!(icon.data, [255, 10, 20, 30]);
         assert_eq!(TrayState::Ringing("bob".into()).words(), "bob is calling");
         assert_eq!(
-            TrayState::Offline("the server cannot be reached".into()).words(),
+            TrayState::Offline(Offline::Unreachable).words(),
             "Offline: the server cannot be reached"
         );
     }
