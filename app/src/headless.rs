@@ -355,9 +355,9 @@ fn wait_registered(
     let mut online_until: Option<Instant> = None;
     let mut mapping_settled = false;
     loop {
-        if interrupted.load(Ordering::SeqCst) {
-            return Err(failed("interrupted before registering"));
-        }
+        // Registered first: a signal that came after the registration was logged (a script
+        // that waits for that line, then stops the phone) is a clean stop of a registered
+        // phone, handled by the caller, not a failure to register.
         match online_until {
             Some(until) if !mapping || mapping_settled || Instant::now() >= until => {
                 return Ok(());
@@ -368,6 +368,13 @@ fn wait_registered(
                 )));
             }
             _ => {}
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(failed(if online_until.is_some() {
+                "interrupted while waiting for the router's port mapping"
+            } else {
+                "interrupted before registering"
+            }));
         }
         match engine.next_event(POLL) {
             Some(Event::Registration(registration @ Registration::Online { .. })) => {
