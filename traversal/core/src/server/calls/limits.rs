@@ -274,7 +274,8 @@ impl Calls {
     /// The source address of a control connection (the server tells it before handing on a
     /// registration or a call); per-address limits count it.
     pub fn set_source(&mut self, conn: ConnId, ip: IpAddr) {
-        if self.clients.contains_key(&conn) {
+        if let Some(c) = self.clients.get_mut(&conn) {
+            c.ip = Some(ip);
             self.limits.conn(conn).source = Source::of(ip);
         }
     }

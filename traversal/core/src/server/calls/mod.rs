@@ -33,7 +33,7 @@
 //! rules and its file format, `relay` the routes and their token buckets.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -43,6 +43,9 @@ use crate::channel;
 pub use crate::control::{E2eHello, EndReason, ServerMessage};
 use crate::server::{ConnId, hex};
 
+pub mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod limits;
 mod names;
 mod relay;
@@ -135,6 +138,10 @@ struct Client {
     challenge: [u8; CHALLENGE_LEN],
     mapped: Option<SocketAddr>,
     call: Option<CallKey>,
+    /// The control connection's address (for a remote party: its client's, when known).
+    ip: Option<IpAddr>,
+    /// The other node's party of a cross-node call (no control connection here).
+    remote: Option<Box<cluster::Remote>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +167,7 @@ struct Call {
     /// The caller revealed its ephemeral key (once per call).
     revealed: bool,
     /// The source addresses of the routes installed for the caller and the callee.
-    sources: [Option<SocketAddr>; 2],
+    sources: [Option<relay::Source>; 2],
 }
 
 /// The call router. Its `Debug` shows counts only (no keys, challenges or secrets).
@@ -177,6 +184,7 @@ pub struct Calls {
     out: VecDeque<(ConnId, ServerMessage)>,
     stats: CallStats,
     limits: Limits,
+    cluster: cluster::ClusterState,
 }
 
 impl std::fmt::Debug for Calls {
@@ -207,6 +215,7 @@ impl Calls {
             next_call: 0,
             out: VecDeque::new(),
             stats: CallStats::default(),
+            cluster: cluster::ClusterState::default(),
         }
     }
 
@@ -222,9 +231,16 @@ impl Calls {
         }
     }
 
-    /// The next message for a control connection.
+    /// The next message for a control connection. (What is said to a remote party goes to
+    /// its node instead: [`Calls::poll_cluster`].)
     pub fn poll_signal(&mut self) -> Option<(ConnId, ServerMessage)> {
-        self.out.pop_front()
+        loop {
+            let (conn, message) = self.out.pop_front()?;
+            if conn < cluster::REMOTE_BASE {
+                return Some((conn, message));
+            }
+            self.say_to_remote(conn, message);
+        }
     }
 
     /// Adds names (from the names file) to the table, up to its cap; invalid names are skipped.
@@ -286,6 +302,8 @@ impl Calls {
                 challenge,
                 mapped: None,
                 call: None,
+                ip: None,
+                remote: None,
             },
         );
         hex(&challenge)
@@ -295,11 +313,17 @@ impl Calls {
     /// the other side).
     pub fn closed(&mut self, conn: ConnId) {
         self.end_call_of(conn, None, EndReason::PeerLost);
+        self.cluster.claims.remove(&conn);
         if let Some(c) = self.clients.remove(&conn)
             && let Some(name) = c.name
             && self.online.get(&name) == Some(&conn)
         {
             self.online.remove(&name);
+            if self.cluster.node.is_some() {
+                self.cluster.out.push_back(cluster::ClusterOut::Offline {
+                    name: name.to_string(),
+                });
+            }
         }
         self.limits.closed(conn);
     }
@@ -368,9 +392,17 @@ impl Calls {
             self.connected(key);
             return;
         }
-        let Some(&callee) = self.online.get(to) else {
-            self.ended(conn, call_id, EndReason::Offline);
-            return;
+        let callee = match self.online.get(to) {
+            Some(&callee) => callee,
+            // In a cluster, the node that holds the name's registration is asked.
+            None if valid_name(to) && self.cluster.node.is_some() => match self.remote_callee(to) {
+                Some(remote) => remote,
+                None => return,
+            },
+            None => {
+                self.ended(conn, call_id, EndReason::Offline);
+                return;
+            }
         };
         match self.admit_ring(now, conn, call_id, caller_key, (callee, to)) {
             Ring::Go => {}
@@ -433,17 +465,16 @@ impl Calls {
         if call.callee != Some(conn) || !matches!(call.state, State::Ringing { .. }) {
             return;
         }
-        let candidates = passed_on(candidates, callee_mapped);
+        let candidates = if conn >= cluster::REMOTE_BASE {
+            candidates // Passed on by the callee's node already.
+        } else {
+            passed_on(candidates, callee_mapped)
+        };
         let caller_candidates = std::mem::take(&mut call.caller_candidates);
         call.state = State::Connected;
         let (caller, channel, tokens, caller_key) =
             (call.caller, call.channel, call.tokens, call.caller_key);
-        let callee_key = self
-            .clients
-            .get(&conn)
-            .and_then(|c| c.name.as_deref())
-            .and_then(|name| self.names.key(name))
-            .unwrap_or_default();
+        let callee_key = self.party_key(conn).unwrap_or_default();
         self.out.push_back((
             caller,
             ServerMessage::Connected {
@@ -577,6 +608,15 @@ impl Calls {
         None
     }
 
+    /// A party's name key: a remote party's as its node said, a client's from the names.
+    fn party_key(&self, conn: ConnId) -> Option<[u8; 32]> {
+        let c = self.clients.get(&conn)?;
+        match &c.remote {
+            Some(remote) => Some(remote.key),
+            None => self.names.key(c.name.as_deref()?),
+        }
+    }
+
     fn call_of(&mut self, conn: ConnId, call_id: u64) -> Option<(CallKey, &mut Call)> {
         let key = self.clients.get(&conn)?.call?;
         let call = self.calls.get_mut(&key)?;
@@ -660,6 +700,8 @@ impl Calls {
         }
         let parties = [Some(call.caller), call.callee];
         let mapped = parties.map(|p| p.and_then(|p| self.clients.get(&p)).and_then(|c| c.mapped));
+        // Another node's party: its frames come from that node (a trunk).
+        let trunk = parties.map(|p| p.is_some_and(|p| p >= cluster::REMOTE_BASE));
         let (channel, tokens, old) = (call.channel, call.tokens, call.sources);
         // Each party's frames go to the other's mapping; the echo service's back to the caller.
         let echo = parties[1].is_none();
@@ -671,6 +713,7 @@ impl Calls {
                 to,
                 token: tokens[i],
                 to_token: tokens[1 - i],
+                trunk: trunk[i],
             })
         });
         let sources = self.relay.install(key, channel, old, new);

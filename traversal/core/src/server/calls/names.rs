@@ -193,6 +193,16 @@ impl Names {
         }
     }
 
+    /// Caches a binding the cluster's store holds (no checks: the store made them; no cap:
+    /// the store is the table). Marks the table changed for a names file kept beside it.
+    pub(super) fn insert_bound(&mut self, name: &str, key: [u8; 32]) {
+        if self.table.contains_key(name) || !valid_name(name) {
+            return;
+        }
+        self.insert(name, key);
+        self.changed = true;
+    }
+
     /// Whether a name was bound since the last call.
     pub(super) fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
@@ -319,12 +329,32 @@ impl Calls {
         }
         if new {
             self.new_name_allowed(now, conn, true);
+            // In a cluster the name may be bound on another node: the shared store decides.
+            if self.cluster.node.is_some() {
+                self.cluster.claims.insert(conn, (name.into(), key));
+                self.cluster
+                    .out
+                    .push_back(super::cluster::ClusterOut::Claim {
+                        conn,
+                        name: name.to_string(),
+                        key,
+                        skeleton: name_skeleton(name),
+                        per_key,
+                    });
+                return;
+            }
         }
         if let Err(err) = self.names.bind(name, key, per_key) {
             let (code, message) = bind_refusal(err);
             self.refuse(conn, code, message);
             return;
         }
+        self.complete_registration(conn, name);
+    }
+
+    /// The name is bound to the connection's key: it goes online here (taking it over from
+    /// an older connection of the same key).
+    pub(super) fn complete_registration(&mut self, conn: ConnId, name: &str) {
         if let Some(&old) = self.online.get(name)
             && old != conn
         {
@@ -349,6 +379,13 @@ impl Calls {
                 name: name.to_string(),
             },
         ));
+        if self.cluster.node.is_some() {
+            self.cluster
+                .out
+                .push_back(super::cluster::ClusterOut::Online {
+                    name: name.to_string(),
+                });
+        }
     }
 }
 
