@@ -27,6 +27,7 @@ pub mod netns;
 pub mod pcap;
 pub mod prereq;
 pub mod quality;
+pub mod redis;
 mod rendezvous;
 pub mod scripted;
 pub mod stun_client;

@@ -52,10 +52,13 @@ use crate::server::{self, Server, Stats, TcpOutput};
 use crate::tls::{Fingerprint, ServerIdentity};
 use crate::{stun, udp_batch};
 
+mod cluster;
 mod conns;
 mod tls_session;
+pub use cluster::{ClusterConfig, HEARTBEAT as CLUSTER_HEARTBEAT, LIVENESS as CLUSTER_LIVENESS};
 use conns::Conns;
 use tls_session::{Status, TlsSession};
+use traversal_core::server::calls::cluster::{ClusterOut, Node};
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -78,6 +81,9 @@ pub struct RendezvousConfig {
     /// Where to serve the Prometheus endpoint (`GET /metrics`, [`crate::metrics`]); `None`:
     /// no endpoint. Port 0 picks a free port ([`Rendezvous::metrics_addr`]).
     pub metrics: Option<SocketAddr>,
+    /// Be a node of a cluster that shares names, presence and calls through Redis
+    /// ([`cluster`]); `None`: a server of its own.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl RendezvousConfig {
@@ -91,6 +97,7 @@ impl RendezvousConfig {
             names_file: None,
             identity: None,
             metrics: None,
+            cluster: None,
         }
     }
 }
@@ -125,6 +132,8 @@ pub struct Rendezvous {
     /// Sends what the server queues from outside the serving threads (a shutdown's messages).
     side_sender: Arc<UdpSocket>,
     metrics: Option<metrics::Endpoint>,
+    /// The cluster's threads, in a cluster.
+    cluster: Option<cluster::Link>,
 }
 
 impl Rendezvous {
@@ -232,6 +241,9 @@ impl Rendezvous {
                 tracing::error!("a rendezvous thread panicked");
             }
         }
+        if let Some(link) = self.cluster.take() {
+            link.join();
+        }
     }
 }
 
@@ -312,6 +324,27 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         tracing::info!(names = names.len(), path = %path.display(), "names loaded");
         server.calls_mut().load_names(names);
     }
+    let cluster_ops = match &config.cluster {
+        Some(cluster) => {
+            let advertise = cluster.advertise.unwrap_or(addr);
+            if advertise.ip().is_unspecified() || advertise.port() == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "cluster: the other nodes cannot reach {advertise}: give the address \
+                         they reach this node at (--advertise HOST:PORT)"
+                    ),
+                ));
+            }
+            server.calls_mut().join_cluster(Node {
+                id: advertise.to_string(),
+                relay: advertise,
+            });
+            Some((std::sync::mpsc::channel(), advertise))
+        }
+        None => None,
+    };
+    let cluster_ops = cluster_ops.map(|((tx, rx), advertise)| (tx, (rx, advertise)));
     let poll = Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), WAKER)?;
     let shared = Arc::new(Mutex::new(Shared {
@@ -321,12 +354,24 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         registry: poll.registry().try_clone()?,
         tls: identity.server_config(),
         scratch: Vec::new(),
+        cluster: cluster_ops.as_ref().map(|(tx, _)| tx.clone()),
     }));
     std_tcp.set_nonblocking(true)?;
     let listener = mio::net::TcpListener::from_std(std_tcp);
     // Sends from the first socket's address, which is every UDP thread's.
     let side_sender = Arc::new(sockets[0].try_clone()?);
     let stop = Arc::new(AtomicBool::new(false));
+    let link = match (cluster_ops, &config.cluster) {
+        (Some((_, (rx, advertise))), Some(cluster)) => Some(cluster::Link::spawn(
+            &cluster.redis,
+            advertise.to_string(),
+            rx,
+            shared.clone(),
+            side_sender.clone(),
+            stop.clone(),
+        )?),
+        _ => None,
+    };
     let udp = Arc::new(UdpCounters {
         stun_answers: AtomicU64::new(0),
         lock_waits: AtomicU64::new(0),
@@ -406,6 +451,7 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         udp,
         side_sender,
         metrics,
+        cluster: link,
     })
 }
 
@@ -472,6 +518,8 @@ struct Shared {
     tls: Arc<rustls::ServerConfig>,
     /// Records to send, encoded for one connection at a time (kept, not shrunk).
     scratch: Vec<u8>,
+    /// Where the router's requests to the cluster go (its thread), in a cluster.
+    cluster: Option<std::sync::mpsc::Sender<ClusterOut>>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -494,6 +542,14 @@ impl Shared {
                     }
                 } else {
                     send(&t.contents, t.destination);
+                }
+            }
+            if let Some(ops) = &self.cluster {
+                // The router may have been driven directly (by the cluster's threads).
+                self.server.flush_calls();
+                while let Some(op) = self.server.calls_mut().poll_cluster() {
+                    // The cluster's thread is gone only when the server stops.
+                    let _ = ops.send(op);
                 }
             }
             while let Some(out) = self.server.poll_tcp() {

@@ -190,6 +190,18 @@ pub struct Args {
     /// Off unless given. No authentication: keep it on 127.0.0.1 or behind the firewall.
     #[arg(long, value_name = "IP:PORT", env = "PINHOLE_RENDEZVOUS_METRICS", hide_env_values = true, value_parser = parse_metrics)]
     pub metrics: Option<SocketAddr>,
+    /// Be a node of a cluster that shares names, presence and calls through this Redis
+    ///
+    /// redis://HOST:PORT (or redis://:PASSWORD@HOST:PORT/DB). Every node of the cluster names
+    /// the same Redis; users registered on different nodes call each other by name. Keep
+    /// Redis on a private network: whoever can write to it can speak for any node.
+    #[arg(long, value_name = "redis://HOST:PORT", env = "PINHOLE_RENDEZVOUS_CLUSTER", hide_env_values = true, value_parser = parse_cluster)]
+    pub cluster: Option<String>,
+    /// The address other nodes of the cluster reach this node at (its UDP and TCP port)
+    ///
+    /// Default: --listen, which then must not be a wildcard address (0.0.0.0 or [::]).
+    #[arg(long, value_name = "IP:PORT", env = "PINHOLE_RENDEZVOUS_ADVERTISE", hide_env_values = true, value_parser = parse_advertise)]
+    pub advertise: Option<SocketAddr>,
     /// Seconds calls in progress go on after SIGTERM
     ///
     /// On SIGTERM or SIGINT, keep relaying calls in progress for up to this many seconds
@@ -283,6 +295,10 @@ pub struct Settings {
     pub key: Option<PathBuf>,
     /// Where the Prometheus endpoint listens (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// The cluster's Redis (`None`: a server of its own).
+    pub cluster: Option<String>,
+    /// How other nodes reach this one (`None`: the listening address).
+    pub advertise: Option<SocketAddr>,
     /// How long calls in progress are relayed after a stop signal.
     pub shutdown_grace: Duration,
     /// How log lines look.
@@ -357,6 +373,8 @@ impl Settings {
             ("cert", path(&self.cert)),
             ("key", path(&self.key)),
             ("metrics", self.metrics.map(|m| m.to_string())),
+            ("cluster", self.cluster.clone()),
+            ("advertise", self.advertise.map(|a| a.to_string())),
             (
                 "shutdown_grace",
                 Some(self.shutdown_grace.as_secs().to_string()),
@@ -552,6 +570,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("cert", Kind::Path),
     ("key", Kind::Path),
     ("metrics", Kind::Text),
+    ("cluster", Kind::Text),
+    ("advertise", Kind::Text),
     ("shutdown_grace", Kind::Number),
     ("log_format", Kind::Text),
     ("allow_private_targets", Kind::Switch),
@@ -758,6 +778,8 @@ fn merge(args: &Args, matches: &ArgMatches) -> Result<Loaded, ConfigError> {
         cert: m.pick("cert", args.cert.clone(), parse_path)?,
         key: m.pick("key", args.key.clone(), parse_path)?,
         metrics: m.pick("metrics", args.metrics, parse_metrics)?,
+        cluster: m.pick("cluster", args.cluster.clone(), parse_cluster)?,
+        advertise: m.pick("advertise", args.advertise, parse_advertise)?,
         shutdown_grace: Duration::from_secs(m.pick_or(
             "shutdown_grace",
             args.shutdown_grace,
@@ -790,6 +812,20 @@ fn check_combinations(loaded: &Loaded) -> Result<(), ConfigError> {
              kept in a file or in memory only; drop one",
             loaded.origin("names_file"),
             loaded.origin("ephemeral_names")
+        )));
+    }
+    if s.advertise.is_some() && s.cluster.is_none() {
+        return Err(ConfigError(format!(
+            "advertise (from {}) is for a node of a cluster: give cluster too (redis://HOST:PORT)",
+            loaded.origin("advertise")
+        )));
+    }
+    if s.cluster.is_some() && s.advertise.is_none() && s.listen.ip().is_unspecified() {
+        return Err(ConfigError(format!(
+            "cluster (from {}) with listen {} (a wildcard): give advertise, the address the other \
+             nodes reach this one at",
+            loaded.origin("cluster"),
+            s.listen
         )));
     }
     match (&s.cert, &s.key) {
@@ -842,6 +878,30 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 fn parse_metrics(s: &str) -> Result<SocketAddr, String> {
     parse_addr(s)
+}
+
+fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
+    let addr = parse_addr(s)?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(format!(
+            "`{s}` is not an address other nodes can reach (no wildcard address, no port 0)"
+        ));
+    }
+    Ok(addr)
+}
+
+/// A Redis URL: `redis://HOST[:PORT][/DB]`, with an optional `:PASSWORD@` (or `USER:PASSWORD@`).
+fn parse_cluster(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let rest = s.strip_prefix("redis://").ok_or_else(|| {
+        format!("`{s}` is not a Redis address: redis://HOST:PORT (rediss:// is not supported)")
+    })?;
+    let host = rest.rsplit('@').next().unwrap_or_default();
+    let host = host.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("`{s}` names no host: redis://HOST:PORT"));
+    }
+    Ok(s.to_string())
 }
 
 /// A whole number from `min` to `max`.

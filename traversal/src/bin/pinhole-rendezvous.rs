@@ -221,7 +221,14 @@ fn run(loaded: &Loaded) -> anyhow::Result<ExitCode> {
         names_file,
         identity: Some(Arc::new(identity)),
         metrics: s.metrics,
+        cluster: s.cluster.clone().map(|redis| rendezvous::ClusterConfig {
+            redis,
+            advertise: s.advertise,
+        }),
     };
+    if let Some(cluster) = &s.cluster {
+        tracing::info!(redis = %cluster, advertise = ?s.advertise, "a node of a cluster");
+    }
     if s.no_limits {
         tracing::warn!(
             "no_limits: no limits on calls, rings, registrations or names (bench and test only)"

@@ -35,8 +35,9 @@ use crate::server::{ConnId, hex, unhex};
 /// 0, far below).
 pub const REMOTE_BASE: ConnId = 1 << 62;
 
-/// A call between two nodes' clients crossed the cluster within this time of a node's loss:
-/// the call is relayed and ends; otherwise it is taken to be direct and left to its clients.
+/// A call between two nodes' clients that crossed the cluster within this time before the
+/// other node was last seen alive was relayed, and ends with that node; otherwise it went
+/// direct and is left to its clients. (Voice is 50 frames a second.)
 pub const RELAYED_WITHIN: Duration = Duration::from_secs(3);
 
 /// This node, as the others know it.
@@ -344,11 +345,13 @@ impl Calls {
         self.drop_remote(conn);
     }
 
-    /// `node` is gone (its liveness expired). Its calls that were relayed, or not yet up, end
-    /// for this node's clients with `peer_lost`; calls that went direct are left to their
-    /// clients (their media does not cross the nodes; a hang-up reaches the peer directly).
-    pub fn node_lost(&mut self, now: Instant, node: &str) {
-        let since = now.checked_sub(RELAYED_WITHIN).unwrap_or(now);
+    /// `node` is gone (its liveness expired; it was last seen alive at `last_alive`). Its
+    /// calls that were relayed (a frame crossed within [`RELAYED_WITHIN`] before
+    /// `last_alive`), or not yet up, end for this node's clients with `peer_lost`; calls that
+    /// went direct are left to their clients (their media does not cross the nodes; a hang-up
+    /// reaches the peer directly).
+    pub fn node_lost(&mut self, last_alive: Instant, node: &str) {
+        let since = last_alive.checked_sub(RELAYED_WITHIN).unwrap_or(last_alive);
         let mut lost: Vec<ConnId> = self
             .cluster
             .remotes

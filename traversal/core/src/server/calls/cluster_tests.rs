@@ -364,9 +364,11 @@ fn a_lost_node_ends_relayed_calls_and_leaves_direct_ones_to_their_clients() {
             .is_some()
     );
     assert_eq!(lab.nodes[0].remote_nodes(), [node_addr(1).to_string()]);
-    lab.now += Duration::from_secs(1);
+    // Last seen alive a second after the frame, noticed five seconds later.
+    let last_alive = lab.now + Duration::from_secs(1);
+    lab.now += Duration::from_secs(6);
     let now = lab.now;
-    lab.nodes[0].node_lost(now, &node_addr(1).to_string());
+    lab.nodes[0].node_lost(last_alive, &node_addr(1).to_string());
     let heard = lab.settle();
     assert_eq!(
         heard[0],

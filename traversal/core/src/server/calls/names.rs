@@ -182,7 +182,7 @@ impl Names {
             if self.table.len() >= self.max {
                 break;
             }
-            if !valid_name(&name) {
+            if !valid_name(&name) || self.table.get(name.as_str()) == Some(&key) {
                 continue;
             }
             if self.looks_taken(&name) {

@@ -465,6 +465,12 @@ impl Server {
         self.tcp.pop_front()
     }
 
+    /// Queues what the call router has to say after it was driven from outside the server
+    /// ([`Server::calls_mut`]: a cluster's answers and messages from other nodes).
+    pub fn flush_calls(&mut self) {
+        self.drain_calls();
+    }
+
     /// Queues what the call router has to say.
     fn drain_calls(&mut self) {
         while let Some((conn, signal)) = self.calls.poll_signal() {
