@@ -41,6 +41,23 @@ pub struct Snapshot {
     pub udp_lock_waits: u64,
     /// The server is going away (a graceful shutdown has begun).
     pub shutting_down: bool,
+    /// A node of a cluster: its link to the others.
+    pub cluster: Option<ClusterSnapshot>,
+}
+
+/// A cluster node's link to Redis and to the other nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterSnapshot {
+    /// The node's command connection to Redis is up.
+    pub redis_up: bool,
+    /// Messages published to other nodes.
+    pub messages_sent: u64,
+    /// Messages from other nodes.
+    pub messages_received: u64,
+    /// Redis commands that failed (Redis unreachable or refusing).
+    pub redis_errors: u64,
+    /// Calls with a party on another node, now.
+    pub remote_calls: u64,
 }
 
 /// One metric family: name, type and help, then its samples.
@@ -193,6 +210,36 @@ pub fn render(snapshot: &Snapshot) -> String {
     ];
     for (name, help, value) in counters {
         f.single(name, "counter", help, value);
+    }
+    if let Some(cluster) = snapshot.cluster {
+        f.single(
+            "pinhole_cluster_redis_up",
+            "gauge",
+            "1 while this node's connection to the cluster's Redis is up.",
+            u64::from(cluster.redis_up),
+        );
+        f.single(
+            "pinhole_cluster_remote_calls",
+            "gauge",
+            "Calls with a party registered on another node, now.",
+            cluster.remote_calls,
+        );
+        f.labelled(
+            "pinhole_cluster_messages_total",
+            "counter",
+            "Messages between this node and the others, by direction.",
+            "direction",
+            &[
+                ("sent", cluster.messages_sent),
+                ("received", cluster.messages_received),
+            ],
+        );
+        f.single(
+            "pinhole_cluster_redis_errors_total",
+            "counter",
+            "Redis commands that failed (Redis unreachable or refusing).",
+            cluster.redis_errors,
+        );
     }
     f.labelled(
         "pinhole_dropped_total",

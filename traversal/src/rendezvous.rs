@@ -134,6 +134,8 @@ pub struct Rendezvous {
     metrics: Option<metrics::Endpoint>,
     /// The cluster's threads, in a cluster.
     cluster: Option<cluster::Link>,
+    /// What the cluster's threads count.
+    cluster_counters: Option<Arc<cluster::Counters>>,
 }
 
 impl Rendezvous {
@@ -165,7 +167,7 @@ impl Rendezvous {
 
     /// What the metrics endpoint shows now.
     pub fn metrics_snapshot(&self) -> Snapshot {
-        snapshot(&self.shared, &self.udp)
+        snapshot(&self.shared, &self.udp, self.cluster_counters.as_deref())
     }
 
     /// Datagrams each UDP thread has received so far, one entry per thread (which thread
@@ -361,14 +363,21 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     // Sends from the first socket's address, which is every UDP thread's.
     let side_sender = Arc::new(sockets[0].try_clone()?);
     let stop = Arc::new(AtomicBool::new(false));
-    let link = match (cluster_ops, &config.cluster) {
-        (Some((_, (rx, advertise))), Some(cluster)) => Some(cluster::Link::spawn(
+    let cluster_counters = config
+        .cluster
+        .as_ref()
+        .map(|_| Arc::new(cluster::Counters::default()));
+    let link = match (cluster_ops, &config.cluster, &cluster_counters) {
+        (Some((_, (rx, advertise))), Some(cluster), Some(counters)) => Some(cluster::Link::spawn(
             &cluster.redis,
             advertise.to_string(),
             rx,
-            shared.clone(),
-            side_sender.clone(),
-            stop.clone(),
+            cluster::Threads {
+                shared: shared.clone(),
+                side: side_sender.clone(),
+                stop: stop.clone(),
+                counters: counters.clone(),
+            },
         )?),
         _ => None,
     };
@@ -381,10 +390,11 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
     let metrics = match config.metrics {
         Some(addr) => {
             let (shared, udp) = (shared.clone(), udp.clone());
-            let endpoint = metrics::Endpoint::spawn(addr, move || snapshot(&shared, &udp))
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}"))
-                })?;
+            let counters = cluster_counters.clone();
+            let endpoint = metrics::Endpoint::spawn(addr, move || {
+                snapshot(&shared, &udp, counters.as_deref())
+            })
+            .map_err(|e| std::io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}")))?;
             Some(endpoint)
         }
         None => None,
@@ -452,21 +462,35 @@ pub fn spawn(config: RendezvousConfig) -> std::io::Result<Rendezvous> {
         side_sender,
         metrics,
         cluster: link,
+        cluster_counters,
     })
 }
 
 /// The counters, copied under the lock (a struct of integers), for the metrics endpoint.
-fn snapshot(shared: &Mutex<Shared>, udp: &UdpCounters) -> Snapshot {
-    let (stats, shutting_down) = {
+fn snapshot(
+    shared: &Mutex<Shared>,
+    udp: &UdpCounters,
+    cluster: Option<&cluster::Counters>,
+) -> Snapshot {
+    let (stats, shutting_down, remote_calls) = {
         let s = lock(shared);
-        (s.server.stats(), s.server.is_going_away())
+        let remote = s.server.calls().remote_parties() as u64;
+        (s.server.stats(), s.server.is_going_away(), remote)
     };
+    let cluster = cluster.map(|c| metrics::ClusterSnapshot {
+        redis_up: c.redis_up.load(Ordering::Relaxed),
+        messages_sent: c.sent.load(Ordering::Relaxed),
+        messages_received: c.received.load(Ordering::Relaxed),
+        redis_errors: c.redis_errors.load(Ordering::Relaxed),
+        remote_calls,
+    });
     Snapshot {
         stats,
         stun_answers: udp.stun_answers.load(Ordering::Relaxed),
         udp_threads: udp.datagrams.len() as u64,
         udp_lock_waits: udp.lock_waits.load(Ordering::Relaxed),
         shutting_down,
+        cluster,
     }
 }
 

@@ -31,6 +31,37 @@ fn node(redis: &str) -> Rendezvous {
     )
 }
 
+/// A node with its metrics endpoint on `metrics` (a free port).
+fn node_with_metrics(redis: &str, metrics: &str) -> Rendezvous {
+    Rendezvous::start_at(
+        Place::Local,
+        "127.0.0.1:0",
+        &["--cluster", redis, "--no-limits", "--metrics", metrics],
+    )
+}
+
+/// `GET /metrics`: each sample line's name (with labels) and value.
+fn scrape(addr: &str) -> std::collections::HashMap<String, u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: pinhole\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("pinhole_cluster"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
@@ -111,9 +142,14 @@ fn keepalives(clients: &mut [&mut Client]) {
 #[test]
 fn a_call_between_users_of_two_nodes_is_relayed_both_ways_through_both() {
     let Some(redis) = Redis::start() else { return };
-    let (a, b) = (node(&redis.url()), node(&redis.url()));
+    let metrics = free_port();
+    let (a, b) = (
+        node_with_metrics(&redis.url(), &metrics),
+        node(&redis.url()),
+    );
     let mut alice = join(&a, "alice", 1);
     let mut bob = join(&b, "bob", 2);
+    let commands_before = redis.info("total_commands_processed").unwrap();
     let started = Instant::now();
     let relayed = call(&mut alice, &mut bob, "bob", 7);
     let setup = started.elapsed();
@@ -133,6 +169,22 @@ fn a_call_between_users_of_two_nodes_is_relayed_both_ways_through_both() {
             WAIT
         ));
     }
+    let seen = scrape(&metrics);
+    assert_eq!(seen["pinhole_cluster_redis_up"], 1, "{seen:?}");
+    assert_eq!(seen["pinhole_cluster_remote_calls"], 1, "{seen:?}");
+    // Invite out, accept in.
+    assert!(
+        seen["pinhole_cluster_messages_total{direction=\"sent\"}"] >= 1,
+        "{seen:?}"
+    );
+    assert!(
+        seen["pinhole_cluster_messages_total{direction=\"received\"}"] >= 1,
+        "{seen:?}"
+    );
+    eprintln!(
+        "Redis commands for the call's setup (and heartbeats meanwhile): {}",
+        redis.info("total_commands_processed").unwrap() - commands_before
+    );
     // A forged frame (right channel, wrong token) goes nowhere.
     assert!(!relays(
         &alice,

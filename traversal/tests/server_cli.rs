@@ -388,7 +388,7 @@ fn bad_settings_say_where_and_what() {
                 "pinhole-rendezvous: {shown} line 3: unknown key `listn`; known keys: listen, \
                  max_registrations, idle_timeout, max_connections_per_address, batch, \
                  udp_threads, names_file, ephemeral_names, state_dir, cert, key, metrics, \
-                 shutdown_grace, log_format, allow_private_targets, no_limits\n"
+                 cluster, advertise, shutdown_grace, log_format, allow_private_targets, no_limits\n"
             ),
         ),
         (

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -106,6 +106,25 @@ fn channel(node: &str) -> String {
     format!("pinhole:node:{node}")
 }
 
+/// What the cluster's threads count (for the metrics endpoint).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) redis_up: AtomicBool,
+    pub(super) sent: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) redis_errors: AtomicU64,
+}
+
+/// What the cluster's threads share with the server's.
+#[derive(Debug, Clone)]
+pub(super) struct Threads {
+    pub(super) shared: Arc<Mutex<Shared>>,
+    /// Sends the datagrams the server queues while a cluster thread drives it.
+    pub(super) side: Arc<std::net::UdpSocket>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) counters: Arc<Counters>,
+}
+
 /// The node's threads.
 #[derive(Debug)]
 pub(super) struct Link {
@@ -119,10 +138,14 @@ impl Link {
         redis_url: &str,
         node: String,
         ops: Receiver<ClusterOut>,
-        shared: Arc<Mutex<Shared>>,
-        side: Arc<std::net::UdpSocket>,
-        stop: Arc<AtomicBool>,
+        threads: Threads,
     ) -> std::io::Result<Link> {
+        let Threads {
+            shared,
+            side,
+            stop,
+            counters,
+        } = threads;
         let client = redis::Client::open(redis_url).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -139,6 +162,7 @@ impl Link {
                 claim: Script::new(CLAIM),
                 online: Script::new(ONLINE),
                 offline: Script::new(OFFLINE),
+                counters: counters.clone(),
             };
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -147,7 +171,15 @@ impl Link {
         };
         let subscriber = std::thread::Builder::new()
             .name("cluster-sub".into())
-            .spawn(move || subscribe(&client, &node, &shared, &side, &stop))?;
+            .spawn(move || {
+                let threads = Threads {
+                    shared,
+                    side,
+                    stop,
+                    counters,
+                };
+                subscribe(&client, &node, &threads);
+            })?;
         Ok(Link {
             threads: vec![commands, subscriber],
         })
@@ -178,6 +210,7 @@ struct Worker {
     claim: Script,
     online: Script,
     offline: Script,
+    counters: Arc<Counters>,
 }
 
 impl Worker {
@@ -194,8 +227,10 @@ impl Worker {
                             tracing::info!(after = ?since.elapsed(), "Redis is back");
                         }
                         con = Some(c);
+                        self.counters.redis_up.store(true, Ordering::Relaxed);
                     }
                     Err(err) => {
+                        self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
                         if unreachable_since.is_none() {
                             tracing::warn!(
                                 "cluster: Redis unreachable ({err}); serving own clients"
@@ -219,9 +254,12 @@ impl Worker {
                     ))),
                 };
                 if let Err(err) = result {
+                    tracing::debug!("cluster: {err}");
+                    self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
                     self.failed(op);
                     if is_connection_error(&err) {
                         con = None;
+                        self.counters.redis_up.store(false, Ordering::Relaxed);
                     }
                 }
             }
@@ -231,6 +269,8 @@ impl Worker {
                 beat = Instant::now();
                 if let Err(err) = self.heartbeat(c, &mut alive) {
                     tracing::warn!("cluster: heartbeat: {err}");
+                    self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.redis_up.store(false, Ordering::Relaxed);
                     con = None;
                 }
             }
@@ -404,6 +444,7 @@ impl Worker {
             message: message.clone(),
         };
         let text = serde_json::to_string(&envelope).unwrap_or_default();
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
         c.publish(channel(node), text)
     }
 
@@ -468,13 +509,13 @@ fn is_connection_error(err: &redis::RedisError) -> bool {
 }
 
 /// The subscriber thread: this node's channel, until `stop`.
-fn subscribe(
-    client: &redis::Client,
-    node: &str,
-    shared: &Mutex<Shared>,
-    side: &std::net::UdpSocket,
-    stop: &AtomicBool,
-) {
+fn subscribe(client: &redis::Client, node: &str, threads: &Threads) {
+    let Threads {
+        shared,
+        side,
+        stop,
+        counters,
+    } = threads;
     while !stop.load(Ordering::Relaxed) {
         let mut con = match client.get_connection_with_timeout(COMMAND_TIMEOUT) {
             Ok(con) => con,
@@ -500,6 +541,7 @@ fn subscribe(
             let Ok(payload) = message.get_payload::<String>() else {
                 continue;
             };
+            counters.received.fetch_add(1, Ordering::Relaxed);
             match serde_json::from_str::<Envelope>(&payload) {
                 Ok(envelope) => drained(shared, side, |s| {
                     s.server.calls_mut().from_node(Instant::now(), envelope);

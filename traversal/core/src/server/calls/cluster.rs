@@ -194,6 +194,11 @@ impl Calls {
         names
     }
 
+    /// Parties of cross-node calls held here (one per call with another node).
+    pub fn remote_parties(&self) -> usize {
+        self.cluster.remotes.len()
+    }
+
     /// The nodes this node has calls with (whose loss the driver watches for).
     pub fn remote_nodes(&self) -> Vec<String> {
         let mut nodes: Vec<String> = self
