@@ -1631,3 +1631,32 @@ fn a_going_away_that_asks_for_ages_is_cut_to_ten_minutes() {
     assert!(retry_at - told <= most, "{:?}", retry_at - told);
     assert!(retry_at - told >= traversal::phone::MAX_RETRY_AFTER);
 }
+
+/// A node of a cluster that cannot reach its name store answers a new name with `try_later`:
+/// the phone tries again with its back-off (no stop), and registers once the store answers.
+#[test]
+fn a_name_store_that_is_away_delays_the_registration_and_does_not_stop_the_phone() {
+    let mut w = World::new();
+    let mut refusals = 2;
+    w.tamper = Some(Middle::down(move |_, m| match m {
+        ServerMessage::Registered { .. } if refusals > 0 => {
+            refusals -= 1;
+            ServerMessage::Error {
+                code: "try_later".into(),
+                message: "the server cannot reach its name store just now".into(),
+            }
+        }
+        other => other,
+    }));
+    // As the app runs (a headless phone stops at a first refusal instead, and says why).
+    let a = w.add("alice", 1, Place::Public("203.0.113.9"), |c| {
+        c.stop_if_first_connect_fails = false;
+    });
+    assert!(w.run_until(secs(10), |w| w.online(a)), "{:?}", w.events(a));
+    assert_eq!(w.phones[a].connects, 3, "two refusals, then registered");
+    assert!(
+        !w.has(a, |e| matches!(e, Event::Stopped { .. })),
+        "{:?}",
+        w.events(a)
+    );
+}

@@ -154,9 +154,10 @@ impl Phone {
                 "bad_name" => StopReason::BadName,
                 "bad_signature" => StopReason::BadSignature,
                 "server_full" => StopReason::ServerFull,
-                // The server limits this address or connection for now: try again later,
-                // with the usual back-off.
-                "rate_limited" | "too_many_connections" => {
+                // The server limits this address or connection for now, or (a node of a
+                // cluster) cannot reach its name store: try again later, with the usual
+                // back-off.
+                "rate_limited" | "too_many_connections" | "try_later" => {
                     let detail = format!("{message} ({code})");
                     self.lose_server(now, ServerLoss::Unreachable { detail });
                     return;
