@@ -310,16 +310,7 @@ impl Worker {
             .collect();
         for (name, key) in &lost {
             let skeleton = traversal_core::server::calls::name_skeleton(name);
-            let _: String = self
-                .claim
-                .key(NAMES)
-                .key(SKELETONS)
-                .key(KEYS)
-                .arg(name)
-                .arg(hex(key))
-                .arg(skeleton)
-                .arg(usize::MAX.to_string())
-                .invoke(&mut c)?;
+            self.claim(&mut c, name, key, &skeleton, usize::MAX)?;
         }
         let loaded = stored.len();
         lock(&self.shared).server.calls_mut().load_names(stored);
@@ -349,16 +340,7 @@ impl Worker {
                 skeleton,
                 per_key,
             } => {
-                let answer: String = self
-                    .claim
-                    .key(NAMES)
-                    .key(SKELETONS)
-                    .key(KEYS)
-                    .arg(name)
-                    .arg(hex(key))
-                    .arg(skeleton)
-                    .arg(per_key.to_string())
-                    .invoke(c)?;
+                let answer = self.claim(c, name, key, skeleton, *per_key)?;
                 let claimed = match answer.as_str() {
                     "bound" => Claimed::Bound,
                     "confusable" => Claimed::Confusable,
@@ -414,6 +396,26 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Runs [`CLAIM`]: its answer.
+    fn claim(
+        &self,
+        c: &mut Connection,
+        name: &str,
+        key: &[u8; 32],
+        skeleton: &str,
+        per_key: usize,
+    ) -> redis::RedisResult<String> {
+        self.claim
+            .key(NAMES)
+            .key(SKELETONS)
+            .key(KEYS)
+            .arg(name)
+            .arg(hex(key))
+            .arg(skeleton)
+            .arg(per_key.to_string())
+            .invoke(c)
     }
 
     /// The live node holding `name`'s registration, if any (an entry of a dead node is
