@@ -186,6 +186,7 @@ impl Driver {
         phone_config.keepalive = config.keepalive;
         phone_config.register_timeout = config.connect_timeout * 2;
         phone_config.call_timeout = config.call_timeout;
+        phone_config.servers = config.servers();
         let phone = Phone::new(phone_config, Instant::now());
         Ok(Driver {
             config,
@@ -283,7 +284,7 @@ impl Driver {
         loop {
             while let Some(action) = self.phone.poll_tcp() {
                 match action {
-                    TcpAction::Connect => self.start_connect(),
+                    TcpAction::Connect { server } => self.start_connect(server),
                     TcpAction::Send(bytes) => {
                         if let Some(control) = &self.control {
                             let _ = control.writer.send(bytes);
@@ -315,8 +316,14 @@ impl Driver {
     fn handle_phone_event(&mut self, now: Instant, event: phone::Event) {
         match event {
             phone::Event::Registration(registration) => {
-                if let phone::Registration::Online { name, mapped, .. } = &registration {
-                    tracing::info!(name, %mapped, "registered");
+                if let phone::Registration::Online {
+                    name,
+                    mapped,
+                    server,
+                    ..
+                } = &registration
+                {
+                    tracing::info!(name, %mapped, server, "registered");
                 }
                 self.events.send(Event::Registration(registration));
             }
@@ -631,11 +638,10 @@ impl Driver {
         self.events.send(Event::DeviceMoved { side, moved, meter });
     }
 
-    /// Opens a control connection (and, the first time, the media socket of its family) in a
-    /// task: the loop goes on meanwhile.
-    fn start_connect(&mut self) {
+    /// Opens a control connection to `server` (one of the list; and, the first time, the
+    /// media socket) in a task: the loop goes on meanwhile.
+    fn start_connect(&mut self, server: String) {
         self.close_control();
-        let server = self.config.server.clone();
         let timeout = self.config.connect_timeout;
         let trust = self.config.trust.clone();
         self.connecting = Some(tokio::spawn(async move {
