@@ -147,6 +147,12 @@ struct Driver {
     control: Option<Control>,
     /// The writer of the last control connection closed, still writing out.
     closing: Option<JoinHandle<()>>,
+    /// The server (as listed) and its address the last control connection reached: when the
+    /// phone connects to that server again (the connection was lost), the address is tried
+    /// after the name's other addresses.
+    reached: Option<(String, SocketAddr)>,
+    /// The server (as listed) of the connection being opened.
+    connecting_to: String,
     connecting: Option<JoinHandle<Result<(ControlStream, SocketAddr), DriverError>>>,
     opening: Option<Opening>,
     media: Option<Media>,
@@ -195,6 +201,8 @@ impl Driver {
             socket: None,
             control: None,
             closing: None,
+            reached: None,
+            connecting_to: String::new(),
             connecting: None,
             opening: None,
             media: None,
@@ -644,8 +652,14 @@ impl Driver {
         self.close_control();
         let timeout = self.config.connect_timeout;
         let trust = self.config.trust.clone();
+        let lost = self
+            .reached
+            .as_ref()
+            .filter(|(name, _)| *name == server)
+            .map(|(_, addr)| *addr);
+        self.connecting_to.clone_from(&server);
         self.connecting = Some(tokio::spawn(async move {
-            traversal::driver::connect_control(&server, timeout, &trust).await
+            traversal::driver::connect_control_after_loss(&server, timeout, &trust, lost).await
         }));
     }
 
@@ -706,6 +720,7 @@ impl Driver {
             .as_ref()
             .is_some_and(traversal::media_socket::is_dual_stack);
         self.start_port_mapping(access, server, media_port);
+        self.reached = Some((self.connecting_to.clone(), server));
         let (reader, mut writer) = tokio::io::split(tls);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let writer_task = tokio::spawn(async move {
