@@ -1839,6 +1839,40 @@ fn a_server_going_away_sends_the_phone_to_the_next_at_once() {
 }
 
 #[test]
+fn a_server_that_stops_answering_pings_is_left_for_the_next() {
+    let mut w = World::new();
+    w.start_second();
+    let a = listing(&mut w, &[SERVER, SECOND]);
+    w.run(secs(1));
+    assert_eq!(online_at(&w, a).as_deref(), Some(SERVER));
+    // Hung, its connections open: only the unanswered ping tells.
+    w.frozen = true;
+    assert!(
+        w.run_until(secs(30), |w| w.online(a)
+            && online_at(w, a).as_deref() == Some(SECOND)),
+        "{:?}",
+        w.events(a)
+    );
+    let lost = w.phones[a]
+        .events
+        .iter()
+        .find_map(|(t, e)| match e {
+            Event::Registration(Registration::Offline { reason, retry_at }) => {
+                Some((*t, reason.clone(), *retry_at))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(lost.1, ServerLoss::NotAnswering);
+    assert_eq!(lost.2, lost.0, "the next server at once");
+    assert!(
+        w.now() - lost.0 < Duration::from_millis(500),
+        "{:?}",
+        w.now() - lost.0
+    );
+}
+
+#[test]
 fn one_listed_server_behaves_as_none_listed() {
     // A list of one is the single server: the back-off of `reconnects_back_off_…`.
     let mut w = World::new();
