@@ -44,8 +44,9 @@ const HANGUP_WAIT: Duration = Duration::from_secs(5);
 /// The flags `call` and `answer` share.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// Rendezvous server, HOST:PORT (default: the settings file's).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Rendezvous server, HOST:PORT; or several, comma-separated (A,B): registered with the
+    /// first that answers, moving to the next when it fails (default: the settings file's).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
     pub server: Option<String>,
     /// Accept only the server certificate with this fingerprint, as its operator publishes it
     /// (default: the settings file's `server_fingerprint` for its server; else a CA-signed
@@ -181,22 +182,24 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
     let first_run = loaded.is_none();
     let mut stored = loaded.unwrap_or_default();
 
-    let server = common
-        .server
-        .clone()
-        .unwrap_or_else(|| stored.server.clone());
-    if server.trim().is_empty() {
+    let (server, from) = match &common.server {
+        Some(server) => (server.clone(), "--server".to_owned()),
+        None => (stored.server.clone(), format!("{}: server", path.display())),
+    };
+    let servers =
+        settings::parse_server_list(&server).map_err(|e| usage(format!("{from}: {e}")))?;
+    if servers.is_empty() {
         return Err(usage(format!(
             "no server: pass --server HOST:PORT or set `server` in {}",
             path.display()
         )));
     }
-    let server = ServerAddr::parse(&server).map_err(|e| usage(format!("--server: {e}")))?;
     let mut trust = stored
         .client_trust(&path)
         .map_err(|e| usage(format!("{}: {e}", path.display())))?;
-    // The settings' fingerprint is their server's: not another one's given with --server.
-    if stored.server_addr().ok().flatten().as_ref() != Some(&server) {
+    // The settings' fingerprint is their servers': not another one's given with --server.
+    let stored_servers = stored.server_addrs().unwrap_or_default();
+    if !servers.iter().all(|s| stored_servers.contains(s)) {
         trust.pinned = None;
     }
     if let Some(fp) = &common.server_fingerprint {
@@ -238,7 +241,7 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
         .map_err(|e| usage(format!("{}: {e}", path.display())))?;
     if created {
         if first_run {
-            stored.server = server.to_string();
+            stored.server = settings::format_server_list(&servers);
             stored.name = name.clone();
             // The server is kept with the certificate it was reached with (a link's or
             // --server-fingerprint's), or later runs would trust whatever it shows first.
@@ -261,7 +264,7 @@ fn configure(common: &CommonArgs) -> Result<EngineConfig, Failure> {
         )));
     }
     let processing = processing(common, &stored.audio, &input);
-    let mut config = EngineConfig::new(server.to_string(), name, key);
+    let mut config = EngineConfig::new(settings::format_server_list(&servers), name, key);
     config.input = input;
     config.output = output;
     config.media = MediaConfig {
@@ -414,9 +417,10 @@ fn log_registration(registration: &Registration) {
             name,
             mapped,
             verdict,
+            server,
         } => {
             let verdict = verdict.map_or("unknown", |v| v.as_str());
-            tracing::info!(name, %mapped, verdict, "registered");
+            tracing::info!(name, %mapped, verdict, server, "registered");
         }
         // A restart the server announced is no failure: info, not a warning.
         Registration::Offline {

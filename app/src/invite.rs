@@ -351,7 +351,11 @@ pub fn known_fingerprint(
 /// settings' own when the server stays the same, since a pin belongs to one server).
 pub fn apply(settings: &Settings, invite: &Invite) -> Settings {
     let mut next = settings.clone();
-    let same_server = settings.server_addr().ok().flatten().as_ref() == Some(&invite.server);
+    // One of the servers listed: the list stays.
+    let same_server = settings
+        .server_addrs()
+        .unwrap_or_default()
+        .contains(&invite.server);
     if !same_server {
         next.server = invite.server_setting();
     }

@@ -493,12 +493,10 @@ fn trust(fingerprint: Option<&str>, server: &str) -> Result<traversal::tls::Clie
     if let Ok(path) = settings::default_path() {
         if let Ok(Some(stored)) = settings::load(&path)
             && stored
-                .server_addr()
-                .ok()
-                .flatten()
-                .map(|a| a.to_string())
-                .as_deref()
-                == Some(server)
+                .server_addrs()
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.to_string() == server)
         {
             trust.pinned = stored.pinned_fingerprint().ok().flatten();
         }

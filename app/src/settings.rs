@@ -29,7 +29,10 @@ pub const EMBEDDED_SERVER_DIR: &str = "built-in-server";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// The rendezvous server, `host[:port]`. Empty: the app runs a server inside itself.
+    /// The rendezvous server, `host[:port]`; or several, comma-separated
+    /// (`a.example.org, b.example.org:3479`): the client registers with the first that answers
+    /// and moves to the next when its server fails or goes away ([`Settings::server_addrs`]).
+    /// Empty: the app runs a server inside itself.
     pub server: String,
     /// The fingerprint of the server's certificate, `sha256:<64 hex digits>`, as its operator
     /// publishes it (`pinhole-rendezvous` prints it). Empty: a CA-signed certificate, or the
@@ -154,9 +157,7 @@ pub const KEEPALIVE_RANGE: std::ops::RangeInclusive<u32> = 1..=300;
 impl Settings {
     /// Checks every field; the first problem found, in words for the settings view.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if !self.server.trim().is_empty() {
-            ServerAddr::parse(&self.server).map_err(SettingsError::Server)?;
-        }
+        self.server_addrs().map_err(SettingsError::Server)?;
         self.pinned_fingerprint()
             .map_err(SettingsError::Fingerprint)?;
         validate_name(&self.name).map_err(SettingsError::Name)?;
@@ -226,15 +227,91 @@ impl Settings {
         })
     }
 
-    /// The server to use, parsed; `None` when the embedded server is meant.
-    pub fn server_addr(&self) -> Result<Option<ServerAddr>, AddrError> {
-        if self.server.trim().is_empty() {
-            Ok(None)
+    /// The server to use (the first of the list), parsed; `None` when the embedded server is
+    /// meant.
+    pub fn server_addr(&self) -> Result<Option<ServerAddr>, ServerListError> {
+        Ok(self.server_addrs()?.into_iter().next())
+    }
+
+    /// Every server of the list, parsed, in order; empty when the embedded server is meant.
+    pub fn server_addrs(&self) -> Result<Vec<ServerAddr>, ServerListError> {
+        parse_server_list(&self.server)
+    }
+}
+
+/// A server list's entry that is not an address: which, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct ServerListError {
+    /// The entry as written (trimmed).
+    pub entry: String,
+    /// Its place in the list, from 1.
+    pub position: usize,
+    /// How many entries the list has.
+    pub count: usize,
+    /// What is wrong with it.
+    pub error: AddrError,
+}
+
+impl ServerListError {
+    /// The problem alone for a list of one; with the entry and its place for a longer one.
+    fn describe(&self) -> String {
+        if self.count <= 1 {
+            self.error.to_string()
         } else {
-            ServerAddr::parse(&self.server).map(Some)
+            format!(
+                "{:?} (server {} of {}): {}",
+                self.entry, self.position, self.count, self.error
+            )
         }
     }
 }
+
+/// Parses a server list: addresses ([`ServerAddr::parse`]) separated by commas, blank entries
+/// skipped (`a.example, b.example:3479,`). Nothing at all: an empty list (the embedded server);
+/// commas alone are an error. The first entry that is no address is the error, named.
+pub fn parse_server_list(text: &str) -> Result<Vec<ServerAddr>, ServerListError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return Err(ServerListError {
+            entry: text.trim().to_owned(),
+            position: 1,
+            count: 1,
+            error: AddrError::Empty,
+        });
+    }
+    let count = entries.len();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            ServerAddr::parse(entry).map_err(|error| ServerListError {
+                entry: (*entry).to_owned(),
+                position: i + 1,
+                count,
+                error,
+            })
+        })
+        .collect()
+}
+
+/// A server list written back: the addresses, comma-separated.
+pub fn format_server_list(servers: &[ServerAddr]) -> String {
+    servers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Settings {}
 
 /// A 32-byte Ed25519 secret key from 64 hex digits.
 fn parse_key(hex: &str) -> Option<ed25519_dalek::SigningKey> {
@@ -393,9 +470,9 @@ fn is_host_name(host: &str) -> bool {
 /// Why settings could not be loaded, checked or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    /// The server address is not usable.
+    /// A server address is not usable.
     #[error("server address: {0}")]
-    Server(AddrError),
+    Server(ServerListError),
     /// The name is not usable.
     #[error("name: {0}")]
     Name(String),
@@ -721,6 +798,97 @@ mod tests {
         ] {
             assert_eq!(ServerAddr::parse(text), Err(error), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_server_list_parses_each_entry_and_names_a_bad_one() {
+        let list =
+            parse_server_list(" a.example.org, b.example.org:3479 ,[2001:db8::1]:4000,").unwrap();
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "a.example.org:3478",
+                "b.example.org:3479",
+                "[2001:db8::1]:4000"
+            ]
+        );
+        assert_eq!(
+            format_server_list(&list),
+            "a.example.org:3478, b.example.org:3479, [2001:db8::1]:4000"
+        );
+        assert_eq!(parse_server_list("  "), Ok(Vec::new()));
+        assert_eq!(
+            parse_server_list("a.example.org:3478, bad_host:1, c.example.org"),
+            Err(ServerListError {
+                entry: "bad_host:1".into(),
+                position: 2,
+                count: 3,
+                error: AddrError::Host("bad_host".into()),
+            })
+        );
+        let err = parse_server_list("a.example.org, b.example.org:99999").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"b.example.org:99999\" (server 2 of 2): the port must be a number from 1 to 65535, \
+             not \"99999\""
+        );
+        // One entry: the problem alone, as before lists.
+        let err = parse_server_list("example.org:0").unwrap_err();
+        assert_eq!(err.to_string(), AddrError::Port("0".into()).to_string());
+        assert_eq!(
+            parse_server_list(" , ").unwrap_err().error,
+            AddrError::Empty,
+            "commas alone are no list"
+        );
+    }
+
+    #[test]
+    fn a_settings_file_lists_servers_and_an_old_one_still_loads() {
+        let (_dir, path) = temp_settings();
+        // A file from before lists: one server.
+        std::fs::write(&path, "name = \"bob\"\nserver = \"old.example.org\"\n").unwrap();
+        let s = load(&path).unwrap().unwrap();
+        assert!(s.validate().is_ok());
+        let one = vec![ServerAddr::parse("old.example.org").unwrap()];
+        assert_eq!(s.server_addrs().unwrap(), one);
+        assert_eq!(s.server_addr().unwrap(), Some(one[0].clone()));
+
+        std::fs::write(
+            &path,
+            "name = \"bob\"\nserver = \"a.example:3478, b.example:3478\"\n",
+        )
+        .unwrap();
+        let s = load(&path).unwrap().unwrap();
+        assert!(s.validate().is_ok());
+        let names: Vec<String> = s
+            .server_addrs()
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(names, ["a.example:3478", "b.example:3478"]);
+        assert_eq!(s.server_addr().unwrap().unwrap().host, "a.example");
+        // Saved and loaded as written.
+        save(&path, &s).unwrap();
+        assert_eq!(
+            load(&path).unwrap().unwrap().server,
+            "a.example:3478, b.example:3478"
+        );
+
+        // A bad entry: the error names it, and the file is not taken.
+        let mut bad = s.clone();
+        bad.server = "a.example:3478, b.example:http".into();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.starts_with("server address: "), "{err}");
+        assert!(err.contains("\"b.example:http\" (server 2 of 2)"), "{err}");
+        assert!(err.contains("\"http\""), "{err}");
+        let err = save(&path, &bad).unwrap_err().to_string();
+        assert!(err.contains("b.example:http"), "{err}");
+        assert_eq!(
+            load(&path).unwrap().unwrap().server,
+            "a.example:3478, b.example:3478"
+        );
     }
 
     #[test]

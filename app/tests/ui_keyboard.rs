@@ -57,6 +57,7 @@ fn registered(dir: &Path, fake: &FakeEngine, settings: Settings) -> Harness<'sta
         name: "alice".into(),
         mapped: "203.0.113.9:40000".parse().unwrap(),
         verdict: Some(Verdict::Nat),
+        server: String::new(),
     }));
     h.run();
     assert_eq!(h.state().view(), View::Main);

@@ -55,6 +55,7 @@ fn online() -> Event {
         name: "alice".into(),
         mapped: "203.0.113.9:40000".parse().unwrap(),
         verdict: Some(Verdict::Nat),
+        server: String::new(),
     })
 }
 

@@ -465,6 +465,7 @@ impl App {
             name: "alice".into(),
             mapped: "203.0.113.9:40000".parse().unwrap(),
             verdict: None,
+            server: String::new(),
         }));
         h.run();
         App { fake, h, _dir: dir }

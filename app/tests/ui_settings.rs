@@ -114,6 +114,28 @@ fn an_invalid_server_address_shows_the_message_and_is_not_saved() {
 }
 
 #[test]
+fn the_server_field_takes_a_list_and_names_a_bad_entry() {
+    let (_dir, path, mut h) = first_run();
+    type_into(&mut h, "Your name", "alice");
+    type_into(&mut h, "Server", "a.example.org, b.example.org:99999");
+    h.get_by_label(
+        "Server 2 of 2, \"b.example.org:99999\": The port must be a number from 1 to 65535, \
+         not \"99999\"",
+    );
+    click(&mut h, "Save and start");
+    assert_eq!(h.state().view(), View::Setup);
+    assert!(!path.exists(), "nothing saved");
+
+    type_into(&mut h, "Server", "a.example.org, b.example.org:3479");
+    assert!(h.query_by_label_contains("Server 2 of 2").is_none());
+    click(&mut h, "Save and start");
+    assert_eq!(h.state().view(), View::Main);
+    let saved = settings::load(&path).unwrap().unwrap();
+    assert_eq!(saved.server, "a.example.org, b.example.org:3479");
+    assert_eq!(saved.server_addrs().unwrap().len(), 2);
+}
+
+#[test]
 fn settings_view_edits_advanced_fields_and_cancel_keeps_the_saved_ones() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("settings.toml");

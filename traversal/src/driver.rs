@@ -147,10 +147,32 @@ pub async fn connect_control(
     timeout: Duration,
     trust: &ClientTrust,
 ) -> Result<(ControlStream, SocketAddr), DriverError> {
-    let addrs = tokio::time::timeout(timeout, resolve(server))
+    connect_control_after_loss(server, timeout, trust, None).await
+}
+
+/// [`connect_control`] again after the connection to `lost` (an address of `server`) was lost:
+/// when the name has other addresses, `lost` is tried after them, so that a name with several
+/// addresses (nodes of one service) moves to another node at once rather than waiting for the
+/// dead one's timeout first.
+pub async fn connect_control_after_loss(
+    server: &str,
+    timeout: Duration,
+    trust: &ClientTrust,
+    lost: Option<SocketAddr>,
+) -> Result<(ControlStream, SocketAddr), DriverError> {
+    let mut addrs = tokio::time::timeout(timeout, resolve(server))
         .await
         .map_err(|_| DriverError::Resolve(server.to_string(), "timed out".into()))??;
+    put_last(&mut addrs, lost);
     connect_any(server, &addrs, timeout, trust).await
+}
+
+/// Moves `lost` to the end of `addrs` (keeping the others' order), when it is there.
+fn put_last(addrs: &mut Vec<SocketAddr>, lost: Option<SocketAddr>) {
+    if let Some(at) = lost.and_then(|lost| addrs.iter().position(|a| *a == lost)) {
+        let lost = addrs.remove(at);
+        addrs.push(lost);
+    }
 }
 
 /// [`connect_control`] after resolving: each of `addrs` in turn, each within `timeout`.
@@ -623,6 +645,41 @@ mod tests {
             started.elapsed() >= timeout,
             "the silent address was given its full timeout first"
         );
+    }
+
+    #[test]
+    fn an_address_lost_is_tried_last() {
+        let a: SocketAddr = "192.0.2.1:3478".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:3478".parse().unwrap();
+        let c: SocketAddr = "[2001:db8::3]:3478".parse().unwrap();
+        let mut addrs = vec![a, b, c];
+        put_last(&mut addrs, Some(a));
+        assert_eq!(addrs, [b, c, a]);
+        put_last(&mut addrs, None);
+        assert_eq!(addrs, [b, c, a]);
+        put_last(&mut addrs, Some("192.0.2.9:3478".parse().unwrap()));
+        assert_eq!(
+            addrs,
+            [b, c, a],
+            "not an address of the name: nothing moves"
+        );
+        let mut one = vec![a];
+        put_last(&mut one, Some(a));
+        assert_eq!(one, [a]);
+    }
+
+    #[tokio::test]
+    async fn after_a_loss_the_other_addresses_come_first() {
+        // The lost address goes silent (a dead node): tried last, it costs no timeout.
+        let (_silent, _fillers, silent) = silent_address().await;
+        let (good_addr, trust) = tls_server().await;
+        let timeout = Duration::from_millis(500);
+        let mut addrs = vec![silent, good_addr];
+        put_last(&mut addrs, Some(silent));
+        let started = Instant::now();
+        let (_tls, reached) = connect_any("test", &addrs, timeout, &trust).await.unwrap();
+        assert_eq!(reached, good_addr);
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
     }
 
     #[tokio::test]

@@ -14,12 +14,14 @@ use traversal::client::e2e;
 use traversal::control::{ClientMessage, EndReason as Wire, ServerMessage, Verdict};
 use traversal::phone::{
     CallSecurity, ControlConnected, EndReason, Event, MediaPath, PathKind, Phone, PhoneConfig,
-    Received, Registration, ServerLoss, StopReason, TcpAction,
+    RETRY_SPREAD, Received, Registration, ServerLoss, StopReason, TcpAction,
 };
 use traversal::server::{self, Server};
 use traversal_sim::{Arrival, ConnId, End, HostId, NatConfig, NatKind, Net, ServerNode, TcpEvent};
 
 const SERVER: &str = "5.5.5.5:3478";
+/// A second, independent server (another node of the service), when a test starts one.
+const SECOND: &str = "6.6.6.6:3478";
 const MEDIA_PORT: u16 = 5000;
 /// One RTP packet every 20 ms while a handset talks.
 const PACKET_TIME: Duration = Duration::from_millis(20);
@@ -48,6 +50,10 @@ struct Handset {
     /// The control connection and its local address.
     conn: Option<(ConnId, SocketAddr)>,
     connects: u16,
+    /// The server of the control connection.
+    server: SocketAddr,
+    /// The server of each [`TcpAction::Connect`], in order.
+    connected_to: Vec<String>,
     events: Vec<(Instant, Event)>,
     /// Bytes written on the control connection.
     tcp_bytes: usize,
@@ -69,6 +75,9 @@ struct World {
     server_addr: SocketAddr,
     /// The server takes nothing in any more (hung), but its connections stay open.
     frozen: bool,
+    /// The second server's host, and its process while it runs ([`World::start_second`]).
+    second_host: HostId,
+    second: Option<ServerNode>,
     phones: Vec<Handset>,
     /// A server in the middle: rewrites the messages between the phones and the server.
     tamper: Option<Middle>,
@@ -104,12 +113,16 @@ impl World {
         net.wan_delay = Duration::from_millis(10);
         let server_addr: SocketAddr = SERVER.parse().unwrap();
         let server_host = net.add_host(vec![server_addr.ip()], None);
+        let second_addr: SocketAddr = SECOND.parse().unwrap();
+        let second_host = net.add_host(vec![second_addr.ip()], None);
         let mut world = World {
             net,
             server: None,
             server_host,
             server_addr,
             frozen: false,
+            second_host,
+            second: None,
             phones: Vec::new(),
             tamper: None,
         };
@@ -128,6 +141,18 @@ impl World {
         let node = ServerNode::start(&mut self.net, self.server_host, self.server_addr, server);
         self.server = Some(node);
         self.frozen = false;
+    }
+
+    /// A server process on [`SECOND`], independent of the first (no names shared).
+    fn start_second(&mut self) {
+        let server = Server::new(server::Config::default(), [200; 32]);
+        let addr = SECOND.parse().unwrap();
+        self.second = Some(ServerNode::start(
+            &mut self.net,
+            self.second_host,
+            addr,
+            server,
+        ));
     }
 
     /// The server process dies: its connections close at the phones' end.
@@ -164,6 +189,8 @@ impl World {
             media: SocketAddr::new(ip, MEDIA_PORT),
             conn: None,
             connects: 0,
+            server: self.server_addr,
+            connected_to: Vec::new(),
             events: Vec::new(),
             tcp_bytes: 0,
             talking: true,
@@ -345,6 +372,7 @@ impl World {
             if !self.frozen {
                 at(self.server.as_ref().map(ServerNode::poll_timeout));
             }
+            at(self.second.as_ref().map(ServerNode::poll_timeout));
             for h in &self.phones {
                 at(h.phone.poll_timeout());
                 if h.talking && h.phone.media_path().is_some() {
@@ -362,6 +390,9 @@ impl World {
                 && !self.frozen
             {
                 server.handle_timeout(now);
+            }
+            if let Some(second) = self.second.as_mut() {
+                second.handle_timeout(now);
             }
             for i in 0..self.phones.len() {
                 let h = &mut self.phones[i];
@@ -427,6 +458,9 @@ impl World {
             if let Some(server) = self.server.as_mut() {
                 progress |= server.drain(&mut self.net);
             }
+            if let Some(second) = self.second.as_mut() {
+                progress |= second.drain(&mut self.net);
+            }
             while let Some(arrival) = self.net.pop_due() {
                 progress = true;
                 self.deliver(arrival);
@@ -440,13 +474,17 @@ impl World {
     fn tcp_action(&mut self, i: usize, action: TcpAction) {
         let h = &mut self.phones[i];
         match action {
-            TcpAction::Connect => {
+            TcpAction::Connect { server } => {
                 if let Some((conn, _)) = h.conn.take() {
                     self.net.tcp_close(conn, End::Connector);
                 }
                 h.connects += 1;
+                h.connected_to.push(server.clone());
+                // A phone with a list of servers names one; else the world's server.
+                let to = server.parse().unwrap_or(self.server_addr);
+                h.server = to;
                 let local = SocketAddr::new(h.media.ip(), 40000 + h.connects);
-                let conn = self.net.tcp_connect(h.host, local, self.server_addr, None);
+                let conn = self.net.tcp_connect(h.host, local, to, None);
                 h.conn = Some((conn, local));
             }
             TcpAction::Send(bytes) => {
@@ -477,6 +515,11 @@ impl World {
                     server.handle(now, arrival);
                 }
             }
+            Arrival::Udp { host, .. } | Arrival::Tcp { host, .. } if host == self.second_host => {
+                if let Some(second) = self.second.as_mut() {
+                    second.handle(now, arrival);
+                }
+            }
             Arrival::Udp {
                 host, from, bytes, ..
             } => {
@@ -488,7 +531,6 @@ impl World {
                 }
             }
             Arrival::Tcp { conn, event, .. } => {
-                let server = self.server_addr;
                 let Some((i, h)) = self
                     .phones
                     .iter_mut()
@@ -498,6 +540,7 @@ impl World {
                     return;
                 };
                 let local = h.conn.map(|(_, l)| l).unwrap();
+                let server = h.server;
                 match event {
                     TcpEvent::Connected => h.phone.handle_connected(
                         now,
@@ -613,6 +656,7 @@ fn registers_behind_a_nat_and_in_public_with_mapped_address_and_verdict() {
                 name,
                 mapped,
                 verdict,
+                ..
             }) => Some((name, mapped, verdict)),
             _ => None,
         })
@@ -1630,6 +1674,218 @@ fn a_going_away_that_asks_for_ages_is_cut_to_ten_minutes() {
     let most = traversal::phone::MAX_RETRY_AFTER + traversal::phone::RETRY_SPREAD;
     assert!(retry_at - told <= most, "{:?}", retry_at - told);
     assert!(retry_at - told >= traversal::phone::MAX_RETRY_AFTER);
+}
+
+// ---- several servers ----
+
+/// Alice, in public, knowing `servers` in that order.
+fn listing(w: &mut World, servers: &[&str]) -> usize {
+    let servers: Vec<String> = servers.iter().map(|s| (*s).to_string()).collect();
+    w.add("alice", b'a', Place::Public("7.7.7.7"), |c| {
+        c.servers = servers
+    })
+}
+
+/// The server of phone `i`'s last `Online`.
+fn online_at(w: &World, i: usize) -> Option<String> {
+    w.phones[i].events.iter().rev().find_map(|(_, e)| match e {
+        Event::Registration(Registration::Online { server, .. }) => Some(server.clone()),
+        _ => None,
+    })
+}
+
+/// Each `Offline`'s wait before the next attempt.
+fn offline_waits(w: &World, i: usize) -> Vec<Duration> {
+    w.phones[i]
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Registration(Registration::Offline { retry_at, .. }) => Some(*retry_at - *t),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_phone_moves_to_the_next_server_at_once_when_its_own_dies_and_stays_there() {
+    let mut w = World::new();
+    w.start_second();
+    let a = listing(&mut w, &[SERVER, SECOND]);
+    w.run(secs(1));
+    assert_eq!(online_at(&w, a).as_deref(), Some(SERVER));
+    assert_eq!(w.phones[a].connected_to, [SERVER]);
+
+    let died = w.now();
+    w.kill_server();
+    assert!(
+        w.run_until(secs(5), |w| w.online(a)
+            && online_at(w, a).as_deref() == Some(SECOND)),
+        "{:?}",
+        w.events(a)
+    );
+    // Noticed as the connection closes, the next server at once: a few round trips.
+    let took = w.now() - died;
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(offline_waits(&w, a), [Duration::ZERO]);
+    assert_eq!(w.phones[a].connected_to, [SERVER, SECOND]);
+
+    // The first comes back: the phone stays where it works.
+    w.start_server();
+    w.run(secs(30));
+    assert_eq!(w.phones[a].connected_to, [SERVER, SECOND]);
+    assert!(w.online(a));
+
+    // The second dies: round the list, back to the first.
+    w.net.kill_listener(SECOND.parse().unwrap());
+    w.second = None;
+    assert!(
+        w.run_until(secs(5), |w| w.online(a)
+            && online_at(w, a).as_deref() == Some(SERVER)),
+        "{:?}",
+        w.events(a)
+    );
+    assert_eq!(w.phones[a].connected_to, [SERVER, SECOND, SERVER]);
+}
+
+#[test]
+fn a_first_server_dead_from_the_start_costs_one_refusal() {
+    let mut w = World::new();
+    w.kill_server();
+    w.start_second();
+    // A phone that stops when its first connection fails: the list is tried first.
+    let a = listing(&mut w, &[SERVER, SECOND]);
+    assert!(w.run_until(secs(5), |w| w.online(a)), "{:?}", w.events(a));
+    assert!(w.now() - w.phones[a].events[0].0 < Duration::from_millis(500));
+    assert_eq!(online_at(&w, a).as_deref(), Some(SECOND));
+    assert_eq!(w.phones[a].connected_to, [SERVER, SECOND]);
+    assert!(!w.has(a, |e| matches!(e, Event::Stopped(_))));
+}
+
+#[test]
+fn the_first_connection_stops_only_when_every_server_failed() {
+    let mut w = World::new();
+    w.kill_server();
+    let a = listing(&mut w, &[SERVER, SECOND]);
+    w.run(secs(5));
+    assert_eq!(w.phones[a].connected_to, [SERVER, SECOND]);
+    assert!(
+        w.has(a, |e| matches!(
+            e,
+            Event::Stopped(StopReason::Unreachable { .. })
+        )),
+        "{:?}",
+        w.events(a)
+    );
+}
+
+#[test]
+fn the_back_off_waits_only_after_a_whole_round_of_servers_failed() {
+    let mut w = World::new();
+    let a = listing(&mut w, &[SERVER, SECOND]);
+    w.run(secs(1));
+    assert!(w.online(a));
+    w.kill_server();
+    w.run(secs(30));
+    let waits = offline_waits(&w, a);
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|m| Duration::from_millis(*m))
+            .collect::<Vec<_>>()
+    };
+    assert!(waits.len() >= 10, "{waits:?}");
+    // Each round: the next server at once, then the back-off of one server alone.
+    assert_eq!(
+        waits[..10],
+        ms(&[0, 0, 0, 500, 0, 1000, 0, 2000, 0, 4000])[..]
+    );
+    let tried = &w.phones[a].connected_to;
+    assert!(
+        tried
+            .iter()
+            .enumerate()
+            .all(|(n, s)| s == [SERVER, SECOND][n % 2]),
+        "round the list: {tried:?}"
+    );
+}
+
+#[test]
+fn a_server_going_away_sends_the_phone_to_the_next_at_once() {
+    let mut w = World::new();
+    w.start_second();
+    let a = listing(&mut w, &[SERVER, SECOND]);
+    w.run(secs(1));
+    assert_eq!(online_at(&w, a).as_deref(), Some(SERVER));
+    let told = w.now();
+    w.go_away(secs(60));
+    let retry_at = w.going_away_retry_at(a).unwrap();
+    // Spread by up to a second, not the server's restart time.
+    assert!(
+        retry_at <= told + RETRY_SPREAD + secs(1) / 5,
+        "{:?}",
+        retry_at - told
+    );
+    assert!(
+        w.run_until(secs(3), |w| w.online(a)
+            && online_at(w, a).as_deref() == Some(SECOND)),
+        "{:?}",
+        w.events(a)
+    );
+    assert!(
+        w.now() - told < RETRY_SPREAD + secs(1),
+        "{:?}",
+        w.now() - told
+    );
+    assert_eq!(w.phones[a].connected_to, [SERVER, SECOND]);
+}
+
+#[test]
+fn a_server_that_stops_answering_pings_is_left_for_the_next() {
+    let mut w = World::new();
+    w.start_second();
+    let a = listing(&mut w, &[SERVER, SECOND]);
+    w.run(secs(1));
+    assert_eq!(online_at(&w, a).as_deref(), Some(SERVER));
+    // Hung, its connections open: only the unanswered ping tells.
+    w.frozen = true;
+    assert!(
+        w.run_until(secs(30), |w| w.online(a)
+            && online_at(w, a).as_deref() == Some(SECOND)),
+        "{:?}",
+        w.events(a)
+    );
+    let lost = w.phones[a]
+        .events
+        .iter()
+        .find_map(|(t, e)| match e {
+            Event::Registration(Registration::Offline { reason, retry_at }) => {
+                Some((*t, reason.clone(), *retry_at))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(lost.1, ServerLoss::NotAnswering);
+    assert_eq!(lost.2, lost.0, "the next server at once");
+    assert!(
+        w.now() - lost.0 < Duration::from_millis(500),
+        "{:?}",
+        w.now() - lost.0
+    );
+}
+
+#[test]
+fn one_listed_server_behaves_as_none_listed() {
+    // A list of one is the single server: the back-off of `reconnects_back_off_…`.
+    let mut w = World::new();
+    let a = listing(&mut w, &[SERVER]);
+    w.run(secs(1));
+    assert_eq!(online_at(&w, a).as_deref(), Some(SERVER));
+    w.kill_server();
+    w.run(secs(10));
+    let waits = offline_waits(&w, a);
+    assert_eq!(
+        waits[..4],
+        [0, 500, 1000, 2000].map(Duration::from_millis)[..]
+    );
 }
 
 /// A node of a cluster that cannot reach its name store answers a new name with `try_later`:

@@ -178,6 +178,7 @@ address-empty = Geben Sie die Adresse des Servers ein, etwa example.org oder 203
 address-port = Der Port ist eine Zahl von 1 bis 65535, nicht {$port}
 address-ipv6 = Eine IPv6-Adresse steht in eckigen Klammern, etwa [2001:db8::1]:3478
 address-host = {$host} ist kein Hostname und keine IP-Adresse
+server-entry-problem = Server {$position} von {$count}, {$entry}: {$problem}
 
 ## Wie lange her
 
@@ -270,7 +271,8 @@ play-test-sound = Testton abspielen
 playing-tone = Ein 440-Hz-Ton wird abgespielt …
 test-connection = Verbindung testen
 server = Server
-server-empty = leer: eingebauter Server
+server-empty = leer: eingebauter Server; mehrere: a, b
+server-hint = Ein Server (Host oder Host:Port) oder mehrere, durch Kommas getrennt, etwa a.example.org, b.example.org:3479. Die App meldet sich beim ersten an, der antwortet, und wechselt sofort zum nächsten, wenn ihr Server ausfällt oder herunterfährt.
 server-certificate = Serverzertifikat
 server-certificate-empty = leer: dem ersten vertrauen
 your-name = Ihr Name

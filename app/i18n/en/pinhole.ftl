@@ -180,6 +180,7 @@ address-empty = Enter the server's address, such as example.org or 203.0.113.7:3
 address-port = The port must be a number from 1 to 65535, not {$port}
 address-ipv6 = An IPv6 address goes in brackets, such as [2001:db8::1]:3478
 address-host = {$host} is not a host name or IP address
+server-entry-problem = Server {$position} of {$count}, {$entry}: {$problem}
 
 ## How long ago
 
@@ -272,7 +273,8 @@ play-test-sound = Play test sound
 playing-tone = Playing a 440 Hz tone…
 test-connection = Test connection
 server = Server
-server-empty = empty: built-in server
+server-empty = empty: built-in server; several: a, b
+server-hint = One server (host or host:port), or several separated by commas, such as a.example.org, b.example.org:3479. The app signs in with the first that answers and moves to the next at once when its server fails or shuts down.
 server-certificate = Server certificate
 server-certificate-empty = empty: trust on first use
 your-name = Your name

@@ -224,7 +224,9 @@ pub type Notify = Arc<dyn Fn() + Send + Sync>;
 /// How the engine runs.
 #[derive(Clone)]
 pub struct EngineConfig {
-    /// The rendezvous server, `host:port`.
+    /// The rendezvous server, `host:port`; or several, comma-separated (`a:3478, b:3478`):
+    /// the engine registers with the first that answers and moves to the next when its server
+    /// is lost or goes away ([`EngineConfig::servers`]).
     pub server: String,
     /// Our name.
     pub name: String,
@@ -277,6 +279,23 @@ impl EngineConfig {
             port_mapping: true,
         }
     }
+}
+
+impl EngineConfig {
+    /// The servers of [`EngineConfig::server`], in order: each comma-separated entry, trimmed
+    /// (empty entries skipped).
+    pub fn servers(&self) -> Vec<String> {
+        split_servers(&self.server)
+    }
+}
+
+/// The entries of a comma-separated server list, trimmed, empty ones skipped.
+pub fn split_servers(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl fmt::Debug for EngineConfig {

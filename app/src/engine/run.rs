@@ -147,6 +147,12 @@ struct Driver {
     control: Option<Control>,
     /// The writer of the last control connection closed, still writing out.
     closing: Option<JoinHandle<()>>,
+    /// The server (as listed) and its address the last control connection reached: when the
+    /// phone connects to that server again (the connection was lost), the address is tried
+    /// after the name's other addresses.
+    reached: Option<(String, SocketAddr)>,
+    /// The server (as listed) of the connection being opened.
+    connecting_to: String,
     connecting: Option<JoinHandle<Result<(ControlStream, SocketAddr), DriverError>>>,
     opening: Option<Opening>,
     media: Option<Media>,
@@ -186,6 +192,7 @@ impl Driver {
         phone_config.keepalive = config.keepalive;
         phone_config.register_timeout = config.connect_timeout * 2;
         phone_config.call_timeout = config.call_timeout;
+        phone_config.servers = config.servers();
         let phone = Phone::new(phone_config, Instant::now());
         Ok(Driver {
             config,
@@ -194,6 +201,8 @@ impl Driver {
             socket: None,
             control: None,
             closing: None,
+            reached: None,
+            connecting_to: String::new(),
             connecting: None,
             opening: None,
             media: None,
@@ -283,7 +292,7 @@ impl Driver {
         loop {
             while let Some(action) = self.phone.poll_tcp() {
                 match action {
-                    TcpAction::Connect => self.start_connect(),
+                    TcpAction::Connect { server } => self.start_connect(server),
                     TcpAction::Send(bytes) => {
                         if let Some(control) = &self.control {
                             let _ = control.writer.send(bytes);
@@ -315,8 +324,14 @@ impl Driver {
     fn handle_phone_event(&mut self, now: Instant, event: phone::Event) {
         match event {
             phone::Event::Registration(registration) => {
-                if let phone::Registration::Online { name, mapped, .. } = &registration {
-                    tracing::info!(name, %mapped, "registered");
+                if let phone::Registration::Online {
+                    name,
+                    mapped,
+                    server,
+                    ..
+                } = &registration
+                {
+                    tracing::info!(name, %mapped, server, "registered");
                 }
                 self.events.send(Event::Registration(registration));
             }
@@ -631,15 +646,20 @@ impl Driver {
         self.events.send(Event::DeviceMoved { side, moved, meter });
     }
 
-    /// Opens a control connection (and, the first time, the media socket of its family) in a
-    /// task: the loop goes on meanwhile.
-    fn start_connect(&mut self) {
+    /// Opens a control connection to `server` (one of the list; and, the first time, the
+    /// media socket) in a task: the loop goes on meanwhile.
+    fn start_connect(&mut self, server: String) {
         self.close_control();
-        let server = self.config.server.clone();
         let timeout = self.config.connect_timeout;
         let trust = self.config.trust.clone();
+        let lost = self
+            .reached
+            .as_ref()
+            .filter(|(name, _)| *name == server)
+            .map(|(_, addr)| *addr);
+        self.connecting_to.clone_from(&server);
         self.connecting = Some(tokio::spawn(async move {
-            traversal::driver::connect_control(&server, timeout, &trust).await
+            traversal::driver::connect_control_after_loss(&server, timeout, &trust, lost).await
         }));
     }
 
@@ -700,6 +720,7 @@ impl Driver {
             .as_ref()
             .is_some_and(traversal::media_socket::is_dual_stack);
         self.start_port_mapping(access, server, media_port);
+        self.reached = Some((self.connecting_to.clone(), server));
         let (reader, mut writer) = tokio::io::split(tls);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let writer_task = tokio::spawn(async move {

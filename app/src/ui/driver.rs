@@ -104,18 +104,19 @@ impl PinholeApp {
         }
     }
 
-    /// The server to use for `saved` and how to trust its certificate: the configured one, or
-    /// the embedded server (started here when needed), pinned.
+    /// The server to use for `saved` and how to trust its certificate: the configured one (or
+    /// the configured list, comma-separated, for the engine to go round), or the embedded
+    /// server (started here when needed), pinned.
     fn server_target(&mut self, saved: &Settings) -> Result<(String, ClientTrust), Failure> {
-        match saved.server_addr() {
-            Ok(Some(addr)) => {
+        match saved.server_addrs() {
+            Ok(addrs) if !addrs.is_empty() => {
                 self.embedded = None;
                 let trust = saved
                     .client_trust(&self.path)
                     .map_err(|e| Failure::Settings(e.to_string()))?;
-                Ok((addr.to_string(), trust))
+                Ok((settings::format_server_list(&addrs), trust))
             }
-            Ok(None) => {
+            Ok(_) => {
                 let lan = saved.advanced.embedded_server_lan;
                 if self.embedded.as_ref().is_some_and(|(l, _)| *l != lan) {
                     self.embedded = None;

@@ -18,7 +18,10 @@ impl PinholeApp {
     pub fn open_invite(&mut self, invite: Invite) {
         let current = self.saved.as_ref().unwrap_or(&self.form);
         let current_server = current.server.trim().to_owned();
-        let same_server = current.server_addr().ok().flatten().as_ref() == Some(&invite.server);
+        let same_server = current
+            .server_addrs()
+            .unwrap_or_default()
+            .contains(&invite.server);
         let pinned = same_server
             .then(|| current.pinned_fingerprint().ok().flatten())
             .flatten();

@@ -15,7 +15,7 @@ use crate::engine::StopReason;
 
 impl PinholeApp {
     pub(super) fn main_ui(&mut self, ui: &mut egui::Ui) {
-        let (name, server, lan) = self
+        let (name, mut server, lan) = self
             .saved
             .as_ref()
             .map(|s| {
@@ -23,6 +23,12 @@ impl PinholeApp {
                 (s.name.clone(), s.server.clone(), lan)
             })
             .unwrap_or_default();
+        // Of a list of servers, the one registered with.
+        if let Link::Registered { server: at, .. } = &self.state.link
+            && !server.trim().is_empty()
+        {
+            server.clone_from(at);
+        }
         ui.horizontal(|ui| {
             ui.heading(tr("you-are", &[("name", &name)]));
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {

@@ -170,7 +170,8 @@ impl PinholeApp {
                         .hint_text(t("server-empty"))
                         .desired_width(220.0),
                 )
-                .labelled_by(label.id);
+                .labelled_by(label.id)
+                .on_hover_text(t("server-hint"));
                 ui.end_row();
                 let server = self
                     .form

@@ -375,6 +375,9 @@ pub struct AppState {
     audio_problem: Option<(AudioSide, String)>,
     /// The peer of a call the user ended: the engine's `Ended` for it is already said.
     ended_by_user: Option<String>,
+    /// The server setting the engine runs with: one server, or a comma-separated list (then
+    /// [`Link::Registered`] names the one registered with, the other states the list).
+    servers: String,
 }
 
 impl Default for AppState {
@@ -391,6 +394,7 @@ impl Default for AppState {
             port_mapping: None,
             audio_problem: None,
             ended_by_user: None,
+            servers: String::new(),
         }
     }
 }
@@ -399,6 +403,7 @@ impl AppState {
     /// An engine was started for `name` at `server`: it connects.
     pub fn engine_started(&mut self, server: String, name: String) {
         self.name = name;
+        self.servers.clone_from(&server);
         self.link = Link::Connecting { server };
     }
 
@@ -552,14 +557,25 @@ impl AppState {
     }
 
     fn registration(&mut self, registration: Registration, effects: &mut Vec<Effect>) {
-        let server = self.link.server().to_owned();
+        let server = if self.servers.is_empty() {
+            self.link.server().to_owned()
+        } else {
+            self.servers.clone()
+        };
         self.link = match registration {
             Registration::Connecting => Link::Connecting { server },
             Registration::Online {
                 name,
                 mapped,
                 verdict,
+                server: registered,
             } => {
+                // The one of the list the engine registered with.
+                let server = if registered.is_empty() {
+                    server
+                } else {
+                    registered
+                };
                 self.name.clone_from(&name);
                 if self.notice.as_ref().is_some_and(|n| n.about_link) {
                     self.notice = None;

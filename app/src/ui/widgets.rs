@@ -6,7 +6,7 @@ use egui::{Color32, RichText};
 use media::audio::LevelMeter;
 
 use super::theme::palette;
-use crate::settings::AddrError;
+use crate::settings::ServerListError;
 
 /// Meters and timers repaint this often while they move (20 Hz).
 pub(super) const METER_REPAINT: Duration = Duration::from_millis(50);
@@ -104,9 +104,21 @@ pub(super) fn who(ui: &mut egui::Ui, what: &str, name: &str) {
 }
 
 /// The server field's message: the empty field is valid (built-in server), so only real
-/// problems reach here.
-pub(super) fn server_message(err: &AddrError) -> String {
-    super::words::server_problem(err)
+/// problems reach here. In a list of several, the entry and its place are named.
+pub(super) fn server_message(err: &ServerListError) -> String {
+    let problem = super::words::server_problem(&err.error);
+    if err.count <= 1 {
+        return problem;
+    }
+    super::i18n::tr(
+        "server-entry-problem",
+        &[
+            ("entry", &format!("{:?}", err.entry)),
+            ("position", &err.position.to_string()),
+            ("count", &err.count.to_string()),
+            ("problem", &problem),
+        ],
+    )
 }
 
 /// The icons on buttons: glyphs of egui's bundled emoji fonts (the test below checks each is

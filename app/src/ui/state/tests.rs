@@ -20,6 +20,7 @@ fn online() -> Event {
         name: "alice".into(),
         mapped: mapped(),
         verdict: None,
+        server: String::new(),
     })
 }
 
@@ -743,4 +744,40 @@ fn an_invite_pinning_another_certificate_is_flagged() {
         !o.certificate_differs(),
         "no pin in the link: the usual checks apply"
     );
+}
+
+#[test]
+fn of_a_list_of_servers_the_registered_one_is_shown_and_the_list_while_offline() {
+    let now = Instant::now();
+    let list = "a.example:3478, b.example:3478";
+    let mut s = AppState::default();
+    s.engine_started(list.into(), "alice".into());
+    assert_eq!(s.link.server(), list);
+    let effects = s.apply(
+        Event::Registration(Registration::Online {
+            name: "alice".into(),
+            mapped: mapped(),
+            verdict: None,
+            server: "b.example:3478".into(),
+        }),
+        now,
+    );
+    // The connection check and the main view go to the server registered with.
+    assert_eq!(
+        effects,
+        [Effect::Registered {
+            server: "b.example:3478".into(),
+            mapped: mapped(),
+            verdict: None
+        }]
+    );
+    assert!(matches!(&s.link, Link::Registered { server, .. } if server == "b.example:3478"));
+    s.apply(
+        Event::Registration(Registration::Offline {
+            reason: ServerLoss::Closed,
+            retry_at: now,
+        }),
+        now,
+    );
+    assert_eq!(s.link.server(), list, "reaching any of the list again");
 }

@@ -17,7 +17,11 @@ impl Phone {
         self.link = Link::Connecting {
             deadline: now + self.config.register_timeout,
         };
-        self.tcp.push_back(TcpAction::Connect);
+        let server = self.server_name();
+        if self.server_count() > 1 {
+            tracing::info!(server, "connecting");
+        }
+        self.tcp.push_back(TcpAction::Connect { server });
         self.events
             .push_back(Event::Registration(Registration::Connecting));
     }
@@ -36,11 +40,12 @@ impl Phone {
         } else {
             reason
         };
+        let server = self.server_name();
         if reason == ServerLoss::ShuttingDown {
-            tracing::info!("the server is gone, as it said it would");
+            tracing::info!(server, "the server is gone, as it said it would");
             self.server_went_away = true;
         } else {
-            tracing::warn!(?reason, "lost the server");
+            tracing::warn!(server, ?reason, "lost the server");
         }
         if matches!(self.link, Link::Up(_)) {
             self.tcp.push_back(TcpAction::Close);
@@ -71,15 +76,19 @@ impl Phone {
             self.finish(now, self.server_loss_end());
         }
         if let Some(retry_at) = going_away {
-            // Offline since `going_away` already.
+            // Offline since `going_away` already (which chose when, and where, to go next).
+            self.next_server_after_going_away();
             self.link = Link::Waiting {
                 retry_at: retry_at.max(now),
             };
             return;
         }
+        self.round_failures += 1;
+        let round_failed = self.round_failures >= self.server_count();
         if !self.ever_online
             && self.config.stop_if_first_connect_fails
             && reason != ServerLoss::ShuttingDown
+            && round_failed
         {
             self.stop(
                 now,
@@ -89,10 +98,19 @@ impl Phone {
             );
             return;
         }
-        let retry_at = now + self.backoff;
-        self.backoff = (self.backoff * 2)
-            .max(self.config.backoff_min)
-            .min(self.config.backoff_max);
+        self.next_server();
+        let retry_at = if round_failed {
+            // Every server failed in turn: wait before the next round.
+            self.round_failures = 0;
+            let retry_at = now + self.backoff;
+            self.backoff = (self.backoff * 2)
+                .max(self.config.backoff_min)
+                .min(self.config.backoff_max);
+            retry_at
+        } else {
+            // Another server of the list has not been tried yet: at once.
+            now
+        };
         self.link = Link::Waiting { retry_at };
         self.events
             .push_back(Event::Registration(Registration::Offline {
@@ -124,8 +142,25 @@ impl Phone {
             return;
         }
         let spread = RETRY_SPREAD.mul_f64(f64::from(self.rng.next_u32()) / f64::from(u32::MAX));
-        let retry_at = now + retry_after.min(MAX_RETRY_AFTER) + spread;
-        tracing::info!(?retry_after, "the server is going away");
+        // With another server listed that has not failed in this round: go there now (spread,
+        // so that the clients of a server do not all arrive at the same instant), rather than
+        // wait for this one to come back. Else at the time the server gave.
+        self.round_failures += 1;
+        let elsewhere = self.round_failures < self.server_count();
+        if !elsewhere {
+            self.round_failures = 0;
+        }
+        let retry_at = if elsewhere {
+            now + spread
+        } else {
+            now + retry_after.min(MAX_RETRY_AFTER) + spread
+        };
+        tracing::info!(
+            server = self.server_name(),
+            ?retry_after,
+            elsewhere,
+            "the server is going away"
+        );
         self.server_went_away = true;
         // The server is there and said when to come back: failing to reach it while it
         // restarts is not a first connection that failed (no stop, the back-off instead).
@@ -162,7 +197,35 @@ impl Phone {
             Call::Idle | Call::Waiting { .. } | Call::Up(_) => {}
         }
         self.tcp.push_back(TcpAction::Close);
+        self.next_server_after_going_away();
         self.link = Link::Waiting { retry_at };
+    }
+
+    /// How many servers the phone knows (at least one).
+    pub(super) fn server_count(&self) -> usize {
+        self.config.servers.len().max(1)
+    }
+
+    /// The server the phone connects or is connected to, as [`PhoneConfig::servers`] names it.
+    pub(super) fn server_name(&self) -> String {
+        self.config
+            .servers
+            .get(self.server)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Moves on to the next server of the list (round it; the same one when it lists one).
+    fn next_server(&mut self) {
+        self.server = (self.server + 1) % self.server_count();
+    }
+
+    /// Leaving a server that went away: the next one, unless a whole round went by (then the
+    /// same server again, at the time it gave).
+    pub(super) fn next_server_after_going_away(&mut self) {
+        if self.round_failures > 0 {
+            self.next_server();
+        }
     }
 
     pub(super) fn ping(&mut self, now: Instant) {
@@ -211,12 +274,15 @@ impl Phone {
         };
         session.online = true;
         session.next_ping = now + self.config.ping_interval;
+        let verdict = session.client.verdict();
         self.ever_online = true;
         self.backoff = Duration::ZERO;
+        self.round_failures = 0;
         let registration = Registration::Online {
             name: self.config.name.clone(),
             mapped,
-            verdict: session.client.verdict(),
+            verdict,
+            server: self.server_name(),
         };
         self.events.push_back(Event::Registration(registration));
         if let Call::Waiting { .. } = self.call
@@ -253,10 +319,12 @@ impl Phone {
                 client::Event::Registered { mapped, .. } => {
                     tracing::debug!(%mapped, "media socket registered");
                     if session.online {
+                        let verdict = session.client.verdict();
                         let registration = Registration::Online {
                             name: self.config.name.clone(),
                             mapped,
-                            verdict: session.client.verdict(),
+                            verdict,
+                            server: self.server_name(),
                         };
                         self.events.push_back(Event::Registration(registration));
                     } else {

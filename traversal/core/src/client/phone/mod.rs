@@ -41,6 +41,13 @@
 //!   after [`Registration::Replaced`] (another device took the name) or a fatal refusal
 //!   ([`StopReason`]). When the very first connection fails and
 //!   [`PhoneConfig::stop_if_first_connect_fails`] is set, the phone stops instead.
+//! - With several [`PhoneConfig::servers`], a loss (or a failed attempt) moves to the next
+//!   server of the list at once, round the list; the back-off counts whole rounds that
+//!   failed, not servers. The phone stays on the server that works: the first of the list is
+//!   not preferred once another took over (moving back would cost a registration for
+//!   nothing). A server going away sends the phone to the next one at once (spread by up to
+//!   [`RETRY_SPREAD`]) instead of waiting for its restart. The first connection stops the
+//!   phone (above) only when every server of the list failed.
 //! - A server that says it is going away ([`ServerMessage::GoingAway`], a restart) is not a
 //!   failure: the registration goes offline ([`ServerLoss::ShuttingDown`]) and the phone
 //!   registers again at the time the server gave (plus a random spread of up to
@@ -71,7 +78,8 @@ pub use types::*;
 
 /// The longest wait a server's `going_away` may ask for (a longer one is cut to this).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
-/// Reconnections after a server's `going_away` are spread over this much time.
+/// Reconnections after a server's `going_away` are spread over this much time (also when they
+/// go to the next server of the list at once).
 pub const RETRY_SPREAD: Duration = Duration::from_secs(1);
 
 /// The control connection and what runs over it.
@@ -193,8 +201,13 @@ pub struct Phone {
     /// Registered once, or told by the server to come back later: a failed connection is
     /// then retried, never a reason to stop ([`PhoneConfig::stop_if_first_connect_fails`]).
     ever_online: bool,
-    /// The wait before the next attempt after a failed one; zero: retry at once.
+    /// The wait before the next attempt after a failed round; zero: retry at once.
     backoff: Duration,
+    /// Which of [`PhoneConfig::servers`] the phone connects to (or is connected to).
+    server: usize,
+    /// Servers lost or failed one after the other since the phone was last online (or since
+    /// the last whole round failed): the back-off waits only once every server failed.
+    round_failures: usize,
     /// The last server said it was going away: a call that loses it ends with
     /// [`EndReason::ServerShutDown`], not [`EndReason::ServerLost`].
     server_went_away: bool,
@@ -218,6 +231,8 @@ impl Phone {
             link: Link::Stopped,
             ever_online: false,
             backoff: Duration::ZERO,
+            server: 0,
+            round_failures: 0,
             server_went_away: false,
             call: Call::Idle,
             router_mapping: None,
@@ -759,6 +774,7 @@ impl Phone {
         {
             tracing::info!("the call is over; leaving the server that is going away");
             self.tcp.push_back(TcpAction::Close);
+            self.next_server_after_going_away();
             self.link = Link::Waiting { retry_at };
         }
     }

@@ -40,8 +40,16 @@ pub struct PhoneConfig {
     pub backoff_min: Duration,
     /// Longest wait between attempts.
     pub backoff_max: Duration,
-    /// Stop ([`StopReason::Unreachable`]) when the first connection fails, instead of retrying.
+    /// Stop ([`StopReason::Unreachable`]) when the first connection fails, instead of retrying
+    /// (with several [`PhoneConfig::servers`]: when every one of them failed).
     pub stop_if_first_connect_fails: bool,
+    /// The servers to register with, in order, as the driver names them (`host:port`; the
+    /// phone never resolves them, it only says which to connect to in [`TcpAction::Connect`]).
+    /// The phone starts with the first; when its server is lost it tries the next at once,
+    /// round the list, and waits the back-off only after a whole round failed. It stays on a
+    /// server that works (no going back to the first). Empty: one server the driver knows
+    /// (named `""`).
+    pub servers: Vec<String>,
     /// Seeds the phone's cryptographic generator (ChaCha): call ids, transaction ids, the
     /// punch's sender id and every call's ephemeral key. The driver draws it from the OS.
     pub seed: [u8; 32],
@@ -64,6 +72,7 @@ impl PhoneConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(5),
             stop_if_first_connect_fails: true,
+            servers: Vec::new(),
             seed,
         }
     }
@@ -78,6 +87,7 @@ impl std::fmt::Debug for PhoneConfig {
             .field("call_timeout", &self.call_timeout)
             .field("server_answer_timeout", &self.server_answer_timeout)
             .field("peer_silence", &self.peer_silence)
+            .field("servers", &self.servers)
             .finish_non_exhaustive()
     }
 }
@@ -101,9 +111,12 @@ pub struct ControlConnected {
 /// Something to do with the control connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcpAction {
-    /// Open a control connection to the server (dropping any old one); answer with
+    /// Open a control connection to `server` (dropping any old one); answer with
     /// [`Phone::handle_connected`] or [`Phone::handle_connect_failed`].
-    Connect,
+    Connect {
+        /// Which server, as [`PhoneConfig::servers`] names it (`""` when it lists none).
+        server: String,
+    },
     /// Write these bytes.
     Send(Vec<u8>),
     /// Close the connection after writing what was queued before.
@@ -206,6 +219,9 @@ pub enum Registration {
         mapped: SocketAddr,
         /// The patent's verdict.
         verdict: Option<Verdict>,
+        /// The server registered with, as [`PhoneConfig::servers`] names it (`""` when it
+        /// lists none).
+        server: String,
     },
     /// The server was lost; the phone connects again by itself at `retry_at`.
     Offline {
