@@ -1,0 +1,650 @@
+//! A cluster of `pinhole-rendezvous` nodes (`--cluster redis://...`, the real binary) in the
+//! NAT lab (`pinhole_tests::netns`): a real `redis-server` on a host of the lab's internet
+//! ([`Redis::start_in`]), each node on a server host of its own (its own public address, which
+//! it advertises to the others), and `pinhole call` / `pinhole answer` behind home NATs,
+//! registered on different nodes, calling each other by name (issue 14, item 5; the loopback
+//! tests are traversal/tests/cluster.rs).
+//!
+//! Each test checks the path the call took and the audio both ways (each side's WAV carries
+//! the other side's tone), which nodes signalled it (each node's Prometheus
+//! `pinhole_cluster_messages_total`), and where the media went on the lab's internet (the
+//! internet router's packet counters): between the two NATs for a direct call; for a relayed
+//! one, between the caller's node and the callee's both ways, each of them forwarding the
+//! call's frames both ways (`pinhole_relayed_packets_total`) and any other node nothing.
+//! Everything is torn down on drop (the nodes, Redis and the clients by PID, then the
+//! namespaces). Without root or redis-server they fail under `./dev test`
+//! (`PINHOLE_TEST_STRICT=1`) and skip by hand (`pinhole_tests::prereq`).
+//!
+//! ```text
+//!   redis ns ─┐
+//!   node a ns ┼── inet ns ──┬── NAT (caller's) ── caller: `pinhole call`, on node a (or c)
+//!   node b ns ┤             └── NAT (callee's) ── callee: `pinhole answer`, on node b
+//!  (node c ns)┘
+//! ```
+//!
+//! Timings seen on a 2-core machine (debug build, 5 s calls; each test prints its own, "cluster
+//! lab: ..."): the lab with Redis and the nodes up in 0.7-1.0 s; `setup_ms` (caller / callee,
+//! from the JSON reports) 6-8 / 4-5 ms for the direct calls, 9-14 / 5-11 ms for the relayed
+//! ones; direct some 150 ms after the answer, the first 8 frames each way relayed through both
+//! nodes until then; a relayed 5 s call is ~511 frames forwarded by each of the two nodes and
+//! ~255 packets node to node each way; some 12 s per test, 50 s for the four.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use pinhole_tests::netns::{Host, Lab, NatKind};
+use pinhole_tests::redis::Redis;
+use pinhole_tests::{Headless, HeadlessOutput, Party, Place, Rendezvous, TempDir};
+use serde_json::Value;
+
+use NatKind::{Masquerade, RandomFully};
+
+/// The port every node listens on (each on its own host).
+const NODE_PORT: u16 = 3478;
+/// Where each node serves its metrics, on its own namespace's loopback.
+const METRICS: &str = "127.0.0.1:9478";
+/// Media packets a second each way (20 ms frames).
+const PACKETS_PER_SECOND: f64 = 50.0;
+
+/// One node of the cluster, on a server host of the lab's internet.
+struct Node {
+    host: Host,
+    server: Rendezvous,
+}
+
+impl Node {
+    /// `host:3478`, as clients and the other nodes reach it.
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from((self.host.ip, NODE_PORT))
+    }
+
+    /// Its Prometheus text, fetched from inside its namespace.
+    fn metrics(&self) -> String {
+        let text = pinhole_tests::hostile::in_namespace(&self.host.ns, || {
+            let mut s =
+                TcpStream::connect_timeout(&METRICS.parse().unwrap(), Duration::from_secs(5))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok::<_, std::io::Error>(out)
+        })
+        .unwrap();
+        text.unwrap_or_else(|e| panic!("metrics of {}: {e}", self.addr()))
+    }
+
+    /// A counter or gauge of its metrics (a family without labels).
+    fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    /// Relay frames it forwarded so far.
+    fn relayed(&self) -> u64 {
+        self.metric("pinhole_relayed_packets_total")
+    }
+
+    /// Messages it sent to other nodes so far, and received from them.
+    fn messages(&self) -> [u64; 2] {
+        ["sent", "received"].map(|d| {
+            self.metric(&format!(
+                "pinhole_cluster_messages_total{{direction=\"{d}\"}}"
+            ))
+        })
+    }
+}
+
+/// Where each client lives.
+#[derive(Debug, Clone, Copy)]
+struct Sides {
+    /// The callee's home NAT (WAN firewalled).
+    callee: NatKind,
+    /// The caller's.
+    caller: NatKind,
+    /// Nodes in the cluster (2 or 3): the callee is on node b, the caller on node a (of two) or
+    /// c (of three).
+    nodes: usize,
+    /// The caller's node listens on the wildcard address and says where it is with
+    /// `--advertise`; the others listen on their address (which then is what they advertise).
+    advertise_wildcard: bool,
+}
+
+/// A lab with Redis and the nodes on its internet, and two parties behind home NATs.
+struct ClusterLab {
+    /// Dropped first: the clients' processes are `Headless`, killed on their own drop.
+    nodes: Vec<Node>,
+    redis: Redis,
+    redis_host: Host,
+    callee_host: Host,
+    caller_host: Host,
+    /// The callee's NAT's WAN address, then the caller's.
+    wans: [Ipv4Addr; 2],
+    callee: Party,
+    caller: Party,
+    /// Index of the callee's node and the caller's in `nodes`.
+    callee_node: usize,
+    caller_node: usize,
+    _dir: TempDir,
+    /// Last: its drop kills whatever still runs in its namespaces and deletes them.
+    lab: Lab,
+}
+
+impl ClusterLab {
+    /// Builds the lab, starts Redis and the nodes. `None` where it cannot be made (after
+    /// `prereq::missing`).
+    fn new(sides: Sides) -> Option<Self> {
+        let started = Instant::now();
+        let mut lab = Lab::new()?;
+        // A few routers deep, as in tests/nat_calls.rs: hole punching's openers (TTL 2 and 3)
+        // die in the internet instead of reaching the peer's router.
+        lab.internet_hops(4).unwrap();
+        let redis_host = lab.server("redis").unwrap();
+        let redis = Redis::start_in(&lab, &redis_host.ns, redis_host.ip)?;
+        let url = redis.url();
+        // The callee on node b; the caller on node a of two, c of three.
+        let (callee_node, caller_node) = (1, if sides.nodes == 2 { 0 } else { 2 });
+        let mut nodes = Vec::new();
+        for i in 0..sides.nodes {
+            let tag = ["na", "nb", "nc"][i];
+            let host = lab.server(tag).unwrap();
+            let public = SocketAddr::from((host.ip, NODE_PORT));
+            let advertise = public.to_string();
+            let mut flags = vec![
+                "--cluster",
+                url.as_str(),
+                "--metrics",
+                METRICS,
+                // The lab's "public" addresses are documentation ranges, which the server
+                // treats as private for P4: allow them (as tests/nat_calls.rs does).
+                "--allow-private-targets",
+            ];
+            let listen = if i == caller_node && sides.advertise_wildcard {
+                flags.extend(["--advertise", advertise.as_str()]);
+                format!("0.0.0.0:{NODE_PORT}")
+            } else {
+                advertise.clone()
+            };
+            let server = Rendezvous::start_at(Place::In(&lab, &host.ns), &listen, &flags);
+            assert_eq!(server.addr.port(), NODE_PORT, "{:?}", server.addr);
+            nodes.push(Node { host, server });
+        }
+        let mut home = |kind: NatKind, role: &str| {
+            let mut nat = lab.nat(kind).unwrap();
+            lab.firewall_wan(&nat).unwrap();
+            let wan = nat.wan_ip;
+            (lab.host_behind(&mut nat, role).unwrap(), wan)
+        };
+        let (callee_host, callee_wan) = home(sides.callee, "cee");
+        let (caller_host, caller_wan) = home(sides.caller, "cer");
+        let dir = TempDir::new("clusterlab");
+        let callee = Party::tone(&dir, "cee", 440.0);
+        let caller = Party::tone(&dir, "cer", 660.0);
+        let lab = Self {
+            nodes,
+            redis,
+            redis_host,
+            callee_host,
+            caller_host,
+            wans: [callee_wan, caller_wan],
+            callee,
+            caller,
+            callee_node,
+            caller_node,
+            _dir: dir,
+            lab,
+        };
+        // Every node is up in the cluster: its liveness key is in Redis.
+        lab.wait_nodes_alive();
+        eprintln!(
+            "cluster lab: {} nodes and Redis at {} up in {} ms",
+            sides.nodes,
+            lab.redis.addr(),
+            started.elapsed().as_millis()
+        );
+        Some(lab)
+    }
+
+    /// Waits (10 s at most) until Redis holds every node's liveness key.
+    fn wait_nodes_alive(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let keys = self
+                .redis
+                .command(&["KEYS", "{pinhole}:node:*"])
+                .unwrap_or_default();
+            let missing: Vec<SocketAddr> = self
+                .nodes
+                .iter()
+                .map(Node::addr)
+                .filter(|a| !keys.contains(&a.to_string()))
+                .collect();
+            let up = |n: &Node| n.metric("pinhole_cluster_redis_up") == 1;
+            if missing.is_empty() && self.nodes.iter().all(up) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes {missing:?} not alive in Redis at {} ({}): {keys:?}; logs: {:#?}",
+                self.redis.addr(),
+                self.redis_host.ns.name,
+                self.nodes
+                    .iter()
+                    .map(|n| n.server.log())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `pinhole answer` for the callee on its node, registered; and its presence written in
+    /// Redis (so that the other nodes find it).
+    fn answer(&self) -> Headless {
+        let place = Place::In(&self.lab, &self.callee_host.ns);
+        let node = &self.nodes[self.callee_node];
+        let answer = self
+            .callee
+            .answer(place, &node.addr().to_string(), &["--calls", "1"]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let at = self
+                .redis
+                .command(&["HGET", "{pinhole}:presence", &self.callee.name])
+                .unwrap_or_default();
+            if at.contains(&node.addr().to_string()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} registered on {} but not present in Redis: {at:?}",
+                self.callee.name,
+                node.addr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        answer
+    }
+
+    /// `pinhole call` from the caller, on its node, to the callee's name, talking `secs`.
+    fn call(&self, secs: f64) -> Headless {
+        let place = Place::In(&self.lab, &self.caller_host.ns);
+        let node = self.nodes[self.caller_node].addr().to_string();
+        self.caller.call(place, &node, &self.callee.name, secs)
+    }
+
+    /// Counts, on the internet's router, the UDP packets from `from` to `to` from now on
+    /// (a rule without a target: it only counts). Read back with [`ClusterLab::counted`].
+    fn count_udp(&self, from: Ipv4Addr, to: Ipv4Addr) {
+        let (from, to) = (from.to_string(), to.to_string());
+        let rule: &[&str] = &["-I", "FORWARD", "-p", "udp", "-s", &from, "-d", &to];
+        self.lab.iptables(&self.lab.inet, rule).unwrap();
+    }
+
+    /// Packets counted by [`ClusterLab::count_udp`] from `from` to `to`.
+    fn counted(&self, from: Ipv4Addr, to: Ipv4Addr) -> u64 {
+        let out = self
+            .lab
+            .exec(&self.lab.inet, "iptables", &["-nvxL", "FORWARD"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (from, to) = (from.to_string(), to.to_string());
+        text.lines()
+            .find_map(|l| {
+                // pkts bytes [target] prot [opt] in out source destination: a rule without
+                // a target has a column fewer, and the opt column may be empty too.
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let n = f.len();
+                let udp = f.iter().any(|c| *c == "udp" || *c == "17");
+                (n >= 6 && udp && f[n - 2] == from && f[n - 1] == to)
+                    .then(|| f[0].parse().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no counting rule {from} -> {to}: {text}"))
+    }
+
+    /// Prints both WAVs' timelines and checks that each side heard the other's tone in at
+    /// least `least` of the call and over its last 3 s (as tests/nat_calls.rs does).
+    fn check_audio(&self, least: f64) {
+        let (caller, callee) = (&self.caller, &self.callee);
+        eprintln!("caller's WAV: {}", caller.timeline(callee));
+        eprintln!("callee's WAV: {}", callee.timeline(caller));
+        let (caller_hears, callee_hears) = (caller.hears(callee), callee.hears(caller));
+        eprintln!(
+            "caller hears the callee in {caller_hears:.2}, callee the caller in {callee_hears:.2}"
+        );
+        assert!(
+            caller_hears >= least,
+            "caller hears the callee in {caller_hears:.2}"
+        );
+        assert!(
+            callee_hears >= least,
+            "callee hears the caller in {callee_hears:.2}"
+        );
+        let caller_end = caller.hears_at_end(callee, 3.0);
+        let callee_end = callee.hears_at_end(caller, 3.0);
+        assert!(
+            caller_end >= 0.8 && callee_end >= 0.8,
+            "the tones over the call's last 3 s: caller {caller_end:.2}, callee {callee_end:.2}"
+        );
+    }
+
+    /// Every node's log, for a failure's message.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            out.push_str(&format!("--- node {} ---\n", node.addr()));
+            for line in node.server.log() {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Checks one side's report of a call of `secs`: its peer, that it sent the whole call and
+/// received at least `share` of it, its setup time and its duration.
+fn check_report(json: &Value, peer: &Party, secs: f64, share: f64) {
+    assert_eq!(json["peer"], peer.name.as_str(), "{json}");
+    let rtp = &json["rtp"];
+    let (sent, received) = (
+        rtp["sent"].as_u64().unwrap(),
+        rtp["received"].as_u64().unwrap(),
+    );
+    let expected = secs * PACKETS_PER_SECOND;
+    assert!(
+        sent as f64 + 10.0 >= expected,
+        "sent {sent} of ~{expected}: {json}"
+    );
+    assert!(
+        received as f64 >= expected * share,
+        "received {received} of ~{expected}: {json}"
+    );
+    assert!(json["setup_ms"].as_f64().is_some(), "{json}");
+    assert!(json["duration_s"].as_f64().unwrap() >= secs - 0.5, "{json}");
+}
+
+/// Both processes' reports, after checking that both exited 0 with one JSON line each.
+fn reports(lab: &ClusterLab, caller: HeadlessOutput, callee: HeadlessOutput) -> [Value; 2] {
+    for (who, out) in [("caller", &caller), ("callee", &callee)] {
+        for line in out
+            .log
+            .iter()
+            .filter(|l| l.contains("call connected") || l.contains("placing"))
+        {
+            eprintln!("{who}: {line}");
+        }
+    }
+    assert!(
+        caller.status.success(),
+        "caller failed: {caller:#?}\n{}",
+        lab.logs()
+    );
+    assert!(
+        callee.status.success(),
+        "callee failed: {callee:#?}\n{}",
+        lab.logs()
+    );
+    let (caller, callee) = (caller.one_json(), callee.one_json());
+    eprintln!("caller: {caller}\ncallee: {callee}");
+    [caller, callee]
+}
+
+/// What one call across the cluster showed.
+struct Outcome {
+    /// The caller's report, then the callee's.
+    reports: [Value; 2],
+    /// Relay frames each node forwarded during the call.
+    relayed: Vec<u64>,
+    /// Messages each node sent to other nodes during the call, and received from them.
+    messages: Vec<[u64; 2]>,
+    /// UDP packets on the internet during the call, NAT to NAT (callee's to caller's, caller's
+    /// to callee's).
+    nat_to_nat: [u64; 2],
+    /// UDP packets on the internet during the call between the callee's node and the caller's
+    /// (b to the caller's node, the caller's node to b).
+    node_to_node: [u64; 2],
+}
+
+/// A call of `secs` across the cluster: the callee answers on node b, the caller calls its
+/// name from node a (of two) or c (of three). Checks both reports (peer, packets, duration) and the audio both
+/// ways; returns what the call showed, the lab kept for more checks.
+fn call_across(sides: Sides, secs: f64) -> Option<(ClusterLab, Outcome)> {
+    let lab = ClusterLab::new(sides)?;
+    let [callee_wan, caller_wan] = lab.wans;
+    let (b, c) = (
+        lab.nodes[lab.callee_node].host.ip,
+        lab.nodes[lab.caller_node].host.ip,
+    );
+    for (from, to) in [
+        (callee_wan, caller_wan),
+        (caller_wan, callee_wan),
+        (b, c),
+        (c, b),
+    ] {
+        lab.count_udp(from, to);
+    }
+    let before: Vec<u64> = lab.nodes.iter().map(Node::relayed).collect();
+    let messages_before: Vec<[u64; 2]> = lab.nodes.iter().map(Node::messages).collect();
+    let callee = lab.answer();
+    let caller = lab.call(secs);
+    let caller = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        caller.finish(Duration::from_secs_f64(secs + 20.0))
+    }));
+    let caller = caller.unwrap_or_else(|panic| {
+        // The caller never ended: the callee's and the nodes' side of the story first.
+        eprintln!("callee's log: {:#?}\n{}", callee.log, lab.logs());
+        std::panic::resume_unwind(panic)
+    });
+    let reports = reports(&lab, caller, callee.finish(Duration::from_secs(10)));
+    check_report(&reports[0], &lab.callee, secs, 0.8);
+    check_report(&reports[1], &lab.caller, secs, 0.8);
+    lab.check_audio(0.8);
+    let relayed = lab
+        .nodes
+        .iter()
+        .zip(&before)
+        .map(|(n, was)| n.relayed() - was)
+        .collect();
+    let messages: Vec<[u64; 2]> = lab
+        .nodes
+        .iter()
+        .zip(&messages_before)
+        .map(|(n, [s, r])| {
+            let [s2, r2] = n.messages();
+            [s2 - s, r2 - r]
+        })
+        .collect();
+    let nat_to_nat = [
+        lab.counted(callee_wan, caller_wan),
+        lab.counted(caller_wan, callee_wan),
+    ];
+    let node_to_node = [lab.counted(b, c), lab.counted(c, b)];
+    let setup = |json: &Value| json["setup_ms"].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "cluster lab: {sides:?}: path {} / {}, setup {:.0} / {:.0} ms, direct after {:?} / {:?} \
+         ms (caller / callee); relayed by the nodes {relayed:?}; UDP NAT to NAT {nat_to_nat:?}, \
+         node to node {node_to_node:?}; node messages (sent, received) {messages:?}",
+        reports[0]["path"],
+        reports[1]["path"],
+        setup(&reports[0]),
+        setup(&reports[1]),
+        reports[0]["direct_after_ms"].as_u64(),
+        reports[1]["direct_after_ms"].as_u64(),
+    );
+    Some((
+        lab,
+        Outcome {
+            reports,
+            relayed,
+            messages,
+            nat_to_nat,
+            node_to_node,
+        },
+    ))
+}
+
+/// The call was signalled node to node: the caller's node and the callee's each sent the
+/// other messages about it (invitation, answer, hang-up...), and any other node none.
+fn assert_signalled_between(lab: &ClusterLab, outcome: &Outcome) {
+    for (i, [sent, received]) in outcome.messages.iter().copied().enumerate() {
+        if i == lab.callee_node || i == lab.caller_node {
+            assert!(
+                sent >= 1 && received >= 1,
+                "node {} sent {sent} and received {received} messages: {:?}",
+                lab.nodes[i].addr(),
+                outcome.messages
+            );
+        } else {
+            assert_eq!(
+                (sent, received),
+                (0, 0),
+                "node {} took part: {:?}",
+                lab.nodes[i].addr(),
+                outcome.messages
+            );
+        }
+    }
+}
+
+/// The call went direct: both reports say so, and its media crossed the internet NAT to NAT,
+/// both ways.
+fn assert_direct(lab: &ClusterLab, outcome: &Outcome, secs: f64) {
+    assert_signalled_between(lab, outcome);
+    for json in &outcome.reports {
+        assert_eq!(json["path"], "direct", "{json}\n{}", lab.logs());
+        let after = json["direct_after_ms"].as_u64().expect("went direct");
+        assert!(after <= 1000, "direct {after} ms after the answer: {json}");
+    }
+    // Most of the call each way (the first moments may be relayed).
+    let least = (secs * PACKETS_PER_SECOND * 0.7) as u64;
+    for n in outcome.nat_to_nat {
+        assert!(
+            n >= least,
+            "{:?} packets NAT to NAT, not {least}",
+            outcome.nat_to_nat
+        );
+    }
+}
+
+/// The call was relayed from start to end, through both the caller's node and the callee's:
+/// both reports say so; each node forwarded the call's frames both ways, and they crossed the
+/// internet between the two nodes both ways; nothing went NAT to NAT that a call could use.
+fn assert_relayed_through_both(lab: &ClusterLab, outcome: &Outcome, secs: f64) {
+    assert_signalled_between(lab, outcome);
+    for json in &outcome.reports {
+        assert_eq!(json["path"], "relay", "{json}\n{}", lab.logs());
+        assert_eq!(json["path_changes"], 0, "never direct: {json}");
+    }
+    let one_way = secs * PACKETS_PER_SECOND * 0.8;
+    for node in [lab.callee_node, lab.caller_node] {
+        let relayed = outcome.relayed[node];
+        assert!(
+            relayed as f64 >= 2.0 * one_way,
+            "node {} forwarded {relayed} frames, not the call both ways (~{}): {:?}",
+            lab.nodes[node].addr(),
+            2.0 * one_way,
+            outcome.relayed
+        );
+    }
+    for n in outcome.node_to_node {
+        assert!(
+            n as f64 >= one_way,
+            "{:?} packets node to node, not {one_way}",
+            outcome.node_to_node
+        );
+    }
+    // The checks that failed went NAT to NAT (some 40 packets each way), and nothing else:
+    // no media, which would be 50 packets a second.
+    for n in outcome.nat_to_nat {
+        assert!(
+            (n as f64) < secs * PACKETS_PER_SECOND * 0.5,
+            "{:?} packets NAT to NAT on a relayed call",
+            outcome.nat_to_nat
+        );
+    }
+}
+
+/// Issue 14, item 5: clients behind two port-preserving home routers (MASQUERADE, WAN
+/// firewalled), the callee registered on node b, the caller on node a, calling by name: the
+/// call connects across the cluster and goes direct, with audio both ways; the nodes relayed
+/// little or nothing.
+#[test]
+fn masquerade_clients_on_two_nodes_go_direct() {
+    let secs = 5.0;
+    let sides = Sides {
+        callee: Masquerade,
+        caller: Masquerade,
+        nodes: 2,
+        advertise_wildcard: false,
+    };
+    let Some((lab, outcome)) = call_across(sides, secs) else {
+        return;
+    };
+    assert_direct(&lab, &outcome, secs);
+}
+
+/// Issue 14, item 5: both home routers port-random (`--random-fully`): no direct pair, so the
+/// call is relayed from start to end through both nodes (the caller's node a relays between
+/// its client and node b, node b between node a and its client), with audio both ways.
+#[test]
+fn random_fully_clients_on_two_nodes_are_relayed_through_both() {
+    let secs = 5.0;
+    let sides = Sides {
+        callee: RandomFully,
+        caller: RandomFully,
+        nodes: 2,
+        advertise_wildcard: false,
+    };
+    let Some((lab, outcome)) = call_across(sides, secs) else {
+        return;
+    };
+    assert_relayed_through_both(&lab, &outcome, secs);
+}
+
+/// Three nodes; the caller's node c listens on the wildcard address and advertises its public
+/// one (`--advertise`). The caller on node c calls the callee on node b through port-random
+/// routers: signalled and relayed through c and b only (node a, in the cluster, hears and
+/// forwards nothing of it), with audio both ways.
+#[test]
+fn three_nodes_relay_through_the_callers_and_the_callees_only() {
+    let secs = 5.0;
+    let sides = Sides {
+        callee: RandomFully,
+        caller: RandomFully,
+        nodes: 3,
+        advertise_wildcard: true,
+    };
+    let Some((lab, outcome)) = call_across(sides, secs) else {
+        return;
+    };
+    assert_eq!((lab.callee_node, lab.caller_node), (1, 2));
+    assert_relayed_through_both(&lab, &outcome, secs);
+    assert_eq!(
+        outcome.relayed[0], 0,
+        "node a relayed: {:?}",
+        outcome.relayed
+    );
+}
+
+/// Three nodes, port-preserving routers, the caller on node c (listening on the wildcard
+/// address, `--advertise`): direct, as with two; node a takes no part.
+#[test]
+fn three_nodes_masquerade_clients_go_direct() {
+    let secs = 5.0;
+    let sides = Sides {
+        callee: Masquerade,
+        caller: Masquerade,
+        nodes: 3,
+        advertise_wildcard: true,
+    };
+    let Some((lab, outcome)) = call_across(sides, secs) else {
+        return;
+    };
+    assert_direct(&lab, &outcome, secs);
+}
