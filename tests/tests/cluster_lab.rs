@@ -648,3 +648,184 @@ fn three_nodes_masquerade_clients_go_direct() {
     };
     assert_direct(&lab, &outcome, secs);
 }
+
+/// Starts a call of `secs` across two nodes (callee on b, caller on a) through routers of
+/// `kind`, waits until it connected and `after` more (from the path the caller's log says
+/// it took: direct or relay), then kills node b, the callee's (SIGKILL: it tells nobody).
+/// Returns the lab, both processes and when b died.
+fn kill_the_callees_node(
+    kind: NatKind,
+    secs: f64,
+    path: &str,
+    after: Duration,
+) -> Option<(ClusterLab, Headless, Headless, Instant)> {
+    let sides = Sides {
+        callee: kind,
+        caller: kind,
+        nodes: 2,
+        advertise_wildcard: false,
+    };
+    let mut lab = ClusterLab::new(sides)?;
+    let callee = lab.answer();
+    let mut caller = lab.call(secs);
+    caller.expect_log("connected", Duration::from_secs(10));
+    if path == "direct" {
+        // Only once direct: from then on no frame crosses the nodes.
+        let line = caller.wait_line_after("media path changed", 0, Duration::from_secs(5));
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains("to=Direct")),
+            "not direct: {line:?}: {:#?}",
+            caller.log
+        );
+    }
+    std::thread::sleep(after);
+    let node_b = lab.callee_node;
+    lab.nodes[node_b].server.kill();
+    let killed = Instant::now();
+    eprintln!("cluster lab: node b killed {after:?} into the {path} call");
+    Some((lab, caller, callee, killed))
+}
+
+/// Issue 14: a node that dies leaves its direct calls to their clients. Two port-preserving
+/// routers, a direct call across nodes a and b; 5 s in (well after the last frame relayed at
+/// the start: [`traversal::rendezvous`]'s RELAYED_WITHIN is 3 s), the callee's node b is
+/// killed. Node a finds b gone within b's liveness, forgets the call without ending it, and
+/// the call goes on to its end with audio both ways; the caller hangs up normally.
+#[test]
+fn a_direct_call_goes_on_when_the_callees_node_dies() {
+    use traversal::rendezvous::{CLUSTER_HEARTBEAT, CLUSTER_LIVENESS};
+    // Long enough for node a to find b gone mid-call.
+    let after = Duration::from_secs(5);
+    let secs = 5.0 + (CLUSTER_LIVENESS + 2 * CLUSTER_HEARTBEAT).as_secs_f64() + 4.0;
+    let Some((lab, caller, callee, killed)) =
+        kill_the_callees_node(Masquerade, secs, "direct", after)
+    else {
+        return;
+    };
+    let caller = caller.finish(Duration::from_secs_f64(secs + 20.0));
+    let caller_ended = killed.elapsed();
+    let callee = callee.finish(Duration::from_secs(20));
+    let cluster_lines = |log: Vec<String>| -> Vec<String> {
+        log.into_iter().filter(|l| l.contains("cluster")).collect()
+    };
+    eprintln!(
+        "cluster lab: the caller hung up {caller_ended:?} after node b died; the callee exited \
+         {:?}; node a: {:#?}",
+        callee.status,
+        cluster_lines(lab.nodes[0].server.log())
+    );
+    assert!(
+        caller.status.success(),
+        "caller failed: {caller:#?}\n{}",
+        lab.logs()
+    );
+    let caller_json = caller.one_json();
+    eprintln!("caller: {caller_json}");
+    assert_eq!(caller_json["end"], "hung_up", "{caller_json}");
+    assert_eq!(caller_json["path"], "direct", "{caller_json}");
+    check_report(&caller_json, &lab.callee, secs, 0.8);
+    // Node a never ended the call: the client was not told its peer was lost.
+    assert!(
+        !caller
+            .log
+            .iter()
+            .any(|l| l.contains("the server lost the peer")),
+        "node a ended a direct call: {:#?}\n{}",
+        caller.log,
+        lab.logs()
+    );
+    // It found b gone mid-call (the call was still up), and left the call alone: it was
+    // direct.
+    let node_a = lab.nodes[0].server.log();
+    let said = |needle: &str| node_a.iter().any(|l| l.contains(needle));
+    assert!(
+        said("cluster: a node with calls here is gone"),
+        "{}",
+        lab.logs()
+    );
+    assert!(
+        !said("a node with a relayed call is gone"),
+        "{}",
+        lab.logs()
+    );
+    assert_eq!(lab.nodes[0].metric("pinhole_cluster_remote_calls"), 0);
+    // The callee's side of the call: it went on as long (its report, whatever its end).
+    let callee_json = callee
+        .json()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no report from the callee: {callee:#?}"));
+    eprintln!("callee: {callee_json}");
+    assert_eq!(callee_json["path"], "direct", "{callee_json}");
+    check_report(&callee_json, &lab.caller, secs - 1.0, 0.8);
+    lab.check_audio(0.8);
+}
+
+/// Issue 14: a node that dies ends its relayed calls for the other node's clients. Two
+/// port-random routers, a call relayed through nodes a and b; 2 s in, the callee's node b is
+/// killed. Node a finds b gone within b's liveness and two heartbeats and ends the call
+/// (`peer_lost`), and the caller's `pinhole call` ends with that reason and its report.
+#[test]
+fn a_relayed_call_ends_with_peer_lost_when_the_callees_node_dies() {
+    use traversal::rendezvous::{CLUSTER_HEARTBEAT, CLUSTER_LIVENESS};
+    let secs = 30.0;
+    let Some((lab, caller, callee, killed)) =
+        kill_the_callees_node(RandomFully, secs, "relay", Duration::from_secs(2))
+    else {
+        return;
+    };
+    let bound = CLUSTER_LIVENESS + 2 * CLUSTER_HEARTBEAT + Duration::from_secs(1);
+    let caller = caller.finish(bound + Duration::from_secs(5));
+    let ended = killed.elapsed();
+    let callee = callee.finish(Duration::from_secs(30));
+    eprintln!(
+        "cluster lab: the relayed call ended for the caller {ended:?} after node b died \
+         (bound {bound:?}); callee exited {:?} after {:?}",
+        callee.status, callee.waited
+    );
+    let node_a = lab.nodes[0].server.log();
+    let said = |log: &[String], needle: &str| log.iter().any(|l| l.contains(needle));
+    eprintln!(
+        "cluster lab: node a ended it: {}; the caller found its peer silent: {}; the callee's \
+         end: {:?}",
+        said(&node_a, "a node with a relayed call is gone"),
+        said(&caller.log, "nothing from the peer"),
+        callee.json().first().map(|j| j["end"].clone())
+    );
+    let caller_json = caller
+        .json()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no report from the caller: {caller:#?}\n{}", lab.logs()));
+    eprintln!("caller: {caller_json}");
+    eprintln!("caller's WAV: {}", lab.caller.timeline(&lab.callee));
+    assert_eq!(caller_json["end"], "peer_lost", "{caller_json}");
+    assert_eq!(caller_json["path"], "relay", "{caller_json}");
+    assert!(
+        ended <= bound,
+        "ended {ended:?} after the kill, not within {bound:?}"
+    );
+    // Node a ended the call when it found b gone, unless the caller, hearing nothing (its
+    // peer silence is 5 s, about b's liveness), hung up first: which one is a race.
+    if said(&node_a, "cluster: a node with calls here is gone") {
+        assert!(
+            said(&node_a, "a node with a relayed call is gone"),
+            "node a: {node_a:#?}"
+        );
+    }
+    assert_eq!(lab.nodes[0].metric("pinhole_cluster_remote_calls"), 0);
+    assert_eq!(lab.nodes[0].metric("pinhole_calls_active"), 0);
+    // Not a normal end: the exit status says so.
+    assert!(!caller.status.success(), "{caller:#?}");
+    // Until b died (2 s), the callee was heard through both nodes.
+    let heard = lab.caller.hears(&lab.callee) * (caller_json["duration_s"].as_f64().unwrap() - 0.5);
+    assert!(
+        heard >= 1.2,
+        "caller heard the callee for {heard:.1} s: {caller_json}"
+    );
+    let received = caller_json["rtp"]["received"].as_u64().unwrap();
+    assert!(
+        received >= 80,
+        "received {received} frames in 2 s: {caller_json}"
+    );
+}
