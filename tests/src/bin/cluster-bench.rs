@@ -941,11 +941,26 @@ fn main() -> Result<()> {
     );
 
     // -- Projection.
-    let reg_cost = costs
-        .iter()
-        .find(|(l, _)| l.starts_with("re-registration"))
-        .map(|(_, c)| c.clone())
-        .unwrap_or_default();
+    // A reconnect: the old connection's presence withdrawn, then a re-registration.
+    let find = |prefix: &str| {
+        costs
+            .iter()
+            .find(|(l, _)| l.starts_with(prefix))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    };
+    let (rereg, gone) = (find("re-registration"), find("disconnect"));
+    let reg_cost = Cost {
+        ops: rereg.ops,
+        requests: rereg.requests + gone.requests,
+        commands: rereg.commands + gone.commands,
+        input: rereg.input + gone.input,
+        output: rereg.output + gone.output,
+        cpu_us: rereg.cpu_us + gone.cpu_us,
+        memory: 0.0,
+        aof: rereg.aof + gone.aof,
+        cmds: BTreeMap::new(),
+    };
     let call_cost = costs
         .iter()
         .find(|(l, _)| l.starts_with("cross-node"))
@@ -992,8 +1007,9 @@ fn main() -> Result<()> {
     let heartbeat = nodes * nodes;
     let ops = regs_s * reg_cost.commands + calls_s * cross_share * call_cost.commands + heartbeat;
     println!(
-        "- Redis commands/s at {} registrations per user per hour and {} calls per user per \
-         hour, {:.0}% of calls across nodes ((n-1)/n): {regs_s:.0} registrations/s x {:.2} + \
+        "- Redis commands/s at {} reconnects (disconnect + re-registration) per user per hour \
+         and {} calls per user per hour, {:.0}% of calls across nodes ((n-1)/n): {regs_s:.0} \
+         reconnects/s x {:.2} + \
          {:.0} cross-node calls/s x {:.2} + heartbeats {heartbeat:.0} (nodes x nodes) = {ops:.0} commands/s (counted as \
          INFO counts them, with those inside scripts)",
         args.reregistrations_per_hour,
@@ -1020,6 +1036,13 @@ fn main() -> Result<()> {
         bytes / 1e3
     );
     let cpu = regs_s * reg_cost.cpu_us + calls_s * cross_share * call_cost.cpu_us;
+    println!(
+        "- append-only file: {regs_s:.0} x {:.0} B = {:.0} kB/s ({:.1} GB a day before Redis \
+         rewrites it), each write fsync'd (appendfsync always)",
+        reg_cost.aof,
+        regs_s * reg_cost.aof / 1e3,
+        regs_s * reg_cost.aof * 86_400.0 / 1e9
+    );
     println!(
         "- Redis CPU: {regs_s:.0} x {:.0} µs + {:.0} x {:.0} µs = {:.2} of a core",
         reg_cost.cpu_us,
