@@ -11,6 +11,9 @@
 //! internet router's packet counters): between the two NATs for a direct call; for a relayed
 //! one, between the caller's node and the callee's both ways, each of them forwarding the
 //! call's frames both ways (`pinhole_relayed_packets_total`) and any other node nothing.
+//! Two more kill the callee's node mid-call: a direct call goes on to its end (the caller's
+//! node finds the other gone and leaves the call to its clients), a relayed one ends
+//! `peer_lost` for the caller within the dead node's liveness.
 //! Everything is torn down on drop (the nodes, Redis and the clients by PID, then the
 //! namespaces). Without root or redis-server they fail under `./dev test`
 //! (`PINHOLE_TEST_STRICT=1`) and skip by hand (`pinhole_tests::prereq`).
@@ -27,7 +30,10 @@
 //! from the JSON reports) 6-8 / 4-5 ms for the direct calls, 9-14 / 5-11 ms for the relayed
 //! ones; direct some 150 ms after the answer, the first 8 frames each way relayed through both
 //! nodes until then; a relayed 5 s call is ~511 frames forwarded by each of the two nodes and
-//! ~255 packets node to node each way; some 12 s per test, 50 s for the four.
+//! ~255 packets node to node each way; some 12 s per call test, 20 s per node-killing one
+//! (the relayed call ends 5.06 s after the kill, by the caller's own peer silence, which beats
+//! node a's liveness check; node a finds b gone some 4.9 s after the kill); 85 s for the six with
+//! `--test-threads=1`, 50 s two at a time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -702,6 +708,24 @@ fn a_direct_call_goes_on_when_the_callees_node_dies() {
     else {
         return;
     };
+    // Node a finds b gone within b's liveness and two heartbeats, while the call goes on.
+    let bound = CLUSTER_LIVENESS + 2 * CLUSTER_HEARTBEAT;
+    let found = loop {
+        let log = lab.nodes[0].server.log();
+        if log
+            .iter()
+            .any(|l| l.contains("cluster: a node with calls here is gone"))
+        {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < bound + Duration::from_secs(1),
+            "node a never found b gone: {}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("cluster lab: node a found b gone {found:?} after the kill (bound {bound:?})");
     let caller = caller.finish(Duration::from_secs_f64(secs + 20.0));
     let caller_ended = killed.elapsed();
     let callee = callee.finish(Duration::from_secs(20));
