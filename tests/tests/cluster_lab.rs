@@ -13,7 +13,8 @@
 //! call's frames both ways (`pinhole_relayed_packets_total`) and any other node nothing.
 //! Two more kill the callee's node mid-call: a direct call goes on to its end (the caller's
 //! node finds the other gone and leaves the call to its clients), a relayed one ends
-//! `peer_lost` for the caller within the dead node's liveness.
+//! `peer_lost` for the caller within the dead node's liveness. And one restarts Redis (in its
+//! namespace, with its data) between two calls across the nodes.
 //! Everything is torn down on drop (the nodes, Redis and the clients by PID, then the
 //! namespaces). Without root or redis-server they fail under `./dev test`
 //! (`PINHOLE_TEST_STRICT=1`) and skip by hand (`pinhole_tests::prereq`).
@@ -30,10 +31,11 @@
 //! from the JSON reports) 6-8 / 4-5 ms for the direct calls, 9-14 / 5-11 ms for the relayed
 //! ones; direct some 150 ms after the answer, the first 8 frames each way relayed through both
 //! nodes until then; a relayed 5 s call is ~511 frames forwarded by each of the two nodes and
-//! ~255 packets node to node each way; some 12 s per call test, 20 s per node-killing one
-//! (the relayed call ends 5.06 s after the kill, by the caller's own peer silence, which beats
-//! node a's liveness check; node a finds b gone some 4.9 s after the kill); 85 s for the six with
-//! `--test-threads=1`, 50 s two at a time.
+//! ~255 packets node to node each way. A node killed: node a finds it gone some 4.9 s after;
+//! the relayed call ends 5.06 s after, by the caller's own peer silence (5 s), which beats node
+//! a's liveness check. Redis restarted: both nodes back on it some 220 ms after. Some 12 s per
+//! call test, 20 s per node-killing one, 18 s for the Redis restart: 103 s for the seven with
+//! `--test-threads=1`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -123,6 +125,8 @@ struct Sides {
 
 /// A lab with Redis and the nodes on its internet, and two parties behind home NATs.
 struct ClusterLab {
+    /// What it was made of.
+    sides: Sides,
     /// Dropped first: the clients' processes are `Headless`, killed on their own drop.
     nodes: Vec<Node>,
     redis: Redis,
@@ -192,6 +196,7 @@ impl ClusterLab {
         let callee = Party::tone(&dir, "cee", 440.0);
         let caller = Party::tone(&dir, "cer", 660.0);
         let lab = Self {
+            sides,
             nodes,
             redis,
             redis_host,
@@ -422,6 +427,14 @@ struct Outcome {
 /// ways; returns what the call showed, the lab kept for more checks.
 fn call_across(sides: Sides, secs: f64) -> Option<(ClusterLab, Outcome)> {
     let lab = ClusterLab::new(sides)?;
+    let outcome = call_once(&lab, secs);
+    Some((lab, outcome))
+}
+
+/// One call of `secs` in `lab` (the callee answers it and exits), checked as
+/// [`call_across`] does.
+fn call_once(lab: &ClusterLab, secs: f64) -> Outcome {
+    let sides = lab.sides;
     let [callee_wan, caller_wan] = lab.wans;
     let (b, c) = (
         lab.nodes[lab.callee_node].host.ip,
@@ -447,7 +460,7 @@ fn call_across(sides: Sides, secs: f64) -> Option<(ClusterLab, Outcome)> {
         eprintln!("callee's log: {:#?}\n{}", callee.log, lab.logs());
         std::panic::resume_unwind(panic)
     });
-    let reports = reports(&lab, caller, callee.finish(Duration::from_secs(10)));
+    let reports = reports(lab, caller, callee.finish(Duration::from_secs(10)));
     check_report(&reports[0], &lab.callee, secs, 0.8);
     check_report(&reports[1], &lab.caller, secs, 0.8);
     lab.check_audio(0.8);
@@ -483,16 +496,13 @@ fn call_across(sides: Sides, secs: f64) -> Option<(ClusterLab, Outcome)> {
         reports[0]["direct_after_ms"].as_u64(),
         reports[1]["direct_after_ms"].as_u64(),
     );
-    Some((
-        lab,
-        Outcome {
-            reports,
-            relayed,
-            messages,
-            nat_to_nat,
-            node_to_node,
-        },
-    ))
+    Outcome {
+        reports,
+        relayed,
+        messages,
+        nat_to_nat,
+        node_to_node,
+    }
 }
 
 /// The call was signalled node to node: the caller's node and the callee's each sent the
@@ -852,4 +862,60 @@ fn a_relayed_call_ends_with_peer_lost_when_the_callees_node_dies() {
         received >= 80,
         "received {received} frames in 2 s: {caller_json}"
     );
+}
+
+/// Redis dies (SIGKILL) and comes back with its data (its append-only file) between two calls
+/// across the cluster: both nodes notice, reconnect by themselves ("cluster: connected to
+/// Redis" again, the names loaded back), and a
+/// second call by name across them connects direct, with audio both ways.
+#[test]
+fn a_second_call_across_nodes_works_after_redis_restarted() {
+    let secs = 3.0;
+    let sides = Sides {
+        callee: Masquerade,
+        caller: Masquerade,
+        nodes: 2,
+        advertise_wildcard: false,
+    };
+    let Some(mut lab) = ClusterLab::new(sides) else {
+        return;
+    };
+    let first = call_once(&lab, secs);
+    assert_direct(&lab, &first, secs);
+    let marks: Vec<usize> = lab.nodes.iter().map(|n| n.server.log().len()).collect();
+    let restarted = Instant::now();
+    lab.redis.restart().unwrap();
+    // Each node finds its connections broken and reconnects within a few heartbeats.
+    for (node, mark) in lab.nodes.iter().zip(marks) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.server.log()[mark..]
+            .iter()
+            .any(|l| l.contains("cluster: connected to Redis"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {} never reconnected: {}",
+                node.addr(),
+                lab.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    eprintln!(
+        "cluster lab: both nodes back on Redis {:?} after its restart",
+        restarted.elapsed()
+    );
+    lab.wait_nodes_alive();
+    // The names are still bound (from the append-only file).
+    let bound = lab
+        .redis
+        .command(&["HGET", "{pinhole}:names", &lab.callee.name])
+        .unwrap();
+    assert!(
+        bound.starts_with('$'),
+        "{:?} lost: {bound:?}",
+        lab.callee.name
+    );
+    let second = call_once(&lab, secs);
+    assert_direct(&lab, &second, secs);
 }
