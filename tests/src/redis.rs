@@ -79,8 +79,9 @@ impl Redis {
     /// [`Lab::command`] runs the lab's other daemons (`ip netns exec`, the process being
     /// `redis-server` itself), and is stopped by PID when dropped (or by the lab's teardown if
     /// the lab goes first); [`Redis::restart`] and [`Redis::wipe_and_start`] start it in `ns`
-    /// again. Its [`Redis::command`]s are sent from a thread inside `ns`. `None` (after [`crate::prereq::missing`]) when the package is not installed;
-    /// panics when it is installed but does not start.
+    /// again. Its [`Redis::command`]s are sent from a thread inside `ns`. `None` (after
+    /// [`crate::prereq::missing`]) when the package is not installed; panics when it is
+    /// installed but does not start.
     pub fn start_in(lab: &Lab, ns: &Ns, ip: Ipv4Addr) -> Option<Redis> {
         if !installed() {
             return None;

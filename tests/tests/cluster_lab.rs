@@ -423,8 +423,8 @@ struct Outcome {
 }
 
 /// A call of `secs` across the cluster: the callee answers on node b, the caller calls its
-/// name from node a (of two) or c (of three). Checks both reports (peer, packets, duration) and the audio both
-/// ways; returns what the call showed, the lab kept for more checks.
+/// name from node a (of two) or c (of three). Checks both reports (peer, packets, duration)
+/// and the audio both ways; returns what the call showed, the lab kept for more checks.
 fn call_across(sides: Sides, secs: f64) -> Option<(ClusterLab, Outcome)> {
     let lab = ClusterLab::new(sides)?;
     let outcome = call_once(&lab, secs);
