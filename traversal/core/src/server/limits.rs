@@ -54,6 +54,16 @@ impl Source {
         }
     }
 
+    /// The source as a number (what another node of a cluster is told of a caller).
+    pub(crate) fn key(&self) -> u64 {
+        self.0
+    }
+
+    /// A source from [`Source::key`].
+    pub(crate) fn from_key(key: u64) -> Self {
+        Source(key)
+    }
+
     /// The bytes of the source, to key a pair with it.
     pub(crate) fn bytes(&self) -> [u8; 8] {
         self.0.to_be_bytes()

@@ -22,7 +22,7 @@
 //! connection id of its remote party there; every message of the call carries it.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -76,8 +76,9 @@ pub enum NodeMessage {
         token: String,
         /// The sending node's relay address.
         relay: SocketAddr,
-        /// The caller's address (for the receiving node's per-address ring limits).
-        source: Option<IpAddr>,
+        /// The caller's address as the per-address limits key it (for the receiving node's
+        /// ring limits).
+        source: Option<u64>,
     },
     /// The callee's phone rings.
     Ringing { call: CallRef },
@@ -166,6 +167,8 @@ pub(super) struct ClusterState {
     pub(super) out: std::collections::VecDeque<ClusterOut>,
     /// Remote parties by their call.
     pub(super) remotes: HashMap<CallRef, ConnId>,
+    /// Remote parties by connection id (their client entry holds name, mapping and call).
+    pub(super) parties: HashMap<ConnId, Remote>,
     next_remote: u64,
     /// Registrations waiting for their claim: the name and key.
     pub(super) claims: HashMap<ConnId, (Box<str>, [u8; 32])>,
@@ -205,7 +208,7 @@ impl Calls {
             .cluster
             .remotes
             .values()
-            .filter_map(|conn| self.clients.get(conn)?.remote.as_ref()?.node.clone())
+            .filter_map(|conn| self.cluster.parties.get(conn)?.node.clone())
             .collect();
         nodes.sort_unstable();
         nodes.dedup();
@@ -307,10 +310,10 @@ impl Calls {
                     return;
                 };
                 let key = unhex(&callee_key).and_then(|k| <[u8; 32]>::try_from(k).ok());
-                if let Some(c) = self.clients.get_mut(&conn)
-                    && let Some(remote) = c.remote.as_mut()
-                {
+                if let Some(remote) = self.cluster.parties.get_mut(&conn) {
                     remote.key = key.unwrap_or_default();
+                }
+                if let Some(c) = self.clients.get_mut(&conn) {
                     c.mapped = Some(relay);
                 }
                 self.accept(conn, call_id, candidates, e2e);
@@ -363,9 +366,9 @@ impl Calls {
             .values()
             .copied()
             .filter(|conn| {
-                self.clients
+                self.cluster
+                    .parties
                     .get(conn)
-                    .and_then(|c| c.remote.as_ref())
                     .is_some_and(|r| r.node.as_deref() == Some(node))
             })
             .collect();
@@ -415,10 +418,8 @@ impl Calls {
         let Some(node) = self.cluster.node.clone() else {
             return;
         };
-        let Some(c) = self.clients.get(&conn) else {
-            return;
-        };
-        let Some(remote) = c.remote.as_ref() else {
+        let (Some(c), Some(remote)) = (self.clients.get(&conn), self.cluster.parties.get(&conn))
+        else {
             return;
         };
         let (name, to_node, call) = (
@@ -437,7 +438,7 @@ impl Calls {
                 commitment,
             } => {
                 let Some(ours) = ours else { return };
-                let source = self.clients.get(&ours.caller).and_then(|c| c.ip);
+                let source = Some(self.source_key(ours.caller));
                 NodeMessage::Invite {
                     call: call.clone(),
                     call_id,
@@ -502,8 +503,8 @@ impl Calls {
                 key: invite.key,
             },
         );
-        if let Some(ip) = invite.source {
-            self.set_source(conn, ip);
+        if let Some(source) = invite.source {
+            self.set_source_key(conn, source);
         }
         let call_id = invite.call_id;
         let Some(&callee) = self.online.get(invite.to.as_str()) else {
@@ -565,14 +566,13 @@ impl Calls {
     /// answer an invitation is the party's node from then on; no other speaks for it.
     fn remote_call(&mut self, node: &str, call: &CallRef) -> Option<(ConnId, u64)> {
         let &conn = self.cluster.remotes.get(call)?;
-        let c = self.clients.get_mut(&conn)?;
-        let remote = c.remote.as_mut()?;
+        let remote = self.cluster.parties.get_mut(&conn)?;
         match &remote.node {
             Some(n) if n != node => return None,
             Some(_) => {}
             None => remote.node = Some(node.to_string()),
         }
-        Some((conn, self.calls.get(&c.call?)?.id))
+        Some((conn, self.calls.get(&self.clients.get(&conn)?.call?)?.id))
     }
 
     fn new_remote_conn(&mut self) -> ConnId {
@@ -582,6 +582,7 @@ impl Calls {
 
     fn add_remote(&mut self, conn: ConnId, name: &str, mapped: Option<SocketAddr>, remote: Remote) {
         self.cluster.remotes.insert(remote.call.clone(), conn);
+        self.cluster.parties.insert(conn, remote);
         self.clients.insert(
             conn,
             Client {
@@ -589,17 +590,14 @@ impl Calls {
                 challenge: [0; super::CHALLENGE_LEN],
                 mapped,
                 call: None,
-                ip: None,
-                remote: Some(Box::new(remote)),
             },
         );
     }
 
     /// Forgets a remote party (its call is over).
     fn drop_remote(&mut self, conn: ConnId) {
-        if let Some(c) = self.clients.remove(&conn)
-            && let Some(remote) = c.remote
-        {
+        self.clients.remove(&conn);
+        if let Some(remote) = self.cluster.parties.remove(&conn) {
             self.cluster.remotes.remove(&remote.call);
         }
         self.limits.closed(conn);
@@ -618,5 +616,5 @@ struct Invite {
     channel: u16,
     token: [u8; channel::TOKEN_LEN],
     relay: SocketAddr,
-    source: Option<IpAddr>,
+    source: Option<u64>,
 }

@@ -274,9 +274,21 @@ impl Calls {
     /// The source address of a control connection (the server tells it before handing on a
     /// registration or a call); per-address limits count it.
     pub fn set_source(&mut self, conn: ConnId, ip: IpAddr) {
-        if let Some(c) = self.clients.get_mut(&conn) {
-            c.ip = Some(ip);
+        if self.clients.contains_key(&conn) {
             self.limits.conn(conn).source = Source::of(ip);
+        }
+    }
+
+    /// The connection's source, as the per-address limits key it (a cross-node call's
+    /// invitation carries the caller's).
+    pub(super) fn source_key(&self, conn: ConnId) -> u64 {
+        self.limits.source(conn).key()
+    }
+
+    /// Sets a remote party's source from [`Calls::source_key`] of its node.
+    pub(super) fn set_source_key(&mut self, conn: ConnId, key: u64) {
+        if self.clients.contains_key(&conn) {
+            self.limits.conn(conn).source = Source::from_key(key);
         }
     }
 

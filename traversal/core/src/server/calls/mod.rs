@@ -33,7 +33,7 @@
 //! rules and its file format, `relay` the routes and their token buckets.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -138,10 +138,6 @@ struct Client {
     challenge: [u8; CHALLENGE_LEN],
     mapped: Option<SocketAddr>,
     call: Option<CallKey>,
-    /// The control connection's address (for a remote party: its client's, when known).
-    ip: Option<IpAddr>,
-    /// The other node's party of a cross-node call (no control connection here).
-    remote: Option<Box<cluster::Remote>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,10 +273,13 @@ impl Calls {
                 .values()
                 .map(|c| c.caller_candidates.capacity() * size_of::<SocketAddr>())
                 .sum::<usize>();
+        let remote = (self.cluster.parties.capacity() + self.cluster.remotes.capacity())
+            * (size_of::<ConnId>() + size_of::<cluster::Remote>() + 1);
         names
             + online
             + clients
             + calls
+            + remote
             + self.relay.memory_estimate()
             + self.limits.memory_estimate()
     }
@@ -302,8 +301,6 @@ impl Calls {
                 challenge,
                 mapped: None,
                 call: None,
-                ip: None,
-                remote: None,
             },
         );
         hex(&challenge)
@@ -610,10 +607,9 @@ impl Calls {
 
     /// A party's name key: a remote party's as its node said, a client's from the names.
     fn party_key(&self, conn: ConnId) -> Option<[u8; 32]> {
-        let c = self.clients.get(&conn)?;
-        match &c.remote {
+        match self.cluster.parties.get(&conn) {
             Some(remote) => Some(remote.key),
-            None => self.names.key(c.name.as_deref()?),
+            None => self.names.key(self.clients.get(&conn)?.name.as_deref()?),
         }
     }
 
