@@ -73,12 +73,18 @@ fn join(node: &Rendezvous, name: &str, seed: u8) -> Client {
     c
 }
 
-/// `caller` calls `name` (registered by `callee`, perhaps on another node), `callee` accepts.
-fn call(caller: &mut Client, callee: &mut Client, name: &str, call_id: u64) -> RelayedCall {
+/// `caller` calls `name` with `call_id`.
+fn place_call(caller: &mut Client, call_id: u64, name: &str) {
+    let candidates = [caller.mapped().unwrap()];
     caller
         .send(&json!({"type": "call", "call_id": call_id, "to": name,
-            "candidates": [caller.mapped().unwrap()], "commitment": "ab".repeat(32)}))
+            "candidates": candidates, "commitment": "ab".repeat(32)}))
         .unwrap();
+}
+
+/// `caller` calls `name` (registered by `callee`, perhaps on another node), `callee` accepts.
+fn call(caller: &mut Client, callee: &mut Client, name: &str, call_id: u64) -> RelayedCall {
+    place_call(caller, call_id, name);
     let incoming = callee.expect("incoming").unwrap();
     assert_eq!(incoming["call_id"], call_id);
     let e2e = json!({"ephemeral": "cd".repeat(32), "signature": "ef".repeat(64)});
@@ -141,10 +147,7 @@ fn ring_when_reachable(caller: &mut Client, callee: &mut Client, name: &str, id:
         *id += 1;
         caller.keepalive().unwrap();
         callee.keepalive().unwrap();
-        caller
-            .send(&json!({"type": "call", "call_id": *id, "to": name,
-                "candidates": [caller.mapped().unwrap()], "commitment": "ab".repeat(32)}))
-            .unwrap();
+        place_call(caller, *id, name);
         if callee
             .next_where(Duration::from_millis(500), |m| m["type"] == "incoming")
             .is_ok()
@@ -222,12 +225,7 @@ fn a_call_between_users_of_two_nodes_is_relayed_both_ways_through_both() {
     bob.send(&json!({"type": "hang_up", "call_id": 8})).unwrap();
     assert_eq!(ended_within(&mut alice, WAIT).as_deref(), Some("hung_up"));
     // Calls to nobody still end at once.
-    alice
-        .send(
-            &json!({"type": "call", "call_id": 9, "to": "nobody", "candidates": [],
-            "commitment": "ab".repeat(32)}),
-        )
-        .unwrap();
+    place_call(&mut alice, 9, "nobody");
     assert_eq!(ended_within(&mut alice, WAIT).as_deref(), Some("offline"));
 }
 
@@ -337,12 +335,7 @@ fn with_redis_down_a_node_serves_its_own_clients_and_resyncs_after() {
     let answer = c.register_answer("erin", &key(5)).unwrap();
     assert_eq!(answer["code"], "try_later", "{answer}");
     // Across nodes: offline while the store is away.
-    alice
-        .send(
-            &json!({"type": "call", "call_id": 2, "to": "bob", "candidates": [],
-            "commitment": "ab".repeat(32)}),
-        )
-        .unwrap();
+    place_call(&mut alice, 2, "bob");
     assert_eq!(ended_within(&mut alice, WAIT).as_deref(), Some("offline"));
     // Redis is back (with its data): the nodes announce their users again.
     redis.restart().unwrap();
@@ -365,12 +358,7 @@ fn a_node_cut_off_from_redis_drops_out_of_presence_within_its_liveness() {
     // or its channel has no listener): bounded staleness.
     let mut id = 1;
     let gone = loop {
-        alice
-            .send(
-                &json!({"type": "call", "call_id": id, "to": "bob", "candidates": [],
-                "commitment": "ab".repeat(32)}),
-            )
-            .unwrap();
+        place_call(&mut alice, id, "bob");
         match alice.next_where(Duration::from_millis(300), |m| {
             m["type"] == "ended" || m["type"] == "ringing"
         }) {

@@ -140,12 +140,6 @@ impl Link {
         ops: Receiver<ClusterOut>,
         threads: Threads,
     ) -> std::io::Result<Link> {
-        let Threads {
-            shared,
-            side,
-            stop,
-            counters,
-        } = threads;
         let client = redis::Client::open(redis_url).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -157,29 +151,18 @@ impl Link {
             let worker = Worker {
                 client: client.clone(),
                 node: node.clone(),
-                shared: shared.clone(),
-                side: side.clone(),
+                threads: threads.clone(),
                 claim: Script::new(CLAIM),
                 online: Script::new(ONLINE),
                 offline: Script::new(OFFLINE),
-                counters: counters.clone(),
             };
-            let stop = stop.clone();
             std::thread::Builder::new()
                 .name("cluster".into())
-                .spawn(move || worker.run(&ops, &stop))?
+                .spawn(move || worker.run(&ops))?
         };
         let subscriber = std::thread::Builder::new()
             .name("cluster-sub".into())
-            .spawn(move || {
-                let threads = Threads {
-                    shared,
-                    side,
-                    stop,
-                    counters,
-                };
-                subscribe(&client, &node, &threads);
-            })?;
+            .spawn(move || subscribe(&client, &node, &threads))?;
         Ok(Link {
             threads: vec![commands, subscriber],
         })
@@ -195,26 +178,28 @@ impl Link {
     }
 }
 
-/// Hands what the server queued (messages to clients, datagrams) to the sockets.
-fn drained(shared: &Mutex<Shared>, side: &std::net::UdpSocket, f: impl FnOnce(&mut Shared)) {
-    let mut s = lock(shared);
-    f(&mut s);
-    s.drain(|bytes, to| send_side(side, bytes, to));
+impl Threads {
+    /// Drives the server with `f` under its lock, then hands what it queued (messages to
+    /// clients, datagrams) to the sockets.
+    fn drive(&self, f: impl FnOnce(&mut Shared)) {
+        let mut s = lock(&self.shared);
+        f(&mut s);
+        s.drain(|bytes, to| send_side(&self.side, bytes, to));
+    }
 }
 
 struct Worker {
     client: redis::Client,
     node: Arc<str>,
-    shared: Arc<Mutex<Shared>>,
-    side: Arc<std::net::UdpSocket>,
+    threads: Threads,
     claim: Script,
     online: Script,
     offline: Script,
-    counters: Arc<Counters>,
 }
 
 impl Worker {
-    fn run(&self, ops: &Receiver<ClusterOut>, stop: &AtomicBool) {
+    fn run(&self, ops: &Receiver<ClusterOut>) {
+        let stop = &self.threads.stop;
         let mut con: Option<Connection> = None;
         let mut beat = Instant::now();
         let mut alive = HashMap::new();
@@ -227,10 +212,16 @@ impl Worker {
                             tracing::info!(after = ?since.elapsed(), "Redis is back");
                         }
                         con = Some(c);
-                        self.counters.redis_up.store(true, Ordering::Relaxed);
+                        self.threads
+                            .counters
+                            .redis_up
+                            .store(true, Ordering::Relaxed);
                     }
                     Err(err) => {
-                        self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                        self.threads
+                            .counters
+                            .redis_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         if unreachable_since.is_none() {
                             tracing::warn!(
                                 "cluster: Redis unreachable ({err}); serving own clients"
@@ -255,11 +246,17 @@ impl Worker {
                 };
                 if let Err(err) = result {
                     tracing::debug!("cluster: {err}");
-                    self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    self.threads
+                        .counters
+                        .redis_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     self.failed(op);
                     if is_connection_error(&err) {
                         con = None;
-                        self.counters.redis_up.store(false, Ordering::Relaxed);
+                        self.threads
+                            .counters
+                            .redis_up
+                            .store(false, Ordering::Relaxed);
                     }
                 }
             }
@@ -269,8 +266,14 @@ impl Worker {
                 beat = Instant::now();
                 if let Err(err) = self.heartbeat(c, &mut alive) {
                     tracing::warn!("cluster: heartbeat: {err}");
-                    self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
-                    self.counters.redis_up.store(false, Ordering::Relaxed);
+                    self.threads
+                        .counters
+                        .redis_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.threads
+                        .counters
+                        .redis_up
+                        .store(false, Ordering::Relaxed);
                     con = None;
                 }
             }
@@ -298,7 +301,7 @@ impl Worker {
         let known: std::collections::HashSet<&str> =
             stored.iter().map(|(n, _)| n.as_str()).collect();
         let (cached, online) = {
-            let s = lock(&self.shared);
+            let s = lock(&self.threads.shared);
             (
                 s.server.calls().names_snapshot(),
                 s.server.calls().online_names(),
@@ -313,7 +316,10 @@ impl Worker {
             self.claim(&mut c, name, key, &skeleton, usize::MAX)?;
         }
         let loaded = stored.len();
-        lock(&self.shared).server.calls_mut().load_names(stored);
+        lock(&self.threads.shared)
+            .server
+            .calls_mut()
+            .load_names(stored);
         let mut pipe = redis::pipe();
         for name in &online {
             pipe.hset(PRESENCE, name, &*self.node).ignore();
@@ -351,7 +357,7 @@ impl Worker {
                         .and_then(|k| <[u8; 32]>::try_from(k).ok())
                         .map_or(Claimed::Unavailable, Claimed::Taken),
                 };
-                drained(&self.shared, &self.side, |s| {
+                self.threads.drive(|s| {
                     s.server.calls_mut().claimed(*conn, name, *key, claimed);
                 });
             }
@@ -446,7 +452,7 @@ impl Worker {
             message: message.clone(),
         };
         let text = serde_json::to_string(&envelope).unwrap_or_default();
-        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.threads.counters.sent.fetch_add(1, Ordering::Relaxed);
         c.publish(channel(node), text)
     }
 
@@ -458,7 +464,7 @@ impl Worker {
         alive: &mut HashMap<String, Instant>,
     ) -> redis::RedisResult<()> {
         let () = c.set_ex(liveness_key(&self.node), "1", LIVENESS.as_secs())?;
-        let nodes = lock(&self.shared).server.calls().remote_nodes();
+        let nodes = lock(&self.threads.shared).server.calls().remote_nodes();
         alive.retain(|n, _| nodes.contains(n));
         for node in nodes {
             // When the node last renewed its liveness, from what is left of it (no clocks
@@ -472,7 +478,7 @@ impl Worker {
             }
             let last_alive = alive.remove(&node).unwrap_or(now);
             tracing::warn!(node, "cluster: a node with calls here is gone");
-            drained(&self.shared, &self.side, |s| {
+            self.threads.drive(|s| {
                 s.server.calls_mut().node_lost(last_alive, &node);
             });
         }
@@ -485,7 +491,7 @@ impl Worker {
             ClusterOut::Claim {
                 conn, name, key, ..
             } => {
-                drained(&self.shared, &self.side, |s| {
+                self.threads.drive(|s| {
                     s.server
                         .calls_mut()
                         .claimed(conn, &name, key, Claimed::Unavailable);
@@ -500,7 +506,7 @@ impl Worker {
     }
 
     fn undeliverable(&self, call: &CallRef) {
-        drained(&self.shared, &self.side, |s| {
+        self.threads.drive(|s| {
             s.server.calls_mut().undeliverable(call);
         });
     }
@@ -512,12 +518,7 @@ fn is_connection_error(err: &redis::RedisError) -> bool {
 
 /// The subscriber thread: this node's channel, until `stop`.
 fn subscribe(client: &redis::Client, node: &str, threads: &Threads) {
-    let Threads {
-        shared,
-        side,
-        stop,
-        counters,
-    } = threads;
+    let Threads { stop, counters, .. } = threads;
     while !stop.load(Ordering::Relaxed) {
         let mut con = match client.get_connection_with_timeout(COMMAND_TIMEOUT) {
             Ok(con) => con,
@@ -545,7 +546,7 @@ fn subscribe(client: &redis::Client, node: &str, threads: &Threads) {
             };
             counters.received.fetch_add(1, Ordering::Relaxed);
             match serde_json::from_str::<Envelope>(&payload) {
-                Ok(envelope) => drained(shared, side, |s| {
+                Ok(envelope) => threads.drive(|s| {
                     s.server.calls_mut().from_node(Instant::now(), envelope);
                 }),
                 Err(err) => tracing::warn!("cluster: a message that does not parse: {err}"),
