@@ -5,8 +5,14 @@
 //! refused with an error naming the entry. (Every transition in virtual time:
 //! traversal/tests/phone.rs, "several servers".)
 //!
+//! And the same against a cluster: two `pinhole-rendezvous --cluster` nodes sharing a real
+//! `redis-server`, each client knowing both (its own first). Users of different nodes call each
+//! other by name; when a node dies its client moves to the other within 5 s, keeps its name
+//! there, and a call that went direct goes on through the node's death until hung up.
+//!
 //! Needs the binaries: `cargo build -p traversal --bin pinhole-rendezvous -p pinhole --bin
-//! pinhole` (or `cargo build --workspace --bins`).
+//! pinhole` (or `cargo build --workspace --bins`), and for the cluster `redis-server`
+//! (scripts/packages/cluster.txt).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +20,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use media::audio::{SinkSpec, SourceSpec};
-use pinhole::engine::{Command, EndReason, Engine, EngineConfig, Event, Registration, ServerLoss};
+use pinhole::engine::{
+    CallReport, Command, EndReason, Engine, EngineConfig, Event, PathKind, Registration, ServerLoss,
+};
+use pinhole_tests::redis::Redis;
 use pinhole_tests::{Party, Place, Rendezvous, TempDir, tone};
 
 /// The bound: registered again within 5 s of a node's death.
@@ -79,8 +88,13 @@ fn connect(caller: &Engine, callee: &Engine, name: &str) {
 }
 
 fn ended(engine: &Engine) -> EndReason {
+    ended_with_report(engine).0
+}
+
+/// How the call ended, and its report.
+fn ended_with_report(engine: &Engine) -> (EndReason, Option<CallReport>) {
     wait(engine, Duration::from_secs(10), |e| match e {
-        Event::Ended { reason, .. } => Some(*reason),
+        Event::Ended { reason, report, .. } => Some((*reason, report.clone())),
         _ => None,
     })
 }
@@ -265,4 +279,107 @@ fn a_bad_entry_in_the_server_list_is_named() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--server"), "{err}");
     assert!(err.contains("\"127.0.0.1:0\" (server 2 of 2)"), "{err}");
+}
+
+// ---- a cluster: nodes sharing names through Redis ----
+
+/// A node of a cluster on loopback.
+fn node(redis: &Redis) -> Rendezvous {
+    Rendezvous::start_at(
+        Place::Local,
+        "127.0.0.1:0",
+        &["--cluster", &redis.url(), "--no-limits"],
+    )
+}
+
+#[test]
+fn users_of_two_nodes_talk_and_a_direct_call_outlives_a_node_whose_client_moves_on() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis);
+    let mut b = node(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_wav, bob_wav) = (dir.path().join("alice.wav"), dir.path().join("bob.wav"));
+    // Each knows both nodes, its own first.
+    let alice = engine(
+        &format!("{}, {}", a.addr, b.addr),
+        "alice",
+        1,
+        440.0,
+        &alice_wav,
+    );
+    let bob = engine(
+        &format!("{}, {}", b.addr, a.addr),
+        "bob",
+        2,
+        660.0,
+        &bob_wav,
+    );
+    assert_eq!(
+        online_at(&alice, Duration::from_secs(10)),
+        a.addr.to_string()
+    );
+    assert_eq!(online_at(&bob, Duration::from_secs(10)), b.addr.to_string());
+
+    // alice (node a) calls bob (node b) by name.
+    connect(&alice, &bob, "bob");
+    for side in [&alice, &bob] {
+        wait(side, Duration::from_secs(5), |e| {
+            matches!(
+                e,
+                Event::PathChanged {
+                    path: PathKind::Direct,
+                    ..
+                }
+            )
+            .then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Bob's node dies: bob registers on node a within 5 s, under his name.
+    let died = Instant::now();
+    b.kill();
+    let at = online_at(&bob, FAILOVER_BOUND);
+    let took = died.elapsed();
+    println!("bob registered on {at} {took:?} after his node died");
+    assert_eq!(at, a.addr.to_string());
+    assert!(took < FAILOVER_BOUND, "{took:?}");
+    // The direct call goes on: nothing ends it, and voice keeps coming for 3 s more.
+    let talk_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < talk_until {
+        for side in [&alice, &bob] {
+            if let Some(Event::Ended { reason, .. }) = side.next_event(Duration::from_millis(10)) {
+                panic!("the direct call ended when a node died: {reason:?}");
+            }
+        }
+    }
+    alice.send(Command::HangUp);
+    let (reason, report) = ended_with_report(&alice);
+    let report = report.unwrap();
+    assert_eq!(reason, EndReason::HungUp);
+    assert_eq!(report.path, PathKind::Direct, "{report:?}");
+    let (reason_b, report_b) = ended_with_report(&bob);
+    let report_b = report_b.unwrap();
+    assert_eq!(
+        reason_b,
+        EndReason::Remote(traversal::control::EndReason::HungUp)
+    );
+    // Voice both ways, through the node's death: each recording carries the other's tone
+    // from start to end (the last second included).
+    for (wav, hz, report) in [(&alice_wav, 660.0, &report), (&bob_wav, 440.0, &report_b)] {
+        let heard = tone::fraction(wav, hz, 0.5);
+        let last = tone::fraction(wav, hz, -1.0);
+        assert!(
+            heard > 0.8 && last > 0.8,
+            "{} heard {hz} Hz in {heard:.2} of it, {last:.2} of its last second: {}",
+            wav.display(),
+            tone::timeline(wav, hz)
+        );
+        assert!(report.duration_s > 4.0, "{report:?}");
+    }
+
+    // bob's name stays his on node a: a new call there reaches him.
+    connect(&alice, &bob, "bob");
+    bob.send(Command::HangUp);
+    ended(&alice);
 }
