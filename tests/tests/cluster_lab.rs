@@ -318,30 +318,9 @@ impl ClusterLab {
             .unwrap_or_else(|| panic!("no counting rule {from} -> {to}: {text}"))
     }
 
-    /// Prints both WAVs' timelines and checks that each side heard the other's tone in at
-    /// least `least` of the call and over its last 3 s (as tests/nat_calls.rs does).
+    /// Checks that each side heard the other ([`Party::check_heard_each_other`]).
     fn check_audio(&self, least: f64) {
-        let (caller, callee) = (&self.caller, &self.callee);
-        eprintln!("caller's WAV: {}", caller.timeline(callee));
-        eprintln!("callee's WAV: {}", callee.timeline(caller));
-        let (caller_hears, callee_hears) = (caller.hears(callee), callee.hears(caller));
-        eprintln!(
-            "caller hears the callee in {caller_hears:.2}, callee the caller in {callee_hears:.2}"
-        );
-        assert!(
-            caller_hears >= least,
-            "caller hears the callee in {caller_hears:.2}"
-        );
-        assert!(
-            callee_hears >= least,
-            "callee hears the caller in {callee_hears:.2}"
-        );
-        let caller_end = caller.hears_at_end(callee, 3.0);
-        let callee_end = callee.hears_at_end(caller, 3.0);
-        assert!(
-            caller_end >= 0.8 && callee_end >= 0.8,
-            "the tones over the call's last 3 s: caller {caller_end:.2}, callee {callee_end:.2}"
-        );
+        Party::check_heard_each_other(&self.caller, &self.callee, least);
     }
 
     /// Every node's log, for a failure's message.
