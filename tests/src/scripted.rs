@@ -5,7 +5,8 @@
 //! the caller sends.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -63,6 +64,65 @@ pub fn connect_tls(target: impl Into<Target>, read_timeout: Duration) -> Result<
         .with_context(|| format!("TLS handshake with {}", target.addr))?;
     stream.sock.set_read_timeout(Some(read_timeout))?;
     Ok(stream)
+}
+
+/// Sends the authenticated keepalive of `user_index` (its `key`) from `udp` to `server` until
+/// the server answers it: at most `attempts` requests (sequence numbers from 1, `slot` in the
+/// transaction ids' last bytes), each given 200 ms, path challenges answered meanwhile (a new
+/// address proves it receives before it counts). False when nothing answered.
+pub fn keepalive_answered(
+    udp: &UdpSocket,
+    server: SocketAddr,
+    user_index: u32,
+    key: &[u8],
+    slot: [u8; 4],
+    attempts: u64,
+) -> Result<bool> {
+    let mask = wire::sequence_mask(key);
+    for sequence in 1..=attempts {
+        let request = UdpMessage::Request {
+            transaction_id: wire::sequenced_tid(mask, sequence, slot),
+            user_index,
+            flags: Flags::default(),
+        }
+        .encode(key);
+        udp.send_to(&request, server)?;
+        let end = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < end {
+            let mut buf = [0u8; 1500];
+            let Ok((n, _)) = udp.recv_from(&mut buf) else {
+                continue;
+            };
+            if let Some(response) = wire::path_response(&buf[..n], user_index, key) {
+                udp.send_to(&response, server)?;
+                continue;
+            }
+            if let Ok(UdpMessage::Answer { .. }) =
+                UdpMessage::decode(&buf[..n], |u| (u == user_index).then_some(key))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// A TCP connection to `server` from `local`, bound before connecting (so that the ephemeral
+/// ports of one source address do not run out when thousands connect).
+pub fn connect_tcp_from(local: SocketAddrV4, server: SocketAddr) -> Result<TcpStream> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(local))?;
+    let SocketAddr::V4(server) = server else {
+        bail!("IPv4 server address expected");
+    };
+    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(server))?;
+    Ok(TcpStream::from(fd))
 }
 
 /// A call the server relays, from [`Client::call_accepted`].
@@ -203,35 +263,11 @@ impl Client {
 
     /// The authenticated request from the media socket that registers its mapping.
     pub fn keepalive(&mut self) -> Result<()> {
-        let mask = wire::sequence_mask(&self.key);
-        for sequence in 1..50u64 {
-            let request = UdpMessage::Request {
-                transaction_id: wire::sequenced_tid(mask, sequence, [1, 2, 3, 4]),
-                user_index: self.user_index,
-                flags: Flags::default(),
-            }
-            .encode(&self.key);
-            self.udp.send_to(&request, self.server)?;
-            let end = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < end {
-                let mut buf = [0u8; 1500];
-                let Ok((n, _)) = self.udp.recv_from(&mut buf) else {
-                    continue;
-                };
-                let (key, index) = (self.key.as_slice(), self.user_index);
-                // A new address proves it receives (return routability) before it counts.
-                if let Some(response) = wire::path_response(&buf[..n], index, key) {
-                    self.udp.send_to(&response, self.server)?;
-                    continue;
-                }
-                if let Ok(UdpMessage::Answer { .. }) =
-                    UdpMessage::decode(&buf[..n], |u| (u == index).then_some(key))
-                {
-                    return Ok(());
-                }
-            }
+        let (udp, server, index) = (&self.udp, self.server, self.user_index);
+        if !keepalive_answered(udp, server, index, &self.key, [1, 2, 3, 4], 49)? {
+            bail!("no answer to the keepalive");
         }
-        bail!("no answer to the keepalive")
+        Ok(())
     }
 
     /// Binds `name` to `key` (signing the server's challenge).

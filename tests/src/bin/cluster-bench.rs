@@ -40,8 +40,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,16 +49,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ed25519_dalek::{Signer, SigningKey};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
 use pinhole_tests::Rendezvous;
 use pinhole_tests::redis::Redis;
 use pinhole_tests::scripted::Client;
+use pinhole_tests::scripted::{connect_tcp_from, keepalive_answered};
 use serde_json::{Value, json};
 use traversal::calls::registration_message;
 use traversal::control::{self, FrameDecoder, PROTOCOL_VERSION};
 use traversal::server::{hex, unhex};
 use traversal::tls::{self, BlockingStream, ClientTrust};
-use traversal::wire::{self, Flags, UdpMessage};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The projection's target.
@@ -357,23 +355,6 @@ fn wait_presence(redis: &Redis, want: u64) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Registration: the full exchange, with a name.
 
-/// A TCP connection from `local` (bound before connecting, so the ephemeral ports of one
-/// source address do not run out).
-fn connect_from(local: SocketAddrV4, server: SocketAddr) -> Result<TcpStream> {
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(local))?;
-    let SocketAddr::V4(server) = server else {
-        bail!("IPv4 server address expected");
-    };
-    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(server))?;
-    Ok(TcpStream::from(fd))
-}
-
 /// The key of bench user `n` (deterministic: a re-registration signs with the same key).
 fn user_key(n: u32) -> SigningKey {
     let mut seed = [0x5a; 32];
@@ -415,7 +396,7 @@ fn register(
     trust: &ClientTrust,
 ) -> Result<BlockingStream> {
     let tcp_ip = Ipv4Addr::new(127, 0, 0, 2 + (slot % 250) as u8);
-    let tcp = connect_from(SocketAddrV4::new(tcp_ip, 0), server)?;
+    let tcp = connect_tcp_from(SocketAddrV4::new(tcp_ip, 0), server)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(WAIT))?;
     let access = tcp.local_addr()?;
@@ -444,30 +425,7 @@ fn register(
         &json!({"type": "addresses", "addresses": [IpAddr::V4(udp_ip)],
             "port": udp.local_addr()?.port()}),
     )?;
-    let mask = wire::sequence_mask(&key);
-    let mut answered = false;
-    'attempts: for attempt in 1..=25u64 {
-        let request = UdpMessage::Request {
-            transaction_id: wire::sequenced_tid(mask, attempt, slot.to_be_bytes()),
-            user_index,
-            flags: Flags::default(),
-        }
-        .encode(&key);
-        udp.send_to(&request, server)?;
-        let mut buf = [0u8; 1500];
-        while let Ok((n, _)) = udp.recv_from(&mut buf) {
-            if let Some(response) = wire::path_response(&buf[..n], user_index, &key) {
-                udp.send_to(&response, server)?;
-                continue;
-            }
-            if let Ok(UdpMessage::Answer { .. }) =
-                UdpMessage::decode(&buf[..n], |u| (u == user_index).then_some(key.as_slice()))
-            {
-                answered = true;
-                break 'attempts;
-            }
-        }
-    }
+    let answered = keepalive_answered(&udp, server, user_index, &key, slot.to_be_bytes(), 25)?;
     if !answered {
         bail!("{name}: no answer to the UDP registration");
     }

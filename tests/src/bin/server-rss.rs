@@ -20,17 +20,15 @@
 //! RLIMIT_NOFILE (the server inherits it). The server is ended by its pid with SIGTERM.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
 use pinhole_tests::Rendezvous;
+use pinhole_tests::scripted::{connect_tcp_from, keepalive_answered};
 use traversal::control::{self, ClientMessage, FrameDecoder, ServerMessage};
 use traversal::tls::{self, BlockingStream, ClientTrust};
-use traversal::wire::{self, Flags, UdpMessage};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -91,26 +89,10 @@ fn start_server(binary: &str) -> Rendezvous {
     Rendezvous::start_command(cmd, "127.0.0.1:0")
 }
 
-/// A TCP connection from `local` (bound before connecting).
-fn connect_from(local: SocketAddrV4, server: SocketAddr) -> anyhow::Result<TcpStream> {
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(local))?;
-    let SocketAddr::V4(server) = server else {
-        bail!("IPv4 server address expected");
-    };
-    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(server))?;
-    Ok(TcpStream::from(fd))
-}
-
 /// One registration, the full exchange; returns the open control connection.
 fn register(i: u32, server: SocketAddr, trust: &ClientTrust) -> anyhow::Result<BlockingStream> {
     let tcp_ip = Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8);
-    let tcp = connect_from(SocketAddrV4::new(tcp_ip, 0), server)?;
+    let tcp = connect_tcp_from(SocketAddrV4::new(tcp_ip, 0), server)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(WAIT))?;
     let access = tcp.local_addr()?;
@@ -146,27 +128,8 @@ fn register(i: u32, server: SocketAddr, trust: &ClientTrust) -> anyhow::Result<B
         addresses: vec![IpAddr::V4(udp_ip)],
         port: udp.local_addr()?.port(),
     }))?;
-    let mask = wire::sequence_mask(&key);
-    for attempt in 1..=10u64 {
-        let request = UdpMessage::Request {
-            transaction_id: wire::sequenced_tid(mask, attempt, i.to_be_bytes()),
-            user_index,
-            flags: Flags::default(),
-        }
-        .encode(&key);
-        udp.send_to(&request, server)?;
-        let mut buf = [0u8; 1500];
-        while let Ok((n, _)) = udp.recv_from(&mut buf) {
-            if let Some(response) = wire::path_response(&buf[..n], user_index, &key) {
-                udp.send_to(&response, server)?;
-                continue;
-            }
-            if let Ok(UdpMessage::Answer { .. }) =
-                UdpMessage::decode(&buf[..n], |u| (u == user_index).then_some(key.as_slice()))
-            {
-                return Ok(tcp);
-            }
-        }
+    if keepalive_answered(&udp, server, user_index, &key, i.to_be_bytes(), 10)? {
+        return Ok(tcp);
     }
     bail!("client {i}: no answer to the UDP registration")
 }
