@@ -221,7 +221,12 @@ fn check_report(json: &serde_json::Value, peer: &Party, secs: f64, share: f64) {
 fn reports(caller: HeadlessOutput, callee: HeadlessOutput) -> [serde_json::Value; 2] {
     for (who, out) in [("caller", &caller), ("callee", &callee)] {
         for line in out.log.iter().filter(|l| {
-            l.contains("port mapping") || l.contains("call connected") || l.contains("placing")
+            l.contains("port mapping")
+                || l.contains("call connected")
+                || l.contains("placing")
+                || l.contains("spare")
+                || l.contains("birthday")
+                || l.contains("UDP send")
         }) {
             eprintln!("{who}: {line}");
         }
@@ -275,14 +280,18 @@ fn call_across(
 }
 
 /// One cell of the NAT matrix: a 5 s call across `topology` takes `path` on both sides (a
-/// direct one over IPv6 when `path` is "direct6"), with audio both ways.
+/// direct one over IPv6 when `path` is "direct6"), with audio both ways. "birthday": direct
+/// by birthday probing (one port-random side), in a 10 s call.
 fn nat_cell(topology: Topology, path: &str) {
     let (path, ipv6) = match path {
         "direct6" => ("direct", Some(true)),
         "direct4" => ("direct", Some(false)),
         other => (other, None),
     };
-    let Some(reports) = call_across(topology, None, 5.0, None) else {
+    let birthday = path == "birthday";
+    let path = if birthday { "direct" } else { path };
+    let secs = if birthday { 10.0 } else { 5.0 };
+    let Some(reports) = call_across(topology, None, secs, None) else {
         return;
     };
     for json in &reports {
@@ -298,20 +307,42 @@ fn nat_cell(topology: Topology, path: &str) {
     // Issue 13's goals: direct within 1 s of the answer, at most 100 probes per call.
     let figure = |json: &serde_json::Value, key: &str| json[key].as_u64();
     let probes = |json: &serde_json::Value| json["checks"]["probes"].as_u64().unwrap_or(0);
+    let checks = |json: &serde_json::Value, key: &str| json["checks"][key].as_u64().unwrap_or(0);
     let [caller, callee] = &reports;
     eprintln!(
-        "cell {topology:?}: {path}, direct after {:?} / {:?} ms (caller / callee), probes {} / {}",
+        "cell {topology:?}: {path}, direct after {:?} / {:?} ms (caller / callee), probes {} / {}, \
+         spares {} / {}, birthday probes {} / {}",
         figure(caller, "direct_after_ms"),
         figure(callee, "direct_after_ms"),
         probes(caller),
         probes(callee),
+        checks(caller, "spares"),
+        checks(callee, "spares"),
+        checks(caller, "spray"),
+        checks(callee, "spray"),
     );
+    // Birthday probing: the whole budget (256 spares' openers, then 2,048 probes at 400/s)
+    // is spent by 5.5 s after the call is up; one side opens spares, the other probes.
+    let limit = if birthday { 6000 } else { 1000 };
     for json in &reports {
         if path == "direct" {
             let after = figure(json, "direct_after_ms").expect("went direct");
-            assert!(after <= 1000, "direct {after} ms after the answer: {json}");
+            assert!(after <= limit, "direct {after} ms after the answer: {json}");
         }
         assert!(probes(json) <= 100, "probes: {json}");
+        assert!(checks(json, "spray") <= 2048, "birthday probes: {json}");
+    }
+    let spares = [checks(caller, "spares"), checks(callee, "spares")];
+    let spray = [checks(caller, "spray"), checks(callee, "spray")];
+    if birthday {
+        assert!(
+            spares.contains(&256) && spares.contains(&0),
+            "spares: {spares:?}"
+        );
+        assert!(
+            spray.contains(&0) && spray.iter().any(|s| *s > 0),
+            "probes: {spray:?}"
+        );
     }
 }
 
@@ -344,9 +375,13 @@ nat_cell!(masquerade_to_masquerade_goes_direct: Apart(Nat(Masquerade), Nat(Masqu
 nat_cell!(random_fully_to_random_fully_stays_on_the_relay: Apart(Nat(RandomFully), Nat(RandomFully)) => "relay");
 // The MASQUERADE side keeps one public port for every destination, but conntrack only lets in
 // replies to flows it started; the --random-fully side's checks leave from fresh ports the
-// other's checks never targeted. No pair answers both ways, either way round.
-nat_cell!(masquerade_callee_random_fully_caller_stays_on_the_relay: Apart(Nat(Masquerade), Nat(RandomFully)) => "relay");
-nat_cell!(random_fully_callee_masquerade_caller_stays_on_the_relay: Apart(Nat(RandomFully), Nat(Masquerade)) => "relay");
+// other's checks never targeted, so the normal checks find nothing. Birthday probing does:
+// the --random-fully side opens 256 spare sockets, each sends one opener (TTL 3) and so gets
+// a random port of its own, and the MASQUERADE side probes random ports until one hits.
+// Either way round, and with a MASQUERADE router that lets unsolicited datagrams in.
+nat_cell!(masquerade_callee_random_fully_caller_goes_direct_by_birthday_probing: Apart(Nat(Masquerade), Nat(RandomFully)) => "birthday");
+nat_cell!(random_fully_callee_masquerade_caller_goes_direct_by_birthday_probing: Apart(Nat(RandomFully), Nat(Masquerade)) => "birthday");
+nat_cell!(random_fully_callee_open_masquerade_caller_goes_direct_by_birthday_probing: Apart(Nat(RandomFully), OpenNat(Masquerade)) => "birthday");
 // Routers that let unsolicited datagrams in on their WAN side: without openers, the peer's
 // first check reaches such a router before its own client sent anything, conntrack keeps an
 // entry for it, and the client's own checks then leave from another port. The openers (TTL 2

@@ -13,6 +13,8 @@
 //!   nothing goes out with the low TTL by mistake. The openers
 //!   ([`crate::punch::PunchConfig::opener_ttls`]) open the sender's own router and die in the
 //!   internet before the peer's.
+//! - Sends go straight to `sendto` (non-blocking): a full buffer is `WouldBlock`, a lost
+//!   packet, as on the wire; nothing waits for the socket to become writable.
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -69,15 +71,22 @@ pub fn try_send_to(
     // No mapping to `::ffff:a.b.c.d` needed, nor a look at the socket's family on every
     // packet: Linux sends to a plain IPv4 address from a dual-stack socket as it is.
     let Some(ttl) = ttl else {
-        return socket.try_send_to(bytes, to);
+        return send_now(socket, bytes, to);
     };
     // IPv4 packets (from an IPv4 socket, or to an IPv4-mapped address) take IP_TTL.
     let v6_packet = matches!(to, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none());
     let before = get(socket, v6_packet)?;
     set(socket, v6_packet, i32::from(ttl))?;
-    let sent = socket.try_send_to(bytes, to);
+    let sent = send_now(socket, bytes, to);
     set(socket, v6_packet, before)?;
     sent
+}
+
+/// `sendto` on the non-blocking socket, without tokio's readiness bookkeeping: tokio's
+/// `try_send_to` answers `WouldBlock` on a socket its reactor has not polled yet (one just
+/// opened, as birthday probing's spares are, right before their openers go).
+fn send_now(socket: &tokio::net::UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(bytes, &to.into())
 }
 
 fn get(socket: &tokio::net::UdpSocket, v6: bool) -> io::Result<i32> {

@@ -18,7 +18,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use traversal::punch::{ATTR_CALL_ID, ATTR_PUNCH_SENDER, Path, Punch, PunchConfig, PunchEvent};
+use traversal::punch::{
+    ATTR_CALL_ID, ATTR_PUNCH_SENDER, Birthday, Local, Path, Punch, PunchConfig, PunchEvent,
+    birthday_role,
+};
 use traversal::stun::{BINDING_REQUEST, BINDING_SUCCESS, Builder};
 use traversal_sim::{Arrival, HostId, NatConfig, NatKind, Net};
 
@@ -32,6 +35,8 @@ struct Peer {
     punch: Punch,
     /// Events with the virtual time since the start.
     events: Vec<(Duration, PunchEvent)>,
+    /// Its spare sockets (birthday probing), as endpoints.
+    spares: Vec<usize>,
 }
 
 /// A socket on a host of the net, and the punch running there, if any.
@@ -40,6 +45,8 @@ struct Endpoint {
     host: HostId,
     addr: SocketAddr,
     peer: Option<usize>,
+    /// Which of its peer's sockets it is.
+    local: Local,
 }
 
 /// The net, the sockets on it and the punches.
@@ -52,7 +59,11 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let mut net = Net::new(0x5eed);
+        Self::with_seed(0x5eed)
+    }
+
+    fn with_seed(seed: u64) -> Self {
+        let mut net = Net::new(seed);
         net.wan_delay = WAN_DELAY;
         World {
             net,
@@ -92,6 +103,7 @@ impl World {
             host,
             addr,
             peer: None,
+            local: Local::Media,
         });
         self.endpoints.len() - 1
     }
@@ -125,11 +137,16 @@ impl World {
 
     fn start_call(&mut self, e: usize, remote_candidates: Vec<SocketAddr>, seed: u64) -> usize {
         let config = PunchConfig::new(SECRET.to_vec(), CALL_ID, remote_candidates, seed);
+        self.start_call_with(e, config)
+    }
+
+    fn start_call_with(&mut self, e: usize, config: PunchConfig) -> usize {
         let punch = Punch::new(config, self.net.now());
         self.peers.push(Peer {
             host: e,
             punch,
             events: Vec::new(),
+            spares: Vec::new(),
         });
         self.endpoints[e].peer = Some(self.peers.len() - 1);
         self.peers.len() - 1
@@ -139,18 +156,49 @@ impl World {
         for p in 0..self.peers.len() {
             // The simulated network has no TTL: openers travel as far as checks (its NATs
             // drop what they were not asked for; the namespace lab has the routers that don't).
-            while let Some(t) = self.peers[p].punch.poll_transmit() {
-                let e = self.peers[p].host;
-                self.send(e, t.destination, t.contents);
-            }
             let elapsed = self.elapsed();
             while let Some(event) = self.peers[p].punch.poll_event() {
                 self.peers[p].events.push((elapsed, event));
+                if let PunchEvent::OpenSpares(count) = event {
+                    self.open_spares(p, count);
+                }
+            }
+            while let Some(t) = self.peers[p].punch.poll_transmit() {
+                let e = match t.local {
+                    Local::Media => self.peers[p].host,
+                    Local::Spare(i) => self.peers[p].spares[usize::from(i)],
+                };
+                self.send(e, t.destination, t.contents);
             }
         }
     }
 
     /// Runs the network and the peers until `elapsed() == until`.
+    /// Opens `count` spare sockets for peer `p`: ports 30000 up on its host's address.
+    fn open_spares(&mut self, p: usize, count: u16) {
+        let media = self.endpoints[self.peers[p].host].addr;
+        for i in 0..count {
+            let addr = SocketAddr::new(media.ip(), 30000 + i);
+            let e = self.add_host_socket(self.endpoints[self.peers[p].host].host, addr);
+            self.endpoints[e].peer = Some(p);
+            self.endpoints[e].local = Local::Spare(i);
+            self.peers[p].spares.push(e);
+        }
+        let now = self.net.now();
+        self.peers[p].punch.spares_opened(now, count);
+    }
+
+    /// Another socket on an existing host.
+    fn add_host_socket(&mut self, host: HostId, addr: SocketAddr) -> usize {
+        self.endpoints.push(Endpoint {
+            host,
+            addr,
+            peer: None,
+            local: Local::Media,
+        });
+        self.endpoints.len() - 1
+    }
+
     fn run_until(&mut self, until: Duration) {
         let until = self.net.now() - self.net.elapsed() + until;
         loop {
@@ -186,9 +234,11 @@ impl World {
                     .endpoints
                     .iter()
                     .find(|e| e.host == host && e.addr == to)
-                    .and_then(|e| e.peer);
-                if let Some(p) = peer {
-                    self.peers[p].punch.handle_datagram(now, from, &bytes);
+                    .and_then(|e| Some((e.peer?, e.local)));
+                if let Some((p, local)) = peer {
+                    self.peers[p]
+                        .punch
+                        .handle_datagram_on(now, local, from, &bytes);
                 }
             }
             for p in &mut self.peers {
@@ -234,7 +284,7 @@ fn masquerade_call(b_addr: &str) -> (World, usize, usize, [SocketAddr; 2], [Sock
 fn first_direct(peer: &Peer) -> Option<(Duration, SocketAddr)> {
     peer.events.iter().find_map(|(t, e)| match e {
         PunchEvent::DirectPath(addr) => Some((*t, *addr)),
-        PunchEvent::DirectLost(_) | PunchEvent::PeerHungUp => None,
+        _ => None,
     })
 }
 
@@ -543,4 +593,163 @@ fn lossy_direct_path_is_kept() {
         assert_eq!(peer.punch.path(), Path::Direct(addr));
     }
     assert!(net.net.stats().udp_dropped() > 0);
+}
+
+/// A behind a `MASQUERADE --random-fully` NAT (a random port per destination), B behind a
+/// port-keeping, port-filtering one (`MASQUERADE`), with the birthday roles the phone gives
+/// them from the signalled candidates; `tune` changes both configurations.
+fn birthday_call(seed: u64, tune: impl Fn(&mut PunchConfig)) -> (World, usize, usize) {
+    let mut net = World::with_seed(seed);
+    let na = net.net.add_nat(NatConfig {
+        random_ports: true,
+        ..NatConfig::new(NatKind::Symmetric, "203.0.113.1".parse().unwrap())
+    });
+    let nb = net.add_nat(NatKind::PortRestricted, "198.51.100.1");
+    let ha = net.add_host("192.168.1.10:5000", Some(na));
+    let hb = net.add_host("10.0.0.7:6000", Some(nb));
+    let server: SocketAddr = SERVER.parse().unwrap();
+    net.add_host(SERVER, None);
+    let a = [net.addr(ha), net.mapped_address(ha, server)];
+    let b = [net.addr(hb), net.mapped_address(hb, server)];
+    let config = |ours: &[SocketAddr], theirs: &[SocketAddr], seed| {
+        let mut config = PunchConfig::new(SECRET.to_vec(), CALL_ID, theirs.to_vec(), seed);
+        config.birthday = birthday_role(ours, theirs);
+        tune(&mut config);
+        config
+    };
+    let (ca, cb) = (config(&a, &b, seed * 2 + 1), config(&b, &a, seed * 2 + 2));
+    assert_eq!(ca.birthday, Some(Birthday::Spares { peer: b[1] }));
+    assert_eq!(cb.birthday, Some(Birthday::Spray { peer: a[1].ip() }));
+    let pa = net.start_call_with(ha, ca);
+    let pb = net.start_call_with(hb, cb);
+    (net, pa, pb)
+}
+
+/// One port-random side: its spares open the moment the normal checks have found nothing
+/// (250 ms), the port-keeping side's probes to random ports hit one of them, and both go direct
+/// over that spare: A's media leaves from it, the other spares close. The path then holds.
+#[test]
+fn one_port_random_side_goes_direct_by_birthday_probing() {
+    let (mut net, pa, pb) = birthday_call(7, |_| {});
+    net.run_until(Duration::from_secs(10));
+    let (a, b) = (&net.peers[pa], &net.peers[pb]);
+    assert!(
+        a.events
+            .iter()
+            .any(|(t, e)| *e == PunchEvent::OpenSpares(256)
+                && (Duration::from_millis(250)..Duration::from_millis(300)).contains(t)),
+        "{:?}",
+        a.events
+    );
+    let Local::Spare(kept) = a.punch.direct_local() else {
+        panic!("A's direct path is not on a spare: {:?}", a.events);
+    };
+    assert!(
+        a.events
+            .iter()
+            .any(|(_, e)| *e == PunchEvent::CloseSpares { keep: Some(kept) })
+    );
+    let (ta, via_a) = first_direct(a).expect("A went direct");
+    let (tb, via_b) = first_direct(b).expect("B went direct");
+    assert_eq!(via_a, "198.51.100.1:6000".parse().unwrap());
+    assert_eq!(
+        via_b.ip(),
+        "203.0.113.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(b.punch.direct_local(), Local::Media);
+    let (sa, sb) = (a.punch.stats(), b.punch.stats());
+    assert_eq!(sa.spares_opened, 256);
+    assert!(sb.spray_sent >= 1 && sb.spray_sent <= 2048, "{sb:?}");
+    assert_eq!(sa.spray_sent + sb.spares_opened, 0);
+    // Each probe is 2.5 ms after the last, from 150 ms after the spares opened.
+    let expected = Duration::from_millis(400) + Duration::from_micros(2500) * sb.spray_sent as u32;
+    for t in [ta, tb] {
+        assert!(t <= expected + Duration::from_millis(100), "{t:?}, {sb:?}");
+    }
+    // The path holds, with consent checks from the kept spare.
+    net.run_until(Duration::from_secs(30));
+    for p in [pa, pb] {
+        let peer = &net.peers[p];
+        assert!(
+            !peer
+                .events
+                .iter()
+                .any(|(_, e)| matches!(e, PunchEvent::DirectLost(_))),
+            "{:?}",
+            peer.events
+        );
+        assert!(matches!(peer.punch.path(), Path::Direct(_)));
+    }
+    assert_eq!(net.peers[pa].punch.direct_local(), Local::Spare(kept));
+    // No probe after the hit.
+    assert_eq!(net.peers[pb].punch.stats().spray_sent, sb.spray_sent);
+}
+
+/// The odds, over 400 calls with different random ports: with 256 spares and at most 2,048
+/// probes a call misses with probability (1 - 256/64,512)^2048 = 0.03 %. Prints the figures
+/// for docs/figures.md (`--nocapture`).
+#[test]
+fn birthday_probing_almost_always_finds_a_path() {
+    let mut probes = Vec::new();
+    let mut times = Vec::new();
+    let mut missed = 0;
+    for seed in 0..400 {
+        let (mut net, pa, pb) = birthday_call(1000 + seed, |_| {});
+        net.run_until(Duration::from_secs(9));
+        match (first_direct(&net.peers[pa]), first_direct(&net.peers[pb])) {
+            (Some((ta, _)), Some((tb, _))) => {
+                times.push(ta.max(tb));
+                probes.push(net.peers[pb].punch.stats().spray_sent);
+            }
+            _ => missed += 1,
+        }
+        assert!(net.peers[pb].punch.stats().spray_sent <= 2048);
+    }
+    probes.sort_unstable();
+    times.sort_unstable();
+    let at = |q: f64| ((probes.len() - 1) as f64 * q) as usize;
+    println!(
+        "birthday probing over 400 calls: {} direct, probes p50 {} p95 {} max {}, direct after p50 {:?} p95 {:?} max {:?}",
+        probes.len(),
+        probes[at(0.5)],
+        probes[at(0.95)],
+        probes[probes.len() - 1],
+        times[at(0.5)],
+        times[at(0.95)],
+        times[times.len() - 1]
+    );
+    assert!(missed <= 2, "{missed} of 400 calls stayed on the relay");
+    // Half the calls need fewer than 252 * ln 2 = 175 probes or so.
+    assert!(
+        (100..=260).contains(&probes[at(0.5)]),
+        "{}",
+        probes[at(0.5)]
+    );
+}
+
+/// When no probe hits (here: the port-keeping side sends none), the spares close when their
+/// window is over and the call stays on the relay; nothing more is sent from them.
+#[test]
+fn spares_close_when_no_probe_hits() {
+    let (mut net, pa, pb) = birthday_call(3, |c| c.spray_budget = 0);
+    net.run_until(Duration::from_secs(12));
+    let a = &net.peers[pa];
+    let closed = a
+        .events
+        .iter()
+        .find(|(_, e)| *e == PunchEvent::CloseSpares { keep: None })
+        .map(|(t, _)| *t)
+        .expect("the spares closed");
+    // Opened at 250 ms, kept for 8 s.
+    assert!(
+        (Duration::from_millis(8200)..Duration::from_millis(8300)).contains(&closed),
+        "{closed:?}"
+    );
+    assert_eq!(a.punch.path(), Path::Relay);
+    assert_eq!(net.peers[pb].punch.stats().spray_sent, 0);
+    let sent = a.punch.stats().checks_sent;
+    net.run_until(Duration::from_secs(20));
+    // Only the media socket's rechecks (two candidates, 1 s apart) go on.
+    let more = net.peers[pa].punch.stats().checks_sent - sent;
+    assert!(more <= 20, "{more}");
 }

@@ -114,6 +114,11 @@ pub struct ChecksReport {
     pub probes: u64,
     /// Checks of the peer received.
     pub received: u64,
+    /// Birthday probing (one port-random NAT): spare sockets opened on the port-random side.
+    pub spares: u64,
+    /// Birthday probing: probes to random ports sent by the port-keeping side (counted in
+    /// `sent`, not in `probes`).
+    pub spray: u64,
 }
 
 impl From<traversal::punch::PunchStats> for ChecksReport {
@@ -123,6 +128,8 @@ impl From<traversal::punch::PunchStats> for ChecksReport {
             openers: s.openers_sent,
             probes: s.probes_sent,
             received: s.checks_received,
+            spares: s.spares_opened,
+            spray: s.spray_sent,
         }
     }
 }

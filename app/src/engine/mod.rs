@@ -25,6 +25,7 @@ pub mod echo_test;
 pub mod media;
 pub mod quality;
 mod run;
+mod spares;
 
 use std::fmt;
 use std::sync::Arc;

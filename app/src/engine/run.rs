@@ -17,11 +17,12 @@ use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 use traversal::driver::{ControlStream, DriverError};
 use traversal::phone::{
-    self, ControlConnected, Phone, PhoneConfig, Received, StopReason, TcpAction,
+    self, ControlConnected, Local, Phone, PhoneConfig, Received, StopReason, TcpAction,
 };
 use traversal::portmap::{self, PortMapper};
 
 use super::media::{CallSetup, DeviceMove, MediaCall};
+use super::spares::Spares;
 use super::{AudioSide, Command, EngineConfig, Event, Notify, PathKind, Security, Warning};
 use crate::contacts::Contacts;
 
@@ -144,6 +145,8 @@ struct Driver {
     events: EventTx,
     phone: Phone,
     socket: Option<UdpSocket>,
+    /// Birthday probing's spare sockets, while the call has them.
+    spares: Option<Spares>,
     control: Option<Control>,
     /// The writer of the last control connection closed, still writing out.
     closing: Option<JoinHandle<()>>,
@@ -199,6 +202,7 @@ impl Driver {
             events,
             phone,
             socket: None,
+            spares: None,
             control: None,
             closing: None,
             reached: None,
@@ -248,8 +252,12 @@ impl Driver {
                 received = recv_media(&self.socket, &mut udp_buf) => {
                     // ICMP errors from earlier sends surface here: not fatal.
                     if let Ok((n, from)) = received {
-                        self.handle_datagram(Instant::now(), from, n, &udp_buf);
+                        self.handle_datagram(Instant::now(), Local::Media, from, &udp_buf[..n]);
                     }
+                }
+                spare = Spares::recv(&mut self.spares) => {
+                    let from = traversal::media_socket::peer(spare.from);
+                    self.handle_datagram(Instant::now(), Local::Spare(spare.spare), from, &spare.bytes);
                 }
                 connected = join(self.connecting.as_mut()) => {
                     self.connecting = None;
@@ -302,16 +310,15 @@ impl Driver {
                     TcpAction::Close => self.close_control(),
                 }
             }
-            if let Some(socket) = &self.socket {
-                while let Some(t) = self.phone.poll_transmit() {
-                    if let Err(e) = traversal::media_socket::try_send_to(
-                        socket,
-                        &t.contents,
-                        t.destination,
-                        t.ttl,
-                    ) {
-                        tracing::debug!(to = %t.destination, "UDP send: {e}");
-                    }
+            while let Some(t) = self.phone.poll_transmit() {
+                let Some(socket) = self.socket_of(t.local) else {
+                    tracing::debug!(to = %t.destination, local = ?t.local, "UDP send: no such socket");
+                    continue;
+                };
+                if let Err(e) =
+                    traversal::media_socket::try_send_to(socket, &t.contents, t.destination, t.ttl)
+                {
+                    tracing::debug!(to = %t.destination, "UDP send: {e}");
                 }
             }
             let Some(event) = self.phone.poll_event() else {
@@ -321,8 +328,30 @@ impl Driver {
         }
     }
 
+    /// The socket a datagram of the phone leaves from: the media socket, or a spare.
+    fn socket_of(&self, local: Local) -> Option<&UdpSocket> {
+        match local {
+            Local::Media => self.socket.as_ref(),
+            Local::Spare(i) => self.spares.as_ref()?.socket(i),
+        }
+    }
+
     fn handle_phone_event(&mut self, now: Instant, event: phone::Event) {
         match event {
+            phone::Event::OpenSpares { count } => {
+                let spares = Spares::open(count);
+                let opened = spares.opened();
+                tracing::info!(count, opened, "birthday probing: spare sockets open");
+                self.spares = Some(spares);
+                self.phone.spares_opened(now, opened);
+            }
+            phone::Event::CloseSpares { keep } => {
+                tracing::info!(?keep, "birthday probing over: spare sockets closed");
+                match (keep, self.spares.as_mut()) {
+                    (Some(_), Some(spares)) => spares.keep_only(keep),
+                    _ => self.spares = None,
+                }
+            }
             phone::Event::Registration(registration) => {
                 if let phone::Registration::Online {
                     name,
@@ -380,6 +409,7 @@ impl Driver {
             }
             phone::Event::Ended { peer, reason, .. } => {
                 self.opening = None;
+                self.spares = None;
                 let report = self.media.take().map(|mut media| {
                     let mut report = media.call.report(now);
                     report.end = Some(reason);
@@ -521,13 +551,12 @@ impl Driver {
         self.port_mapper = Some(mapper);
     }
 
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, len: usize, buf: &[u8]) {
-        let bytes = &buf[..len];
+    fn handle_datagram(&mut self, now: Instant, local: Local, from: SocketAddr, bytes: &[u8]) {
         let Some(call) = &mut self.media else {
-            let _ = self.phone.handle_datagram(now, from, bytes);
+            let _ = self.phone.handle_datagram_on(now, local, from, bytes);
             return;
         };
-        match self.phone.handle_datagram(now, from, bytes) {
+        match self.phone.handle_datagram_on(now, local, from, bytes) {
             Received::Media(media) => call.call.handle_media(now, media),
             // During a call: from an address that is not the peer's or the relay's, or a relay
             // frame without our token. Counted in the report, never played.
@@ -549,7 +578,7 @@ impl Driver {
             match socket.try_recv_from(buf) {
                 Ok((n, from)) => {
                     let from = traversal::media_socket::peer(from);
-                    self.handle_datagram(Instant::now(), from, n, buf);
+                    self.handle_datagram(Instant::now(), Local::Media, from, &buf[..n]);
                 }
                 // Nothing waiting (or an ICMP error, which the select loop's read sees too).
                 Err(_) => return,
@@ -558,7 +587,12 @@ impl Driver {
     }
 
     fn handle_frame(&mut self, now: Instant) {
-        let (Some(media), Some(socket)) = (&mut self.media, &self.socket) else {
+        // On a direct path through a spare socket (birthday probing), media leaves from it.
+        let spare = match self.phone.media_local() {
+            Local::Spare(i) => self.spares.as_ref().and_then(|s| s.socket(i)),
+            Local::Media => None,
+        };
+        let (Some(media), Some(socket)) = (&mut self.media, spare.or(self.socket.as_ref())) else {
             return;
         };
         if let Err(e) = media.call.tick(now, socket)

@@ -48,6 +48,9 @@ pub struct NatConfig {
     pub first_port: u16,
     /// The step between external ports handed out.
     pub port_step: u16,
+    /// New mappings get a random free port in 1024-65535 instead (`MASQUERADE
+    /// --random-fully`); `first_port` and `port_step` are not used.
+    pub random_ports: bool,
     /// One-way delay between two hosts behind this NAT.
     pub lan_delay: Duration,
 }
@@ -64,6 +67,7 @@ impl NatConfig {
             preserve_ports: false,
             first_port: 20000,
             port_step: 1,
+            random_ports: false,
             lan_delay: Duration::from_millis(1),
         }
     }
@@ -441,6 +445,7 @@ impl Net {
 
     fn translate_out(&mut self, n: NatId, internal: SocketAddr, to: SocketAddr) -> SocketAddr {
         let now = self.now;
+        let rng = &mut self.rng;
         let nat = &mut self.nats[n];
         nat.expire(now);
         let symmetric = nat.config.kind == NatKind::Symmetric;
@@ -465,6 +470,13 @@ impl Net {
                         .any(|m| m.external_port == internal.port());
                 let external_port = if preserved {
                     internal.port()
+                } else if nat.config.random_ports {
+                    loop {
+                        let port = rng.random_range(1024..=u16::MAX);
+                        if !nat.mappings.iter().any(|m| m.external_port == port) {
+                            break port;
+                        }
+                    }
                 } else {
                     let port = nat.next_port;
                     nat.next_port = nat.next_port.wrapping_add(nat.config.port_step).max(1024);

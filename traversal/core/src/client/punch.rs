@@ -125,14 +125,16 @@ use rand::{Rng, SeedableRng};
 
 use crate::addr;
 
+mod birthday;
 mod scope;
 mod types;
 
 use crate::stun::{
     self, BINDING_INDICATION, BINDING_REQUEST, BINDING_SUCCESS, Builder, Message, TransactionId,
 };
+pub use birthday::{PortKind, birthday_role, port_kind};
 use scope::{checkable, normalize, same};
-pub use types::{Path, PunchConfig, PunchEvent, PunchStats, Transmit};
+pub use types::{Birthday, Local, Path, PunchConfig, PunchEvent, PunchStats, Transmit};
 
 /// CALL-ID: the call's `call_id` (big-endian u64). Comprehension-optional.
 pub const ATTR_CALL_ID: u16 = 0xC0F8;
@@ -145,7 +147,10 @@ pub const MAX_PEER_REFLEXIVE: usize = 8;
 /// At most this many checks are remembered while their answers may arrive; the oldest go first.
 pub const MAX_TRANSACTIONS: usize = 1024;
 /// At most this many datagrams wait in [`Punch::poll_transmit`]; more are dropped and counted.
-pub const MAX_PENDING_TRANSMITS: usize = 256;
+/// (All the spares' openers go at once: [`PunchConfig::spares`] is 256.)
+pub const MAX_PENDING_TRANSMITS: usize = 512;
+/// At most this many birthday probes go in one [`Punch::handle_timeout`].
+const SPRAY_BURST: u32 = 16;
 /// A hang-up is sent this many times at once (indications are not answered or retransmitted).
 pub const BYE_COPIES: usize = 3;
 /// At most this many events wait in [`Punch::poll_event`]; the oldest go first.
@@ -165,6 +170,8 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
+    /// Our socket its checks leave from.
+    local: Local,
     addr: SocketAddr,
     /// When the next periodic check goes; `None`: as soon as possible.
     next_check: Option<Instant>,
@@ -179,12 +186,14 @@ struct Candidate {
 #[derive(Debug, Clone, Copy)]
 struct Transaction {
     id: TransactionId,
+    local: Local,
     destination: SocketAddr,
     sent: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Direct {
+    local: Local,
     addr: SocketAddr,
     last_success: Instant,
     next_consent: Instant,
@@ -226,6 +235,33 @@ pub struct Punch {
     transmits: VecDeque<Transmit>,
     events: VecDeque<PunchEvent>,
     stats: PunchStats,
+    birthday: Option<BirthdayState>,
+}
+
+/// Birthday probing ([`Birthday`]) as it goes.
+#[derive(Debug)]
+struct BirthdayState {
+    role: Birthday,
+    /// It starts then, unless a direct path was found.
+    at: Instant,
+    spares: u16,
+    spray_budget: u32,
+    spray_interval: Duration,
+    spares_window: Duration,
+    phase: BirthdayPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BirthdayPhase {
+    Waiting,
+    /// Spares asked for ([`PunchEvent::OpenSpares`]), not opened yet.
+    Opening,
+    /// Spares open (until `until`), or probes going (the next one at `next`).
+    Running {
+        next: Instant,
+        until: Instant,
+    },
+    Done,
 }
 
 impl Punch {
@@ -262,6 +298,15 @@ impl Punch {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: PunchStats::default(),
+            birthday: config.birthday.map(|role| BirthdayState {
+                role,
+                at: now + config.birthday_after,
+                spares: config.spares,
+                spray_budget: config.spray_budget,
+                spray_interval: config.spray_interval.max(Duration::from_micros(100)),
+                spares_window: config.spares_window,
+                phase: BirthdayPhase::Waiting,
+            }),
         };
         punch.sender_id = punch.rng.next_u64().to_be_bytes();
         for addr in config.remote_candidates {
@@ -285,6 +330,7 @@ impl Punch {
             return false;
         }
         self.candidates.push(Candidate {
+            local: Local::Media,
             addr,
             next_check: None,
             signalled: true,
@@ -342,6 +388,11 @@ impl Punch {
         }
     }
 
+    /// The socket media leaves from on the direct path ([`Local::Media`] on the relay).
+    pub fn direct_local(&self) -> Local {
+        self.direct.map_or(Local::Media, |d| d.local)
+    }
+
     /// The counters.
     pub fn stats(&self) -> PunchStats {
         self.stats
@@ -369,6 +420,17 @@ impl Punch {
     /// or refused and counted. False for anything else (registration answers, keepalives, RTP),
     /// which the caller passes on.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
+        self.handle_datagram_on(now, Local::Media, from, bytes)
+    }
+
+    /// [`Punch::handle_datagram`] for a datagram that came in on `local`.
+    pub fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        local: Local,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
         let Ok(message) = Message::decode(bytes) else {
             return false;
         };
@@ -395,8 +457,8 @@ impl Punch {
             return true;
         }
         match message.kind {
-            BINDING_REQUEST => self.handle_check(now, from, &message),
-            BINDING_SUCCESS => self.handle_answer(now, from, &message),
+            BINDING_REQUEST => self.handle_check(now, local, from, &message),
+            BINDING_SUCCESS => self.handle_answer(now, local, from, &message),
             BINDING_INDICATION => self.handle_bye(&message),
             _ => self.stats.ignored += 1,
         }
@@ -410,9 +472,9 @@ impl Punch {
         if self.closed {
             return;
         }
-        let direct = self.direct.is_some();
+        let direct = self.direct.map(|d| d.local);
         self.close();
-        if direct {
+        if let Some(local) = direct {
             let mut id = [0u8; 12];
             self.rng.fill_bytes(&mut id);
             let mut bye = Builder::new(BINDING_INDICATION, &id);
@@ -422,7 +484,7 @@ impl Punch {
                 let peers: Vec<SocketAddr> = self.peer_addrs.iter().copied().collect();
                 for to in peers {
                     for _ in 0..BYE_COPIES {
-                        self.queue(to, bytes.clone());
+                        self.queue(local, to, bytes.clone(), None);
                     }
                 }
             }
@@ -440,7 +502,13 @@ impl Punch {
         }
     }
 
-    fn handle_check(&mut self, now: Instant, from: SocketAddr, message: &Message<'_>) {
+    fn handle_check(
+        &mut self,
+        now: Instant,
+        local: Local,
+        from: SocketAddr,
+        message: &Message<'_>,
+    ) {
         match covered(message, ATTR_PUNCH_SENDER) {
             Some(sender) if sender.len() == 8 => {
                 if sender == self.sender_id {
@@ -459,15 +527,17 @@ impl Punch {
         answer.xor_mapped_address(from);
         answer.attribute(ATTR_CALL_ID, &self.call_id.to_be_bytes());
         if let Ok(bytes) = answer.finish_with_integrity(&self.key.0)
-            && self.queue(from, bytes)
+            && self.queue(local, from, bytes, None)
         {
             self.stats.responses_sent += 1;
         }
         // A check from a new address: the peer's NAT mapped it there (peer-reflexive); check it
         // from now on like the others.
         let reflexive = self.candidates.iter().filter(|c| !c.signalled).count();
-        if !self.candidates.iter().any(|c| same(c.addr, from)) && reflexive < MAX_PEER_REFLEXIVE {
+        let known = |c: &Candidate| c.local == local && same(c.addr, from);
+        if !self.candidates.iter().any(known) && reflexive < MAX_PEER_REFLEXIVE {
             self.candidates.push(Candidate {
+                local,
                 addr: from,
                 next_check: Some(now + self.relay_interval(now)),
                 signalled: false,
@@ -482,23 +552,27 @@ impl Punch {
             .iter()
             .rev()
             .take_while(|t| now.saturating_duration_since(t.sent) < self.check_interval)
-            .any(|t| same(t.destination, from));
+            .any(|t| t.local == local && same(t.destination, from));
         if self.direct.is_none() && !recent {
             if now >= self.next_send {
-                self.send_check(now, from, None);
-            } else if let Some(c) = self.candidates.iter_mut().find(|c| same(c.addr, from)) {
+                self.send_check(now, local, from, None);
+            } else if let Some(c) = self.candidates.iter_mut().find(|c| known(c)) {
                 c.next_check = None;
                 c.retired = false;
             }
         }
     }
 
-    fn handle_answer(&mut self, now: Instant, from: SocketAddr, message: &Message<'_>) {
-        let Some(i) = self
-            .transactions
-            .iter()
-            .position(|t| t.id == message.transaction_id && same(t.destination, from))
-        else {
+    fn handle_answer(
+        &mut self,
+        now: Instant,
+        local: Local,
+        from: SocketAddr,
+        message: &Message<'_>,
+    ) {
+        let Some(i) = self.transactions.iter().position(|t| {
+            t.id == message.transaction_id && t.local == local && same(t.destination, from)
+        }) else {
             self.stats.rejected_unmatched += 1;
             return;
         };
@@ -514,11 +588,14 @@ impl Punch {
             self.reflexive = Some(normalize(mapped));
         }
         match &mut self.direct {
-            Some(direct) if same(direct.addr, from) => direct.last_success = now,
+            Some(direct) if direct.local == local && same(direct.addr, from) => {
+                direct.last_success = now
+            }
             // An IPv6 pair is preferred to an IPv4 one (no NAT on it, fewer hops to go wrong):
             // the media moves; the IPv4 pair stays the peer's too until the call ends.
             Some(direct) if direct.addr.is_ipv4() && from.is_ipv6() => {
                 *direct = Direct {
+                    local,
                     addr: from,
                     last_success: now,
                     next_consent: now + self.consent_interval,
@@ -530,6 +607,7 @@ impl Punch {
             Some(_) => {}
             None => {
                 self.direct = Some(Direct {
+                    local,
                     addr: from,
                     last_success: now,
                     next_consent: now + self.consent_interval,
@@ -546,6 +624,7 @@ impl Punch {
         if self.closed {
             return;
         }
+        self.birthday_step(now);
         let lifetime = self.consent_timeout.max(self.recheck_interval);
         while let Some(t) = self.transactions.front() {
             if now.saturating_duration_since(t.sent) < lifetime {
@@ -575,7 +654,7 @@ impl Punch {
                     if let Some(d) = &mut self.direct {
                         d.next_consent = next;
                     }
-                    self.send_check(now, direct.addr, None);
+                    self.send_check(now, direct.local, direct.addr, None);
                 }
                 // On IPv4, the IPv6 candidates are still checked: an IPv6 pair is preferred.
                 if direct.addr.is_ipv6() {
@@ -597,10 +676,10 @@ impl Punch {
             .filter(|(_, c)| !c.retired && c.next_check.is_none_or(|t| t <= now))
             .filter(|(_, c)| !upgrading || c.addr.is_ipv6())
             .min_by_key(|(_, c)| c.next_check.unwrap_or(self.start))
-            .map(|(i, c)| (i, c.addr));
-        if let Some((i, addr)) = due {
+            .map(|(i, c)| (i, c.local, c.addr));
+        if let Some((i, local, addr)) = due {
             self.candidates[i].next_check = Some(now + self.relay_interval(now));
-            self.send_check(now, addr, None);
+            self.send_check(now, local, addr, None);
         }
     }
 
@@ -628,13 +707,117 @@ impl Punch {
             self.candidates[i].opened = true;
             for t in 0..self.opener_ttls.len() {
                 let ttl = self.opener_ttls[t];
-                if self.send_check(now, c.addr, Some(ttl)) {
+                if self.send_check(now, c.local, c.addr, Some(ttl)) {
                     self.stats.openers_sent += 1;
                 }
             }
             if c.next_check.is_none_or(|t| t < first_check) {
                 self.candidates[i].next_check = Some(first_check);
             }
+        }
+    }
+
+    /// The spare sockets [`PunchEvent::OpenSpares`] asked for are open: `opened` of them (they
+    /// are [`Local::Spare`] 0 to `opened - 1`). Each sends one opener to the peer, with the
+    /// largest of [`PunchConfig::opener_ttls`], so that it gets a mapping in our router
+    /// towards the peer that the peer's probes may hit, without reaching the peer's router.
+    pub fn spares_opened(&mut self, now: Instant, opened: u16) {
+        self.advance(now);
+        let Some(b) = &mut self.birthday else {
+            return;
+        };
+        let Birthday::Spares { peer } = b.role else {
+            return;
+        };
+        if b.phase != BirthdayPhase::Opening || self.closed {
+            return;
+        }
+        if opened == 0 {
+            b.phase = BirthdayPhase::Done;
+            return;
+        }
+        b.phase = BirthdayPhase::Running {
+            next: now,
+            until: now + b.spares_window,
+        };
+        self.stats.spares_opened += u64::from(opened);
+        let ttl = self.opener_ttls.iter().copied().max();
+        for i in 0..opened {
+            if self.queue_check(now, Local::Spare(i), peer, ttl) {
+                self.stats.openers_sent += 1;
+            }
+        }
+    }
+
+    /// Moves birthday probing on: starts it when no direct path came in time, sends the
+    /// probes that are due, ends it (closing the spares but the one in use).
+    fn birthday_step(&mut self, now: Instant) {
+        let direct = self.direct.map(|d| d.local);
+        let Some(b) = &mut self.birthday else {
+            return;
+        };
+        match (b.phase, b.role) {
+            (BirthdayPhase::Done | BirthdayPhase::Opening, _) => {}
+            (BirthdayPhase::Waiting, _) if direct.is_some() => b.phase = BirthdayPhase::Done,
+            (BirthdayPhase::Waiting, _) if now < b.at => {}
+            (BirthdayPhase::Waiting, Birthday::Spares { .. }) => {
+                b.phase = BirthdayPhase::Opening;
+                let spares = b.spares;
+                self.push_event(PunchEvent::OpenSpares(spares));
+            }
+            (BirthdayPhase::Waiting, Birthday::Spray { .. }) => {
+                // After the peer's spares sent their openers (the same lead as the openers').
+                b.phase = BirthdayPhase::Running {
+                    next: now + self.opener_lead,
+                    until: now,
+                };
+            }
+            (BirthdayPhase::Running { until, .. }, Birthday::Spares { .. }) => {
+                let keep = match direct {
+                    Some(Local::Spare(i)) => Some(i),
+                    _ => None,
+                };
+                if direct.is_some() || now >= until {
+                    b.phase = BirthdayPhase::Done;
+                    self.candidates
+                        .retain(|c| c.local == Local::Media || keep == Some(spare_of(c.local)));
+                    self.push_event(PunchEvent::CloseSpares { keep });
+                }
+            }
+            (BirthdayPhase::Running { mut next, until }, Birthday::Spray { peer }) => {
+                if direct.is_some() || self.stats.spray_sent >= u64::from(b.spray_budget) {
+                    b.phase = BirthdayPhase::Done;
+                    return;
+                }
+                let (interval, budget) = (b.spray_interval, u64::from(b.spray_budget));
+                let mut burst = 0;
+                while next <= now && self.stats.spray_sent < budget && burst < SPRAY_BURST {
+                    // Any port a NAT hands out (1024-65535), at random.
+                    let port = 1024 + (self.rng.next_u32() % 64_512) as u16;
+                    if !self.queue_check(now, Local::Media, SocketAddr::new(peer, port), None) {
+                        break;
+                    }
+                    self.stats.spray_sent += 1;
+                    next += interval;
+                    burst += 1;
+                }
+                // Late (a stalled thread): go on from now rather than in one burst.
+                let next = next.max(now.checked_sub(interval).unwrap_or(now));
+                if let Some(b) = &mut self.birthday {
+                    b.phase = BirthdayPhase::Running { next, until };
+                }
+            }
+        }
+    }
+
+    /// When birthday probing has something to do next.
+    fn birthday_timeout(&self) -> Option<Instant> {
+        let b = self.birthday.as_ref()?;
+        match (b.phase, b.role) {
+            (BirthdayPhase::Waiting, _) => Some(b.at),
+            (BirthdayPhase::Running { until, .. }, Birthday::Spares { .. }) => Some(until),
+            (BirthdayPhase::Running { next, .. }, Birthday::Spray { .. }) => Some(next),
+            (BirthdayPhase::Opening | BirthdayPhase::Done, _) => None,
         }
     }
 
@@ -673,6 +856,10 @@ impl Punch {
             .map(|c| c.next_check.unwrap_or(self.now))
             .min()
             .map(|t| t.max(self.next_send));
+        let checks = match (checks, self.birthday_timeout()) {
+            (Some(c), Some(b)) => Some(c.min(b)),
+            (c, b) => c.or(b),
+        };
         match self.direct {
             Some(d) => {
                 let consent = d
@@ -712,8 +899,21 @@ impl Punch {
         }
     }
 
-    /// Sends a check to `to` (with `ttl`, for an opener); false when it could not be queued.
-    fn send_check(&mut self, now: Instant, to: SocketAddr, ttl: Option<u8>) -> bool {
+    /// Sends a check to `to` from `local` (with `ttl`, for an opener); false when it could not
+    /// be queued.
+    fn send_check(&mut self, now: Instant, local: Local, to: SocketAddr, ttl: Option<u8>) -> bool {
+        if !self.queue_check(now, local, to, ttl) {
+            return false;
+        }
+        if !self.is_peer_address(to) {
+            self.stats.probes_sent += 1;
+        }
+        self.next_send = now + self.pace;
+        true
+    }
+
+    /// Queues a check and remembers its transaction; counted in `checks_sent` only.
+    fn queue_check(&mut self, now: Instant, local: Local, to: SocketAddr, ttl: Option<u8>) -> bool {
         let mut id = [0u8; 12];
         self.rng.fill_bytes(&mut id);
         let mut check = Builder::new(BINDING_REQUEST, &id);
@@ -723,7 +923,7 @@ impl Punch {
         let Ok(bytes) = check.finish_with_integrity(&self.key.0) else {
             return false;
         };
-        if !self.queue_ttl(to, bytes, ttl) {
+        if !self.queue(local, to, bytes, ttl) {
             return false;
         }
         if self.transactions.len() >= MAX_TRANSACTIONS {
@@ -731,27 +931,21 @@ impl Punch {
         }
         self.transactions.push_back(Transaction {
             id,
+            local,
             destination: to,
             sent: now,
         });
         self.stats.checks_sent += 1;
-        if !self.is_peer_address(to) {
-            self.stats.probes_sent += 1;
-        }
-        self.next_send = now + self.pace;
         true
     }
 
-    fn queue(&mut self, to: SocketAddr, bytes: Vec<u8>) -> bool {
-        self.queue_ttl(to, bytes, None)
-    }
-
-    fn queue_ttl(&mut self, to: SocketAddr, bytes: Vec<u8>, ttl: Option<u8>) -> bool {
+    fn queue(&mut self, local: Local, to: SocketAddr, bytes: Vec<u8>, ttl: Option<u8>) -> bool {
         if self.transmits.len() >= MAX_PENDING_TRANSMITS {
             self.stats.transmits_dropped += 1;
             return false;
         }
         self.transmits.push_back(Transmit {
+            local,
             destination: to,
             contents: bytes,
             ttl,
@@ -774,6 +968,14 @@ impl Punch {
             self.peer_addrs.pop_front();
         }
         self.peer_addrs.push_back(addr);
+    }
+}
+
+/// The spare number of a [`Local::Spare`] (`u16::MAX` for the media socket).
+fn spare_of(local: Local) -> u16 {
+    match local {
+        Local::Spare(i) => i,
+        Local::Media => u16::MAX,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::types::{Event, Registration, ServerLoss, StopReason, TcpAction, Transmit};
-use super::{Call, EndReason, Link, MAX_RETRY_AFTER, MediaPath, Phone, RETRY_SPREAD};
+use super::{Call, EndReason, Link, Local, MAX_RETRY_AFTER, MediaPath, Phone, RETRY_SPREAD};
 use crate::calls::MAX_CANDIDATES;
 use crate::client::{self, Socket};
 use crate::control::ClientMessage;
@@ -306,6 +306,7 @@ impl Phone {
             while let Some(t) = session.client.poll_transmit() {
                 if t.socket == Socket::Media {
                     self.transmits.push_back(Transmit {
+                        local: Local::Media,
                         destination: t.destination,
                         contents: t.contents,
                         ttl: None,

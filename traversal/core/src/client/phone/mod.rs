@@ -68,6 +68,7 @@ use rand::{Rng, SeedableRng};
 use crate::channel::{self, Kind};
 use crate::client::{self, Client, Socket, e2e};
 use crate::control::{self, ClientMessage, FrameDecoder, ServerMessage};
+pub use crate::punch::Local;
 use crate::punch::{Punch, PunchEvent, PunchStats};
 
 mod link;
@@ -459,10 +460,23 @@ impl Phone {
         from: SocketAddr,
         bytes: &'a [u8],
     ) -> Received<'a> {
+        self.handle_datagram_on(now, Local::Media, from, bytes)
+    }
+
+    /// [`Phone::handle_datagram`] for a datagram that came in on `local`: on a spare socket
+    /// (birthday probing) only the peer's checks and direct media count.
+    pub fn handle_datagram_on<'a>(
+        &mut self,
+        now: Instant,
+        local: Local,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Received<'a> {
         let from = SocketAddr::new(crate::addr::normalize(from.ip()), from.port());
         match channel::classify(bytes) {
             Kind::Stun => {
                 if let Link::Up(session) = &mut self.link
+                    && local == Local::Media
                     && session.server == from
                 {
                     session.client.handle_udp(now, Socket::Media, from, bytes);
@@ -471,7 +485,7 @@ impl Phone {
                 }
                 if let Call::Up(up) = &mut self.call
                     && let Some(punch) = up.punch.as_mut()
-                    && punch.handle_datagram(now, from, bytes)
+                    && punch.handle_datagram_on(now, local, from, bytes)
                 {
                     self.drain_punch(now);
                     return Received::Consumed;
@@ -480,13 +494,15 @@ impl Phone {
             }
             // Relay frames only from the call's relay, on its channel, with our token.
             Kind::ChannelData => match &mut self.call {
-                Call::Up(up) if up.relay == from => match channel::decode_relay(bytes) {
-                    Ok(frame) if frame.channel == up.channel && frame.token == up.token => {
-                        up.last_heard = now;
-                        Received::Media(frame.media)
+                Call::Up(up) if up.relay == from && local == Local::Media => {
+                    match channel::decode_relay(bytes) {
+                        Ok(frame) if frame.channel == up.channel && frame.token == up.token => {
+                            up.last_heard = now;
+                            Received::Media(frame.media)
+                        }
+                        _ => Received::Dropped,
                     }
-                    _ => Received::Dropped,
-                },
+                }
                 _ => Received::Dropped,
             },
             // Direct RTP only from an address the punch authenticated as the peer's: anyone
@@ -499,6 +515,26 @@ impl Phone {
                 _ => Received::Dropped,
             },
             Kind::Unknown => Received::Dropped,
+        }
+    }
+
+    /// The spare sockets asked for by [`Event::OpenSpares`] are open: `opened` of them, numbered
+    /// from 0 ([`Local::Spare`]).
+    pub fn spares_opened(&mut self, now: Instant, opened: u16) {
+        if let Call::Up(up) = &mut self.call
+            && let Some(punch) = up.punch.as_mut()
+        {
+            punch.spares_opened(now, opened);
+            self.drain_punch(now);
+        }
+    }
+
+    /// The socket the call's media leaves from: a spare when the direct path runs on one
+    /// (birthday probing), else the media socket.
+    pub fn media_local(&self) -> Local {
+        match &self.call {
+            Call::Up(up) => up.punch.as_ref().map_or(Local::Media, Punch::direct_local),
+            _ => Local::Media,
         }
     }
 
@@ -834,6 +870,7 @@ impl Phone {
         };
         while let Some(t) = punch.poll_transmit() {
             self.transmits.push_back(Transmit {
+                local: t.local,
                 destination: t.destination,
                 contents: t.contents,
                 ttl: t.ttl,
@@ -855,6 +892,14 @@ impl Phone {
                 PunchEvent::PeerHungUp => {
                     hung_up = true;
                     break;
+                }
+                PunchEvent::OpenSpares(count) => {
+                    self.events.push_back(Event::OpenSpares { count });
+                    continue;
+                }
+                PunchEvent::CloseSpares { keep } => {
+                    self.events.push_back(Event::CloseSpares { keep });
+                    continue;
                 }
             };
             if path != up.path {

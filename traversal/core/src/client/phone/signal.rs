@@ -11,7 +11,7 @@ use crate::calls::registration_message;
 use crate::client::e2e::{self, CallSecurity};
 use crate::control::E2eHello;
 use crate::control::{self, ClientMessage, ServerMessage};
-use crate::punch::{Punch, PunchConfig};
+use crate::punch::{self, Birthday, Punch, PunchConfig};
 use crate::server::{hex, unhex};
 use rand::Rng;
 
@@ -295,25 +295,32 @@ impl Phone {
             token,
         } = route;
         // Checks only to the peer's candidates that make sense from where we are.
-        let ours: Vec<std::net::IpAddr> = self.candidates().iter().map(|c| c.ip()).collect();
-        let candidates = Punch::filter_candidates(&candidates, &ours);
+        let own = self.candidates();
+        let ours: Vec<std::net::IpAddr> = own.iter().map(|c| c.ip()).collect();
+        let signalled = candidates;
+        let candidates = Punch::filter_candidates(&signalled, &ours);
+        // Birthday probing when exactly one side's NAT picks random ports, towards an address
+        // the checks may go to anyway.
+        let birthday = punch::birthday_role(&own, &signalled).filter(|b| match *b {
+            Birthday::Spares { peer } => candidates.contains(&peer),
+            Birthday::Spray { peer } => candidates.iter().any(|c| c.ip() == peer),
+        });
         let punch = (!candidates.is_empty()).then(|| {
-            Punch::new(
-                PunchConfig::new(
-                    security.check_secret.to_vec(),
-                    call_id,
-                    candidates.clone(),
-                    self.rng.next_u64(),
-                ),
-                now,
-            )
+            let mut config = PunchConfig::new(
+                security.check_secret.to_vec(),
+                call_id,
+                candidates.clone(),
+                self.rng.next_u64(),
+            );
+            config.birthday = birthday;
+            Punch::new(config, now)
         });
         let path = MediaPath::Relay {
             server: relay,
             channel,
             token,
         };
-        tracing::info!(call_id, peer, channel, ?candidates, sas = ?security.sas, "call connected");
+        tracing::info!(call_id, peer, channel, ?candidates, ?birthday, sas = ?security.sas, "call connected");
         self.call = Call::Up(Box::new(UpCall {
             id: call_id,
             peer: peer.clone(),

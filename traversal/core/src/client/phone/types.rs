@@ -123,9 +123,11 @@ pub enum TcpAction {
     Close,
 }
 
-/// A datagram to send from the media socket.
+/// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// From which socket: the media socket, or a spare of birthday probing.
+    pub local: crate::punch::Local,
     /// Where to.
     pub destination: SocketAddr,
     /// The bytes.
@@ -525,6 +527,13 @@ pub enum Event {
     },
     /// The phone stopped for good.
     Stopped(StopReason),
+    /// Birthday probing (`crate::punch::Birthday`): open this many spare UDP sockets (IPv4,
+    /// any port), then say how many opened with [`Phone::spares_opened`](super::Phone::spares_opened).
+    /// Datagrams from them go to [`Phone::handle_datagram_on`](super::Phone::handle_datagram_on); the
+    /// driver closes them at [`Event::Ended`] at the latest.
+    OpenSpares { count: u16 },
+    /// Close the spare sockets, all but `keep` (the direct path's).
+    CloseSpares { keep: Option<u16> },
 }
 
 /// What [`Phone::handle_datagram`] made of a datagram.

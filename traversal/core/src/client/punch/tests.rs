@@ -280,6 +280,7 @@ fn transactions_are_bounded() {
     for i in 0..(MAX_TRANSACTIONS as u64 * 2) {
         p.send_check(
             now + Duration::from_micros(i),
+            Local::Media,
             "192.0.2.1:1".parse().unwrap(),
             None,
         );
@@ -357,6 +358,7 @@ fn a_hang_up_on_the_direct_path_ends_the_call_on_the_other_side() {
     // A forged hang-up (wrong key) changes nothing.
     let mut eve = Punch::new(plain(b"fedcba9876543210".to_vec(), 7, vec![b], 3), now);
     eve.direct = Some(Direct {
+        local: Local::Media,
         addr: b,
         last_success: now,
         next_consent: now,
