@@ -13,8 +13,8 @@ use traversal::channel;
 use traversal::client::e2e;
 use traversal::control::{ClientMessage, EndReason as Wire, ServerMessage, Verdict};
 use traversal::phone::{
-    CallSecurity, ControlConnected, EndReason, Event, MediaPath, PathKind, Phone, PhoneConfig,
-    RETRY_SPREAD, Received, Registration, ServerLoss, StopReason, TcpAction,
+    CallSecurity, ControlConnected, EndReason, Event, Local, MediaPath, PathKind, Phone,
+    PhoneConfig, RETRY_SPREAD, Received, Registration, ServerLoss, StopReason, TcpAction,
 };
 use traversal::server::{self, Server};
 use traversal_sim::{Arrival, ConnId, End, HostId, NatConfig, NatKind, Net, ServerNode, TcpEvent};
@@ -39,6 +39,8 @@ enum Place {
     Behind(NatKind, &'static str, &'static str),
     /// At this private address on the same LAN as that phone.
     NextTo(usize, &'static str),
+    /// At this private address behind a NAT made so.
+    BehindNat(NatConfig, &'static str),
 }
 
 /// A phone on a host, with what it said and what it heard.
@@ -63,6 +65,8 @@ struct Handset {
     rtp_seq: u16,
     /// Media received: when, and over which path kind it came.
     heard: Vec<(Instant, Vec<u8>)>,
+    /// Birthday probing's spare sockets, while open (ports 30000 up).
+    spares: Vec<SocketAddr>,
 }
 
 /// The net, the server and the phones.
@@ -176,6 +180,7 @@ impl World {
                 (local, Some(self.net.add_nat(config)))
             }
             Place::NextTo(phone, local) => (local, self.net.host(self.phones[phone].host).nat),
+            Place::BehindNat(config, local) => (local, Some(self.net.add_nat(config))),
         };
         let ip: IpAddr = local.parse().unwrap();
         let host = self.net.add_host(vec![ip], nat);
@@ -197,6 +202,7 @@ impl World {
             next_packet: now,
             rtp_seq: 0,
             heard: Vec::new(),
+            spares: Vec::new(),
         });
         self.pump();
         self.phones.len() - 1
@@ -418,6 +424,11 @@ impl World {
         rtp.extend_from_slice(&h.rtp_seq.to_be_bytes());
         rtp.extend_from_slice(&[0; 8]);
         rtp.extend_from_slice(&[i as u8; 40]);
+        // From the spare the direct path runs on (birthday probing), else the media socket.
+        let from = match h.phone.media_local() {
+            Local::Spare(n) => h.spares[usize::from(n)],
+            Local::Media => h.media,
+        };
         let (to, bytes) = match path {
             MediaPath::Direct(addr) => (addr, rtp),
             MediaPath::Relay {
@@ -430,8 +441,8 @@ impl World {
                 (server, frame)
             }
         };
-        let (host, media) = (h.host, h.media);
-        self.net.send_udp(host, media, to, bytes);
+        let host = h.host;
+        self.net.send_udp(host, from, to, bytes);
     }
 
     /// Moves everything queued and due until nothing moves.
@@ -445,14 +456,26 @@ impl World {
                     self.tcp_action(i, action);
                 }
                 let h = &mut self.phones[i];
-                while let Some(t) = h.phone.poll_transmit() {
-                    progress = true;
-                    self.net
-                        .send_udp(h.host, h.media, t.destination, t.contents);
-                }
                 while let Some(e) = h.phone.poll_event() {
                     progress = true;
+                    match e {
+                        Event::OpenSpares { count } => {
+                            let ip = h.media.ip();
+                            h.spares = (0..count).map(|n| SocketAddr::new(ip, 30000 + n)).collect();
+                            h.phone.spares_opened(now, count);
+                        }
+                        Event::CloseSpares { keep: None } => h.spares.clear(),
+                        _ => {}
+                    }
                     h.events.push((now, e));
+                }
+                while let Some(t) = h.phone.poll_transmit() {
+                    progress = true;
+                    let from = match t.local {
+                        Local::Spare(n) => h.spares[usize::from(n)],
+                        Local::Media => h.media,
+                    };
+                    self.net.send_udp(h.host, from, t.destination, t.contents);
                 }
             }
             if let Some(server) = self.server.as_mut() {
@@ -521,12 +544,19 @@ impl World {
                 }
             }
             Arrival::Udp {
-                host, from, bytes, ..
+                host,
+                to,
+                from,
+                bytes,
             } => {
                 let Some(h) = self.phones.iter_mut().find(|h| h.host == host) else {
                     return;
                 };
-                if let Received::Media(m) = h.phone.handle_datagram(now, from, &bytes) {
+                let local = match h.spares.iter().position(|s| *s == to) {
+                    Some(n) => Local::Spare(n as u16),
+                    None => Local::Media,
+                };
+                if let Received::Media(m) = h.phone.handle_datagram_on(now, local, from, &bytes) {
                     h.heard.push((now, m.to_vec()));
                 }
             }
@@ -703,6 +733,56 @@ fn path_by_nat_pair() {
         for i in [a, b] {
             assert_eq!(path_kind(&w, i), Some(expected), "{ka:?} / {kb:?}");
         }
+    }
+}
+
+/// One port-random NAT (`MASQUERADE --random-fully`: a random port per destination) and one
+/// port-keeping, port-filtering one (`MASQUERADE`): the normal checks find nothing, and birthday
+/// probing does. The phones take their roles from each other's candidates: alice's spares
+/// open 250 ms in, bob's probes hit one of their ports, and the media goes direct, alice's
+/// from that spare; the other spares close. Whoever calls.
+#[test]
+fn one_port_random_nat_goes_direct_by_birthday_probing() {
+    let random = NatConfig {
+        random_ports: true,
+        ..NatConfig::new(NatKind::Symmetric, "203.0.113.1".parse().unwrap()).with_timeout(secs(60))
+    };
+    let keeps = NatConfig {
+        preserve_ports: true,
+        ..NatConfig::new(NatKind::PortRestricted, "198.51.100.1".parse().unwrap())
+            .with_timeout(secs(60))
+    };
+    for alice_calls in [true, false] {
+        let mut w = World::new();
+        let a = w.phone("alice", Place::BehindNat(random, "192.168.1.10"));
+        let b = w.phone("bob", Place::BehindNat(keeps, "10.0.0.7"));
+        w.run(secs(2));
+        if alice_calls {
+            w.connect(a, b);
+        } else {
+            w.connect(b, a);
+        }
+        assert!(
+            w.run_until(secs(8), |w| w.phones[a].phone.media_local() != Local::Media),
+            "alice calls: {alice_calls}: {:?}",
+            w.events(a)
+        );
+        assert!(w.both_direct(a, b), "alice calls: {alice_calls}");
+        let Local::Spare(kept) = w.phones[a].phone.media_local() else {
+            unreachable!()
+        };
+        assert!(w.has(a, |e| *e == Event::OpenSpares { count: 256 }));
+        assert!(w.has(a, |e| *e == Event::CloseSpares { keep: Some(kept) }));
+        assert!(!w.has(b, |e| matches!(e, Event::OpenSpares { .. })));
+        // Bob sends to alice's spare's port, which is not the one the server saw.
+        let Some(MediaPath::Direct(to_alice)) = w.phones[b].phone.media_path() else {
+            panic!("bob not direct");
+        };
+        assert_eq!(to_alice.ip(), "203.0.113.1".parse::<IpAddr>().unwrap());
+        w.run(secs(3));
+        w.assert_media([a, b], secs(2), 90);
+        w.hang_up(a, b);
+        assert_eq!(w.phones[a].phone.media_local(), Local::Media);
     }
 }
 

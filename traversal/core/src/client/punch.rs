@@ -462,6 +462,10 @@ impl Punch {
             BINDING_INDICATION => self.handle_bye(&message),
             _ => self.stats.ignored += 1,
         }
+        // A direct path ends birthday probing at once: the spares but its own close.
+        if self.direct.is_some() && !self.closed {
+            self.birthday_step(now);
+        }
         true
     }
 

@@ -530,3 +530,94 @@ fn an_ipv6_pair_is_preferred_to_an_ipv4_one_found_first() {
     assert_eq!(alice.stats().path_changes, 2);
     assert_eq!(bob.path(), Path::Direct(a6));
 }
+
+/// The port-keeping side's birthday probes: none while the normal checks may still find a
+/// path, then to random ports (1024-65535) of the peer's address only, at most 400 a second
+/// however late the timeouts come, and never more than the budget.
+#[test]
+fn birthday_probes_are_paced_aimed_and_bounded() {
+    let start = Instant::now();
+    let b: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+    let mut config = plain(b"s".to_vec(), 7, vec![b], 1);
+    config.birthday = Some(Birthday::Spray { peer: b.ip() });
+    let mut p = Punch::new(config, start);
+    let mut sent: Vec<(Duration, SocketAddr)> = Vec::new();
+    let mut now = start;
+    // Timeouts every 1 ms for 2 s, then every 50 ms (a slow thread) until the end.
+    while now < start + Duration::from_secs(8) {
+        p.handle_timeout(now);
+        while let Some(t) = p.poll_transmit() {
+            assert_eq!(t.local, Local::Media);
+            if t.destination != b {
+                sent.push((now - start, t.destination));
+            }
+        }
+        let step = if now < start + Duration::from_secs(2) {
+            1
+        } else {
+            50
+        };
+        now += Duration::from_millis(step);
+    }
+    assert_eq!(sent.len(), 2048);
+    assert_eq!(p.stats().spray_sent, 2048);
+    // Not counted against the normal checks' probe budget.
+    assert!(p.stats().probes_sent <= 100);
+    assert!(
+        sent.iter()
+            .all(|(_, to)| to.ip() == b.ip() && to.port() >= 1024)
+    );
+    let first = sent[0].0;
+    assert!(first >= Duration::from_millis(400), "{first:?}");
+    // 400 a second at most, in any second.
+    for (i, (t, _)) in sent.iter().enumerate() {
+        let in_a_second = sent[i..]
+            .iter()
+            .take_while(|(u, _)| *u < *t + Duration::from_secs(1))
+            .count();
+        assert!(
+            in_a_second <= 400 + 16,
+            "{in_a_second} probes in the second from {t:?}"
+        );
+    }
+    // Distinct enough to be random: few repeats among 2,048 of 64,512 ports.
+    let mut ports: Vec<u16> = sent.iter().map(|(_, to)| to.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert!(ports.len() > 1950, "{} distinct ports", ports.len());
+}
+
+/// A direct path found by the normal checks before birthday probing was due: no spares, no
+/// probes.
+#[test]
+fn birthday_probing_waits_for_the_normal_checks() {
+    let now = Instant::now();
+    let (mut pa, mut pb, a, b, check) = pair(now);
+    let mut spares = plain(b"s".to_vec(), 7, vec![b], 3);
+    spares.birthday = Some(Birthday::Spares { peer: b });
+    let mut pa2 = Punch::new(spares, now);
+    // Call 7 goes direct at once between pa and pb (as in check_and_answer_select_the_path),
+    // and pa2 (the same side, with spares) hears the same answer path.
+    assert!(pb.handle_datagram(now, a, &check));
+    let (_, answer) = tx(&mut pb).unwrap();
+    assert!(pa.handle_datagram(now, b, &answer));
+    assert_eq!(pa.path(), Path::Direct(b));
+    pa2.handle_timeout(now);
+    let (to, check2) = tx(&mut pa2).unwrap();
+    assert_eq!(to, b);
+    assert!(pb.handle_datagram(now, a, &check2));
+    while let Some((to, bytes)) = tx(&mut pb) {
+        if to == a {
+            pa2.handle_datagram(now, b, &bytes);
+        }
+    }
+    assert_eq!(pa2.path(), Path::Direct(b));
+    pa2.handle_timeout(now + Duration::from_secs(1));
+    let events: Vec<PunchEvent> = std::iter::from_fn(|| pa2.poll_event()).collect();
+    assert_eq!(events, vec![PunchEvent::DirectPath(b)]);
+    assert_eq!(
+        pa2.poll_timeout().map(|t| t > now + Duration::from_secs(1)),
+        Some(true)
+    );
+    assert_eq!(pa2.stats().spares_opened, 0);
+}
