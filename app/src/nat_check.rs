@@ -110,6 +110,13 @@ struct Report {
     mapping_lifetime_at_least: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keepalive_interval_s: Option<f64>,
+    /// How the NAT picks the public port of the media socket: "kept" (its own port, as
+    /// `MASQUERADE` and most home routers do), "random" (`--random-fully`, some carrier NATs),
+    /// "unknown" (no NAT, or nothing to go by). A call between a "random" and a "kept" side
+    /// goes direct by birthday probing; between two "random" ones it is relayed unless a port
+    /// mapping or IPv6 helps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat_ports: Option<&'static str>,
     /// The router's port mapping, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     port_mapping: Option<String>,
@@ -237,6 +244,7 @@ async fn check(args: NatCheckArgs) -> Result<Report, String> {
         user_index: Some(client.user_index()),
         elapsed_ms,
         observed_tcp,
+        nat_ports: Some(nat_ports(&driver, mapped)),
         ..Report::default()
     };
 
@@ -428,6 +436,23 @@ async fn wait_for<T>(
     Ok(found)
 }
 
+/// How the NAT picked the media socket's public port ([`Report::nat_ports`]), from the
+/// socket's own addresses and the one the server saw.
+fn nat_ports(driver: &Driver, mapped: SocketAddr) -> &'static str {
+    let port = driver.media_socket().local_addr().map_or(0, |a| a.port());
+    let mut candidates: Vec<SocketAddr> = driver
+        .local_addresses()
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, port))
+        .collect();
+    candidates.push(mapped);
+    match traversal::punch::port_kind(&candidates) {
+        traversal::punch::PortKind::Keeps(_) => "kept",
+        traversal::punch::PortKind::Random(_) => "random",
+        traversal::punch::PortKind::Unknown => "unknown",
+    }
+}
+
 fn print_human(r: &Report) {
     let what = match r.verdict {
         "public" => "a public address: no NAT between you and the server",
@@ -476,6 +501,16 @@ fn print_human(r: &Report) {
     }
     if let Some(k) = r.keepalive_interval_s {
         println!("keepalive every: {k:.1} s");
+    }
+    match r.nat_ports {
+        Some("kept") => println!(
+            "NAT ports:       kept (direct with most peers; a port-random one by birthday probing)"
+        ),
+        Some("random") => println!(
+            "NAT ports:       random (direct with port-keeping peers by birthday probing; \
+             relayed with port-random ones unless a port mapping or IPv6 helps)"
+        ),
+        _ => {}
     }
     if let Some(m) = &r.port_mapping {
         println!("port mapping:    {m}");

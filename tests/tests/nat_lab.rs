@@ -247,6 +247,7 @@ fn nat_check_public_client() {
     };
     let report = w.nat_check(&[], 15);
     assert_eq!(report["verdict"], "public", "{report}");
+    assert_eq!(report["nat_ports"], "unknown", "{report}");
     assert_eq!(report["behind_nat"], false, "{report}");
     assert_eq!(v4(mapped(&report)), w.client.ip, "{report}");
     assert!(
@@ -255,12 +256,18 @@ fn nat_check_public_client() {
     );
 }
 
-/// `nat-check` behind a NAT of `kind`: verdict `nat`, mapped to the router's WAN address.
+/// `nat-check` behind a NAT of `kind`: verdict `nat`, mapped to the router's WAN address, the
+/// NAT's ports kept (`MASQUERADE`) or random (`--random-fully`).
 fn nat_check_behind(kind: NatKind) {
     let Some(w) = World::new(&[3478], Some(kind), None) else {
         return;
     };
     let report = w.nat_check(&[], 15);
+    let ports = match kind {
+        NatKind::RandomFully => "random",
+        _ => "kept",
+    };
+    assert_eq!(report["nat_ports"], ports, "{report}");
     assert_eq!(report["verdict"], "nat", "{report}");
     assert_eq!(report["behind_nat"], true, "{report}");
     assert_eq!(v4(mapped(&report)), w.wan_ip(), "{report}");
