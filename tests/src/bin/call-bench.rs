@@ -6,6 +6,7 @@
 //! ```text
 //! cargo build --workspace --bins
 //! target/debug/call-bench --calls 20
+//! target/debug/call-bench --calls 20 --birthday    # + one port-random side
 //! ```
 //!
 //! For each topology a callee runs `pinhole answer` (unlimited calls) and a caller runs
@@ -32,6 +33,10 @@ struct Args {
     /// Also run two `MASQUERADE` NATs without `Lab::firewall_wan` (bare Linux routers).
     #[arg(long)]
     bare: bool,
+    /// Also run a `--random-fully` callee and a `MASQUERADE` caller (birthday probing), with
+    /// calls of at least 6 s, and print when they went direct and how many probes it took.
+    #[arg(long)]
+    birthday: bool,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +45,10 @@ struct Figures {
     rtt: Vec<f64>,
     paths: Vec<String>,
     failed: usize,
+    /// The caller's `direct_after_ms`, for calls that went direct.
+    direct_after: Vec<f64>,
+    /// Birthday probes sent (by either side).
+    spray: Vec<f64>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -53,6 +62,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Runs `calls` calls from a caller at `caller_at` to a callee answering at `callee_at`.
 fn run_calls(
     args: &Args,
+    duration: f64,
     server: &str,
     callee_at: Place<'_>,
     caller_at: Place<'_>,
@@ -75,8 +85,8 @@ fn run_calls(
     let mut figures = Figures::default();
     for _ in 0..args.calls {
         let out = caller
-            .call(caller_at, server, &callee.name, args.duration)
-            .finish(Duration::from_secs_f64(args.duration + 30.0));
+            .call(caller_at, server, &callee.name, duration)
+            .finish(Duration::from_secs_f64(duration + 30.0));
         if !out.status.success() {
             eprintln!("call failed: {}", out.last_log());
             figures.failed += 1;
@@ -89,6 +99,12 @@ fn run_calls(
         if let Some(r) = json["rtt_ms"].as_f64() {
             figures.rtt.push(r);
         }
+        if let Some(d) = json["direct_after_ms"].as_f64() {
+            figures.direct_after.push(d);
+        }
+        figures
+            .spray
+            .push(json["checks"]["spray"].as_f64().unwrap_or(0.0));
         figures
             .paths
             .push(json["path"].as_str().unwrap_or("?").to_owned());
@@ -112,9 +128,32 @@ fn report(name: &str, mut f: Figures) {
     );
 }
 
-/// Two clients each behind its own NAT of `kind` (WAN firewalled as home routers are, when
-/// `firewall`).
-fn nat_topology(args: &Args, kind: NatKind, firewall: bool) -> Result<Option<Figures>> {
+/// Prints when the calls of a birthday-probing topology went direct and what it took.
+fn birthday_report(f: &mut Figures) {
+    f.direct_after.sort_by(f64::total_cmp);
+    f.spray.sort_by(f64::total_cmp);
+    println!(
+        "birthday probing: {} of {} calls direct; direct after p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; \
+         probes p50 {:.0}, p95 {:.0}, max {:.0} (plus 256 spares' openers)",
+        f.direct_after.len(),
+        f.paths.len(),
+        percentile(&f.direct_after, 0.5),
+        percentile(&f.direct_after, 0.95),
+        f.direct_after.last().copied().unwrap_or(f64::NAN),
+        percentile(&f.spray, 0.5),
+        percentile(&f.spray, 0.95),
+        f.spray.last().copied().unwrap_or(f64::NAN),
+    );
+}
+
+/// Two clients each behind its own NAT, the callee's of `kind` and the caller's of
+/// `caller_kind` (WAN firewalled as home routers are, when `firewall`).
+fn nat_topology(
+    args: &Args,
+    kind: NatKind,
+    caller_kind: NatKind,
+    firewall: bool,
+) -> Result<Option<Figures>> {
     let Some(mut lab) = Lab::new() else {
         return Ok(None);
     };
@@ -123,7 +162,7 @@ fn nat_topology(args: &Args, kind: NatKind, firewall: bool) -> Result<Option<Fig
     lab.internet_hops(4)?;
     let server_host = lab.server("srv")?;
     let mut nat_a = lab.nat(kind)?;
-    let mut nat_b = lab.nat(kind)?;
+    let mut nat_b = lab.nat(caller_kind)?;
     if firewall {
         lab.firewall_wan(&nat_a)?;
         lab.firewall_wan(&nat_b)?;
@@ -136,8 +175,14 @@ fn nat_topology(args: &Args, kind: NatKind, firewall: bool) -> Result<Option<Fig
         &["--allow-private-targets", "--no-limits"],
     );
     let server_addr = server.addr.to_string();
+    let duration = if kind == caller_kind {
+        args.duration
+    } else {
+        args.duration.max(6.0)
+    };
     let f = run_calls(
         args,
+        duration,
         &server_addr,
         Place::In(&lab, &a.ns),
         Place::In(&lab, &b.ns),
@@ -158,21 +203,43 @@ fn main() -> Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     {
         let server = Rendezvous::start_at(Place::Local, "127.0.0.1:0", &["--no-limits"]);
-        let f = run_calls(&args, &server.addr.to_string(), Place::Local, Place::Local)?;
+        let server_addr = server.addr.to_string();
+        let f = run_calls(
+            &args,
+            args.duration,
+            &server_addr,
+            Place::Local,
+            Place::Local,
+        )?;
         report("loopback", f);
     }
-    match nat_topology(&args, NatKind::Masquerade, true)? {
+    match nat_topology(&args, NatKind::Masquerade, NatKind::Masquerade, true)? {
         Some(f) => report("2x MASQUERADE NAT (direct)", f),
         None => println!("| 2x MASQUERADE NAT | skipped (not root) |"),
     }
-    match nat_topology(&args, NatKind::RandomFully, true)? {
+    match nat_topology(&args, NatKind::RandomFully, NatKind::RandomFully, true)? {
         Some(f) => report("2x --random-fully NAT (relay)", f),
         None => println!("| 2x --random-fully NAT | skipped (not root) |"),
     }
     if args.bare {
-        match nat_topology(&args, NatKind::Masquerade, false)? {
+        match nat_topology(&args, NatKind::Masquerade, NatKind::Masquerade, false)? {
             Some(f) => report("2x MASQUERADE NAT, no WAN firewall", f),
             None => println!("| 2x MASQUERADE NAT, no WAN firewall | skipped (not root) |"),
+        }
+    }
+    if args.birthday {
+        match nat_topology(&args, NatKind::RandomFully, NatKind::Masquerade, true)? {
+            Some(f) => {
+                let mut probing = Figures {
+                    direct_after: f.direct_after.clone(),
+                    spray: f.spray.clone(),
+                    paths: f.paths.clone(),
+                    ..Figures::default()
+                };
+                report("--random-fully callee, MASQUERADE caller (birthday)", f);
+                birthday_report(&mut probing);
+            }
+            None => println!("| --random-fully x MASQUERADE | skipped (not root) |"),
         }
     }
     Ok(())
