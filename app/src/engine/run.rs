@@ -571,6 +571,19 @@ impl Driver {
     /// find the jitter buffer empty, conceal, and leave it a frame deeper. At most
     /// [`MAX_DRAIN`] datagrams, so a flood cannot hold a frame back.
     fn drain_media(&mut self, buf: &mut [u8]) {
+        // The same for a direct path on a spare socket (birthday probing).
+        for _ in 0..MAX_DRAIN {
+            let Some(spare) = self.spares.as_mut().and_then(Spares::try_recv) else {
+                break;
+            };
+            let from = traversal::media_socket::peer(spare.from);
+            self.handle_datagram(
+                Instant::now(),
+                Local::Spare(spare.spare),
+                from,
+                &spare.bytes,
+            );
+        }
         for _ in 0..MAX_DRAIN {
             let Some(socket) = &self.socket else {
                 return;

@@ -86,6 +86,11 @@ impl Spares {
         self.spares.iter().flatten().count()
     }
 
+    /// A datagram that is already waiting, if any.
+    pub(super) fn try_recv(&mut self) -> Option<Datagram> {
+        self.rx.try_recv().ok()
+    }
+
     /// The next datagram from any spare; never ready without spares.
     pub(super) async fn recv(spares: &mut Option<Spares>) -> Datagram {
         match spares {
