@@ -99,13 +99,7 @@ impl World {
     fn add_host(&mut self, addr: &str, nat: Option<usize>) -> usize {
         let addr: SocketAddr = addr.parse().unwrap();
         let host = self.net.add_host(vec![addr.ip()], nat);
-        self.endpoints.push(Endpoint {
-            host,
-            addr,
-            peer: None,
-            local: Local::Media,
-        });
-        self.endpoints.len() - 1
+        self.add_host_socket(host, addr)
     }
 
     fn addr(&self, e: usize) -> SocketAddr {
