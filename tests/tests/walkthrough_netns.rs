@@ -20,8 +20,8 @@
 //!    server.
 //! 3. Each calls `echo` and hears their own tone.
 //! 4. alice answers; bob calls her: direct (two routers that keep one port per socket), audio
-//!    both ways; carol calls her: relayed (carol's router gives a new port per destination),
-//!    audio both ways. Or with an invite link: alice prints hers (`pinhole invite`), dave, who
+//!    both ways; carol calls her: direct by birthday probing (carol's router gives a new random
+//!    port per destination: her 256 spare sockets against alice's probes), audio both ways. Or with an invite link: alice prints hers (`pinhole invite`), dave, who
 //!    skipped step 2, calls it (`pinhole call LINK --user dave`): direct, audio both ways.
 //! 5. When it does not work, `pinhole nat-check` says what the README's troubleshooting quotes:
 //!    a mistyped fingerprint, UDP 3478 not opened ("no UDP answer"), TCP 3478 not opened ("no
@@ -554,7 +554,8 @@ fn the_readme_walkthrough_between_two_homes() {
     }
 
     // Step 4: bob calls alice (two routers that keep one port: direct), then carol (a router
-    // with a new port per destination: relayed).
+    // with a new random port per destination: direct by birthday probing, carol's spares
+    // against alice's probes).
     let [bob_json, alice_json] = call_alice(&lab, &alice, &bob, "alice", &[], 5.0);
     for json in [&bob_json, &alice_json] {
         assert_eq!(json["path"], "direct", "{json}");
@@ -564,9 +565,13 @@ fn the_readme_walkthrough_between_two_homes() {
     assert_eq!(bob_json["sas"], alice_json["sas"], "the code to compare");
     let [carol_json, alice_json] = call_alice(&lab, &alice, &carol, "alice", &[], 5.0);
     for json in [&carol_json, &alice_json] {
-        assert_eq!(json["path"], "relay", "{json}");
-        assert_eq!(json["path_changes"], 0, "never direct: {json}");
+        assert_eq!(json["path"], "direct", "{json}");
     }
+    assert_eq!(carol_json["checks"]["spares"], 256, "{carol_json}");
+    assert!(
+        alice_json["checks"]["spray"].as_u64().unwrap() > 0,
+        "{alice_json}"
+    );
     assert_eq!(carol_json["sas"], alice_json["sas"], "the code to compare");
 
     // Or without step 2 for the caller: alice sends her invite link, and dave, who has never
