@@ -256,10 +256,13 @@ enum BirthdayPhase {
     Waiting,
     /// Spares asked for ([`PunchEvent::OpenSpares`]), not opened yet.
     Opening,
-    /// Spares open (until `until`), or probes going (the next one at `next`).
-    Running {
-        next: Instant,
+    /// Spares open: closed at `until` unless a probe hit one first.
+    Open {
         until: Instant,
+    },
+    /// Probes going, the next one at `next`.
+    Probing {
+        next: Instant,
     },
     Done,
 }
@@ -740,8 +743,7 @@ impl Punch {
             b.phase = BirthdayPhase::Done;
             return;
         }
-        b.phase = BirthdayPhase::Running {
-            next: now,
+        b.phase = BirthdayPhase::Open {
             until: now + b.spares_window,
         };
         self.stats.spares_opened += u64::from(opened);
@@ -771,24 +773,29 @@ impl Punch {
             }
             (BirthdayPhase::Waiting, Birthday::Spray { .. }) => {
                 // After the peer's spares sent their openers (the same lead as the openers').
-                b.phase = BirthdayPhase::Running {
+                b.phase = BirthdayPhase::Probing {
                     next: now + self.opener_lead,
-                    until: now,
                 };
             }
-            (BirthdayPhase::Running { until, .. }, Birthday::Spares { .. }) => {
-                let keep = match direct {
-                    Some(Local::Spare(i)) => Some(i),
-                    _ => None,
-                };
+            (BirthdayPhase::Open { until }, _) => {
                 if direct.is_some() || now >= until {
                     b.phase = BirthdayPhase::Done;
-                    self.candidates
-                        .retain(|c| c.local == Local::Media || keep == Some(spare_of(c.local)));
+                    // The spare the direct path runs on stays, with its candidates.
+                    let keep = match direct {
+                        Some(Local::Spare(i)) => Some(i),
+                        _ => None,
+                    };
+                    self.candidates.retain(|c| match c.local {
+                        Local::Media => true,
+                        Local::Spare(i) => keep == Some(i),
+                    });
                     self.push_event(PunchEvent::CloseSpares { keep });
                 }
             }
-            (BirthdayPhase::Running { mut next, until }, Birthday::Spray { peer }) => {
+            (BirthdayPhase::Probing { mut next }, role) => {
+                let Birthday::Spray { peer } = role else {
+                    return;
+                };
                 if direct.is_some() || self.stats.spray_sent >= u64::from(b.spray_budget) {
                     b.phase = BirthdayPhase::Done;
                     return;
@@ -808,7 +815,7 @@ impl Punch {
                 // Late (a stalled thread): go on from now rather than in one burst.
                 let next = next.max(now.checked_sub(interval).unwrap_or(now));
                 if let Some(b) = &mut self.birthday {
-                    b.phase = BirthdayPhase::Running { next, until };
+                    b.phase = BirthdayPhase::Probing { next };
                 }
             }
         }
@@ -817,11 +824,11 @@ impl Punch {
     /// When birthday probing has something to do next.
     fn birthday_timeout(&self) -> Option<Instant> {
         let b = self.birthday.as_ref()?;
-        match (b.phase, b.role) {
-            (BirthdayPhase::Waiting, _) => Some(b.at),
-            (BirthdayPhase::Running { until, .. }, Birthday::Spares { .. }) => Some(until),
-            (BirthdayPhase::Running { next, .. }, Birthday::Spray { .. }) => Some(next),
-            (BirthdayPhase::Opening | BirthdayPhase::Done, _) => None,
+        match b.phase {
+            BirthdayPhase::Waiting => Some(b.at),
+            BirthdayPhase::Open { until } => Some(until),
+            BirthdayPhase::Probing { next } => Some(next),
+            BirthdayPhase::Opening | BirthdayPhase::Done => None,
         }
     }
 
@@ -972,14 +979,6 @@ impl Punch {
             self.peer_addrs.pop_front();
         }
         self.peer_addrs.push_back(addr);
-    }
-}
-
-/// The spare number of a [`Local::Spare`] (`u16::MAX` for the media socket).
-fn spare_of(local: Local) -> u16 {
-    match local {
-        Local::Spare(i) => i,
-        Local::Media => u16::MAX,
     }
 }
 
