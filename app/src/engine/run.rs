@@ -311,7 +311,7 @@ impl Driver {
                 }
             }
             while let Some(t) = self.phone.poll_transmit() {
-                let Some(socket) = self.socket_of(t.local) else {
+                let Some(socket) = socket_of(&self.socket, &self.spares, t.local) else {
                     tracing::debug!(to = %t.destination, local = ?t.local, "UDP send: no such socket");
                     continue;
                 };
@@ -325,14 +325,6 @@ impl Driver {
                 return;
             };
             self.handle_phone_event(now, event);
-        }
-    }
-
-    /// The socket a datagram of the phone leaves from: the media socket, or a spare.
-    fn socket_of(&self, local: Local) -> Option<&UdpSocket> {
-        match local {
-            Local::Media => self.socket.as_ref(),
-            Local::Spare(i) => self.spares.as_ref()?.socket(i),
         }
     }
 
@@ -601,11 +593,9 @@ impl Driver {
 
     fn handle_frame(&mut self, now: Instant) {
         // On a direct path through a spare socket (birthday probing), media leaves from it.
-        let spare = match self.phone.media_local() {
-            Local::Spare(i) => self.spares.as_ref().and_then(|s| s.socket(i)),
-            Local::Media => None,
-        };
-        let (Some(media), Some(socket)) = (&mut self.media, spare.or(self.socket.as_ref())) else {
+        let socket = socket_of(&self.socket, &self.spares, self.phone.media_local())
+            .or(self.socket.as_ref());
+        let (Some(media), Some(socket)) = (&mut self.media, socket) else {
             return;
         };
         if let Err(e) = media.call.tick(now, socket)
@@ -965,6 +955,18 @@ fn reopen_default(side: AudioSide, failed: Failed) -> JoinHandle<Result<Replacem
             }
         }
     })
+}
+
+/// The socket a datagram of the phone leaves from: the media socket, or a spare.
+fn socket_of<'a>(
+    socket: &'a Option<UdpSocket>,
+    spares: &'a Option<Spares>,
+    local: Local,
+) -> Option<&'a UdpSocket> {
+    match local {
+        Local::Media => socket.as_ref(),
+        Local::Spare(i) => spares.as_ref()?.socket(i),
+    }
 }
 
 async fn read_control(control: &mut Option<Control>, buf: &mut [u8]) -> std::io::Result<usize> {
