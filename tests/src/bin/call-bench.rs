@@ -128,11 +128,11 @@ fn report(name: &str, mut f: Figures) {
     );
 }
 
-/// Prints when the calls of a birthday-probing topology went direct and what it took.
-fn birthday_report(f: &mut Figures) {
+/// When the calls of a birthday-probing topology went direct and what it took, in a line.
+fn birthday_report(f: &mut Figures) -> String {
     f.direct_after.sort_by(f64::total_cmp);
     f.spray.sort_by(f64::total_cmp);
-    println!(
+    format!(
         "birthday probing: {} of {} calls direct; direct after p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; \
          probes p50 {:.0}, p95 {:.0}, max {:.0} (plus 256 spares' openers)",
         f.direct_after.len(),
@@ -143,7 +143,7 @@ fn birthday_report(f: &mut Figures) {
         percentile(&f.spray, 0.5),
         percentile(&f.spray, 0.95),
         f.spray.last().copied().unwrap_or(f64::NAN),
-    );
+    )
 }
 
 /// Two clients each behind its own NAT, the callee's of `kind` and the caller's of
@@ -229,15 +229,10 @@ fn main() -> Result<()> {
     }
     if args.birthday {
         match nat_topology(&args, NatKind::RandomFully, NatKind::Masquerade, true)? {
-            Some(f) => {
-                let mut probing = Figures {
-                    direct_after: f.direct_after.clone(),
-                    spray: f.spray.clone(),
-                    paths: f.paths.clone(),
-                    ..Figures::default()
-                };
+            Some(mut f) => {
+                let probing = birthday_report(&mut f);
                 report("--random-fully callee, MASQUERADE caller (birthday)", f);
-                birthday_report(&mut probing);
+                println!("{probing}");
             }
             None => println!("| --random-fully x MASQUERADE | skipped (not root) |"),
         }
